@@ -1,0 +1,54 @@
+# One-command set-up: `make run` starts the stack, `make test` runs every test.
+# Both create the virtual environments, install pinned packages, compile the flows and train
+# the Rasa model when its inputs changed.
+
+SHELL := /bin/bash
+PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10))
+PY311 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) $(shell command -v python3.11))
+RASA_VENV := .venv
+SVC_VENV := .venv-services
+SVC_PY := $(SVC_VENV)/bin/python
+
+# Development defaults only: a deployment sets its own secrets in the environment.
+export RISK_API_TOKEN ?= dev-only-risk-api-token
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup compile lint train run test bench clean
+
+$(RASA_VENV)/.installed: requirements/rasa.txt
+	@test -n "$(PY310)" || { echo "Python 3.10 not found (pyenv install 3.10)"; exit 1; }
+	$(PY310) -m venv $(RASA_VENV)
+	$(RASA_VENV)/bin/pip install --quiet --no-input pip==24.0
+	$(RASA_VENV)/bin/pip install --quiet --no-input -r requirements/rasa.txt
+	touch $@
+
+$(SVC_VENV)/.installed: requirements/services.txt
+	@test -n "$(PY311)" || { echo "Python 3.11 not found (pyenv install 3.11)"; exit 1; }
+	$(PY311) -m venv $(SVC_VENV)
+	$(SVC_VENV)/bin/pip install --quiet --no-input -r requirements/services.txt
+	touch $@
+
+setup: $(RASA_VENV)/.installed $(SVC_VENV)/.installed
+
+compile: $(SVC_VENV)/.installed
+	$(SVC_PY) -m flowspec compile
+
+lint: $(SVC_VENV)/.installed
+	$(SVC_PY) -m flowspec lint
+	$(SVC_VENV)/bin/ruff check .
+
+train: setup compile
+	$(SVC_PY) -m stack.train
+
+run: train
+	$(SVC_PY) -m stack.run
+
+test: train lint
+	RISK_API_TEST_PG_URL="$$(bash scripts/ensure_postgres.sh)" \
+	  $(SVC_PY) -m pytest tests
+
+bench: train
+	$(SVC_PY) -m bench.run
+
+clean:
+	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache

@@ -1,0 +1,178 @@
+"""`make bench`: how fast the assistant trains, starts and answers.
+
+Figures (medians and percentiles, never single timings) go to bench/results/latest.json and
+a table in docs/benchmarks.md. The chat load runs over loopback against the real stack,
+bounded in conversations and seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from risk_api.demo import personas
+from stack.services import ROOT, Ports, stack
+
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+REPORT = ROOT / "docs" / "benchmarks.md"
+TOKEN = "bench-risk-api-token"
+CONVERSATIONS_PER_CLIENT = 6
+MAX_SECONDS_PER_LOAD = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def training_seconds() -> float:
+    """A full training run of the current flows into a scratch folder."""
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        subprocess.run([str(ROOT / ".venv" / "bin" / "rasa"), "train", "--out", scratch],
+                       cwd=ROOT / "bot", check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def conversation(rasa_url: str, persona: dict[str, Any]) -> list[float]:
+    """Greeting, then a credit-limit check with L1 verification: six REST turns, timed."""
+    sender = f"bench-{uuid.uuid4().hex[:10]}"
+    turns = ["你好", "我想查一下我的额度还有多少", persona["phone"], persona["name"], persona["id_last4"], "谢谢"]
+    latencies = []
+    with httpx.Client(base_url=rasa_url, timeout=30) as client:
+        for text in turns:
+            started = time.perf_counter()
+            response = client.post("/webhooks/rest/webhook",
+                                   json={"sender": sender, "message": text, "metadata": {"channel": "chat"}})
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+    return latencies
+
+
+def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
+    normal = personas()["normal"]
+    latencies: list[float] = []
+    deadline = time.monotonic() + MAX_SECONDS_PER_LOAD
+
+    def client_loop(_: int) -> list[float]:
+        measured: list[float] = []
+        for _ in range(CONVERSATIONS_PER_CLIENT):
+            if time.monotonic() > deadline:
+                break
+            measured += conversation(rasa_url, normal)
+        return measured
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        for measured in pool.map(client_loop, range(clients)):
+            latencies += measured
+    elapsed = time.perf_counter() - started
+    return {
+        "turns": len(latencies),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "turns_per_second": round(len(latencies) / elapsed, 1),
+    }
+
+
+def dialogue_figures() -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    ports = Ports(rasa=_free_port(), actions=_free_port(), risk_api=_free_port())
+    risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
+                "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl")}
+    processes = []
+    figures: dict[str, Any] = {}
+    try:
+        for service in stack(ports, TOKEN, risk_env):
+            started = time.perf_counter()
+            process = service.start(workdir)
+            processes.append(process)
+            service.wait_healthy(process)
+            figures[f"{service.name}_start_seconds"] = round(time.perf_counter() - started, 1)
+        rasa_url = f"http://127.0.0.1:{ports.rasa}"
+        parse = []
+        with httpx.Client(base_url=rasa_url, timeout=30) as client:
+            for _ in range(50):
+                started = time.perf_counter()
+                client.post("/model/parse", json={"text": "我想提前还清贷款"}).raise_for_status()
+                parse.append(time.perf_counter() - started)
+        figures["parse_p50_ms"] = round(statistics.median(parse) * 1000, 1)
+        figures["chat_1_client"] = chat_load(rasa_url, 1)
+        figures["chat_8_clients"] = chat_load(rasa_url, 8)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+    return figures
+
+
+def risk_api_figures() -> dict[str, Any]:
+    """The risk API's own benchmark (decisions per second, latency), when it has one."""
+    script = ROOT / "risk_api" / "bench.py"
+    if not script.exists():
+        return {}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                            cwd=ROOT)
+    return json.loads(result.stdout)
+
+
+def write_report(results: dict[str, Any]) -> None:
+    dialogue = results["dialogue"]
+    rows = [
+        ("Rasa training (flows → model)", f"{results['training_seconds']:.0f} s"),
+        ("Rasa server start (until /status answers)", f"{dialogue['rasa_start_seconds']} s"),
+        ("/model/parse p50", f"{dialogue['parse_p50_ms']} ms"),
+    ]
+    for key, label in (("chat_1_client", "1 conversation"), ("chat_8_clients", "8 concurrent conversations")):
+        load = dialogue[key]
+        rows.append((f"REST chat turn, {label}: p50 / p95",
+                     f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s"))
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    REPORT.write_text(
+        "# Benchmarks\n\n"
+        "`make bench` measures on the machine it runs on and writes `bench/results/latest.json`;\n"
+        "this table is rewritten from it. Medians and 95th percentiles over loopback; the chat\n"
+        "turns are a greeting and a credit-limit check with L1 verification (risk API calls).\n\n"
+        f"Measured {results['measured_at']} on {results['machine']}.\n\n"
+        "| what | figure |\n|---|---|\n" + table + "\n\n"
+        "Risk API figures (decisions per second, latency on SQLite and PostgreSQL) are under\n"
+        "`risk_api` in the JSON file.\n",
+        encoding="utf-8",
+    )
+
+
+def main() -> int:
+    results: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+        "training_seconds": round(training_seconds(), 1),
+        "dialogue": dialogue_figures(),
+        "risk_api": risk_api_figures(),
+    }
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(results)
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

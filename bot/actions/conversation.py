@@ -1,0 +1,110 @@
+"""What every engine action shares for one turn: the flows, the risk API, how to speak.
+
+`Turn` wraps rasa-sdk's tracker and dispatcher: which channel the customer is on (voice and
+outbound calls get the short voice wording, chat may get buttons), who they are, and how far
+they are verified.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from bot.actions.risk_client import RiskApiClient, RiskApiRefused, RiskApiUnavailable
+from flowspec.model import LEVELS, Flow, FlowSet, Response, load_flowset
+from flowspec.templates import TemplateError, render
+
+log = logging.getLogger("flow")
+PRIORITIES = ("normal", "high", "emergency")
+NOT_VERIFIED = "none"
+
+
+@cache
+def flowset() -> FlowSet:
+    return load_flowset()
+
+
+@cache
+def risk_api() -> RiskApiClient:
+    return RiskApiClient.from_environment()
+
+
+def level_rank(level: str | None) -> int:
+    return LEVELS.index(level or NOT_VERIFIED)
+
+
+def higher_priority(first: str | None, second: str | None) -> str:
+    ranked = [p for p in (first, second) if p in PRIORITIES] or ["normal"]
+    return max(ranked, key=PRIORITIES.index)
+
+
+class Turn:
+    def __init__(self, tracker: Tracker, dispatcher: CollectingDispatcher) -> None:
+        self.tracker = tracker
+        self.dispatcher = dispatcher
+        self.channel: str = tracker.get_slot("channel") or "chat"
+        self.session_id: str = tracker.sender_id
+
+    @property
+    def voice(self) -> bool:
+        return self.channel != "chat"
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.tracker.get_slot("customer_id")
+
+    @property
+    def verified_level(self) -> str:
+        return self.tracker.get_slot("verified_level") or NOT_VERIFIED
+
+    def response(self, key: str, flow: Flow | None = None) -> Response:
+        """The flow's own wording for `key`, else the shared default."""
+        if flow and key in flow.responses:
+            return flow.responses[key]
+        return flowset().responses[key]
+
+    def say(self, response: Response, context: dict[str, Any], flow: Flow | None = None) -> None:
+        try:
+            text = render(response.for_channel(self.channel), context,
+                          flow.item_formats if flow else None, voice=self.voice)
+        except TemplateError as error:
+            # A template the data cannot fill is a defect in the flow file: log it, say a safe
+            # sentence, and flag it so tests and monitoring see it.
+            log.error("flow=%s template error: %s", flow.id if flow else "-", error)
+            self.dispatcher.utter_message(text=self.response("default").for_channel(self.channel))
+            self.dispatcher.utter_message(json_message={"error": "template", "detail": str(error)})
+            return
+        buttons = [dict(button) for button in response.buttons] if not self.voice else []
+        self.dispatcher.utter_message(text=text, buttons=buttons)
+
+    def signal(self, payload: dict[str, Any]) -> None:
+        """Machine-readable news for the channel (what is asked, outcome, handoff)."""
+        self.dispatcher.utter_message(json_message=payload)
+
+    async def customer_context(self) -> dict[str, Any]:
+        """The verified customer's summary for templates; a neutral salutation otherwise."""
+        if not self.customer_id:
+            return {"salutation": "您"}
+        try:
+            return await risk_api().customer(self.customer_id)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            log.warning("customer %s summary unavailable: %s", self.customer_id, error)
+            return {"salutation": "您"}
+
+    async def context(self, flow: Flow, with_reads: bool = True) -> dict[str, Any]:
+        """Slots, customer and (when verified) the flow's reads, for templates.
+
+        Raises RiskApiUnavailable when a read cannot be made.
+        """
+        slots = self.tracker.slots
+        context: dict[str, Any] = {name: slots.get(name) for name in flowset().all_slot_names()}
+        context["flow_name"] = flow.name
+        context["customer"] = await self.customer_context()
+        if with_reads and self.customer_id and level_rank(self.verified_level) >= level_rank("L1"):
+            for read in flow.reads:
+                context[read] = await risk_api().read(self.customer_id, read, self.session_id)
+        return context

@@ -1,0 +1,412 @@
+"""The flow engine: runs any flow of `flows/` inside its Rasa form.
+
+Three kinds of actions, generated for every flow and slot from the YAML:
+- `validate_<flow>_form` (rasa-sdk's form validation action): reads the customer's answer,
+  runs `validate_<type>` on it, verifies identity through the risk API when the identity
+  slots are complete, notices escapes (转人工, 算了, another request), and names the next slot
+  to ask — or none, which ends the form.
+- `action_ask_<slot>`: asks for a slot with the active flow's prompt (filled from reads);
+  the one-time-code prompt first has the risk API send the code.
+- `action_finish_flow`: after the form, reads, asks the risk API to decide and act (or writes
+  the record), answers, and hands off when the flow's `handoff.when` holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from bot.actions.conversation import Turn, flowset, level_rank, risk_api
+from bot.actions.handoff import hand_off, handoff_flow_for_lock
+from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
+from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
+from flowspec.model import Flow, Response, Slot
+from flowspec.templates import lookup
+
+log = logging.getLogger("flow")
+CONFIRM_SLOT = "confirmed"
+MAX_MISSES = 3
+SWITCH_CONFIDENCE = 0.8
+ASIDE_CONFIDENCE = 0.9
+ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
+SENSITIVE_SLOTS = {"id_last4", "otp_code", "card_number"}
+
+
+def looks_angry(text: str) -> bool:
+    return bool(ANGRY.search(text))
+
+
+def slot_definition(flow: Flow, name: str) -> Slot:
+    if name == CONFIRM_SLOT and flow.confirm:
+        return Slot(CONFIRM_SLOT, "yes_no", flow.confirm)
+    for slot in (*flowset().identity_slots, *flow.slots):
+        if slot.name == name:
+            return slot
+    raise KeyError(f"flow {flow.id} has no slot {name}")
+
+
+def required_slots(flow: Flow, values: dict[str, Any], channel: str) -> list[str]:
+    """What the form still needs, in asking order; empty once it should finish."""
+    if values.get("flow_exit") or values.get("verification_locked") and flow.required_level != "none":
+        return []
+    needed = flow.required_level
+    required = []
+    if level_rank(values.get("verified_level")) < level_rank(needed):
+        for slot in flowset().identity_slots:
+            if slot.level and level_rank(slot.level) > level_rank(needed):
+                continue
+            if slot.name == "phone_number" and values.get("caller_number"):
+                continue
+            required.append(slot.name)
+    required += [slot.name for slot in flow.slots if slot.asked_on(channel)]
+    if flow.confirm:
+        required.append(CONFIRM_SLOT)
+    return [name for name in required if values.get(name) is None]
+
+
+class FlowFormValidator(Action, ABC):
+    """`validate_<flow>_form` for one flow; subclasses are generated below."""
+
+    flow_id: str
+
+    @abstractmethod
+    def name(self) -> str: ...
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> list[EventType]:
+        flow = flowset().flows[self.flow_id]
+        turn = Turn(tracker, dispatcher)
+        values: dict[str, Any] = dict(tracker.slots)
+        events: list[EventType] = []
+
+        def set_slot(name: str, value: Any) -> None:
+            values[name] = value
+            events.append(SlotSet(name, value))
+
+        set_slot("active_flow", flow.id)
+        message = tracker.latest_message or {}
+        text = (message.get("text") or "").strip()
+        intent = (message.get("intent") or {}).get("name")
+        confidence = float((message.get("intent") or {}).get("confidence") or 0.0)
+        requested = values.get("requested_slot")
+        activating = tracker.active_loop.get("name") != flow.form_name
+
+        if activating:
+            set_slot("reprompts", 0)
+            set_slot("flow_exit", None)
+            if turn.channel == "outbound" and "outbound_opening" in flow.raw:
+                turn.say(Response.from_yaml(flow.raw["outbound_opening"]),
+                         {"customer": await turn.customer_context()}, flow)
+            self._prefill(flow, text, intent, values, set_slot)
+        elif requested:
+            exit_reason = self._escape(flow, requested, text, intent, confidence)
+            if exit_reason:
+                set_slot("flow_exit", exit_reason)
+            elif intent == "repeat" or self._aside(turn, intent, confidence):
+                pass  # the form asks the same question again
+            else:
+                await self._take_answer(turn, flow, requested, text, intent, values, set_slot)
+
+        missing = required_slots(flow, values, turn.channel)
+        set_slot("requested_slot", missing[0] if missing else None)
+        log.info("flow=%s session=%s next=%s", flow.id, turn.session_id, values["requested_slot"])
+        return events
+
+    def _prefill(self, flow: Flow, text: str, intent: str | None, values: dict[str, Any],
+                 set_slot: Any) -> None:
+        said = Utterance(text, intent, flowset().banks, answering=False)
+        for slot in flow.slots:
+            if slot.type in PREFILLABLE_TYPES and values.get(slot.name) is None:
+                value = validate(slot, said)
+                if value is not None:
+                    set_slot(slot.name, value)
+
+    def _escape(self, flow: Flow, requested: str, text: str, intent: str | None,
+                confidence: float) -> str | None:
+        """Why the customer leaves the form mid-way, if they do."""
+        if intent == "transfer_to_agent" and confidence >= SWITCH_CONFIDENCE:
+            return "handoff:客户要求转人工"
+        if flow.handoff and "anger" in flow.handoff.when and looks_angry(text):
+            return "handoff:客户情绪激动"
+        asking_yes_no = slot_definition(flow, requested).type == "yes_no"
+        if confidence >= SWITCH_CONFIDENCE and (intent == "goodbye" or (intent == "deny" and not asking_yes_no)):
+            return "cancel"
+        if (
+            intent in flowset().flows
+            and intent != flow.id
+            and confidence >= SWITCH_CONFIDENCE
+            and validate(slot_definition(flow, requested), Utterance(text, intent, flowset().banks)) is None
+        ):
+            return f"switch:{intent}"
+        return None
+
+    def _aside(self, turn: Turn, intent: str | None, confidence: float) -> bool:
+        """A question on the side (你是机器人吗): answer it, then ask again."""
+        shared = flowset().shared_intents.get(intent or "")
+        if shared and shared.response and confidence >= ASIDE_CONFIDENCE and intent != "goodbye":
+            turn.say(shared.response, {})
+            return True
+        return False
+
+    async def _take_answer(self, turn: Turn, flow: Flow, requested: str, text: str,
+                           intent: str | None, values: dict[str, Any], set_slot: Any) -> None:
+        slot = slot_definition(flow, requested)
+        value = validate(slot, Utterance(text, intent, flowset().banks))
+        if value is None:
+            misses = int(values.get("reprompts") or 0) + 1
+            set_slot("reprompts", misses)
+            set_slot(requested, None)
+            if misses >= MAX_MISSES:
+                set_slot("flow_exit", "handoff:多次未能识别客户的回答")
+            else:
+                turn.say(turn.response("not_understood_value"), {})
+            return
+        set_slot("reprompts", 0)
+        set_slot(requested, value)
+        shown = requested if requested in SENSITIVE_SLOTS else f"{requested}={value}"
+        log.info("flow=%s slot=%s filled", flow.id, shown)
+        try:
+            await self._verify_if_ready(turn, flow, values, set_slot)
+        except RiskApiUnavailable:
+            set_slot("flow_exit", "unavailable")
+
+    async def _verify_if_ready(self, turn: Turn, flow: Flow, values: dict[str, Any],
+                               set_slot: Any) -> None:
+        """Verify identity as soon as the identity slots for the next level are in."""
+        api = risk_api()
+        wording = flowset().flows["identity_verification"]
+        level = values.get("verified_level")
+        phone = values.get("phone_number") or values.get("caller_number")
+        try:
+            l1_ready = phone and values.get("customer_name") and values.get("id_last4")
+            if level_rank(level) < level_rank("L1") and l1_ready:
+                result = await api.verify_l1(phone, values["customer_name"], values["id_last4"],
+                                             turn.session_id, turn.channel)
+                if result["verified"]:
+                    set_slot("customer_id", result["customer_id"])
+                    set_slot("verified_level", "L1")
+                    log.info("flow=%s session=%s verified L1", flow.id, turn.session_id)
+                    return
+                for name in ("customer_name", "id_last4", *(() if values.get("caller_number") else ("phone_number",))):
+                    set_slot(name, None)
+                self._failed(turn, wording, "verification_failed", result, set_slot)
+            elif level == "L1" and values.get("otp_code"):
+                result = await api.verify_l2(values["customer_id"], values["otp_code"],
+                                             turn.session_id, turn.channel)
+                if result["verified"]:
+                    set_slot("verified_level", "L2")
+                    log.info("flow=%s session=%s verified L2", flow.id, turn.session_id)
+                    return
+                set_slot("otp_code", None)
+                self._failed(turn, wording, "otp_failed", result, set_slot)
+        except RiskApiRefused as refusal:
+            if refusal.code != "verification_locked":
+                raise RiskApiUnavailable(str(refusal)) from refusal
+            set_slot("verification_locked", True)
+
+    @staticmethod
+    def _failed(turn: Turn, wording: Flow, key: str, result: dict[str, Any], set_slot: Any) -> None:
+        if result.get("locked_until") or not result.get("attempts_left"):
+            set_slot("verification_locked", True)
+            return
+        turn.say(wording.responses[key], {"verification": result}, wording)
+
+
+class AskSlot(Action, ABC):
+    """`action_ask_<slot>`: the active flow's prompt for one slot."""
+
+    slot_name: str
+
+    @abstractmethod
+    def name(self) -> str: ...
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> list[EventType]:
+        turn = Turn(tracker, dispatcher)
+        flow = flowset().flows[tracker.get_slot("active_flow")]
+        slot = slot_definition(flow, self.slot_name)
+        try:
+            context = await turn.context(flow, with_reads=slot.name not in {s.name for s in flowset().identity_slots})
+            if slot.name == "otp_code":
+                context["otp"] = await risk_api().send_otp(turn.customer_id, turn.session_id, turn.channel)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            # Nothing to ask without the data: hand off now; the form ends on the next turn.
+            log.error("flow=%s cannot ask %s: %s", flow.id, slot.name, error)
+            await FinishFlow().unavailable(turn, flow, {"flow_name": flow.name})
+            return [SlotSet("flow_exit", "handed_off")]
+        turn.say(slot.prompt, context, flow)
+        expect: dict[str, Any] = {"slot": slot.name, "type": slot.type}
+        expect.update({key: slot.options[key] for key in ("length", "min_length", "max_length") if key in slot.options})
+        if slot.type == "choice":
+            expect["choices"] = len(slot.options["choices"])
+        turn.signal({"flow": flow.id, "expect": expect})
+        return []
+
+
+class FinishFlow(Action):
+    """`action_finish_flow`: everything after the form, for whichever flow just ran."""
+
+    def name(self) -> str:
+        return "action_finish_flow"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> list[EventType]:
+        turn = Turn(tracker, dispatcher)
+        flow = flowset().flows[tracker.get_slot("active_flow")]
+        exit_reason = tracker.get_slot("flow_exit") or ""
+        per_flow = (*flow.slot_names, CONFIRM_SLOT, "flow_exit", "reprompts", "active_flow")
+        resets: list[EventType] = [SlotSet(name, None) for name in per_flow]
+        outcome = await self._run_flow(turn, flow, exit_reason)
+        log.info("flow=%s session=%s outcome=%s", flow.id, turn.session_id, outcome)
+        turn.signal({"flow": flow.id, "outcome": outcome})
+        if exit_reason.startswith("switch:"):
+            target = flowset().flows[exit_reason.split(":", 1)[1]]
+            return [*resets, FollowupAction(target.form_name)]
+        return resets
+
+    async def _run_flow(self, turn: Turn, flow: Flow, exit_reason: str) -> str:
+        base = {"flow_name": flow.name, "customer": {"salutation": "您"}}
+        if exit_reason.startswith("switch:"):
+            target = flowset().flows[exit_reason.split(":", 1)[1]]
+            turn.say(turn.response("switch_flow"), {"flow_name": target.name})
+            return "switched"
+        if exit_reason == "cancel":
+            turn.say(turn.response("cancelled", flow), base, flow)
+            return "cancelled"
+        if exit_reason.startswith("handoff:"):
+            await hand_off(turn, flow, "escalated", exit_reason.split(":", 1)[1], self._priority(flow), base)
+            return "handoff"
+        if exit_reason == "unavailable":
+            await self.unavailable(turn, flow, base)
+            return "unavailable"
+        if exit_reason == "handed_off":
+            return "handoff"
+        if level_rank(turn.verified_level) < level_rank(flow.required_level):
+            lock_flow = handoff_flow_for_lock()
+            turn.say(lock_flow.responses["locked"], base, lock_flow)
+            await hand_off(turn, flow, "locked", lock_flow.handoff.reason, lock_flow.handoff.priority, base,
+                           announce=False)
+            return "locked"
+        try:
+            context = await turn.context(flow)
+            outcome = await self._outcome(turn, flow, context)
+            turn.say(turn.response(outcome, flow), context, flow)
+            if self._hands_off(flow, outcome, context, turn):
+                await hand_off(turn, flow, outcome, flow.handoff.reason, flow.handoff.priority, context)
+        except RiskApiUnavailable:
+            await self.unavailable(turn, flow, base)
+            return "unavailable"
+        return outcome
+
+    async def _outcome(self, turn: Turn, flow: Flow, context: dict[str, Any]) -> str:
+        """Decide and act, or record; the key of the response to give."""
+        if flow.confirm and turn.tracker.get_slot("confirmed") is False:
+            return "cancelled"
+        api = risk_api()
+        if flow.act_params is not None:
+            params = {key: _param(value, context) for key, value in flow.act_params.items()}
+            decision = await api.decide(turn.customer_id, flow.risk, params, turn.session_id, turn.channel)
+            context["decision"] = decision
+            if decision["decision"] != "allow":
+                return decision["decision"]
+            key = f"{turn.session_id}:{flow.id}:{_last_user_timestamp(turn.tracker)}"
+            result = await api.act(turn.customer_id, flow.risk, decision["decision_id"], params,
+                                   turn.session_id, turn.channel, key)
+            context["result"] = {**result.get("result", {}), "message": result.get("message", "")}
+            return {"done": "done", "refused": "refused", "pending_review": "review"}[result["status"]]
+        if flow.record:
+            try:
+                context["result"] = await self._record(turn, flow, context)
+            except RiskApiRefused as refusal:
+                context["result"] = {"message": refusal.message}
+                return "refused"
+            return "done"
+        return "answer"
+
+    async def _record(self, turn: Turn, flow: Flow, context: dict[str, Any]) -> dict[str, Any]:
+        api = risk_api()
+        common = {"session_id": turn.session_id, "channel": turn.channel}
+        slots = {slot.name: turn.tracker.get_slot(slot.name) for slot in flow.slots}
+        kind, _, ticket_kind = flow.record.partition(":")
+        if kind == "ticket":
+            summary = f"{flow.name}：" + "；".join(f"{k}={v}" for k, v in slots.items() if v is not None)
+            return await api.post("/tickets", {"kind": ticket_kind, "customer_id": turn.customer_id,
+                                               "summary": summary, "details": slots, **common})
+        if kind == "promise":
+            return await api.post(f"/customers/{turn.customer_id}/promises",
+                                  {"date": slots.get("date"), "amount": slots.get("amount"), **common})
+        if kind == "callback":
+            phone = turn.tracker.get_slot("caller_number") or turn.tracker.get_slot("phone_number")
+            return await api.post("/callbacks", {"customer_id": turn.customer_id, "phone": phone,
+                                                 "preferred_time": slots.get("preferred_time"), **common})
+        return await api.post(f"/customers/{turn.customer_id}/preferences",
+                              {"marketing_opt_out": True, **common})
+
+    @staticmethod
+    def _hands_off(flow: Flow, outcome: str, context: dict[str, Any], turn: Turn) -> bool:
+        if not flow.handoff:
+            return False
+        for condition in flow.handoff.when:
+            kind, _, target = condition.partition(":")
+            if (
+                condition == "always"
+                or condition == f"risk_{outcome}"
+                or condition == outcome
+                or (kind == "fact" and _fact(context, target))
+                or (kind == "slot" and turn.tracker.get_slot(target) is True)
+            ):
+                return True
+        return False
+
+    @staticmethod
+    def _priority(flow: Flow) -> str:
+        return flow.handoff.priority if flow.handoff else "normal"
+
+    async def unavailable(self, turn: Turn, flow: Flow, context: dict[str, Any]) -> None:
+        turn.say(turn.response("service_unavailable"), context)
+        await hand_off(turn, flow, "unavailable", "风控系统暂时不可用", self._priority(flow), context,
+                       announce=False)
+
+
+def _param(value: Any, context: dict[str, Any]) -> Any:
+    """`"{amount}"` passes the slot's typed value; any other string is taken as written."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and value.count("{") == 1:
+        return lookup(context, value[1:-1])
+    return value
+
+
+def _fact(context: dict[str, Any], dotted: str) -> bool:
+    try:
+        return bool(lookup(context, dotted))
+    except KeyError:
+        return False
+
+
+def _last_user_timestamp(tracker: Tracker) -> str:
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            return str(event.get("timestamp"))
+    return "0"
+
+
+def _generate_actions() -> list[type[Action]]:
+    """One validator class per flow and one ask class per slot, for rasa-sdk to register."""
+    classes: list[type[Action]] = []
+    for flow in flowset().flows.values():
+        classes.append(type(f"Validate_{flow.id}", (FlowFormValidator,), {
+            "flow_id": flow.id, "name": lambda self, n=f"validate_{flow.form_name}": n}))
+    for slot_name in [*flowset().all_slot_names(), CONFIRM_SLOT]:
+        classes.append(type(f"Ask_{slot_name}", (AskSlot,), {
+            "slot_name": slot_name, "name": lambda self, n=f"action_ask_{slot_name}": n}))
+    return classes
+
+
+# Held here because Python tracks subclasses weakly: unreferenced classes would vanish.
+GENERATED_ACTIONS = _generate_actions()

@@ -1,0 +1,117 @@
+"""Hand-over to a human: one mechanism for every flow and channel.
+
+The customer hears the flow's handoff wording; the channel receives a `handoff` payload
+(flow, reason, priority tier, Chinese summary) and acts on it — the web widget shows the
+transfer, the phone gateway redirects the call into the agent queue —; the risk API keeps
+the record the agent desk lists.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.actions.conversation import Turn, flowset, higher_priority, risk_api
+from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
+from flowspec.model import Flow
+from flowspec.templates import format_value
+
+log = logging.getLogger("flow")
+LEVEL_TEXT = {"L2": "已完成短信验证码核验", "L1": "已完成基本身份核验", "none": "未核验身份"}
+CHANNEL_TEXT = {"voice": "电话", "outbound": "外呼回访", "chat": "在线客服"}
+SLOT_TYPE_LABELS = {
+    "amount": "金额", "days": "天数", "date": "日期", "yes_no": "确认", "digits": "号码",
+    "phone": "手机号", "choice": "选择", "rating": "评分", "bank": "银行", "text": "说明",
+}
+OUTCOME_TEXT = {
+    "answer": "已为客户解答",
+    "done": "已办理完成",
+    "cancelled": "客户取消了办理",
+    "review": "已提交人工审核",
+    "step_up": "风控要求进一步核实身份",
+    "deny": "风控拒绝办理",
+    "refused": "不符合办理条件",
+    "locked": "身份核验连续三次未通过，已锁定30分钟",
+    "unavailable": "系统异常未能办理，账户无变更",
+    "escalated": "办理中途客户要求转人工",
+}
+
+
+def _mask(value: str) -> str:
+    return value if len(value) <= 4 else "*" * (len(value) - 4) + value[-4:]
+
+
+def _slot_details(flow: Flow | None, turn: Turn) -> str:
+    details = []
+    for slot in flow.slots if flow else ():
+        value = turn.tracker.get_slot(slot.name)
+        if value is None:
+            continue
+        label = slot.options.get("label", SLOT_TYPE_LABELS[slot.type])
+        shown = _mask(str(value)) if slot.type in ("digits", "phone") else format_value(value)
+        details.append(f"{label}：{shown}")
+    return "；".join(details)
+
+
+def _first_words(turn: Turn, flow_id: str | None) -> str:
+    """The customer's own request that started this flow (or the latest message)."""
+    texts = []
+    for event in reversed(turn.tracker.events):
+        if event.get("event") != "user":
+            continue
+        texts.append(event.get("text") or "")
+        if flow_id and (event.get("parse_data") or {}).get("intent", {}).get("name") == flow_id:
+            break
+    return texts[-1] if texts else ""
+
+
+async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: str) -> str:
+    customer = await turn.customer_context()
+    who = f"客户{customer['masked_name']}" if "masked_name" in customer else "客户"
+    parts = [f"{who}（{LEVEL_TEXT[turn.verified_level]}）"]
+    if turn.customer_id:
+        try:
+            profile = await risk_api().read(turn.customer_id, "profile", turn.session_id)
+            parts.append(f"，{profile['repayment_record_text']}")
+        except (RiskApiUnavailable, RiskApiRefused, KeyError) as error:
+            log.info("no repayment record for the summary: %s", error)
+    topic = f"「{flow.name}」" if flow else "未识别的问题"
+    parts.append(f"。此次通过{CHANNEL_TEXT.get(turn.channel, turn.channel)}咨询{topic}")
+    words = _first_words(turn, flow.id if flow else None)
+    if words:
+        parts.append(f"，客户原话：“{words[:80]}”")
+    details = _slot_details(flow, turn)
+    if details:
+        parts.append(f"；{details}")
+    parts.append(f"。处理结果：{OUTCOME_TEXT[outcome]}。转人工原因：{reason}。")
+    return "".join(parts)
+
+
+async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, priority: str,
+                   context: dict[str, Any], announce: bool = True) -> None:
+    """Tell the customer (unless already told), record the hand-over, signal the channel."""
+    if announce:
+        turn.say(turn.response("handoff", flow), context, flow)
+    tier = higher_priority(priority, turn.tracker.get_slot("priority_tier"))
+    summary = await compose_summary(turn, flow, outcome, reason)
+    handoff: dict[str, Any] = {
+        "flow": flow.id if flow else "clarify",
+        "reason": reason,
+        "priority": tier,
+        "summary": summary,
+        "channel": turn.channel,
+        "customer_id": turn.customer_id,
+        "verified_level": turn.verified_level,
+    }
+    try:
+        record = await risk_api().post("/handoffs", {"session_id": turn.session_id, **handoff})
+        handoff["handoff_id"] = record.get("handoff_id")
+    except (RiskApiUnavailable, RiskApiRefused) as error:
+        # The transfer must still happen: the channel carries the summary to the agent.
+        log.error("handoff record not stored (session %s): %s", turn.session_id, error)
+    log.info("flow=%s handoff priority=%s reason=%s", handoff["flow"], tier, reason)
+    turn.signal({"handoff": handoff})
+
+
+def handoff_flow_for_lock() -> Flow:
+    return flowset().flows["identity_verification"]

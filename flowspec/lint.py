@@ -1,0 +1,191 @@
+"""The flow linter: every flow file against the schema, the catalogue and the engine's rules.
+
+Run with `python -m flowspec lint`; it prints every problem as `file: field: problem` and
+exits non-zero when there is any.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from flowspec.model import (
+    CATALOGUE_PATH,
+    FLOWS_DIR,
+    REPO_ROOT,
+    SHARED_INTENTS,
+    Flow,
+    FlowError,
+    _schema,
+    load_flow,
+    load_responses,
+    load_shared_intents,
+    read_yaml,
+)
+from flowspec.templates import placeholders
+
+HELD_OUT_DIR = REPO_ROOT / "tests" / "nlu" / "held_out"
+MIN_HELD_OUT = 5
+ENGINE_ROOTS = {"decision", "result", "customer", "otp", "verification"}
+# The identity step is the risk API's own verification, not a separate risk-checked action.
+RISK_DONE_BY_IDENTITY_STEP = {"verify_identity"}
+
+
+def _catalogue(path: Path) -> dict[str, dict[str, Any]]:
+    data = read_yaml(path)
+    return {entry["id"]: entry for entry in data["flows"]}
+
+
+def _check_against_catalogue(flow: Flow, entry: dict[str, Any]) -> list[FlowError]:
+    problems = []
+    for field in ("name", "category", "identity", "risk"):
+        expected = str(entry[field])
+        if str(flow.raw[field]) != expected:
+            problems.append(
+                FlowError(flow.path, field, f"'{flow.raw[field]}' but the catalogue says '{expected}'")
+            )
+    if sorted(flow.channels) != sorted(entry["channels"]):
+        problems.append(
+            FlowError(flow.path, "channels", f"{list(flow.channels)} but the catalogue says {entry['channels']}")
+        )
+    has_rule = bool(entry.get("handoff"))
+    if has_rule and flow.handoff is None:
+        problems.append(FlowError(flow.path, "handoff", f"the catalogue says: hand off {entry['handoff']}"))
+    # Without a catalogue rule a flow may still offer a human, but only at the customer's request.
+    if not has_rule and flow.handoff and not all(c.startswith("slot:") for c in flow.handoff.when):
+        problems.append(FlowError(flow.path, "handoff.when",
+                                  "the catalogue has no handoff rule: only slot:<yes_no> (customer asks) is allowed"))
+    return problems
+
+
+def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowError]:
+    problems = []
+    acts = flow.risk != "-" and flow.risk not in RISK_DONE_BY_IDENTITY_STEP
+    if acts and flow.act_params is None:
+        problems.append(FlowError(flow.path, "act", f"risk action '{flow.risk}' needs an act"))
+    if not acts and flow.act_params is not None:
+        problems.append(FlowError(flow.path, "act", "only flows with a risk action act"))
+    if flow.act_params is not None and flow.record:
+        problems.append(FlowError(flow.path, "record", "a flow either acts or records, not both"))
+    outcome = "done" if (flow.act_params is not None or flow.record) else "answer"
+    if outcome not in flow.responses:
+        problems.append(FlowError(flow.path, f"responses.{outcome}", "is required for this flow"))
+    slot_names = [slot.name for slot in flow.slots]
+    for name, count in Counter(slot_names).items():
+        if count > 1:
+            problems.append(FlowError(flow.path, "slots", f"slot '{name}' is declared twice"))
+        if name in identity_slot_names or name in {"confirmed", "active_flow", "channel"}:
+            problems.append(FlowError(flow.path, "slots", f"'{name}' is reserved by the engine"))
+    for slot in flow.slots:
+        if slot.type == "choice" and "choices" not in slot.options:
+            problems.append(FlowError(flow.path, f"slots.{slot.name}", "a choice slot needs choices"))
+    roots = ENGINE_ROOTS | set(flow.reads) | set(slot_names) | identity_slot_names
+    for where, template in _templates(flow):
+        for placeholder in placeholders(template):
+            if placeholder.split(".")[0] not in roots:
+                problems.append(
+                    FlowError(flow.path, where, f"{{{placeholder}}} is not a slot, read or engine value")
+                )
+    for condition in flow.handoff.when if flow.handoff else ():
+        kind, _, target = condition.partition(":")
+        if kind == "slot" and target not in slot_names:
+            problems.append(FlowError(flow.path, "handoff.when", f"no slot '{target}' in this flow"))
+        if kind == "fact" and target.split(".")[0] not in flow.reads:
+            problems.append(FlowError(flow.path, "handoff.when", f"'{target}' is not from a read"))
+    tests = flow.raw.get("tests", {})
+    for name in tests.get("say", {}):
+        if name not in slot_names:
+            problems.append(FlowError(flow.path, f"tests.say.{name}", "is not a slot of this flow"))
+    missing_say = [name for name in slot_names if name not in tests.get("say", {})]
+    if missing_say:
+        problems.append(FlowError(flow.path, "tests.say", f"no test answer for {missing_say}"))
+    if acts and "deny_customer" not in tests and flow.identity == "L2":
+        problems.append(FlowError(flow.path, "tests.deny_customer", "L2 flows with a risk action need one"))
+    return problems
+
+
+def _templates(flow: Flow) -> list[tuple[str, str]]:
+    found = []
+    for key, response in flow.responses.items():
+        found += [(f"responses.{key}.voice", response.voice), (f"responses.{key}.chat", response.chat)]
+    if flow.confirm:
+        found += [("confirm.voice", flow.confirm.voice), ("confirm.chat", flow.confirm.chat)]
+    for slot in flow.slots:
+        found += [(f"slots.{slot.name}.prompt", slot.prompt.voice), (f"slots.{slot.name}.prompt", slot.prompt.chat)]
+    return found
+
+
+def _held_out(intent: str) -> tuple[Path, list[str]]:
+    path = HELD_OUT_DIR / f"{intent}.yml"
+    if not path.exists():
+        return path, []
+    data = read_yaml(path) or {}
+    if data.get("intent") != intent:
+        raise FlowError(path, "intent", f"must be '{intent}'")
+    return path, list(data.get("examples") or [])
+
+
+def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> list[FlowError]:
+    """Every problem found, in file order; an empty list means the flows are sound."""
+    problems: list[FlowError] = []
+    validator = jsonschema.Draft202012Validator(_schema())
+    catalogue = _catalogue(catalogue_path)
+    flows: dict[str, Flow] = {}
+    for path in sorted(flows_dir.glob("*.yml")):
+        try:
+            flows[path.stem] = load_flow(path, validator)
+        except FlowError as error:
+            problems.append(error)
+        if path.stem not in catalogue:
+            problems.append(FlowError(path, "id", f"'{path.stem}' is not in the catalogue"))
+    for flow_id in catalogue:
+        if not (flows_dir / f"{flow_id}.yml").exists():
+            problems.append(
+                FlowError(flows_dir / f"{flow_id}.yml", "", "missing: the catalogue has this flow")
+            )
+    shared_dir = flows_dir / "shared"
+    shared: dict[str, Any] = {}
+    try:
+        shared = load_shared_intents(shared_dir / "intents.yml")
+        load_responses(shared_dir / "responses.yml")
+    except (FlowError, OSError) as error:
+        problems.append(error if isinstance(error, FlowError) else FlowError(shared_dir, "", str(error)))
+    for name in SHARED_INTENTS:
+        if name not in shared:
+            problems.append(FlowError(shared_dir / "intents.yml", f"intents.{name}", "missing"))
+    identity_flow = flows.get("identity_verification")
+    identity_slot_names = (
+        {slot["name"] for slot in identity_flow.raw.get("identity_slots", [])} if identity_flow else set()
+    )
+    for flow in flows.values():
+        if flow.id in catalogue:
+            problems += _check_against_catalogue(flow, catalogue[flow.id])
+        problems += _check_engine_rules(flow, identity_slot_names)
+
+    owner: dict[str, str] = {}
+    intents_examples = {flow.id: flow.examples for flow in flows.values()}
+    intents_examples.update({name: intent.examples for name, intent in shared.items()})
+    for intent, examples in intents_examples.items():
+        for example in examples:
+            other = owner.setdefault(example.strip(), intent)
+            if other != intent:
+                problems.append(
+                    FlowError(flows_dir / f"{intent}.yml", "examples", f"'{example}' is also an example of {other}")
+                )
+    for intent in intents_examples:
+        try:
+            path, held_out = _held_out(intent)
+        except FlowError as error:
+            problems.append(error)
+            continue
+        if len(held_out) < MIN_HELD_OUT:
+            problems.append(FlowError(path, "examples", f"{len(held_out)} held-out examples, need {MIN_HELD_OUT}"))
+        for example in held_out:
+            if example.strip() in owner:
+                problems.append(
+                    FlowError(path, "examples", f"'{example}' is a training example of {owner[example.strip()]}")
+                )
+    return problems

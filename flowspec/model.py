@@ -1,0 +1,245 @@
+"""The flow model: what `flows/<id>.yml` declares, loaded and schema-checked.
+
+The same loader serves the compiler, the linter and the flow engine at run time, so a flow
+means one thing everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLOWS_DIR = REPO_ROOT / "flows"
+SHARED_DIR = FLOWS_DIR / "shared"
+CATALOGUE_PATH = REPO_ROOT.parent / "shared" / "flow-catalogue.yaml"
+
+LEVELS = ("none", "L1", "L2")
+SHARED_INTENTS = (
+    "greet", "goodbye", "affirm", "deny", "thanks", "repeat", "ask_is_bot", "inform",
+    "out_of_scope",
+)
+
+
+class FlowError(ValueError):
+    """A flow file is wrong; the message names the file, the field and what is wrong."""
+
+    def __init__(self, path: Path, field_path: str, problem: str) -> None:
+        self.path = path
+        self.field_path = field_path
+        self.problem = problem
+        super().__init__(f"{_relative(path)}: {field_path or '(top level)'}: {problem}")
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class Response:
+    voice: str
+    chat: str
+    buttons: tuple[dict[str, str], ...] = ()
+
+    @classmethod
+    def from_yaml(cls, data: dict[str, Any]) -> Response:
+        return cls(data["voice"], data.get("chat", data["voice"]), tuple(data.get("buttons", ())))
+
+    def for_channel(self, channel: str) -> str:
+        return self.chat if channel == "chat" else self.voice
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    type: str
+    prompt: Response
+    channels: tuple[str, ...] = ()
+    level: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, data: dict[str, Any]) -> Slot:
+        known = {"name", "type", "prompt", "channels", "level"}
+        return cls(
+            name=data["name"],
+            type=data["type"],
+            prompt=Response.from_yaml(data["prompt"]),
+            channels=tuple(data.get("channels", ())),
+            level=data.get("level"),
+            options={k: v for k, v in data.items() if k not in known},
+        )
+
+    def asked_on(self, channel: str) -> bool:
+        return not self.channels or channel in self.channels
+
+
+@dataclass(frozen=True)
+class Handoff:
+    when: tuple[str, ...]
+    reason: str
+    priority: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One handling flow. `raw` keeps the file's data for the linter and the tests."""
+
+    id: str
+    name: str
+    category: str
+    identity: str
+    risk: str
+    channels: tuple[str, ...]
+    examples: tuple[str, ...]
+    slots: tuple[Slot, ...]
+    reads: tuple[str, ...]
+    responses: dict[str, Response]
+    confirm: Response | None
+    act_params: dict[str, Any] | None
+    record: str | None
+    handoff: Handoff | None
+    item_formats: dict[str, str]
+    path: Path
+    raw: dict[str, Any]
+
+    @property
+    def form_name(self) -> str:
+        return f"{self.id}_form"
+
+    @property
+    def required_level(self) -> str:
+        """The verification level the flow needs before its own slots."""
+        target = self.raw.get("verifies_to", "none")
+        return max(self.identity, target, key=LEVELS.index)
+
+    @cached_property
+    def slot_names(self) -> tuple[str, ...]:
+        return tuple(slot.name for slot in self.slots)
+
+
+@dataclass(frozen=True)
+class SharedIntent:
+    name: str
+    examples: tuple[str, ...]
+    response: Response | None
+
+
+@dataclass(frozen=True)
+class FlowSet:
+    """Everything under `flows/`: the flows, the shared intents, common wording and banks."""
+
+    flows: dict[str, Flow]
+    shared_intents: dict[str, SharedIntent]
+    responses: dict[str, Response]
+    banks: tuple[dict[str, Any], ...]
+
+    @property
+    def identity_slots(self) -> tuple[Slot, ...]:
+        raw = self.flows["identity_verification"].raw.get("identity_slots", [])
+        return tuple(Slot.from_yaml(slot) for slot in raw)
+
+    def all_slot_names(self) -> list[str]:
+        names: dict[str, None] = {slot.name: None for slot in self.identity_slots}
+        for flow in self.flows.values():
+            names.update((slot.name, None) for slot in flow.slots)
+        return list(names)
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads((FLOWS_DIR / "schema.json").read_text(encoding="utf-8"))
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise FlowError(path, where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+
+
+def load_flow(path: Path, validator: jsonschema.Draft202012Validator | None = None) -> Flow:
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise FlowError(path, "", "a flow file must be a mapping of fields")
+    validator = validator or jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        location = ".".join(str(part) for part in first.absolute_path)
+        raise FlowError(path, location, first.message)
+    if data["id"] != path.stem:
+        raise FlowError(path, "id", f"'{data['id']}' must equal the file name '{path.stem}'")
+    handoff = data.get("handoff")
+    return Flow(
+        id=data["id"],
+        name=data["name"],
+        category=data["category"],
+        identity=data["identity"],
+        risk=data["risk"],
+        channels=tuple(data["channels"]),
+        examples=tuple(data["examples"]),
+        slots=tuple(Slot.from_yaml(slot) for slot in data.get("slots", [])),
+        reads=tuple(data.get("read", [])),
+        responses={key: Response.from_yaml(value) for key, value in data["responses"].items()},
+        confirm=Response.from_yaml(data["confirm"]) if "confirm" in data else None,
+        act_params=data["act"]["params"] if "act" in data else None,
+        record=data.get("record"),
+        handoff=Handoff(tuple(handoff["when"]), handoff["reason"], handoff["priority"])
+        if handoff
+        else None,
+        item_formats=data.get("item_formats", {}),
+        path=path,
+        raw=data,
+    )
+
+
+def load_shared_intents(path: Path) -> dict[str, SharedIntent]:
+    data = read_yaml(path)
+    intents = (data or {}).get("intents")
+    if not isinstance(intents, dict):
+        raise FlowError(path, "intents", "must map each shared intent to its examples")
+    result: dict[str, SharedIntent] = {}
+    for name, body in intents.items():
+        examples = (body or {}).get("examples")
+        if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
+            raise FlowError(path, f"intents.{name}.examples", "must be a list of strings")
+        response = body.get("response")
+        result[name] = SharedIntent(
+            name, tuple(examples), Response.from_yaml(response) if response else None
+        )
+    return result
+
+
+def load_responses(path: Path) -> dict[str, Response]:
+    data = read_yaml(path) or {}
+    responses = data.get("responses")
+    if not isinstance(responses, dict):
+        raise FlowError(path, "responses", "must map response names to {voice, chat}")
+    return {key: Response.from_yaml(value) for key, value in responses.items()}
+
+
+def load_flowset(flows_dir: Path = FLOWS_DIR) -> FlowSet:
+    """Load every flow file; raise FlowError on the first broken one."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    flows = {
+        path.stem: load_flow(path, validator) for path in sorted(flows_dir.glob("*.yml"))
+    }
+    shared = flows_dir / "shared"
+    banks = (read_yaml(shared / "banks.yml") or {}).get("banks", [])
+    return FlowSet(
+        flows=flows,
+        shared_intents=load_shared_intents(shared / "intents.yml"),
+        responses=load_responses(shared / "responses.yml"),
+        banks=tuple(banks),
+    )

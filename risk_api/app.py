@@ -1,0 +1,264 @@
+"""HTTP routes of the risk-check API (contract: docs/risk-api.md)."""
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from risk_api import actions, audit, decisions, demo, records, verification
+from risk_api.clock import Clock, SystemClock
+from risk_api.config import Settings
+from risk_api.db import SCHEMA_VERSION, Customer, Database
+from risk_api.errors import ApiError, api_error_handler, unknown_customer
+from risk_api.reads import READS, summary
+from risk_api.rules import RiskAction, load_rules
+from risk_api.schemas import (
+    ActionRequest,
+    ActionResponse,
+    CallbackRequest,
+    CallbackResponse,
+    CustomerSummary,
+    DecisionRequest,
+    DecisionResponse,
+    HandoffAccept,
+    HandoffRequest,
+    HandoffResponse,
+    Health,
+    L1Request,
+    L1Response,
+    L2Request,
+    L2Response,
+    OtpRequest,
+    OtpResponse,
+    Phone,
+    PreferencesRequest,
+    PreferencesResponse,
+    PromiseRequest,
+    PromiseResponse,
+    ReviewDecisionRequest,
+    SessionId,
+    TicketKind,
+    TicketRequest,
+    TicketResponse,
+)
+from risk_api.sms import SmsMessage, SmsSender, load_sender
+
+log = logging.getLogger("risk_api")
+T = TypeVar("T")
+ReadName = Literal["profile", "limits", "bill", "schedule", "payoff_quote", "loan_application",
+                   "disbursement", "cards", "ledger", "interest", "contract"]
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=128,
+                                       pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+CustomerPath = Annotated[str, Path(min_length=1, max_length=16)]
+_bearer = HTTPBearer(auto_error=False, description="RISK_API_TOKEN")
+
+
+class Service:
+    """Everything a request needs: database, rules, clock and SMS sender."""
+
+    def __init__(self, settings: Settings, clock: Clock, sms: SmsSender) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.sms = sms
+        self.rules = load_rules(settings.rules_path)
+        self.db = Database(settings.database_url)
+        if self.db.prepare_schema(lambda session: demo.seed(session, clock.now())):
+            log.info("created schema version %s and seeded demo data", SCHEMA_VERSION)
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        with self.db.transaction() as session:
+            return work(session)
+
+    def send(self, messages: list[SmsMessage]) -> None:
+        for message in messages:
+            self.sms.send(message, self.clock.now())
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
+               sms_sender: SmsSender | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    service = Service(settings, clock or SystemClock(),
+                      sms_sender or load_sender(settings.sms_sender, settings.sms_outbox))
+
+    def authenticate(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if credentials is None or not hmac.compare_digest(
+                credentials.credentials.encode(), settings.token.encode()):
+            raise ApiError(401, "unauthorized", "缺少或错误的访问令牌。")
+
+    app = FastAPI(title="Risk-check API", version=str(SCHEMA_VERSION),
+                  description="Customer lookup, identity verification, risk decisions and "
+                              "account actions for the IVR/chat assistant.")
+    app.state.service = service
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(OperationalError, _database_busy)
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(status="ok", schema_version=SCHEMA_VERSION)
+
+    api = APIRouter(dependencies=[Depends(authenticate)])
+    _customer_routes(api, service)
+    _verification_routes(api, service)
+    _decision_routes(api, service)
+    _record_routes(api, service)
+    app.include_router(api)
+    return app
+
+
+async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(status_code=503, content={"detail": {
+        "code": "busy", "message": "系统繁忙，请稍后再试。"}})
+
+
+def _customer_routes(api: APIRouter, service: Service) -> None:
+    def find(session: Session, customer_id: str) -> Customer:
+        customer = session.get(Customer, customer_id)
+        if customer is None:
+            raise unknown_customer()
+        return customer
+
+    @api.get("/customers/by-phone/{phone}", response_model=CustomerSummary)
+    def customer_by_phone(phone: Annotated[Phone, Path()]) -> dict[str, Any]:
+        def work(session: Session) -> dict[str, Any]:
+            customer = session.query(Customer).filter(Customer.phone == phone).one_or_none()
+            if customer is None:
+                raise unknown_customer()
+            return summary(customer, service.clock.now().date())
+        return service.run(work)
+
+    @api.get("/customers/{customer_id}", response_model=CustomerSummary)
+    def customer_by_id(customer_id: CustomerPath) -> dict[str, Any]:
+        return service.run(lambda s: summary(find(s, customer_id), service.clock.now().date()))
+
+    @api.get("/customers/{customer_id}/{read}", response_model=dict[str, Any])
+    def account_read(customer_id: CustomerPath, read: ReadName,
+                     session_id: Annotated[SessionId | None, Query()] = None) -> dict[str, Any]:
+        def work(session: Session) -> dict[str, Any]:
+            customer = find(session, customer_id)
+            now = service.clock.now()
+            verification.require_level(session, session_id, customer.id, "L1", now)
+            return READS[read](session, customer, now)
+        return service.run(work)
+
+
+def _verification_routes(api: APIRouter, service: Service) -> None:
+    @api.post("/verification/l1", response_model=L1Response)
+    def verify_l1(body: L1Request) -> L1Response:
+        return service.run(lambda s: verification.verify_l1(s, body, service.clock.now()))
+
+    @api.post("/verification/otp", response_model=OtpResponse)
+    def send_otp(body: OtpRequest) -> OtpResponse:
+        response, message = service.run(
+            lambda s: verification.send_otp(s, body, service.clock.now()))
+        service.send([message])
+        return response
+
+    @api.post("/verification/l2", response_model=L2Response)
+    def verify_l2(body: L2Request) -> L2Response:
+        return service.run(lambda s: verification.verify_l2(s, body, service.clock.now()))
+
+
+def _decision_routes(api: APIRouter, service: Service) -> None:
+    @api.post("/customers/{customer_id}/decisions", response_model=DecisionResponse)
+    def decide(customer_id: CustomerPath, body: DecisionRequest) -> DecisionResponse:
+        return service.run(lambda s: decisions.decide(s, service.rules, customer_id, body,
+                                                      service.clock.now()))
+
+    @api.post("/customers/{customer_id}/actions/{action}", response_model=ActionResponse)
+    def act(customer_id: CustomerPath, action: RiskAction, body: ActionRequest,
+            idempotency_key: IdempotencyKey) -> ActionResponse:
+        def work(session: Session) -> tuple[ActionResponse, list[SmsMessage]]:
+            return actions.perform(session, service.rules, customer_id, action,
+                                   idempotency_key, body, service.clock.now())
+        try:
+            response, outbox = service.run(work)
+        except IntegrityError:
+            # Same key raced in from another account (or a unique value was taken): the
+            # second attempt sees the committed row and answers replay/conflict/refusal.
+            response, outbox = service.run(work)
+        service.send(outbox)
+        return response
+
+    @api.get("/reviews")
+    def reviews(status: Literal["pending", "approved", "rejected"] | None = None,
+                limit: Limit = 100) -> list[dict[str, Any]]:
+        return service.run(lambda s: actions.list_reviews(s, status, limit))
+
+    @api.post("/reviews/{review_id}/decision")
+    def review_decision(review_id: Annotated[str, Path(max_length=40)],
+                        body: ReviewDecisionRequest) -> dict[str, Any]:
+        result, outbox = service.run(
+            lambda s: actions.decide_review(s, review_id, body, service.clock.now()))
+        service.send(outbox)
+        return result
+
+    @api.get("/audit")
+    def audit_log(customer_id: Annotated[str | None, Query(max_length=16)] = None,
+                  limit: Limit = 50) -> list[dict[str, Any]]:
+        return service.run(lambda s: audit.entries(s, customer_id, limit))
+
+
+def _record_routes(api: APIRouter, service: Service) -> None:
+    @api.post("/tickets", response_model=TicketResponse)
+    def create_ticket(body: TicketRequest) -> TicketResponse:
+        return service.run(lambda s: records.create_ticket(s, body, service.clock.now()))
+
+    @api.get("/tickets")
+    def list_tickets(customer_id: Annotated[str | None, Query(max_length=16)] = None,
+                     kind: TicketKind | None = None, limit: Limit = 100) -> list[dict[str, Any]]:
+        return service.run(lambda s: records.list_tickets(s, customer_id, kind, limit))
+
+    @api.post("/customers/{customer_id}/promises", response_model=PromiseResponse)
+    def create_promise(customer_id: CustomerPath, body: PromiseRequest) -> PromiseResponse:
+        return service.run(lambda s: records.create_promise(s, customer_id, body,
+                                                            service.clock.now()))
+
+    @api.post("/customers/{customer_id}/preferences", response_model=PreferencesResponse)
+    def set_preferences(customer_id: CustomerPath,
+                        body: PreferencesRequest) -> PreferencesResponse:
+        return service.run(lambda s: records.set_preferences(s, customer_id, body,
+                                                             service.clock.now()))
+
+    @api.post("/callbacks", response_model=CallbackResponse)
+    def create_callback(body: CallbackRequest) -> CallbackResponse:
+        return service.run(lambda s: records.create_callback(s, body, service.clock.now()))
+
+    @api.post("/handoffs", response_model=HandoffResponse)
+    def create_handoff(body: HandoffRequest) -> HandoffResponse:
+        return service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
+
+    @api.get("/handoffs")
+    def list_handoffs(status: Literal["waiting", "accepted"] | None = None,
+                      limit: Limit = 100) -> list[dict[str, Any]]:
+        return service.run(lambda s: records.list_handoffs(s, status, limit))
+
+    @api.post("/handoffs/{handoff_id}/accept")
+    def accept_handoff(handoff_id: Annotated[str, Path(max_length=40)],
+                       body: HandoffAccept) -> dict[str, Any]:
+        return service.run(lambda s: records.accept_handoff(s, handoff_id, body,
+                                                            service.clock.now()))
+
+
+@cache
+def _default_app() -> FastAPI:
+    return create_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn risk_api.app:app` builds the app on first access, not at import (tests import
+    # this module without RISK_API_TOKEN in the environment).
+    if name == "app":
+        return _default_app()
+    raise AttributeError(name)

@@ -1,0 +1,47 @@
+"""Service settings, read once from the environment at start."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///var/risk_api.sqlite3"
+DEFAULT_OUTBOX = "var/sms_outbox.jsonl"
+DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    token: str
+    database_url: str = DEFAULT_DATABASE_URL
+    sms_outbox: Path = Path(DEFAULT_OUTBOX)
+    rules_path: Path = DEFAULT_RULES
+    sms_sender: str | None = None  # "package.module:factory"; None = outbox file
+    host: str = "127.0.0.1"
+    port: int = 8400
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        token = env.get("RISK_API_TOKEN", "").strip()
+        if not token:
+            raise ConfigError(
+                "RISK_API_TOKEN is not set: callers authenticate with this bearer token and the "
+                "service has no default. Start it as: RISK_API_TOKEN=<secret> python -m risk_api"
+            )
+        port_text = env.get("RISK_API_PORT", "8400")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"RISK_API_PORT must be a port number, got {port_text!r}")
+        return cls(
+            token=token,
+            database_url=env.get("RISK_API_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            sms_outbox=Path(env.get("RISK_API_SMS_OUTBOX") or DEFAULT_OUTBOX),
+            rules_path=Path(env.get("RISK_API_RULES") or DEFAULT_RULES),
+            sms_sender=env.get("RISK_API_SMS_SENDER") or None,
+            host=env.get("RISK_API_HOST") or "127.0.0.1",
+            port=int(port_text),
+        )

@@ -1,0 +1,366 @@
+"""Tables, engine set-up (SQLite or PostgreSQL) and the schema-version check."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from risk_api.clock import CHINA_TZ
+
+SCHEMA_VERSION = 1
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was made by another version of this service: never read it blindly."""
+
+
+class LocalDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in code, naive China time in the database (same on SQLite and PG)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.astimezone(CHINA_TZ).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=CHINA_TZ)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: LocalDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SchemaMeta(Base):
+    __tablename__ = "schema_meta"
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    persona: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(40))
+    gender: Mapped[str] = mapped_column(String(1))  # M | F
+    birth_date: Mapped[date]
+    id_number: Mapped[str] = mapped_column(String(18))
+    phone: Mapped[str] = mapped_column(String(11), unique=True)
+    email: Mapped[str] = mapped_column(String(80))
+    vip: Mapped[bool]
+    hardship: Mapped[bool]
+    do_not_call: Mapped[bool]
+    marketing_opt_out: Mapped[bool]
+    account_status: Mapped[str] = mapped_column(String(8))  # active | frozen | closed
+    frozen_reason: Mapped[str | None] = mapped_column(String(24))  # customer_request | fraud
+    frozen_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    real_name_status: Mapped[str] = mapped_column(String(12))
+    auto_debit: Mapped[bool]
+    phone_changed_on: Mapped[date | None]
+    device_id: Mapped[str] = mapped_column(String(40), index=True)
+    device_changed_on: Mapped[date | None]
+    usual_lat: Mapped[float]
+    usual_lon: Mapped[float]
+    other_lender_applications: Mapped[list[Any]]  # ISO dates of applications elsewhere
+    credit_limit_fen: Mapped[int]
+    temp_limit_fen: Mapped[int]
+    temp_limit_expires_on: Mapped[date | None]
+    apr_bp: Mapped[int]  # annual rate in basis points: 1800 = 18.00 %
+    address: Mapped[str | None] = mapped_column(String(200))
+    employer: Mapped[str | None] = mapped_column(String(200))
+    emergency_contact: Mapped[str | None] = mapped_column(String(200))
+
+
+class Card(Base):
+    __tablename__ = "cards"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    number: Mapped[str] = mapped_column(String(19))
+    bank: Mapped[str] = mapped_column(String(20))
+    is_repayment: Mapped[bool]
+    removed: Mapped[bool]
+
+
+class Loan(Base):
+    __tablename__ = "loans"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    contract_no: Mapped[str] = mapped_column(String(32))
+    principal_fen: Mapped[int]
+    periods: Mapped[int]
+    signed_on: Mapped[date]
+    status: Mapped[str] = mapped_column(String(8))  # active | settled
+    settled_on: Mapped[date | None]
+    disbursed_at: Mapped[datetime]
+    arrived_at: Mapped[datetime | None]
+    card_number: Mapped[str] = mapped_column(String(19))
+    bank: Mapped[str] = mapped_column(String(20))
+
+
+class Installment(Base):
+    __tablename__ = "installments"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    loan_id: Mapped[str] = mapped_column(ForeignKey("loans.id"), index=True)
+    period: Mapped[int]
+    due_date: Mapped[date]
+    principal_fen: Mapped[int]
+    interest_fen: Mapped[int]
+    fee_fen: Mapped[int]
+    status: Mapped[str] = mapped_column(String(12))  # unpaid | paid | restructured
+    paid_on: Mapped[date | None]
+    deferred: Mapped[bool]
+
+
+class Application(Base):
+    __tablename__ = "applications"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12))  # reviewing|approved|rejected|...
+    amount_fen: Mapped[int]
+    applied_on: Mapped[date]
+    decided_on: Mapped[date | None]
+    retry_after: Mapped[date | None]
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    loan_id: Mapped[str | None] = mapped_column(String(16))
+    entry_date: Mapped[date]
+    amount_fen: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(24))  # repayment | early_repayment | ...
+    status: Mapped[str] = mapped_column(String(8))  # posted | pending | failed
+    failure_reason: Mapped[str | None] = mapped_column(String(80))
+    expected_post_date: Mapped[date | None]
+    receipt_no: Mapped[str | None] = mapped_column(String(32))
+
+
+class VerificationSubject(Base):
+    """Failure counter and lock of one customer (or of an unregistered phone number)."""
+
+    __tablename__ = "verification_subjects"
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    failures: Mapped[int]
+    locked_until: Mapped[datetime | None]
+
+
+class VerifiedSession(Base):
+    __tablename__ = "verified_sessions"
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    level: Mapped[str] = mapped_column(String(2))
+    expires_at: Mapped[datetime]
+    last_l2_at: Mapped[datetime | None]
+    step_up_requested_at: Mapped[datetime | None]
+
+
+class OtpCode(Base):
+    __tablename__ = "otp_codes"
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128))
+    salt: Mapped[str] = mapped_column(String(32))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    attempts_left: Mapped[int]
+
+
+class DecisionRecord(Base):
+    __tablename__ = "decisions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    action: Mapped[str] = mapped_column(String(24))
+    params: Mapped[dict[str, Any]]
+    decision: Mapped[str] = mapped_column(String(8))
+    reasons: Mapped[list[Any]]
+    explanation: Mapped[str] = mapped_column(String(400))
+    session_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    review_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    action: Mapped[str] = mapped_column(String(24))
+    params: Mapped[dict[str, Any]]
+    reasons: Mapped[list[Any]]
+    status: Mapped[str] = mapped_column(String(10), index=True)  # pending|approved|rejected
+    agent: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(500))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    summary: Mapped[str] = mapped_column(String(1000))
+    details: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(8))
+    session_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class Promise(Base):
+    __tablename__ = "promises"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    promise_date: Mapped[date]
+    amount_fen: Mapped[int]
+    session_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class Callback(Base):
+    __tablename__ = "callbacks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
+    phone: Mapped[str] = mapped_column(String(11))
+    scheduled_for: Mapped[datetime]
+    session_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+
+
+class Handoff(Base):
+    __tablename__ = "handoffs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    flow: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(200))
+    priority: Mapped[str] = mapped_column(String(10))
+    summary: Mapped[str] = mapped_column(String(2000))
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
+    verified_level: Mapped[str | None] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(10), index=True)  # waiting | accepted
+    agent: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    channel: Mapped[str | None] = mapped_column(String(8))
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    inputs: Mapped[dict[str, Any]]
+    decision: Mapped[str | None] = mapped_column(String(24))
+    rules: Mapped[list[Any]]
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        # Take transaction control from pysqlite so that BEGIN IMMEDIATE below is what runs.
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Every transaction holds SQLite's write lock from its start: account actions are
+        # serialised and a read-then-write never loses an update.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def prepare_schema(self, seed: Callable[[Session], None]) -> bool:
+        """Create and seed the schema of an empty database in one transaction (True: created),
+        or check that an existing database has this code's schema version."""
+        tables = set(inspect(self.engine).get_table_names())
+        if not tables:
+            with self.transaction() as session:
+                Base.metadata.create_all(session.connection())
+                session.add(SchemaMeta(key="schema_version", value=str(SCHEMA_VERSION)))
+                seed(session)
+            return True
+        where = make_url(self.url).render_as_string(hide_password=True)
+        if "schema_meta" not in tables:
+            raise SchemaVersionError(
+                f"{where} holds tables but no schema_meta: it is not a risk_api database of "
+                f"schema version {SCHEMA_VERSION}. Point RISK_API_DATABASE_URL at an empty "
+                "database (or remove the SQLite file to re-create the demo data)."
+            )
+        with self.transaction() as session:
+            found = session.scalar(
+                select(SchemaMeta.value).where(SchemaMeta.key == "schema_version"))
+        if found != str(SCHEMA_VERSION):
+            raise SchemaVersionError(
+                f"{where} has schema version {found}, this service needs {SCHEMA_VERSION}. "
+                "Migrate it or point RISK_API_DATABASE_URL at a new database."
+            )
+        missing = set(Base.metadata.tables) - tables
+        if missing:
+            raise SchemaVersionError(f"{where} lacks tables {sorted(missing)}: schema is damaged")
+        return False
+
+
+def lock_customer(session: Session, customer_id: str) -> Customer | None:
+    """Load a customer with a row lock (PG: FOR UPDATE; SQLite: already write-locked)."""
+    return session.scalar(select(Customer).where(Customer.id == customer_id).with_for_update())
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"

@@ -1,0 +1,177 @@
+"""Service records: tickets, promises to pay, preferences, callbacks and hand-offs."""
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from risk_api import audit
+from risk_api.clock import CHINA_TZ
+from risk_api.db import Callback, Customer, Handoff, Promise, Ticket, new_id
+from risk_api.errors import ApiError, conflict, not_found, unknown_customer
+from risk_api.masking import mask_text
+from risk_api.money import to_fen
+from risk_api.schemas import (
+    CallbackRequest,
+    CallbackResponse,
+    HandoffAccept,
+    HandoffRequest,
+    HandoffResponse,
+    PreferencesRequest,
+    PreferencesResponse,
+    PromiseRequest,
+    PromiseResponse,
+    TicketRequest,
+    TicketResponse,
+)
+
+PROMISE_WINDOW_DAYS = 7
+SERVICE_OPENS = time(9)
+SERVICE_CLOSES = time(21)
+
+
+def _customer(session: Session, customer_id: str | None) -> Customer | None:
+    if customer_id is None:
+        return None
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise unknown_customer()
+    return customer
+
+
+def create_ticket(session: Session, request: TicketRequest, now: datetime) -> TicketResponse:
+    _customer(session, request.customer_id)
+    ticket_id = new_id("T")
+    session.add(Ticket(id=ticket_id, kind=request.kind, customer_id=request.customer_id,
+                       summary=request.summary, details=request.details, status="open",
+                       session_id=request.session_id, channel=request.channel, created_at=now))
+    audit.record(session, at=now, kind=f"ticket:{request.kind}", customer_id=request.customer_id,
+                 channel=request.channel, session_id=request.session_id,
+                 inputs={"summary": request.summary, "details": request.details})
+    return TicketResponse(ticket_id=ticket_id, kind=request.kind, status="open")
+
+
+def list_tickets(session: Session, customer_id: str | None, kind: str | None,
+                 limit: int) -> list[dict[str, Any]]:
+    query = select(Ticket).order_by(Ticket.created_at.desc()).limit(limit)
+    if customer_id:
+        query = query.where(Ticket.customer_id == customer_id)
+    if kind:
+        query = query.where(Ticket.kind == kind)
+    return [{"ticket_id": t.id, "kind": t.kind, "customer_id": t.customer_id,
+             "summary": mask_text(t.summary), "status": t.status,
+             "channel": t.channel, "created_at": t.created_at.isoformat()}
+            for t in session.scalars(query)]
+
+
+def create_promise(session: Session, customer_id: str, request: PromiseRequest,
+                   now: datetime) -> PromiseResponse:
+    _customer(session, customer_id)
+    today = now.date()
+    if not today <= request.date <= today + timedelta(days=PROMISE_WINDOW_DAYS):
+        raise ApiError(422, "invalid_promise_date",
+                       f"承诺还款日期需要在今天起{PROMISE_WINDOW_DAYS}天以内。")
+    if request.amount <= 0 or round(request.amount, 2) != request.amount:
+        raise ApiError(422, "invalid_promise_amount", "承诺还款金额需要大于0元，最多两位小数。")
+    if request.amount > 10_000_000:
+        raise ApiError(422, "invalid_promise_amount", "承诺还款金额超出范围，请核对。")
+    promise_id = new_id("P")
+    session.add(Promise(id=promise_id, customer_id=customer_id, promise_date=request.date,
+                        amount_fen=to_fen(request.amount), session_id=request.session_id,
+                        channel=request.channel, created_at=now))
+    audit.record(session, at=now, kind="promise", customer_id=customer_id,
+                 channel=request.channel, session_id=request.session_id,
+                 inputs=request.model_dump(mode="json", exclude={"session_id", "channel"}))
+    return PromiseResponse(promise_id=promise_id, date=request.date, amount=request.amount)
+
+
+def set_preferences(session: Session, customer_id: str, request: PreferencesRequest,
+                    now: datetime) -> PreferencesResponse:
+    customer = _customer(session, customer_id)
+    assert customer is not None
+    customer.marketing_opt_out = request.marketing_opt_out
+    audit.record(session, at=now, kind="preferences", customer_id=customer_id,
+                 channel=request.channel, session_id=request.session_id,
+                 inputs={"marketing_opt_out": request.marketing_opt_out})
+    return PreferencesResponse(customer_id=customer_id,
+                               marketing_opt_out=customer.marketing_opt_out)
+
+
+def service_time(preferred: datetime, now: datetime) -> datetime:
+    """The preferred time moved into service hours (9:00-21:00 China time), never the past."""
+    moment = max(preferred.astimezone(CHINA_TZ) if preferred.tzinfo
+                 else preferred.replace(tzinfo=CHINA_TZ), now)
+    if moment.time() < SERVICE_OPENS:
+        return datetime.combine(moment.date(), SERVICE_OPENS, tzinfo=CHINA_TZ)
+    if moment.time() >= SERVICE_CLOSES:
+        return datetime.combine(moment.date() + timedelta(days=1), SERVICE_OPENS, tzinfo=CHINA_TZ)
+    return moment.replace(second=0, microsecond=0)
+
+
+def create_callback(session: Session, request: CallbackRequest,
+                    now: datetime) -> CallbackResponse:
+    _customer(session, request.customer_id)
+    callback_id = new_id("CB")
+    scheduled = service_time(request.preferred_time, now)
+    session.add(Callback(id=callback_id, customer_id=request.customer_id, phone=request.phone,
+                         scheduled_for=scheduled, session_id=request.session_id,
+                         channel=request.channel, created_at=now))
+    audit.record(session, at=now, kind="callback", customer_id=request.customer_id,
+                 channel=request.channel, session_id=request.session_id,
+                 inputs={"phone": request.phone,
+                         "preferred_time": request.preferred_time.isoformat()})
+    return CallbackResponse(callback_id=callback_id, scheduled_for=scheduled)
+
+
+def create_handoff(session: Session, request: HandoffRequest, now: datetime) -> HandoffResponse:
+    _customer(session, request.customer_id)
+    handoff_id = new_id("H")
+    session.add(Handoff(id=handoff_id, session_id=request.session_id, channel=request.channel,
+                        flow=request.flow, reason=request.reason, priority=request.priority,
+                        summary=request.summary, customer_id=request.customer_id,
+                        verified_level=request.verified_level, status="waiting", agent=None,
+                        created_at=now, accepted_at=None))
+    audit.record(session, at=now, kind="handoff", customer_id=request.customer_id,
+                 channel=request.channel, session_id=request.session_id,
+                 inputs={"flow": request.flow, "reason": request.reason,
+                         "priority": request.priority})
+    return HandoffResponse(handoff_id=handoff_id)
+
+
+def _handoff_view(handoff: Handoff) -> dict[str, Any]:
+    return {"handoff_id": handoff.id, "session_id": handoff.session_id,
+            "channel": handoff.channel, "flow": handoff.flow, "reason": handoff.reason,
+            "priority": handoff.priority, "summary": mask_text(handoff.summary),
+            "customer_id": handoff.customer_id, "verified_level": handoff.verified_level,
+            "status": handoff.status, "agent": handoff.agent,
+            "created_at": handoff.created_at.isoformat(),
+            "accepted_at": handoff.accepted_at.isoformat() if handoff.accepted_at else None}
+
+
+PRIORITY_ORDER = {"emergency": 0, "high": 1, "normal": 2}
+
+
+def list_handoffs(session: Session, status: str | None, limit: int) -> list[dict[str, Any]]:
+    query = select(Handoff).order_by(Handoff.created_at).limit(limit)
+    if status:
+        query = query.where(Handoff.status == status)
+    found = sorted(session.scalars(query), key=lambda h: PRIORITY_ORDER[h.priority])
+    return [_handoff_view(handoff) for handoff in found]
+
+
+def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
+                   now: datetime) -> dict[str, Any]:
+    handoff = session.get(Handoff, handoff_id, with_for_update=True)
+    if handoff is None:
+        raise not_found("unknown_handoff", "没有找到这条转人工记录。")
+    if handoff.status != "waiting":
+        raise conflict("handoff_taken", "这位客户已经由其他坐席接起。")
+    handoff.status = "accepted"
+    handoff.agent = request.agent
+    handoff.accepted_at = now
+    audit.record(session, at=now, kind="handoff_accept", customer_id=handoff.customer_id,
+                 channel="agent", session_id=handoff.session_id,
+                 inputs={"handoff_id": handoff_id, "agent": request.agent})
+    return _handoff_view(handoff)

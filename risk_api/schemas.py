@@ -1,0 +1,272 @@
+"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+
+from risk_api.rules import Decision, RiskAction
+
+Channel = Literal["voice", "chat", "outbound", "agent"]
+SessionId = Annotated[str, StringConstraints(min_length=1, max_length=128,
+                                             pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^1[0-9]{10}$")]
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=16)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+AgentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+def _two_decimals(value: float) -> float:
+    if round(value, 2) != value:
+        raise ValueError("金额最多保留两位小数")
+    return value
+
+
+Amount = Annotated[float, Field(gt=0, le=10_000_000), AfterValidator(_two_decimals)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Audited(Body):
+    session_id: SessionId
+    channel: Channel
+
+
+# ---------------------------------------------------------------- customers & verification
+class CustomerSummary(BaseModel):
+    customer_id: str
+    masked_name: str
+    salutation: str
+    age: int
+    elderly: bool
+    vip: bool
+    hardship: bool
+    do_not_call: bool
+    marketing_opt_out: bool
+    account_status: Literal["active", "frozen", "closed"]
+    tags: list[str]
+
+
+class L1Request(Audited):
+    phone: Phone
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    id_last4: Annotated[str, StringConstraints(pattern=r"^[0-9]{3}[0-9Xx]$")]
+
+
+class L1Response(BaseModel):
+    verified: bool
+    level: Literal["L1"] | None
+    customer_id: str | None
+    attempts_left: int
+    locked_until: datetime | None
+
+
+class OtpRequest(Audited):
+    customer_id: CustomerId
+
+
+class OtpResponse(BaseModel):
+    sent: bool
+    masked_phone: str
+    expires_in_seconds: int
+
+
+class L2Request(Audited):
+    customer_id: CustomerId
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class L2Response(BaseModel):
+    verified: bool
+    level: Literal["L2"] | None
+    attempts_left: int
+    locked_until: datetime | None
+
+
+# ---------------------------------------------------------------- decisions & actions
+class GeoPoint(Body):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class DecisionRequest(Audited):
+    action: RiskAction
+    params: dict[str, Any] = Field(default_factory=dict)
+    device_id: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+    location: GeoPoint | None = None
+
+
+class DecisionResponse(BaseModel):
+    decision_id: str
+    action: str
+    decision: Decision
+    reasons: list[str]
+    explanation: str
+    review_id: str | None
+
+
+class ActionRequest(Audited):
+    decision_id: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionResponse(BaseModel):
+    action: str
+    status: Literal["done", "refused", "pending_review"]
+    result: dict[str, Any]
+    message: str
+
+
+# Per-action parameters (lax: flows render templates, so "3000" arrives as a string).
+class NoParams(Body):
+    pass
+
+
+class ChangePhoneParams(Body):
+    new_phone: Phone
+
+
+class ResetPasswordParams(Body):
+    kind: Literal["login", "trade"]
+
+
+class UpdateProfileParams(Body):
+    field: Literal["address", "employer", "emergency_contact"]
+    value: ShortText
+
+
+class FreezeParams(Body):
+    reason: ShortText = "客户申请冻结"
+
+
+class LimitDecreaseParams(Body):
+    new_limit: Annotated[float, Field(ge=0, le=10_000_000), AfterValidator(_two_decimals)]
+
+
+class PartialPrepaymentParams(Body):
+    amount: Amount
+
+
+class AutoDebitParams(Body):
+    enabled: bool
+
+
+class DeferParams(Body):
+    days: int = Field(ge=1, le=7)
+
+
+class RestructureParams(Body):
+    periods: Literal[3, 6, 12]
+
+
+class ChangeBankCardParams(Body):
+    bank: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=20)]
+    card_number: Annotated[str, StringConstraints(pattern=r"^[0-9]{16,19}$")]
+
+
+class UnbindCardParams(Body):
+    card_tail: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
+
+
+class DeliveryParams(Body):
+    delivery: Literal["app", "email"]
+
+
+PARAMS_BY_ACTION: dict[str, type[Body]] = {
+    "verify_identity": NoParams, "change_phone": ChangePhoneParams,
+    "reset_password": ResetPasswordParams, "update_profile": UpdateProfileParams,
+    "freeze_account": FreezeParams, "unfreeze_account": NoParams, "close_account": NoParams,
+    "limit_increase": NoParams, "limit_decrease": LimitDecreaseParams, "cancel_loan": NoParams,
+    "early_repayment": NoParams, "partial_prepayment": PartialPrepaymentParams,
+    "change_auto_debit": AutoDebitParams, "defer_repayment": DeferParams,
+    "restructure": RestructureParams, "change_bank_card": ChangeBankCardParams,
+    "unbind_card": UnbindCardParams, "issue_certificate": DeliveryParams,
+    "issue_invoice": DeliveryParams,
+}
+
+
+# ---------------------------------------------------------------- service records
+TicketKind = Literal[
+    "complaint", "collection_complaint", "bill_dispute", "fraud_report",
+    "unauthorized_transaction", "credit_report_dispute", "privacy_request", "fee_waiver",
+    "hardship", "repayment_proposal", "penalty_dispute", "deduction_issue", "survey",
+]
+
+
+class TicketRequest(Audited):
+    kind: TicketKind
+    customer_id: CustomerId | None = None
+    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=1000)]
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TicketResponse(BaseModel):
+    ticket_id: str
+    kind: str
+    status: Literal["open"]
+
+
+class PromiseRequest(Audited):
+    date: date
+    amount: float = Field(allow_inf_nan=False)
+
+
+class PromiseResponse(BaseModel):
+    promise_id: str
+    date: date
+    amount: float
+
+
+class PreferencesRequest(Body):
+    marketing_opt_out: StrictBool
+    session_id: SessionId | None = None
+    channel: Channel | None = None
+
+
+class PreferencesResponse(BaseModel):
+    customer_id: str
+    marketing_opt_out: bool
+
+
+class CallbackRequest(Audited):
+    customer_id: CustomerId | None = None
+    phone: Phone
+    preferred_time: datetime
+
+
+class CallbackResponse(BaseModel):
+    callback_id: str
+    scheduled_for: datetime
+
+
+class HandoffRequest(Audited):
+    flow: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    reason: ShortText
+    priority: Literal["normal", "high", "emergency"]
+    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=2000)]
+    customer_id: CustomerId | None = None
+    verified_level: Literal["none", "L1", "L2"] | None = None
+
+
+class HandoffResponse(BaseModel):
+    handoff_id: str
+
+
+class HandoffAccept(Body):
+    agent: AgentName
+
+
+class ReviewDecisionRequest(Body):
+    approve: StrictBool
+    agent: AgentName
+    note: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    schema_version: int

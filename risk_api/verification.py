@@ -1,0 +1,191 @@
+"""Identity verification: L1 (phone + name + ID last 4), one-time codes and L2.
+
+Failures count per customer (or per unregistered phone, so that unknown numbers look the same
+as wrong answers); three failures in a row lock verification for 30 minutes.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from risk_api import audit
+from risk_api.db import Customer, OtpCode, VerificationSubject, VerifiedSession
+from risk_api.errors import ApiError, conflict, unknown_customer, verification_required
+from risk_api.masking import mask_phone
+from risk_api.schemas import L1Request, L1Response, L2Request, L2Response, OtpRequest, OtpResponse
+from risk_api.sms import SmsMessage
+
+MAX_FAILURES = 3
+LOCK_DURATION = timedelta(minutes=30)
+SESSION_DURATION = timedelta(minutes=30)
+OTP_LIFETIME = timedelta(minutes=5)
+OTP_ATTEMPTS = 3
+LEVEL_RANK = {"L1": 1, "L2": 2}
+
+
+def _subject(session: Session, key: str) -> VerificationSubject:
+    """The failure counter row, created if missing and locked for this transaction."""
+    query = select(VerificationSubject).where(VerificationSubject.key == key).with_for_update()
+    subject = session.scalar(query)
+    if subject is None:
+        try:
+            with session.begin_nested():
+                session.add(VerificationSubject(key=key, failures=0, locked_until=None))
+        except IntegrityError:
+            pass  # created by a concurrent request: lock that one
+        subject = session.scalars(query).one()
+    return subject
+
+
+def _check_not_locked(subject: VerificationSubject, now: datetime) -> None:
+    if subject.locked_until is not None and subject.locked_until > now:
+        raise ApiError(423, "verification_locked",
+                       "身份核验连续多次未通过，为保护您的账户安全已暂时锁定30分钟，请稍后再试或转人工客服。",
+                       locked_until=subject.locked_until.isoformat())
+
+
+def _register_failure(subject: VerificationSubject, now: datetime) -> None:
+    subject.failures += 1
+    if subject.failures >= MAX_FAILURES:
+        subject.locked_until = now + LOCK_DURATION
+        subject.failures = 0  # the next round after the lock starts afresh
+
+
+def _attempts_left(subject: VerificationSubject, now: datetime) -> int:
+    locked = subject.locked_until is not None and subject.locked_until > now
+    return 0 if locked else MAX_FAILURES - subject.failures
+
+
+def _locked_until(subject: VerificationSubject, now: datetime) -> datetime | None:
+    locked = subject.locked_until is not None and subject.locked_until > now
+    return subject.locked_until if locked else None
+
+
+def _verified_session(session: Session, session_id: str) -> VerifiedSession | None:
+    return session.scalar(select(VerifiedSession)
+                          .where(VerifiedSession.session_id == session_id).with_for_update())
+
+
+def verify_l1(session: Session, request: L1Request, now: datetime) -> L1Response:
+    customer = session.scalar(select(Customer).where(Customer.phone == request.phone))
+    subject = _subject(session, f"customer:{customer.id}" if customer else f"phone:{request.phone}")
+    _check_not_locked(subject, now)
+    matched = (customer is not None and customer.name == request.name
+               and hmac.compare_digest(customer.id_number[-4:].upper(), request.id_last4.upper()))
+    if matched and customer is not None:
+        subject.failures = 0
+        _set_session_level(session, request.session_id, customer.id, "L1", now)
+    else:
+        _register_failure(subject, now)
+    audit.record(session, at=now, kind="verification_l1", inputs=request.model_dump(),
+                 customer_id=customer.id if customer else None, channel=request.channel,
+                 session_id=request.session_id, decision="verified" if matched else "failed")
+    return L1Response(verified=matched, level="L1" if matched else None,
+                      customer_id=customer.id if matched and customer else None,
+                      attempts_left=_attempts_left(subject, now),
+                      locked_until=_locked_until(subject, now))
+
+
+def _set_session_level(session: Session, session_id: str, customer_id: str, level: str,
+                       now: datetime) -> None:
+    state = _verified_session(session, session_id)
+    if state is None or state.customer_id != customer_id:
+        if state is not None:
+            session.delete(state)
+            session.flush()
+        state = VerifiedSession(session_id=session_id, customer_id=customer_id, level=level,
+                                expires_at=now, last_l2_at=None, step_up_requested_at=None)
+        session.add(state)
+    if level == "L2" or state.level != "L2" or state.expires_at <= now:
+        state.level = level
+    state.expires_at = now + SESSION_DURATION
+    if level == "L2":
+        state.last_l2_at = now
+
+
+def session_level(session: Session, session_id: str | None, customer_id: str,
+                  now: datetime) -> VerifiedSession | None:
+    if not session_id:
+        return None
+    state = _verified_session(session, session_id)
+    if state is None or state.customer_id != customer_id or state.expires_at <= now:
+        return None
+    return state
+
+
+def require_level(session: Session, session_id: str | None, customer_id: str, level: str,
+                  now: datetime) -> VerifiedSession:
+    state = session_level(session, session_id, customer_id, now)
+    if state is None or LEVEL_RANK[state.level] < LEVEL_RANK[level]:
+        raise verification_required()
+    return state
+
+
+def _code_hash(salt: str, code: str) -> str:
+    return hashlib.sha256(f"{salt}:{code}".encode()).hexdigest()
+
+
+def send_otp(session: Session, request: OtpRequest, now: datetime
+             ) -> tuple[OtpResponse, SmsMessage]:
+    """Stores a new code (replacing the previous one); the caller sends the SMS after commit."""
+    customer = session.get(Customer, request.customer_id)
+    if customer is None:
+        raise unknown_customer()
+    _check_not_locked(_subject(session, f"customer:{customer.id}"), now)
+    if session_level(session, request.session_id, customer.id, now) is None:
+        raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
+    code = f"{secrets.randbelow(10**6):06d}"
+    salt = secrets.token_hex(8)
+    existing = session.get(OtpCode, customer.id, with_for_update=True)
+    if existing is not None:
+        session.delete(existing)
+        session.flush()
+    session.add(OtpCode(customer_id=customer.id, session_id=request.session_id, salt=salt,
+                        code_hash=_code_hash(salt, code), expires_at=now + OTP_LIFETIME,
+                        attempts_left=OTP_ATTEMPTS))
+    audit.record(session, at=now, kind="otp_sent", inputs=request.model_dump(),
+                 customer_id=customer.id, channel=request.channel, session_id=request.session_id)
+    message = SmsMessage(
+        to=customer.phone, customer_id=customer.id, kind="otp", code=code,
+        text=f"【演示】您的验证码为{code}，5分钟内有效。工作人员不会向您索要验证码，请勿告诉他人。")
+    response = OtpResponse(sent=True, masked_phone=mask_phone(customer.phone),
+                           expires_in_seconds=int(OTP_LIFETIME.total_seconds()))
+    return response, message
+
+
+def verify_l2(session: Session, request: L2Request, now: datetime) -> L2Response:
+    customer = session.get(Customer, request.customer_id)
+    if customer is None:
+        raise unknown_customer()
+    subject = _subject(session, f"customer:{customer.id}")
+    _check_not_locked(subject, now)
+    if session_level(session, request.session_id, customer.id, now) is None:
+        raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
+    otp = session.get(OtpCode, customer.id, with_for_update=True)
+    usable = (otp is not None and otp.session_id == request.session_id
+              and otp.expires_at > now and otp.attempts_left > 0)
+    matched = usable and otp is not None and hmac.compare_digest(
+        otp.code_hash, _code_hash(otp.salt, request.code))
+    if matched:
+        subject.failures = 0
+        session.delete(otp)
+        _set_session_level(session, request.session_id, customer.id, "L2", now)
+    else:
+        if usable and otp is not None:
+            otp.attempts_left -= 1
+        _register_failure(subject, now)
+    audit.record(session, at=now, kind="verification_l2", inputs=request.model_dump(),
+                 customer_id=customer.id, channel=request.channel,
+                 session_id=request.session_id, decision="verified" if matched else "failed")
+    code_attempts = otp.attempts_left if usable and otp is not None and not matched else 0
+    attempts_left = _attempts_left(subject, now)
+    if not matched and code_attempts:
+        attempts_left = min(attempts_left, code_attempts)
+    return L2Response(verified=matched, level="L2" if matched else None,
+                      attempts_left=attempts_left, locked_until=_locked_until(subject, now))

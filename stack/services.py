@@ -1,0 +1,112 @@
+"""The processes of the stack, their commands, ports and health checks.
+
+`make run` and the end-to-end tests start the same definitions, so what the tests exercise is
+what a developer runs. Ports and secrets come from the environment (the Makefile supplies
+development defaults).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RASA_VENV = ROOT / ".venv"
+SERVICES_VENV = ROOT / ".venv-services"
+MODELS_DIR = ROOT / "bot" / "models"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: list[str]
+    health_url: str
+    cwd: Path = ROOT
+    env: Mapping[str, str] = field(default_factory=dict)
+    start_timeout_seconds: float = 30.0
+
+    def start(self, log_dir: Path) -> subprocess.Popen[bytes]:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = (log_dir / f"{self.name}.log").open("ab")
+        return subprocess.Popen(
+            self.command, cwd=self.cwd, env={**os.environ, **self.env},
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=False,
+        )
+
+    def wait_healthy(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.start_timeout_seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {process.returncode}: see its log")
+            try:
+                with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} not healthy at {self.health_url} after {self.start_timeout_seconds:.0f}s")
+
+
+@dataclass(frozen=True)
+class Ports:
+    rasa: int = 5005
+    actions: int = 5055
+    risk_api: int = 8400
+
+    @classmethod
+    def from_environment(cls) -> Ports:
+        return cls(
+            rasa=int(os.environ.get("RASA_PORT", 5005)),
+            actions=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
+            risk_api=int(os.environ.get("RISK_API_PORT", 8400)),
+        )
+
+
+def latest_model() -> Path:
+    models = sorted(MODELS_DIR.glob("*.tar.gz"), key=lambda path: path.stat().st_mtime)
+    if not models:
+        raise RuntimeError("no trained model in bot/models: run `make train`")
+    return models[-1]
+
+
+def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | None = None) -> list[Service]:
+    """The services in start order: risk API, action server, Rasa.
+
+    `risk_api_env` passes the risk API's own settings (database URL, SMS outbox path).
+    """
+    risk_url = f"http://127.0.0.1:{ports.risk_api}"
+    risk_env = {"RISK_API_TOKEN": risk_api_token, "RISK_API_HOST": "127.0.0.1",
+                "RISK_API_PORT": str(ports.risk_api), **(risk_api_env or {})}
+    python = str(SERVICES_VENV / "bin" / "python")
+    return [
+        Service(
+            "risk_api",
+            [python, "-m", "risk_api"],
+            f"{risk_url}/health",
+            env=risk_env,
+            start_timeout_seconds=60,
+        ),
+        Service(
+            "actions",
+            [python, "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(ports.actions)],
+            f"http://127.0.0.1:{ports.actions}/health",
+            env={"RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token},
+        ),
+        Service(
+            "rasa",
+            [str(RASA_VENV / "bin" / "rasa"), "run", "--enable-api", "--cors", "*",
+             "-i", "127.0.0.1", "--port", str(ports.rasa), "--model", str(latest_model()),
+             "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
+            f"http://127.0.0.1:{ports.rasa}/status",
+            cwd=ROOT / "bot",
+            env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook"},
+            start_timeout_seconds=240,
+        ),
+    ]

@@ -1,0 +1,46 @@
+"""Train the Rasa model only when its inputs changed.
+
+The model file is named after a hash of everything training reads (config, generated domain
+and data, Jieba dictionary), so "is the model stale?" is "does bot/models/<hash>.tar.gz exist?".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+from stack.services import MODELS_DIR, RASA_VENV, ROOT
+
+BOT = ROOT / "bot"
+TRAINING_INPUTS = ["config.yml", "domain.yml", "data/nlu.yml", "data/rules.yml", "jieba/userdict.txt"]
+
+
+def inputs_hash() -> str:
+    digest = hashlib.sha256()
+    for relative in TRAINING_INPUTS:
+        digest.update(relative.encode())
+        digest.update((BOT / relative).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def main() -> int:
+    name = inputs_hash()
+    model = MODELS_DIR / f"{name}.tar.gz"
+    if model.exists():
+        print(f"model up to date: {model.relative_to(ROOT)}")
+        return 0
+    print(f"training {model.relative_to(ROOT)} (inputs changed)", flush=True)
+    command = [str(RASA_VENV / "bin" / "rasa"), "train", "--fixed-model-name", name,
+               "--out", str(MODELS_DIR)]
+    result = subprocess.run(command, cwd=BOT, check=False)
+    if result.returncode != 0:
+        return result.returncode
+    for stale in MODELS_DIR.glob("*.tar.gz"):
+        if stale != model:
+            stale.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

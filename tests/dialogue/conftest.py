@@ -1,0 +1,110 @@
+"""The real stack for dialogue tests: risk API, action server and Rasa with the trained model.
+
+Started once per test session on free loopback ports, with a fresh SQLite database and SMS
+outbox in a temporary folder; logs land in that folder and are printed when a service fails.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stack.services import Ports, stack
+
+TOKEN = "test-risk-api-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    rasa_url: str
+    risk_url: str
+    outbox: Path
+    log_dir: Path
+
+    def risk_api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.risk_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+    def latest_otp(self, phone: str) -> str:
+        """The newest one-time code the risk API 'texted' to this phone."""
+        lines = self.outbox.read_text(encoding="utf-8").splitlines() if self.outbox.exists() else []
+        for line in reversed(lines):
+            message = json.loads(line)
+            if message.get("to") == phone and message.get("code"):
+                return str(message["code"])
+        raise AssertionError(f"no one-time code was sent to {phone}")
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    ports = Ports(rasa=_free_port(), actions=_free_port(), risk_api=_free_port())
+    outbox = workdir / "sms_outbox.jsonl"
+    risk_env = {
+        "RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk_api.sqlite3'}",
+        "RISK_API_SMS_OUTBOX": str(outbox),
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for service in stack(ports, TOKEN, risk_env):
+            process = service.start(workdir)
+            processes.append(process)
+            try:
+                service.wait_healthy(process)
+            except RuntimeError as error:
+                log = (workdir / f"{service.name}.log").read_text(errors="replace")[-4000:]
+                pytest.fail(f"{error}\n--- {service.name}.log ---\n{log}")
+        yield Stack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+class ChatSession:
+    """One customer conversation over Rasa's REST channel."""
+
+    def __init__(self, stack: Stack, channel: str = "chat", metadata: dict[str, Any] | None = None) -> None:
+        self.stack = stack
+        self.sender = f"test-{uuid.uuid4().hex[:12]}"
+        self.metadata = {"channel": channel, **(metadata or {})}
+        self.transcript: list[tuple[str, list[dict[str, Any]]]] = []
+        self._http = httpx.Client(base_url=stack.rasa_url, timeout=30)
+
+    def send(self, text: str) -> list[dict[str, Any]]:
+        response = self._http.post("/webhooks/rest/webhook",
+                                   json={"sender": self.sender, "message": text, "metadata": self.metadata})
+        assert response.status_code == 200, response.text
+        messages = response.json()
+        self.transcript.append((text, messages))
+        return messages
+
+    def dump(self) -> str:
+        lines = []
+        for said, replies in self.transcript:
+            lines.append(f"  客户: {said}")
+            lines += [f"  机器人: {json.dumps(reply, ensure_ascii=False)}" for reply in replies]
+        return "\n".join(lines)
+
+
+@pytest.fixture
+def chat(running_stack: Stack) -> ChatSession:
+    return ChatSession(running_stack)

@@ -1,0 +1,123 @@
+"""Every catalogue flow, end to end through the trained model, the action server and the risk API.
+
+Per flow: the happy path on chat and on voice; for L2 flows a verification that fails three
+times (lock and hand-off) and, where the flow acts, a customer the risk API denies; for flows
+that always hand off, the agent summary.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from flowspec.model import Flow, load_flowset
+from risk_api.demo import identities, personas
+from tests.dialogue.conftest import ChatSession, Stack
+from tests.dialogue.driver import FlowRun, run_flow
+
+FLOWS = load_flowset().flows
+PERSONAS = personas()
+L2_FLOWS = [flow for flow in FLOWS.values() if flow.identity == "L2"]
+DENY_FLOWS = [flow for flow in FLOWS.values() if "deny_customer" in flow.raw.get("tests", {})]
+ALWAYS_HANDOFF = [flow for flow in FLOWS.values() if flow.handoff and "always" in flow.handoff.when]
+# Customers no happy path uses: each lock test takes its own, since a lock lasts 30 minutes.
+SPARE_CUSTOMERS = [person.credentials() for person in identities()
+                   if person.credentials() not in PERSONAS.values()]
+
+
+def persona_for(flow: Flow, key: str = "customer") -> dict[str, Any]:
+    return PERSONAS[flow.raw.get("tests", {}).get(key, "normal")]
+
+
+def expected_outcome(flow: Flow) -> str:
+    return "done" if flow.act_params is not None or flow.record else "answer"
+
+
+def assert_clean(run: FlowRun, session: ChatSession) -> None:
+    """Every message rendered, none flagged, voice without buttons."""
+    assert not run.payloads("error"), f"engine errors: {run.payloads('error')}\n{session.dump()}"
+    for text in run.texts:
+        assert text.strip(), session.dump()
+        assert not re.search(r"[{}]", text), f"unrendered placeholder in {text!r}"
+    if session.metadata["channel"] == "voice":
+        assert not any(message.get("buttons") for message in run.messages), "buttons on voice"
+
+
+def assert_summary(run: FlowRun, flow: Flow, session: ChatSession) -> dict[str, Any]:
+    handoff = run.handoff
+    assert handoff, f"{flow.id} should hand off:\n{session.dump()}"
+    assert handoff["flow"] == flow.id
+    assert handoff["priority"] in ("normal", "high", "emergency")
+    assert flow.name in handoff["summary"], handoff["summary"]
+    assert "转人工原因" in handoff["summary"]
+    return handoff
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("channel", ["chat", "voice"])
+@pytest.mark.parametrize("flow_id", sorted(FLOWS))
+def test_happy_path(running_stack: Stack, flow_id: str, channel: str) -> None:
+    flow = FLOWS[flow_id]
+    if channel not in flow.channels and not (channel == "voice" and "outbound" in flow.channels):
+        pytest.skip(f"{flow_id} is not offered on {channel}")
+    session = ChatSession(running_stack, channel)
+    run = run_flow(session, flow, persona_for(flow))
+    assert run.outcome == expected_outcome(flow), session.dump()
+    assert_clean(run, session)
+    if flow.identity != "none":
+        assert "customer_name" in run.asked, "an identity-gated flow must verify first"
+    if flow.handoff and "always" in flow.handoff.when:
+        assert_summary(run, flow, session)
+    if not flow.handoff:
+        assert run.handoff is None, f"{flow_id} handed off without a rule:\n{session.dump()}"
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("flow_id", sorted(flow.id for flow in L2_FLOWS))
+def test_failed_verification_locks_and_hands_off(running_stack: Stack, flow_id: str) -> None:
+    flow = FLOWS[flow_id]
+    customer = SPARE_CUSTOMERS[sorted(f.id for f in L2_FLOWS).index(flow_id)]
+    session = ChatSession(running_stack, "chat")
+    run = run_flow(session, flow, customer, wrong_id_last4=True)
+    assert run.outcome == "locked", session.dump()
+    assert run.asked.count("id_last4") == 3, run.asked
+    assert "otp_code" not in run.asked
+    handoff = assert_summary(run, flow, session)
+    assert handoff["verified_level"] == "none"
+    with running_stack.risk_api() as api:
+        audit = api.get("/audit", params={"customer_id": customer["customer_id"]}).json()
+    assert not any(entry.get("kind") == "action" for entry in _entries(audit)), "no account action may run"
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("flow_id", sorted(flow.id for flow in DENY_FLOWS))
+def test_risk_deny_changes_nothing(running_stack: Stack, flow_id: str) -> None:
+    flow = FLOWS[flow_id]
+    session = ChatSession(running_stack, "chat")
+    run = run_flow(session, flow, persona_for(flow, "deny_customer"))
+    assert run.outcome == "deny", session.dump()
+    assert_clean(run, session)
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("flow_id", sorted(flow.id for flow in ALWAYS_HANDOFF))
+def test_handoff_summary_names_customer_and_request(running_stack: Stack, flow_id: str) -> None:
+    flow = FLOWS[flow_id]
+    persona = persona_for(flow)
+    session = ChatSession(running_stack, "chat")
+    run = run_flow(session, flow, persona)
+    handoff = assert_summary(run, flow, session)
+    assert handoff["priority"] == flow.handoff.priority or flow.handoff.priority == "normal"
+    if flow.identity != "none":
+        assert persona["name"][0] in handoff["summary"], "the agent sees who it is (masked)"
+        assert persona["name"] not in handoff["summary"], "the full name stays masked"
+    with running_stack.risk_api() as api:
+        waiting = api.get("/handoffs", params={"status": "waiting"}).json()
+    assert any(item.get("session_id") == session.sender for item in _entries(waiting)), \
+        "the agent desk's record of the hand-over"
+
+
+def _entries(listing: Any) -> list[dict[str, Any]]:
+    return listing["items"] if isinstance(listing, dict) and "items" in listing else listing

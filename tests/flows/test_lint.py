@@ -1,0 +1,97 @@
+"""The flow linter: the real flows pass; each kind of mistake is named by file and field."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowspec.lint import lint
+from flowspec.model import CATALOGUE_PATH, FLOWS_DIR, FlowError, load_flowset
+
+
+def test_every_catalogue_flow_has_a_sound_file() -> None:
+    problems = lint()
+    assert problems == [], "\n".join(str(problem) for problem in problems)
+    catalogue = yaml.safe_load(CATALOGUE_PATH.read_text(encoding="utf-8"))
+    assert set(load_flowset().flows) == {entry["id"] for entry in catalogue["flows"]}
+
+
+@pytest.fixture
+def flows_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "flows"
+    shutil.copytree(FLOWS_DIR, copy)
+    return copy
+
+
+def edit(flows: Path, flow_id: str, change: Callable[[dict], None]) -> None:
+    path = flows / f"{flow_id}.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+
+def only_problem(flows: Path) -> str:
+    problems = lint(flows)
+    assert len(problems) == 1, [str(p) for p in problems]
+    return str(problems[0])
+
+
+def test_broken_yaml_names_file_and_line(flows_copy: Path) -> None:
+    path = flows_copy / "bill_inquiry.yml"
+    path.write_text(path.read_text(encoding="utf-8") + "\nresponses: [unclosed\n", encoding="utf-8")
+    problem = only_problem(flows_copy)
+    assert problem.startswith("flows/bill_inquiry.yml") or "bill_inquiry.yml" in problem
+    assert "not valid YAML" in problem and "line" in problem
+
+
+def test_wrong_value_names_the_field(flows_copy: Path) -> None:
+    edit(flows_copy, "bill_inquiry", lambda data: data.update(identity="L3"))
+    problem = only_problem(flows_copy)
+    assert "bill_inquiry.yml: identity:" in problem and "'L3'" in problem
+
+
+def test_unknown_field_is_rejected(flows_copy: Path) -> None:
+    edit(flows_copy, "bill_inquiry", lambda data: data.update(colour="blue"))
+    assert "colour" in only_problem(flows_copy)
+
+
+def test_identity_must_agree_with_the_catalogue(flows_copy: Path) -> None:
+    edit(flows_copy, "early_repayment", lambda data: data.update(identity="L1"))
+    problem = only_problem(flows_copy)
+    assert "early_repayment.yml: identity:" in problem and "catalogue says 'L2'" in problem
+
+
+def test_missing_flow_file_is_named(flows_copy: Path) -> None:
+    (flows_copy / "fee_inquiry.yml").unlink()
+    assert "fee_inquiry.yml" in only_problem(flows_copy) and "missing" in only_problem(flows_copy)
+
+
+def test_flow_not_in_catalogue_is_rejected(flows_copy: Path) -> None:
+    shutil.copy(flows_copy / "fee_inquiry.yml", flows_copy / "fee_enquiry.yml")
+    problems = [str(p) for p in lint(flows_copy)]
+    assert any("fee_enquiry.yml: id:" in p for p in problems), problems
+
+
+def test_placeholder_must_name_a_slot_read_or_engine_value(flows_copy: Path) -> None:
+    edit(flows_copy, "bill_inquiry", lambda data: data["responses"]["answer"].update(chat="您应还{bil.amount_due}元"))
+    assert "{bil.amount_due}" in only_problem(flows_copy)
+
+
+def test_example_shared_by_two_intents_is_rejected(flows_copy: Path) -> None:
+    example = yaml.safe_load((flows_copy / "bill_inquiry.yml").read_text(encoding="utf-8"))["examples"][0]
+    edit(flows_copy, "due_date_inquiry", lambda data: data["examples"].append(example))
+    assert "also an example of" in only_problem(flows_copy)
+
+
+def test_handoff_rule_required_by_the_catalogue(flows_copy: Path) -> None:
+    edit(flows_copy, "fraud_report", lambda data: data.pop("handoff"))
+    assert "fraud_report.yml: handoff:" in only_problem(flows_copy)
+
+
+def test_flow_error_message_shape() -> None:
+    error = FlowError(FLOWS_DIR / "x.yml", "slots.0.type", "'money' is not one of [...]")
+    assert str(error) == "flows/x.yml: slots.0.type: 'money' is not one of [...]"

@@ -1,0 +1,85 @@
+"""Service records: tickets, promises, preferences, callbacks and hand-offs."""
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from risk_api.clock import CHINA_TZ
+from tests.risk_api.helpers import Api, new_session
+
+
+def audited(**fields: object) -> dict:
+    return {"session_id": new_session(), "channel": "voice", **fields}
+
+
+def test_tickets_are_created_and_listed(api: Api) -> None:
+    person = api.take_clean()
+    created = api.http.post("/tickets", json=audited(
+        kind="bill_dispute", customer_id=person["customer_id"],
+        summary=f"客户对账单有异议，联系电话{person['phone']}", details={"period": 3})).json()
+    assert created["kind"] == "bill_dispute" and created["status"] == "open"
+    listed = api.http.get("/tickets", params={"customer_id": person["customer_id"]}).json()
+    assert [t["ticket_id"] for t in listed] == [created["ticket_id"]]
+    assert person["phone"] not in listed[0]["summary"]
+    anonymous = api.http.post("/tickets", json=audited(kind="complaint", summary="态度不好"))
+    assert anonymous.status_code == 200
+    unknown_kind = api.http.post("/tickets", json=audited(kind="lottery", summary="x"))
+    assert unknown_kind.status_code == 422
+    unknown_customer = api.http.post("/tickets", json=audited(
+        kind="complaint", customer_id="C999999", summary="x"))
+    assert unknown_customer.status_code == 404
+
+
+def test_promises_within_seven_days_with_positive_amount(api: Api) -> None:
+    person = api.take("overdue")
+    path = f"/customers/{person['customer_id']}/promises"
+    today = api.clock.now().date()
+    ok = api.http.post(path, json=audited(date=str(today + timedelta(days=7)), amount=1500.5))
+    assert ok.status_code == 200 and ok.json()["promise_id"]
+    for body, code in (
+        (audited(date=str(today + timedelta(days=8)), amount=100), "invalid_promise_date"),
+        (audited(date=str(today - timedelta(days=1)), amount=100), "invalid_promise_date"),
+        (audited(date=str(today), amount=0), "invalid_promise_amount"),
+        (audited(date=str(today), amount=-5), "invalid_promise_amount"),
+    ):
+        refused = api.http.post(path, json=body)
+        assert refused.status_code == 422
+        assert refused.json()["detail"]["code"] == code
+        assert "承诺还款" in refused.json()["detail"]["message"]
+
+
+def test_marketing_opt_out_is_stored(api: Api) -> None:
+    person = api.take_clean()
+    answer = api.http.post(f"/customers/{person['customer_id']}/preferences",
+                           json={"marketing_opt_out": True})
+    assert answer.json() == {"customer_id": person["customer_id"], "marketing_opt_out": True}
+    summary = api.http.get(f"/customers/{person['customer_id']}").json()
+    assert summary["marketing_opt_out"] is True
+
+
+def test_callbacks_move_into_service_hours(api: Api) -> None:
+    person = api.take_clean()
+    tomorrow = api.clock.now().date() + timedelta(days=1)
+    cases = {
+        time(23, 30): datetime.combine(tomorrow + timedelta(days=1), time(9), CHINA_TZ),
+        time(6, 0): datetime.combine(tomorrow, time(9), CHINA_TZ),
+        time(14, 15): datetime.combine(tomorrow, time(14, 15), CHINA_TZ),
+    }
+    for preferred, expected in cases.items():
+        answer = api.http.post("/callbacks", json=audited(
+            customer_id=person["customer_id"], phone=person["phone"],
+            preferred_time=datetime.combine(tomorrow, preferred, CHINA_TZ).isoformat())).json()
+        assert datetime.fromisoformat(answer["scheduled_for"]) == expected
+
+
+def test_handoffs_wait_until_one_agent_accepts(api: Api) -> None:
+    created = api.http.post("/handoffs", json=audited(
+        flow="hardship_relief", reason="困难帮扶", priority="high", summary="客户失业，申请帮扶",
+        customer_id=None, verified_level="L2")).json()
+    waiting = api.http.get("/handoffs", params={"status": "waiting"}).json()
+    assert created["handoff_id"] in [h["handoff_id"] for h in waiting]
+    path = f"/handoffs/{created['handoff_id']}/accept"
+    accepted = api.http.post(path, json={"agent": "agent-3"}).json()
+    assert accepted["status"] == "accepted" and accepted["agent"] == "agent-3"
+    assert api.http.post(path, json={"agent": "agent-4"}).status_code == 409
+    waiting = api.http.get("/handoffs", params={"status": "waiting"}).json()
+    assert created["handoff_id"] not in [h["handoff_id"] for h in waiting]

@@ -1,0 +1,99 @@
+"""L1/L2 verification: codes, expiry, attempts and the 30-minute lock."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from tests.risk_api.helpers import Api, new_session
+
+
+def test_l1_succeeds_and_failures_look_alike(api: Api) -> None:
+    person = api.take_clean()
+    ok = api.l1(person).json()
+    assert ok == {"verified": True, "level": "L1", "customer_id": person["customer_id"],
+                  "attempts_left": 3, "locked_until": None}
+    wrong_name = api.l1(api.take_clean(), name="王测错").json()
+    unknown_phone = api.l1(person, phone="19988887777").json()
+    for answer in (wrong_name, unknown_phone):
+        assert answer == {"verified": False, "level": None, "customer_id": None,
+                          "attempts_left": 2, "locked_until": None}
+
+
+def test_otp_needs_l1_and_is_stored_hashed(api: Api) -> None:
+    person = api.take_clean()
+    unverified = api.send_otp(person, new_session())
+    assert unverified.status_code == 409
+    assert unverified.json()["detail"]["code"] == "l1_required"
+    session_id = new_session()
+    api.l1(person, session_id)
+    sent = api.send_otp(person, session_id).json()
+    assert sent == {"sent": True, "masked_phone": person["phone"][:3] + "****"
+                    + person["phone"][-4:], "expires_in_seconds": 300}
+    code = api.last_code(person["customer_id"])
+    assert len(code) == 6 and code.isdigit()
+    (stored,) = api.sql("SELECT code_hash, salt FROM otp_codes WHERE customer_id = :c",
+                        c=person["customer_id"])
+    assert code not in stored.code_hash and len(stored.code_hash) == 64
+    assert api.l2(person, session_id, code).json()["level"] == "L2"
+
+
+def test_a_new_code_replaces_the_previous_one(api: Api) -> None:
+    person = api.take_clean()
+    session_id = new_session()
+    api.l1(person, session_id)
+    api.send_otp(person, session_id)
+    first = api.last_code(person["customer_id"])
+    api.send_otp(person, session_id)
+    second = api.last_code(person["customer_id"])
+    if first != second:
+        assert api.l2(person, session_id, first).json()["verified"] is False
+    assert api.l2(person, session_id, second).json()["verified"] is True
+
+
+def test_code_expires_after_five_minutes(api: Api) -> None:
+    person = api.take("vip")
+    session_id, code = api.session_with_code(person)
+    api.clock.advance(301)
+    answer = api.l2(person, session_id, code).json()
+    assert answer["verified"] is False and answer["attempts_left"] == 2
+    api.send_otp(person, session_id)
+    api.clock.advance(240)  # inside the lifetime of the new code
+    assert api.l2(person, session_id, api.last_code(person["customer_id"])).json()["verified"]
+
+
+def test_three_failures_lock_for_thirty_minutes(api: Api) -> None:
+    person = api.take("due_soon")
+    session_id, code = api.session_with_code(person)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    answers = [api.l2(person, session_id, wrong).json() for _ in range(3)]
+    assert [a["attempts_left"] for a in answers] == [2, 1, 0]
+    locked_until = datetime.fromisoformat(answers[-1]["locked_until"])
+    minutes = (locked_until - api.clock.now()).total_seconds() / 60
+    assert 29 < minutes <= 30
+    for blocked in (api.l2(person, session_id, code), api.l1(person, new_session()),
+                    api.send_otp(person, session_id)):
+        assert blocked.status_code == 423
+        assert blocked.json()["detail"]["code"] == "verification_locked"
+        assert blocked.json()["detail"]["locked_until"]
+    api.clock.advance(31 * 60)
+    fresh = new_session()
+    assert api.l1(person, fresh).json()["verified"] is True
+
+
+def test_l1_failures_count_towards_the_lock(api: Api) -> None:
+    person = api.take("auto_debit_off")
+    for left in (2, 1):
+        assert api.l1(person, id_last4="999X").json()["attempts_left"] == left
+    assert api.l1(person).json()["verified"] is True  # success resets the count
+    for _ in range(3):
+        api.l1(person, name="赵测错")
+    assert api.l1(person).status_code == 423
+
+
+def test_session_expires_after_thirty_minutes(api: Api) -> None:
+    person = api.take("hardship")
+    session_id = api.verified(person, "L1")
+    assert api.read(person, session_id, "profile")["customer_id"] == person["customer_id"]
+    api.clock.advance(31 * 60)
+    response = api.http.get(f"/customers/{person['customer_id']}/profile",
+                            params={"session_id": session_id})
+    assert response.status_code == 403
