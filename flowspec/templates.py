@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)\}")
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)\}")
 ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})[^ ]*)?$")
 VOICE_LIST_ITEMS = 3
 
@@ -44,9 +44,12 @@ def format_value(value: Any) -> str:
 def lookup(context: Mapping[str, Any], dotted: str) -> Any:
     value: Any = context
     for part in dotted.split("."):
-        if not isinstance(value, Mapping) or value.get(part) is None:
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, Mapping) and value.get(part) is not None:
+            value = value[part]
+        else:
             raise TemplateError(f"no value for {{{dotted}}}")
-        value = value[part]
     return value
 
 

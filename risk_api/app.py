@@ -21,6 +21,7 @@ from risk_api.errors import ApiError, api_error_handler, unknown_customer
 from risk_api.reads import READS, summary
 from risk_api.rules import RiskAction, load_rules
 from risk_api.schemas import (
+    NO_NUL,
     ActionRequest,
     ActionResponse,
     CallbackRequest,
@@ -55,10 +56,11 @@ log = logging.getLogger("risk_api")
 T = TypeVar("T")
 ReadName = Literal["profile", "limits", "bill", "schedule", "payoff_quote", "loan_application",
                    "disbursement", "cards", "ledger", "interest", "contract"]
-IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=128,
-                                       pattern=r"^[A-Za-z0-9_.:\-]+$")]
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                       pattern=r"^[\x21-\x7e]+$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
-CustomerPath = Annotated[str, Path(min_length=1, max_length=16)]
+CustomerPath = Annotated[str, Path(min_length=1, max_length=16, pattern=NO_NUL)]
+CustomerQuery = Annotated[str | None, Query(max_length=16, pattern=NO_NUL)]
 _bearer = HTTPBearer(auto_error=False, description="RISK_API_TOKEN")
 
 
@@ -197,7 +199,7 @@ def _decision_routes(api: APIRouter, service: Service) -> None:
         return service.run(lambda s: actions.list_reviews(s, status, limit))
 
     @api.post("/reviews/{review_id}/decision")
-    def review_decision(review_id: Annotated[str, Path(max_length=40)],
+    def review_decision(review_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
                         body: ReviewDecisionRequest) -> dict[str, Any]:
         result, outbox = service.run(
             lambda s: actions.decide_review(s, review_id, body, service.clock.now()))
@@ -205,7 +207,7 @@ def _decision_routes(api: APIRouter, service: Service) -> None:
         return result
 
     @api.get("/audit")
-    def audit_log(customer_id: Annotated[str | None, Query(max_length=16)] = None,
+    def audit_log(customer_id: CustomerQuery = None,
                   limit: Limit = 50) -> list[dict[str, Any]]:
         return service.run(lambda s: audit.entries(s, customer_id, limit))
 
@@ -216,7 +218,7 @@ def _record_routes(api: APIRouter, service: Service) -> None:
         return service.run(lambda s: records.create_ticket(s, body, service.clock.now()))
 
     @api.get("/tickets")
-    def list_tickets(customer_id: Annotated[str | None, Query(max_length=16)] = None,
+    def list_tickets(customer_id: CustomerQuery = None,
                      kind: TicketKind | None = None, limit: Limit = 100) -> list[dict[str, Any]]:
         return service.run(lambda s: records.list_tickets(s, customer_id, kind, limit))
 
@@ -245,7 +247,7 @@ def _record_routes(api: APIRouter, service: Service) -> None:
         return service.run(lambda s: records.list_handoffs(s, status, limit))
 
     @api.post("/handoffs/{handoff_id}/accept")
-    def accept_handoff(handoff_id: Annotated[str, Path(max_length=40)],
+    def accept_handoff(handoff_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
                        body: HandoffAccept) -> dict[str, Any]:
         return service.run(lambda s: records.accept_handoff(s, handoff_id, body,
                                                             service.clock.now()))

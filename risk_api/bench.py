@@ -135,7 +135,7 @@ def run(pg_url: str | None) -> dict[str, Any]:
                 results["postgres"] = bench_backend(url, workdir)
             finally:
                 drop_scratch_database(pg_url, name)
-    return {"risk_api": results}
+    return results
 
 
 def main() -> int:

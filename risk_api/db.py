@@ -1,9 +1,10 @@
 """Tables, engine set-up (SQLite or PostgreSQL) and the schema-version check."""
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ class Review(Base):
 
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_records"
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
@@ -320,10 +321,14 @@ class Database:
         self.url = url
         self.engine = _make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time: queue this process's transactions on a lock rather
+        # than in SQLite's busy-wait back-off (which sleeps up to 100 ms per retry).
+        self._queue: AbstractContextManager[Any] = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext())
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        with self._queue, self._sessions.begin() as session:
             yield session
 
     def prepare_schema(self, seed: Callable[[Session], None]) -> bool:

@@ -25,7 +25,7 @@ PERSONA_TAGS = (
     "shared_device", "multi_lender", "elderly", "hardship", "do_not_call",
     "duplicate_deduction", "repayment_failed", "repayment_pending", "vip",
 )
-CUSTOMERS_PER_TAG = 10
+CUSTOMERS_PER_TAG = 40
 SHARED_DEVICE_GROUP = 5  # shared_device customers are grouped five to a device
 SURNAMES = "张王李赵刘陈杨黄周吴徐孙马朱胡郭何林罗高"
 # "测" (test) in every given name makes the names obviously synthetic.
@@ -69,7 +69,7 @@ def identities() -> list[Identity]:
         tag = PERSONA_TAGS[index % len(PERSONA_TAGS)]
         birth_year = rng.randint(1945, 1958) if tag == "elderly" else rng.randint(1972, 2001)
         birth = date(birth_year, rng.randint(1, 12), rng.randint(1, 28))
-        check_digit = rng.choice("0123456789X")
+        check_digit = rng.choice("0123456789")  # no X: keypads and digit slots cannot say it
         people.append(Identity(
             index=index,
             customer_id=f"C{100001 + index}",

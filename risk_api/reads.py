@@ -242,8 +242,10 @@ def cards(session: Session, customer: Customer, now: datetime) -> dict[str, Any]
         "count": len(bound),
         "repayment_card_masked": mask_card(repayment.number) if repayment else None,
         "repayment_bank": repayment.bank if repayment else None,
-        "cards": [{"card_masked": mask_card(card.number), "bank": card.bank,
-                   "is_repayment_card": card.is_repayment} for card in bound],
+        # The repayment card first, so "the other card" is cards[1] for a template or test.
+        "cards": [{"card_masked": mask_card(card.number), "tail": card.number[-4:], "bank": card.bank,
+                   "is_repayment_card": card.is_repayment}
+                  for card in sorted(bound, key=lambda card: not card.is_repayment)],
     }
 
 

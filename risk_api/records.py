@@ -26,6 +26,7 @@ from risk_api.schemas import (
     TicketRequest,
     TicketResponse,
 )
+from risk_api.timeparse import parse_preferred_time
 
 PROMISE_WINDOW_DAYS = 7
 SERVICE_OPENS = time(9)
@@ -101,8 +102,7 @@ def set_preferences(session: Session, customer_id: str, request: PreferencesRequ
 
 def service_time(preferred: datetime, now: datetime) -> datetime:
     """The preferred time moved into service hours (9:00-21:00 China time), never the past."""
-    moment = max(preferred.astimezone(CHINA_TZ) if preferred.tzinfo
-                 else preferred.replace(tzinfo=CHINA_TZ), now)
+    moment = max(preferred, now).astimezone(CHINA_TZ)
     if moment.time() < SERVICE_OPENS:
         return datetime.combine(moment.date(), SERVICE_OPENS, tzinfo=CHINA_TZ)
     if moment.time() >= SERVICE_CLOSES:
@@ -114,14 +114,13 @@ def create_callback(session: Session, request: CallbackRequest,
                     now: datetime) -> CallbackResponse:
     _customer(session, request.customer_id)
     callback_id = new_id("CB")
-    scheduled = service_time(request.preferred_time, now)
+    scheduled = service_time(parse_preferred_time(request.preferred_time, now) or now, now)
     session.add(Callback(id=callback_id, customer_id=request.customer_id, phone=request.phone,
                          scheduled_for=scheduled, session_id=request.session_id,
                          channel=request.channel, created_at=now))
     audit.record(session, at=now, kind="callback", customer_id=request.customer_id,
                  channel=request.channel, session_id=request.session_id,
-                 inputs={"phone": request.phone,
-                         "preferred_time": request.preferred_time.isoformat()})
+                 inputs={"phone": request.phone, "preferred_time": request.preferred_time})
     return CallbackResponse(callback_id=callback_id, scheduled_for=scheduled)
 
 

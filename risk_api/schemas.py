@@ -4,15 +4,25 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from risk_api.rules import Decision, RiskAction
 
 Channel = Literal["voice", "chat", "outbound", "agent"]
+# Session ids are the channels' own ids (Rasa sender ids, phone-call ids): anything printable.
 SessionId = Annotated[str, StringConstraints(min_length=1, max_length=128,
-                                             pattern=r"^[A-Za-z0-9_.:\-]+$")]
+                                             pattern=r"^[^\s\x00]+$")]
 Phone = Annotated[str, StringConstraints(pattern=r"^1[0-9]{10}$")]
-CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=16)]
+NO_NUL = r"^[^\x00]*$"
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=NO_NUL)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 AgentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
@@ -26,8 +36,26 @@ def _two_decimals(value: float) -> float:
 Amount = Annotated[float, Field(gt=0, le=10_000_000), AfterValidator(_two_decimals)]
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        # PostgreSQL cannot store NUL in text: refuse it here as a 422, not a 500 later.
+        if _contains_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data
 
 
 class Audited(Body):
@@ -158,8 +186,14 @@ class DeferParams(Body):
     days: int = Field(ge=1, le=7)
 
 
+def _restructure_periods(value: int) -> int:
+    if value not in (3, 6, 12):
+        raise ValueError("分期期数只能是3、6或12期")
+    return value
+
+
 class RestructureParams(Body):
-    periods: Literal[3, 6, 12]
+    periods: Annotated[int, AfterValidator(_restructure_periods)]
 
 
 class ChangeBankCardParams(Body):
@@ -235,7 +269,9 @@ class PreferencesResponse(BaseModel):
 class CallbackRequest(Audited):
     customer_id: CustomerId | None = None
     phone: Phone
-    preferred_time: datetime
+    # ISO 8601 or what the customer said ("明天下午三点"); unreadable text = next service slot.
+    preferred_time: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                     max_length=100)]
 
 
 class CallbackResponse(BaseModel):

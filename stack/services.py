@@ -97,7 +97,7 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
             "actions",
             [python, "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(ports.actions)],
             f"http://127.0.0.1:{ports.actions}/health",
-            env={"RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token},
+            env={"RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token, "SANIC_HOST": "127.0.0.1"},
         ),
         Service(
             "rasa",
@@ -106,7 +106,8 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
              "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
             f"http://127.0.0.1:{ports.rasa}/status",
             cwd=ROOT / "bot",
-            env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook"},
+            # PYTHONPATH: the model names a custom component, bot.components.
+            env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT)},
             start_timeout_seconds=240,
         ),
     ]

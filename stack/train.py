@@ -7,13 +7,15 @@ and data, Jieba dictionary), so "is the model stale?" is "does bot/models/<hash>
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from stack.services import MODELS_DIR, RASA_VENV, ROOT
 
 BOT = ROOT / "bot"
-TRAINING_INPUTS = ["config.yml", "domain.yml", "data/nlu.yml", "data/rules.yml", "jieba/userdict.txt"]
+TRAINING_INPUTS = ["config.yml", "components.py", "domain.yml", "data/nlu.yml", "data/rules.yml", "jieba/userdict.txt"]
 
 
 def inputs_hash() -> str:
@@ -24,6 +26,15 @@ def inputs_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def train(out_dir: Path, name: str, quiet: bool = False) -> int:
+    """`rasa train` into out_dir/<name>.tar.gz; the exit code."""
+    command = [str(RASA_VENV / "bin" / "rasa"), "train", "--fixed-model-name", name, "--out", str(out_dir)]
+    # PYTHONPATH: the pipeline names a custom component, bot.components.
+    result = subprocess.run(command, cwd=BOT, check=False, capture_output=quiet,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return result.returncode
+
+
 def main() -> int:
     name = inputs_hash()
     model = MODELS_DIR / f"{name}.tar.gz"
@@ -31,11 +42,9 @@ def main() -> int:
         print(f"model up to date: {model.relative_to(ROOT)}")
         return 0
     print(f"training {model.relative_to(ROOT)} (inputs changed)", flush=True)
-    command = [str(RASA_VENV / "bin" / "rasa"), "train", "--fixed-model-name", name,
-               "--out", str(MODELS_DIR)]
-    result = subprocess.run(command, cwd=BOT, check=False)
-    if result.returncode != 0:
-        return result.returncode
+    code = train(MODELS_DIR, name)
+    if code != 0:
+        return code
     for stale in MODELS_DIR.glob("*.tar.gz"):
         if stale != model:
             stale.unlink()

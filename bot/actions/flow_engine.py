@@ -130,20 +130,22 @@ class FlowFormValidator(Action, ABC):
 
     def _escape(self, flow: Flow, requested: str, text: str, intent: str | None,
                 confidence: float) -> str | None:
-        """Why the customer leaves the form mid-way, if they do."""
+        """Why the customer leaves the form mid-way, if they do.
+
+        A yes/no question answered yes or no is an answer, whatever else the words say
+        ("需要，转人工吧" to "shall I register it and transfer you?").
+        """
+        slot = slot_definition(flow, requested)
+        answers = validate(slot, Utterance(text, intent, flowset().banks)) is not None
+        if slot.type == "yes_no" and answers:
+            return None
         if intent == "transfer_to_agent" and confidence >= SWITCH_CONFIDENCE:
             return "handoff:客户要求转人工"
         if flow.handoff and "anger" in flow.handoff.when and looks_angry(text):
             return "handoff:客户情绪激动"
-        asking_yes_no = slot_definition(flow, requested).type == "yes_no"
-        if confidence >= SWITCH_CONFIDENCE and (intent == "goodbye" or (intent == "deny" and not asking_yes_no)):
+        if confidence >= SWITCH_CONFIDENCE and intent in ("goodbye", "deny"):
             return "cancel"
-        if (
-            intent in flowset().flows
-            and intent != flow.id
-            and confidence >= SWITCH_CONFIDENCE
-            and validate(slot_definition(flow, requested), Utterance(text, intent, flowset().banks)) is None
-        ):
+        if intent in flowset().flows and intent != flow.id and confidence >= SWITCH_CONFIDENCE and not answers:
             return f"switch:{intent}"
         return None
 
@@ -397,7 +399,11 @@ def _last_user_timestamp(tracker: Tracker) -> str:
 
 
 def _generate_actions() -> list[type[Action]]:
-    """One validator class per flow and one ask class per slot, for rasa-sdk to register."""
+    """One validator class per flow and one ask class per slot, for rasa-sdk to register.
+
+    Each class is bound in this module under its own name: rasa-sdk's server pickles actions
+    for its worker processes, and pickle finds classes by module and name.
+    """
     classes: list[type[Action]] = []
     for flow in flowset().flows.values():
         classes.append(type(f"Validate_{flow.id}", (FlowFormValidator,), {
@@ -405,8 +411,10 @@ def _generate_actions() -> list[type[Action]]:
     for slot_name in [*flowset().all_slot_names(), CONFIRM_SLOT]:
         classes.append(type(f"Ask_{slot_name}", (AskSlot,), {
             "slot_name": slot_name, "name": lambda self, n=f"action_ask_{slot_name}": n}))
+    for generated in classes:
+        generated.__module__ = __name__
+        globals()[generated.__name__] = generated
     return classes
 
 
-# Held here because Python tracks subclasses weakly: unreferenced classes would vanish.
 GENERATED_ACTIONS = _generate_actions()

@@ -72,7 +72,7 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
     if turn.customer_id:
         try:
             profile = await risk_api().read(turn.customer_id, "profile", turn.session_id)
-            parts.append(f"，{profile['repayment_record_text']}")
+            parts.append(f"，{profile['repayment_record_text'].rstrip('。.')}")
         except (RiskApiUnavailable, RiskApiRefused, KeyError) as error:
             log.info("no repayment record for the summary: %s", error)
     topic = f"「{flow.name}」" if flow else "未识别的问题"

@@ -7,10 +7,12 @@ driver answers each question from the persona's credentials, the SMS outbox and 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowspec.model import Flow
+from flowspec.templates import placeholders, render
 from tests.dialogue.conftest import ChatSession
 
 MAX_TURNS = 14
@@ -43,7 +45,6 @@ class FlowRun:
 
 def run_flow(session: ChatSession, flow: Flow, persona: dict[str, Any],
              wrong_id_last4: bool = False, opening: str | None = None) -> FlowRun:
-    channel = session.metadata["channel"]
     run = FlowRun()
     replies = session.send(opening or flow.examples[0])
     for _ in range(MAX_TURNS):
@@ -73,4 +74,16 @@ def _answer(slot: str, flow: Flow, persona: dict[str, Any], session: ChatSession
         return spoken(session.stack.latest_otp(persona["phone"]), channel)
     if slot == "confirmed":
         return "确认办理"
-    return str(flow.raw["tests"]["say"][slot])
+    if any(s.name == slot and s.type == "phone" for s in flow.slots):
+        # A new phone number must belong to nobody yet: a fresh one per conversation.
+        return spoken(f"198{random.randrange(10**8):08d}", channel)
+    answer = str(flow.raw["tests"]["say"][slot])
+    if placeholders(answer):
+        # An answer that depends on the customer's data ("{cards.cards.1.tail}"): read it the
+        # way the bot does, with this conversation's verified session.
+        with session.stack.risk_api() as api:
+            data = {root: api.get(f"/customers/{persona['customer_id']}/{root}",
+                                  params={"session_id": session.sender}).json()
+                    for root in {name.split(".")[0] for name in placeholders(answer)}}
+        answer = render(answer, data)
+    return answer

@@ -8,27 +8,42 @@ that always hand off, the agent summary.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from flowspec.model import Flow, load_flowset
-from risk_api.demo import identities, personas
+from risk_api.demo import customers_with_tag
 from tests.dialogue.conftest import ChatSession, Stack
 from tests.dialogue.driver import FlowRun, run_flow
 
 FLOWS = load_flowset().flows
-PERSONAS = personas()
 L2_FLOWS = [flow for flow in FLOWS.values() if flow.identity == "L2"]
 DENY_FLOWS = [flow for flow in FLOWS.values() if "deny_customer" in flow.raw.get("tests", {})]
 ALWAYS_HANDOFF = [flow for flow in FLOWS.values() if flow.handoff and "always" in flow.handoff.when]
-# Customers no happy path uses: each lock test takes its own, since a lock lasts 30 minutes.
-SPARE_CUSTOMERS = [person.credentials() for person in identities()
-                   if person.credentials() not in PERSONAS.values()]
+class CustomerPool:
+    """Customers for conversations. A flow that acts on the account (a payoff settles the loan,
+    a freeze freezes it) gets a customer of its own; read-only flows share the persona's first
+    customer, whom no acting test touches."""
+
+    def __init__(self) -> None:
+        self._taken: Counter[str] = Counter()
+
+    def take(self, tag: str) -> dict[str, Any]:
+        customers = customers_with_tag(tag)
+        self._taken[tag] += 1
+        assert self._taken[tag] < len(customers), f"more acting tests use persona {tag!r} than it has customers"
+        return customers[self._taken[tag]]
+
+    def for_flow(self, flow: Flow, key: str = "customer") -> dict[str, Any]:
+        tag = flow.raw.get("tests", {}).get(key, "normal")
+        return self.take(tag) if flow.act_params is not None else customers_with_tag(tag)[0]
 
 
-def persona_for(flow: Flow, key: str = "customer") -> dict[str, Any]:
-    return PERSONAS[flow.raw.get("tests", {}).get(key, "normal")]
+POOL = CustomerPool()
+# Locked out for 30 minutes by the failed-verification tests: a persona no flow test names.
+LOCKOUT_TAG = "vip"
 
 
 def expected_outcome(flow: Flow) -> str:
@@ -63,7 +78,7 @@ def test_happy_path(running_stack: Stack, flow_id: str, channel: str) -> None:
     if channel not in flow.channels and not (channel == "voice" and "outbound" in flow.channels):
         pytest.skip(f"{flow_id} is not offered on {channel}")
     session = ChatSession(running_stack, channel)
-    run = run_flow(session, flow, persona_for(flow))
+    run = run_flow(session, flow, POOL.for_flow(flow))
     assert run.outcome == expected_outcome(flow), session.dump()
     assert_clean(run, session)
     if flow.identity != "none":
@@ -78,7 +93,7 @@ def test_happy_path(running_stack: Stack, flow_id: str, channel: str) -> None:
 @pytest.mark.parametrize("flow_id", sorted(flow.id for flow in L2_FLOWS))
 def test_failed_verification_locks_and_hands_off(running_stack: Stack, flow_id: str) -> None:
     flow = FLOWS[flow_id]
-    customer = SPARE_CUSTOMERS[sorted(f.id for f in L2_FLOWS).index(flow_id)]
+    customer = POOL.take(LOCKOUT_TAG)
     session = ChatSession(running_stack, "chat")
     run = run_flow(session, flow, customer, wrong_id_last4=True)
     assert run.outcome == "locked", session.dump()
@@ -96,7 +111,7 @@ def test_failed_verification_locks_and_hands_off(running_stack: Stack, flow_id: 
 def test_risk_deny_changes_nothing(running_stack: Stack, flow_id: str) -> None:
     flow = FLOWS[flow_id]
     session = ChatSession(running_stack, "chat")
-    run = run_flow(session, flow, persona_for(flow, "deny_customer"))
+    run = run_flow(session, flow, POOL.for_flow(flow, "deny_customer"))
     assert run.outcome == "deny", session.dump()
     assert_clean(run, session)
 
@@ -105,7 +120,7 @@ def test_risk_deny_changes_nothing(running_stack: Stack, flow_id: str) -> None:
 @pytest.mark.parametrize("flow_id", sorted(flow.id for flow in ALWAYS_HANDOFF))
 def test_handoff_summary_names_customer_and_request(running_stack: Stack, flow_id: str) -> None:
     flow = FLOWS[flow_id]
-    persona = persona_for(flow)
+    persona = POOL.for_flow(flow)
     session = ChatSession(running_stack, "chat")
     run = run_flow(session, flow, persona)
     handoff = assert_summary(run, flow, session)

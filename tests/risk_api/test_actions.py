@@ -200,3 +200,15 @@ def test_rejected_review_changes_nothing(api: Api) -> None:
     assert rejected.json() == {"review_id": review["review_id"], "status": "rejected",
                                "result": None}
     assert api.read(person, session_id, "limits")["total"] == limit_before
+
+
+def test_channel_session_ids_and_long_keys_are_accepted(api: Api) -> None:
+    person = api.take_clean()
+    session_id = f"+86{person['phone']}@voice-gw/{uuid.uuid4().hex}"
+    assert api.l1(person, session_id).json()["verified"] is True
+    allow = api.decide(person, session_id, "limit_increase").json()
+    key = f"{session_id}:limit_increase_request:{'1' * 100}"
+    done = api.act(person, session_id, "limit_increase", allow["decision_id"], key=key)
+    assert done.status_code == 200 and done.json()["status"] == "done"
+    assert api.act(person, session_id, "limit_increase", allow["decision_id"],
+                   key=key).json() == done.json()

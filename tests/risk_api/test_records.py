@@ -83,3 +83,23 @@ def test_handoffs_wait_until_one_agent_accepts(api: Api) -> None:
     assert api.http.post(path, json={"agent": "agent-4"}).status_code == 409
     waiting = api.http.get("/handoffs", params={"status": "waiting"}).json()
     assert created["handoff_id"] not in [h["handoff_id"] for h in waiting]
+
+
+def test_callbacks_understand_spoken_times(api: Api) -> None:
+    person = api.take_clean()
+    now = api.clock.now()
+    tomorrow = now.date() + timedelta(days=1)
+    cases = {
+        "明天下午三点半": datetime.combine(tomorrow, time(15, 30), CHINA_TZ),
+        "明天早上六点": datetime.combine(tomorrow, time(9), CHINA_TZ),
+        "明天晚上十点": datetime.combine(tomorrow + timedelta(days=1), time(9), CHINA_TZ),
+    }
+    for said, expected in cases.items():
+        answer = api.http.post("/callbacks", json=audited(
+            customer_id=person["customer_id"], phone=person["phone"], preferred_time=said))
+        assert datetime.fromisoformat(answer.json()["scheduled_for"]) == expected, said
+    anytime = api.http.post("/callbacks", json=audited(
+        customer_id=None, phone=person["phone"], preferred_time="都可以"))
+    scheduled = datetime.fromisoformat(anytime.json()["scheduled_for"])
+    assert scheduled >= now.replace(second=0, microsecond=0)
+    assert time(9) <= scheduled.timetz().replace(tzinfo=None) < time(21)

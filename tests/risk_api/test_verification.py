@@ -76,6 +76,7 @@ def test_three_failures_lock_for_thirty_minutes(api: Api) -> None:
         assert blocked.json()["detail"]["locked_until"]
     api.clock.advance(31 * 60)
     fresh = new_session()
+    assert api.l1(person, fresh, name="钱测错").json()["attempts_left"] == 2  # a fresh round
     assert api.l1(person, fresh).json()["verified"] is True
 
 

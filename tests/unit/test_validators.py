@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from bot.actions.validators import Utterance, validate
 from flowspec.model import Response, Slot
 
