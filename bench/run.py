@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 
 from risk_api.demo import personas
-from stack.services import ROOT, Ports, stack
+from stack.services import ROOT, Ports, stack, started
 from stack.train import train
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -31,12 +30,6 @@ REPORT = ROOT / "docs" / "benchmarks.md"
 TOKEN = "bench-risk-api-token"
 CONVERSATIONS_PER_CLIENT = 6
 MAX_SECONDS_PER_LOAD = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -96,33 +89,22 @@ def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
 
 def dialogue_figures() -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    ports = Ports(rasa=_free_port(), actions=_free_port(), risk_api=_free_port())
+    ports = Ports.free()
     risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
                 "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl")}
-    processes = []
-    figures: dict[str, Any] = {}
-    try:
-        for service in stack(ports, TOKEN, risk_env):
-            started = time.perf_counter()
-            process = service.start(workdir)
-            processes.append(process)
-            service.wait_healthy(process)
-            figures[f"{service.name}_start_seconds"] = round(time.perf_counter() - started, 1)
+    with started(stack(ports, TOKEN, risk_env), workdir) as running:
+        figures: dict[str, Any] = {f"{name}_start_seconds": round(seconds, 1)
+                                   for name, seconds in running.start_seconds.items()}
         rasa_url = f"http://127.0.0.1:{ports.rasa}"
         parse = []
         with httpx.Client(base_url=rasa_url, timeout=30) as client:
             for _ in range(50):
-                started = time.perf_counter()
+                began = time.perf_counter()
                 client.post("/model/parse", json={"text": "我想提前还清贷款"}).raise_for_status()
-                parse.append(time.perf_counter() - started)
+                parse.append(time.perf_counter() - began)
         figures["parse_p50_ms"] = round(statistics.median(parse) * 1000, 1)
         figures["chat_1_client"] = chat_load(rasa_url, 1)
         figures["chat_8_clients"] = chat_load(rasa_url, 8)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
     return figures
 
 

@@ -8,11 +8,13 @@ development defaults).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +45,7 @@ class Service:
         deadline = time.monotonic() + self.start_timeout_seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {process.returncode}: see its log")
+                raise RuntimeError(f"{self.name} exited with {process.returncode}")
             try:
                 with urllib.request.urlopen(self.health_url, timeout=2) as response:
                     if response.status == 200:
@@ -54,11 +56,64 @@ class Service:
         raise RuntimeError(f"{self.name} not healthy at {self.health_url} after {self.start_timeout_seconds:.0f}s")
 
 
+@dataclass
+class Running:
+    """The started processes by service name, and how long each took to become healthy."""
+
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    start_seconds: dict[str, float] = field(default_factory=dict)
+
+    def exited(self) -> list[str]:
+        return [name for name, process in self.processes.items() if process.poll() is not None]
+
+
+@contextmanager
+def started(services: list[Service], log_dir: Path) -> Iterator[Running]:
+    """Start the services in order, each healthy before the next; stop them all on exit.
+
+    A service that fails to start raises RuntimeError with the end of its log.
+    """
+    running = Running()
+    try:
+        for service in services:
+            began = time.perf_counter()
+            process = service.start(log_dir)
+            running.processes[service.name] = process
+            try:
+                service.wait_healthy(process)
+            except RuntimeError as error:
+                log_tail = (log_dir / f"{service.name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{error}\n--- end of {service.name}.log ---\n{log_tail}") from None
+            running.start_seconds[service.name] = time.perf_counter() - began
+        yield running
+    finally:
+        for process in reversed(running.processes.values()):
+            if process.poll() is None:
+                process.terminate()
+        for name, process in running.processes.items():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in 20 s: killing it")
+                process.kill()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for tests and benchmarks)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class Ports:
     rasa: int = 5005
     actions: int = 5055
     risk_api: int = 8400
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(rasa=free_port(), actions=free_port(), risk_api=free_port())
 
     @classmethod
     def from_environment(cls) -> Ports:
@@ -102,7 +157,8 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
         Service(
             "rasa",
             [str(RASA_VENV / "bin" / "rasa"), "run", "--enable-api", "--cors", "*",
-             "-i", "127.0.0.1", "--port", str(ports.rasa), "--model", str(latest_model()),
+             "-i", os.environ.get("RASA_HOST", "127.0.0.1"), "--port", str(ports.rasa),
+             "--model", str(latest_model()),
              "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
             f"http://127.0.0.1:{ports.rasa}/status",
             cwd=ROOT / "bot",

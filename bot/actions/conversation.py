@@ -95,6 +95,16 @@ class Turn:
             log.warning("customer %s summary unavailable: %s", self.customer_id, error)
             return {"salutation": "您"}
 
+    async def called_customer(self) -> dict[str, Any]:
+        """Who an outbound call dials, for the greeting (请问是张先生吗): the salutation only,
+        nothing about the account before identity is confirmed."""
+        number = self.tracker.get_slot("caller_number")
+        try:
+            found = await risk_api().customer_by_phone(number) if number else {}
+        except (RiskApiUnavailable, RiskApiRefused):
+            found = {}
+        return {"salutation": found.get("salutation", "您")}
+
     async def context(self, flow: Flow, with_reads: bool = True) -> dict[str, Any]:
         """Slots, customer and (when verified) the flow's reads, for templates.
 

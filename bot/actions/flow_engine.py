@@ -36,7 +36,8 @@ MAX_MISSES = 3
 SWITCH_CONFIDENCE = 0.8
 ASIDE_CONFIDENCE = 0.9
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
-SENSITIVE_SLOTS = {"id_last4", "otp_code", "card_number"}
+# Values of these slot types may be logged; names, numbers and free text are personal data.
+LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"}
 
 
 def looks_angry(text: str) -> bool:
@@ -96,14 +97,13 @@ class FlowFormValidator(Action, ABC):
         intent = (message.get("intent") or {}).get("name")
         confidence = float((message.get("intent") or {}).get("confidence") or 0.0)
         requested = values.get("requested_slot")
-        activating = tracker.active_loop.get("name") != flow.form_name
 
-        if activating:
+        if requested is None:  # the form is starting: nothing has been asked yet
             set_slot("reprompts", 0)
             set_slot("flow_exit", None)
             if turn.channel == "outbound" and "outbound_opening" in flow.raw:
                 turn.say(Response.from_yaml(flow.raw["outbound_opening"]),
-                         {"customer": await turn.customer_context()}, flow)
+                         {"customer": await turn.called_customer()}, flow)
             self._prefill(flow, text, intent, values, set_slot)
         elif requested:
             exit_reason = self._escape(flow, requested, text, intent, confidence)
@@ -172,7 +172,7 @@ class FlowFormValidator(Action, ABC):
             return
         set_slot("reprompts", 0)
         set_slot(requested, value)
-        shown = requested if requested in SENSITIVE_SLOTS else f"{requested}={value}"
+        shown = f"{requested}={value}" if slot.type in LOGGABLE_TYPES else requested
         log.info("flow=%s slot=%s filled", flow.id, shown)
         try:
             await self._verify_if_ready(turn, flow, values, set_slot)

@@ -48,7 +48,12 @@ def _slot_details(flow: Flow | None, turn: Turn) -> str:
         if value is None:
             continue
         label = slot.options.get("label", SLOT_TYPE_LABELS[slot.type])
-        shown = _mask(str(value)) if slot.type in ("digits", "phone") else format_value(value)
+        if slot.type in ("digits", "phone"):
+            shown = _mask(str(value))
+        elif slot.type == "choice":
+            shown = next((c["say"] for c in slot.options["choices"] if c["value"] == value), str(value))
+        else:
+            shown = format_value(value)
         details.append(f"{label}：{shown}")
     return "；".join(details)
 

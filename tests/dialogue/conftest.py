@@ -7,9 +7,8 @@ outbox in a temporary folder; logs land in that folder and are printed when a se
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from stack.services import Ports, stack
+from flowspec.model import Flow
+from risk_api.demo import customers_with_tag
+from stack.services import Ports, stack, started
 
 TOKEN = "test-risk-api-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -52,31 +47,17 @@ class Stack:
 @pytest.fixture(scope="session")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
-    ports = Ports(rasa=_free_port(), actions=_free_port(), risk_api=_free_port())
+    ports = Ports.free()
     outbox = workdir / "sms_outbox.jsonl"
     risk_env = {
         "RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk_api.sqlite3'}",
         "RISK_API_SMS_OUTBOX": str(outbox),
     }
-    processes: list[subprocess.Popen[bytes]] = []
     try:
-        for service in stack(ports, TOKEN, risk_env):
-            process = service.start(workdir)
-            processes.append(process)
-            try:
-                service.wait_healthy(process)
-            except RuntimeError as error:
-                log = (workdir / f"{service.name}.log").read_text(errors="replace")[-4000:]
-                pytest.fail(f"{error}\n--- {service.name}.log ---\n{log}")
-        yield Stack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir)
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        with started(stack(ports, TOKEN, risk_env), workdir):
+            yield Stack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir)
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 class ChatSession:
@@ -108,3 +89,26 @@ class ChatSession:
 @pytest.fixture
 def chat(running_stack: Stack) -> ChatSession:
     return ChatSession(running_stack)
+
+
+class CustomerPool:
+    """Customers for conversations. A flow that acts on the account (a payoff settles the loan,
+    a freeze freezes it) gets a customer of its own; read-only flows share the persona's first
+    customer, whom no acting test touches."""
+
+    def __init__(self) -> None:
+        self._taken: Counter[str] = Counter()
+
+    def take(self, tag: str) -> dict[str, Any]:
+        customers = customers_with_tag(tag)
+        self._taken[tag] += 1
+        assert self._taken[tag] < len(customers), f"more acting tests use persona {tag!r} than it has customers"
+        return customers[self._taken[tag]]
+
+    def for_flow(self, flow: Flow, key: str = "customer") -> dict[str, Any]:
+        tag = flow.raw.get("tests", {}).get(key, "normal")
+        return self.take(tag) if flow.act_params is not None else customers_with_tag(tag)[0]
+
+
+# One pool for the whole session: every test module draws its customers from it.
+CUSTOMERS = CustomerPool()

@@ -21,7 +21,7 @@ SPOKEN_DIGITS = dict(zip("0123456789", "零一二三四五六七八九", strict=
 
 def spoken(digits: str, channel: str) -> str:
     """How speech recognition writes digits the caller says: 一二三四."""
-    return "".join(SPOKEN_DIGITS.get(char, char) for char in digits) if channel == "voice" else digits
+    return digits if channel == "chat" else "".join(SPOKEN_DIGITS.get(char, char) for char in digits)
 
 
 @dataclass

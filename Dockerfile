@@ -1,0 +1,22 @@
+# The whole stack in one image: Rasa (Python 3.10), the action server and the risk-check API
+# (Python 3.11, Debian bookworm's python3). Build: docker build -t xiaoan .
+# Run: docker run -e RISK_API_TOKEN=... -p 5005:5005 xiaoan
+FROM python:3.10-slim-bookworm
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv make \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+# Dependencies first, so code changes do not reinstall them.
+COPY Makefile ./
+COPY requirements/ requirements/
+RUN make setup PY310=/usr/local/bin/python3.10 PY311=/usr/bin/python3.11
+
+COPY . .
+RUN touch .venv/.installed .venv-services/.installed && make train
+
+# Rasa answers outside the container; the action server and risk API stay on loopback.
+ENV RASA_HOST=0.0.0.0
+EXPOSE 5005
+CMD ["make", "run"]
