@@ -48,7 +48,7 @@ test: train lint
 	  $(SVC_PY) -m pytest tests
 
 bench: train
-	$(SVC_PY) -m bench.run
+	RISK_API_TEST_PG_URL="$$(bash scripts/ensure_postgres.sh)" $(SVC_PY) -m bench.run
 
 clean:
 	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache

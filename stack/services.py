@@ -156,13 +156,13 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
         ),
         Service(
             "rasa",
-            [str(RASA_VENV / "bin" / "rasa"), "run", "--enable-api", "--cors", "*",
+            [str(RASA_VENV / "bin" / "python"), "-m", "bot.rasa_launcher", "run", "--enable-api", "--cors", "*",
              "-i", os.environ.get("RASA_HOST", "127.0.0.1"), "--port", str(ports.rasa),
              "--model", str(latest_model()),
              "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
             f"http://127.0.0.1:{ports.rasa}/status",
             cwd=ROOT / "bot",
-            # PYTHONPATH: the model names a custom component, bot.components.
+            # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
             env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT)},
             start_timeout_seconds=240,
         ),

@@ -26,12 +26,18 @@ def inputs_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def train(out_dir: Path, name: str, quiet: bool = False) -> int:
-    """`rasa train` into out_dir/<name>.tar.gz; the exit code."""
+def train(out_dir: Path, name: str, quiet: bool = False, cache_dir: Path | None = None) -> int:
+    """`rasa train` into out_dir/<name>.tar.gz; the exit code.
+
+    `cache_dir` replaces Rasa's component cache (bot/.rasa/cache), e.g. an empty one to time a
+    training from scratch.
+    """
     command = [str(RASA_VENV / "bin" / "rasa"), "train", "--fixed-model-name", name, "--out", str(out_dir)]
     # PYTHONPATH: the pipeline names a custom component, bot.components.
-    result = subprocess.run(command, cwd=BOT, check=False, capture_output=quiet,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if cache_dir:
+        env["RASA_CACHE_DIRECTORY"] = str(cache_dir)
+    result = subprocess.run(command, cwd=BOT, check=False, capture_output=quiet, env=env)
     return result.returncode
 
 
