@@ -18,6 +18,7 @@ SMALL_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟":
 LARGE_UNITS = {"万": 10_000, "萬": 10_000, "亿": 100_000_000}
 CN_NUMBER = "零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟萬幺点"
 NUMBER_TOKEN = re.compile(rf"(\d+(?:\.\d+)?\s*[万千百kK]?|[{CN_NUMBER}]+)")
+MAX_DAYS_AHEAD = 366  # no flow books anything further out; larger numbers are mishearings
 WEEKDAYS = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
 
 
@@ -103,7 +104,7 @@ def parse_days(text: str) -> int | None:
     match = re.search(rf"(\d+|[{CN_NUMBER}]+)\s*(个)?\s*(天|日)", text)
     if not match:
         amount = parse_amount(text)
-        return int(amount) if amount and amount == int(amount) and amount <= 366 else None
+        return int(amount) if amount and amount == int(amount) and amount <= MAX_DAYS_AHEAD else None
     value = _token_value(match.group(1))
     return int(value) if value else None
 
@@ -117,7 +118,7 @@ def parse_date(text: str, today: dt.date | None = None) -> dt.date | None:
             return today + dt.timedelta(days=relative[word])
     match = re.search(rf"(\d+|[{CN_NUMBER}]+)\s*天(以)?后", text)
     if match and (value := _token_value(match.group(1))):
-        return today + dt.timedelta(days=int(value))
+        return today + dt.timedelta(days=int(value)) if value <= MAX_DAYS_AHEAD else None
     match = re.search(r"(下+)?(个)?(周|星期|礼拜)([一二三四五六日天1-7])", text)
     if match:
         day = match.group(4)
@@ -157,8 +158,8 @@ def parse_digits(text: str) -> str:
     """Every digit said, typed or pressed, in order: 幺三八 → 138; keeps X for ID numbers."""
     out = []
     for char in text:
-        if char.isdigit():
-            out.append(char)
+        if char.isdecimal():  # also full-width １２３, written back as ASCII
+            out.append(str(int(char)))
         elif char in DIGIT_CHARS and char not in "两":
             out.append(str(DIGIT_CHARS[char]))
         elif char in "xX叉":

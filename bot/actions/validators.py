@@ -83,7 +83,7 @@ def validate_phone(slot: Slot, said: Utterance) -> str | None:
 def validate_choice(slot: Slot, said: Utterance) -> Any:
     choices = slot.options["choices"]
     text = said.text.strip()
-    if text.isdigit() and 1 <= int(text) <= len(choices):
+    if text.isdecimal() and 1 <= int(text) <= len(choices):
         return choices[int(text) - 1]["value"]
     matches = [
         choice for choice in choices
@@ -96,8 +96,8 @@ def validate_rating(slot: Slot, said: Utterance) -> int | None:
     for word, score in sorted(RATING_WORDS.items(), key=lambda item: -len(item[0])):
         if word in said.text:
             return score
-    digits = parse_digits(said.text) or ""
-    if len(digits) == 1 and 1 <= int(digits) <= 5:
+    digits = parse_digits(said.text)
+    if digits in ("1", "2", "3", "4", "5"):
         return int(digits)
     return None
 
