@@ -11,21 +11,25 @@ SVC_PY := $(SVC_VENV)/bin/python
 
 # Development defaults only: a deployment sets its own secrets in the environment.
 export RISK_API_TOKEN ?= dev-only-risk-api-token
+export AGENT_DESK_USER ?= agent
+export AGENT_DESK_PASSWORD ?= dev-only-agent-password
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup compile lint train run test bench clean
 
-$(RASA_VENV)/.installed: requirements/rasa.txt
+# requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
+# (regenerate with pip freeze after changing a .txt).
+$(RASA_VENV)/.installed: requirements/rasa.txt requirements/rasa.lock
 	@test -n "$(PY310)" || { echo "Python 3.10 not found (pyenv install 3.10)"; exit 1; }
 	$(PY310) -m venv $(RASA_VENV)
 	$(RASA_VENV)/bin/pip install --quiet --no-input pip==24.0
-	$(RASA_VENV)/bin/pip install --quiet --no-input -r requirements/rasa.txt
+	$(RASA_VENV)/bin/pip install --quiet --no-input -r requirements/rasa.txt -c requirements/rasa.lock
 	touch $@
 
-$(SVC_VENV)/.installed: requirements/services.txt
+$(SVC_VENV)/.installed: requirements/services.txt requirements/services.lock
 	@test -n "$(PY311)" || { echo "Python 3.11 not found (pyenv install 3.11)"; exit 1; }
 	$(PY311) -m venv $(SVC_VENV)
-	$(SVC_VENV)/bin/pip install --quiet --no-input -r requirements/services.txt
+	$(SVC_VENV)/bin/pip install --quiet --no-input -r requirements/services.txt -c requirements/services.lock
 	touch $@
 
 setup: $(RASA_VENV)/.installed $(SVC_VENV)/.installed
@@ -43,12 +47,14 @@ train: setup compile
 run: train
 	$(SVC_PY) -m stack.run
 
+# The PostgreSQL URL is taken in the same shell so that a failed set-up stops the target.
 test: train lint
-	RISK_API_TEST_PG_URL="$$(bash scripts/ensure_postgres.sh)" \
-	  $(SVC_PY) -m pytest tests
+	bash scripts/ensure_chromium.sh
+	pg_url="$$(bash scripts/ensure_postgres.sh)" && RISK_API_TEST_PG_URL="$$pg_url" $(SVC_PY) -m pytest tests
 
 bench: train
-	RISK_API_TEST_PG_URL="$$(bash scripts/ensure_postgres.sh)" $(SVC_PY) -m bench.run
+	bash scripts/ensure_chromium.sh
+	pg_url="$$(bash scripts/ensure_postgres.sh)" && RISK_API_TEST_PG_URL="$$pg_url" $(SVC_PY) -m bench.run
 
 clean:
 	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache

@@ -24,11 +24,13 @@ import httpx
 from risk_api.demo import personas
 from stack.services import ROOT, Ports, stack, started
 from stack.train import train
+from web.chromium import launch
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
 TOKEN = "bench-risk-api-token"
 CONVERSATIONS_PER_CLIENT = 6
+PAGE_LOADS = 5
 MAX_SECONDS_PER_LOAD = 90
 
 
@@ -92,7 +94,7 @@ def dialogue_figures() -> dict[str, Any]:
     ports = Ports.free()
     risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
                 "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl")}
-    with started(stack(ports, TOKEN, risk_env), workdir) as running:
+    with started(stack(ports, TOKEN, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir) as running:
         figures: dict[str, Any] = {f"{name}_start_seconds": round(seconds, 1)
                                    for name, seconds in running.start_seconds.items()}
         rasa_url = f"http://127.0.0.1:{ports.rasa}"
@@ -105,7 +107,30 @@ def dialogue_figures() -> dict[str, Any]:
         figures["parse_p50_ms"] = round(statistics.median(parse) * 1000, 1)
         figures["chat_1_client"] = chat_load(rasa_url, 1)
         figures["chat_8_clients"] = chat_load(rasa_url, 8)
+        figures["web_widget"] = web_widget_figures(f"http://127.0.0.1:{ports.web}")
     return figures
+
+
+def web_widget_figures(web_url: str) -> dict[str, Any]:
+    """Page weight (the demo page and the widget's script and style, uncompressed) and time to first
+    interaction: navigation start until the widget's input is enabled over a live connection, in
+    headless Debian Chromium, each load in a fresh profile."""
+    from playwright.sync_api import sync_playwright  # only `make bench` needs a browser
+
+    weight = sum(len(httpx.get(web_url + path, timeout=10).content) for path in ("/", "/widget.js", "/widget.css"))
+    interactive_ms = []
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        for _ in range(PAGE_LOADS):
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(web_url + "/")
+            page.wait_for_function("document.querySelector('.fin-chat')?.dataset.connected === 'true'"
+                                   " && !document.querySelector('.fin-chat-input').disabled", timeout=30_000)
+            interactive_ms.append(page.evaluate("performance.now()"))
+            context.close()
+        browser.close()
+    return {"page_weight_bytes": weight, "first_interaction_p50_ms": round(statistics.median(interactive_ms), 1)}
 
 
 def risk_api_figures() -> dict[str, Any]:
@@ -149,6 +174,11 @@ def write_report(results: dict[str, Any]) -> None:
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
                      f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s"))
+    widget = dialogue["web_widget"]
+    rows.append(("Chat widget page weight (page + widget.js + widget.css, uncompressed)",
+                 f"{widget['page_weight_bytes'] / 1024:.1f} KiB"))
+    rows.append((f"Chat widget time to first interaction (median of {PAGE_LOADS}, headless Chromium)",
+                 f"{widget['first_interaction_p50_ms']} ms"))
     for backend in ("sqlite", "postgres"):
         for clients, figures in results["risk_api"].get(backend, {}).items():
             rows.append((f"Risk decisions, {backend}, {clients.replace('_', ' ')}: p50 / p95",

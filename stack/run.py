@@ -19,10 +19,11 @@ def main() -> int:
         return 2
     ports = Ports.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"starting risk_api, actions, rasa (logs: {LOG_DIR.relative_to(ROOT)}/)", flush=True)
+    print(f"starting risk_api, actions, rasa, web (logs: {LOG_DIR.relative_to(ROOT)}/)", flush=True)
     try:
         with started(stack(ports, token), LOG_DIR) as running:
-            print(f"ready: chat REST http://127.0.0.1:{ports.rasa}/webhooks/rest/webhook, "
+            print(f"ready: web chat http://127.0.0.1:{ports.web}/, agent desk http://127.0.0.1:{ports.web}/desk, "
+                  f"chat REST http://127.0.0.1:{ports.rasa}/webhooks/rest/webhook, "
                   f"risk API http://127.0.0.1:{ports.risk_api}/docs — Ctrl-C stops", flush=True)
             while not running.exited():
                 time.sleep(1)

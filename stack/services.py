@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RASA_VENV = ROOT / ".venv"
 SERVICES_VENV = ROOT / ".venv-services"
 MODELS_DIR = ROOT / "bot" / "models"
+DEFAULT_TRACKER_DB = ROOT / "var" / "rasa" / "tracker.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,11 @@ class Ports:
     rasa: int = 5005
     actions: int = 5055
     risk_api: int = 8400
+    web: int = 8080
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(rasa=free_port(), actions=free_port(), risk_api=free_port())
+        return cls(rasa=free_port(), actions=free_port(), risk_api=free_port(), web=free_port())
 
     @classmethod
     def from_environment(cls) -> Ports:
@@ -121,6 +123,7 @@ class Ports:
             rasa=int(os.environ.get("RASA_PORT", 5005)),
             actions=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
             risk_api=int(os.environ.get("RISK_API_PORT", 8400)),
+            web=int(os.environ.get("WEB_PORT", 8080)),
         )
 
 
@@ -131,12 +134,17 @@ def latest_model() -> Path:
     return models[-1]
 
 
-def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | None = None) -> list[Service]:
-    """The services in start order: risk API, action server, Rasa.
+def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | None = None,
+          tracker_db: Path = DEFAULT_TRACKER_DB, web_env: Mapping[str, str] | None = None) -> list[Service]:
+    """The services in start order: risk API, action server, Rasa, web chat and agent desk.
 
-    `risk_api_env` passes the risk API's own settings (database URL, SMS outbox path).
+    `risk_api_env` passes the risk API's own settings (database URL, SMS outbox path);
+    `tracker_db` is Rasa's SQLite tracker store, so a conversation survives a Rasa restart;
+    `web_env` the web server's (agent desk credentials, else taken from the environment).
     """
+    tracker_db.parent.mkdir(parents=True, exist_ok=True)
     risk_url = f"http://127.0.0.1:{ports.risk_api}"
+    rasa_url = f"http://127.0.0.1:{ports.rasa}"
     risk_env = {"RISK_API_TOKEN": risk_api_token, "RISK_API_HOST": "127.0.0.1",
                 "RISK_API_PORT": str(ports.risk_api), **(risk_api_env or {})}
     python = str(SERVICES_VENV / "bin" / "python")
@@ -160,10 +168,18 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
              "-i", os.environ.get("RASA_HOST", "127.0.0.1"), "--port", str(ports.rasa),
              "--model", str(latest_model()),
              "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
-            f"http://127.0.0.1:{ports.rasa}/status",
+            f"{rasa_url}/status",
             cwd=ROOT / "bot",
             # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
-            env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT)},
+            env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
+                 "RASA_TRACKER_DB": str(tracker_db)},
             start_timeout_seconds=240,
+        ),
+        Service(
+            "web",
+            [python, "-m", "web"],
+            f"http://127.0.0.1:{ports.web}/health",
+            env={"WEB_HOST": "127.0.0.1", "WEB_PORT": str(ports.web), "RASA_URL": rasa_url,
+                 "RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token, **(web_env or {})},
         ),
     ]

@@ -54,7 +54,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RISK_API_SMS_OUTBOX": str(outbox),
     }
     try:
-        with started(stack(ports, TOKEN, risk_env), workdir):
+        with started(stack(ports, TOKEN, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir):
             yield Stack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir)
     except RuntimeError as error:
         pytest.fail(str(error))

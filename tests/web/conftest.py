@@ -1,0 +1,87 @@
+"""The whole stack with the web server, and headless Debian Chromium driven by Playwright.
+
+The stack is this package's own (fresh risk API database, SMS outbox and Rasa tracker store in a
+temporary folder) because one test restarts Rasa under it. Screenshots go to var/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from stack.services import ROOT, Ports, Running, Service, stack, started
+from tests.dialogue.conftest import TOKEN, Stack
+from web.chromium import launch
+
+DESK_USER = "test-agent"
+DESK_PASSWORD = "test-agent-password"
+ARTIFACTS = ROOT / "var" / "test-artifacts"
+
+
+def artifact(name: str) -> Path:
+    """Where a screenshot named `name` goes."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / f"{name}.png"
+
+
+@dataclass
+class WebStack(Stack):
+    """The dialogue tests' stack (risk API client, SMS outbox) plus the web server and the processes."""
+
+    web_url: str
+    services: list[Service]
+    running: Running
+
+    def restart(self, name: str) -> None:
+        """Stop one service and start it again on the same port and state, healthy before returning."""
+        service = next(service for service in self.services if service.name == name)
+        old = self.running.processes[name]
+        old.terminate()
+        old.wait(timeout=30)
+        process = service.start(self.log_dir)
+        self.running.processes[name] = process
+        service.wait_healthy(process)
+
+
+@pytest.fixture(scope="session")
+def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
+    workdir = tmp_path_factory.mktemp("web-stack")
+    ports = Ports.free()
+    outbox = workdir / "sms_outbox.jsonl"
+    risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk_api.sqlite3'}",
+                "RISK_API_SMS_OUTBOX": str(outbox)}
+    services = stack(ports, TOKEN, risk_env, tracker_db=workdir / "tracker.sqlite3",
+                     web_env={"AGENT_DESK_USER": DESK_USER, "AGENT_DESK_PASSWORD": DESK_PASSWORD})
+    try:
+        with started(services, workdir) as running:
+            yield WebStack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir,
+                           f"http://127.0.0.1:{ports.web}", services, running)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        try:
+            launched = launch(playwright)
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser profile per test (its own localStorage, so its own chat session)."""
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1024, "height": 768})
+    context.set_default_timeout(30_000)
+    opened = context.new_page()
+    yield opened
+    for number, each in enumerate(context.pages):
+        each.screenshot(path=str(artifact(f"{request.node.name}-end-{number}")), full_page=True)
+    context.close()

@@ -1,0 +1,70 @@
+"""The HTML pages. Only fixed markup and escaped settings go in here: every message, name and
+summary reaches the page as JSON and is put in with textContent by the scripts."""
+
+from __future__ import annotations
+
+from html import escape
+
+_HEAD = """<!doctype html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+{extra}
+</head>"""
+
+
+def demo_page(rasa_url: str) -> str:
+    """A lender's page with the widget embedded the way any site would: one script tag."""
+    return _HEAD.format(title="在线客服演示", extra="") + f"""
+<body style="font-family: sans-serif; margin: 0; padding: 1rem; background: #f4f6f8">
+<main>
+<h1>消费金融在线客服</h1>
+<p>借款、还款、账户问题，都可以在右下角和智能客服聊。</p>
+</main>
+<script src="/widget.js" data-server="{escape(rasa_url, quote=True)}" data-title="智能客服" data-open="true"
+  defer></script>
+</body>
+</html>
+"""
+
+
+def login_page(failed: bool) -> str:
+    error = '<p class="error" role="alert">用户名或密码不正确。</p>' if failed else ""
+    return _HEAD.format(title="坐席工作台登录", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body>
+<main class="login">
+<h1>坐席工作台</h1>
+{error}
+<form method="post" action="/desk/login">
+<label>用户名 <input name="user" autocomplete="username" required></label>
+<label>密码 <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">登录</button>
+</form>
+</main>
+</body>
+</html>
+"""
+
+
+def desk_page(agent: str) -> str:
+    return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body>
+<header><h1>坐席工作台</h1><span>坐席：{escape(agent)}</span>
+<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
+<p id="desk-status" role="status" aria-live="polite"></p>
+<main class="desk">
+<section aria-labelledby="handoffs-title">
+<h2 id="handoffs-title">待接入的转人工</h2>
+<ul id="handoffs" class="cards" aria-live="polite"></ul>
+</section>
+<section aria-labelledby="reviews-title">
+<h2 id="reviews-title">待审核的操作</h2>
+<ul id="reviews" class="cards" aria-live="polite"></ul>
+</section>
+</main>
+<script src="/static/desk.js" defer></script>
+</body>
+</html>
+"""
