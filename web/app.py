@@ -94,9 +94,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/desk/api/queue")
     async def queue(request: Request) -> dict[str, Any]:
         require_agent(request)
-        async with risk_api() as client:
-            handoffs = await client.get("/handoffs", params={"status": "waiting"})
-            reviews = await client.get("/reviews", params={"status": "pending"})
+        try:
+            async with risk_api() as client:
+                handoffs = await client.get("/handoffs", params={"status": "waiting"})
+                reviews = await client.get("/reviews", params={"status": "pending"})
+        except httpx.HTTPError as error:
+            raise HTTPException(502, "risk API unavailable") from error
         if handoffs.status_code != 200 or reviews.status_code != 200:
             raise HTTPException(502, "risk API unavailable")
         return {"handoffs": handoffs.json(), "reviews": reviews.json()}
@@ -104,9 +107,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/desk/api/reviews/{review_id}/decision")
     async def decide(review_id: str, verdict: ReviewVerdict, request: Request) -> JSONResponse:
         agent = require_agent(request)
-        async with risk_api() as client:
-            answer = await client.post(f"/reviews/{review_id}/decision",
-                                       json={"approve": verdict.approve, "agent": agent, "note": verdict.note})
+        try:
+            async with risk_api() as client:
+                answer = await client.post(f"/reviews/{review_id}/decision",
+                                           json={"approve": verdict.approve, "agent": agent, "note": verdict.note})
+        except httpx.HTTPError as error:
+            raise HTTPException(502, "risk API unavailable") from error
         return JSONResponse(answer.json(), status_code=answer.status_code)
 
     return app
