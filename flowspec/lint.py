@@ -15,6 +15,7 @@ import jsonschema
 from flowspec.model import (
     CATALOGUE_PATH,
     FLOWS_DIR,
+    IDENTITY_FLOW,
     REPO_ROOT,
     SHARED_INTENTS,
     Flow,
@@ -156,7 +157,7 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
     for name in SHARED_INTENTS:
         if name not in shared:
             problems.append(FlowError(shared_dir / "intents.yml", f"intents.{name}", "missing"))
-    identity_flow = flows.get("identity_verification")
+    identity_flow = flows.get(IDENTITY_FLOW)
     identity_slot_names = (
         {slot["name"] for slot in identity_flow.raw.get("identity_slots", [])} if identity_flow else set()
     )

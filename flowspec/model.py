@@ -21,6 +21,7 @@ SHARED_DIR = FLOWS_DIR / "shared"
 CATALOGUE_PATH = REPO_ROOT.parent / "shared" / "flow-catalogue.yaml"
 
 LEVELS = ("none", "L1", "L2")
+IDENTITY_FLOW = "identity_verification"  # its identity_slots are every flow's identity step
 SHARED_INTENTS = (
     "greet", "goodbye", "affirm", "deny", "thanks", "repeat", "ask_is_bot", "inform",
     "out_of_scope",
@@ -122,6 +123,11 @@ class Flow:
         target = self.raw.get("verifies_to", "none")
         return max(self.identity, target, key=LEVELS.index)
 
+    @property
+    def handoff_priority(self) -> str:
+        """The queue priority of this flow's hand-overs, whatever their reason."""
+        return self.handoff.priority if self.handoff else "normal"
+
     @cached_property
     def slot_names(self) -> tuple[str, ...]:
         return tuple(slot.name for slot in self.slots)
@@ -144,9 +150,12 @@ class FlowSet:
     banks: tuple[dict[str, Any], ...]
 
     @property
+    def identity_flow(self) -> Flow:
+        return self.flows[IDENTITY_FLOW]
+
+    @property
     def identity_slots(self) -> tuple[Slot, ...]:
-        raw = self.flows["identity_verification"].raw.get("identity_slots", [])
-        return tuple(Slot.from_yaml(slot) for slot in raw)
+        return tuple(Slot.from_yaml(slot) for slot in self.identity_flow.raw.get("identity_slots", []))
 
     def all_slot_names(self) -> list[str]:
         names: dict[str, None] = {slot.name: None for slot in self.identity_slots}

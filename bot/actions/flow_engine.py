@@ -24,7 +24,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import Turn, flowset, level_rank, risk_api
-from bot.actions.handoff import hand_off, handoff_flow_for_lock
+from bot.actions.handoff import hand_off, hand_off_unavailable, slot_details
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
 from flowspec.model import Flow, Response, Slot
@@ -183,7 +183,7 @@ class FlowFormValidator(Action, ABC):
                                set_slot: Any) -> None:
         """Verify identity as soon as the identity slots for the next level are in."""
         api = risk_api()
-        wording = flowset().flows["identity_verification"]
+        wording = flowset().identity_flow
         level = values.get("verified_level")
         phone = values.get("phone_number") or values.get("caller_number")
         try:
@@ -241,7 +241,7 @@ class AskSlot(Action, ABC):
         except (RiskApiUnavailable, RiskApiRefused) as error:
             # Nothing to ask without the data: hand off now; the form ends on the next turn.
             log.error("flow=%s cannot ask %s: %s", flow.id, slot.name, error)
-            await FinishFlow().unavailable(turn, flow, {"flow_name": flow.name})
+            await hand_off_unavailable(turn, flow, {"flow_name": flow.name})
             return [SlotSet("flow_exit", "handed_off")]
         turn.say(slot.prompt, context, flow)
         expect: dict[str, Any] = {"slot": slot.name, "type": slot.type}
@@ -265,33 +265,32 @@ class FinishFlow(Action):
         exit_reason = tracker.get_slot("flow_exit") or ""
         per_flow = (*flow.slot_names, CONFIRM_SLOT, "flow_exit", "reprompts", "active_flow")
         resets: list[EventType] = [SlotSet(name, None) for name in per_flow]
+        kind, _, detail = exit_reason.partition(":")
+        if kind == "switch":
+            target = flowset().flows[detail]
+            turn.say(turn.response("switch_flow"), {"flow_name": target.name})
+            turn.signal({"flow": flow.id, "outcome": "switched"})
+            return [*resets, FollowupAction(target.form_name)]
         outcome = await self._run_flow(turn, flow, exit_reason)
         log.info("flow=%s session=%s outcome=%s", flow.id, turn.session_id, outcome)
         turn.signal({"flow": flow.id, "outcome": outcome})
-        if exit_reason.startswith("switch:"):
-            target = flowset().flows[exit_reason.split(":", 1)[1]]
-            return [*resets, FollowupAction(target.form_name)]
         return resets
 
     async def _run_flow(self, turn: Turn, flow: Flow, exit_reason: str) -> str:
         base = {"flow_name": flow.name, "customer": {"salutation": "您"}}
-        if exit_reason.startswith("switch:"):
-            target = flowset().flows[exit_reason.split(":", 1)[1]]
-            turn.say(turn.response("switch_flow"), {"flow_name": target.name})
-            return "switched"
         if exit_reason == "cancel":
             turn.say(turn.response("cancelled", flow), base, flow)
             return "cancelled"
         if exit_reason.startswith("handoff:"):
-            await hand_off(turn, flow, "escalated", exit_reason.split(":", 1)[1], self._priority(flow), base)
+            await hand_off(turn, flow, "escalated", exit_reason.split(":", 1)[1], flow.handoff_priority, base)
             return "handoff"
         if exit_reason == "unavailable":
-            await self.unavailable(turn, flow, base)
+            await hand_off_unavailable(turn, flow, base)
             return "unavailable"
         if exit_reason == "handed_off":
             return "handoff"
         if level_rank(turn.verified_level) < level_rank(flow.required_level):
-            lock_flow = handoff_flow_for_lock()
+            lock_flow = flowset().identity_flow
             turn.say(lock_flow.responses["locked"], base, lock_flow)
             await hand_off(turn, flow, "locked", lock_flow.handoff.reason, lock_flow.handoff.priority, base,
                            announce=False)
@@ -303,7 +302,7 @@ class FinishFlow(Action):
             if self._hands_off(flow, outcome, context, turn):
                 await hand_off(turn, flow, outcome, flow.handoff.reason, flow.handoff.priority, context)
         except RiskApiUnavailable:
-            await self.unavailable(turn, flow, base)
+            await hand_off_unavailable(turn, flow, base)
             return "unavailable"
         return outcome
 
@@ -338,7 +337,7 @@ class FinishFlow(Action):
         slots = {slot.name: turn.tracker.get_slot(slot.name) for slot in flow.slots}
         kind, _, ticket_kind = flow.record.partition(":")
         if kind == "ticket":
-            summary = f"{flow.name}：" + "；".join(f"{k}={v}" for k, v in slots.items() if v is not None)
+            summary = f"{flow.name}：{slot_details(flow, turn)}"
             return await api.post("/tickets", {"kind": ticket_kind, "customer_id": turn.customer_id,
                                                "summary": summary, "details": slots, **common})
         if kind == "promise":
@@ -366,15 +365,6 @@ class FinishFlow(Action):
             ):
                 return True
         return False
-
-    @staticmethod
-    def _priority(flow: Flow) -> str:
-        return flow.handoff.priority if flow.handoff else "normal"
-
-    async def unavailable(self, turn: Turn, flow: Flow, context: dict[str, Any]) -> None:
-        turn.say(turn.response("service_unavailable"), context)
-        await hand_off(turn, flow, "unavailable", "风控系统暂时不可用", self._priority(flow), context,
-                       announce=False)
 
 
 def _param(value: Any, context: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.actions.conversation import Turn, flowset, higher_priority, risk_api
+from bot.actions.conversation import Turn, higher_priority, risk_api
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from flowspec.model import Flow
 from flowspec.templates import format_value
@@ -41,7 +41,8 @@ def _mask(value: str) -> str:
     return value if len(value) <= 4 else "*" * (len(value) - 4) + value[-4:]
 
 
-def _slot_details(flow: Flow | None, turn: Turn) -> str:
+def slot_details(flow: Flow | None, turn: Turn) -> str:
+    """The flow's answered slots as an agent reads them: 延期天数：2；新卡号：************6789."""
     details = []
     for slot in flow.slots if flow else ():
         value = turn.tracker.get_slot(slot.name)
@@ -70,13 +71,17 @@ def _first_words(turn: Turn, flow_id: str | None) -> str:
     return texts[-1] if texts else ""
 
 
-async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: str) -> str:
-    customer = await turn.customer_context()
+async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: str,
+                          context: dict[str, Any]) -> str:
+    """The agent's note. Uses what the flow already read (customer, profile) before asking again."""
+    customer = context.get("customer") or {}
+    if "masked_name" not in customer:
+        customer = await turn.customer_context()
     who = f"客户{customer['masked_name']}" if "masked_name" in customer else "客户"
     parts = [f"{who}（{LEVEL_TEXT[turn.verified_level]}）"]
     if turn.customer_id:
         try:
-            profile = await risk_api().read(turn.customer_id, "profile", turn.session_id)
+            profile = context.get("profile") or await risk_api().read(turn.customer_id, "profile", turn.session_id)
             parts.append(f"，{profile['repayment_record_text'].rstrip('。.')}")
         except (RiskApiUnavailable, RiskApiRefused, KeyError) as error:
             log.info("no repayment record for the summary: %s", error)
@@ -85,7 +90,7 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
     words = _first_words(turn, flow.id if flow else None)
     if words:
         parts.append(f"，客户原话：“{words[:80]}”")
-    details = _slot_details(flow, turn)
+    details = slot_details(flow, turn)
     if details:
         parts.append(f"；{details}")
     parts.append(f"。处理结果：{OUTCOME_TEXT[outcome]}。转人工原因：{reason}。")
@@ -98,7 +103,7 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
     if announce:
         turn.say(turn.response("handoff", flow), context, flow)
     tier = higher_priority(priority, turn.tracker.get_slot("priority_tier"))
-    summary = await compose_summary(turn, flow, outcome, reason)
+    summary = await compose_summary(turn, flow, outcome, reason, context)
     handoff: dict[str, Any] = {
         "flow": flow.id if flow else "clarify",
         "reason": reason,
@@ -118,5 +123,8 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
     turn.signal({"handoff": handoff})
 
 
-def handoff_flow_for_lock() -> Flow:
-    return flowset().flows["identity_verification"]
+
+async def hand_off_unavailable(turn: Turn, flow: Flow, context: dict[str, Any]) -> None:
+    """The risk API is down: nothing changed on the account, and a human takes over."""
+    turn.say(turn.response("service_unavailable"), context)
+    await hand_off(turn, flow, "unavailable", "风控系统暂时不可用", flow.handoff_priority, context, announce=False)
