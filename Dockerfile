@@ -1,22 +1,26 @@
 # The whole stack in one image: Rasa (Python 3.10), the action server and the risk-check API
-# (Python 3.11, Debian bookworm's python3). Build: docker build -t xiaoan .
-# Run: docker run -e RISK_API_TOKEN=... -p 5005:5005 xiaoan
+# (Python 3.11, Debian bookworm's python3), the web chat and the phone gateway.
+# Build: docker build -t xiaoan .
+# Run: docker run -e RISK_API_TOKEN=... -e ASTERISK_AMI_SECRET=... -p 5005:5005 -p 9092:9092 xiaoan
+# (a Chinese Vosk model: mount it and set VOSK_MODEL_PATH, see voice/README.md)
 FROM python:3.10-slim-bookworm
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv make \
+ && apt-get install -y --no-install-recommends python3 python3-venv make espeak-ng libespeak-ng1 sox \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 # Dependencies first, so code changes do not reinstall them.
 COPY Makefile ./
 COPY requirements/ requirements/
+COPY scripts/ scripts/
 RUN make setup PY310=/usr/local/bin/python3.10 PY311=/usr/bin/python3.11
 
 COPY . .
 RUN touch .venv/.installed .venv-services/.installed && make train
 
-# Rasa answers outside the container; the action server and risk API stay on loopback.
-ENV RASA_HOST=0.0.0.0
-EXPOSE 5005
+# Rasa and the AudioSocket port answer outside the container; the action server and risk API
+# stay on loopback.
+ENV RASA_HOST=0.0.0.0 AUDIOSOCKET_HOST=0.0.0.0
+EXPOSE 5005 9092
 CMD ["make", "run"]

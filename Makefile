@@ -15,7 +15,7 @@ export AGENT_DESK_USER ?= agent
 export AGENT_DESK_PASSWORD ?= dev-only-agent-password
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup compile lint train run test bench clean
+.PHONY: setup voice-tools compile lint train run test bench voice-demo clean
 
 # requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
 # (regenerate with pip freeze after changing a .txt).
@@ -32,7 +32,10 @@ $(SVC_VENV)/.installed: requirements/services.txt requirements/services.lock
 	$(SVC_VENV)/bin/pip install --quiet --no-input -r requirements/services.txt -c requirements/services.lock
 	touch $@
 
-setup: $(RASA_VENV)/.installed $(SVC_VENV)/.installed
+voice-tools:
+	bash scripts/ensure_voice_tools.sh
+
+setup: $(RASA_VENV)/.installed $(SVC_VENV)/.installed voice-tools
 
 compile: $(SVC_VENV)/.installed
 	$(SVC_PY) -m flowspec compile
@@ -55,6 +58,13 @@ test: train lint
 bench: train
 	bash scripts/ensure_chromium.sh
 	pg_url="$$(bash scripts/ensure_postgres.sh)" && RISK_API_TEST_PG_URL="$$pg_url" $(SVC_PY) -m bench.run
+
+# One WAV file (8 or 16 kHz) through the voice pipeline and the assistant: `make voice-demo WAV=path`
+# (optional: SAY="text the audio says" when no Chinese Vosk model is configured, KEYS="1234" keyed
+# at the bot's next pause).
+voice-demo: train
+	@test -n "$(WAV)" || { echo "usage: make voice-demo WAV=path/to/call.wav [SAY=...] [KEYS=digits]"; exit 2; }
+	$(SVC_PY) -m voice.demo "$(WAV)" $(if $(SAY),--say "$(SAY)") $(if $(KEYS),--keys "$(KEYS)")
 
 clean:
 	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache

@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-from stack.services import ROOT, Ports, stack, started
+from stack.services import ROOT, Ports, phone_gateway, stack, started
 
 LOG_DIR = ROOT / "var" / "log"
 
@@ -19,12 +19,13 @@ def main() -> int:
         return 2
     ports = Ports.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"starting risk_api, actions, rasa, web (logs: {LOG_DIR.relative_to(ROOT)}/)", flush=True)
+    print(f"starting risk_api, actions, rasa, web, phone_gateway (logs: {LOG_DIR.relative_to(ROOT)}/)", flush=True)
     try:
-        with started(stack(ports, token), LOG_DIR) as running:
+        with started(stack(ports, token) + [phone_gateway(ports, token)], LOG_DIR) as running:
             print(f"ready: web chat http://127.0.0.1:{ports.web}/, agent desk http://127.0.0.1:{ports.web}/desk, "
                   f"chat REST http://127.0.0.1:{ports.rasa}/webhooks/rest/webhook, "
-                  f"risk API http://127.0.0.1:{ports.risk_api}/docs — Ctrl-C stops", flush=True)
+                  f"risk API http://127.0.0.1:{ports.risk_api}/docs, "
+                  f"phone (AudioSocket) 127.0.0.1:{ports.audiosocket} — Ctrl-C stops", flush=True)
             while not running.exited():
                 time.sleep(1)
             print(f"stopped: {', '.join(running.exited())} exited — see {LOG_DIR}", file=sys.stderr)

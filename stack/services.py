@@ -112,10 +112,13 @@ class Ports:
     actions: int = 5055
     risk_api: int = 8400
     web: int = 8080
+    audiosocket: int = 9092
+    gateway_health: int = 9093
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(rasa=free_port(), actions=free_port(), risk_api=free_port(), web=free_port())
+        return cls(rasa=free_port(), actions=free_port(), risk_api=free_port(), web=free_port(),
+                   audiosocket=free_port(), gateway_health=free_port())
 
     @classmethod
     def from_environment(cls) -> Ports:
@@ -124,6 +127,8 @@ class Ports:
             actions=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
             risk_api=int(os.environ.get("RISK_API_PORT", 8400)),
             web=int(os.environ.get("WEB_PORT", 8080)),
+            audiosocket=int(os.environ.get("AUDIOSOCKET_PORT", 9092)),
+            gateway_health=int(os.environ.get("GATEWAY_HEALTH_PORT", 9093)),
         )
 
 
@@ -183,3 +188,16 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
                  "RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token, **(web_env or {})},
         ),
     ]
+
+
+def phone_gateway(ports: Ports, risk_api_token: str) -> Service:
+    """Asterisk's AudioSocket calls into the voice pipeline (AMI from ASTERISK_AMI_* when set)."""
+    return Service(
+        "phone_gateway",
+        [str(SERVICES_VENV / "bin" / "python"), "-m", "telephony.gateway"],
+        f"http://127.0.0.1:{ports.gateway_health}/health",
+        env={"AUDIOSOCKET_HOST": "127.0.0.1", "AUDIOSOCKET_PORT": str(ports.audiosocket),
+             "GATEWAY_HEALTH_PORT": str(ports.gateway_health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
+             "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": risk_api_token,
+             "PYTHONPATH": str(ROOT)},
+    )

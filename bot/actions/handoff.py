@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.actions.conversation import Turn, higher_priority, risk_api
+from bot.actions.conversation import Turn, flowset, higher_priority, risk_api
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from flowspec.model import Flow
 from flowspec.templates import format_value
@@ -65,10 +65,25 @@ def _first_words(turn: Turn, flow_id: str | None) -> str:
     for event in reversed(turn.tracker.events):
         if event.get("event") != "user":
             continue
-        texts.append(event.get("text") or "")
+        text = event.get("text") or ""
+        if not text.startswith("/"):  # a button or keypad payload is not the customer's words
+            texts.append(text)
         if flow_id and (event.get("parse_data") or {}).get("intent", {}).get("name") == flow_id:
             break
     return texts[-1] if texts else ""
+
+
+def _earlier_requests(turn: Turn, flow_id: str | None) -> str:
+    """What this conversation already handled before the flow being handed over, so the agent
+    does not ask again (a caller who checked the bill, then asked for a person)."""
+    handled = []
+    for event in turn.tracker.events:
+        custom = (event.get("data") or {}).get("custom") or {} if event.get("event") == "bot" else {}
+        if custom.get("outcome") and custom.get("flow") not in (None, flow_id):
+            earlier = flowset().flows.get(custom["flow"])
+            name = earlier.name if earlier else custom["flow"]
+            handled.append(f"「{name}」{OUTCOME_TEXT.get(custom['outcome'], custom['outcome'])}")
+    return "，".join(dict.fromkeys(handled))
 
 
 async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: str,
@@ -93,6 +108,9 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
     details = slot_details(flow, turn)
     if details:
         parts.append(f"；{details}")
+    earlier = _earlier_requests(turn, flow.id if flow else None)
+    if earlier:
+        parts.append(f"；此前已处理：{earlier}")
     parts.append(f"。处理结果：{OUTCOME_TEXT[outcome]}。转人工原因：{reason}。")
     return "".join(parts)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.dialogue.conftest import ChatSession, Stack
+from tests.conftest import Stack
+from tests.dialogue.conftest import ChatSession
 
 ODD_MESSAGES = {
     "empty": "",

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from flowspec.model import Flow, load_flowset
-from tests.dialogue.conftest import CUSTOMERS, ChatSession, Stack
+from tests.conftest import Stack
+from tests.dialogue.conftest import CUSTOMERS, ChatSession
 from tests.dialogue.driver import FlowRun, run_flow
 
 FLOWS = load_flowset().flows

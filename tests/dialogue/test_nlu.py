@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flowspec.lint import HELD_OUT_DIR
-from tests.dialogue.conftest import Stack
+from tests.conftest import Stack
 
 MIN_ACCURACY = 0.95
 MIN_MACRO_F1 = 0.93

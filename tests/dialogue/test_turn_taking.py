@@ -10,7 +10,8 @@ import pytest
 
 from flowspec.model import load_flowset
 from risk_api.demo import customers_with_tag
-from tests.dialogue.conftest import CUSTOMERS, ChatSession, Stack
+from tests.conftest import Stack
+from tests.dialogue.conftest import CUSTOMERS, ChatSession
 from tests.dialogue.driver import run_flow
 
 FLOWS = load_flowset().flows

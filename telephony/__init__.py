@@ -1,0 +1,1 @@
+"""Phone channel: Asterisk AudioSocket audio server, AMI control and call priority routing."""

@@ -1,0 +1,414 @@
+"""AudioSocket server: the audio leg between Asterisk and the voice bot.
+
+Protocol (docs.asterisk.org, Configuration/Channel-Drivers/AudioSocket): TCP, every message is a
+3-byte header -- kind (1 byte) and payload length (2 bytes, big-endian) -- then the payload.
+Asterisk is the client: it connects, sends the call UUID (kind 0x01, 16 binary bytes) first, then
+audio every 20 ms and DTMF digits; it may close without a hangup message (EOF is a hangup).
+
+Outbound audio is always kind 0x10 (signed 16-bit little-endian, 8 kHz mono) in 320-byte frames,
+written on a 20 ms clock scheduled by absolute deadlines so that sleep overshoot does not add up.
+When nothing is queued the sender writes nothing (no silence frames): Asterisk only forwards what
+it receives, the caller hears silence either way, and idle calls cost no CPU or bandwidth.
+A frame written more than one frame period after its deadline counts as late (`late_frames`);
+after a stall of more than `MAX_CATCH_UP_FRAMES` the clock is re-anchored instead of bursting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">BH")
+MAX_PROTOCOL_PAYLOAD = 0xFFFF
+FRAME_SECONDS = 0.020
+OUTBOUND_SAMPLE_RATE = 8000
+OUTBOUND_FRAME_BYTES = 320  # 20 ms of 16-bit mono at 8 kHz
+MAX_CATCH_UP_FRAMES = 5  # behind by more than 100 ms: re-anchor rather than burst
+# 20 ms at 192 kHz is 7,680 bytes; anything beyond twice that is not audio Asterisk would send.
+DEFAULT_MAX_PAYLOAD = 16384
+INBOUND_QUEUE_EVENTS = 500  # 10 s of audio; older audio is dropped if the handler falls behind
+HANDLER_GRACE_SECONDS = 5.0  # after the connection ends the handler gets this long to finish
+
+
+class Kind(IntEnum):
+    """Message kinds of the AudioSocket protocol."""
+
+    HANGUP = 0x00
+    UUID = 0x01
+    DTMF = 0x03
+    AUDIO_8K = 0x10
+    AUDIO_12K = 0x11
+    AUDIO_16K = 0x12
+    AUDIO_24K = 0x13
+    AUDIO_32K = 0x14
+    AUDIO_44K = 0x15
+    AUDIO_48K = 0x16
+    AUDIO_96K = 0x17
+    AUDIO_192K = 0x18
+    ERROR = 0xFF
+
+
+SAMPLE_RATES: dict[Kind, int] = {
+    Kind.AUDIO_8K: 8000,
+    Kind.AUDIO_12K: 12000,
+    Kind.AUDIO_16K: 16000,
+    Kind.AUDIO_24K: 24000,
+    Kind.AUDIO_32K: 32000,
+    Kind.AUDIO_44K: 44100,
+    Kind.AUDIO_48K: 48000,
+    Kind.AUDIO_96K: 96000,
+    Kind.AUDIO_192K: 192000,
+}
+
+# Error codes Asterisk sends in a 0xff message (bit-packed).
+ASTERISK_ERRORS = {0x01: "hangup of calling party", 0x02: "frame forwarding error", 0x04: "memory error"}
+
+
+class ProtocolError(Exception):
+    """The peer sent something the AudioSocket protocol does not allow."""
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: Kind
+    payload: bytes
+
+
+def encode(kind: Kind, payload: bytes = b"") -> bytes:
+    """One AudioSocket message on the wire."""
+    if len(payload) > MAX_PROTOCOL_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length field")
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+async def read_message(reader: asyncio.StreamReader, max_payload: int) -> Message | None:
+    """The next message, or None on a clean EOF (between messages)."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+    except asyncio.IncompleteReadError as error:
+        if not error.partial:
+            return None
+        raise ProtocolError(f"connection ended inside a message header ({len(error.partial)} of 3 bytes)") from None
+    kind_byte, length = HEADER.unpack(header)
+    try:
+        kind = Kind(kind_byte)
+    except ValueError:
+        raise ProtocolError(f"unknown message kind 0x{kind_byte:02x} (payload length {length})") from None
+    if length > max_payload:
+        raise ProtocolError(f"{kind.name} payload of {length} bytes exceeds the limit of {max_payload}")
+    try:
+        payload = await reader.readexactly(length)
+    except asyncio.IncompleteReadError as error:
+        raise ProtocolError(
+            f"{kind.name} declares {length} payload bytes but the connection ended after {len(error.partial)}"
+        ) from None
+    _check_payload(kind, payload)
+    return Message(kind, payload)
+
+
+def _check_payload(kind: Kind, payload: bytes) -> None:
+    if kind is Kind.UUID and len(payload) != 16:
+        raise ProtocolError(f"UUID payload must be 16 bytes, got {len(payload)}")
+    if kind is Kind.DTMF and len(payload) != 1:
+        raise ProtocolError("empty DTMF message" if not payload else f"DTMF payload of {len(payload)} bytes, want 1")
+    if kind in SAMPLE_RATES and len(payload) % 2:
+        raise ProtocolError(f"{kind.name} payload of odd length {len(payload)} (samples are 16-bit)")
+
+
+@dataclass(frozen=True)
+class AudioIn:
+    pcm: bytes
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class DtmfIn:
+    digit: str
+
+
+@dataclass(frozen=True)
+class HangupIn:
+    """The caller side ended: a 0x00 message (`by_message`) or the connection closed."""
+
+    by_message: bool
+
+
+@dataclass(frozen=True)
+class ErrorIn:
+    code: int | None
+
+    @property
+    def description(self) -> str:
+        if self.code is None:
+            return "error without code"
+        return ASTERISK_ERRORS.get(self.code, f"application error 0x{self.code:02x}")
+
+
+CallEvent = AudioIn | DtmfIn | HangupIn | ErrorIn
+
+
+class AudioSocketCall:
+    """One AudioSocket connection, keyed by the call UUID.
+
+    Iterate it (`async for event in call`) for inbound events; iteration ends when the connection
+    does. `play()` queues outbound audio, `flush()` drops what is queued (barge-in).
+    """
+
+    def __init__(
+        self, call_uuid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_payload: int
+    ) -> None:
+        self.uuid = call_uuid
+        self.frames_sent = 0
+        self.late_frames = 0
+        self.inbound_dropped = 0
+        self._reader = reader
+        self._writer = writer
+        self._max_payload = max_payload
+        self._events: asyncio.Queue[CallEvent | None] = asyncio.Queue(INBOUND_QUEUE_EVENTS)
+        self._outbound = bytearray()
+        self._audio_queued = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closed = asyncio.Event()
+        self._protocol_error: ProtocolError | None = None
+        self._reader_task = asyncio.create_task(self._read_loop(), name=f"audiosocket-read-{call_uuid}")
+        self._sender_task = asyncio.create_task(self._send_loop(), name=f"audiosocket-send-{call_uuid}")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def protocol_error(self) -> ProtocolError | None:
+        """What ended the call if the peer broke the protocol."""
+        return self._protocol_error
+
+    @property
+    def queued_bytes(self) -> int:
+        return len(self._outbound)
+
+    def __aiter__(self) -> AsyncIterator[CallEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[CallEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def play(self, pcm: bytes) -> None:
+        """Queue 8 kHz slin audio; returns at once (see `wait_until_played`). Ignored once closed."""
+        if self.closed or not pcm:
+            return
+        self._outbound += pcm
+        self._drained.clear()
+        self._audio_queued.set()
+
+    def flush(self) -> int:
+        """Drop all queued outbound audio at once (barge-in); returns the bytes dropped."""
+        dropped = len(self._outbound)
+        self._outbound.clear()
+        self._drained.set()
+        return dropped
+
+    async def wait_until_played(self) -> None:
+        """Until the queue is empty (played, flushed or the call ended)."""
+        await self._drained.wait()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def hangup(self) -> None:
+        """Tell Asterisk to hang up (0x00) and close the connection."""
+        if self.closed:
+            return
+        with contextlib.suppress(ConnectionError):
+            self._writer.write(encode(Kind.HANGUP))
+            await self._writer.drain()
+        await self._close()
+
+    def _put(self, event: CallEvent | None) -> None:
+        if self._events.full():
+            self._events.get_nowait()  # the handler is behind: old audio matters least
+            self.inbound_dropped += 1
+        self._events.put_nowait(event)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                message = await read_message(self._reader, self._max_payload)
+                if message is None:
+                    self._put(HangupIn(by_message=False))
+                    break
+                if message.kind is Kind.HANGUP:
+                    self._put(HangupIn(by_message=True))
+                    break
+                if message.kind is Kind.UUID:
+                    raise ProtocolError("second UUID message on an identified connection")
+                if message.kind is Kind.DTMF:
+                    self._put(DtmfIn(message.payload.decode("ascii", errors="replace")))
+                elif message.kind is Kind.ERROR:
+                    self._put(ErrorIn(message.payload[0] if message.payload else None))
+                else:
+                    self._put(AudioIn(message.payload, SAMPLE_RATES[message.kind]))
+        except ProtocolError as error:
+            self._protocol_error = error
+            log.warning("call %s: %s", self.uuid, error)
+        except ConnectionError as error:
+            self._put(HangupIn(by_message=False))
+            log.info("call %s: connection lost: %s", self.uuid, error)
+        finally:
+            await self._close()
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._audio_queued.wait()
+                deadline = loop.time()
+                while self._outbound:
+                    lateness = loop.time() - deadline
+                    if lateness > FRAME_SECONDS:
+                        self.late_frames += 1
+                    if lateness > MAX_CATCH_UP_FRAMES * FRAME_SECONDS:
+                        deadline = loop.time()
+                    frame = bytes(self._outbound[:OUTBOUND_FRAME_BYTES])
+                    del self._outbound[:OUTBOUND_FRAME_BYTES]
+                    # A short tail is padded with silence so the last syllable is not held back.
+                    self._writer.write(encode(Kind.AUDIO_8K, frame.ljust(OUTBOUND_FRAME_BYTES, b"\0")))
+                    self.frames_sent += 1
+                    await self._writer.drain()
+                    deadline += FRAME_SECONDS
+                    await asyncio.sleep(max(0.0, deadline - loop.time()))
+                self._audio_queued.clear()
+                self._drained.set()
+        except ConnectionError as error:
+            log.info("call %s: outbound audio stopped: %s", self.uuid, error)
+
+    async def _close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._outbound.clear()
+        self._drained.set()
+        current = asyncio.current_task()
+        for task in (self._sender_task, self._reader_task):
+            if task is not current:
+                task.cancel()
+        self._writer.close()
+        self._put(None)  # ends the handler's iteration
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+
+CallHandler = Callable[[AudioSocketCall], Awaitable[None]]
+
+
+class AudioSocketServer:
+    """Accepts Asterisk's AudioSocket connections and runs `handler(call)` for each."""
+
+    def __init__(
+        self,
+        handler: CallHandler,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        uuid_timeout: float = 5.0,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.max_payload = max_payload
+        self.uuid_timeout = uuid_timeout
+        self.calls: dict[str, AudioSocketCall] = {}
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]  # the real one when port=0
+        log.info("AudioSocket server listening on %s:%d", self.host, self.port)
+
+    async def __aenter__(self) -> AudioSocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            call_uuid = await self._read_uuid(reader, writer)
+            if call_uuid is not None:
+                await self._run_call(AudioSocketCall(call_uuid, reader, writer, self.max_payload))
+        finally:
+            self._connections.discard(task)
+
+    async def _read_uuid(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str | None:
+        peer = writer.get_extra_info("peername")
+        try:
+            message = await asyncio.wait_for(read_message(reader, self.max_payload), self.uuid_timeout)
+            if message is None:
+                raise ProtocolError("connection closed before the UUID message")
+            if message.kind is not Kind.UUID:
+                raise ProtocolError(f"{message.kind.name} before the UUID message")
+            return str(uuid.UUID(bytes=message.payload))
+        except (ProtocolError, TimeoutError) as error:
+            reason = error if isinstance(error, ProtocolError) else f"no UUID within {self.uuid_timeout:g} s"
+            log.warning("call %s: %s", f"unidentified from {peer}", reason)
+        except ConnectionError as error:
+            log.info("connection from %s lost before the UUID: %s", peer, error)
+        writer.close()
+        return None
+
+    async def _run_call(self, call: AudioSocketCall) -> None:
+        if call.uuid in self.calls:
+            log.warning("call %s: a second connection with the same UUID replaces the first", call.uuid)
+            await self.calls[call.uuid].hangup()
+        self.calls[call.uuid] = call
+        handler_task = asyncio.create_task(self.handler(call), name=f"audiosocket-handler-{call.uuid}")
+        connection_over = asyncio.create_task(call.wait_closed())
+        try:
+            await asyncio.wait({handler_task, connection_over}, return_when=asyncio.FIRST_COMPLETED)
+            if not handler_task.done():
+                # Connection over: the handler may still wrap up (e.g. write a summary), within bounds.
+                await asyncio.wait({handler_task}, timeout=HANDLER_GRACE_SECONDS)
+            if not handler_task.done():
+                log.warning("call %s: handler still running %g s after the call ended; cancelled",
+                            call.uuid, HANDLER_GRACE_SECONDS)
+                handler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler_task
+        except asyncio.CancelledError:
+            handler_task.cancel()
+            raise
+        except Exception:
+            log.exception("call %s: handler failed", call.uuid)
+        finally:
+            connection_over.cancel()
+            if self.calls.get(call.uuid) is call:
+                del self.calls[call.uuid]
+            await call.hangup()
+
+    async def close(self) -> None:
+        """Stop accepting, hang up every call and wait (bounded) for the handlers."""
+        if self._server is not None:
+            self._server.close()
+        for call in list(self.calls.values()):
+            await call.hangup()
+        if self._connections:
+            await asyncio.wait(set(self._connections), timeout=HANDLER_GRACE_SECONDS + 1)
+        for task in list(self._connections):
+            task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,315 @@
+"""The phone gateway: Asterisk calls in over AudioSocket, each call runs through the voice
+pipeline, and AMI carries the call control.
+
+For every AudioSocket connection:
+1. the call UUID is matched to its Asterisk channel (the dialplan's `UserEvent(IvrCall)`), which
+   gives the caller's number; the number is looked up in the risk-check API (salutation, age,
+   persona tags) and counts toward L1 in the dialogue core;
+2. `ivr_config/priority.yaml` gives the call a tier (emergency, care, VIP, repeat caller…);
+3. the call runs through the voice pipeline until the caller hangs up or is handed over;
+4. a hand-over attaches the dialogue core's summary to the channel (`IVR_SUMMARY`,
+   `IVR_HANDOFF_ID`: the agent desk reads the same record from the risk API), sets the queue
+   priority (`QUEUE_PRIO`) and redirects the channel into the agents' queue; when the queue
+   is saturated, a caller whose tier allows it is offered a callback instead.
+
+Without AMI (no `ASTERISK_AMI_SECRET`), calls still run: no caller number, and a hand-over
+ends the call with an apology instead of a transfer — logged once at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from telephony.ami import AmiClient, AmiConfig, AmiError, ChannelDirectory, ChannelInfo
+from telephony.audiosocket import AudioIn, AudioSocketCall, AudioSocketServer, DtmfIn, HangupIn
+from telephony.priority import CallFacts, PriorityRules, Tier, load_priority_rules
+from voice.call import VoiceEngines, run_call
+from voice.config import load_voice_config
+from voice.frames import CallStarted, Control, Frame, Hangup, InputAudio, Keypress, TransferDeclined
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHANNEL_LOOKUP_SECONDS = 2.0
+# The dialplan's hand-over target and queue (ivr_config/asterisk/extensions.conf, queues.conf).
+HANDOVER_CONTEXT = "ivr-handover"
+HANDOVER_EXTEN = "agents"
+AGENT_QUEUE = "agents"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str
+    port: int
+    rasa_url: str
+    risk_api_url: str
+    risk_api_token: str
+    ami: AmiConfig | None
+    priority_rules: Path = ROOT / "ivr_config" / "priority.yaml"
+    health_port: int = 9093
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        env = os.environ
+        token = env.get("RISK_API_TOKEN", "")
+        if not token:
+            raise ValueError("RISK_API_TOKEN is not set")
+        ami = AmiConfig.from_env() if env.get("ASTERISK_AMI_SECRET") else None
+        return cls(
+            host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=int(env.get("AUDIOSOCKET_PORT", "9092")),
+            rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
+            risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
+            priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(ROOT / "ivr_config" / "priority.yaml"))),
+            health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")))
+
+
+class CallerLookup:
+    """Who is calling, from the risk-check API; an unknown number or an API that is down leaves
+    the caller anonymous (they verify in the conversation instead)."""
+
+    def __init__(self, risk_api_url: str, token: str) -> None:
+        self._http = httpx.AsyncClient(base_url=risk_api_url, timeout=3.0,
+                                       headers={"Authorization": f"Bearer {token}"})
+        self._last_call: dict[str, float] = {}
+
+    async def customer(self, phone: str | None) -> dict[str, Any] | None:
+        if not phone:
+            return None
+        try:
+            response = await self._http.get(f"/customers/by-phone/{phone}")
+        except httpx.HTTPError as error:
+            log.error("risk API unreachable for the caller lookup: %s", error)
+            return None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            log.error("caller lookup answered %d: %s", response.status_code, response.text[:200])
+            return None
+        return dict(response.json())
+
+    def hours_since_last_call(self, phone: str | None) -> float | None:
+        """Remembered per gateway process (a restart forgets): enough to spot a caller ringing
+        back within the day on the same gateway."""
+        if not phone:
+            return None
+        now = time.time()
+        previous = self._last_call.get(phone)
+        self._last_call[phone] = now
+        return None if previous is None else (now - previous) / 3600
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class QueueWatch:
+    """How many callers wait in each agent queue, from Asterisk's QueueCallerJoin/Leave events."""
+
+    def __init__(self, ami: AmiClient) -> None:
+        self.waiting: dict[str, int] = {}
+        self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon"})
+        self._task = asyncio.create_task(self._consume(), name="queue-watch")
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._events.get()
+            if event.get("Count", "").isdigit():
+                self.waiting[event.get("Queue", "")] = int(event["Count"])
+
+    async def close(self) -> None:
+        self._task.cancel()
+
+
+class PhoneCall:
+    """The sink of one call's pipeline: audio to the AudioSocket, control to AMI."""
+
+    def __init__(self, gateway: Gateway, audio: AudioSocketCall, channel: ChannelInfo | None, facts: CallFacts,
+                 tier: Tier) -> None:
+        self.gateway = gateway
+        self.audio = audio
+        self.channel = channel
+        self.facts = facts
+        self.tier = tier
+
+    async def write_frame(self, pcm: bytes) -> None:
+        await self.audio.play(pcm)
+
+    async def control(self, frame: Control) -> Frame | None:
+        if frame.action == "handoff":
+            return await self.gateway.hand_over(self, frame.details)
+        if frame.action == "hangup":
+            await self.audio.hangup()
+        return None
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        async for event in self.audio:
+            if isinstance(event, AudioIn):
+                yield InputAudio(event.pcm, event.sample_rate)
+            elif isinstance(event, DtmfIn):
+                yield Keypress(event.digit)
+            elif isinstance(event, HangupIn):
+                yield Hangup("caller hung up")
+                return
+            else:
+                yield Hangup(f"Asterisk reported {event.description}")
+                return
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, engines: VoiceEngines, rules: PriorityRules,
+                 ami: AmiClient | None) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.rules = rules
+        self.ami = ami
+        self.directory = ChannelDirectory(ami) if ami else None
+        self.queues = QueueWatch(ami) if ami else None
+        self.callers = CallerLookup(settings.risk_api_url, settings.risk_api_token)
+        self.server = AudioSocketServer(self.handle_call, settings.host, settings.port)
+        self.handed_over: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        if self.directory is not None:
+            self.directory.start()
+        else:
+            log.warning("AMI is off (ASTERISK_AMI_SECRET not set): no caller numbers, and a hand-over "
+                        "ends the call with an apology instead of a transfer")
+        await self.server.start()
+
+    async def handle_call(self, audio: AudioSocketCall) -> None:
+        channel = await self._channel(audio.uuid)
+        caller_number = channel.caller_number if channel else None
+        customer = await self.callers.customer(caller_number)
+        facts = CallFacts.from_customer_summary(customer, self.callers.hours_since_last_call(caller_number))
+        tier = self.rules.tier_for(facts)
+        fields = channel.fields if channel else {}
+        outbound_flow = fields.get("Flow")
+        # Back from the agents' queue unanswered (QueueStatus set): offer a callback.
+        opening = "/callback_request" if fields.get("QueueStatus") else f"/{outbound_flow}" if outbound_flow else None
+        call = CallStarted(
+            call_id=audio.uuid, sample_rate=8000, caller_number=caller_number,
+            salutation=customer.get("salutation") if customer else None,
+            priority_tier=tier.handoff_priority, short_greeting=tier.short_greeting or tier.skip_menus,
+            slow_speech="elderly" in facts.tags, channel="outbound" if outbound_flow else "voice", opening=opening)
+        log.info("call %s: channel=%s tier=%s known_customer=%s", audio.uuid,
+                 channel.channel if channel else None, tier.name, customer is not None)
+        phone = PhoneCall(self, audio, channel, facts, tier)
+        await run_call(self.engines, call, phone.frames(), phone)
+
+    async def _channel(self, call_uuid: str) -> ChannelInfo | None:
+        if self.directory is None:
+            return None
+        try:
+            return await self.directory.channel_for(call_uuid, CHANNEL_LOOKUP_SECONDS)
+        except AmiError as error:
+            log.warning("call %s: %s", call_uuid, error)
+            return None
+
+    async def hand_over(self, phone: PhoneCall, handoff: dict[str, Any]) -> Frame | None:
+        """Summary onto the channel, queue priority, redirect into the agents' queue; or, when the
+        queue is saturated and the caller's tier allows it, decline so the bot offers a callback."""
+        # What the caller asked for can raise the tier (a fraud report is an emergency).
+        by_request = self.rules.tier_for(dataclasses.replace(phone.facts, intent=handoff.get("flow")))
+        tier = max(phone.tier, by_request, key=lambda candidate: candidate.queue_priority)
+        waiting = self.queues.waiting.get(AGENT_QUEUE, 0) if self.queues else 0
+        if tier.callback_when_saturated and waiting >= self.rules.saturated_when_waiting:
+            log.info("call %s: %d callers waiting, offering a callback (tier %s)", phone.audio.uuid, waiting,
+                     tier.name)
+            return TransferDeclined(f"{waiting} callers waiting for an agent")
+        self.handed_over.append({"call_id": phone.audio.uuid, "tier": tier.name, **handoff})
+        if self.ami is None or phone.channel is None:
+            log.error("call %s: hand-over without AMI or channel; ending the call", phone.audio.uuid)
+            await phone.audio.hangup()
+            return None
+        channel = phone.channel.channel
+        try:
+            await self.ami.setvar(channel, "IVR_SUMMARY", one_line(handoff.get("summary", "")))
+            await self.ami.setvar(channel, "IVR_HANDOFF_ID", str(handoff.get("handoff_id") or ""))
+            await self.ami.setvar(channel, "IVR_FLOW", str(handoff.get("flow") or ""))
+            await self.ami.setvar(channel, "IVR_QUEUE_PRIO", str(tier.queue_priority))
+            await self.ami.redirect(channel, HANDOVER_CONTEXT, HANDOVER_EXTEN)
+            log.info("call %s: handed over to queue %s at priority %d (tier %s): %s", phone.audio.uuid,
+                     AGENT_QUEUE, tier.queue_priority, tier.name, handoff.get("reason"))
+        except AmiError as error:
+            log.error("call %s: hand-over failed (%s); ending the call", phone.audio.uuid, error)
+        # The redirect took the channel out of AudioSocket(): this session is over either way.
+        await phone.audio.hangup()
+        return None
+
+    async def close(self) -> None:
+        await self.server.close()
+        for part in (self.directory, self.queues, self.callers):
+            if part is not None:
+                await part.close()
+        if self.ami is not None:
+            await self.ami.close()
+        await self.engines.close()
+
+
+def health_app(gateway: Gateway) -> FastAPI:
+    """`GET /health` for the stack's start-up check and for monitoring."""
+    app = FastAPI(title="phone gateway", docs_url=None, redoc_url=None)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "calls": len(gateway.server.calls), "audiosocket_port": gateway.server.port,
+                "speech_recognition": gateway.engines.recognizer is not None,
+                "ami_connected": gateway.ami.connected if gateway.ami else None,
+                "handed_over": len(gateway.handed_over)}
+
+    return app
+
+
+def one_line(text: str) -> str:
+    """AMI is line based: a newline in a variable would end the action early."""
+    return " ".join(str(text).split())
+
+
+async def serve(settings: GatewaySettings) -> None:
+    engines = VoiceEngines.load(load_voice_config(), settings.rasa_url)
+    rules = load_priority_rules(settings.priority_rules)
+    ami = AmiClient(settings.ami) if settings.ami else None
+    if ami is not None:
+        await ami.connect()
+    gateway = Gateway(settings, engines, rules, ami)
+    await gateway.start()
+    health = uvicorn.Server(uvicorn.Config(health_app(gateway), host=settings.host, port=settings.health_port,
+                                           log_level="warning"))
+    health.install_signal_handlers = lambda: None  # the gateway's own handlers stop everything
+    health_task = asyncio.create_task(health.serve())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    health.should_exit = True
+    await health_task
+    await gateway.close()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = GatewaySettings.from_env()
+    except ValueError as error:
+        print(f"phone gateway: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

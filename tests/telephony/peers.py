@@ -1,0 +1,247 @@
+"""Loopback stand-ins for Asterisk, written from the protocol documentation, not from our code.
+
+`AudioSocketPeer` plays Asterisk's side of AudioSocket as documented at
+docs.asterisk.org/Configuration/Channel-Drivers/AudioSocket/: 3-byte header (kind, 16-bit
+big-endian length), UUID (0x01, 16 binary bytes) first, slin 8 kHz audio (0x10) in 20 ms frames,
+DTMF (0x03, one ASCII byte), hangup (0x00) or just closing the socket. It packs bytes itself
+(no import from `telephony`) so a codec bug cannot hide behind a shared helper.
+
+`AmiPeer` is a fake Asterisk Manager speaking the AMI text protocol as documented at
+docs.asterisk.org (Configuration/Interfaces/Asterisk-Manager-Interface-AMI/AMI-v2-Specification):
+a banner line `Asterisk Call Manager/X.Y.Z`, then `Key: Value` lines separated by CRLF, a message
+ended by an empty line; actions carry `Action:` and `ActionID:`, responses `Response:`,
+`ActionID:`, `Message:`, events `Event:`. Login answers `Authentication accepted` or `Response:
+Error` / `Authentication failed`; Getvar answers with `Variable:` and `Value:`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+
+FRAME_BYTES = 320
+FRAME_SECONDS = 0.020
+
+
+@dataclass(frozen=True)
+class Received:
+    kind: int
+    payload: bytes
+    at: float  # time.monotonic() on arrival
+
+
+class AudioSocketPeer:
+    """Asterisk's side of one AudioSocket connection."""
+
+    def __init__(self, host: str, port: int, call_uuid: uuid.UUID | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.call_uuid = call_uuid or uuid.uuid4()
+        self.received: list[Received] = []
+        self.closed_by_server = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._receiver: asyncio.Task[None] | None = None
+
+    async def connect(self, send_uuid: bool = True) -> AudioSocketPeer:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._receiver = asyncio.create_task(self._receive())
+        if send_uuid:
+            await self.send(0x01, self.call_uuid.bytes)
+        return self
+
+    async def send(self, kind: int, payload: bytes = b"") -> None:
+        await self.send_raw(struct.pack(">BH", kind, len(payload)) + payload)
+
+    async def send_raw(self, data: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self.send(0x03, digit.encode("ascii"))
+
+    async def send_hangup(self) -> None:
+        await self.send(0x00)
+
+    async def stream(self, pcm: bytes, kind: int = 0x10, frame_bytes: int = FRAME_BYTES) -> list[float]:
+        """Send `pcm` in frames every 20 ms on absolute deadlines; returns the send times."""
+        sent_at = []
+        start = time.monotonic()
+        for index, offset in enumerate(range(0, len(pcm), frame_bytes)):
+            await asyncio.sleep(max(0.0, start + index * FRAME_SECONDS - time.monotonic()))
+            sent_at.append(time.monotonic())
+            await self.send(kind, pcm[offset:offset + frame_bytes])
+        return sent_at
+
+    async def end_stream(self) -> None:
+        """Half-close: no more bytes from Asterisk's side, but keep receiving."""
+        assert self._writer is not None
+        self._writer.write_eof()
+
+    async def close(self) -> None:
+        """Close the socket without a hangup message (Asterisk may do that)."""
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+        if self._receiver is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._receiver, 2)
+
+    async def wait_closed_by_server(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.closed_by_server.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def audio(self) -> list[Received]:
+        return [message for message in self.received if message.kind == 0x10]
+
+    def audio_bytes(self) -> bytes:
+        return b"".join(message.payload for message in self.audio())
+
+    async def wait_for_audio(self, byte_count: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.audio_bytes()) < byte_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return self.audio_bytes()
+
+    async def _receive(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                header = await self._reader.readexactly(3)
+                kind, length = struct.unpack(">BH", header)
+                payload = await self._reader.readexactly(length)
+                self.received.append(Received(kind, payload, time.monotonic()))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_by_server.set()
+
+
+@dataclass
+class AmiSession:
+    writer: asyncio.StreamWriter
+    username: str | None = None
+
+
+@dataclass
+class AmiPeer:
+    """A fake Asterisk Manager on 127.0.0.1 (port 0 picks a free one)."""
+
+    users: dict[str, str] = field(default_factory=lambda: {"ivr-bot": "s3cret"})
+    variables: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, name) -> value
+    failing_actions: dict[str, str] = field(default_factory=dict)  # action name -> error message
+    silent_actions: set[str] = field(default_factory=set)  # actions never answered
+    port: int = 0
+    version: str = "9.0.0"
+    actions: list[dict[str, str]] = field(default_factory=list)
+    connections_accepted: int = 0
+    _server: asyncio.Server | None = None
+    _sessions: list[AmiSession] = field(default_factory=list)
+
+    async def start(self) -> AmiPeer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and drop every client (as if Asterisk went down)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.drop_connections()
+
+    async def drop_connections(self) -> None:
+        for session in list(self._sessions):
+            session.writer.close()
+        self._sessions.clear()
+
+    def logged_in_sessions(self) -> int:
+        return sum(1 for session in self._sessions if session.username)
+
+    def actions_named(self, name: str) -> list[dict[str, str]]:
+        return [action for action in self.actions if action.get("Action", "").lower() == name.lower()]
+
+    async def wait_for_action(self, name: str, count: int = 1, timeout: float = 3.0) -> list[dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while len(self.actions_named(name)) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.actions_named(name)
+
+    async def wait_for_login(self, count: int = 1, timeout: float = 3.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.logged_in_sessions() < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.logged_in_sessions() >= count
+
+    async def emit(self, event: str, **fields: str) -> None:
+        """Send an event to every logged-in client."""
+        lines = [f"Event: {event}"] + [f"{key}: {value}" for key, value in fields.items()]
+        for session in self._sessions:
+            if session.username:
+                session.writer.write(_message(lines))
+                with contextlib.suppress(ConnectionError):
+                    await session.writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections_accepted += 1
+        session = AmiSession(writer)
+        self._sessions.append(session)
+        writer.write(f"Asterisk Call Manager/{self.version}\r\n".encode())
+        try:
+            while True:
+                block = await reader.readuntil(b"\r\n\r\n")
+                action = _parse(block.decode())
+                self.actions.append(action)
+                writer.write(_message(self._answer(session, action)))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if session in self._sessions:
+                self._sessions.remove(session)
+            writer.close()
+
+    def _answer(self, session: AmiSession, action: dict[str, str]) -> list[str]:
+        name = action.get("Action", "")
+        action_id = [f"ActionID: {action['ActionID']}"] if "ActionID" in action else []
+        if name.lower() == "login":
+            if self.users.get(action.get("Username", "")) == action.get("Secret"):
+                session.username = action["Username"]
+                return ["Response: Success", *action_id, "Message: Authentication accepted"]
+            return ["Response: Error", *action_id, "Message: Authentication failed"]
+        if not session.username:
+            return ["Response: Error", *action_id, "Message: Permission denied"]
+        if name in self.silent_actions:
+            return []
+        if name in self.failing_actions:
+            return ["Response: Error", *action_id, f"Message: {self.failing_actions[name]}"]
+        if name.lower() == "ping":
+            return ["Response: Success", *action_id, "Ping: Pong", f"Timestamp: {time.time():.6f}"]
+        if name.lower() == "getvar":
+            value = self.variables.get((action.get("Channel", ""), action.get("Variable", "")), "")
+            return ["Response: Success", *action_id, f"Variable: {action.get('Variable', '')}", f"Value: {value}"]
+        if name.lower() == "originate":
+            return ["Response: Success", *action_id, "Message: Originate successfully queued"]
+        return ["Response: Success", *action_id, "Message: OK"]
+
+
+def _message(lines: list[str]) -> bytes:
+    return ("".join(f"{line}\r\n" for line in lines) + "\r\n").encode() if lines else b""
+
+
+def _parse(block: str) -> dict[str, str]:
+    """One action; repeated keys (Originate's `Variable:`) are joined with '|'."""
+    fields: dict[str, str] = {}
+    for line in block.split("\r\n"):
+        if ": " in line:
+            key, value = line.split(": ", 1)
+            fields[key] = f"{fields[key]}|{value}" if key in fields else value
+    return fields

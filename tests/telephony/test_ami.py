@@ -1,0 +1,224 @@
+"""AmiClient and ChannelDirectory against AmiPeer, a fake Asterisk Manager on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telephony.ami import AmiClient, AmiConfig, AmiError, AmiLoginError, ChannelDirectory
+from tests.telephony.peers import AmiPeer
+
+
+def config_for(peer: AmiPeer, secret: str = "s3cret", **overrides: float) -> AmiConfig:
+    settings = {"reconnect_min_seconds": 0.05, "reconnect_max_seconds": 0.4, "keepalive_seconds": 0.3,
+                "action_timeout_seconds": 1.0, **overrides}
+    return AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret=secret, **settings)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[AmiPeer]:
+    fake = await AmiPeer().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def client(peer: AmiPeer) -> AsyncIterator[AmiClient]:
+    ami = AmiClient(config_for(peer))
+    await ami.connect()
+    yield ami
+    await ami.close()
+
+
+async def test_login_sends_username_and_secret(peer: AmiPeer, client: AmiClient) -> None:
+    (login,) = peer.actions_named("Login")
+    assert login["Username"] == "ivr-bot" and login["Secret"] == "s3cret"
+    assert login["ActionID"]
+    assert client.connected
+
+
+async def test_login_failure_is_a_clear_error(peer: AmiPeer) -> None:
+    ami = AmiClient(config_for(peer, secret="wrong"))
+    started = time.monotonic()
+    with pytest.raises(AmiLoginError, match=r"'ivr-bot' at 127\.0\.0\.1:\d+ refused: Authentication failed"):
+        await ami.connect()
+    assert time.monotonic() - started < 2
+    assert not ami.connected
+
+
+async def test_unreachable_manager_is_a_clear_error(peer: AmiPeer) -> None:
+    await peer.stop()
+    with pytest.raises(AmiError, match="cannot reach Asterisk AMI at 127.0.0.1"):
+        await AmiClient(config_for(peer)).connect()
+
+
+def test_config_from_env_requires_the_secret() -> None:
+    with pytest.raises(ValueError, match="ASTERISK_AMI_SECRET"):
+        AmiConfig.from_env({"ASTERISK_AMI_HOST": "10.0.0.5"})
+    config = AmiConfig.from_env({"ASTERISK_AMI_HOST": "10.0.0.5", "ASTERISK_AMI_PORT": "5039",
+                                 "ASTERISK_AMI_USERNAME": "bot", "ASTERISK_AMI_SECRET": "pa55-w0rd"})
+    assert (config.host, config.port, config.username, config.secret) == ("10.0.0.5", 5039, "bot", "pa55-w0rd")
+    assert "pa55-w0rd" not in repr(config)
+
+
+async def test_redirect_sends_the_documented_fields(peer: AmiPeer, client: AmiClient) -> None:
+    response = await client.redirect("PJSIP/softphone-00000001", "ivr-handover", "agents", 1)
+    (redirect,) = peer.actions_named("Redirect")
+    assert redirect["Channel"] == "PJSIP/softphone-00000001"
+    assert (redirect["Context"], redirect["Exten"], redirect["Priority"]) == ("ivr-handover", "agents", "1")
+    assert response["Response"] == "Success" and response["ActionID"] == redirect["ActionID"]
+
+
+async def test_setvar_getvar_hangup_and_queue_priority_fields(peer: AmiPeer, client: AmiClient) -> None:
+    peer.variables[("PJSIP/a-1", "IVR_SUMMARY")] = "客户挂失手机"
+    await client.setvar("PJSIP/a-1", "IVR_QUEUE_PRIO", "10")
+    assert await client.getvar("PJSIP/a-1", "IVR_SUMMARY") == "客户挂失手机"
+    assert await client.getvar("PJSIP/a-1", "UNSET") is None
+    await client.queue_change_priority_caller("agents", "PJSIP/a-1", 10)
+    await client.hangup("PJSIP/a-1")
+    (setvar,) = peer.actions_named("Setvar")
+    assert (setvar["Channel"], setvar["Variable"], setvar["Value"]) == ("PJSIP/a-1", "IVR_QUEUE_PRIO", "10")
+    (change,) = peer.actions_named("QueueChangePriorityCaller")
+    assert (change["Queue"], change["Caller"], change["Priority"], change["Immediate"]) == (
+        "agents", "PJSIP/a-1", "10", "yes")
+    assert peer.actions_named("Hangup")[0]["Channel"] == "PJSIP/a-1"
+
+
+async def test_originate_returns_the_action_id_of_the_later_response_event(peer: AmiPeer,
+                                                                           client: AmiClient) -> None:
+    events = client.subscribe({"OriginateResponse"})
+    action_id = await client.originate("PJSIP/13900000001@trunk", "ivr-outbound", "s", caller_id="4008001234",
+                                       variables={"IVR_FLOW": "due_date_reminder", "IVR_CUSTOMER_ID": "C100001"})
+    (originate,) = peer.actions_named("Originate")
+    assert originate["ActionID"] == action_id
+    assert (originate["Channel"], originate["Context"], originate["Exten"]) == (
+        "PJSIP/13900000001@trunk", "ivr-outbound", "s")
+    assert originate["Async"] == "true" and originate["Timeout"] == "30000"
+    assert sorted(originate["Variable"].split("|")) == ["IVR_CUSTOMER_ID=C100001", "IVR_FLOW=due_date_reminder"]
+    await peer.emit("OriginateResponse", ActionID=action_id, Response="Success", Channel="PJSIP/trunk-02")
+    event = await asyncio.wait_for(events.get(), 2)
+    assert event["ActionID"] == action_id and event["Response"] == "Success"
+
+
+async def test_error_response_raises_with_asterisk_message(peer: AmiPeer, client: AmiClient) -> None:
+    peer.failing_actions["Redirect"] = "Channel specified does not exist"
+    with pytest.raises(AmiError, match="Redirect failed: Channel specified does not exist") as caught:
+        await client.redirect("PJSIP/gone-1", "ivr-handover", "agents")
+    assert caught.value.response["Response"] == "Error"
+    assert client.connected  # an error response is no reason to drop the session
+
+
+async def test_unanswered_action_times_out(peer: AmiPeer, client: AmiClient) -> None:
+    peer.silent_actions.add("Hangup")
+    started = time.monotonic()
+    with pytest.raises(AmiError, match=r"Hangup: no response within 1 s"):
+        await client.hangup("PJSIP/a-1")
+    assert time.monotonic() - started < 2
+
+
+async def test_events_reach_asyncio_subscribers(peer: AmiPeer, client: AmiClient) -> None:
+    only_hangups = client.subscribe({"Hangup"})
+    everything = client.subscribe()
+    await peer.emit("DTMFEnd", Channel="PJSIP/a-1", Digit="5", Direction="Received")
+    await peer.emit("Hangup", Channel="PJSIP/a-1", Cause="16", **{"Cause-txt": "Normal Clearing"})
+    hangup = await asyncio.wait_for(only_hangups.get(), 2)
+    assert hangup == {"Event": "Hangup", "Channel": "PJSIP/a-1", "Cause": "16", "Cause-txt": "Normal Clearing"}
+    first, second = [await asyncio.wait_for(everything.get(), 2) for _ in range(2)]
+    assert (first["Event"], first["Digit"], second["Event"]) == ("DTMFEnd", "5", "Hangup")
+    assert only_hangups.empty()
+
+
+async def test_actions_while_disconnected_fail_fast(peer: AmiPeer, client: AmiClient) -> None:
+    await peer.stop()
+    deadline = time.monotonic() + 3
+    while client.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(AmiError, match="not connected"):
+        await client.redirect("PJSIP/a-1", "ivr-handover", "agents")
+    assert time.monotonic() - started < 0.1
+
+
+async def test_ami_reconnects_with_backoff_after_the_connection_drops(
+        peer: AmiPeer, client: AmiClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="telephony.ami")
+    await peer.stop()  # Asterisk goes down: clients dropped, connections refused
+    await asyncio.sleep(1.6)
+    assert not client.connected
+    failures = [record.created for record in caplog.records if "reconnect failed" in record.getMessage()]
+    # Backoff 0.05 s doubling to a 0.4 s cap: tries at ~0.05, 0.15, 0.35, 0.75, 1.15, 1.55 s.
+    assert 3 <= len(failures) <= 7
+    gaps = [later - earlier for earlier, later in zip(failures, failures[1:], strict=False)]
+    assert gaps[1] > gaps[0] * 1.5 and max(gaps) < 0.6
+    await peer.start()  # back on the same port
+    assert await peer.wait_for_login(timeout=3)
+    deadline = time.monotonic() + 2
+    while not client.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert client.connected and client.reconnects == 1
+    assert len(peer.actions_named("Login")) == 2
+    await client.setvar("PJSIP/a-1", "X", "1")
+    events = client.subscribe({"UserEvent"})
+    await peer.emit("UserEvent", UserEvent="IvrCall", Uuid="u-1", Channel="PJSIP/a-1")
+    assert (await asyncio.wait_for(events.get(), 2))["Uuid"] == "u-1"
+
+
+async def test_dropped_connection_fails_pending_actions_and_recovers(peer: AmiPeer, client: AmiClient) -> None:
+    peer.silent_actions.add("Redirect")
+    pending = asyncio.create_task(client.redirect("PJSIP/a-1", "ivr-handover", "agents"))
+    await peer.wait_for_action("Redirect")
+    await peer.drop_connections()  # TCP drop while Asterisk keeps listening
+    with pytest.raises(AmiError, match="Redirect: connection lost"):
+        await asyncio.wait_for(pending, 2)
+    assert await peer.wait_for_login(timeout=3)
+    deadline = time.monotonic() + 2
+    while not client.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert client.connected
+
+
+async def test_keepalive_pings_an_idle_connection(peer: AmiPeer, client: AmiClient) -> None:
+    pings = await peer.wait_for_action("Ping", count=2, timeout=2)
+    assert len(pings) >= 2
+    assert client.connected and client.reconnects == 0
+
+
+async def test_channel_for_uuid_gives_caller_number(peer: AmiPeer, client: AmiClient) -> None:
+    directory = ChannelDirectory(client)
+    directory.start()
+    try:
+        waiting = asyncio.create_task(directory.channel_for("6b1c3f9e-aaaa-4bbb-8ccc-000000000001", timeout=2))
+        await asyncio.sleep(0.05)  # the bot may ask before the event comes in
+        await peer.emit("UserEvent", Channel="PJSIP/softphone-00000007", ChannelState="6", ChannelStateDesc="Up",
+                        CallerIDNum="19900000001", CallerIDName="<unknown>", Uniqueid="1700000000.7",
+                        Linkedid="1700000000.7", UserEvent="IvrCall", Uuid="6b1c3f9e-aaaa-4bbb-8ccc-000000000001",
+                        Direction="inbound")
+        info = await waiting
+        assert (info.channel, info.caller_number, info.caller_name) == ("PJSIP/softphone-00000007", "19900000001", None)
+        assert info.unique_id == "1700000000.7" and info.direction == "inbound"
+        again = await directory.channel_for("6b1c3f9e-aaaa-4bbb-8ccc-000000000001", timeout=0.1)
+        assert again == info
+        await peer.emit("Hangup", Channel="PJSIP/softphone-00000007", Uniqueid="1700000000.7")
+        deadline = time.monotonic() + 2
+        while directory.known(info.uuid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert directory.known(info.uuid) is None
+        with pytest.raises(AmiError, match="no IvrCall UserEvent for call 6b1c3f9e"):
+            await directory.channel_for("6b1c3f9e-aaaa-4bbb-8ccc-000000000001", timeout=0.3)
+    finally:
+        await directory.close()
+
+
+async def test_other_user_events_do_not_confuse_the_directory(peer: AmiPeer, client: AmiClient) -> None:
+    directory = ChannelDirectory(client)
+    directory.start()
+    try:
+        await peer.emit("UserEvent", UserEvent="SomethingElse", Uuid="u-2", Channel="PJSIP/x-1")
+        with pytest.raises(AmiError):
+            await directory.channel_for("u-2", timeout=0.3)
+    finally:
+        await directory.close()

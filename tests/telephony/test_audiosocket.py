@@ -1,0 +1,372 @@
+"""AudioSocketServer against AudioSocketPeer (Asterisk's side, from the protocol docs) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from telephony.audiosocket import (
+    AudioIn,
+    AudioSocketCall,
+    AudioSocketServer,
+    CallEvent,
+    DtmfIn,
+    ErrorIn,
+    HangupIn,
+    Kind,
+    ProtocolError,
+    encode,
+    read_message,
+)
+from tests.telephony.peers import FRAME_BYTES, AudioSocketPeer
+
+Handler = Callable[[AudioSocketCall], Awaitable[None]]
+
+
+def tone(frames: int, start: int = 0) -> bytes:
+    """Distinct 16-bit samples per frame so order and loss are visible."""
+    return b"".join(struct.pack("<h", (start + index) % 30000) * (FRAME_BYTES // 2) for index in range(frames))
+
+
+class Recorder:
+    """A handler that records every inbound event of every call."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[CallEvent]] = {}
+        self.finished: dict[str, asyncio.Event] = {}
+
+    async def __call__(self, call: AudioSocketCall) -> None:
+        self.events[call.uuid] = []
+        done = self.finished.setdefault(call.uuid, asyncio.Event())
+        async for event in call:
+            self.events[call.uuid].append(event)
+        done.set()
+
+    async def wait(self, call_uuid: uuid.UUID, timeout: float = 2.0) -> list[CallEvent]:
+        done = self.finished.setdefault(str(call_uuid), asyncio.Event())
+        await asyncio.wait_for(done.wait(), timeout)
+        return self.events[str(call_uuid)]
+
+
+@pytest.fixture
+async def recorder() -> Recorder:
+    return Recorder()
+
+
+async def serve(handler: Handler) -> AudioSocketServer:
+    server = AudioSocketServer(handler, host="127.0.0.1", port=0, uuid_timeout=1.0)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def recording_server(recorder: Recorder) -> AsyncIterator[AudioSocketServer]:
+    server = await serve(recorder)
+    yield server
+    await server.close()
+
+
+async def peer_of(server: AudioSocketServer) -> AudioSocketPeer:
+    return await AudioSocketPeer("127.0.0.1", server.port).connect()
+
+
+# --- codec -------------------------------------------------------------------------------------
+
+async def read_from(data: bytes, max_payload: int = 1024) -> object:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return await read_message(reader, max_payload)
+
+
+async def test_codec_round_trips_every_kind() -> None:
+    assert encode(Kind.HANGUP) == b"\x00\x00\x00"
+    assert encode(Kind.DTMF, b"5") == b"\x03\x00\x015"
+    for kind, payload in [(Kind.UUID, bytes(range(16))), (Kind.AUDIO_8K, b"\x01\x02" * 160),
+                          (Kind.AUDIO_16K, b"\x00" * 640), (Kind.ERROR, b"\x01")]:
+        message = await read_from(encode(kind, payload))
+        assert (message.kind, message.payload) == (kind, payload)
+    assert await read_from(b"") is None
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (b"\x10\x01\x40" + b"\x00" * 100, "AUDIO_8K declares 320 payload bytes but the connection ended after 100"),
+    (b"\x42\x00\x00", "unknown message kind 0x42"),
+    (b"\x10\x08\x00" + b"\x00" * 2048, "AUDIO_8K payload of 2048 bytes exceeds the limit of 1024"),
+    (b"\x01\x00\x04abcd", "UUID payload must be 16 bytes, got 4"),
+    (b"\x03\x00\x00", "empty DTMF message"),
+    (b"\x10\x00\x03abc", "odd length"),
+    (b"\x10\x01", "inside a message header"),
+])
+async def test_malformed_messages_raise_clear_protocol_errors(data: bytes, problem: str) -> None:
+    with pytest.raises(ProtocolError, match=problem):
+        await read_from(data)
+
+
+def test_payload_beyond_the_length_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="16-bit length"):
+        encode(Kind.AUDIO_8K, b"\x00" * 70000)
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+async def test_inbound_audio_arrives_with_its_rate(recording_server: AudioSocketServer, recorder: Recorder) -> None:
+    peer = await peer_of(recording_server)
+    await peer.stream(tone(3))
+    await peer.send(0x12, b"\x00\x01" * 320)  # 20 ms of 16 kHz
+    await peer.send_hangup()
+    events = await recorder.wait(peer.call_uuid)
+    audio = [event for event in events if isinstance(event, AudioIn)]
+    assert b"".join(a.pcm for a in audio[:3]) == tone(3)
+    assert [a.sample_rate for a in audio] == [8000, 8000, 8000, 16000]
+    assert events[-1] == HangupIn(by_message=True)
+    assert await peer.wait_closed_by_server(2)
+
+
+async def test_dtmf_frames_arrive_as_digits(recording_server: AudioSocketServer, recorder: Recorder) -> None:
+    peer = await peer_of(recording_server)
+    for digit in "12#*":
+        await peer.send_dtmf(digit)
+    await peer.send(0xFF, b"\x01")
+    await peer.close()
+    events = await recorder.wait(peer.call_uuid)
+    assert [event.digit for event in events if isinstance(event, DtmfIn)] == ["1", "2", "#", "*"]
+    (error,) = [event for event in events if isinstance(event, ErrorIn)]
+    assert error.description == "hangup of calling party"
+
+
+async def test_eof_without_hangup_frame_is_a_hangup(recording_server: AudioSocketServer, recorder: Recorder) -> None:
+    peer = await peer_of(recording_server)
+    await peer.stream(tone(2))
+    await peer.close()
+    events = await recorder.wait(peer.call_uuid)
+    assert events[-1] == HangupIn(by_message=False)
+    await asyncio.sleep(0.05)
+    assert str(peer.call_uuid) not in recording_server.calls
+
+
+async def test_call_is_keyed_by_the_uuid_string(recorder: Recorder) -> None:
+    seen: list[str] = []
+
+    async def handler(call: AudioSocketCall) -> None:
+        seen.append(call.uuid)
+        await call.hangup()
+
+    server = await serve(handler)
+    try:
+        peer = await peer_of(server)
+        assert await peer.wait_closed_by_server(2)
+        assert seen == [str(peer.call_uuid)]
+        assert peer.received[-1].kind == 0x00  # hangup() sends 0x00 before closing
+    finally:
+        await server.close()
+
+
+async def test_audio_before_uuid_is_rejected(recording_server: AudioSocketServer, recorder: Recorder,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    peer = await AudioSocketPeer("127.0.0.1", recording_server.port).connect(send_uuid=False)
+    await peer.send(0x10, tone(1))
+    assert await peer.wait_closed_by_server(2)
+    assert recorder.events == {}
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"call unidentified from ('127.0.0.1', {peer_port(peer)}): AUDIO_8K before the UUID message"]
+
+
+def peer_port(peer: AudioSocketPeer) -> int:
+    assert peer._writer is not None
+    return peer._writer.get_extra_info("sockname")[1]
+
+
+async def test_silent_connection_without_uuid_is_dropped(recording_server: AudioSocketServer) -> None:
+    peer = await AudioSocketPeer("127.0.0.1", recording_server.port).connect(send_uuid=False)
+    assert await peer.wait_closed_by_server(3)
+
+
+async def misbehave_next_to_a_good_call(server: AudioSocketServer, recorder: Recorder, bad_bytes: bytes,
+                                        caplog: pytest.LogCaptureFixture) -> tuple[list[CallEvent], str]:
+    """One call sends `bad_bytes` while another streams; returns the good call's events and the log."""
+    good = await peer_of(server)
+    bad = await peer_of(server)
+    streaming = asyncio.create_task(good.stream(tone(15)))
+    await asyncio.sleep(0.1)
+    await bad.send_raw(bad_bytes)
+    await bad.end_stream()  # as a crashing Asterisk would: nothing more after the bad bytes
+    assert await bad.wait_closed_by_server(2)
+    assert not good.closed_by_server.is_set()
+    await streaming
+    await good.send_dtmf("9")
+    await good.send_hangup()
+    events = await recorder.wait(good.call_uuid)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"call {bad.call_uuid}: ")
+    return events, warnings[0]
+
+
+async def test_length_beyond_data_ends_only_that_call(recording_server: AudioSocketServer, recorder: Recorder,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    bad_bytes = b"\x10\x01\x40" + b"\x00" * 100  # declares 320 bytes, sends 100, then the stream ends
+    events, warning = await misbehave_next_to_a_good_call(recording_server, recorder, bad_bytes, caplog)
+    assert warning.endswith("AUDIO_8K declares 320 payload bytes but the connection ended after 100")
+    assert b"".join(e.pcm for e in events if isinstance(e, AudioIn)) == tone(15)
+    assert events[-2:] == [DtmfIn("9"), HangupIn(by_message=True)]
+
+
+async def test_unknown_kind_ends_only_that_call(recording_server: AudioSocketServer, recorder: Recorder,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    events, warning = await misbehave_next_to_a_good_call(recording_server, recorder, b"\x42\x00\x02hi", caplog)
+    assert warning.endswith("unknown message kind 0x42 (payload length 2)")
+    assert b"".join(e.pcm for e in events if isinstance(e, AudioIn)) == tone(15)
+
+
+async def test_oversized_payload_ends_only_that_call(recording_server: AudioSocketServer, recorder: Recorder,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    events, warning = await misbehave_next_to_a_good_call(recording_server, recorder, b"\x10\xff\xff", caplog)
+    assert "payload of 65535 bytes exceeds the limit" in warning
+    assert events[-1] == HangupIn(by_message=True)
+
+
+async def test_handler_exception_is_logged_and_only_that_call_closed(caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(call: AudioSocketCall) -> None:
+        async for event in call:
+            if isinstance(event, DtmfIn) and event.digit == "0":
+                raise RuntimeError("bot crashed")
+
+    server = await serve(handler)
+    try:
+        doomed, fine = await peer_of(server), await peer_of(server)
+        await doomed.send_dtmf("0")
+        assert await doomed.wait_closed_by_server(2)
+        assert not await fine.wait_closed_by_server(0.2)
+        assert any("handler failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    finally:
+        await server.close()
+    assert await fine.wait_closed_by_server(2)
+
+
+async def test_close_ends_all_calls(recording_server: AudioSocketServer, recorder: Recorder) -> None:
+    peers = [await peer_of(recording_server) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await recording_server.close()
+    assert time.monotonic() - started < 1
+    for peer in peers:
+        assert await peer.wait_closed_by_server(1)
+        assert peer.received[-1].kind == 0x00
+
+
+# --- outbound pacing ---------------------------------------------------------------------------
+
+def arrival_gaps(peer: AudioSocketPeer) -> list[float]:
+    times = [message.at for message in peer.audio()]
+    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+
+
+async def test_outbound_audio_is_paced_every_20ms() -> None:
+    calls: list[AudioSocketCall] = []
+
+    async def speaker(call: AudioSocketCall) -> None:
+        calls.append(call)
+        await call.play(tone(50) + b"\x07\x00" * 10)  # 1 s and a 20-byte tail
+        await call.wait_until_played()
+        await call.hangup()
+
+    server = await serve(speaker)
+    try:
+        peer = await peer_of(server)
+        assert await peer.wait_closed_by_server(3)
+    finally:
+        await server.close()
+    frames = peer.audio()
+    assert len(frames) == 51 and all(len(frame.payload) == 320 for frame in frames)
+    assert peer.audio_bytes()[:50 * 320] == tone(50)
+    assert frames[-1].payload == b"\x07\x00" * 10 + b"\x00" * 300  # the tail padded with silence
+    span = frames[-1].at - frames[0].at
+    assert 0.98 <= span <= 1.04  # 50 periods; absolute deadlines keep sleep overshoot from adding up
+    assert statistics.median(arrival_gaps(peer)) == pytest.approx(0.020, abs=0.003)
+    assert calls[0].frames_sent == 51 and calls[0].late_frames == 0
+
+
+async def test_nothing_is_sent_while_nothing_is_queued() -> None:
+    async def quiet_then_speak(call: AudioSocketCall) -> None:
+        await asyncio.sleep(0.3)
+        await call.play(tone(5))
+        await call.wait_until_played()
+        await call.hangup()
+
+    server = await serve(quiet_then_speak)
+    try:
+        peer = await peer_of(server)
+        connected = time.monotonic()
+        assert await peer.wait_closed_by_server(3)
+    finally:
+        await server.close()
+    frames = peer.audio()
+    assert len(frames) == 5
+    assert frames[0].at - connected >= 0.28
+
+
+async def test_flush_stops_queued_audio_within_one_frame() -> None:
+    flushed_at: list[float] = []
+
+    async def barge_in(call: AudioSocketCall) -> None:
+        await call.play(tone(100))  # 2 s of prompt
+        async for event in call:
+            if isinstance(event, DtmfIn):  # the caller starts speaking / presses a key
+                assert call.flush() > 0
+                flushed_at.append(time.monotonic())
+                await call.play(tone(3, start=500))  # the bot answers at once
+
+    server = await serve(barge_in)
+    try:
+        peer = await peer_of(server)
+        await asyncio.sleep(0.3)
+        await peer.send_dtmf("1")
+        await asyncio.sleep(0.3)
+        await peer.close()
+    finally:
+        await server.close()
+    frames = peer.audio()
+    prompt = [f for f in frames if f.payload in {tone(1, start=i) for i in range(100)}]
+    answer = [f for f in frames if f.payload in {tone(1, start=500 + i) for i in range(3)}]
+    assert 10 <= len(prompt) < 30 and len(answer) == 3
+    # At most one prompt frame already on its way when flush() ran; then the answer follows.
+    assert sum(1 for f in prompt if f.at > flushed_at[0]) <= 1
+    assert answer[0].at - flushed_at[0] < 0.025
+
+
+async def test_fifty_concurrent_calls_echo_with_pacing() -> None:
+    calls: list[AudioSocketCall] = []
+
+    async def echo(call: AudioSocketCall) -> None:
+        calls.append(call)
+        async for event in call:
+            if isinstance(event, AudioIn):
+                await call.play(event.pcm)
+        await call.wait_until_played()
+
+    server = await serve(echo)
+    try:
+        peers = [await peer_of(server) for _ in range(50)]
+        frames_each = 75  # 1.5 s
+        await asyncio.wait_for(asyncio.gather(*(peer.stream(tone(frames_each, start=i)) for i, peer in
+                                                enumerate(peers))), 10)
+        received = await asyncio.wait_for(asyncio.gather(*(peer.wait_for_audio(frames_each * 320, 3)
+                                                           for peer in peers)), 10)
+        for index, audio in enumerate(received):
+            assert audio == tone(frames_each, start=index)  # every call hears only its own audio, in order
+        gaps = [gap for peer in peers for gap in arrival_gaps(peer)]
+        assert statistics.median(gaps) == pytest.approx(0.020, abs=0.004)
+        late = sum(call.late_frames for call in calls)
+        sent = sum(call.frames_sent for call in calls)
+        assert sent == 50 * frames_each
+        assert late / sent < 0.02
+    finally:
+        await server.close()

@@ -1,0 +1,219 @@
+"""Phone calls end to end: an Asterisk stand-in on both wires (AudioSocketPeer for the call's
+audio, AmiPeer for call control — both written from the protocol documentation, see
+peers.py) and the real assistant behind the gateway (Rasa, actions, risk API).
+
+The caller's speech is real Mandarin audio from espeak-ng, so detection and endpointing run
+for real; its words come from a ScriptedRecognizer because no Chinese Vosk model can be
+installed here. Keys travel as AudioSocket DTMF frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from risk_api.demo import customers_with_tag
+from stack.services import Ports, phone_gateway, started
+from telephony.ami import AmiClient, AmiConfig
+from telephony.gateway import Gateway, GatewaySettings
+from telephony.priority import load_priority_rules
+from tests.conftest import TOKEN, Stack
+from tests.dialogue.conftest import CUSTOMERS
+from tests.telephony.peers import AmiPeer, AudioSocketPeer
+from tests.voice import samples
+from voice.asr import ScriptedRecognizer
+from voice.call import VoiceEngines
+from voice.config import load_voice_config
+from voice.dialogue import DialogueClient
+from voice.tts import Synthesizer
+
+pytestmark = pytest.mark.stack
+
+BOT_PAUSE_SECONDS = 0.6  # the bot silent this long after speaking: the caller's turn
+
+
+@dataclasses.dataclass
+class Phone:
+    gateway: Gateway
+    ami: AmiPeer
+    recognizer: ScriptedRecognizer
+
+    async def dial(self, caller_number: str | None, channel: str | None = None) -> AudioSocketPeer:
+        """What the dialplan does: UserEvent(IvrCall) with the UUID, then AudioSocket()."""
+        call_uuid = uuid.uuid4()
+        channel = channel or f"PJSIP/softphone-{call_uuid.hex[:8]}"
+        await self.ami.emit("UserEvent", UserEvent="IvrCall", Uuid=str(call_uuid), Direction="inbound",
+                            Channel=channel, CallerIDNum=caller_number or "<unknown>", CallerIDName="<unknown>",
+                            Uniqueid=f"{time.time():.6f}")
+        return await AudioSocketPeer("127.0.0.1", self.gateway.server.port, call_uuid).connect()
+
+
+@pytest.fixture
+async def phone(running_stack: Stack) -> AsyncIterator[Phone]:
+    peer = await AmiPeer().start()
+    ami_config = AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret="s3cret")
+    settings = GatewaySettings(host="127.0.0.1", port=0, rasa_url=running_stack.rasa_url,
+                               risk_api_url=running_stack.risk_url, risk_api_token=TOKEN, ami=ami_config)
+    config = load_voice_config()
+    # No recording notice in these calls: it is tested in tests/voice and only makes calls longer.
+    config = dataclasses.replace(config, turns=dataclasses.replace(
+        config.turns, prompts=dataclasses.replace(config.turns.prompts, disclosure="")))
+    recognizer = ScriptedRecognizer([])
+    engines = VoiceEngines(config, recognizer, Synthesizer(config.tts), DialogueClient(running_stack.rasa_url))
+    ami = AmiClient(ami_config)
+    await ami.connect()
+    gateway = Gateway(settings, engines, load_priority_rules(), ami)
+    await gateway.start()
+    try:
+        yield Phone(gateway, peer, recognizer)
+    finally:
+        await gateway.close()
+        await peer.stop()
+
+
+async def bot_finished(peer: AudioSocketPeer, since: float, timeout: float = 45.0) -> None:
+    """Until the bot has spoken after `since` and then paused."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        audio = peer.audio()
+        if audio and audio[-1].at > since and time.monotonic() - audio[-1].at >= BOT_PAUSE_SECONDS:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the bot did not speak and pause within {timeout:g} s")
+
+
+async def converse(peer: AudioSocketPeer, phone: Phone, answers: list[bytes | str]) -> None:
+    """Answer each time the bot finishes: speech (PCM, streamed at 20 ms) or keys (DTMF)."""
+    since = 0.0
+    for answer in answers:
+        await bot_finished(peer, since)
+        since = time.monotonic()
+        if isinstance(answer, str):
+            for digit in answer:
+                await peer.send_dtmf(digit)
+        else:
+            await peer.stream(answer + samples.silence(1.0))
+
+
+async def test_full_call_verifies_by_keypad_and_enters_the_priority_queue_with_its_summary(
+        phone: Phone, running_stack: Stack) -> None:
+    customer = customers_with_tag("vip")[0]
+    phone.recognizer = ScriptedRecognizer(["我想查一下我的账单", customer["name"]])
+    phone.gateway.engines.recognizer = phone.recognizer
+    peer = await phone.dial(customer["phone"], channel="PJSIP/softphone-00000007")
+    await converse(peer, phone, [samples.speech("我想查一下我的账单"), samples.speech(customer["name"]),
+                                 customer["id_last4"], "0"])
+    redirects = await phone.ami.wait_for_action("Redirect", timeout=20)
+    assert redirects and redirects[0]["Channel"] == "PJSIP/softphone-00000007"
+    assert (redirects[0]["Context"], redirects[0]["Exten"]) == ("ivr-handover", "agents")
+    variables = {action["Variable"]: action["Value"] for action in phone.ami.actions_named("Setvar")}
+    assert variables["IVR_QUEUE_PRIO"] == "30"  # the VIP tier of ivr_config/priority.yaml
+    assert "账单" in variables["IVR_SUMMARY"] and "\n" not in variables["IVR_SUMMARY"]
+    # The same summary waits for the agent desk in the risk API.
+    with running_stack.risk_api() as api:
+        waiting = api.get("/handoffs", params={"status": "waiting"}).json()
+    record = next(item for item in waiting if item["handoff_id"] == variables["IVR_HANDOFF_ID"])
+    assert record["summary"] == variables["IVR_SUMMARY"]
+    assert record["verified_level"] == "L1" and record["priority"] in ("high", "emergency")
+    assert await peer.wait_closed_by_server(5)
+    # The bot learnt the number from AMI: it never asked the caller for it.
+    assert phone.recognizer.grammars[:2] == [None, None]
+
+
+async def test_caller_hanging_up_mid_prompt_ends_only_that_session(phone: Phone) -> None:
+    staying = await phone.dial(None)
+    leaving = await phone.dial(None)
+    await leaving.wait_for_audio(3200, timeout=10)  # 0.2 s into the greeting
+    await leaving.send_hangup()
+    await leaving.close()
+    deadline = time.monotonic() + 5
+    while str(leaving.call_uuid) in phone.gateway.server.calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert str(leaving.call_uuid) not in phone.gateway.server.calls
+    assert str(staying.call_uuid) in phone.gateway.server.calls
+    heard_before = len(staying.audio_bytes())
+    await asyncio.sleep(0.5)
+    assert len(staying.audio_bytes()) > heard_before  # the other call's greeting goes on
+    await staying.close()
+
+
+async def test_hangup_during_an_l2_account_action_leaves_nothing_half_done(
+        phone: Phone, running_stack: Stack) -> None:
+    customer = CUSTOMERS.take("normal")
+    phone.recognizer = ScriptedRecognizer(["我想提前还清", customer["name"]])
+    phone.gateway.engines.recognizer = phone.recognizer
+    peer = await phone.dial(customer["phone"])
+    await converse(peer, phone, [samples.speech("我想提前还清"), samples.speech(customer["name"]),
+                                 customer["id_last4"]])
+    await bot_finished(peer, time.monotonic())  # "验证码已发送…": the code is in the SMS outbox
+    for digit in running_stack.latest_otp(customer["phone"]):
+        await peer.send_dtmf(digit)
+    await bot_finished(peer, time.monotonic())  # the confirmation question with the payoff amount
+    await peer.send_dtmf("1")  # yes — and hang up before the answer comes
+    await peer.send_hangup()
+    await peer.close()
+    with running_stack.risk_api() as api:
+        deadline = time.monotonic() + 15
+        actions: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not actions:
+            audit = api.get("/audit", params={"customer_id": customer["customer_id"], "limit": 50}).json()
+            entries = audit if isinstance(audit, list) else audit.get("entries", [])
+            actions = [entry for entry in entries if "early_repayment" in str(entry.get("kind", ""))]
+            await asyncio.sleep(0.2)
+    tracker = httpx.get(f"{running_stack.rasa_url}/conversations/{peer.call_uuid}/tracker", timeout=10).json()
+    said = [(event["event"], event.get("text")) for event in tracker["events"] if event["event"] in ("user", "bot")]
+    # The turn in flight when the caller hung up was finished, once, with its action done whole.
+    assert [entry["kind"] for entry in actions] == ["action:early_repayment"], said[7:]
+    outcomes = [((event.get("data") or {}).get("custom") or {}).get("outcome") for event in tracker["events"]
+                if event["event"] == "bot"]
+    assert "done" in outcomes, said
+
+
+async def test_ami_dropping_and_coming_back_keeps_the_phone_working(phone: Phone) -> None:
+    await phone.ami.drop_connections()
+    assert await phone.ami.wait_for_login(count=1, timeout=10)
+    peer = await phone.dial(None, channel="PJSIP/softphone-after-drop")
+    await bot_finished(peer, 0.0)
+    await peer.send_dtmf("0")
+    redirects = await phone.ami.wait_for_action("Redirect", timeout=15)
+    assert [action["Channel"] for action in redirects] == ["PJSIP/softphone-after-drop"]
+
+
+async def test_fifty_concurrent_calls_are_each_greeted_and_end_cleanly(phone: Phone) -> None:
+    peers = await asyncio.gather(*(phone.dial(None) for _ in range(50)))
+    one_second = 16000  # bytes of 8 kHz slin
+    heard = await asyncio.gather(*(peer.wait_for_audio(one_second, timeout=30) for peer in peers))
+    assert all(len(audio) >= one_second for audio in heard), [len(audio) for audio in heard]
+    assert len(phone.gateway.server.calls) == 50
+    for peer in peers:
+        await peer.send_hangup()
+        await peer.close()
+    deadline = time.monotonic() + 15
+    while phone.gateway.server.calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not phone.gateway.server.calls
+
+
+async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running_stack: Stack,
+                                                                         tmp_path: Path) -> None:
+    """`make run`'s phone gateway as a process: no AMI configured, still answers AudioSocket."""
+    rasa_port = int(running_stack.rasa_url.rsplit(":", 1)[1])
+    risk_port = int(running_stack.risk_url.rsplit(":", 1)[1])
+    ports = dataclasses.replace(Ports.free(), rasa=rasa_port, risk_api=risk_port)
+    with started([phone_gateway(ports, TOKEN)], tmp_path):
+        health = httpx.get(f"http://127.0.0.1:{ports.gateway_health}/health", timeout=5).json()
+        assert health["ami_connected"] is None and health["speech_recognition"] is False
+        peer = await AudioSocketPeer("127.0.0.1", ports.audiosocket).connect()
+        assert len(await peer.wait_for_audio(8000, timeout=15)) >= 8000
+        await peer.send_hangup()
+        await peer.close()
+    log = (tmp_path / "phone_gateway.log").read_text(encoding="utf-8")
+    assert "speech recognition is off" in log and "AMI is off" in log

@@ -1,0 +1,103 @@
+"""Barge-in on real audio: the caller interrupts, noise and the bot's own echo do not."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.voice import samples
+from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState, count_characters
+from voice.detection import SpeechDetector
+
+REACTION_LIMIT_MS = 250
+
+
+def reaction_ms(scenario: samples.Scenario, config: BargeInConfig | None = None) -> float | None:
+    outcome = samples.play(scenario, barge_in=config)
+    return None if outcome.barge_in_ms is None else outcome.barge_in_ms - scenario.onset_s * 1000
+
+
+@pytest.mark.parametrize("echo_db", [-10, -20])
+@pytest.mark.parametrize("delay_ms", [40, 200])
+def test_bot_echo_does_not_barge_in(echo_db, delay_ms):
+    scenario = samples.echo_only(echo_db, delay_ms=delay_ms, noise_kind="pink", snr_db=30.0, seed=delay_ms)
+    outcome = samples.play(scenario)
+    assert outcome.voiced_frames > 100  # the echo is speech to the VAD: only the echo gate stops it
+    assert outcome.barge_in_ms is None
+
+
+@pytest.mark.parametrize("echo_db", [-10, -20])
+def test_caller_speech_over_echo_barges_in_within_250ms(echo_db):
+    reactions = [reaction_ms(samples.speech_over_echo(sentence, echo_db, delay_ms=delay, seed=index))
+                 for index, (sentence, delay) in enumerate(zip(samples.SENTENCES[:3], (40, 120, 200), strict=True))]
+    assert all(reaction is not None and 0 < reaction <= REACTION_LIMIT_MS for reaction in reactions), reactions
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "brown", "babble"])
+def test_caller_speech_over_noise_at_20db_barges_in(kind):
+    reaction = reaction_ms(samples.speech_over_noise(samples.SENTENCES[4], kind, 20, seed=11))
+    assert reaction is not None and 0 < reaction <= REACTION_LIMIT_MS
+
+
+def test_babble_at_10db_below_the_caller_does_not_barge_in():
+    false_barge_ins = [samples.play(samples.noise_only("babble", 10, 5.0, seed=seed)).barge_in_ms
+                       for seed in range(20, 26)]
+    assert false_barge_ins == [None] * 6
+
+
+def test_a_cough_sized_burst_of_speech_does_not_barge_in():
+    burst = samples.speech(samples.SENTENCES[0])[: 2 * 8000 * 80 // 1000]  # 80 ms: shorter than min_speech_ms
+    line = samples.silence(1.5) + burst + samples.silence(1.0)
+    line = samples.mix(line, samples.scaled(samples.noise("pink", len(line) / 16000, seed=3), -25.0))
+    assert samples.play(samples.Scenario(line, None, 1.5, 8000)).barge_in_ms is None
+
+
+def test_barge_in_is_reported_once_until_reset():
+    scenario = samples.speech_over_echo(samples.SENTENCES[0], -20)
+    detector = SpeechDetector(8000)
+    barge_in = BargeInDetector(8000)
+    bot_frames = samples.frames(scenario.bot)
+    states = []
+    for index, frame in enumerate(samples.frames(scenario.caller)[: len(bot_frames)]):
+        barge_in.bot_audio(bot_frames[index])
+        states.append(barge_in.caller_audio(detector.process(frame)))
+    assert states.count(BargeInState.BARGE_IN) == 1
+    assert barge_in.state is BargeInState.BARGE_IN
+    barge_in.reset()
+    assert barge_in.state is BargeInState.NONE
+
+
+def test_disabled_barge_in_never_interrupts():
+    config = BargeInConfig(enabled=False)
+    assert reaction_ms(samples.speech_over_echo(samples.SENTENCES[1], -20), config) is None
+
+
+def test_candidate_waits_for_enough_recognised_characters():
+    config = dataclasses.replace(BargeInConfig(), confirm_characters=2)
+    scenario = samples.speech_over_echo(samples.SENTENCES[2], -20)
+    detector = SpeechDetector(8000)
+    barge_in = BargeInDetector(8000, config)
+    bot_frames = samples.frames(scenario.bot)
+    states = []
+    for index, frame in enumerate(samples.frames(scenario.caller)[: len(bot_frames)]):
+        barge_in.bot_audio(bot_frames[index])
+        states.append(barge_in.caller_audio(detector.process(frame)))
+    assert BargeInState.BARGE_IN not in states
+    assert states.count(BargeInState.CANDIDATE) == 1
+    assert not barge_in.confirm("我，")
+    assert barge_in.confirm("我要")
+    assert barge_in.state is BargeInState.BARGE_IN
+    assert not barge_in.confirm("我要提前")  # decided once
+
+
+def test_confirm_without_a_candidate_is_false():
+    barge_in = BargeInDetector(8000, BargeInConfig(confirm_characters=1))
+    assert not barge_in.confirm("我要投诉")
+
+
+def test_confirmation_counts_chinese_characters_not_words():
+    assert count_characters("帮我转人工") == 5
+    assert count_characters("我 要，还款！") == 4
+    assert count_characters("转 VIP 客服 123") == 9
+    assert count_characters("  ，。？…  ") == 0

@@ -1,0 +1,176 @@
+"""Whole calls through the voice pipeline and the real assistant (Rasa, actions, risk API).
+
+The caller's audio is real Mandarin speech from espeak-ng, so detection, endpointing and
+barge-in run for real; what the words say comes from a ScriptedRecognizer, because no
+Chinese Vosk model can be installed here (the real Vosk engine is tested in test_asr.py with
+the packaged Korean model). Calls run on the real 20 ms clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from risk_api.demo import customers_with_tag
+from stack.services import free_port
+from tests.conftest import Stack
+from tests.voice import samples
+from voice.asr import ScriptedRecognizer
+from voice.call import CallResult, VoiceEngines, run_call
+from voice.config import VoiceConfig, load_voice_config
+from voice.dialogue import DialogueClient
+from voice.frames import CallStarted
+from voice.harness import RecordingSink, RespondingCaller, ScriptedCaller
+from voice.tts import Synthesizer
+
+pytestmark = pytest.mark.stack
+
+QUIET_SECONDS = 2.0
+
+
+def fast_config(**turns: Any) -> VoiceConfig:
+    config = load_voice_config()
+    return dataclasses.replace(config, turns=dataclasses.replace(config.turns, **turns))
+
+
+async def place_call(stack: Stack, said: list[str] | None, *, pcm: bytes = b"", answers: list[bytes | str] = (),
+                     keys: list[tuple[float, str]] = (), config: VoiceConfig | None = None,
+                     rasa_url: str | None = None, sink: RecordingSink | None = None, max_seconds: float = 40,
+                     hang_up_at: float | None = None, **call: Any
+                     ) -> tuple[CallResult, RecordingSink, ScriptedCaller | RespondingCaller]:
+    """A call whose caller either follows a timeline (`pcm`, `keys`, `hang_up_at`) or answers
+    each time the bot has finished (`answers`: speech PCM or DTMF strings)."""
+    config = config or load_voice_config()
+    recognizer = ScriptedRecognizer(said) if said is not None else None
+    engines = VoiceEngines(config, recognizer, Synthesizer(config.tts), DialogueClient(rasa_url or stack.rasa_url))
+    sink = sink or RecordingSink()
+    caller: ScriptedCaller | RespondingCaller
+    if answers:
+        caller = RespondingCaller(list(answers), sink, max_seconds=max_seconds,
+                                  until=lambda answered: sink.answered_and_quiet(QUIET_SECONDS, after=answered))
+    else:
+        caller = ScriptedCaller(pcm, 8000, keys=list(keys), max_seconds=max_seconds, hang_up_at=hang_up_at,
+                                until=lambda ended: sink.answered_and_quiet(QUIET_SECONDS, after=ended))
+    call.setdefault("call_id", f"voice-test-{uuid.uuid4().hex[:10]}")
+    try:
+        result = await run_call(engines, CallStarted(**call), caller.frames(), sink)
+    finally:
+        await engines.close()
+    return result, sink, caller
+
+
+def events(result: CallResult) -> list[str]:
+    return [event for _, event in result.turns.timeline]
+
+
+def when(result: CallResult, caller: ScriptedCaller, prefix: str) -> list[float]:
+    return [moment - caller.started_at for moment, event in result.turns.timeline if event.startswith(prefix)]
+
+
+def tracker(stack: Stack, sender: str) -> dict[str, Any]:
+    response = httpx.get(f"{stack.rasa_url}/conversations/{sender}/tracker", timeout=10)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+async def test_spoken_request_with_keyed_id_digits_is_answered(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    answers = [samples.speech("我想查一下我的账单"), samples.speech(customer["name"]), customer["id_last4"]]
+    result, _, _ = await place_call(running_stack, ["我想查一下我的账单", customer["name"]], answers=answers,
+                                    caller_number=customer["phone"], short_greeting=True)
+    sent = [text for text, _ in result.turns.turns]
+    assert sent[:3] == ["我想查一下我的账单", customer["name"], customer["id_last4"]], events(result)
+    answer = result.turns.turns[2][1]
+    assert answer.outcome == "answer" and any("账单" in text for text in answer.texts), answer
+    # The dialogue core took the caller's number toward L1: it never asked for the phone number.
+    asked = [reply.expect["slot"] for _, reply in result.turns.turns if reply.expect]
+    assert asked == ["customer_name", "id_last4"]
+    assert result.output.late_frames == 0
+
+
+async def test_caller_barge_in_stops_playback_and_the_core_learns_what_was_heard(running_stack: Stack) -> None:
+    # The long greeting (no disclosure for this test) is talked over 1.5 s in.
+    config = dataclasses.replace(load_voice_config(), turns=dataclasses.replace(
+        load_voice_config().turns, prompts=dataclasses.replace(load_voice_config().turns.prompts, disclosure="")))
+    pcm = samples.silence(1.5) + samples.speech("我想查一下我的额度")
+    result, sink, caller = await place_call(running_stack, ["我想查一下我的额度"], pcm=pcm, config=config)
+    barge_in = when(result, caller, "barge-in")
+    assert barge_in, events(result)
+    # Playback stopped within one frame of the decision: no greeting audio after it.
+    greeting_frames = [moment - caller.started_at for moment, _ in sink.frames
+                       if moment - caller.started_at < when(result, caller, "sent")[0]]
+    assert max(greeting_frames) <= barge_in[0] + 0.045
+    heard = [event for event in events(result) if event.startswith("caller heard")]
+    assert heard and "您好" in heard[0]
+    user_events = [e for e in tracker(running_stack, result.call_id)["events"] if e["event"] == "user"]
+    metadata = user_events[0]["metadata"]
+    assert metadata["heard"]["text"].startswith("您好")
+    assert len(metadata["heard"]["heard"]) < len(metadata["heard"]["text"])
+
+
+async def test_disclosure_plays_to_the_end_whatever_the_caller_does(running_stack: Stack) -> None:
+    pcm = samples.silence(0.6) + samples.speech("喂喂喂你好")
+    result, _, caller = await place_call(running_stack, ["你好"], pcm=pcm, keys=[(1.0, "5")], max_seconds=14)
+    assert not when(result, caller, "barge-in"), events(result)
+    # Speech over the disclosure is not a turn; the key press was ignored, not taken as a choice.
+    assert not result.turns.turns
+
+
+async def test_no_input_reprompts_twice_then_hands_over_a_pending_question(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    config = fast_config(no_input_timeout_ms=1500)
+    request = samples.speech("我想查一下我的账单")
+    result, sink, _ = await place_call(running_stack, ["我想查一下我的账单"], answers=[request],
+                                       config=config, caller_number=customer["phone"], short_greeting=True)
+    assert [text for text, _ in result.turns.turns] == ["我想查一下我的账单", "/transfer_to_agent"], events(result)
+    reprompts = [event for event in events(result) if event == "bot started speaking"]
+    assert len(reprompts) >= 4  # greeting, question, two reprompts, hand-over words
+    assert [control.action for control in sink.controls] == ["handoff"]
+    assert sink.controls[0].details["summary"]
+
+
+async def test_unreadable_speech_is_rephrased_once_then_handed_over(running_stack: Stack) -> None:
+    mumble = samples.speech("嗯嗯啊啊")
+    result, sink, _ = await place_call(running_stack, ["", ""], answers=[mumble, mumble], short_greeting=True)
+    assert [text for text, _ in result.turns.turns] == ["/transfer_to_agent"], events(result)
+    assert [control.action for control in sink.controls] == ["handoff"]
+
+
+async def test_without_a_recogniser_the_caller_uses_the_keypad_menu(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    config = load_voice_config()
+    assert config.turns.keypad_menu["3"] == "check_credit_limit"
+    result, _, _ = await place_call(running_stack, None, answers=["3"], caller_number=customer["phone"],
+                                    short_greeting=True)
+    sent = [text for text, _ in result.turns.turns]
+    assert sent == ["/check_credit_limit"]
+    assert result.turns.turns[0][1].expect == {"slot": "customer_name", "type": "text"}
+
+
+async def test_dialogue_core_down_apologises_and_hands_over(running_stack: Stack) -> None:
+    request = samples.speech("我想查一下我的账单")
+    result, sink, _ = await place_call(running_stack, ["我想查一下我的账单"], answers=[request],
+                                       short_greeting=True, rasa_url=f"http://127.0.0.1:{free_port()}")
+    assert [control.action for control in sink.controls] == ["handoff"], events(result)
+    assert sink.controls[0].details["reason"] == "对话服务不可用"
+
+
+async def test_busy_agents_turn_a_transfer_into_a_callback_offer(running_stack: Stack) -> None:
+    result, sink, _ = await place_call(running_stack, None, answers=["0"], sink=RecordingSink(agents_busy=True),
+                                       short_greeting=True)
+    sent = [text for text, _ in result.turns.turns]
+    assert sent == ["/transfer_to_agent", "/callback_request"], events(result)
+    assert result.turns.turns[1][1].expect is not None  # the callback flow asks its first question
+
+
+async def test_hangup_mid_prompt_ends_the_call_cleanly(running_stack: Stack) -> None:
+    result, sink, caller = await place_call(running_stack, None, pcm=samples.silence(1.0), hang_up_at=2.0)
+    assert result.seconds < 5
+    assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
+    sent_after_hangup = [moment for moment, _ in sink.frames if moment - caller.started_at > 2.1]
+    assert not sent_after_hangup

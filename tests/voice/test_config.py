@@ -1,0 +1,46 @@
+"""ivr_config/voice.yaml: the shipped file loads, and every mistake names the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowspec.model import load_flowset
+from voice.config import ConfigError, load_voice_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "voice.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_settings_load_and_the_keypad_menu_names_real_flows() -> None:
+    config = load_voice_config()
+    flows = load_flowset().flows
+    assert config.turns.keypad_menu
+    assert all(flow in flows for flow in config.turns.keypad_menu.values())
+
+
+def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "asr:\n  model_path: ${VOSK_MODEL_PATH}\n")
+    monkeypatch.setenv("VOSK_MODEL_PATH", "/opt/models/vosk-model-small-cn-0.22")
+    assert load_voice_config(path).asr.model_path == "/opt/models/vosk-model-small-cn-0.22"
+    monkeypatch.delenv("VOSK_MODEL_PATH")
+    assert load_voice_config(path).asr.model_path is None
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("detection:\n  vad_agressiveness: 2\n", "vad_agressiveness"),
+    ("detection:\n  vad_aggressiveness: loud\n", "detection: vad_aggressiveness"),
+    ("detection:\n  vad_aggressiveness: 7\n", "vad_aggressiveness must be 0-3"),
+    ("barge_in: [1, 2]\n", "barge_in: expected a mapping"),
+    ("turns:\n  no_input_timeout_ms: 7000\n   digit_timeout_ms: 1\n", "cannot read voice settings"),
+    ("tts:\n  rate: fast\n", "tts: rate"),
+])
+def test_a_mistake_is_an_error_naming_file_and_field(tmp_path: Path, text: str, named: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_voice_config(path)
+    assert str(path) in str(error.value) and named in str(error.value)

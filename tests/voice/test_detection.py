@@ -1,0 +1,134 @@
+"""Speech detection on real audio through real noisereduce and webrtcvad."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import pytest
+
+from tests.voice import samples
+from voice.audio import clipping_ratio, frame_bytes, level_dbfs
+from voice.detection import DetectionConfig, NoiseSuppressor, SpeechDetector, SpeechEvent
+
+START, END, CUT = SpeechEvent.STARTED, SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH
+DEFAULTS = DetectionConfig()
+
+
+def speech_ms(sentence: str, rate: int = 8000) -> float:
+    return len(samples.speech(sentence, rate)) / 2 / rate * 1000
+
+
+def test_speech_over_pink_noise_at_10db_starts_and_ends_an_utterance():
+    sentence = samples.SENTENCES[0]
+    scenario = samples.speech_over_noise(sentence, "pink", 10, onset_s=1.5, tail_s=2.0, seed=3)
+    outcome = samples.play(scenario)
+    onset_ms = scenario.onset_s * 1000
+    assert [event for event, _ in outcome.events] == [START, END]
+    started, ended = outcome.times(START)[0], outcome.times(END)[0]
+    assert onset_ms < started <= onset_ms + 300
+    expected_end = onset_ms + speech_ms(sentence) + DEFAULTS.speech_end_silence_ms
+    assert expected_end - 300 <= ended <= expected_end + 200
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "brown"])
+def test_steady_noise_at_10db_snr_never_starts_speech(kind):
+    outcome = samples.play(samples.noise_only(kind, 10, 20.0, seed=7))
+    assert outcome.events == []
+
+
+def test_minutes_of_silence_never_start_speech():
+    digital_silence = samples.silence(60.0)
+    quiet_room = samples.scaled(samples.noise("brown", 60.0, seed=1), -45.0)
+    outcome = samples.play(samples.Scenario(digital_silence + quiet_room, None, None, 8000))
+    assert outcome.events == []
+    assert outcome.voiced_frames == 0
+
+
+def test_thirty_second_monologue_is_cut_at_max_length():
+    pause = samples.silence(0.25)
+    monologue = b""
+    while len(monologue) < 30 * 16000:
+        for sentence in samples.SENTENCES:
+            monologue += samples.speech(sentence) + pause
+    monologue = monologue[: 30 * 16000]
+    after = samples.silence(1.5) + samples.speech(samples.SENTENCES[1]) + samples.silence(1.5)
+    line = samples.silence(1.0) + monologue + after
+    line = samples.mix(line, samples.scaled(samples.noise("pink", len(line) / 16000, seed=2), -20.0))
+    outcome = samples.play(samples.Scenario(line, None, 1.0, 8000))
+    kinds = [event for event, _ in outcome.events]
+    assert kinds == [START, CUT, START, END]  # no restart while the monologue goes on
+    started, cut, restarted = outcome.times(START)[0], outcome.times(CUT)[0], outcome.times(START)[1]
+    assert cut - started == pytest.approx(DEFAULTS.max_utterance_ms, abs=DEFAULTS.speech_start_window_ms + 40)
+    assert restarted > 31_000 + DEFAULTS.speech_end_silence_ms  # only after the monologue stopped
+
+
+def test_clipped_audio_is_still_detected():
+    hot = samples.scaled(samples.speech(samples.SENTENCES[2]), 18.0)
+    assert clipping_ratio(hot) > 0.05
+    line = samples.silence(1.0) + hot + samples.silence(1.5)
+    line = samples.mix(line, samples.scaled(samples.noise("white", len(line) / 16000, seed=4), -30.0))
+    outcome = samples.play(samples.Scenario(line, None, 1.0, 8000))
+    assert [event for event, _ in outcome.events] == [START, END]
+
+
+def test_speech_at_16khz_over_white_noise_is_detected():
+    scenario = samples.speech_over_noise(samples.SENTENCES[1], "white", 10, rate=16000, seed=5)
+    outcome = samples.play(scenario)
+    assert [event for event, _ in outcome.events] == [START, END]
+    assert outcome.times(START)[0] <= scenario.onset_s * 1000 + 300
+
+
+def test_noise_profile_is_learned_from_the_calls_background_and_gates_it():
+    detector = SpeechDetector(8000)
+    frames = samples.frames(samples.noise_only("pink", 5, 3.0, seed=6).caller)
+    detections = [detector.process(frame) for frame in frames]
+    settled = detections[len(detections) // 2:]
+    suppression = [d.raw_level_db - d.level_db for d in settled]
+    assert min(suppression) > 10.0  # the background is gated, not just turned down a little
+    typical_level = statistics.median(d.raw_level_db for d in settled)
+    assert all(typical_level - 6.0 < d.noise_floor_db < typical_level for d in settled)
+    assert not any(d.speech for d in settled)
+
+
+def test_suppression_takes_far_more_from_the_background_than_from_speech():
+    suppressor = NoiseSuppressor(8000, DetectionConfig())
+    for frame in samples.frames(samples.noise_only("white", 10, 1.0, seed=8).caller):
+        suppressor.learn(frame)
+    line = samples.speech_over_noise(samples.SENTENCES[3], "white", 10, onset_s=0.5, tail_s=1.0, seed=9).caller
+    frames = samples.frames(line)
+    outputs = [suppressor.process(frame) for frame in frames][1:]  # the suppressor lags one frame
+    loss = [level_dbfs(frame) - level_dbfs(output) for frame, output in zip(frames[:-1], outputs, strict=True)]
+    loud_speech = [loss[index] for index, frame in enumerate(frames[:-1]) if level_dbfs(frame) > -22.0]
+    background = loss[5:20]  # before the onset at 0.5 s
+    assert len(loud_speech) > 20
+    assert statistics.median(loud_speech) < 8.0
+    assert statistics.median(background) > statistics.median(loud_speech) + 10.0
+
+
+def test_disabling_noise_suppression_removes_the_lag():
+    config = dataclasses.replace(DEFAULTS, noise_suppression=False)
+    detector = SpeechDetector(8000, config)
+    assert detector.lag_frames == 0
+    assert detector.process(bytes(320)).frame_index == 0
+
+
+def test_wrong_frame_size_is_a_clear_error():
+    detector = SpeechDetector(8000)
+    with pytest.raises(ValueError, match=r"one 20 ms frame: 320 bytes at 8000 Hz, got 317 bytes.*FrameChunker"):
+        detector.process(bytes(317))
+    with pytest.raises(ValueError, match="unsupported sample rate"):
+        SpeechDetector(44100)
+    with pytest.raises(ValueError, match="vad_aggressiveness"):
+        DetectionConfig(vad_aggressiveness=4)
+
+
+def test_reset_forgets_an_open_utterance():
+    detector = SpeechDetector(8000)
+    line = samples.speech_over_noise(samples.SENTENCES[0], "brown", 20, onset_s=0.5, seed=1).caller
+    for frame in samples.frames(line)[:75]:
+        detector.process(frame)
+    assert detector.in_speech
+    detector.reset()
+    assert not detector.in_speech
+    assert detector.process(bytes(frame_bytes(8000))).frame_index == 0

@@ -1,0 +1,175 @@
+"""Barge-in: deciding that the caller interrupts the bot while it speaks.
+
+Two things sound like a caller while the bot talks: background noise, and the bot's own voice
+coming back down the line (echo). The detector takes the speech detector's verdict per frame
+(voiced, level after noise suppression) and only counts a frame when it is clearly louder than
+the echo the bot's playback could cause there, and than the line's background.
+
+The echo estimate is the bot's playback level minus the echo return loss we can count on. Which
+playback frame echoes now depends on the echo path's delay: the detector finds it by matching
+the caller line's level envelope against the playback's over the last seconds (the delay with
+the best correlation within `echo_window_ms`), then takes the loudest bot frame around that
+delay. Until the delay is known it assumes the worst: the loudest frame of the whole window.
+A barge-in needs `min_speech_ms` of qualifying frames, so a cough or a door slam does not cut
+the bot off.
+
+Optionally the decision also waits for the recogniser: with `confirm_characters` = N, speech
+that qualifies is a CANDIDATE until a partial transcript holds N characters.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from voice.audio import FRAME_MS, SILENCE_FLOOR_DBFS, level_dbfs
+from voice.detection import Detection, SpeechEvent
+
+log = logging.getLogger(__name__)
+
+TOLERATED_GAP_FRAMES = 1  # one unvoiced frame inside speech (a stop consonant) does not restart the count
+DELAY_HISTORY_FRAMES = 100  # 2 s of level envelopes to find the echo delay in
+DELAY_MIN_HISTORY_FRAMES = 25  # half a second of playback already shows the delay
+DELAY_UPDATE_FRAMES = 5
+DELAY_MIN_CORRELATION = 0.6  # below this the line shows no clear echo: keep the worst-case window
+DELAY_JITTER_FRAMES = 1  # playback and line frames do not arrive in lockstep
+ACTIVE_BOT_DBFS = -60.0  # bot frames quieter than this say nothing about the echo path
+
+
+@dataclass(frozen=True)
+class BargeInConfig:
+    enabled: bool = True
+    min_speech_ms: int = 120
+    echo_margin_db: float = 2.0
+    echo_return_loss_db: float = 10.0
+    echo_window_ms: int = 300
+    noise_margin_db: float = 4.0
+    confirm_characters: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_speech_ms < FRAME_MS or self.echo_window_ms < FRAME_MS:
+            raise ValueError(f"min_speech_ms and echo_window_ms must be at least one frame ({FRAME_MS} ms)")
+        if self.confirm_characters < 0:
+            raise ValueError("confirm_characters must be 0 (off) or a positive number of characters")
+
+
+class BargeInState(Enum):
+    NONE = "none"
+    CANDIDATE = "candidate"
+    BARGE_IN = "barge_in"
+
+
+def count_characters(text: str) -> int:
+    """Characters that carry words: CJK ideographs, letters and digits. Chinese has no spaces,
+    so counting words would make "帮我转人工" one word; punctuation and spaces do not count."""
+    return sum(1 for character in text if character.isalnum() or unicodedata.category(character) == "Lo")
+
+
+class BargeInDetector:
+    """One per call; `reset()` whenever the bot starts a new prompt or a turn ends."""
+
+    def __init__(self, sample_rate: int, config: BargeInConfig | None = None) -> None:
+        self.sample_rate = sample_rate
+        self.config = config or BargeInConfig()
+        self._window_frames = self.config.echo_window_ms // FRAME_MS
+        history = DELAY_HISTORY_FRAMES + self._window_frames
+        self._bot_levels: deque[float] = deque(maxlen=history)
+        self._line_levels: deque[float] = deque(maxlen=history)
+        self._needed_frames = -(-self.config.min_speech_ms // FRAME_MS)
+        self.echo_delay_frames: int | None = None  # a property of the line: kept across prompts
+        self.reset()
+
+    @property
+    def state(self) -> BargeInState:
+        return self._state
+
+    def reset(self) -> None:
+        self._bot_levels.clear()
+        self._line_levels.clear()
+        self._state = BargeInState.NONE
+        self._speech_frames = 0
+        self._gap_frames = 0
+        self._frames_since_delay_update = 0
+
+    def bot_audio(self, frame: bytes) -> None:
+        """A frame just played to the caller: its echo may come back within the echo window."""
+        self._bot_levels.append(level_dbfs(frame))
+
+    @property
+    def echo_estimate_db(self) -> float:
+        """The loudest echo the playback could produce on the caller's line now."""
+        levels = list(self._bot_levels)[-self._window_frames:]
+        if not levels:
+            return SILENCE_FLOOR_DBFS
+        if self.echo_delay_frames is not None:
+            newest = len(levels) - 1 - self.echo_delay_frames
+            around = levels[max(0, newest - DELAY_JITTER_FRAMES):max(0, newest + DELAY_JITTER_FRAMES + 1)]
+            levels = around or [SILENCE_FLOOR_DBFS]
+        return max(levels) - self.config.echo_return_loss_db
+
+    def _update_echo_delay(self) -> None:
+        """The delay (in frames) at which the line's level envelope best follows the playback's."""
+        count = min(len(self._bot_levels), len(self._line_levels)) - self._window_frames
+        if count < DELAY_MIN_HISTORY_FRAMES:
+            return
+        bot = np.maximum(np.array(self._bot_levels)[-(count + self._window_frames):], ACTIVE_BOT_DBFS)
+        line = np.maximum(np.array(self._line_levels)[-count:], ACTIVE_BOT_DBFS)
+        if np.ptp(bot) < 10.0 or np.ptp(line) < 10.0:
+            return  # the bot paused or the line is flat: nothing to match
+        # candidates[d] is the playback as it would sound on the line after a delay of d frames
+        candidates = np.lib.stride_tricks.sliding_window_view(bot, count)[::-1][: self._window_frames]
+        candidates = candidates - candidates.mean(axis=1, keepdims=True)
+        centred = line - line.mean()
+        norms = np.linalg.norm(candidates, axis=1) * np.linalg.norm(centred)
+        correlation = candidates @ centred / np.where(norms > 0, norms, np.inf)
+        best = int(np.argmax(correlation))
+        if correlation[best] >= DELAY_MIN_CORRELATION:
+            if best != self.echo_delay_frames:
+                log.debug("echo delay %d ms (correlation %.2f)", best * FRAME_MS, correlation[best])
+            self.echo_delay_frames = best
+
+    def caller_audio(self, detection: Detection) -> BargeInState:
+        """Feed one caller frame's detection while the bot speaks. Returns BARGE_IN (or
+        CANDIDATE when text must confirm) once, on the frame that decides; NONE otherwise."""
+        self._line_levels.append(detection.raw_level_db)
+        self._frames_since_delay_update += 1
+        if self._frames_since_delay_update >= DELAY_UPDATE_FRAMES:
+            self._frames_since_delay_update = 0
+            self._update_echo_delay()
+        if self._state is BargeInState.BARGE_IN or not self.config.enabled:
+            return BargeInState.NONE
+        if self._state is BargeInState.CANDIDATE:
+            if detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
+                self._state = BargeInState.NONE  # the utterance ended unconfirmed: it was not words
+                self._speech_frames = self._gap_frames = 0
+            return BargeInState.NONE
+        threshold = max(self.echo_estimate_db + self.config.echo_margin_db,
+                        detection.noise_floor_db + self.config.noise_margin_db)
+        # Until the line's background is known, babble behind the caller cannot be told from them.
+        if detection.speech and detection.noise_floor_settled and detection.level_db > threshold:
+            self._speech_frames += 1
+            self._gap_frames = 0
+        else:
+            self._gap_frames += 1
+            if self._gap_frames > TOLERATED_GAP_FRAMES:
+                self._speech_frames = 0
+        if self._speech_frames < self._needed_frames:
+            return BargeInState.NONE
+        self._state = BargeInState.CANDIDATE if self.config.confirm_characters else BargeInState.BARGE_IN
+        log.debug("%s: %d frames above %.1f dBFS (echo estimate %.1f)", self._state.value, self._speech_frames,
+                  threshold, self.echo_estimate_db)
+        return self._state
+
+    def confirm(self, partial_text: str) -> bool:
+        """Whether this partial transcript confirms the pending candidate: True once, when it
+        holds `confirm_characters` characters (the caller is then barging in)."""
+        if self._state is not BargeInState.CANDIDATE or count_characters(partial_text) < self.config.confirm_characters:
+            return False
+        self._state = BargeInState.BARGE_IN
+        log.debug("barge-in confirmed by %r", partial_text)
+        return True

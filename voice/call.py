@@ -1,0 +1,83 @@
+"""One phone call through the voice pipeline, whatever carries its audio.
+
+The engines (recogniser model, synthesiser, dialogue client) are loaded once per process and
+shared by every call; each call gets its own processors. A transport (AudioSocket, a WAV file,
+a test) feeds the call's frames in and receives its audio and telephony instructions through
+an `AudioSink`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from voice.asr import Recognizer, load_recognizer
+from voice.config import VoiceConfig
+from voice.dialogue import DialogueClient
+from voice.frames import CallStarted, Frame, Hangup
+from voice.output import AudioOutput, AudioSink
+from voice.pipeline import Pipeline
+from voice.processors import AudioInput, SpeechDetection, SpeechRecognition, SpeechSynthesis
+from voice.tts import Synthesizer
+from voice.turns import TurnTaking
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VoiceEngines:
+    config: VoiceConfig
+    recognizer: Recognizer | None
+    synthesizer: Synthesizer
+    dialogue: DialogueClient
+
+    @classmethod
+    def load(cls, config: VoiceConfig, rasa_url: str, recognizer: Recognizer | None = None) -> VoiceEngines:
+        """`recognizer` overrides the configured one (tests and the demo without a Chinese model)."""
+        return cls(config, recognizer or load_recognizer(config.asr), Synthesizer(config.tts),
+                   DialogueClient(rasa_url))
+
+    async def close(self) -> None:
+        await self.dialogue.close()
+        self.synthesizer.close()
+
+
+@dataclass
+class CallResult:
+    call_id: str
+    turns: TurnTaking
+    output: AudioOutput
+    seconds: float
+
+
+async def run_call(engines: VoiceEngines, call: CallStarted, frames: AsyncIterator[Frame],
+                   sink: AudioSink) -> CallResult:
+    """Run the call until its frames end (hang-up, hand-over or EOF); always cleans up."""
+    started = time.monotonic()
+    turns = TurnTaking(engines.dialogue, engines.config.turns, speech_recognition=engines.recognizer is not None)
+    output = AudioOutput(sink)
+    pipeline = Pipeline([
+        AudioInput(),
+        SpeechDetection(engines.config.detection, engines.config.barge_in),
+        SpeechRecognition(engines.recognizer, engines.config.asr.grammar_for_closed_questions),
+        turns,
+        SpeechSynthesis(engines.synthesizer),
+        output,
+    ])
+    hung_up = False
+    try:
+        await pipeline.send(call)
+        async for frame in frames:
+            await pipeline.send(frame)
+            if isinstance(frame, Hangup):
+                hung_up = True
+                break
+    finally:
+        if not hung_up:
+            await pipeline.send(Hangup("call ended"))
+        await pipeline.close()
+    seconds = time.monotonic() - started
+    log.info("call %s ended after %.1f s, %d turns", call.call_id, seconds, len(turns.turns))
+    return CallResult(call.call_id, turns, output, seconds)

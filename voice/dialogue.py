@@ -1,0 +1,63 @@
+"""The dialogue core as the voice channel sees it: Rasa's REST input channel.
+
+Every turn carries `metadata {channel: "voice", caller_number, priority_tier}` so the core
+uses the voice wording, skips asking for a number it already has and ranks the hand-over.
+The core's replies are texts plus custom payloads: `expect` (the question asked), `outcome`
+(a flow ended) and `handoff` (transfer to a human with a summary).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class DialogueUnavailable(Exception):
+    """Rasa did not answer: the call is handed to a human rather than left in silence."""
+
+
+@dataclass
+class Reply:
+    texts: list[str] = field(default_factory=list)
+    expect: dict[str, Any] | None = None
+    outcome: str | None = None
+    handoff: dict[str, Any] | None = None
+
+    @classmethod
+    def from_messages(cls, messages: list[dict[str, Any]]) -> Reply:
+        reply = cls()
+        for message in messages:
+            if message.get("text"):
+                reply.texts.append(str(message["text"]))
+            custom = message.get("custom") or {}
+            if "expect" in custom:
+                reply.expect = custom["expect"]
+            if "outcome" in custom:
+                reply.outcome = custom["outcome"]
+            if "handoff" in custom:
+                reply.handoff = custom["handoff"]
+        return reply
+
+
+class DialogueClient:
+    """One HTTP client shared by every call of a process."""
+
+    def __init__(self, rasa_url: str, timeout_seconds: float = 15.0) -> None:
+        self._http = httpx.AsyncClient(base_url=rasa_url, timeout=timeout_seconds)
+
+    async def send(self, sender: str, text: str, metadata: dict[str, Any]) -> Reply:
+        try:
+            response = await self._http.post(
+                "/webhooks/rest/webhook", json={"sender": sender, "message": text, "metadata": metadata})
+            response.raise_for_status()
+            return Reply.from_messages(response.json())
+        except (httpx.HTTPError, ValueError) as error:
+            raise DialogueUnavailable(f"dialogue core did not answer ({type(error).__name__}: {error})") from error
+
+    async def close(self) -> None:
+        await self._http.aclose()

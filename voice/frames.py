@@ -1,0 +1,161 @@
+"""What flows through a call's pipeline: audio, keypad presses, recognised text, things to say,
+and the control frames that tell every processor a turn changed.
+
+Frames travel downstream (caller → recogniser → dialogue → speech → caller's ear) or upstream
+(what the caller's ear actually got, back to the processors that need to know). Interruption
+is a frame, not a flag: a processor that holds queued work drops it when an `Interruption`
+passes, so barge-in means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Direction(Enum):
+    DOWNSTREAM = "downstream"
+    UPSTREAM = "upstream"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Base of every frame."""
+
+
+# --- from the caller ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CallStarted(Frame):
+    """The call is up: who is calling and how to treat them."""
+
+    call_id: str
+    sample_rate: int = 8000
+    caller_number: str | None = None
+    salutation: str | None = None  # "张先生", when the number belongs to a known customer
+    priority_tier: str = "normal"  # the dialogue core's hand-over priority: normal | high | emergency
+    short_greeting: bool = False  # priority callers skip the long greeting and the menu
+    slow_speech: bool = False  # elderly callers
+    channel: str = "voice"  # or "outbound" for reminder calls
+    opening: str | None = None  # outbound: what starts the conversation (e.g. "/overdue_reminder")
+
+
+@dataclass(frozen=True)
+class InputAudio(Frame):
+    """Caller audio: signed 16-bit little-endian mono PCM."""
+
+    pcm: bytes
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Keypress(Frame):
+    """One DTMF digit (0-9, *, #)."""
+
+    digit: str
+
+
+@dataclass(frozen=True)
+class Hangup(Frame):
+    """The call is over, whoever ended it; every processor releases what it holds."""
+
+    reason: str = "caller hung up"
+
+
+# --- what the detectors and the recogniser found ------------------------------------------------
+
+@dataclass(frozen=True)
+class UserStartedSpeaking(Frame):
+    pass
+
+
+@dataclass(frozen=True)
+class UserStoppedSpeaking(Frame):
+    """The endpointer closed the utterance: after enough silence, or at the maximum length."""
+
+    cut_at_max_length: bool = False
+
+
+@dataclass(frozen=True)
+class Transcript(Frame):
+    """Recognised text: partials while the caller speaks, one final per utterance."""
+
+    text: str
+    final: bool
+
+
+# --- what the bot says ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Speak(Frame):
+    """Text for the synthesiser. A prompt that may not be interrupted (a mandatory disclosure)
+    plays to its end whatever the caller does."""
+
+    text: str
+    interruptible: bool = True
+
+
+@dataclass(frozen=True)
+class OutputAudio(Frame):
+    """Synthesised speech at the call's rate, with the text it says (for 'what was heard')."""
+
+    pcm: bytes
+    sample_rate: int
+    text: str
+    interruptible: bool = True
+
+
+@dataclass(frozen=True)
+class BotSpeech(Frame):
+    """Upstream, once per 20 ms frame actually sent to the caller: the echo reference for
+    barge-in, and whether the caller may interrupt what is playing now."""
+
+    pcm: bytes
+    interruptible: bool
+
+
+@dataclass(frozen=True)
+class BotStoppedSpeaking(Frame):
+    """Upstream: the output queue ran dry (all queued speech was played or flushed)."""
+
+
+@dataclass(frozen=True)
+class AnswerExpected(Frame):
+    """Upstream: the bot asked a question (the dialogue core's `expect`), or None for an open
+    turn. The recogniser uses it to pick a grammar for closed questions."""
+
+    expect: dict[str, Any] | None
+
+
+# --- turn changes ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Interruption(Frame):
+    """The caller barged in (speech or a key): stop playback now, drop queued speech."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
+class PlaybackInterrupted(Frame):
+    """Upstream answer to an Interruption: which part of the bot's reply the caller heard."""
+
+    text: str
+    heard: str
+
+
+@dataclass(frozen=True)
+class TransferDeclined(Frame):
+    """Upstream answer to a hand-over the telephony side did not carry out now (every agent
+    busy): the bot offers the caller a callback instead."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Control(Frame):
+    """A telephony instruction from the dialogue: hand over to a human, or hang up."""
+
+    action: str
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,174 @@
+"""The caller's ear: synthesised speech leaves in 20 ms frames on a steady clock.
+
+One queue per call holds what is still to be played. A barge-in flushes it at once (the frame
+already on the wire is the last one the caller hears), and the processor answers upstream with
+how much of the reply the caller heard. Each frame actually sent goes upstream as `BotSpeech`,
+the echo reference for barge-in. Telephony instructions (hand over, hang up) wait in the same
+queue, so the caller hears "正在为您转接" before the transfer happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from voice.audio import FRAME_MS, frame_bytes
+from voice.frames import (
+    BotSpeech,
+    BotStoppedSpeaking,
+    CallStarted,
+    Control,
+    Direction,
+    Frame,
+    Hangup,
+    Interruption,
+    OutputAudio,
+    PlaybackInterrupted,
+)
+from voice.pipeline import FrameProcessor
+
+log = logging.getLogger(__name__)
+
+# Behind by more than this, the clock restarts from now instead of sending a burst to catch up.
+MAX_LAG_FRAMES = 5
+
+
+class AudioSink(Protocol):
+    """Where frames go: an AudioSocket connection, a WAV file, a test recorder."""
+
+    async def write_frame(self, pcm: bytes) -> None: ...
+
+    async def control(self, frame: Control) -> Frame | None:
+        """Carry out a telephony instruction; a frame returned goes back upstream (e.g. a
+        declined transfer)."""
+
+
+@dataclass
+class _Utterance:
+    text: str
+    interruptible: bool
+    frames_total: int = 0
+    frames_played: int = 0
+
+    @property
+    def heard(self) -> str:
+        if not self.frames_total:
+            return ""
+        share = min(1.0, self.frames_played / self.frames_total)
+        return self.text[: round(len(self.text) * share)]
+
+
+@dataclass
+class _Queued:
+    pcm: bytes | None
+    utterance: _Utterance | None
+    control: Control | None = None
+
+
+class AudioOutput(FrameProcessor):
+    def __init__(self, sink: AudioSink) -> None:
+        super().__init__()
+        self.sink = sink
+        self.sample_rate = 8000
+        self.frames_sent = 0
+        self.late_frames = 0
+        self._queue: deque[_Queued] = deque()
+        self._current: _Utterance | None = None
+        self._speaking = False
+        self._wake = asyncio.Event()
+        self._clock: asyncio.Task[None] | None = None
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, CallStarted):
+            self.sample_rate = frame.sample_rate
+            self._clock = asyncio.create_task(self._run_clock(), name=f"output-{frame.call_id}")
+        elif isinstance(frame, OutputAudio):
+            self._enqueue_audio(frame)
+            return
+        elif isinstance(frame, Control):
+            self._queue.append(_Queued(None, None, frame))
+            self._wake.set()
+            return
+        elif isinstance(frame, Interruption):
+            await self._flush()
+        elif isinstance(frame, Hangup):
+            self._queue.clear()
+            await self.close()
+        await self.push(frame, direction)
+
+    def _enqueue_audio(self, frame: OutputAudio) -> None:
+        size = frame_bytes(self.sample_rate)
+        utterance = _Utterance(frame.text, frame.interruptible)
+        # The tail is padded with silence: a short frame would upset the far end's jitter buffer.
+        for start in range(0, len(frame.pcm), size):
+            self._queue.append(_Queued(frame.pcm[start:start + size].ljust(size, b"\0"), utterance))
+            utterance.frames_total += 1
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        pending = [item for item in self._queue if item.utterance is not None and item.utterance.interruptible]
+        if not pending and self._current is None:
+            return
+        kept = [item for item in self._queue if item.utterance is None or not item.utterance.interruptible]
+        self._queue = deque(kept)
+        current = self._current or pending[0].utterance
+        assert current is not None
+        later = dict.fromkeys(item.utterance.text for item in pending if item.utterance is not current)
+        self._current = None
+        unheard_tail = "".join(later)
+        await self.push(PlaybackInterrupted(current.text + unheard_tail, current.heard), Direction.UPSTREAM)
+
+    async def _run_clock(self) -> None:
+        try:
+            await self._play_forever()
+        except (ConnectionError, OSError) as error:
+            log.info("output stopped: the caller's side closed (%s)", error)
+
+    async def _play_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = FRAME_MS / 1000
+        deadline = loop.time()
+        while True:
+            if not self._queue:
+                if self._speaking:
+                    self._speaking = False
+                    self._current = None
+                    await self.push(BotStoppedSpeaking(), Direction.UPSTREAM)
+                self._wake.clear()
+                await self._wake.wait()
+                deadline = loop.time()
+                continue
+            item = self._queue.popleft()
+            if item.control is not None:
+                answer = await self.sink.control(item.control)
+                if answer is not None:
+                    await self.push(answer, Direction.UPSTREAM)
+                continue
+            assert item.pcm is not None and item.utterance is not None
+            lag = loop.time() - deadline
+            if lag > period:
+                self.late_frames += 1
+                if lag > MAX_LAG_FRAMES * period:
+                    deadline = loop.time()
+            await self.sink.write_frame(item.pcm)
+            self.frames_sent += 1
+            self._speaking = True
+            self._current = item.utterance
+            item.utterance.frames_played += 1
+            await self.push(BotSpeech(item.pcm, item.utterance.interruptible), Direction.UPSTREAM)
+            deadline += period
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+    async def close(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            try:
+                await self._clock
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("output clock failed")
+            self._clock = None

@@ -1,0 +1,226 @@
+"""The caller-side processors of a call, each wrapping one engine:
+
+AudioInput        any chunk size or rate in → exact 20 ms frames at the call's rate
+SpeechDetection   noise-suppressed VAD + endpointing; barge-in while the bot speaks
+SpeechRecognition raw audio (not denoised) at 16 kHz → partial and final transcripts
+SpeechSynthesis   text → speech at the call's rate; queued speech dropped on interruption
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from voice.asr import RecognitionStream, Recognizer, grammar_for
+from voice.audio import FrameChunker, Resampler, clipping_ratio, frame_bytes
+from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState
+from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
+from voice.frames import (
+    AnswerExpected,
+    BotSpeech,
+    BotStoppedSpeaking,
+    CallStarted,
+    Direction,
+    Frame,
+    Hangup,
+    InputAudio,
+    Interruption,
+    OutputAudio,
+    Speak,
+    Transcript,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+from voice.pipeline import FrameProcessor
+from voice.tts import Synthesizer
+
+log = logging.getLogger(__name__)
+
+# Audio kept from before the endpointer was sure speech had started, so the recogniser hears
+# the first syllable too.
+PRE_ROLL_MS = 400
+CLIPPING_WARN_RATIO = 0.05
+# Decoding costs most of a frame's time in CPU; Vosk releases the GIL, so it runs beside the
+# event loop (one call's frames still decode in order: each is awaited before the next).
+RECOGNITION_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="asr")
+
+
+class AudioInput(FrameProcessor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sample_rate = 8000
+        self._chunker = FrameChunker(self.sample_rate)
+        self._resampler: Resampler | None = None
+        self._warned: set[str] = set()
+        self.call_id = "?"
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, CallStarted):
+            self.call_id, self.sample_rate = frame.call_id, frame.sample_rate
+            self._chunker = FrameChunker(self.sample_rate)
+        if not isinstance(frame, InputAudio) or direction is Direction.UPSTREAM:
+            await self.push(frame, direction)
+            return
+        pcm = frame.pcm
+        if frame.sample_rate != self.sample_rate:
+            if self._resampler is None:
+                self._warn_once("rate", "audio at %d Hz on a %d Hz call: resampling", frame.sample_rate,
+                                self.sample_rate)
+                self._resampler = Resampler(frame.sample_rate, self.sample_rate)
+            pcm = self._resampler.process(pcm)
+        elif len(pcm) != frame_bytes(self.sample_rate):
+            self._warn_once("size", "audio chunks of %d bytes (not 20 ms): re-cutting", len(pcm))
+        for piece in self._chunker.feed(pcm):
+            if clipping_ratio(piece) > CLIPPING_WARN_RATIO:
+                self._warn_once("clipping", "caller audio is clipping")
+            await self.push(InputAudio(piece, self.sample_rate))
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("call %s: " + message, self.call_id, *args)
+
+
+class SpeechDetection(FrameProcessor):
+    """Tells when the caller starts and stops speaking. While the bot speaks, speech only
+    counts once it is a barge-in (and the prompt may be interrupted)."""
+
+    def __init__(self, detection: DetectionConfig, barge_in: BargeInConfig) -> None:
+        super().__init__()
+        self.detection_config = detection
+        self.barge_in_config = barge_in
+        self._detector: SpeechDetector | None = None
+        self._barge_in: BargeInDetector | None = None
+        self._bot_speaking = False
+        self._interruptible = True
+        self._awaiting_confirmation = False
+        self._in_utterance = False
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, CallStarted):
+            self._detector = SpeechDetector(frame.sample_rate, self.detection_config)
+            self._barge_in = BargeInDetector(frame.sample_rate, self.barge_in_config)
+        elif isinstance(frame, BotSpeech) and self._barge_in is not None:
+            if not self._bot_speaking:
+                self._barge_in.reset()
+            self._bot_speaking, self._interruptible = True, frame.interruptible
+            self._barge_in.bot_audio(frame.pcm)
+        elif isinstance(frame, BotStoppedSpeaking):
+            self._bot_speaking = False
+        elif isinstance(frame, Transcript) and direction is Direction.UPSTREAM:
+            # Partials come back from the recogniser to confirm a barge-in candidate.
+            if self._awaiting_confirmation and self._barge_in and self._barge_in.confirm(frame.text):
+                await self._interrupt()
+            return
+        elif isinstance(frame, InputAudio) and self._detector is not None:
+            await self.push(frame, direction)
+            await self._detect(frame.pcm)
+            return
+        await self.push(frame, direction)
+
+    async def _detect(self, pcm: bytes) -> None:
+        assert self._detector is not None and self._barge_in is not None
+        detection = self._detector.process(pcm)
+        if detection.event is SpeechEvent.STARTED and not self._bot_speaking:
+            self._in_utterance = True
+            await self.push(UserStartedSpeaking())
+        elif detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
+            self._awaiting_confirmation = False
+            if self._in_utterance:
+                self._in_utterance = False
+                cut = detection.event is SpeechEvent.CUT_AT_MAX_LENGTH
+                await self.push(UserStoppedSpeaking(cut_at_max_length=cut))
+            self._barge_in.reset()
+        elif self._bot_speaking and self._interruptible and self.barge_in_config.enabled and not self._in_utterance:
+            state = self._barge_in.caller_audio(detection)
+            if state is BargeInState.BARGE_IN:
+                await self._interrupt()
+            elif state is BargeInState.CANDIDATE and not self._awaiting_confirmation:
+                # The recogniser must run to confirm with text; its transcript only counts if
+                # the interruption is confirmed (TurnTaking drops talked-over speech).
+                self._awaiting_confirmation = True
+                self._in_utterance = True
+                await self.push(UserStartedSpeaking())
+
+    async def _interrupt(self) -> None:
+        self._awaiting_confirmation = False
+        await self.push(Interruption("speech"))
+        if not self._in_utterance:
+            self._in_utterance = True
+            await self.push(UserStartedSpeaking())
+
+
+class SpeechRecognition(FrameProcessor):
+    def __init__(self, recognizer: Recognizer | None, use_grammars: bool = True) -> None:
+        super().__init__()
+        self.recognizer = recognizer
+        self.use_grammars = use_grammars
+        self._resampler: Resampler | None = None
+        self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_MS // 20)
+        self._stream: RecognitionStream | None = None
+        self._grammar: list[str] | None = None
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if self.recognizer is None:
+            await self.push(frame, direction)
+            return
+        if isinstance(frame, CallStarted):
+            self._resampler = Resampler(frame.sample_rate, self.recognizer.sample_rate)
+        elif isinstance(frame, AnswerExpected):
+            self._grammar = grammar_for(frame.expect) if self.use_grammars and frame.expect else None
+        elif isinstance(frame, InputAudio) and self._resampler is not None:
+            pcm = self._resampler.process(frame.pcm)
+            if self._stream is None:
+                self._pre_roll.append(pcm)
+            else:
+                await self._accept(pcm)
+        elif isinstance(frame, UserStartedSpeaking):
+            self._stream = self.recognizer.stream(self._grammar)
+            buffered = b"".join(self._pre_roll)
+            self._pre_roll.clear()
+            await self.push(frame, direction)
+            await self._accept(buffered)
+            return
+        elif isinstance(frame, UserStoppedSpeaking) and self._stream is not None:
+            stream, self._stream = self._stream, None
+            await self.push(frame, direction)
+            text = await asyncio.get_running_loop().run_in_executor(RECOGNITION_THREADS, stream.finish)
+            await self.push(Transcript(text, final=True))
+            return
+        elif isinstance(frame, Hangup):
+            self._stream = None
+        await self.push(frame, direction)
+
+    async def _accept(self, pcm: bytes) -> None:
+        assert self._stream is not None
+        partial = await asyncio.get_running_loop().run_in_executor(RECOGNITION_THREADS, self._stream.accept, pcm)
+        if partial:
+            transcript = Transcript(partial, final=False)
+            await self.push(transcript)
+            await self.push(transcript, Direction.UPSTREAM)
+
+
+class SpeechSynthesis(FrameProcessor):
+    def __init__(self, synthesizer: Synthesizer) -> None:
+        super().__init__()
+        self.synthesizer = synthesizer
+        self.sample_rate = 8000
+        self.slow = False
+        self._epoch = 0
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, CallStarted):
+            self.sample_rate, self.slow = frame.sample_rate, frame.slow_speech
+        elif isinstance(frame, Interruption):
+            self._epoch += 1
+        elif isinstance(frame, Speak):
+            epoch = self._epoch
+            pcm = await self.synthesizer.render(frame.text, self.sample_rate, slow=self.slow)
+            # Rendered while the caller barged in: the reply is no longer wanted.
+            if epoch == self._epoch:
+                await self.push(OutputAudio(pcm, self.sample_rate, frame.text, frame.interruptible))
+            return
+        await self.push(frame, direction)
