@@ -21,6 +21,7 @@ RATE = 8000
 SNRS_DB = (20, 10, 5, 0)
 ECHO_LEVELS_DB = (-10, -20)
 ECHO_DELAYS_MS = (40, 120, 220)
+ECHO_SEEDS = 4  # echo-only runs per level: each delay over four stretches of background
 NOISE_SCENARIOS_PER_CONDITION = 12
 NOISE_SCENARIO_SECONDS = 5.0
 
@@ -76,7 +77,7 @@ def figures(detection: DetectionConfig | None = None, barge_in: BargeInConfig | 
     missed_over_echo: dict[str, float] = {}
     for echo_db in ECHO_LEVELS_DB:
         echo_runs = [samples.echo_only(echo_db, RATE, delay_ms=delay, noise_kind="pink", seed=seed)
-                     for seed, delay in enumerate(ECHO_DELAYS_MS)]
+                     for seed in range(ECHO_SEEDS) for delay in ECHO_DELAYS_MS]
         false_on_echo[f"{echo_db}dB"] = statistics.fmean(barged_in_early(play(run), run) for run in echo_runs)
         missed = []
         for index, sentence in enumerate(samples.SENTENCES):

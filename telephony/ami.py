@@ -124,11 +124,21 @@ class AmiClient:
     def connected(self) -> bool:
         return self._session is not None
 
-    async def connect(self) -> None:
-        """Connect and log in once (errors raise), then keep the session up in the background."""
+    async def connect(self, retry_in_background: bool = False) -> None:
+        """Connect and log in once, then keep the session up in the background. An unreachable
+        Asterisk raises, or with `retry_in_background` is retried by the supervisor (a gateway
+        starting before Asterisk); refused credentials always raise."""
         self._loop = asyncio.get_running_loop()
         self._closing = False
-        await self._open_session()
+        try:
+            await self._open_session()
+        except AmiLoginError:
+            raise
+        except AmiError as error:
+            if not retry_in_background:
+                raise
+            log.warning("%s; retrying in the background", error)
+            self._lost.set()
         self._supervisor = asyncio.create_task(self._supervise(), name="ami-supervisor")
 
     async def close(self) -> None:

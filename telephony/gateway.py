@@ -283,7 +283,7 @@ async def serve(settings: GatewaySettings) -> None:
     rules = load_priority_rules(settings.priority_rules)
     ami = AmiClient(settings.ami) if settings.ami else None
     if ami is not None:
-        await ami.connect()
+        await ami.connect(retry_in_background=True)
     gateway = Gateway(settings, engines, rules, ami)
     await gateway.start()
     health = uvicorn.Server(uvicorn.Config(health_app(gateway), host=settings.host, port=settings.health_port,

@@ -10,8 +10,12 @@ playback frame echoes now depends on the echo path's delay: the detector finds i
 the caller line's level envelope against the playback's over the last seconds (the delay with
 the best correlation within `echo_window_ms`), then takes the loudest bot frame around that
 delay. Until the delay is known it assumes the worst: the loudest frame of the whole window.
-A barge-in needs `min_speech_ms` of qualifying frames, so a cough or a door slam does not cut
-the bot off.
+With the delay known it also measures the loss (the loudest echo relative to the playback,
+but for a few outliers); until then it assumes `echo_return_loss_db`. A line whose echo comes
+back 20 dB down then no longer needs the caller within 8 dB of the bot's loudest syllables.
+A barge-in needs `min_speech_ms` of qualifying frames (up to two weak frames in between, such
+as a stop consonant's closure, pause the count), so a cough or a door slam does not cut the
+bot off.
 
 Optionally the decision also waits for the recogniser: with `confirm_characters` = N, speech
 that qualifies is a CANDIDATE until a partial transcript holds N characters.
@@ -32,19 +36,23 @@ from voice.detection import Detection, SpeechEvent
 
 log = logging.getLogger(__name__)
 
-TOLERATED_GAP_FRAMES = 1  # one unvoiced frame inside speech (a stop consonant) does not restart the count
+TOLERATED_GAP_FRAMES = 2  # up to two weak frames inside speech (a stop consonant) do not restart the count
 DELAY_HISTORY_FRAMES = 100  # 2 s of level envelopes to find the echo delay in
 DELAY_MIN_HISTORY_FRAMES = 25  # half a second of playback already shows the delay
 DELAY_UPDATE_FRAMES = 5
 DELAY_MIN_CORRELATION = 0.6  # below this the line shows no clear echo: keep the worst-case window
 DELAY_JITTER_FRAMES = 1  # playback and line frames do not arrive in lockstep
 ACTIVE_BOT_DBFS = -60.0  # bot frames quieter than this say nothing about the echo path
+LOSS_BOT_DBFS = -40.0  # bot frames this loud show how much of the playback comes back
+LOSS_MIN_FRAMES = 25  # half a second of such frames before the measured loss replaces the assumed one
+LOSS_PERCENTILE = 10  # the loudest echo but for a few outliers; noise and double talk only lower it
+MAX_MEASURED_LOSS_DB = 30.0  # never count on more than this, however clean the line looked
 
 
 @dataclass(frozen=True)
 class BargeInConfig:
     enabled: bool = True
-    min_speech_ms: int = 120
+    min_speech_ms: int = 100
     echo_margin_db: float = 2.0
     echo_return_loss_db: float = 10.0
     echo_window_ms: int = 300
@@ -81,7 +89,9 @@ class BargeInDetector:
         self._bot_levels: deque[float] = deque(maxlen=history)
         self._line_levels: deque[float] = deque(maxlen=history)
         self._needed_frames = -(-self.config.min_speech_ms // FRAME_MS)
-        self.echo_delay_frames: int | None = None  # a property of the line: kept across prompts
+        # Properties of the line, kept across prompts: the echo path's delay and loss once measured.
+        self.echo_delay_frames: int | None = None
+        self.measured_echo_loss_db: float | None = None
         self.reset()
 
     @property
@@ -101,6 +111,13 @@ class BargeInDetector:
         self._bot_levels.append(level_dbfs(frame))
 
     @property
+    def echo_return_loss_db(self) -> float:
+        """The echo path's loss: measured once the delay is known, assumed (config) before."""
+        if self.measured_echo_loss_db is None:
+            return self.config.echo_return_loss_db
+        return self.measured_echo_loss_db
+
+    @property
     def echo_estimate_db(self) -> float:
         """The loudest echo the playback could produce on the caller's line now."""
         levels = list(self._bot_levels)[-self._window_frames:]
@@ -110,7 +127,7 @@ class BargeInDetector:
             newest = len(levels) - 1 - self.echo_delay_frames
             around = levels[max(0, newest - DELAY_JITTER_FRAMES):max(0, newest + DELAY_JITTER_FRAMES + 1)]
             levels = around or [SILENCE_FLOOR_DBFS]
-        return max(levels) - self.config.echo_return_loss_db
+        return max(levels) - self.echo_return_loss_db
 
     def _update_echo_delay(self) -> None:
         """The delay (in frames) at which the line's level envelope best follows the playback's."""
@@ -128,17 +145,37 @@ class BargeInDetector:
         norms = np.linalg.norm(candidates, axis=1) * np.linalg.norm(centred)
         correlation = candidates @ centred / np.where(norms > 0, norms, np.inf)
         best = int(np.argmax(correlation))
-        if correlation[best] >= DELAY_MIN_CORRELATION:
-            if best != self.echo_delay_frames:
-                log.debug("echo delay %d ms (correlation %.2f)", best * FRAME_MS, correlation[best])
-            self.echo_delay_frames = best
+        if correlation[best] < DELAY_MIN_CORRELATION:
+            return
+        if best != self.echo_delay_frames:
+            log.debug("echo delay %d ms (correlation %.2f)", best * FRAME_MS, correlation[best])
+        self.echo_delay_frames = best
+        self._measure_echo_loss(np.array(self._bot_levels)[-(count + self._window_frames):],
+                                np.array(self._line_levels)[-count:], best)
+
+    def _measure_echo_loss(self, bot: np.ndarray, line: np.ndarray, delay: int) -> None:
+        """How far below the playback its echo comes back, from the loud bot frames at the
+        measured delay. The line's noise and any double talk only make the loss look smaller
+        (a higher echo estimate), so the measurement errs on the safe side."""
+        count = line.size
+        newest = bot.size - 1 - delay  # the bot frame that echoes in the line's newest frame
+        aligned = np.stack([bot[newest - count + 1 + shift:newest + 1 + shift]
+                            for shift in range(-DELAY_JITTER_FRAMES, DELAY_JITTER_FRAMES + 1)
+                            if newest - count + 1 + shift >= 0 and newest + 1 + shift <= bot.size])
+        around = aligned.max(axis=0)  # as echo_estimate_db takes it: the loudest frame around the delay
+        loud = around >= LOSS_BOT_DBFS
+        if np.count_nonzero(loud) < LOSS_MIN_FRAMES:
+            return
+        loss = float(np.percentile(around[loud] - line[loud], LOSS_PERCENTILE))
+        self.measured_echo_loss_db = min(max(loss, 0.0), MAX_MEASURED_LOSS_DB)
 
     def caller_audio(self, detection: Detection) -> BargeInState:
         """Feed one caller frame's detection while the bot speaks. Returns BARGE_IN (or
         CANDIDATE when text must confirm) once, on the frame that decides; NONE otherwise."""
         self._line_levels.append(detection.raw_level_db)
         self._frames_since_delay_update += 1
-        if self._frames_since_delay_update >= DELAY_UPDATE_FRAMES:
+        # Not while counting what may be the caller: their voice is no echo to measure.
+        if self._frames_since_delay_update >= DELAY_UPDATE_FRAMES and not self._speech_frames:
             self._frames_since_delay_update = 0
             self._update_echo_delay()
         if self._state is BargeInState.BARGE_IN or not self.config.enabled:
@@ -151,6 +188,8 @@ class BargeInDetector:
         threshold = max(self.echo_estimate_db + self.config.echo_margin_db,
                         detection.noise_floor_db + self.config.noise_margin_db)
         # Until the line's background is known, babble behind the caller cannot be told from them.
+        # The suppressed level, not the raw one, is compared: babble survives the VAD, and only
+        # the suppressor takes it (and not the caller) well below the floor.
         if detection.speech and detection.noise_floor_settled and detection.level_db > threshold:
             self._speech_frames += 1
             self._gap_frames = 0

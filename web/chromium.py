@@ -1,4 +1,4 @@
-"""Debian's Chromium (scripts/ensure_chromium.sh installs it), headless under Playwright, for the
+"""Debian's Chromium (the Makefile installs it), headless under Playwright, for the
 browser tests and the widget benchmark: no browser download, no background network chatter."""
 
 from __future__ import annotations
@@ -16,5 +16,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def launch(playwright: Playwright) -> Browser:
     if not CHROMIUM.exists():
-        raise RuntimeError(f"{CHROMIUM} missing: run `bash scripts/ensure_chromium.sh` (make test and make bench do)")
+        raise RuntimeError(f"{CHROMIUM} missing: run `bash scripts/ensure_debian_packages.sh chromium` "
+                           "(make test and make bench do)")
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

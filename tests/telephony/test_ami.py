@@ -222,3 +222,18 @@ async def test_other_user_events_do_not_confuse_the_directory(peer: AmiPeer, cli
             await directory.channel_for("u-2", timeout=0.3)
     finally:
         await directory.close()
+
+
+async def test_a_gateway_started_before_asterisk_connects_once_asterisk_is_up(peer: AmiPeer) -> None:
+    port = peer.port
+    await peer.stop()
+    client = AmiClient(config_for(peer))
+    await client.connect(retry_in_background=True)
+    assert not client.connected
+    restarted = await AmiPeer(port=port).start()
+    try:
+        assert await restarted.wait_for_login(timeout=5)
+        assert client.connected
+    finally:
+        await client.close()
+        await restarted.stop()

@@ -217,3 +217,51 @@ async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running
         await peer.close()
     log = (tmp_path / "phone_gateway.log").read_text(encoding="utf-8")
     assert "speech recognition is off" in log and "AMI is off" in log
+
+
+async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_identity(phone: Phone) -> None:
+    """What `ivr-outbound` does once the customer answers an Originate: the UserEvent carries
+    Direction outbound and the flow to run."""
+    customer = customers_with_tag("overdue")[0]
+    call_uuid = uuid.uuid4()
+    await phone.ami.emit("UserEvent", UserEvent="IvrCall", Uuid=str(call_uuid), Direction="outbound",
+                         Channel="PJSIP/trunk-0000000a", CallerIDNum=customer["phone"], Flow="overdue_reminder",
+                         CustomerId=customer["customer_id"], OriginateId="test-originate")
+    peer = await AudioSocketPeer("127.0.0.1", phone.gateway.server.port, call_uuid).connect()
+    await bot_finished(peer, 0.0)
+    await peer.send_hangup()
+    await peer.close()
+    tracker = httpx.get(f"{phone.gateway.settings.rasa_url}/conversations/{call_uuid}/tracker", timeout=10).json()
+    first_user = next(event for event in tracker["events"] if event["event"] == "user")
+    assert first_user["text"] == "/overdue_reminder"
+    assert first_user["metadata"]["channel"] == "outbound"
+    said = " ".join(event.get("text") or "" for event in tracker["events"] if event["event"] == "bot")
+    assert customer["salutation"] in said and "逾期" not in said and "元" not in said, said
+
+
+async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_offer(phone: Phone) -> None:
+    await phone.ami.emit("QueueCallerJoin", Queue="agents", Position="12", Count="12",
+                         Channel="PJSIP/other-00000001")
+    peer = await phone.dial(None, channel="PJSIP/softphone-busy")
+    await bot_finished(peer, 0.0)
+    await peer.send_dtmf("0")
+    await bot_finished(peer, time.monotonic())  # "现在人工客服都在忙…" and the callback question
+    await peer.send_hangup()
+    await peer.close()
+    assert not phone.ami.actions_named("Redirect")
+    assert phone.gateway.handed_over == []
+
+
+async def test_reporting_an_unauthorised_loan_raises_the_call_to_emergency_priority(phone: Phone) -> None:
+    customer = customers_with_tag("normal")[0]  # declines the freeze below: the account is not touched
+    said = "借款记录里那笔钱不是我本人借的"
+    phone.recognizer = ScriptedRecognizer([said, customer["name"]])
+    phone.gateway.engines.recognizer = phone.recognizer
+    peer = await phone.dial(customer["phone"], channel="PJSIP/softphone-fraud")
+    await converse(peer, phone, [samples.speech(said), samples.speech(customer["name"]), customer["id_last4"], "2"])
+    redirects = await phone.ami.wait_for_action("Redirect", timeout=30)
+    assert [action["Channel"] for action in redirects] == ["PJSIP/softphone-fraud"]
+    variables = {action["Variable"]: action["Value"] for action in phone.ami.actions_named("Setvar")}
+    # A normal caller's tier, raised by what they asked for (priority.yaml: emergency intents).
+    assert variables["IVR_FLOW"] == "unauthorized_transaction"
+    assert variables["IVR_QUEUE_PRIO"] == "50"

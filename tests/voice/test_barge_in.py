@@ -28,6 +28,19 @@ def test_bot_echo_does_not_barge_in(echo_db, delay_ms):
 
 
 @pytest.mark.parametrize("echo_db", [-10, -20])
+def test_echo_loss_is_measured_from_the_line_and_errs_low(echo_db):
+    scenario = samples.echo_only(echo_db, delay_ms=120, noise_kind="pink", snr_db=30.0, seed=1)
+    detector, barge_in = SpeechDetector(8000), BargeInDetector(8000)
+    assert barge_in.echo_return_loss_db == BargeInConfig().echo_return_loss_db  # assumed until measured
+    for bot_frame, frame in zip(samples.frames(scenario.bot), samples.frames(scenario.caller), strict=False):
+        barge_in.bot_audio(bot_frame)
+        barge_in.caller_audio(detector.process(frame))
+    assert barge_in.echo_delay_frames == 120 // 20 + detector.lag_frames
+    assert barge_in.measured_echo_loss_db is not None
+    assert -echo_db - 4.0 <= barge_in.echo_return_loss_db <= -echo_db  # never more loss than the line has
+
+
+@pytest.mark.parametrize("echo_db", [-10, -20])
 def test_caller_speech_over_echo_barges_in_within_250ms(echo_db):
     reactions = [reaction_ms(samples.speech_over_echo(sentence, echo_db, delay_ms=delay, seed=index))
                  for index, (sentence, delay) in enumerate(zip(samples.SENTENCES[:3], (40, 120, 200), strict=True))]

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from stack.services import ROOT, Ports, Running, Service, stack, started
-from tests.dialogue.conftest import TOKEN, Stack
+from tests.conftest import TOKEN, Stack
 from web.chromium import launch
 
 DESK_USER = "test-agent"
