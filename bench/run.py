@@ -186,13 +186,13 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 
-- **Barge-in.** A decision needs `min_speech_ms` (120 ms) of caller speech louder than both the
-  line's background and the echo the bot's playback could cause, plus 20 ms because the noise
-  suppressor works on 40 ms blocks: about 140 ms, and playback stops on the next 20 ms frame.
-  The p95 (about 340 ms on whole calls, 380 ms for the detectors alone) misses the 250 ms target:
-  a caller speaking at the bot's own level has syllables that do not clear the echo estimate
-  (playback level − 10 dB assumed return loss + 2 dB margin), and each one restarts the count.
-  That is a matter of the barge-in settings, not of the pipeline's plumbing.
+- **Barge-in.** A decision needs `min_speech_ms` (100 ms) of caller speech louder than both the
+  line's background and the echo the bot's playback could cause (echo delay and return loss are
+  measured from the line), plus 20 ms because the noise suppressor works on 40 ms blocks: about
+  140 ms, and playback stops on the next 20 ms frame. The p95 (about 340 ms) misses the 250 ms
+  target on the slow cases: a short first syllable with a closure after it (espeak-ng's 这) at
+  10 dB SNR gives only three frames above the noise-suppressed background. Gating on the raw
+  level instead reaches p95 160 ms but lets babble noise barge in: an open tuning problem.
 - **Reply.** Of about 0.95 s from the end of the caller's speech to the first reply audio, about
   820 ms is endpointing: the configured 700 ms of silence, plus the VAD still hearing the last
   syllable's decay and the 20 ms block lag. The Rasa turn takes about 90 ms and espeak-ng renders
@@ -202,8 +202,9 @@ Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23)
 - **CPU.** The pipeline costs about 0.06-0.08 s of CPU per second of call. Profiled on the
   detector alone, about two thirds of it is noise suppression (noisereduce's STFT and inverse
   per 40 ms block) and a fifth the noise floor's running percentile. A gateway process runs all
-  its calls on one event loop, so it holds about 10 calls in real time here; at 15, 16 % of the
-  bot's frames go out late. More calls need more gateway processes, one per core. Real speech
+  its calls on one event loop, at most one core: it holds about 10 calls in real time here, and
+  between 15 and 20 calls late frames appear (how many varies from run to run on this shared
+  machine). More calls need more gateway processes, one per core. Real speech
   recognition outweighs all of it: Vosk's small model takes about 0.7 s of CPU per second of
   audio on this machine, so with recognition a 2-core machine carries only a few calls, and the
   recogniser belongs on machines of its own.

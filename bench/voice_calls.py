@@ -275,7 +275,11 @@ def figures(rasa_url: str, vosk_real_time_factor: float | None = None) -> dict[s
     config = load_voice_config()
     barge_in = asyncio.run(_barge_in_figures(config, rasa_url))
     load = [asyncio.run(_load(config, rasa_url, calls)) for calls in LOAD_CALLS]
-    held = [run["calls"] for run in load if run["late_frame_ratio"] <= LATE_FRAME_TARGET]
+    held = 0  # up to the first call count that failed: a later pass is luck, not capacity
+    for run in load:
+        if run["late_frame_ratio"] > LATE_FRAME_TARGET:
+            break
+        held = run["calls"]
     # The lightest load: nothing saturated, and per-run costs spread over the fewest calls (the highest figure).
     cpu = load[0]["cpu_seconds_per_call_second"]
     capacity: dict[str, Any] = {
@@ -290,7 +294,7 @@ def figures(rasa_url: str, vosk_real_time_factor: float | None = None) -> dict[s
     return {
         "barge_in_calls": barge_in,
         "load": load,
-        "max_calls_held_in_one_process": max(held) if held else 0,
+        "max_calls_held_in_one_process": held,
         "capacity": capacity,
         "machine_cores": MACHINE_CORES,
         "cpu_budget": CPU_BUDGET,

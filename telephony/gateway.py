@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANNEL_LOOKUP_SECONDS = 2.0
+CALL_SAMPLE_RATE = 8000  # AudioSocket's slin: what Asterisk sends and what we send back
 # The dialplan's hand-over target and queue (ivr_config/asterisk/extensions.conf, queues.conf).
 HANDOVER_CONTEXT = "ivr-handover"
 HANDOVER_EXTEN = "agents"
@@ -200,7 +201,7 @@ class Gateway:
         # Back from the agents' queue unanswered (QueueStatus set): offer a callback.
         opening = "/callback_request" if fields.get("QueueStatus") else f"/{outbound_flow}" if outbound_flow else None
         call = CallStarted(
-            call_id=audio.uuid, sample_rate=8000, caller_number=caller_number,
+            call_id=audio.uuid, sample_rate=CALL_SAMPLE_RATE, caller_number=caller_number,
             salutation=customer.get("salutation") if customer else None,
             priority_tier=tier.handoff_priority, short_greeting=tier.short_greeting or tier.skip_menus,
             slow_speech="elderly" in facts.tags, channel="outbound" if outbound_flow else "voice", opening=opening)
@@ -280,6 +281,7 @@ def one_line(text: str) -> str:
 
 async def serve(settings: GatewaySettings) -> None:
     engines = VoiceEngines.load(load_voice_config(), settings.rasa_url)
+    await engines.synthesizer.prerender(engines.config.turns.prompts.fixed(), CALL_SAMPLE_RATE)
     rules = load_priority_rules(settings.priority_rules)
     ami = AmiClient(settings.ami) if settings.ami else None
     if ami is not None:

@@ -17,6 +17,7 @@ core, and what the bot says back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ class Prompts:
     goodbye: str = "感谢您的来电，再见。"
     dialogue_down: str = "抱歉，系统暂时繁忙，正在为您转接人工客服，请稍候。"
     agents_busy: str = "现在人工客服都在忙，我们可以为您登记回电。"
+
+    def fixed(self) -> list[str]:
+        """The prompts whose words never change, to render once at start-up."""
+        return [text for text in dataclasses.astuple(self) if text and "{" not in text]
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ class TurnTaking(FrameProcessor):
             return
         self._no_match += 1
         if self._no_match > self.config.max_no_match_rephrases:
-            log.info("call %s: speech not recognised twice, handing over", self._call_id)
+            log.info("call %s: speech not recognised after %d rephrase(s), handing over", self._call_id,
+                     self.config.max_no_match_rephrases)
             self._submit("/transfer_to_agent", "no_match")
         else:
             self._spawn(self._say([self.prompts.no_match, *self._last_question]))
