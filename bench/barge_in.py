@@ -22,7 +22,7 @@ SNRS_DB = (20, 10, 5, 0)
 ECHO_LEVELS_DB = (-10, -20)
 ECHO_DELAYS_MS = (40, 120, 220)
 ECHO_SEEDS = 4  # echo-only runs per level: each delay over four stretches of background
-NOISE_SCENARIOS_PER_CONDITION = 12
+NOISE_SCENARIOS_PER_CONDITION = 24  # with 12, a 1-in-24 false barge-in (babble rising after a quiet start) hid
 NOISE_SCENARIO_SECONDS = 5.0
 
 

@@ -12,8 +12,8 @@ For every AudioSocket connection:
    priority (`QUEUE_PRIO`) and redirects the channel into the agents' queue; when the queue
    is saturated, a caller whose tier allows it is offered a callback instead.
 
-Without AMI (no `ASTERISK_AMI_SECRET`), calls still run: no caller number, and a hand-over
-ends the call with an apology instead of a transfer — logged once at start.
+Without AMI (no `ASTERISK_AMI_SECRET`, or Asterisk's manager unreachable), calls still run: no
+caller number, and a caller who wants a person is offered a callback instead of a transfer.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class QueueWatch:
 
     def __init__(self, ami: AmiClient) -> None:
         self.waiting: dict[str, int] = {}
+        self._ami = ami
         self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon"})
         self._task = asyncio.create_task(self._consume(), name="queue-watch")
 
@@ -132,6 +133,7 @@ class QueueWatch:
 
     async def close(self) -> None:
         self._task.cancel()
+        self._ami.unsubscribe(self._events)
 
 
 class PhoneCall:
@@ -180,14 +182,14 @@ class Gateway:
         self.queues = QueueWatch(ami) if ami else None
         self.callers = CallerLookup(settings.risk_api_url, settings.risk_api_token)
         self.server = AudioSocketServer(self.handle_call, settings.host, settings.port)
-        self.handed_over: list[dict[str, Any]] = []
+        self.handovers = 0
 
     async def start(self) -> None:
         if self.directory is not None:
             self.directory.start()
         else:
-            log.warning("AMI is off (ASTERISK_AMI_SECRET not set): no caller numbers, and a hand-over "
-                        "ends the call with an apology instead of a transfer")
+            log.warning("AMI is off (ASTERISK_AMI_SECRET not set): no caller numbers, and callers who "
+                        "want a person are offered a callback instead of a transfer")
         await self.server.start()
 
     async def handle_call(self, audio: AudioSocketCall) -> None:
@@ -230,11 +232,11 @@ class Gateway:
             log.info("call %s: %d callers waiting, offering a callback (tier %s)", phone.audio.uuid, waiting,
                      tier.name)
             return TransferDeclined(f"{waiting} callers waiting for an agent")
-        self.handed_over.append({"call_id": phone.audio.uuid, "tier": tier.name, **handoff})
-        if self.ami is None or phone.channel is None:
-            log.error("call %s: hand-over without AMI or channel; ending the call", phone.audio.uuid)
-            await phone.audio.hangup()
-            return None
+        if self.ami is None or not self.ami.connected or phone.channel is None:
+            log.error("call %s: no call control (AMI %s, channel %s): offering a callback instead of a transfer",
+                      phone.audio.uuid, "connected" if self.ami and self.ami.connected else "down",
+                      phone.channel.channel if phone.channel else "unknown")
+            return TransferDeclined("no call control to transfer with")
         channel = phone.channel.channel
         try:
             await self.ami.setvar(channel, "IVR_SUMMARY", one_line(handoff.get("summary", "")))
@@ -242,11 +244,13 @@ class Gateway:
             await self.ami.setvar(channel, "IVR_FLOW", str(handoff.get("flow") or ""))
             await self.ami.setvar(channel, "IVR_QUEUE_PRIO", str(tier.queue_priority))
             await self.ami.redirect(channel, HANDOVER_CONTEXT, HANDOVER_EXTEN)
-            log.info("call %s: handed over to queue %s at priority %d (tier %s): %s", phone.audio.uuid,
-                     AGENT_QUEUE, tier.queue_priority, tier.name, handoff.get("reason"))
         except AmiError as error:
-            log.error("call %s: hand-over failed (%s); ending the call", phone.audio.uuid, error)
-        # The redirect took the channel out of AudioSocket(): this session is over either way.
+            log.error("call %s: transfer failed (%s): offering a callback instead", phone.audio.uuid, error)
+            return TransferDeclined(f"transfer failed: {error}")
+        self.handovers += 1
+        log.info("call %s: handed over to queue %s at priority %d (tier %s): %s", phone.audio.uuid,
+                 AGENT_QUEUE, tier.queue_priority, tier.name, handoff.get("reason"))
+        # The redirect took the channel out of AudioSocket(): this session is over.
         await phone.audio.hangup()
         return None
 
@@ -269,7 +273,7 @@ def health_app(gateway: Gateway) -> FastAPI:
         return {"status": "ok", "calls": len(gateway.server.calls), "audiosocket_port": gateway.server.port,
                 "speech_recognition": gateway.engines.recognizer is not None,
                 "ami_connected": gateway.ami.connected if gateway.ami else None,
-                "handed_over": len(gateway.handed_over)}
+                "handovers": gateway.handovers}
 
     return app
 

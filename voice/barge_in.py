@@ -13,9 +13,9 @@ delay. Until the delay is known it assumes the worst: the loudest frame of the w
 With the delay known it also measures the loss (the loudest echo relative to the playback,
 but for a few outliers); until then it assumes `echo_return_loss_db`. A line whose echo comes
 back 20 dB down then no longer needs the caller within 8 dB of the bot's loudest syllables.
-A barge-in needs `min_speech_ms` of qualifying frames (up to two weak frames in between, such
-as a stop consonant's closure, pause the count), so a cough or a door slam does not cut the
-bot off.
+A barge-in needs `min_speech_ms` of qualifying frames within a window twice as long (a
+syllable's stop closure, as in 这个, does not restart the count), so a click or a door slam
+does not cut the bot off.
 
 Optionally the decision also waits for the recogniser: with `confirm_characters` = N, speech
 that qualifies is a CANDIDATE until a partial transcript holds N characters.
@@ -36,7 +36,9 @@ from voice.detection import Detection, SpeechEvent
 
 log = logging.getLogger(__name__)
 
-TOLERATED_GAP_FRAMES = 2  # up to two weak frames inside speech (a stop consonant) do not restart the count
+# Caller speech is counted over a window twice `min_speech_ms` long rather than as an unbroken
+# run: a Chinese syllable with a stop after it (这个) has a closure of several weak frames.
+SPEECH_WINDOW_FACTOR = 2
 DELAY_HISTORY_FRAMES = 100  # 2 s of level envelopes to find the echo delay in
 DELAY_MIN_HISTORY_FRAMES = 25  # half a second of playback already shows the delay
 DELAY_UPDATE_FRAMES = 5
@@ -52,7 +54,7 @@ MAX_MEASURED_LOSS_DB = 30.0  # never count on more than this, however clean the 
 @dataclass(frozen=True)
 class BargeInConfig:
     enabled: bool = True
-    min_speech_ms: int = 100
+    min_speech_ms: int = 80
     echo_margin_db: float = 2.0
     echo_return_loss_db: float = 10.0
     echo_window_ms: int = 300
@@ -89,6 +91,7 @@ class BargeInDetector:
         self._bot_levels: deque[float] = deque(maxlen=history)
         self._line_levels: deque[float] = deque(maxlen=history)
         self._needed_frames = -(-self.config.min_speech_ms // FRAME_MS)
+        self._recent: deque[bool] = deque(maxlen=SPEECH_WINDOW_FACTOR * self._needed_frames)
         # Properties of the line, kept across prompts: the echo path's delay and loss once measured.
         self.echo_delay_frames: int | None = None
         self.measured_echo_loss_db: float | None = None
@@ -102,8 +105,7 @@ class BargeInDetector:
         self._bot_levels.clear()
         self._line_levels.clear()
         self._state = BargeInState.NONE
-        self._speech_frames = 0
-        self._gap_frames = 0
+        self._recent.clear()
         self._frames_since_delay_update = 0
 
     def bot_audio(self, frame: bytes) -> None:
@@ -175,7 +177,7 @@ class BargeInDetector:
         self._line_levels.append(detection.raw_level_db)
         self._frames_since_delay_update += 1
         # Not while counting what may be the caller: their voice is no echo to measure.
-        if self._frames_since_delay_update >= DELAY_UPDATE_FRAMES and not self._speech_frames:
+        if self._frames_since_delay_update >= DELAY_UPDATE_FRAMES and not any(self._recent):
             self._frames_since_delay_update = 0
             self._update_echo_delay()
         if self._state is BargeInState.BARGE_IN or not self.config.enabled:
@@ -183,24 +185,19 @@ class BargeInDetector:
         if self._state is BargeInState.CANDIDATE:
             if detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
                 self._state = BargeInState.NONE  # the utterance ended unconfirmed: it was not words
-                self._speech_frames = self._gap_frames = 0
+                self._recent.clear()
             return BargeInState.NONE
         threshold = max(self.echo_estimate_db + self.config.echo_margin_db,
                         detection.noise_floor_db + self.config.noise_margin_db)
         # Until the line's background is known, babble behind the caller cannot be told from them.
         # The suppressed level, not the raw one, is compared: babble survives the VAD, and only
         # the suppressor takes it (and not the caller) well below the floor.
-        if detection.speech and detection.noise_floor_settled and detection.level_db > threshold:
-            self._speech_frames += 1
-            self._gap_frames = 0
-        else:
-            self._gap_frames += 1
-            if self._gap_frames > TOLERATED_GAP_FRAMES:
-                self._speech_frames = 0
-        if self._speech_frames < self._needed_frames:
+        qualifies = detection.speech and detection.noise_floor_settled and detection.level_db > threshold
+        self._recent.append(qualifies)
+        if not qualifies or sum(self._recent) < self._needed_frames:
             return BargeInState.NONE
         self._state = BargeInState.CANDIDATE if self.config.confirm_characters else BargeInState.BARGE_IN
-        log.debug("%s: %d frames above %.1f dBFS (echo estimate %.1f)", self._state.value, self._speech_frames,
+        log.debug("%s: %d frames above %.1f dBFS (echo estimate %.1f)", self._state.value, sum(self._recent),
                   threshold, self.echo_estimate_db)
         return self._state
 

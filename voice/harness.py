@@ -36,7 +36,6 @@ class ScriptedCaller:
         loop = asyncio.get_running_loop()
         start = loop.time()
         self.started_at = time.monotonic()
-        silence = bytes(size)
         for index in range(int(self.max_seconds / period)):
             now = index * period
             if self.hang_up_at is not None and now >= self.hang_up_at:
@@ -45,8 +44,7 @@ class ScriptedCaller:
             while keys and keys[0][0] <= now:
                 yield Keypress(keys.pop(0)[1])
             offset = index * size
-            chunk = self.pcm[offset:offset + size] if offset < len(self.pcm) else b""
-            yield InputAudio(chunk.ljust(size, b"\0") if chunk else silence, self.sample_rate)
+            yield InputAudio(self.pcm[offset:offset + size].ljust(size, b"\0"), self.sample_rate)
             if offset >= len(self.pcm):
                 self.audio_ended_at = self.audio_ended_at or time.monotonic()
                 if not keys and self.until(self.audio_ended_at):

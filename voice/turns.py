@@ -102,6 +102,7 @@ class TurnTaking(FrameProcessor):
         self._no_match = 0
         self._digits = ""
         self._ended = False
+        self._callback_offered = False
         self._exchange_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._no_input_timer: asyncio.TimerHandle | None = None
@@ -134,8 +135,11 @@ class TurnTaking(FrameProcessor):
             return
         elif isinstance(frame, TransferDeclined):
             self._mark(f"transfer declined: {frame.reason}")
-            self._ended = False
-            self._spawn(self._offer_callback())
+            if self._callback_offered:  # the callback flow itself ended in a hand-over: do not loop
+                self._spawn(self._goodbye())
+            else:
+                self._callback_offered, self._ended = True, False
+                self._spawn(self._offer_callback())
             return
         elif isinstance(frame, UserStartedSpeaking):
             self._mark("caller started speaking")

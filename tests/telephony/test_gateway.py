@@ -249,7 +249,7 @@ async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_o
     await peer.send_hangup()
     await peer.close()
     assert not phone.ami.actions_named("Redirect")
-    assert phone.gateway.handed_over == []
+    assert phone.gateway.handovers == 0
 
 
 async def test_reporting_an_unauthorised_loan_raises_the_call_to_emergency_priority(phone: Phone) -> None:
@@ -265,3 +265,18 @@ async def test_reporting_an_unauthorised_loan_raises_the_call_to_emergency_prior
     # A normal caller's tier, raised by what they asked for (priority.yaml: emergency intents).
     assert variables["IVR_FLOW"] == "unauthorized_transaction"
     assert variables["IVR_QUEUE_PRIO"] == "50"
+
+
+async def test_without_call_control_a_caller_wanting_a_person_is_offered_a_callback(
+        phone: Phone, running_stack: Stack) -> None:
+    await phone.ami.stop()  # Asterisk's manager gone: no channel for the call, no transfer possible
+    peer = await AudioSocketPeer("127.0.0.1", phone.gateway.server.port).connect()
+    await bot_finished(peer, 0.0)
+    await peer.send_dtmf("0")
+    await bot_finished(peer, time.monotonic())
+    await peer.send_hangup()
+    await peer.close()
+    tracker = httpx.get(f"{running_stack.rasa_url}/conversations/{peer.call_uuid}/tracker", timeout=10).json()
+    said = [event["text"] for event in tracker["events"] if event["event"] == "user"]
+    assert said == ["/transfer_to_agent", "/callback_request"]
+    assert phone.gateway.handovers == 0

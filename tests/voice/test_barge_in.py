@@ -60,7 +60,8 @@ def test_babble_at_10db_below_the_caller_does_not_barge_in():
 
 
 def test_a_cough_sized_burst_of_speech_does_not_barge_in():
-    burst = samples.speech(samples.SENTENCES[0])[: 2 * 8000 * 80 // 1000]  # 80 ms: shorter than min_speech_ms
+    burst_ms = BargeInConfig().min_speech_ms - 20  # one frame short of a barge-in
+    burst = samples.speech(samples.SENTENCES[0])[: 2 * 8000 * burst_ms // 1000]
     line = samples.silence(1.5) + burst + samples.silence(1.0)
     line = samples.mix(line, samples.scaled(samples.noise("pink", len(line) / 16000, seed=3), -25.0))
     assert samples.play(samples.Scenario(line, None, 1.5, 8000)).barge_in_ms is None
