@@ -247,6 +247,15 @@ class SpeechDetector:
             return SpeechEvent.CUT_AT_MAX_LENGTH
         return None
 
+    def start_utterance(self) -> None:
+        """Open an utterance now: a barge-in can be sure of speech before the endpointer's start
+        window is; the utterance then ends as any other, after `speech_end_silence_ms`."""
+        if not self._in_speech:
+            self._in_speech = True
+            self._waiting_for_silence = False
+            self._utterance_ms = len(self._start_window) * FRAME_MS
+            self._silence_ms = 0
+
     def _close_utterance(self) -> None:
         self._in_speech = False
         self._start_window.clear()

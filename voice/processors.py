@@ -124,7 +124,7 @@ class SpeechDetection(FrameProcessor):
     async def _detect(self, pcm: bytes) -> None:
         assert self._detector is not None and self._barge_in is not None
         detection = self._detector.process(pcm)
-        if detection.event is SpeechEvent.STARTED and not self._bot_speaking:
+        if detection.event is SpeechEvent.STARTED and not self._bot_speaking and not self._in_utterance:
             self._in_utterance = True
             await self.push(UserStartedSpeaking())
         elif detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
@@ -143,13 +143,16 @@ class SpeechDetection(FrameProcessor):
                 # the interruption is confirmed (TurnTaking drops talked-over speech).
                 self._awaiting_confirmation = True
                 self._in_utterance = True
+                self._detector.start_utterance()
                 await self.push(UserStartedSpeaking())
 
     async def _interrupt(self) -> None:
+        assert self._detector is not None
         self._awaiting_confirmation = False
         await self.push(Interruption("speech"))
         if not self._in_utterance:
             self._in_utterance = True
+            self._detector.start_utterance()  # the endpointer's start would come later: one utterance
             await self.push(UserStartedSpeaking())
 
 

@@ -132,3 +132,15 @@ def test_reset_forgets_an_open_utterance():
     detector.reset()
     assert not detector.in_speech
     assert detector.process(bytes(frame_bytes(8000))).frame_index == 0
+
+
+def test_an_utterance_opened_by_a_barge_in_ends_after_the_configured_silence():
+    detector = SpeechDetector(8000)
+    for frame in samples.frames(samples.silence(1.5)):
+        detector.process(frame)
+    detector.start_utterance()
+    assert detector.in_speech
+    events = [detector.process(frame).event for frame in samples.frames(samples.silence(1.0))]
+    ended_at = events.index(SpeechEvent.ENDED)
+    assert SpeechEvent.STARTED not in events
+    assert (ended_at + 1) * 20 == pytest.approx(DetectionConfig().speech_end_silence_ms, abs=40)
