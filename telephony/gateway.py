@@ -36,14 +36,13 @@ from fastapi import FastAPI
 
 from telephony.ami import AmiClient, AmiConfig, AmiError, ChannelDirectory, ChannelInfo
 from telephony.audiosocket import AudioIn, AudioSocketCall, AudioSocketServer, DtmfIn, HangupIn
-from telephony.priority import CallFacts, PriorityRules, Tier, load_priority_rules
+from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
 from voice.call import VoiceEngines, run_call
 from voice.config import load_voice_config
 from voice.frames import CallStarted, Control, Frame, Hangup, InputAudio, Keypress, TransferDeclined
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 CHANNEL_LOOKUP_SECONDS = 2.0
 CALL_SAMPLE_RATE = 8000  # AudioSocket's slin: what Asterisk sends and what we send back
 # The dialplan's hand-over target and queue (ivr_config/asterisk/extensions.conf, queues.conf).
@@ -60,7 +59,7 @@ class GatewaySettings:
     risk_api_url: str
     risk_api_token: str
     ami: AmiConfig | None
-    priority_rules: Path = ROOT / "ivr_config" / "priority.yaml"
+    priority_rules: Path = DEFAULT_RULES_PATH
     health_port: int = 9093
 
     @classmethod
@@ -74,7 +73,7 @@ class GatewaySettings:
             host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=int(env.get("AUDIOSOCKET_PORT", "9092")),
             rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
-            priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(ROOT / "ivr_config" / "priority.yaml"))),
+            priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
             health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")))
 
 
