@@ -186,21 +186,25 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 
-- **Barge-in.** A decision needs `min_speech_ms` (80 ms) of caller speech within a 160 ms window
+- **Barge-in.** A decision needs `min_speech_ms` (60 ms) of caller speech within a 120 ms window
   (a syllable's stop closure does not restart the count), louder than both the line's background
-  and the echo the bot's playback could cause (echo delay and return loss are measured from the
-  line), plus 20 ms because the noise suppressor works on 40 ms blocks; playback stops on the
-  next 20 ms frame. The detectors meet the 250 ms target (p95 160 ms). Whole calls, with noise and
-  the bot's echo on the line together, have a slower tail (p95 about 300 ms): one of the six test
-  sentences (这个月的还款日是哪天) starts with a syllable espeak-ng speaks weakly, and it is only
-  heard from the next syllable on, 260-340 ms after the onset.
-- **False barge-in on babble (4 %).** One babble clip in 24 (seed 13) starts quiet and then
-  gets loud: the noise profile and floor follow the line with about a second of lag, and in that
-  second the babble counts as a caller. Noise that changes suddenly mid-call needs a faster
-  profile (or text confirmation, `confirm_characters`).
-- **Reply.** Of about 0.95 s from the end of the caller's speech to the first reply audio, about
+  and the echo the bot's playback could cause, plus 20 ms because the noise suppressor works on
+  40 ms blocks; playback stops on the next 20 ms frame: p95 about 140 ms, on the detectors alone
+  and on whole calls. The echo's return loss is measured from the line even when its delay cannot
+  be (an echo below the noise does not follow the bot's envelope): the line's level bounds it.
+  Before that, a caller over pink noise at 20 dB and a -20 dB echo had to be louder than the bot's
+  loudest syllable minus the assumed 10 dB, and a weak first syllable (这) was only heard from the
+  next one on (whole-call p95 300 ms).
+- **False barge-in on babble.** The line's background is the quietest quarter of the last two
+  seconds (it was the quietest tenth): babble's brief lulls, when its talkers pause together, no
+  longer drag the floor down and open the gate for the babble that follows (1 clip in 24 at every
+  SNR before, 0 now, also over 60 further clips). Babble that starts after a quiet stretch of a
+  few hundred milliseconds or more often still counts as a caller within the next second, before
+  the noise profile has learnt it: noise that changes suddenly mid-call needs text confirmation
+  (`confirm_characters`) or a faster-adapting profile.
+- **Reply.** Of about 0.9 s from the end of the caller's speech to the first reply audio, about
   820 ms is endpointing: the configured 700 ms of silence, plus the VAD still hearing the last
-  syllable's decay and the 20 ms block lag. The Rasa turn takes about 90 ms and espeak-ng renders
+  syllable's decay and the 20 ms block lag. The Rasa turn takes 55-90 ms and espeak-ng renders
   a reply in about 20-30 ms. `speech_end_silence_ms` is the lever that matters (shorter cuts
   callers off in their pauses). The scripted recogniser finishes at once; Vosk's final decode
   would add its own time, not measured here.

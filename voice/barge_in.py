@@ -10,9 +10,12 @@ playback frame echoes now depends on the echo path's delay: the detector finds i
 the caller line's level envelope against the playback's over the last seconds (the delay with
 the best correlation within `echo_window_ms`), then takes the loudest bot frame around that
 delay. Until the delay is known it assumes the worst: the loudest frame of the whole window.
-With the delay known it also measures the loss (the loudest echo relative to the playback,
-but for a few outliers); until then it assumes `echo_return_loss_db`. A line whose echo comes
-back 20 dB down then no longer needs the caller within 8 dB of the bot's loudest syllables.
+It also measures the loss: how far below that playback frame the line stays, but for a few
+outliers (until half a second of loud playback was heard it assumes `echo_return_loss_db`).
+The line holds echo and noise, which only make the loss look smaller, and the measure needs no
+delay: an echo too faint to show through the noise is still bounded by the noise. A line whose
+echo comes back 20 dB down then no longer needs the caller within 8 dB of the bot's loudest
+syllables.
 A barge-in needs `min_speech_ms` of qualifying frames within a window twice as long (a
 syllable's stop closure, as in 这个, does not restart the count), so a click or a door slam
 does not cut the bot off.
@@ -54,7 +57,7 @@ MAX_MEASURED_LOSS_DB = 30.0  # never count on more than this, however clean the 
 @dataclass(frozen=True)
 class BargeInConfig:
     enabled: bool = True
-    min_speech_ms: int = 80
+    min_speech_ms: int = 60
     echo_margin_db: float = 2.0
     echo_return_loss_db: float = 10.0
     echo_window_ms: int = 300
@@ -131,45 +134,56 @@ class BargeInDetector:
             levels = around or [SILENCE_FLOOR_DBFS]
         return max(levels) - self.echo_return_loss_db
 
-    def _update_echo_delay(self) -> None:
-        """The delay (in frames) at which the line's level envelope best follows the playback's."""
+    def _update_echo_path(self) -> None:
+        """Measure the echo path from the last seconds of playback and line: the delay (in frames)
+        at which the line's level envelope best follows the playback's, then the loss."""
         count = min(len(self._bot_levels), len(self._line_levels)) - self._window_frames
         if count < DELAY_MIN_HISTORY_FRAMES:
             return
-        bot = np.maximum(np.array(self._bot_levels)[-(count + self._window_frames):], ACTIVE_BOT_DBFS)
-        line = np.maximum(np.array(self._line_levels)[-count:], ACTIVE_BOT_DBFS)
+        bot = np.array(self._bot_levels)[-(count + self._window_frames):]
+        line = np.array(self._line_levels)[-count:]
+        delay = self._best_delay(np.maximum(bot, ACTIVE_BOT_DBFS), np.maximum(line, ACTIVE_BOT_DBFS))
+        if delay is not None and delay != self.echo_delay_frames:
+            log.debug("echo delay %d ms", delay * FRAME_MS)
+            self.echo_delay_frames = delay
+        loss = self._echo_loss(bot, line, self.echo_delay_frames)
+        if loss is not None or delay is not None:
+            self.measured_echo_loss_db = loss
+
+    def _best_delay(self, bot: np.ndarray, line: np.ndarray) -> int | None:
+        """The delay with the best correlation, None when no delay clearly explains the line."""
         if np.ptp(bot) < 10.0 or np.ptp(line) < 10.0:
-            return  # the bot paused or the line is flat: nothing to match
+            return None  # the bot paused or the line is flat (echo below the noise): nothing to match
         # candidates[d] is the playback as it would sound on the line after a delay of d frames
-        candidates = np.lib.stride_tricks.sliding_window_view(bot, count)[::-1][: self._window_frames]
+        candidates = np.lib.stride_tricks.sliding_window_view(bot, line.size)[::-1][: self._window_frames]
         candidates = candidates - candidates.mean(axis=1, keepdims=True)
         centred = line - line.mean()
         norms = np.linalg.norm(candidates, axis=1) * np.linalg.norm(centred)
         correlation = candidates @ centred / np.where(norms > 0, norms, np.inf)
         best = int(np.argmax(correlation))
-        if correlation[best] < DELAY_MIN_CORRELATION:
-            return
-        if best != self.echo_delay_frames:
-            log.debug("echo delay %d ms (correlation %.2f)", best * FRAME_MS, correlation[best])
-        self.echo_delay_frames = best
-        self._measure_echo_loss(np.array(self._bot_levels)[-(count + self._window_frames):],
-                                np.array(self._line_levels)[-count:], best)
+        return best if correlation[best] >= DELAY_MIN_CORRELATION else None
 
-    def _measure_echo_loss(self, bot: np.ndarray, line: np.ndarray, delay: int) -> None:
-        """How far below the playback its echo comes back, from the loud bot frames at the
-        measured delay. The line's noise and any double talk only make the loss look smaller
-        (a higher echo estimate), so the measurement errs on the safe side."""
+    def _echo_loss(self, bot: np.ndarray, line: np.ndarray, delay: int | None) -> float | None:
+        """How far below the playback the line stays while the bot is loud, taking the playback
+        as `echo_estimate_db` does: the loudest frame around the delay, or of the whole window
+        when the delay is unknown, but for a few outliers. The line holds the echo plus noise
+        (and any double talk), which only make the loss look smaller; an echo buried in noise
+        is still bounded by the noise. None until LOSS_MIN_FRAMES loud bot frames were heard."""
         count = line.size
-        newest = bot.size - 1 - delay  # the bot frame that echoes in the line's newest frame
-        aligned = np.stack([bot[newest - count + 1 + shift:newest + 1 + shift]
-                            for shift in range(-DELAY_JITTER_FRAMES, DELAY_JITTER_FRAMES + 1)
+        newest = bot.size - 1  # the newest bot frame that can echo in the line's newest frame
+        if delay is None:
+            shifts = range(-self._window_frames + 1, 1)
+        else:
+            newest -= delay
+            shifts = range(-DELAY_JITTER_FRAMES, DELAY_JITTER_FRAMES + 1)
+        aligned = np.stack([bot[newest - count + 1 + shift:newest + 1 + shift] for shift in shifts
                             if newest - count + 1 + shift >= 0 and newest + 1 + shift <= bot.size])
-        around = aligned.max(axis=0)  # as echo_estimate_db takes it: the loudest frame around the delay
+        around = aligned.max(axis=0)
         loud = around >= LOSS_BOT_DBFS
         if np.count_nonzero(loud) < LOSS_MIN_FRAMES:
-            return
+            return None
         loss = float(np.percentile(around[loud] - line[loud], LOSS_PERCENTILE))
-        self.measured_echo_loss_db = min(max(loss, 0.0), MAX_MEASURED_LOSS_DB)
+        return min(max(loss, 0.0), MAX_MEASURED_LOSS_DB)
 
     def caller_audio(self, detection: Detection) -> BargeInState:
         """Feed one caller frame's detection while the bot speaks. Returns BARGE_IN (or
@@ -179,7 +193,7 @@ class BargeInDetector:
         # Not while counting what may be the caller: their voice is no echo to measure.
         if self._frames_since_delay_update >= DELAY_UPDATE_FRAMES and not any(self._recent):
             self._frames_since_delay_update = 0
-            self._update_echo_delay()
+            self._update_echo_path()
         if self._state is BargeInState.BARGE_IN or not self.config.enabled:
             return BargeInState.NONE
         if self._state is BargeInState.CANDIDATE:

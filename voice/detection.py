@@ -29,7 +29,7 @@ from voice.audio import FRAME_MS, SILENCE_FLOOR_DBFS, frame_bytes, level_dbfs, s
 log = logging.getLogger(__name__)
 
 SUPPORTED_RATES = (8000, 16000)
-NOISE_FLOOR_PERCENTILE = 10  # minimum statistics: the quiet tenth of recent frames is background
+NOISE_FLOOR_PERCENTILE = 25  # the quiet quarter of recent frames is background (babble's brief lulls are not)
 NOISE_PROFILE_MIN_MS = 200  # less background than this says too little about the noise to gate it
 NOISE_PROFILE_REFRESH_MS = 200
 NOISE_FLOOR_SETTLE_MS = 1000  # before this the floor has seen too little of the line to compare voices with

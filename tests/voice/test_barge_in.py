@@ -40,6 +40,27 @@ def test_echo_loss_is_measured_from_the_line_and_errs_low(echo_db):
     assert -echo_db - 4.0 <= barge_in.echo_return_loss_db <= -echo_db  # never more loss than the line has
 
 
+def test_an_echo_below_the_noise_bounds_the_loss_without_a_delay():
+    scenario = samples.echo_only(-30, delay_ms=120, noise_kind="pink", snr_db=20.0, seed=2)
+    detector, barge_in = SpeechDetector(8000), BargeInDetector(8000)
+    for bot_frame, frame in zip(samples.frames(scenario.bot), samples.frames(scenario.caller), strict=False):
+        barge_in.bot_audio(bot_frame)
+        barge_in.caller_audio(detector.process(frame))
+    assert barge_in.echo_delay_frames is None  # the line's envelope does not follow the bot's
+    assert barge_in.measured_echo_loss_db is not None
+    assert BargeInConfig().echo_return_loss_db + 5.0 < barge_in.echo_return_loss_db <= 30.0
+
+
+def test_every_sentence_over_echo_and_noise_barges_in_within_250ms():
+    """The caller over the bot's echo (-20 dB) and pink noise (20 dB below them) at once: the
+    echo estimate must come from the line, not the assumed loss, or weak first syllables (这)
+    wait for the next one."""
+    reactions = [reaction_ms(samples.speech_over_echo(sentence, -20, delay_ms=delay, noise_kind="pink", snr_db=20.0,
+                                                      seed=index))
+                 for index, (sentence, delay) in enumerate(zip(samples.SENTENCES, (40, 60, 120) * 2, strict=True))]
+    assert all(reaction is not None and 0 < reaction <= REACTION_LIMIT_MS for reaction in reactions), reactions
+
+
 @pytest.mark.parametrize("echo_db", [-10, -20])
 def test_caller_speech_over_echo_barges_in_within_250ms(echo_db):
     reactions = [reaction_ms(samples.speech_over_echo(sentence, echo_db, delay_ms=delay, seed=index))
@@ -54,9 +75,9 @@ def test_caller_speech_over_noise_at_20db_barges_in(kind):
 
 
 def test_babble_at_10db_below_the_caller_does_not_barge_in():
-    false_barge_ins = [samples.play(samples.noise_only("babble", 10, 5.0, seed=seed)).barge_in_ms
-                       for seed in range(20, 26)]
-    assert false_barge_ins == [None] * 6
+    seeds = (13, 20, 21, 22, 23, 24)  # 13: the babble lulls briefly before it gets loud
+    false_barge_ins = [samples.play(samples.noise_only("babble", 10, 5.0, seed=seed)).barge_in_ms for seed in seeds]
+    assert false_barge_ins == [None] * len(seeds)
 
 
 def test_a_cough_sized_burst_of_speech_does_not_barge_in():
@@ -97,8 +118,11 @@ def test_candidate_waits_for_enough_recognised_characters():
     for index, frame in enumerate(samples.frames(scenario.caller)[: len(bot_frames)]):
         barge_in.bot_audio(bot_frames[index])
         states.append(barge_in.caller_audio(detector.process(frame)))
+        if states[-1] is BargeInState.CANDIDATE:
+            break  # the caller is still speaking: the recogniser's partials come now
     assert BargeInState.BARGE_IN not in states
     assert states.count(BargeInState.CANDIDATE) == 1
+    assert barge_in.state is BargeInState.CANDIDATE
     assert not barge_in.confirm("我，")
     assert barge_in.confirm("我要")
     assert barge_in.state is BargeInState.BARGE_IN
