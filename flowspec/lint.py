@@ -6,6 +6,7 @@ exits non-zero when there is any.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ MIN_HELD_OUT = 5
 ENGINE_ROOTS = {"decision", "result", "customer", "otp", "verification"}
 # The identity step is the risk API's own verification, not a separate risk-checked action.
 RISK_DONE_BY_IDENTITY_STEP = {"verify_identity"}
+TRANSFER_WORDS = re.compile("转接")  # "可以说转人工" is a hint, not an announcement
 
 
 def _catalogue(path: Path) -> dict[str, dict[str, Any]]:
@@ -60,6 +62,18 @@ def _check_against_catalogue(flow: Flow, entry: dict[str, Any]) -> list[FlowErro
         problems.append(FlowError(flow.path, "handoff.when",
                                   "the catalogue has no handoff rule: only slot:<yes_no> (customer asks) is allowed"))
     return problems
+
+
+def _check_transfer_announced_once(flow: Flow) -> list[FlowError]:
+    """The engine says the `handoff` response right after the outcome's: an outcome response
+    that also announces the transfer makes the customer hear it twice. (`locked` is followed
+    by no handoff response.)"""
+    if flow.handoff is None:
+        return []
+    return [FlowError(flow.path, f"responses.{key}.{channel}",
+                      "announces the transfer, which the handoff response says right after: say it there")
+            for key, response in flow.responses.items() if key not in ("handoff", "locked")
+            for channel in ("voice", "chat") if TRANSFER_WORDS.search(response.for_channel(channel))]
 
 
 def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowError]:
@@ -90,6 +104,7 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
                 problems.append(
                     FlowError(flow.path, where, f"{{{placeholder}}} is not a slot, read or engine value")
                 )
+    problems += _check_transfer_announced_once(flow)
     for condition in flow.handoff.when if flow.handoff else ():
         kind, _, target = condition.partition(":")
         if kind == "slot" and target not in slot_names:

@@ -89,6 +89,12 @@ class Handoff:
     when: tuple[str, ...]
     reason: str
     priority: str
+    reasons_by_input: dict[str, str] = field(default_factory=dict)
+
+    def reason_for(self, input_source: str | None) -> str:
+        """The reason the agent reads: the voice channel hands over by itself after silence
+        (no_input) or speech it could not understand (no_match), which the customer never asked."""
+        return self.reasons_by_input.get(input_source or "", self.reason)
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,8 @@ def load_flow(path: Path, validator: jsonschema.Draft202012Validator | None = No
         confirm=Response.from_yaml(data["confirm"]) if "confirm" in data else None,
         act_params=data["act"]["params"] if "act" in data else None,
         record=data.get("record"),
-        handoff=Handoff(tuple(handoff["when"]), handoff["reason"], handoff["priority"])
+        handoff=Handoff(tuple(handoff["when"]), handoff["reason"], handoff["priority"],
+                        handoff.get("reasons_by_input", {}))
         if handoff
         else None,
         item_formats=data.get("item_formats", {}),

@@ -61,6 +61,13 @@ class Turn:
     def verified_level(self) -> str:
         return self.tracker.get_slot("verified_level") or NOT_VERIFIED
 
+    @property
+    def input_source(self) -> str | None:
+        """How the channel got the latest message (the voice channel: speech, keypad, or
+        no_input / no_match when it sends a hand-over by itself)."""
+        metadata = (self.tracker.latest_message or {}).get("metadata") or {}
+        return metadata.get("input")
+
     def response(self, key: str, flow: Flow | None = None) -> Response:
         """The flow's own wording for `key`, else the shared default."""
         if flow and key in flow.responses:

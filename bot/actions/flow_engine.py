@@ -106,7 +106,7 @@ class FlowFormValidator(Action, ABC):
                          {"customer": await turn.called_customer()}, flow)
             self._prefill(flow, text, intent, values, set_slot)
         elif requested:
-            exit_reason = self._escape(flow, requested, text, intent, confidence)
+            exit_reason = self._escape(flow, requested, text, intent, confidence, turn.input_source)
             if exit_reason:
                 set_slot("flow_exit", exit_reason)
             elif intent == "repeat" or self._aside(turn, intent, confidence):
@@ -129,7 +129,7 @@ class FlowFormValidator(Action, ABC):
                     set_slot(slot.name, value)
 
     def _escape(self, flow: Flow, requested: str, text: str, intent: str | None,
-                confidence: float) -> str | None:
+                confidence: float, input_source: str | None) -> str | None:
         """Why the customer leaves the form mid-way, if they do.
 
         A yes/no question answered yes or no is an answer, whatever else the words say
@@ -140,7 +140,8 @@ class FlowFormValidator(Action, ABC):
         if slot.type == "yes_no" and answers:
             return None
         if intent == "transfer_to_agent" and confidence >= SWITCH_CONFIDENCE:
-            return "handoff:客户要求转人工"
+            # One wording for every way into a transfer, from transfer_to_agent's flow file.
+            return f"handoff:{flowset().flows['transfer_to_agent'].handoff.reason_for(input_source)}"
         if flow.handoff and "anger" in flow.handoff.when and looks_angry(text):
             return "handoff:客户情绪激动"
         if confidence >= SWITCH_CONFIDENCE and intent in ("goodbye", "deny"):
@@ -300,7 +301,8 @@ class FinishFlow(Action):
             outcome = await self._outcome(turn, flow, context)
             turn.say(turn.response(outcome, flow), context, flow)
             if self._hands_off(flow, outcome, context, turn):
-                await hand_off(turn, flow, outcome, flow.handoff.reason, flow.handoff.priority, context)
+                await hand_off(turn, flow, outcome, flow.handoff.reason_for(turn.input_source), flow.handoff.priority,
+                               context)
         except RiskApiUnavailable:
             await hand_off_unavailable(turn, flow, base)
             return "unavailable"

@@ -29,6 +29,7 @@ class FlowRun:
     messages: list[dict[str, Any]] = field(default_factory=list)
     outcome: str | None = None
     asked: list[str] = field(default_factory=list)
+    last_texts: list[str] = field(default_factory=list)  # what the bot said when the flow ended
 
     @property
     def texts(self) -> list[str]:
@@ -52,6 +53,7 @@ def run_flow(session: ChatSession, flow: Flow, persona: dict[str, Any],
         outcomes = [c["outcome"] for c in (m.get("custom") or {} for m in replies) if "outcome" in c]
         if outcomes:
             run.outcome = outcomes[-1]
+            run.last_texts = [message["text"] for message in replies if message.get("text")]
             return run
         asks = [c["expect"] for c in (m.get("custom") or {} for m in replies) if "expect" in c]
         assert asks, f"the bot neither asked nor finished:\n{session.dump()}"

@@ -38,6 +38,8 @@ def assert_clean(run: FlowRun, session: ChatSession) -> None:
         assert not re.search(r"[{}]", text), f"unrendered placeholder in {text!r}"
     if session.metadata["channel"] != "chat":
         assert not any(message.get("buttons") for message in run.messages), "buttons on a call"
+    transfers = [text for text in run.last_texts if "转接" in text]
+    assert len(transfers) <= 1, f"the transfer is announced {len(transfers)} times: {transfers}"
 
 
 def assert_summary(run: FlowRun, flow: Flow, session: ChatSession) -> dict[str, Any]:

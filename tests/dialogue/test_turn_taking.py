@@ -65,7 +65,7 @@ def test_asking_for_a_human_mid_flow_hands_off_with_the_flow(running_stack: Stac
     replies = session.send("我要转人工")
     handoffs = custom(replies, "handoff")
     assert handoffs and handoffs[0]["flow"] == "repayment_deferral", session.dump()
-    assert handoffs[0]["reason"] == "客户要求转人工"
+    assert handoffs[0]["reason"] == load_flowset().flows["transfer_to_agent"].handoff.reason  # the customer asked
     assert "已完成基本身份核验" in handoffs[0]["summary"]
 
 

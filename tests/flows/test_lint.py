@@ -92,6 +92,18 @@ def test_handoff_rule_required_by_the_catalogue(flows_copy: Path) -> None:
     assert "fraud_report.yml: handoff:" in only_problem(flows_copy)
 
 
+def test_handoff_reason_for_an_unknown_input_is_rejected(flows_copy: Path) -> None:
+    edit(flows_copy, "transfer_to_agent", lambda data: data["handoff"]["reasons_by_input"].update(timeout="客户超时"))
+    problem = only_problem(flows_copy)
+    assert "transfer_to_agent.yml: handoff.reasons_by_input:" in problem and "timeout" in problem
+
+
+def test_outcome_announcing_the_transfer_twice_is_rejected(flows_copy: Path) -> None:
+    announced = "已登记。现在为您转接人工客服。"
+    edit(flows_copy, "fraud_report", lambda data: data["responses"]["done"].update(voice=announced))
+    assert "fraud_report.yml: responses.done.voice: announces the transfer" in only_problem(flows_copy)
+
+
 def test_flow_error_message_shape() -> None:
     error = FlowError(FLOWS_DIR / "x.yml", "slots.0.type", "'money' is not one of [...]")
     assert str(error) == "flows/x.yml: slots.0.type: 'money' is not one of [...]"

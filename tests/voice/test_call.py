@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flowspec.model import load_flowset
 from risk_api.demo import customers_with_tag
 from stack.services import free_port
 from tests.conftest import Stack
@@ -31,6 +32,12 @@ from voice.tts import Synthesizer
 pytestmark = pytest.mark.stack
 
 QUIET_SECONDS = 2.0
+
+
+def transfer_reason(input_source: str) -> str:
+    """What transfer_to_agent's flow file gives agents as the reason of a hand-over the phone
+    line started by itself."""
+    return load_flowset().flows["transfer_to_agent"].handoff.reasons_by_input[input_source]
 
 
 def fast_config(**turns: Any) -> VoiceConfig:
@@ -132,6 +139,7 @@ async def test_no_input_reprompts_twice_then_hands_over_a_pending_question(runni
     assert len(reprompts) >= 4  # greeting, question, two reprompts, hand-over words
     assert [control.action for control in sink.controls] == ["handoff"]
     assert sink.controls[0].details["summary"]
+    assert sink.controls[0].details["reason"] == transfer_reason("no_input")  # the caller never asked for it
 
 
 async def test_unreadable_speech_is_rephrased_once_then_handed_over(running_stack: Stack) -> None:
@@ -139,6 +147,7 @@ async def test_unreadable_speech_is_rephrased_once_then_handed_over(running_stac
     result, sink, _ = await place_call(running_stack, ["", ""], answers=[mumble, mumble], short_greeting=True)
     assert [text for text, _ in result.turns.turns] == ["/transfer_to_agent"], events(result)
     assert [control.action for control in sink.controls] == ["handoff"]
+    assert sink.controls[0].details["reason"] == transfer_reason("no_match")
 
 
 async def test_without_a_recogniser_the_caller_uses_the_keypad_menu(running_stack: Stack) -> None:
