@@ -208,13 +208,14 @@ Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23)
   a reply in about 20-30 ms. `speech_end_silence_ms` is the lever that matters (shorter cuts
   callers off in their pauses). The scripted recogniser finishes at once; Vosk's final decode
   would add its own time, not measured here.
-- **CPU.** The pipeline costs about 0.06-0.08 s of CPU per second of call. Profiled on the
+- **CPU.** The pipeline costs 0.05-0.10 s of CPU per second of call (run to run). Profiled on the
   detector alone, about two thirds of it is noise suppression (noisereduce's STFT and inverse
   per 40 ms block) and a fifth the noise floor's running percentile. A gateway process runs all
-  its calls on one event loop, at most one core: it holds about 10 calls in real time here, and
-  between 15 and 20 calls late frames appear (how many varies from run to run on this shared
-  machine). More calls need more gateway processes, one per core. Real speech
-  recognition outweighs all of it: Vosk's small model takes about 0.7 s of CPU per second of
+  its calls on one event loop, at most one core: it holds about 10 calls in real time here; at
+  15 calls it is at the edge of one core and late frames vary widely from run to run on this
+  shared machine (0.1 % to 29 % over six runs of 15 calls). More calls need more gateway
+  processes, one per core. Real speech
+  recognition outweighs all of it: Vosk's small model takes 0.5-0.7 s of CPU per second of
   audio on this machine, so with recognition a 2-core machine carries only a few calls, and the
   recogniser belongs on machines of its own.
 - **Transport.** The AudioSocket server alone costs about 0.005 s of CPU per call-second and
