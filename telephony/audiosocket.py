@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct(">BH")
 MAX_PROTOCOL_PAYLOAD = 0xFFFF
 FRAME_SECONDS = 0.020
-OUTBOUND_SAMPLE_RATE = 8000
 OUTBOUND_FRAME_BYTES = 320  # 20 ms of 16-bit mono at 8 kHz
 MAX_CATCH_UP_FRAMES = 5  # behind by more than 100 ms: re-anchor rather than burst
 # 20 ms at 192 kHz is 7,680 bytes; anything beyond twice that is not audio Asterisk would send.
@@ -209,6 +208,16 @@ class AudioSocketCall:
         self._outbound += pcm
         self._drained.clear()
         self._audio_queued.set()
+
+    async def send_frame(self, pcm: bytes) -> None:
+        """Send one 20 ms frame now, for a sender that paces its own audio (the voice pipeline's
+        AudioOutput): nothing waits here that its barge-in flush could not reach. Ignored once
+        closed; a dropped connection raises ConnectionError."""
+        if self.closed:
+            return
+        self._writer.write(encode(Kind.AUDIO_8K, pcm.ljust(OUTBOUND_FRAME_BYTES, b"\0")))
+        self.frames_sent += 1
+        await self._writer.drain()
 
     def flush(self) -> int:
         """Drop all queued outbound audio at once (barge-in); returns the bytes dropped."""

@@ -147,7 +147,7 @@ class PhoneCall:
         self.tier = tier
 
     async def write_frame(self, pcm: bytes) -> None:
-        await self.audio.play(pcm)
+        await self.audio.send_frame(pcm)  # AudioOutput paces; queueing here again would escape its flush
 
     async def control(self, frame: Control) -> Frame | None:
         if frame.action == "handoff":

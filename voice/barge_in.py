@@ -117,7 +117,7 @@ class BargeInDetector:
 
     @property
     def echo_return_loss_db(self) -> float:
-        """The echo path's loss: measured once the delay is known, assumed (config) before."""
+        """The echo path's loss: measured from the line, assumed (config) until then."""
         if self.measured_echo_loss_db is None:
             return self.config.echo_return_loss_db
         return self.measured_echo_loss_db
@@ -143,11 +143,13 @@ class BargeInDetector:
         bot = np.array(self._bot_levels)[-(count + self._window_frames):]
         line = np.array(self._line_levels)[-count:]
         delay = self._best_delay(np.maximum(bot, ACTIVE_BOT_DBFS), np.maximum(line, ACTIVE_BOT_DBFS))
-        if delay is not None and delay != self.echo_delay_frames:
+        delay_changed = delay is not None and delay != self.echo_delay_frames
+        if delay_changed:
             log.debug("echo delay %d ms", delay * FRAME_MS)
             self.echo_delay_frames = delay
         loss = self._echo_loss(bot, line, self.echo_delay_frames)
-        if loss is not None or delay is not None:
+        # A loss measured for another delay (or for none) does not hold for the new one.
+        if loss is not None or delay_changed:
             self.measured_echo_loss_db = loss
 
     def _best_delay(self, bot: np.ndarray, line: np.ndarray) -> int | None:

@@ -236,6 +236,7 @@ class TurnTaking(FrameProcessor):
     async def _exchange(self, text: str, source: str) -> None:
         # A turn the caller gave before hanging up still goes to the core: the last key press
         # may be the "yes" of a confirmation, and it is carried out whole rather than lost.
+        wordless_reply = False
         async with self._exchange_lock:
             metadata = self._metadata(source)
             self._mark(f"sent {text!r} ({source})")
@@ -264,6 +265,10 @@ class TurnTaking(FrameProcessor):
             await self._say(reply.texts)
             if reply.handoff is not None:
                 await self._hand_over(reply.handoff)
+            wordless_reply = not reply.texts and reply.handoff is None
+        if wordless_reply:
+            # Nothing is played, so no end of playback will start the no-input count: start it here.
+            self._arm_no_input()
 
     def _metadata(self, source: str) -> dict[str, Any]:
         call = self.call

@@ -313,6 +313,27 @@ async def test_nothing_is_sent_while_nothing_is_queued() -> None:
     assert frames[0].at - connected >= 0.28
 
 
+async def test_a_self_paced_frame_goes_out_at_once_and_leaves_nothing_to_flush() -> None:
+    """The voice pipeline paces its own output: a frame it sends must not wait in a second
+    queue that its barge-in flush cannot reach."""
+    left_queued: list[int] = []
+
+    async def paced_by_the_caller(call: AudioSocketCall) -> None:
+        for index in range(3):
+            await call.send_frame(tone(1, start=index))
+        left_queued.append(call.flush())
+        await call.hangup()
+
+    server = await serve(paced_by_the_caller)
+    try:
+        peer = await peer_of(server)
+        assert await peer.wait_closed_by_server(3)
+    finally:
+        await server.close()
+    assert left_queued == [0]
+    assert [frame.payload for frame in peer.audio()] == [tone(1, start=index) for index in range(3)]
+
+
 async def test_flush_stops_queued_audio_within_one_frame() -> None:
     flushed_at: list[float] = []
 

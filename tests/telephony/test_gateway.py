@@ -131,7 +131,7 @@ async def test_full_call_verifies_by_keypad_and_enters_the_priority_queue_with_i
 async def test_caller_hanging_up_mid_prompt_ends_only_that_session(phone: Phone) -> None:
     staying = await phone.dial(None)
     leaving = await phone.dial(None)
-    await leaving.wait_for_audio(3200, timeout=10)  # 0.2 s into the greeting
+    assert len(await leaving.wait_for_audio(3200, timeout=10)) >= 3200  # 0.2 s into the greeting
     await leaving.send_hangup()
     await leaving.close()
     deadline = time.monotonic() + 5
@@ -202,9 +202,11 @@ async def test_fifty_concurrent_calls_are_each_greeted_and_end_cleanly(phone: Ph
     assert not phone.gateway.server.calls
 
 
-async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running_stack: Stack,
-                                                                         tmp_path: Path) -> None:
+async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running_stack: Stack, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """`make run`'s phone gateway as a process: no AMI configured, still answers AudioSocket."""
+    for name in ("AUDIOSOCKET_HOST", "ASTERISK_AMI_HOST", "VOSK_MODEL_PATH"):  # the process inherits the shell's
+        monkeypatch.delenv(name, raising=False)
     rasa_port = int(running_stack.rasa_url.rsplit(":", 1)[1])
     risk_port = int(running_stack.risk_url.rsplit(":", 1)[1])
     ports = dataclasses.replace(Ports.free(), rasa=rasa_port, risk_api=risk_port)
@@ -239,7 +241,8 @@ async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_id
     assert customer["salutation"] in said and "逾期" not in said and "元" not in said, said
 
 
-async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_offer(phone: Phone) -> None:
+async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_offer(
+        phone: Phone, running_stack: Stack) -> None:
     await phone.ami.emit("QueueCallerJoin", Queue="agents", Position="12", Count="12",
                          Channel="PJSIP/other-00000001")
     peer = await phone.dial(None, channel="PJSIP/softphone-busy")
@@ -250,6 +253,9 @@ async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_o
     await peer.close()
     assert not phone.ami.actions_named("Redirect")
     assert phone.gateway.handovers == 0
+    tracker = httpx.get(f"{running_stack.rasa_url}/conversations/{peer.call_uuid}/tracker", timeout=10).json()
+    said = [event["text"] for event in tracker["events"] if event["event"] == "user"]
+    assert said == ["/transfer_to_agent", "/callback_request"]
 
 
 async def test_reporting_an_unauthorised_loan_raises_the_call_to_emergency_priority(phone: Phone) -> None:

@@ -48,7 +48,7 @@ def korean_speech(tmp_path_factory: pytest.TempPathFactory):
     def speak(text: str) -> bytes:
         """espeak-ng Korean, through an 8 kHz phone line, at the recogniser's 16 kHz."""
         path = folder / f"{abs(hash(text))}.wav"
-        subprocess.run(["espeak-ng", "-v", "ko", "-w", str(path), text], check=True)
+        subprocess.run(["espeak-ng", "-v", "ko", "-w", str(path), text], check=True, timeout=60)
         pcm, rate = read_wav(path)
         return resample(resample(pcm, rate, 8000), 8000, 16000)
 

@@ -40,6 +40,26 @@ def test_echo_loss_is_measured_from_the_line_and_errs_low(echo_db):
     assert -echo_db - 4.0 <= barge_in.echo_return_loss_db <= -echo_db  # never more loss than the line has
 
 
+def test_the_measured_echo_loss_is_kept_into_the_next_prompt():
+    """The line's echo loss is a property of the line: a new prompt (reset) starts with it, not
+    with the assumed loss, while the new prompt's history is still too short to measure again."""
+    scenario = samples.echo_only(-20, delay_ms=120, noise_kind="pink", snr_db=30.0, seed=1)
+    detector, barge_in = SpeechDetector(8000), BargeInDetector(8000)
+    pairs = list(zip(samples.frames(scenario.bot), samples.frames(scenario.caller), strict=False))
+    for bot_frame, frame in pairs:
+        barge_in.bot_audio(bot_frame)
+        barge_in.caller_audio(detector.process(frame))
+    measured = barge_in.measured_echo_loss_db
+    assert measured is not None
+    barge_in.reset()
+    losses = []
+    for bot_frame, frame in pairs[:60]:
+        barge_in.bot_audio(bot_frame)
+        barge_in.caller_audio(detector.process(frame))
+        losses.append(barge_in.measured_echo_loss_db)
+    assert None not in losses, losses
+
+
 def test_an_echo_below_the_noise_bounds_the_loss_without_a_delay():
     scenario = samples.echo_only(-30, delay_ms=120, noise_kind="pink", snr_db=20.0, seed=2)
     detector, barge_in = SpeechDetector(8000), BargeInDetector(8000)

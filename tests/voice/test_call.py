@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server
+import threading
 import uuid
 from typing import Any
 
@@ -167,6 +169,37 @@ async def test_dialogue_core_down_apologises_and_hands_over(running_stack: Stack
                                        short_greeting=True, rasa_url=f"http://127.0.0.1:{free_port()}")
     assert [control.action for control in sink.controls] == ["handoff"], events(result)
     assert sink.controls[0].details["reason"] == "对话服务不可用"
+
+
+class WordlessCore(http.server.BaseHTTPRequestHandler):
+    """A dialogue core on loopback that answers every turn with no messages at all (Rasa's REST
+    channel does this when a graph component fails)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"[]")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_wordless_answer_still_ends_in_a_reprompt(running_stack: Stack) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), WordlessCore)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result, _, _ = await place_call(
+            running_stack, ["我想查一下我的账单"], pcm=samples.silence(2.5) + samples.speech("我想查一下我的账单"),
+            config=fast_config(no_input_timeout_ms=1500), rasa_url=f"http://127.0.0.1:{server.server_port}",
+            short_greeting=True, max_seconds=15)
+    finally:
+        server.shutdown()
+        server.server_close()
+    timeline = events(result)
+    answered = next(index for index, event in enumerate(timeline) if event.startswith("answered "))
+    assert "bot started speaking" in timeline[answered:], timeline  # 您还在吗？ rather than silence
 
 
 async def test_busy_agents_turn_a_transfer_into_a_callback_offer(running_stack: Stack) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from flowspec.model import load_flowset
+from voice.barge_in import BargeInConfig
 from voice.config import ConfigError, load_voice_config
+from voice.detection import DetectionConfig
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -21,6 +23,14 @@ def test_shipped_settings_load_and_the_keypad_menu_names_real_flows() -> None:
     flows = load_flowset().flows
     assert config.turns.keypad_menu
     assert all(flow in flows for flow in config.turns.keypad_menu.values())
+
+
+def test_shipped_detection_and_barge_in_settings_are_the_measured_defaults() -> None:
+    """The detector tests and `make bench` run the code's defaults: the shipped file must not
+    drift from what they measured."""
+    config = load_voice_config()
+    assert config.detection == DetectionConfig()
+    assert config.barge_in == BargeInConfig()
 
 
 def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
