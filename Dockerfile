@@ -6,7 +6,7 @@
 FROM python:3.10-slim-bookworm
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv make espeak-ng libespeak-ng1 sox \
+ && apt-get install -y --no-install-recommends python3 python3-venv make libespeak-ng1 \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -32,10 +32,11 @@ $(SVC_VENV)/.installed: requirements/services.txt requirements/services.lock
 	$(SVC_VENV)/bin/pip install --quiet --no-input -r requirements/services.txt -c requirements/services.lock
 	touch $@
 
-# Debian packages: espeak-ng (the Mandarin voice) and sox for the voice pipeline; Debian's
-# Chromium and a Chinese font for the browser tests and the widget benchmark.
-VOICE_PACKAGES := espeak-ng libespeak-ng1 sox
-BROWSER_PACKAGES := chromium fonts-wqy-microhei
+# Debian packages: the espeak-ng library (the bot's Mandarin voice, driven by pyttsx3) to run;
+# to test and benchmark also the espeak-ng and sox commands (test callers' speech and noise),
+# Debian's Chromium and a Chinese font (browser tests, widget benchmark).
+VOICE_PACKAGES := libespeak-ng1
+TEST_PACKAGES := espeak-ng sox chromium fonts-wqy-microhei
 
 voice-tools:
 	bash scripts/ensure_debian_packages.sh $(VOICE_PACKAGES)
@@ -57,11 +58,11 @@ run: train
 
 # The PostgreSQL URL is taken in the same shell so that a failed set-up stops the target.
 test: train lint
-	bash scripts/ensure_debian_packages.sh $(BROWSER_PACKAGES)
+	bash scripts/ensure_debian_packages.sh $(TEST_PACKAGES)
 	pg_url="$$(bash scripts/ensure_postgres.sh)" && RISK_API_TEST_PG_URL="$$pg_url" $(SVC_PY) -m pytest tests
 
 bench: train
-	bash scripts/ensure_debian_packages.sh $(BROWSER_PACKAGES)
+	bash scripts/ensure_debian_packages.sh $(TEST_PACKAGES)
 	pg_url="$$(bash scripts/ensure_postgres.sh)" && RISK_API_TEST_PG_URL="$$pg_url" $(SVC_PY) -m bench.run
 
 # One WAV file (8 or 16 kHz) through the voice pipeline and the assistant: `make voice-demo WAV=path`

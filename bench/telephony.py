@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.run import percentile
+from bench.stats import percentile
 from telephony.audiosocket import FRAME_SECONDS, AudioIn, AudioSocketCall, AudioSocketServer
 
 FRAME_BYTES = 320

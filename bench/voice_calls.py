@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.run import percentile
+from bench.stats import percentile
 from tests.voice import samples as clips
 from voice.asr import ScriptedRecognizer
 from voice.audio import FRAME_MS, frame_bytes, level_dbfs, samples, to_pcm

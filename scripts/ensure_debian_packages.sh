@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages named as arguments that are not installed yet (as root).
-# The make targets name what they need: Chromium and a Chinese font for the browser tests,
-# espeak-ng and sox for the voice pipeline.
+# The make targets name what they need (see the Makefile's VOICE_PACKAGES and TEST_PACKAGES).
 set -euo pipefail
 missing=()
 for package in "$@"; do

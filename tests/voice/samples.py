@@ -49,7 +49,6 @@ NOISE_KINDS = ("white", "pink", "brown", "babble")
 SPEECH_LEVEL_DBFS = -20.0
 ECHO_DELAY_MS = 60
 ONSET_THRESHOLD_DBFS = -45.0  # a frame this loud after normalisation counts as the start of speech
-ESPEAK_RATE = 22050
 
 
 def _require(tool: str) -> str:
