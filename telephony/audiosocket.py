@@ -158,7 +158,8 @@ class AudioSocketCall:
     """One AudioSocket connection, keyed by the call UUID.
 
     Iterate it (`async for event in call`) for inbound events; iteration ends when the connection
-    does. `play()` queues outbound audio, `flush()` drops what is queued (barge-in).
+    does. `play()` queues outbound audio paced here, `flush()` drops what is queued (barge-in);
+    `send_frame()` sends one frame at once for a sender that paces its own (the voice pipeline).
     """
 
     def __init__(
