@@ -1,7 +1,10 @@
 # The whole stack in one image: Rasa (Python 3.10), the action server and the risk-check API
 # (Python 3.11, Debian bookworm's python3), the web chat and the phone gateway.
 # Build: docker build -t xiaoan .
-# Run: docker run -e RISK_API_TOKEN=... -e ASTERISK_AMI_SECRET=... -p 5005:5005 -p 9092:9092 xiaoan
+# Run: docker run --env-file secrets.env -p 5005:5005 -p 9092:9092 xiaoan
+# where secrets.env sets every secret of docs/security.md (RISK_API_ENGINE_TOKEN, …,
+# CHAT_SESSION_SECRET, TRACKER_STORE_KEY, AGENT_DESK_PASSWORD, ASTERISK_AMI_SECRET): the image
+# runs with IVR_ENV=production and refuses the Makefile's development values.
 # (a Chinese Vosk model: mount it and set VOSK_MODEL_PATH, see voice/README.md)
 FROM python:3.10-slim-bookworm
 
@@ -20,7 +23,9 @@ COPY . .
 RUN touch .venv/.installed .venv-services/.installed && make train
 
 # Rasa and the AudioSocket port answer outside the container; the action server and risk API
-# stay on loopback.
-ENV RASA_HOST=0.0.0.0 AUDIOSOCKET_HOST=0.0.0.0
+# stay on loopback. Of Rasa only the channels answer non-loopback clients (/webhooks/chat,
+# /webhooks/trusted with the gateway's or dialer's token, /socket.io); put the proxy and firewall
+# of docs/security.md in front.
+ENV RASA_HOST=0.0.0.0 AUDIOSOCKET_HOST=0.0.0.0 IVR_ENV=production
 EXPOSE 5005 9092
 CMD ["make", "run"]

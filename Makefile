@@ -9,8 +9,19 @@ RASA_VENV := .venv
 SVC_VENV := .venv-services
 SVC_PY := $(SVC_VENV)/bin/python
 
-# Development defaults only: a deployment sets its own secrets in the environment.
-export RISK_API_TOKEN ?= dev-only-risk-api-token
+# Development defaults only: a deployment sets its own secrets in the environment. Every
+# service refuses a `dev-only-` value unless IVR_ENV=development (docs/security.md).
+export IVR_ENV ?= development
+export RISK_API_ENGINE_TOKEN ?= dev-only-risk-engine-token
+export RISK_API_DESK_TOKEN ?= dev-only-risk-desk-token
+export RISK_API_GATEWAY_TOKEN ?= dev-only-risk-gateway-token
+export RISK_API_DIALER_TOKEN ?= dev-only-risk-dialer-token
+export RASA_API_TOKEN ?= dev-only-rasa-api-token
+export RASA_GATEWAY_TOKEN ?= dev-only-rasa-gateway-token
+export RASA_DIALER_TOKEN ?= dev-only-rasa-dialer-token
+export ACTION_SERVER_TOKEN ?= dev-only-action-server-token
+export CHAT_SESSION_SECRET ?= dev-only-chat-session-secret
+export TRACKER_STORE_KEY ?= dev-only-tracker-store-key
 export AGENT_DESK_USER ?= agent
 export AGENT_DESK_PASSWORD ?= dev-only-agent-password
 export PYTHONPATH := $(CURDIR)

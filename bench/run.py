@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,13 +26,14 @@ import httpx
 from bench import asr_tts, barge_in, telephony, voice_calls
 from bench.stats import percentile
 from risk_api.demo import personas
-from stack.services import ROOT, Ports, Running, stack, started
+from stack.services import ROOT, Ports, Running, Secrets, stack, started
 from stack.train import train
+from trust import chat_session
 from web.chromium import launch
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
-TOKEN = "bench-risk-api-token"
+KEYS = Secrets.generated()
 CONVERSATIONS_PER_CLIENT = 6
 PAGE_LOADS = 5
 MAX_SECONDS_PER_LOAD = 90
@@ -50,14 +50,13 @@ def training_seconds() -> float:
 
 def conversation(rasa_url: str, persona: dict[str, Any]) -> list[float]:
     """Greeting, then a credit-limit check with L1 verification: six REST turns, timed."""
-    sender = f"bench-{uuid.uuid4().hex[:10]}"
+    sender = chat_session.issue(KEYS.chat_session, time.time()).token
     turns = ["你好", "我想查一下我的额度还有多少", persona["phone"], persona["name"], persona["id_last4"], "谢谢"]
     latencies = []
     with httpx.Client(base_url=rasa_url, timeout=30) as client:
         for text in turns:
             started = time.perf_counter()
-            response = client.post("/webhooks/rest/webhook",
-                                   json={"sender": sender, "message": text, "metadata": {"channel": "chat"}})
+            response = client.post("/webhooks/chat/webhook", json={"sender": sender, "message": text})
             latencies.append(time.perf_counter() - started)
             response.raise_for_status()
     return latencies
@@ -110,7 +109,7 @@ def with_assistant(measure: Callable[[Ports, Running], None]) -> None:
     ports = Ports.free()
     risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
                 "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl")}
-    with started(stack(ports, TOKEN, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir) as running:
+    with started(stack(ports, KEYS, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir) as running:
         measure(ports, running)
 
 
@@ -212,7 +211,7 @@ def write_report(results: dict[str, Any]) -> None:
     dialogue = results["dialogue"]
     rows = [
         ("Rasa training (flows → model)", f"{results['training_seconds']:.0f} s"),
-        ("Rasa server start (until /status answers)", f"{dialogue['rasa_start_seconds']} s"),
+        ("Rasa server start (until it answers, model loaded)", f"{dialogue['rasa_start_seconds']} s"),
         ("/model/parse p50", f"{dialogue['parse_p50_ms']} ms"),
     ]
     for key, label in (("chat_1_client", "1 conversation"), ("chat_8_clients", "8 concurrent conversations")):
@@ -347,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                                       for name, seconds in running.start_seconds.items()},
                                    **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}")}
         results["voice"]["calls"] = voice_calls.figures(
-            rasa_url, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
+            rasa_url, KEYS.rasa_gateway, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
 
     with_assistant(measure)
     if not voice_only:

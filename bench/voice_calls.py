@@ -194,10 +194,10 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     return figures
 
 
-async def _barge_in_figures(config: VoiceConfig, rasa_url: str) -> dict[str, Any]:
+async def _barge_in_figures(config: VoiceConfig, rasa_url: str, channel_token: str) -> dict[str, Any]:
     barge_in_config = dataclasses.replace(config, turns=dataclasses.replace(
         config.turns, prompts=dataclasses.replace(config.turns.prompts, disclosure="")))  # greeting first
-    dialogue = DialogueClient(rasa_url)
+    dialogue = DialogueClient(rasa_url, channel_token)
     runs: list[dict[str, float]] = []
     try:
         for first in range(0, BARGE_IN_CALLS, BARGE_IN_AT_ONCE):
@@ -228,13 +228,13 @@ async def _barge_in_figures(config: VoiceConfig, rasa_url: str) -> dict[str, Any
     }
 
 
-async def _load(config: VoiceConfig, rasa_url: str, calls: int) -> dict[str, Any]:
+async def _load(config: VoiceConfig, rasa_url: str, channel_token: str, calls: int) -> dict[str, Any]:
     """`calls` concurrent calls: the disclosure and the greeting with the
     caller talking over the disclosure, then a turn and its reply, until LOAD_CALL_SECONDS."""
     synthesizer = Synthesizer(config.tts)  # one per process, as in the gateway
     prompts = config.turns.prompts
     await synthesizer.prerender([prompts.disclosure, prompts.greeting], RATE)
-    dialogue = DialogueClient(rasa_url)
+    dialogue = DialogueClient(rasa_url, channel_token)
     talked_over = clips.speech("喂你好", RATE)
 
     async def one(number: int) -> CallResult:
@@ -268,13 +268,13 @@ async def _load(config: VoiceConfig, rasa_url: str, calls: int) -> dict[str, Any
     }
 
 
-def figures(rasa_url: str, vosk_real_time_factor: float | None = None) -> dict[str, Any]:
+def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | None = None) -> dict[str, Any]:
     """Barge-in and reply latency over whole calls, and concurrent calls held in real time.
     `vosk_real_time_factor` (CPU seconds per audio second, bench/asr_tts.py) turns the measured
     pipeline CPU into an estimate of calls per machine with real speech recognition."""
     config = load_voice_config()
-    barge_in = asyncio.run(_barge_in_figures(config, rasa_url))
-    load = [asyncio.run(_load(config, rasa_url, calls)) for calls in LOAD_CALLS]
+    barge_in = asyncio.run(_barge_in_figures(config, rasa_url, channel_token))
+    load = [asyncio.run(_load(config, rasa_url, channel_token, calls)) for calls in LOAD_CALLS]
     held = 0  # up to the first call count that failed: a later pass is luck, not capacity
     for run in load:
         if run["late_frame_ratio"] > LATE_FRAME_TARGET:

@@ -41,7 +41,8 @@ def _usable_decision(session: Session, rules: RulesConfig, customer: Customer, a
                      request: ActionRequest, params: dict[str, Any],
                      now: datetime) -> DecisionRecord:
     decision = session.get(DecisionRecord, request.decision_id, with_for_update=True)
-    if decision is None or decision.customer_id != customer.id or decision.action != action:
+    if (decision is None or decision.customer_id != customer.id or decision.action != action
+            or decision.session_id != request.session_id):  # only the session it was made for
         raise _decision_required("这项业务需要先通过风险检查。")
     if decision.params != params:
         raise _decision_required("办理的内容与风险检查时不一致，请重新发起。")

@@ -17,7 +17,7 @@ from risk_api import actions, audit, decisions, demo, records, verification
 from risk_api.clock import Clock, SystemClock
 from risk_api.config import Settings
 from risk_api.db import SCHEMA_VERSION, Customer, Database
-from risk_api.errors import ApiError, api_error_handler, unknown_customer
+from risk_api.errors import ApiError, api_error_handler, not_found, unknown_customer
 from risk_api.reads import READS, summary
 from risk_api.rules import RiskAction, load_rules
 from risk_api.schemas import (
@@ -37,6 +37,7 @@ from risk_api.schemas import (
     L1Response,
     L2Request,
     L2Response,
+    LookupRequest,
     OtpRequest,
     OtpResponse,
     Phone,
@@ -46,6 +47,7 @@ from risk_api.schemas import (
     PromiseResponse,
     ReviewDecisionRequest,
     SessionId,
+    SessionState,
     TicketKind,
     TicketRequest,
     TicketResponse,
@@ -91,12 +93,26 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     service = Service(settings, clock or SystemClock(),
                       sms_sender or load_sender(settings.sms_sender, settings.sms_outbox))
 
+    tokens = {"engine": settings.token, **settings.role_tokens}
+
+    def role_of(credentials: HTTPAuthorizationCredentials | None) -> str:
+        presented = credentials.credentials.encode() if credentials else b""
+        for role, token in tokens.items():
+            if hmac.compare_digest(presented, token.encode()):
+                return role
+        raise ApiError(401, "unauthorized", "缺少或错误的访问令牌。")
+
+    def allow(*roles: str) -> Callable[..., None]:
+        """Only these callers (the engine always: it runs the conversations)."""
+        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+            if role_of(credentials) not in ("engine", *roles):
+                raise ApiError(403, "forbidden", "这个调用方无权访问该接口。")
+        return check
+
     def authenticate(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if credentials is None or not hmac.compare_digest(
-                credentials.credentials.encode(), settings.token.encode()):
-            raise ApiError(401, "unauthorized", "缺少或错误的访问令牌。")
+        role_of(credentials)
 
     app = FastAPI(title="Risk-check API", version=str(SCHEMA_VERSION),
                   description="Customer lookup, identity verification, risk decisions and "
@@ -109,12 +125,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     def health() -> Health:
         return Health(status="ok", schema_version=SCHEMA_VERSION)
 
-    api = APIRouter(dependencies=[Depends(authenticate)])
-    _customer_routes(api, service)
-    _verification_routes(api, service)
-    _decision_routes(api, service)
-    _record_routes(api, service)
-    app.include_router(api)
+    engine = APIRouter(dependencies=[Depends(authenticate), Depends(allow())])
+    desk = APIRouter(dependencies=[Depends(authenticate), Depends(allow("desk"))])
+    lookup = APIRouter(dependencies=[Depends(authenticate), Depends(allow("gateway", "dialer"))])
+    _lookup_routes(lookup, service)
+    _customer_routes(engine, service)
+    _verification_routes(engine, service)
+    _decision_routes(engine, desk, service)
+    _record_routes(engine, desk, service)
+    for router in (lookup, engine, desk):
+        app.include_router(router)
     return app
 
 
@@ -122,6 +142,22 @@ async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", type(exc).__name__)
     return JSONResponse(status_code=503, content={"detail": {
         "code": "busy", "message": "系统繁忙，请稍后再试。"}})
+
+
+def _by_phone(service: Service, phone: str) -> dict[str, Any]:
+    def work(session: Session) -> dict[str, Any]:
+        customer = session.query(Customer).filter(Customer.phone == phone).one_or_none()
+        if customer is None:
+            raise unknown_customer()
+        return summary(customer, service.clock.now().date())
+    return service.run(work)
+
+
+def _lookup_routes(api: APIRouter, service: Service) -> None:
+    @api.post("/customers/lookup", response_model=CustomerSummary)
+    def customer_lookup(body: LookupRequest) -> dict[str, Any]:
+        """By phone number, in the body: no number in any URL or access log."""
+        return _by_phone(service, body.phone)
 
 
 def _customer_routes(api: APIRouter, service: Service) -> None:
@@ -133,11 +169,18 @@ def _customer_routes(api: APIRouter, service: Service) -> None:
 
     @api.get("/customers/by-phone/{phone}", response_model=CustomerSummary)
     def customer_by_phone(phone: Annotated[Phone, Path()]) -> dict[str, Any]:
-        def work(session: Session) -> dict[str, Any]:
-            customer = session.query(Customer).filter(Customer.phone == phone).one_or_none()
-            if customer is None:
-                raise unknown_customer()
-            return summary(customer, service.clock.now().date())
+        return _by_phone(service, phone)
+
+    @api.get("/sessions/{session_id}", response_model=SessionState)
+    def verified_session(session_id: Annotated[SessionId, Path()]) -> SessionState:
+        """Who this conversation proved to be, at which level, until when; 404 when it has not
+        verified or its session ended. The engine's only source of identity."""
+        def work(session: Session) -> SessionState:
+            state = verification.live_session(session, session_id, service.clock.now())
+            if state is None:
+                raise not_found("no_session", "这个会话没有有效的身份核验。")
+            return SessionState(customer_id=state.customer_id, level=state.level,  # type: ignore[arg-type]
+                                expires_at=state.expires_at)
         return service.run(work)
 
     @api.get("/customers/{customer_id}", response_model=CustomerSummary)
@@ -158,7 +201,9 @@ def _customer_routes(api: APIRouter, service: Service) -> None:
 def _verification_routes(api: APIRouter, service: Service) -> None:
     @api.post("/verification/l1", response_model=L1Response)
     def verify_l1(body: L1Request) -> L1Response:
-        return service.run(lambda s: verification.verify_l1(s, body, service.clock.now()))
+        response, notices = service.run(lambda s: verification.verify_l1(s, body, service.clock.now()))
+        service.send(notices)
+        return response
 
     @api.post("/verification/otp", response_model=OtpResponse)
     def send_otp(body: OtpRequest) -> OtpResponse:
@@ -169,10 +214,12 @@ def _verification_routes(api: APIRouter, service: Service) -> None:
 
     @api.post("/verification/l2", response_model=L2Response)
     def verify_l2(body: L2Request) -> L2Response:
-        return service.run(lambda s: verification.verify_l2(s, body, service.clock.now()))
+        response, notices = service.run(lambda s: verification.verify_l2(s, body, service.clock.now()))
+        service.send(notices)
+        return response
 
 
-def _decision_routes(api: APIRouter, service: Service) -> None:
+def _decision_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
     @api.post("/customers/{customer_id}/decisions", response_model=DecisionResponse)
     def decide(customer_id: CustomerPath, body: DecisionRequest) -> DecisionResponse:
         return service.run(lambda s: decisions.decide(s, service.rules, customer_id, body,
@@ -193,12 +240,12 @@ def _decision_routes(api: APIRouter, service: Service) -> None:
         service.send(outbox)
         return response
 
-    @api.get("/reviews")
+    @desk.get("/reviews")
     def reviews(status: Literal["pending", "approved", "rejected"] | None = None,
                 limit: Limit = 100) -> list[dict[str, Any]]:
         return service.run(lambda s: actions.list_reviews(s, status, limit))
 
-    @api.post("/reviews/{review_id}/decision")
+    @desk.post("/reviews/{review_id}/decision")
     def review_decision(review_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
                         body: ReviewDecisionRequest) -> dict[str, Any]:
         result, outbox = service.run(
@@ -206,18 +253,18 @@ def _decision_routes(api: APIRouter, service: Service) -> None:
         service.send(outbox)
         return result
 
-    @api.get("/audit")
+    @desk.get("/audit")
     def audit_log(customer_id: CustomerQuery = None,
                   limit: Limit = 50) -> list[dict[str, Any]]:
         return service.run(lambda s: audit.entries(s, customer_id, limit))
 
 
-def _record_routes(api: APIRouter, service: Service) -> None:
+def _record_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
     @api.post("/tickets", response_model=TicketResponse)
     def create_ticket(body: TicketRequest) -> TicketResponse:
         return service.run(lambda s: records.create_ticket(s, body, service.clock.now()))
 
-    @api.get("/tickets")
+    @desk.get("/tickets")
     def list_tickets(customer_id: CustomerQuery = None,
                      kind: TicketKind | None = None, limit: Limit = 100) -> list[dict[str, Any]]:
         return service.run(lambda s: records.list_tickets(s, customer_id, kind, limit))
@@ -241,12 +288,12 @@ def _record_routes(api: APIRouter, service: Service) -> None:
     def create_handoff(body: HandoffRequest) -> HandoffResponse:
         return service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
 
-    @api.get("/handoffs")
+    @desk.get("/handoffs")
     def list_handoffs(status: Literal["waiting", "accepted"] | None = None,
                       limit: Limit = 100) -> list[dict[str, Any]]:
         return service.run(lambda s: records.list_handoffs(s, status, limit))
 
-    @api.post("/handoffs/{handoff_id}/accept")
+    @desk.post("/handoffs/{handoff_id}/accept")
     def accept_handoff(handoff_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
                        body: HandoffAccept) -> dict[str, Any]:
         return service.run(lambda s: records.accept_handoff(s, handoff_id, body,

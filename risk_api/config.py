@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from trust.env_secrets import SecretError, optional_secret
 
 DEFAULT_DATABASE_URL = "sqlite:///var/risk_api.sqlite3"
 DEFAULT_OUTBOX = "var/sms_outbox.jsonl"
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
+ROLES = ("desk", "gateway", "dialer")
 
 
 class ConfigError(RuntimeError):
@@ -17,7 +20,9 @@ class ConfigError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    token: str
+    token: str  # the engine's (the action server's)
+    # Other callers, each limited to its own routes (docs/security.md): desk, gateway, dialer.
+    role_tokens: Mapping[str, str] = field(default_factory=dict)
     database_url: str = DEFAULT_DATABASE_URL
     sms_outbox: Path = Path(DEFAULT_OUTBOX)
     rules_path: Path = DEFAULT_RULES
@@ -27,17 +32,26 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        token = env.get("RISK_API_TOKEN", "").strip()
+        try:
+            token = optional_secret("RISK_API_ENGINE_TOKEN", env) or optional_secret("RISK_API_TOKEN", env)
+            roles = {role: value for role in ROLES
+                     if (value := optional_secret(f"RISK_API_{role.upper()}_TOKEN", env)) is not None}
+        except SecretError as error:
+            raise ConfigError(str(error)) from error
         if not token:
             raise ConfigError(
-                "RISK_API_TOKEN is not set: callers authenticate with this bearer token and the "
-                "service has no default. Start it as: RISK_API_TOKEN=<secret> python -m risk_api"
+                "RISK_API_TOKEN is not set (nor RISK_API_ENGINE_TOKEN): the engine authenticates with "
+                "this bearer token and the service has no default. Start it as: "
+                "RISK_API_ENGINE_TOKEN=<secret> python -m risk_api"
             )
+        if len({token, *roles.values()}) != len(roles) + 1:
+            raise ConfigError("every caller role needs its own token (RISK_API_*_TOKEN values must differ)")
         port_text = env.get("RISK_API_PORT", "8400")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise ConfigError(f"RISK_API_PORT must be a port number, got {port_text!r}")
         return cls(
             token=token,
+            role_tokens=roles,
             database_url=env.get("RISK_API_DATABASE_URL") or DEFAULT_DATABASE_URL,
             sms_outbox=Path(env.get("RISK_API_SMS_OUTBOX") or DEFAULT_OUTBOX),
             rules_path=Path(env.get("RISK_API_RULES") or DEFAULT_RULES),

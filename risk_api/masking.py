@@ -91,3 +91,20 @@ class MaskingLogFilter(logging.Filter):
             record.args = {k: mask_text(v) if isinstance(v, str) else v
                            for k, v in record.args.items()}
         return True
+
+
+def install_log_masking() -> None:
+    """Every service's logs masked, whoever configures the handlers; no client logs a URL.
+
+    The filter goes on the root logger's handlers and on the loggers of the frameworks that do
+    not propagate (uvicorn, sanic, rasa); httpx/httpcore log full request URLs at INFO.
+    """
+    masking = MaskingLogFilter()
+    for name in (None, "uvicorn", "uvicorn.access", "uvicorn.error", "sanic.root", "sanic.access",
+                 "sanic.error", "rasa", "rasa_sdk"):
+        logger = logging.getLogger(name)
+        logger.addFilter(masking)
+        for handler in logger.handlers:
+            handler.addFilter(masking)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from risk_api import audit
+from risk_api import audit, verification
 from risk_api.clock import CHINA_TZ
 from risk_api.db import Callback, Customer, Handoff, Promise, Ticket, new_id
-from risk_api.errors import ApiError, conflict, not_found, unknown_customer
+from risk_api.errors import ApiError, conflict, not_found, unknown_customer, verification_required
 from risk_api.masking import mask_text
 from risk_api.money import to_fen
 from risk_api.schemas import (
@@ -42,8 +42,20 @@ def _customer(session: Session, customer_id: str | None) -> Customer | None:
     return customer
 
 
+def _session_customer(session: Session, session_id: str, named: str | None, now: datetime) -> str | None:
+    """The customer a record is filed on: the one the conversation verified as. A record that
+    names a customer needs the session verified for that very customer."""
+    if named is not None:
+        _customer(session, named)
+        verification.require_level(session, session_id, named, "L1", now)
+        return named
+    state = verification.live_session(session, session_id, now)
+    return state.customer_id if state else None
+
+
 def create_ticket(session: Session, request: TicketRequest, now: datetime) -> TicketResponse:
-    _customer(session, request.customer_id)
+    request = request.model_copy(update={"customer_id": _session_customer(
+        session, request.session_id, request.customer_id, now)})
     ticket_id = new_id("T")
     session.add(Ticket(id=ticket_id, kind=request.kind, customer_id=request.customer_id,
                        summary=request.summary, details=request.details, status="open",
@@ -69,7 +81,7 @@ def list_tickets(session: Session, customer_id: str | None, kind: str | None,
 
 def create_promise(session: Session, customer_id: str, request: PromiseRequest,
                    now: datetime) -> PromiseResponse:
-    _customer(session, customer_id)
+    _session_customer(session, request.session_id, customer_id, now)
     today = now.date()
     if not today <= request.date <= today + timedelta(days=PROMISE_WINDOW_DAYS):
         raise ApiError(422, "invalid_promise_date",
@@ -92,6 +104,9 @@ def set_preferences(session: Session, customer_id: str, request: PreferencesRequ
                     now: datetime) -> PreferencesResponse:
     customer = _customer(session, customer_id)
     assert customer is not None
+    if request.session_id is None:
+        raise verification_required()
+    _session_customer(session, request.session_id, customer_id, now)
     customer.marketing_opt_out = request.marketing_opt_out
     audit.record(session, at=now, kind="preferences", customer_id=customer_id,
                  channel=request.channel, session_id=request.session_id,
@@ -112,7 +127,13 @@ def service_time(preferred: datetime, now: datetime) -> datetime:
 
 def create_callback(session: Session, request: CallbackRequest,
                     now: datetime) -> CallbackResponse:
-    _customer(session, request.customer_id)
+    customer_id = _session_customer(session, request.session_id, request.customer_id, now)
+    if request.phone is None:
+        customer = _customer(session, customer_id)
+        if customer is None:
+            raise ApiError(422, "phone_required", "请提供回电号码。")
+        request = request.model_copy(update={"phone": customer.phone})
+    request = request.model_copy(update={"customer_id": customer_id})
     callback_id = new_id("CB")
     scheduled = service_time(parse_preferred_time(request.preferred_time, now) or now, now)
     session.add(Callback(id=callback_id, customer_id=request.customer_id, phone=request.phone,
@@ -125,7 +146,12 @@ def create_callback(session: Session, request: CallbackRequest,
 
 
 def create_handoff(session: Session, request: HandoffRequest, now: datetime) -> HandoffResponse:
-    _customer(session, request.customer_id)
+    state = verification.live_session(session, request.session_id, now)
+    # The desk sees who the risk API verified, whatever the body says.
+    request = request.model_copy(update={
+        "customer_id": _session_customer(session, request.session_id, request.customer_id, now),
+        "verified_level": state.level if state else "none",
+        "summary": mask_text(request.summary)})
     handoff_id = new_id("H")
     session.add(Handoff(id=handoff_id, session_id=request.session_id, channel=request.channel,
                         flow=request.flow, reason=request.reason, priority=request.priority,
@@ -140,8 +166,8 @@ def create_handoff(session: Session, request: HandoffRequest, now: datetime) -> 
 
 
 def _handoff_view(handoff: Handoff) -> dict[str, Any]:
-    return {"handoff_id": handoff.id, "session_id": handoff.session_id,
-            "channel": handoff.channel, "flow": handoff.flow, "reason": handoff.reason,
+    # No session id: it is the conversation's, not the agent's (docs/security.md).
+    return {"handoff_id": handoff.id, "channel": handoff.channel, "flow": handoff.flow, "reason": handoff.reason,
             "priority": handoff.priority, "summary": mask_text(handoff.summary),
             "customer_id": handoff.customer_id, "verified_level": handoff.verified_level,
             "status": handoff.status, "agent": handoff.agent,

@@ -78,6 +78,16 @@ class CustomerSummary(BaseModel):
     tags: list[str]
 
 
+class LookupRequest(Body):
+    phone: Phone
+
+
+class SessionState(BaseModel):
+    customer_id: str
+    level: Literal["L1", "L2"]
+    expires_at: datetime
+
+
 class L1Request(Audited):
     phone: Phone
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
@@ -268,7 +278,7 @@ class PreferencesResponse(BaseModel):
 
 class CallbackRequest(Audited):
     customer_id: CustomerId | None = None
-    phone: Phone
+    phone: Phone | None = None  # none: the verified customer's number on file
     # ISO 8601 or what the customer said ("明天下午三点"); unreadable text = next service slot.
     preferred_time: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                                      max_length=100)]

@@ -1,7 +1,10 @@
 """Identity verification: L1 (phone + name + ID last 4), one-time codes and L2.
 
-Failures count per customer (or per unregistered phone, so that unknown numbers look the same
-as wrong answers); three failures in a row lock verification for 30 minutes.
+Failures count per conversation and per customer (or per unregistered phone, so that unknown
+numbers look the same as wrong answers). Three failures lock the conversation for 30 minutes;
+the customer's own verification locks only after more failures, across conversations, and the
+customer is told by SMS. So one conversation that knows a phone number can no longer lock its
+owner out (chat sessions are rate-limited per source by the web server).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from risk_api.masking import mask_phone
 from risk_api.schemas import L1Request, L1Response, L2Request, L2Response, OtpRequest, OtpResponse
 from risk_api.sms import SmsMessage
 
-MAX_FAILURES = 3
+MAX_FAILURES = 3  # per conversation
+CUSTOMER_MAX_FAILURES = 5  # per customer, across conversations
 LOCK_DURATION = timedelta(minutes=30)
 SESSION_DURATION = timedelta(minutes=30)
 OTP_LIFETIME = timedelta(minutes=5)
@@ -50,16 +54,42 @@ def _check_not_locked(subject: VerificationSubject, now: datetime) -> None:
                        locked_until=subject.locked_until.isoformat())
 
 
-def _register_failure(subject: VerificationSubject, now: datetime) -> None:
+def _register_failure(subject: VerificationSubject, now: datetime, limit: int) -> bool:
+    """Counts a failure; True when it locks the subject."""
     subject.failures += 1
-    if subject.failures >= MAX_FAILURES:
+    if subject.failures >= limit:
         subject.locked_until = now + LOCK_DURATION
         subject.failures = 0  # the next round after the lock starts afresh
+        return True
+    return False
 
 
-def _attempts_left(subject: VerificationSubject, now: datetime) -> int:
+def _attempts_left(subject: VerificationSubject, now: datetime, limit: int = MAX_FAILURES) -> int:
     locked = subject.locked_until is not None and subject.locked_until > now
-    return 0 if locked else MAX_FAILURES - subject.failures
+    return 0 if locked else limit - subject.failures
+
+
+def _locked_notice(customer: Customer | None) -> list[SmsMessage]:
+    if customer is None:
+        return []
+    return [SmsMessage(to=customer.phone, customer_id=customer.id, kind="verification_locked", code=None,
+                       text="【演示】您的账户身份核验连续多次未通过，已暂时锁定30分钟。如非本人操作，请致电客服热线。")]
+
+
+def _fail(session_subject: VerificationSubject, subject: VerificationSubject, customer: Customer | None,
+          now: datetime) -> list[SmsMessage]:
+    _register_failure(session_subject, now, MAX_FAILURES)
+    return _locked_notice(customer) if _register_failure(subject, now, CUSTOMER_MAX_FAILURES) else []
+
+
+def _left(session_subject: VerificationSubject, subject: VerificationSubject, now: datetime) -> int:
+    return min(_attempts_left(session_subject, now), _attempts_left(subject, now, CUSTOMER_MAX_FAILURES))
+
+
+def _lock_end(session_subject: VerificationSubject, subject: VerificationSubject,
+              now: datetime) -> datetime | None:
+    ends = [end for end in (_locked_until(session_subject, now), _locked_until(subject, now)) if end]
+    return max(ends) if ends else None
 
 
 def _locked_until(subject: VerificationSubject, now: datetime) -> datetime | None:
@@ -72,24 +102,27 @@ def _verified_session(session: Session, session_id: str) -> VerifiedSession | No
                           .where(VerifiedSession.session_id == session_id).with_for_update())
 
 
-def verify_l1(session: Session, request: L1Request, now: datetime) -> L1Response:
+def verify_l1(session: Session, request: L1Request, now: datetime) -> tuple[L1Response, list[SmsMessage]]:
     customer = session.scalar(select(Customer).where(Customer.phone == request.phone))
     subject = _subject(session, f"customer:{customer.id}" if customer else f"phone:{request.phone}")
+    session_subject = _subject(session, f"session:{request.session_id}")
+    _check_not_locked(session_subject, now)
     _check_not_locked(subject, now)
+    notices: list[SmsMessage] = []
     matched = (customer is not None and customer.name == request.name
                and hmac.compare_digest(customer.id_number[-4:].upper(), request.id_last4.upper()))
     if matched and customer is not None:
-        subject.failures = 0
+        subject.failures = session_subject.failures = 0
         _set_session_level(session, request.session_id, customer.id, "L1", now)
     else:
-        _register_failure(subject, now)
+        notices = _fail(session_subject, subject, customer, now)
     audit.record(session, at=now, kind="verification_l1", inputs=request.model_dump(),
                  customer_id=customer.id if customer else None, channel=request.channel,
                  session_id=request.session_id, decision="verified" if matched else "failed")
     return L1Response(verified=matched, level="L1" if matched else None,
                       customer_id=customer.id if matched and customer else None,
-                      attempts_left=_attempts_left(subject, now),
-                      locked_until=_locked_until(subject, now))
+                      attempts_left=_left(session_subject, subject, now),
+                      locked_until=_lock_end(session_subject, subject, now)), notices
 
 
 def _set_session_level(session: Session, session_id: str, customer_id: str, level: str,
@@ -119,6 +152,12 @@ def session_level(session: Session, session_id: str | None, customer_id: str,
     return state
 
 
+def live_session(session: Session, session_id: str, now: datetime) -> VerifiedSession | None:
+    """The conversation's verified session, whichever customer it proved to be, if still live."""
+    state = _verified_session(session, session_id)
+    return state if state is not None and state.expires_at > now else None
+
+
 def require_level(session: Session, session_id: str | None, customer_id: str, level: str,
                   now: datetime) -> VerifiedSession:
     state = session_level(session, session_id, customer_id, now)
@@ -137,6 +176,7 @@ def send_otp(session: Session, request: OtpRequest, now: datetime
     customer = session.get(Customer, request.customer_id)
     if customer is None:
         raise unknown_customer()
+    _check_not_locked(_subject(session, f"session:{request.session_id}"), now)
     _check_not_locked(_subject(session, f"customer:{customer.id}"), now)
     if session_level(session, request.session_id, customer.id, now) is None:
         raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
@@ -159,12 +199,15 @@ def send_otp(session: Session, request: OtpRequest, now: datetime
     return response, message
 
 
-def verify_l2(session: Session, request: L2Request, now: datetime) -> L2Response:
+def verify_l2(session: Session, request: L2Request, now: datetime) -> tuple[L2Response, list[SmsMessage]]:
     customer = session.get(Customer, request.customer_id)
     if customer is None:
         raise unknown_customer()
     subject = _subject(session, f"customer:{customer.id}")
+    session_subject = _subject(session, f"session:{request.session_id}")
+    _check_not_locked(session_subject, now)
     _check_not_locked(subject, now)
+    notices: list[SmsMessage] = []
     if session_level(session, request.session_id, customer.id, now) is None:
         raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
     otp = session.get(OtpCode, customer.id, with_for_update=True)
@@ -173,19 +216,19 @@ def verify_l2(session: Session, request: L2Request, now: datetime) -> L2Response
     matched = usable and otp is not None and hmac.compare_digest(
         otp.code_hash, _code_hash(otp.salt, request.code))
     if matched:
-        subject.failures = 0
+        subject.failures = session_subject.failures = 0
         session.delete(otp)
         _set_session_level(session, request.session_id, customer.id, "L2", now)
     else:
         if usable and otp is not None:
             otp.attempts_left -= 1
-        _register_failure(subject, now)
+        notices = _fail(session_subject, subject, customer, now)
     audit.record(session, at=now, kind="verification_l2", inputs=request.model_dump(),
                  customer_id=customer.id, channel=request.channel,
                  session_id=request.session_id, decision="verified" if matched else "failed")
     code_attempts = otp.attempts_left if usable and otp is not None and not matched else 0
-    attempts_left = _attempts_left(subject, now)
+    attempts_left = _left(session_subject, subject, now)
     if not matched and code_attempts:
         attempts_left = min(attempts_left, code_attempts)
     return L2Response(verified=matched, level="L2" if matched else None,
-                      attempts_left=attempts_left, locked_until=_locked_until(subject, now))
+                      attempts_left=attempts_left, locked_until=_lock_end(session_subject, subject, now)), notices

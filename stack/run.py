@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
 
-from stack.services import ROOT, Ports, phone_gateway, stack, started
+from stack.services import ROOT, Ports, Secrets, phone_gateway, stack, started
+from trust.env_secrets import SecretError
 
 LOG_DIR = ROOT / "var" / "log"
 
 
 def main() -> int:
-    token = os.environ.get("RISK_API_TOKEN")
-    if not token:
-        print("RISK_API_TOKEN is not set (the Makefile sets a development value)", file=sys.stderr)
+    try:
+        keys = Secrets.from_environment()
+    except SecretError as error:
+        print(f"{error} (the Makefile sets development values)", file=sys.stderr)
         return 2
     ports = Ports.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"starting risk_api, actions, rasa, web, phone_gateway (logs: {LOG_DIR.relative_to(ROOT)}/)", flush=True)
     try:
-        with started(stack(ports, token) + [phone_gateway(ports, token)], LOG_DIR) as running:
+        with started(stack(ports, keys) + [phone_gateway(ports, keys)], LOG_DIR) as running:
             print(f"ready: web chat http://127.0.0.1:{ports.web}/, agent desk http://127.0.0.1:{ports.web}/desk, "
-                  f"chat REST http://127.0.0.1:{ports.rasa}/webhooks/rest/webhook, "
+                  f"chat REST http://127.0.0.1:{ports.rasa}/webhooks/chat/webhook (session from "
+                  f"POST http://127.0.0.1:{ports.web}/chat/session), "
                   f"risk API http://127.0.0.1:{ports.risk_api}/docs, "
                   f"phone (AudioSocket) 127.0.0.1:{ports.audiosocket} — Ctrl-C stops", flush=True)
             while not running.exited():

@@ -8,6 +8,7 @@ development defaults).
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -15,8 +16,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from trust.env_secrets import require_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 RASA_VENV = ROOT / ".venv"
@@ -132,6 +135,52 @@ class Ports:
         )
 
 
+@dataclass(frozen=True)
+class Secrets:
+    """One credential per caller and purpose (docs/security.md says who holds which)."""
+
+    risk_engine: str  # action server -> risk API
+    risk_desk: str  # agent desk -> risk API
+    risk_gateway: str  # phone gateway -> risk API (caller look-up only)
+    risk_dialer: str  # reminder dialer -> risk API (look-up only)
+    rasa_api: str  # Rasa's HTTP API (trackers, model): operators only
+    rasa_gateway: str  # phone gateway -> Rasa's trusted channel
+    rasa_dialer: str  # dialer -> Rasa's trusted channel
+    action_server: str  # Rasa -> action server
+    chat_session: str  # web server signs chat sessions, Rasa's public channels check them
+    tracker_store: str  # encrypts conversations at rest
+
+    ENV_NAMES = {
+        "risk_engine": "RISK_API_ENGINE_TOKEN", "risk_desk": "RISK_API_DESK_TOKEN",
+        "risk_gateway": "RISK_API_GATEWAY_TOKEN", "risk_dialer": "RISK_API_DIALER_TOKEN",
+        "rasa_api": "RASA_API_TOKEN", "rasa_gateway": "RASA_GATEWAY_TOKEN",
+        "rasa_dialer": "RASA_DIALER_TOKEN", "action_server": "ACTION_SERVER_TOKEN",
+        "chat_session": "CHAT_SESSION_SECRET", "tracker_store": "TRACKER_STORE_KEY",
+    }
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Secrets:
+        """Every secret from the environment (development values only with IVR_ENV=development)."""
+        return cls(**{name: require_secret(cls.ENV_NAMES[name], env) for name in cls.names()})
+
+    @classmethod
+    def generated(cls) -> Secrets:
+        """Fresh random secrets, for tests and benchmarks."""
+        return cls(**{name: secrets.token_hex(24) for name in cls.names()})  # never starts with "-"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def env(self, *names: str) -> dict[str, str]:
+        return {self.ENV_NAMES[name]: getattr(self, name) for name in names}
+
+
+def chat_origins(ports: Ports) -> str:
+    """Origins allowed to embed the widget: CHAT_ALLOWED_ORIGINS, else the stack's own web server."""
+    return os.environ.get("CHAT_ALLOWED_ORIGINS") or f"http://127.0.0.1:{ports.web} http://localhost:{ports.web}"
+
+
 def latest_model() -> Path:
     models = sorted(MODELS_DIR.glob("*.tar.gz"), key=lambda path: path.stat().st_mtime)
     if not models:
@@ -139,19 +188,22 @@ def latest_model() -> Path:
     return models[-1]
 
 
-def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | None = None,
+def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = None,
           tracker_db: Path = DEFAULT_TRACKER_DB, web_env: Mapping[str, str] | None = None) -> list[Service]:
     """The services in start order: risk API, action server, Rasa, web chat and agent desk.
 
-    `risk_api_env` passes the risk API's own settings (database URL, SMS outbox path);
-    `tracker_db` is Rasa's SQLite tracker store, so a conversation survives a Rasa restart;
-    `web_env` the web server's (agent desk credentials, else taken from the environment).
+    Each service gets only the secrets it needs, each client its own role's token in
+    `RISK_API_TOKEN`. `risk_api_env` passes the risk API's own settings (database URL, SMS
+    outbox path); `tracker_db` is Rasa's SQLite tracker store, so a conversation survives a
+    Rasa restart; `web_env` the web server's (agent desk credentials, else taken from the
+    environment).
     """
     tracker_db.parent.mkdir(parents=True, exist_ok=True)
     risk_url = f"http://127.0.0.1:{ports.risk_api}"
     rasa_url = f"http://127.0.0.1:{ports.rasa}"
-    risk_env = {"RISK_API_TOKEN": risk_api_token, "RISK_API_HOST": "127.0.0.1",
-                "RISK_API_PORT": str(ports.risk_api), **(risk_api_env or {})}
+    origins = chat_origins(ports)
+    risk_env = {"RISK_API_HOST": "127.0.0.1", "RISK_API_PORT": str(ports.risk_api),
+                **keys.env("risk_engine", "risk_desk", "risk_gateway", "risk_dialer"), **(risk_api_env or {})}
     python = str(SERVICES_VENV / "bin" / "python")
     return [
         Service(
@@ -165,19 +217,23 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
             "actions",
             [python, "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(ports.actions)],
             f"http://127.0.0.1:{ports.actions}/health",
-            env={"RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token, "SANIC_HOST": "127.0.0.1"},
+            env={"RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_engine, "SANIC_HOST": "127.0.0.1",
+                 **keys.env("action_server")},
         ),
         Service(
             "rasa",
-            [str(RASA_VENV / "bin" / "python"), "-m", "bot.rasa_launcher", "run", "--enable-api", "--cors", "*",
+            # The launcher adds --auth-token and --cors from the environment (not visible in ps).
+            [str(RASA_VENV / "bin" / "python"), "-m", "bot.rasa_launcher", "run", "--enable-api",
              "-i", os.environ.get("RASA_HOST", "127.0.0.1"), "--port", str(ports.rasa),
              "--model", str(latest_model()),
              "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
-            f"{rasa_url}/status",
+            f"{rasa_url}/",  # answers once the model is loaded (before_server_start)
             cwd=ROOT / "bot",
             # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
             env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
-                 "RASA_TRACKER_DB": str(tracker_db)},
+                 "RASA_TRACKER_DB": str(tracker_db), "CHAT_ALLOWED_ORIGINS": origins,
+                 **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "action_server", "chat_session",
+                            "tracker_store")},
             start_timeout_seconds=240,
         ),
         Service(
@@ -185,12 +241,13 @@ def stack(ports: Ports, risk_api_token: str, risk_api_env: Mapping[str, str] | N
             [python, "-m", "web"],
             f"http://127.0.0.1:{ports.web}/health",
             env={"WEB_HOST": "127.0.0.1", "WEB_PORT": str(ports.web), "RASA_URL": rasa_url,
-                 "RISK_API_URL": risk_url, "RISK_API_TOKEN": risk_api_token, **(web_env or {})},
+                 "RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_desk, "CHAT_ALLOWED_ORIGINS": origins,
+                 **keys.env("chat_session"), **(web_env or {})},
         ),
     ]
 
 
-def phone_gateway(ports: Ports, risk_api_token: str) -> Service:
+def phone_gateway(ports: Ports, keys: Secrets) -> Service:
     """Asterisk's AudioSocket calls into the voice pipeline (AMI from ASTERISK_AMI_* when set)."""
     return Service(
         "phone_gateway",
@@ -199,6 +256,6 @@ def phone_gateway(ports: Ports, risk_api_token: str) -> Service:
         env={"AUDIOSOCKET_HOST": os.environ.get("AUDIOSOCKET_HOST", "127.0.0.1"),
              "AUDIOSOCKET_PORT": str(ports.audiosocket),
              "GATEWAY_HEALTH_PORT": str(ports.gateway_health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
-             "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": risk_api_token,
-             "PYTHONPATH": str(ROOT)},
+             "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_gateway,
+             "RASA_CHANNEL_TOKEN": keys.rasa_gateway, "PYTHONPATH": str(ROOT)},
     )

@@ -90,7 +90,8 @@ class CallerLookup:
         if not phone:
             return None
         try:
-            response = await self._http.get(f"/customers/by-phone/{phone}")
+            # In the body: no caller's number in any URL or access log.
+            response = await self._http.post("/customers/lookup", json={"phone": phone})
         except httpx.HTTPError as error:
             log.error("risk API unreachable for the caller lookup: %s", error)
             return None

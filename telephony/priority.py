@@ -3,7 +3,7 @@
 Rules live in ivr_config/priority.yaml (validated against ivr_config/priority.schema.json).
 Tiers are listed highest first; a call gets the first tier one of whose rules matches, and the
 default tier otherwise. Facts (`CallFacts`) come from the risk API's CustomerSummary
-(`GET /customers/by-phone/{phone}`: age, elderly, vip, hardship, tags), the gateway's own call
+(`POST /customers/lookup`: age, elderly, vip, hardship, tags), the gateway's own call
 log (hours since the caller's previous call) and the dialogue (the recognised flow id).
 """
 

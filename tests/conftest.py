@@ -2,12 +2,13 @@
 action server and Rasa with the trained model.
 
 Started on free loopback ports, with a fresh SQLite database and SMS outbox in a temporary
-folder; logs land in that folder and are printed when a service fails.
+folder and fresh random secrets; logs land in that folder and are printed when a service fails.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +16,43 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack.services import Ports, stack, started
+from stack.services import Ports, Secrets, stack, started
+from trust import chat_session
 
-TOKEN = "test-risk-api-token"
+SECRETS = Secrets.generated()
+RISK_ROLES = {"engine": SECRETS.risk_engine, "desk": SECRETS.risk_desk,
+              "gateway": SECRETS.risk_gateway, "dialer": SECRETS.risk_dialer}
 
 
 @dataclass
 class Stack:
     rasa_url: str
     risk_url: str
+    web_url: str
+    actions_url: str
     outbox: Path
     log_dir: Path
+    tracker_db: Path
+    keys: Secrets = SECRETS
 
-    def risk_api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.risk_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    def risk_api(self, role: str = "engine") -> httpx.Client:
+        """The risk API as one of its callers sees it (engine, desk, gateway, dialer)."""
+        return httpx.Client(base_url=self.risk_url, headers={"Authorization": f"Bearer {RISK_ROLES[role]}"},
+                            timeout=10)
+
+    def rasa_api(self) -> httpx.Client:
+        """Rasa's HTTP API with the operators' token (trackers, status)."""
+        return httpx.Client(base_url=self.rasa_url, params={"token": self.keys.rasa_api}, timeout=10)
+
+    def tracker(self, sender: str) -> dict:
+        with self.rasa_api() as rasa:
+            response = rasa.get(f"/conversations/{sender}/tracker")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def chat_token(self) -> chat_session.ChatSession:
+        """A chat session as the web server issues it (tests hold the signing secret)."""
+        return chat_session.issue(self.keys.chat_session, time.time())
 
     def latest_otp(self, phone: str) -> str:
         """The newest one-time code the risk API 'texted' to this phone."""
@@ -45,12 +69,15 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     ports = Ports.free()
     outbox = workdir / "sms_outbox.jsonl"
+    tracker_db = workdir / "tracker.sqlite3"
     risk_env = {
         "RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk_api.sqlite3'}",
         "RISK_API_SMS_OUTBOX": str(outbox),
     }
     try:
-        with started(stack(ports, TOKEN, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir):
-            yield Stack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir)
+        with started(stack(ports, SECRETS, risk_env, tracker_db=tracker_db), workdir):
+            yield Stack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}",
+                        f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.actions}", outbox, workdir,
+                        tracker_db)
     except RuntimeError as error:
         pytest.fail(str(error))

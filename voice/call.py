@@ -34,10 +34,12 @@ class VoiceEngines:
     dialogue: DialogueClient
 
     @classmethod
-    def load(cls, config: VoiceConfig, rasa_url: str, recognizer: Recognizer | None = None) -> VoiceEngines:
-        """`recognizer` overrides the configured one (tests and the demo without a Chinese model)."""
+    def load(cls, config: VoiceConfig, rasa_url: str, recognizer: Recognizer | None = None,
+             channel_token: str | None = None) -> VoiceEngines:
+        """`recognizer` overrides the configured one (tests and the demo without a Chinese model);
+        `channel_token` Rasa's trusted-channel token (else RASA_CHANNEL_TOKEN)."""
         return cls(config, recognizer or load_recognizer(config.asr), Synthesizer(config.tts),
-                   DialogueClient(rasa_url))
+                   DialogueClient(rasa_url, channel_token))
 
     async def close(self) -> None:
         await self.dialogue.close()

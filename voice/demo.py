@@ -19,7 +19,7 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-from stack.services import Ports, stack, started
+from stack.services import Ports, Secrets, stack, started
 from voice.asr import ScriptedRecognizer
 from voice.audio import read_wav, resample, write_wav
 from voice.call import VoiceEngines, run_call
@@ -33,13 +33,14 @@ QUIET_SECONDS = 2.5  # the bot silent this long after answering: the demo call i
 
 def rasa_answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/status", timeout=2) as response:
+        with urllib.request.urlopen(f"{url}/", timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
 
 
-async def demo(wav: Path, out: Path, rasa_url: str, said: list[str], keys: str, caller_number: str | None) -> int:
+async def demo(wav: Path, out: Path, rasa_url: str, channel_token: str, said: list[str], keys: str,
+               caller_number: str | None) -> int:
     pcm, rate = read_wav(wav)
     if rate != CALL_RATE:
         print(f"{wav}: {rate} Hz, resampled to the telephone's {CALL_RATE} Hz")
@@ -48,7 +49,7 @@ async def demo(wav: Path, out: Path, rasa_url: str, said: list[str], keys: str, 
     recognizer = ScriptedRecognizer(said) if said else None
     if said:
         print(f"recognition is scripted (--say): the caller's speech is taken to say {said}")
-    engines = VoiceEngines.load(config, rasa_url, recognizer)
+    engines = VoiceEngines.load(config, rasa_url, recognizer, channel_token)
     sink = RecordingSink()
     call = CallStarted("demo-" + os.urandom(4).hex(), CALL_RATE, caller_number=caller_number)
     answers: list[bytes | str] = [pcm, keys] if keys else [pcm]
@@ -77,15 +78,18 @@ def main() -> int:
     rasa_url = os.environ.get("RASA_URL", "http://127.0.0.1:5005")
     with ExitStack() as resources:
         if not rasa_answers(rasa_url):
-            token = os.environ.get("RISK_API_TOKEN", "dev-only-risk-api-token")
+            keys = Secrets.generated()
             workdir = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="voice-demo-")))
             ports = Ports.free()
             print(f"no assistant at {rasa_url}: starting one for the demo (logs in {workdir})", flush=True)
             env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
                    "RISK_API_SMS_OUTBOX": str(workdir / "sms.jsonl")}
-            resources.enter_context(started(stack(ports, token, env, tracker_db=workdir / "tracker.sqlite3"), workdir))
+            resources.enter_context(started(stack(ports, keys, env, tracker_db=workdir / "tracker.sqlite3"), workdir))
             rasa_url = f"http://127.0.0.1:{ports.rasa}"
-        return asyncio.run(demo(args.wav, args.out, rasa_url, args.say, args.keys, args.caller_number))
+        else:
+            keys = Secrets.from_environment()
+        return asyncio.run(demo(args.wav, args.out, rasa_url, keys.rasa_gateway, args.say, args.keys,
+                                args.caller_number))
 
 
 if __name__ == "__main__":

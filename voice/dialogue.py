@@ -1,4 +1,5 @@
-"""The dialogue core as the voice channel sees it: Rasa's REST input channel.
+"""The dialogue core as the voice channel sees it: Rasa's trusted input channel
+(`/webhooks/trusted/webhook`, bot/channels.py), with the gateway's own bearer token.
 
 Every turn carries `metadata {channel: "voice", caller_number, priority_tier}` so the core
 uses the voice wording, skips asking for a number it already has and ranks the hand-over.
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from trust.env_secrets import require_secret
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +50,15 @@ class Reply:
 class DialogueClient:
     """One HTTP client shared by every call of a process."""
 
-    def __init__(self, rasa_url: str, timeout_seconds: float = 15.0) -> None:
-        self._http = httpx.AsyncClient(base_url=rasa_url, timeout=timeout_seconds)
+    def __init__(self, rasa_url: str, channel_token: str | None = None, timeout_seconds: float = 15.0) -> None:
+        token = channel_token or require_secret("RASA_CHANNEL_TOKEN")
+        self._http = httpx.AsyncClient(base_url=rasa_url, timeout=timeout_seconds,
+                                       headers={"Authorization": f"Bearer {token}"})
 
     async def send(self, sender: str, text: str, metadata: dict[str, Any]) -> Reply:
         try:
             response = await self._http.post(
-                "/webhooks/rest/webhook", json={"sender": sender, "message": text, "metadata": metadata})
+                "/webhooks/trusted/webhook", json={"sender": sender, "message": text, "metadata": metadata})
             response.raise_for_status()
             return Reply.from_messages(response.json())
         except (httpx.HTTPError, ValueError) as error:

@@ -13,10 +13,13 @@ from web.config import Settings
 def main() -> int:
     try:
         settings = Settings.from_environment()
-    except RuntimeError as error:
-        print(error, file=sys.stderr)
+    except RuntimeError as error:  # trust.env_secrets.SecretError: missing or development secret
+        print(f"web server not started: {error}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-* from any loopback client;
+    # the app decides itself, from WEB_BEHIND_PROXY, whether to believe them.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                proxy_headers=False)
     return 0
 
 

@@ -1,10 +1,19 @@
-"""The web server's settings, all from the environment (the stack and the Makefile set them)."""
+"""The web server's settings, all from the environment (the stack and the Makefile set them).
+
+Secrets go through trust.env_secrets: a `dev-only-…` value stops the server at start unless
+IVR_ENV=development.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from trust.env_secrets import optional_secret, require_secret
+
+_TRUE = {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
@@ -13,24 +22,36 @@ class Settings:
     port: int
     rasa_url: str
     risk_api_url: str
-    risk_api_token: str
+    risk_api_token: str  # the desk role's token: only the routes the desk needs
     # Without both, the agent desk is switched off and only the chat widget is served.
     desk_user: str | None
     desk_password: str | None
     # Signs the agent desk's session cookie; a random one per process logs agents out on restart.
     session_secret: str
+    # Signs chat session tokens; Rasa's public channels check them with the same secret.
+    chat_session_secret: str
+    # Sites that may embed the widget and ask for a chat session (the server's own origin always may).
+    chat_allowed_origins: frozenset[str]
+    # Chat sessions one source address may open per 10 minutes (raise it for sites behind a big NAT).
+    chat_sessions_per_source: int = 10
+    # Only behind a reverse proxy are X-Forwarded-Proto / X-Forwarded-For believed: anyone else
+    # could send them.
+    behind_proxy: bool = False
 
     @classmethod
-    def from_environment(cls) -> Settings:
-        if not os.environ.get("RISK_API_TOKEN"):
-            raise RuntimeError("RISK_API_TOKEN not set (the Makefile sets a development value)")
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        """Raises trust.env_secrets.SecretError for a missing secret or a development one outside development."""
         return cls(
-            host=os.environ.get("WEB_HOST", "127.0.0.1"),
-            port=int(os.environ.get("WEB_PORT", 8080)),
-            rasa_url=os.environ.get("RASA_URL", "http://127.0.0.1:5005"),
-            risk_api_url=os.environ.get("RISK_API_URL", "http://127.0.0.1:8400"),
-            risk_api_token=os.environ["RISK_API_TOKEN"],
-            desk_user=os.environ.get("AGENT_DESK_USER") or None,
-            desk_password=os.environ.get("AGENT_DESK_PASSWORD") or None,
-            session_secret=os.environ.get("WEB_SESSION_SECRET") or secrets.token_hex(32),
+            host=env.get("WEB_HOST", "127.0.0.1"),
+            port=int(env.get("WEB_PORT", 8080)),
+            rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
+            risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"),
+            risk_api_token=require_secret("RISK_API_TOKEN", env),
+            desk_user=env.get("AGENT_DESK_USER", "").strip() or None,
+            desk_password=optional_secret("AGENT_DESK_PASSWORD", env),
+            session_secret=optional_secret("WEB_SESSION_SECRET", env) or secrets.token_hex(32),
+            chat_session_secret=require_secret("CHAT_SESSION_SECRET", env),
+            chat_allowed_origins=frozenset(env.get("CHAT_ALLOWED_ORIGINS", "").split()),
+            chat_sessions_per_source=int(env.get("CHAT_SESSIONS_PER_SOURCE", 10)),
+            behind_proxy=env.get("WEB_BEHIND_PROXY", "").strip().lower() in _TRUE,
         )

@@ -1,5 +1,6 @@
 """The HTML pages. Only fixed markup and escaped settings go in here: every message, name and
-summary reaches the page as JSON and is put in with textContent by the scripts."""
+summary reaches the page as JSON and is put in with textContent by the scripts. No inline
+script or style: the Content-Security-Policy (web/app.py) allows neither."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ _HEAD = """<!doctype html>
 
 def demo_page(rasa_url: str) -> str:
     """A lender's page with the widget embedded the way any site would: one script tag."""
-    return _HEAD.format(title="在线客服演示", extra="") + f"""
-<body style="font-family: sans-serif; margin: 0; padding: 1rem; background: #f4f6f8">
+    return _HEAD.format(title="在线客服演示", extra='<link rel="stylesheet" href="/static/demo.css">') + f"""
+<body class="demo">
 <main>
 <h1>消费金融在线客服</h1>
 <p>借款、还款、账户问题，都可以在右下角和智能客服聊。</p>
@@ -30,8 +31,9 @@ def demo_page(rasa_url: str) -> str:
 """
 
 
-def login_page(failed: bool) -> str:
-    error = '<p class="error" role="alert">用户名或密码不正确。</p>' if failed else ""
+def login_page(failed: bool, throttled: bool = False) -> str:
+    error = ('<p class="error" role="alert">登录失败次数过多，请 15 分钟后再试。</p>' if throttled
+             else '<p class="error" role="alert">用户名或密码不正确。</p>' if failed else "")
     return _HEAD.format(title="坐席工作台登录", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
 <body>
 <main class="login">

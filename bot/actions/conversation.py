@@ -2,12 +2,16 @@
 
 `Turn` wraps rasa-sdk's tracker and dispatcher: which channel the customer is on (voice and
 outbound calls get the short voice wording, chat may get buttons), who they are, and how far
-they are verified.
+they are verified. Who they are comes from the risk API's verified session for this
+conversation, asked afresh every turn (`Turn.start`): the `customer_id` and `verified_level`
+slots are only a copy for templates, never trusted — a slot can be forged, and a verified
+session ends after 30 minutes while the conversation goes on.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -17,6 +21,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from bot.actions.risk_client import RiskApiClient, RiskApiRefused, RiskApiUnavailable
 from flowspec.model import LEVELS, Flow, FlowSet, Response, load_flowset
 from flowspec.templates import TemplateError, render
+from trust.logs import session_ref
 
 log = logging.getLogger("flow")
 PRIORITIES = ("normal", "high", "emergency")
@@ -42,12 +47,37 @@ def higher_priority(first: str | None, second: str | None) -> str:
     return max(ranked, key=PRIORITIES.index)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """The risk API's verified session for this conversation."""
+
+    customer_id: str | None = None
+    level: str = NOT_VERIFIED
+    known: bool = True  # False: the risk API could not be asked this turn
+
+
 class Turn:
-    def __init__(self, tracker: Tracker, dispatcher: CollectingDispatcher) -> None:
+    def __init__(self, tracker: Tracker, dispatcher: CollectingDispatcher, identity: Identity) -> None:
         self.tracker = tracker
         self.dispatcher = dispatcher
+        # Set only by action_session_start from a trusted channel's metadata (bot/channels.py).
         self.channel: str = tracker.get_slot("channel") or "chat"
         self.session_id: str = tracker.sender_id
+        self.identity = identity
+
+    @classmethod
+    async def start(cls, tracker: Tracker, dispatcher: CollectingDispatcher) -> Turn:
+        try:
+            session = await risk_api().session(tracker.sender_id)
+            identity = Identity(session["customer_id"], session["level"]) if session else Identity()
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            log.warning("session %s: identity unknown this turn: %s", session_ref(tracker.sender_id), error)
+            identity = Identity(known=False)
+        return cls(tracker, dispatcher, identity)
+
+    @property
+    def log_ref(self) -> str:
+        return session_ref(self.session_id)
 
     @property
     def voice(self) -> bool:
@@ -55,11 +85,11 @@ class Turn:
 
     @property
     def customer_id(self) -> str | None:
-        return self.tracker.get_slot("customer_id")
+        return self.identity.customer_id
 
     @property
     def verified_level(self) -> str:
-        return self.tracker.get_slot("verified_level") or NOT_VERIFIED
+        return self.identity.level
 
     @property
     def input_source(self) -> str | None:
@@ -99,12 +129,13 @@ class Turn:
         try:
             return await risk_api().customer(self.customer_id)
         except (RiskApiUnavailable, RiskApiRefused) as error:
-            log.warning("customer %s summary unavailable: %s", self.customer_id, error)
+            log.warning("session %s: customer summary unavailable: %s", self.log_ref, error)
             return {"salutation": "您"}
 
     async def called_customer(self) -> dict[str, Any]:
         """Who an outbound call dials, for the greeting (请问是张先生吗): the salutation only,
-        nothing about the account before identity is confirmed."""
+        nothing about the account before identity is confirmed. The number is the trusted
+        channel's (the dialer's or the phone gateway's), never the customer's own words."""
         number = self.tracker.get_slot("caller_number")
         try:
             found = await risk_api().customer_by_phone(number) if number else {}

@@ -9,6 +9,10 @@ Three kinds of actions, generated for every flow and slot from the YAML:
   the one-time-code prompt first has the risk API send the code.
 - `action_finish_flow`: after the form, reads, asks the risk API to decide and act (or writes
   the record), answers, and hands off when the flow's `handoff.when` holds.
+
+Identity is the risk API's verified session for this conversation (`Turn.start`), asked every
+turn; the identity slots only carry what the customer said until the risk API has checked it.
+When the session has ended (30 minutes) the engine asks again instead of failing.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from bot.actions.conversation import Turn, flowset, level_rank, risk_api
+from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, risk_api
 from bot.actions.handoff import hand_off, hand_off_unavailable, slot_details
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
@@ -38,6 +42,13 @@ ASIDE_CONFIDENCE = 0.9
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
 # Values of these slot types may be logged; names, numbers and free text are personal data.
 LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"}
+# Asked again when the verified session has ended (the number stays: it is not a secret, and
+# on the phone it is the line's own). The tracker store keeps ID digits and codes redacted.
+REVERIFY_SLOTS = ("customer_name", "id_last4", "otp_code")
+
+
+class ReverifyNeeded(Exception):
+    """The risk API no longer knows this conversation at the level the flow needs."""
 
 
 def looks_angry(text: str) -> bool:
@@ -83,7 +94,7 @@ class FlowFormValidator(Action, ABC):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> list[EventType]:
         flow = flowset().flows[self.flow_id]
-        turn = Turn(tracker, dispatcher)
+        turn = await Turn.start(tracker, dispatcher)
         values: dict[str, Any] = dict(tracker.slots)
         events: list[EventType] = []
 
@@ -92,6 +103,7 @@ class FlowFormValidator(Action, ABC):
             events.append(SlotSet(name, value))
 
         set_slot("active_flow", flow.id)
+        self._take_identity(turn, flow, values, set_slot)
         message = tracker.latest_message or {}
         text = (message.get("text") or "").strip()
         intent = (message.get("intent") or {}).get("name")
@@ -114,10 +126,30 @@ class FlowFormValidator(Action, ABC):
             else:
                 await self._take_answer(turn, flow, requested, text, intent, values, set_slot)
 
+        if not turn.identity.known and flow.required_level != NOT_VERIFIED and not values.get("flow_exit"):
+            set_slot("flow_exit", "unavailable")  # nobody can be verified while the risk API is down
         missing = required_slots(flow, values, turn.channel)
         set_slot("requested_slot", missing[0] if missing else None)
-        log.info("flow=%s session=%s next=%s", flow.id, turn.session_id, values["requested_slot"])
+        log.info("flow=%s session=%s next=%s", flow.id, turn.log_ref, values["requested_slot"])
         return events
+
+    @staticmethod
+    def _take_identity(turn: Turn, flow: Flow, values: dict[str, Any], set_slot: Any) -> None:
+        """The slots' copy of identity from the risk API; whatever they said before is replaced."""
+        if not turn.identity.known:
+            return
+        claimed = values.get("verified_level")
+        if level_rank(claimed) > level_rank(turn.verified_level):
+            # The session ended (or the slots were never true): the answers must be given again.
+            for name in REVERIFY_SLOTS:
+                set_slot(name, None)
+            if values.get("requested_slot") and flow.required_level != NOT_VERIFIED:
+                wording = flowset().identity_flow
+                turn.say(wording.responses["reverify"], {}, wording)
+        level = turn.verified_level if turn.customer_id else None
+        for name, value in (("customer_id", turn.customer_id), ("verified_level", level)):
+            if values.get(name) != value:
+                set_slot(name, value)
 
     def _prefill(self, flow: Flow, text: str, intent: str | None, values: dict[str, Any],
                  set_slot: Any) -> None:
@@ -192,22 +224,23 @@ class FlowFormValidator(Action, ABC):
             if level_rank(level) < level_rank("L1") and l1_ready:
                 result = await api.verify_l1(phone, values["customer_name"], values["id_last4"],
                                              turn.session_id, turn.channel)
+                set_slot("id_last4", None)  # used once: a new attempt asks again
                 if result["verified"]:
                     set_slot("customer_id", result["customer_id"])
                     set_slot("verified_level", "L1")
-                    log.info("flow=%s session=%s verified L1", flow.id, turn.session_id)
+                    log.info("flow=%s session=%s verified L1", flow.id, turn.log_ref)
                     return
-                for name in ("customer_name", "id_last4", *(() if values.get("caller_number") else ("phone_number",))):
+                for name in ("customer_name", *(() if values.get("caller_number") else ("phone_number",))):
                     set_slot(name, None)
                 self._failed(turn, wording, "verification_failed", result, set_slot)
             elif level == "L1" and values.get("otp_code"):
                 result = await api.verify_l2(values["customer_id"], values["otp_code"],
                                              turn.session_id, turn.channel)
+                set_slot("otp_code", None)  # used once
                 if result["verified"]:
                     set_slot("verified_level", "L2")
-                    log.info("flow=%s session=%s verified L2", flow.id, turn.session_id)
+                    log.info("flow=%s session=%s verified L2", flow.id, turn.log_ref)
                     return
-                set_slot("otp_code", None)
                 self._failed(turn, wording, "otp_failed", result, set_slot)
         except RiskApiRefused as refusal:
             if refusal.code != "verification_locked":
@@ -232,15 +265,21 @@ class AskSlot(Action, ABC):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> list[EventType]:
-        turn = Turn(tracker, dispatcher)
+        turn = await Turn.start(tracker, dispatcher)
         flow = flowset().flows[tracker.get_slot("active_flow")]
         slot = slot_definition(flow, self.slot_name)
         try:
             context = await turn.context(flow, with_reads=slot.name not in {s.name for s in flowset().identity_slots})
             if slot.name == "otp_code":
                 context["otp"] = await risk_api().send_otp(turn.customer_id, turn.session_id, turn.channel)
-        except (RiskApiUnavailable, RiskApiRefused) as error:
-            # Nothing to ask without the data: hand off now; the form ends on the next turn.
+        except RiskApiRefused as refusal:
+            # Refused (too many codes sent, verification locked…): its message is for the
+            # customer; a person takes over. The form ends on the next turn.
+            log.warning("flow=%s cannot ask %s: %s", flow.id, slot.name, refusal.code)
+            dispatcher.utter_message(text=refusal.message)
+            await hand_off(turn, flow, "refused", refusal.message, flow.handoff_priority, {"flow_name": flow.name})
+            return [SlotSet("flow_exit", "handed_off")]
+        except RiskApiUnavailable as error:
             log.error("flow=%s cannot ask %s: %s", flow.id, slot.name, error)
             await hand_off_unavailable(turn, flow, {"flow_name": flow.name})
             return [SlotSet("flow_exit", "handed_off")]
@@ -261,7 +300,7 @@ class FinishFlow(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> list[EventType]:
-        turn = Turn(tracker, dispatcher)
+        turn = await Turn.start(tracker, dispatcher)
         flow = flowset().flows[tracker.get_slot("active_flow")]
         exit_reason = tracker.get_slot("flow_exit") or ""
         per_flow = (*flow.slot_names, CONFIRM_SLOT, "flow_exit", "reprompts", "active_flow")
@@ -272,8 +311,17 @@ class FinishFlow(Action):
             turn.say(turn.response("switch_flow"), {"flow_name": target.name})
             turn.signal({"flow": flow.id, "outcome": "switched"})
             return [*resets, FollowupAction(target.form_name)]
-        outcome = await self._run_flow(turn, flow, exit_reason)
-        log.info("flow=%s session=%s outcome=%s", flow.id, turn.session_id, outcome)
+        try:
+            outcome = await self._run_flow(turn, flow, exit_reason)
+        except ReverifyNeeded:
+            # The customer's answers stay; identity is asked again, then the flow goes on.
+            wording = flowset().identity_flow
+            turn.say(wording.responses["reverify"], {}, wording)
+            log.info("flow=%s session=%s verified session ended: asking again", flow.id, turn.log_ref)
+            return [SlotSet("requested_slot", None), SlotSet("flow_exit", None),
+                    *(SlotSet(name, None) for name in (*REVERIFY_SLOTS, "customer_id", "verified_level")),
+                    FollowupAction(flow.form_name)]
+        log.info("flow=%s session=%s outcome=%s", flow.id, turn.log_ref, outcome)
         turn.signal({"flow": flow.id, "outcome": outcome})
         return resets
 
@@ -290,7 +338,12 @@ class FinishFlow(Action):
             return "unavailable"
         if exit_reason == "handed_off":
             return "handoff"
+        if not turn.identity.known and flow.required_level != NOT_VERIFIED:
+            await hand_off_unavailable(turn, flow, base)
+            return "unavailable"
         if level_rank(turn.verified_level) < level_rank(flow.required_level):
+            if not turn.tracker.get_slot("verification_locked"):
+                raise ReverifyNeeded
             lock_flow = flowset().identity_flow
             turn.say(lock_flow.responses["locked"], base, lock_flow)
             await hand_off(turn, flow, "locked", lock_flow.handoff.reason, lock_flow.handoff.priority, base,
@@ -303,6 +356,13 @@ class FinishFlow(Action):
             if self._hands_off(flow, outcome, context, turn):
                 await hand_off(turn, flow, outcome, flow.handoff.reason_for(turn.input_source), flow.handoff.priority,
                                context)
+        except RiskApiRefused as refusal:
+            if refusal.code == "verification_required" and not await _still_verified(turn, flow):
+                raise ReverifyNeeded from refusal
+            # Anything else the API refuses is not the customer's to fix by talking to a bot.
+            log.error("flow=%s refused by the risk API: %s", flow.id, refusal.code)
+            await hand_off_unavailable(turn, flow, base)
+            return "unavailable"
         except RiskApiUnavailable:
             await hand_off_unavailable(turn, flow, base)
             return "unavailable"
@@ -334,21 +394,23 @@ class FinishFlow(Action):
         return "answer"
 
     async def _record(self, turn: Turn, flow: Flow, context: dict[str, Any]) -> dict[str, Any]:
+        """The risk API files it on the session's own customer: the engine never names one."""
         api = risk_api()
         common = {"session_id": turn.session_id, "channel": turn.channel}
         slots = {slot.name: turn.tracker.get_slot(slot.name) for slot in flow.slots}
         kind, _, ticket_kind = flow.record.partition(":")
         if kind == "ticket":
             summary = f"{flow.name}：{slot_details(flow, turn)}"
-            return await api.post("/tickets", {"kind": ticket_kind, "customer_id": turn.customer_id,
-                                               "summary": summary, "details": slots, **common})
+            return await api.post("/tickets", {"kind": ticket_kind, "summary": summary, "details": slots,
+                                               **common})
         if kind == "promise":
             return await api.post(f"/customers/{turn.customer_id}/promises",
                                   {"date": slots.get("date"), "amount": slots.get("amount"), **common})
         if kind == "callback":
-            phone = turn.tracker.get_slot("caller_number") or turn.tracker.get_slot("phone_number")
-            return await api.post("/callbacks", {"customer_id": turn.customer_id, "phone": phone,
-                                                 "preferred_time": slots.get("preferred_time"), **common})
+            # The line the call came in on (trusted channel metadata), else the number on file.
+            caller = turn.tracker.get_slot("caller_number")
+            return await api.post("/callbacks", {"preferred_time": slots.get("preferred_time"), **common,
+                                                 **({"phone": caller} if caller else {})})
         return await api.post(f"/customers/{turn.customer_id}/preferences",
                               {"marketing_opt_out": True, **common})
 
@@ -367,6 +429,14 @@ class FinishFlow(Action):
             ):
                 return True
         return False
+
+
+async def _still_verified(turn: Turn, flow: Flow) -> bool:
+    """Asked again after a refusal: a session that ended since the turn began means asking the
+    customer again; one the risk API still vouches for means something else is wrong (a hand-over,
+    not a loop of identity questions)."""
+    now = await Turn.start(turn.tracker, turn.dispatcher)
+    return not now.identity.known or level_rank(now.verified_level) >= level_rank(flow.required_level)
 
 
 def _param(value: Any, context: dict[str, Any]) -> Any:

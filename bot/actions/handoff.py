@@ -128,15 +128,15 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
         "priority": tier,
         "summary": summary,
         "channel": turn.channel,
-        "customer_id": turn.customer_id,
-        "verified_level": turn.verified_level,
     }
     try:
+        # The risk API files it on the session's verified customer (if any): not ours to name.
         record = await risk_api().post("/handoffs", {"session_id": turn.session_id, **handoff})
         handoff["handoff_id"] = record.get("handoff_id")
     except (RiskApiUnavailable, RiskApiRefused) as error:
         # The transfer must still happen: the channel carries the summary to the agent.
-        log.error("handoff record not stored (session %s): %s", turn.session_id, error)
+        log.error("handoff record not stored (session %s): %s", turn.log_ref, error)
+    handoff["verified_level"] = turn.verified_level
     log.info("flow=%s handoff priority=%s reason=%s", handoff["flow"], tier, reason)
     turn.signal({"handoff": handoff})
 

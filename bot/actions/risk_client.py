@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from trust.logs import session_ref
+
 log = logging.getLogger(__name__)
 
 
@@ -45,15 +47,16 @@ class RiskApiClient:
             raise RuntimeError("RISK_API_TOKEN is not set: the action server cannot call the risk API")
         return cls(os.environ.get("RISK_API_URL", "http://127.0.0.1:8400"), token)
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, shown: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """`shown`: the path as logs may name it (without a session id in it)."""
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            log.warning("risk API %s %s failed: %s", method, path, error)
-            raise RiskApiUnavailable(str(error)) from error
+            log.warning("risk API %s %s failed: %s", method, shown or path, type(error).__name__)
+            raise RiskApiUnavailable(f"{method} {shown or path}: {type(error).__name__}") from error
         if response.status_code >= 500:
-            log.warning("risk API %s %s answered %s", method, path, response.status_code)
-            raise RiskApiUnavailable(f"{method} {path}: HTTP {response.status_code}")
+            log.warning("risk API %s %s answered %s", method, shown or path, response.status_code)
+            raise RiskApiUnavailable(f"{method} {shown or path}: HTTP {response.status_code}")
         if response.status_code >= 400:
             detail = _detail(response)
             raise RiskApiRefused(response.status_code, detail.get("code", "error"), detail.get("message", ""))
@@ -63,7 +66,18 @@ class RiskApiClient:
         return await self._call("GET", f"/customers/{customer_id}")
 
     async def customer_by_phone(self, phone: str) -> dict[str, Any]:
-        return await self._call("GET", f"/customers/by-phone/{phone}")
+        # A POST body, not the URL: no phone number in any access log.
+        return await self._call("POST", "/customers/lookup", json={"phone": phone})
+
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        """Who this conversation proved to be, and how far: the only source of identity.
+        None when it has not verified or its verified session ended."""
+        try:
+            return await self._call("GET", f"/sessions/{session_id}", f"/sessions/{session_ref(session_id)}")
+        except RiskApiRefused as refusal:
+            if refusal.status == 404:
+                return None
+            raise
 
     async def verify_l1(self, phone: str, name: str, id_last4: str, session_id: str, channel: str) -> dict[str, Any]:
         body = {"phone": phone, "name": name, "id_last4": id_last4, "session_id": session_id,

@@ -17,7 +17,11 @@ MISSES_BEFORE_HANDOFF = 2
 
 
 class ActionSessionStart(Action):
-    """Carries the channel's metadata (channel, caller number, priority tier) into slots."""
+    """Carries the channel's metadata (channel, caller number, priority tier) into slots.
+
+    Only Rasa's trusted channel (the phone gateway, the dialer) can set these; the public chat
+    channels set `channel: chat` themselves and pass nothing from the client (bot/channels.py).
+    """
 
     def name(self) -> str:
         return "action_session_start"
@@ -43,7 +47,7 @@ class ActionClarify(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> list[EventType]:
-        turn = Turn(tracker, dispatcher)
+        turn = await Turn.start(tracker, dispatcher)
         misses = 0
         for event in reversed(tracker.events):
             if event.get("event") != "user":
@@ -79,6 +83,6 @@ class ActionRepeat(Action):
         for event in reversed(said):
             dispatcher.utter_message(text=event["text"])
         if not said:
-            turn = Turn(tracker, dispatcher)
+            turn = await Turn.start(tracker, dispatcher)
             turn.say(turn.response("how_can_help"), {})
         return []

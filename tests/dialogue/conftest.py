@@ -16,18 +16,29 @@ from tests.conftest import Stack
 
 
 class ChatSession:
-    """One customer conversation over Rasa's REST channel."""
+    """One customer conversation the way its channel reaches Rasa: a chat over the public chat
+    channel with a server-issued session token; a phone call (voice, outbound) over the trusted
+    channel with the phone gateway's token and its metadata. `sender` is the conversation id."""
 
     def __init__(self, stack: Stack, channel: str = "chat", metadata: dict[str, Any] | None = None) -> None:
         self.stack = stack
-        self.sender = f"test-{uuid.uuid4().hex[:12]}"
         self.metadata = {"channel": channel, **(metadata or {})}
         self.transcript: list[tuple[str, list[dict[str, Any]]]] = []
-        self._http = httpx.Client(base_url=stack.rasa_url, timeout=30)
+        if channel == "chat":
+            issued = stack.chat_token()
+            self.sender, self._sender_field, self._route = issued.session_id, issued.token, "chat"
+            self._http = httpx.Client(base_url=stack.rasa_url, timeout=30)
+        else:
+            self.sender = str(uuid.uuid4())  # what Asterisk names a call
+            self._sender_field, self._route = self.sender, "trusted"
+            self._http = httpx.Client(base_url=stack.rasa_url, timeout=30,
+                                      headers={"Authorization": f"Bearer {stack.keys.rasa_gateway}"})
 
     def send(self, text: str) -> list[dict[str, Any]]:
-        response = self._http.post("/webhooks/rest/webhook",
-                                   json={"sender": self.sender, "message": text, "metadata": self.metadata})
+        body: dict[str, Any] = {"sender": self._sender_field, "message": text}
+        if self._route == "trusted":
+            body["metadata"] = self.metadata
+        response = self._http.post(f"/webhooks/{self._route}/webhook", json=body)
         assert response.status_code == 200, response.text
         messages = response.json()
         self.transcript.append((text, messages))

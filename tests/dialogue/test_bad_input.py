@@ -30,7 +30,7 @@ def test_odd_message_gets_an_answer(running_stack: Stack, kind: str) -> None:
 
 @pytest.mark.stack
 def test_malformed_json_is_a_400(running_stack: Stack) -> None:
-    response = httpx.post(f"{running_stack.rasa_url}/webhooks/rest/webhook",
+    response = httpx.post(f"{running_stack.rasa_url}/webhooks/chat/webhook",
                           content=b'{"sender": "x", "message": ', headers={"Content-Type": "application/json"})
     assert response.status_code == 400
 

@@ -84,7 +84,7 @@ def test_failed_verification_locks_and_hands_off(running_stack: Stack, flow_id: 
     assert "otp_code" not in run.asked
     handoff = assert_summary(run, flow, session)
     assert handoff["verified_level"] == "none"
-    with running_stack.risk_api() as api:
+    with running_stack.risk_api("desk") as api:
         audit = api.get("/audit", params={"customer_id": customer["customer_id"]}).json()
     kinds = [entry["kind"] for entry in audit]
     assert kinds.count("verification_l1") == 3, f"three failed attempts audited: {kinds}"
@@ -113,6 +113,10 @@ def test_handoff_summary_names_customer_and_request(running_stack: Stack, flow_i
     if flow.identity != "none":
         assert persona["name"][0] in handoff["summary"], "the agent sees who it is (masked)"
         assert persona["name"] not in handoff["summary"], "the full name stays masked"
-    with running_stack.risk_api() as api:
+    with running_stack.risk_api("desk") as api:
         waiting = api.get("/handoffs", params={"status": "waiting", "limit": 500}).json()
-    assert any(item["session_id"] == session.sender for item in waiting), "the agent desk's record of the hand-over"
+    record = next((item for item in waiting if item["handoff_id"] == handoff["handoff_id"]), None)
+    assert record, "the agent desk's record of the hand-over"
+    assert "session_id" not in record, "agents do not see session ids"
+    if flow.identity != "none":
+        assert record["customer_id"] == persona["customer_id"], "filed on the verified customer"

@@ -13,8 +13,12 @@ def audited(**fields: object) -> dict:
 
 def test_tickets_are_created_and_listed(api: Api) -> None:
     person = api.take_clean()
+    # Naming a customer needs a session verified as that customer.
+    forged = api.http.post("/tickets", json=audited(kind="bill_dispute", customer_id=person["customer_id"],
+                                                    summary="x"))
+    assert forged.status_code == 403
     created = api.http.post("/tickets", json=audited(
-        kind="bill_dispute", customer_id=person["customer_id"],
+        session_id=api.verified(person, "L1"), kind="bill_dispute", customer_id=person["customer_id"],
         summary=f"客户对账单有异议，联系电话{person['phone']}", details={"period": 3})).json()
     assert created["kind"] == "bill_dispute" and created["status"] == "open"
     listed = api.http.get("/tickets", params={"customer_id": person["customer_id"]}).json()
@@ -33,13 +37,20 @@ def test_promises_within_seven_days_with_positive_amount(api: Api) -> None:
     person = api.take("overdue")
     path = f"/customers/{person['customer_id']}/promises"
     today = api.clock.now().date()
-    ok = api.http.post(path, json=audited(date=str(today + timedelta(days=7)), amount=1500.5))
+    unverified = api.http.post(path, json=audited(date=str(today + timedelta(days=1)), amount=100))
+    assert unverified.status_code == 403, "a promise on another customer's account"
+    session_id = api.verified(person, "L1")
+
+    def verified(**fields: object) -> dict:
+        return audited(session_id=session_id, **fields)
+
+    ok = api.http.post(path, json=verified(date=str(today + timedelta(days=7)), amount=1500.5))
     assert ok.status_code == 200 and ok.json()["promise_id"]
     for body, code in (
-        (audited(date=str(today + timedelta(days=8)), amount=100), "invalid_promise_date"),
-        (audited(date=str(today - timedelta(days=1)), amount=100), "invalid_promise_date"),
-        (audited(date=str(today), amount=0), "invalid_promise_amount"),
-        (audited(date=str(today), amount=-5), "invalid_promise_amount"),
+        (verified(date=str(today + timedelta(days=8)), amount=100), "invalid_promise_date"),
+        (verified(date=str(today - timedelta(days=1)), amount=100), "invalid_promise_date"),
+        (verified(date=str(today), amount=0), "invalid_promise_amount"),
+        (verified(date=str(today), amount=-5), "invalid_promise_amount"),
     ):
         refused = api.http.post(path, json=body)
         assert refused.status_code == 422
@@ -49,8 +60,10 @@ def test_promises_within_seven_days_with_positive_amount(api: Api) -> None:
 
 def test_marketing_opt_out_is_stored(api: Api) -> None:
     person = api.take_clean()
-    answer = api.http.post(f"/customers/{person['customer_id']}/preferences",
-                           json={"marketing_opt_out": True})
+    path = f"/customers/{person['customer_id']}/preferences"
+    assert api.http.post(path, json={"marketing_opt_out": True}).status_code == 403
+    assert api.http.post(path, json=audited(marketing_opt_out=True)).status_code == 403
+    answer = api.http.post(path, json=audited(marketing_opt_out=True, session_id=api.verified(person, "L1")))
     assert answer.json() == {"customer_id": person["customer_id"], "marketing_opt_out": True}
     summary = api.http.get(f"/customers/{person['customer_id']}").json()
     assert summary["marketing_opt_out"] is True
@@ -64,9 +77,10 @@ def test_callbacks_move_into_service_hours(api: Api) -> None:
         time(6, 0): datetime.combine(tomorrow, time(9), CHINA_TZ),
         time(14, 15): datetime.combine(tomorrow, time(14, 15), CHINA_TZ),
     }
+    session_id = api.verified(person, "L1")
     for preferred, expected in cases.items():
         answer = api.http.post("/callbacks", json=audited(
-            customer_id=person["customer_id"], phone=person["phone"],
+            session_id=session_id, customer_id=person["customer_id"], phone=person["phone"],
             preferred_time=datetime.combine(tomorrow, preferred, CHINA_TZ).isoformat())).json()
         assert datetime.fromisoformat(answer["scheduled_for"]) == expected
 
@@ -94,9 +108,9 @@ def test_callbacks_understand_spoken_times(api: Api) -> None:
         "明天早上六点": datetime.combine(tomorrow, time(9), CHINA_TZ),
         "明天晚上十点": datetime.combine(tomorrow + timedelta(days=1), time(9), CHINA_TZ),
     }
+    session_id = api.verified(person, "L1")
     for said, expected in cases.items():
-        answer = api.http.post("/callbacks", json=audited(
-            customer_id=person["customer_id"], phone=person["phone"], preferred_time=said))
+        answer = api.http.post("/callbacks", json=audited(session_id=session_id, preferred_time=said))
         assert datetime.fromisoformat(answer.json()["scheduled_for"]) == expected, said
     anytime = api.http.post("/callbacks", json=audited(
         customer_id=None, phone=person["phone"], preferred_time="都可以"))

@@ -25,7 +25,7 @@ from stack.services import Ports, phone_gateway, started
 from telephony.ami import AmiClient, AmiConfig
 from telephony.gateway import Gateway, GatewaySettings
 from telephony.priority import load_priority_rules
-from tests.conftest import TOKEN, Stack
+from tests.conftest import SECRETS, Stack
 from tests.dialogue.conftest import CUSTOMERS
 from tests.telephony.peers import AmiPeer, AudioSocketPeer
 from tests.voice import samples
@@ -61,13 +61,14 @@ async def phone(running_stack: Stack) -> AsyncIterator[Phone]:
     peer = await AmiPeer().start()
     ami_config = AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret="s3cret")
     settings = GatewaySettings(host="127.0.0.1", port=0, rasa_url=running_stack.rasa_url,
-                               risk_api_url=running_stack.risk_url, risk_api_token=TOKEN, ami=ami_config)
+                               risk_api_url=running_stack.risk_url, risk_api_token=SECRETS.risk_gateway, ami=ami_config)
     config = load_voice_config()
     # No recording notice in these calls: it is tested in tests/voice and only makes calls longer.
     config = dataclasses.replace(config, turns=dataclasses.replace(
         config.turns, prompts=dataclasses.replace(config.turns.prompts, disclosure="")))
     recognizer = ScriptedRecognizer([])
-    engines = VoiceEngines(config, recognizer, Synthesizer(config.tts), DialogueClient(running_stack.rasa_url))
+    engines = VoiceEngines(config, recognizer, Synthesizer(config.tts), DialogueClient(running_stack.rasa_url,
+                                                                                   SECRETS.rasa_gateway))
     ami = AmiClient(ami_config)
     await ami.connect()
     gateway = Gateway(settings, engines, load_priority_rules(), ami)
@@ -118,7 +119,7 @@ async def test_full_call_verifies_by_keypad_and_enters_the_priority_queue_with_i
     assert variables["IVR_QUEUE_PRIO"] == "30"  # the VIP tier of ivr_config/priority.yaml
     assert "账单" in variables["IVR_SUMMARY"] and "\n" not in variables["IVR_SUMMARY"]
     # The same summary waits for the agent desk in the risk API.
-    with running_stack.risk_api() as api:
+    with running_stack.risk_api("desk") as api:
         waiting = api.get("/handoffs", params={"status": "waiting"}).json()
     record = next(item for item in waiting if item["handoff_id"] == variables["IVR_HANDOFF_ID"])
     assert record["summary"] == variables["IVR_SUMMARY"]
@@ -160,7 +161,7 @@ async def test_hangup_during_an_l2_account_action_leaves_nothing_half_done(
     await peer.send_dtmf("1")  # yes — and hang up before the answer comes
     await peer.send_hangup()
     await peer.close()
-    with running_stack.risk_api() as api:
+    with running_stack.risk_api("desk") as api:
         deadline = time.monotonic() + 15
         actions: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not actions:
@@ -168,7 +169,7 @@ async def test_hangup_during_an_l2_account_action_leaves_nothing_half_done(
             entries = audit if isinstance(audit, list) else audit.get("entries", [])
             actions = [entry for entry in entries if "early_repayment" in str(entry.get("kind", ""))]
             await asyncio.sleep(0.2)
-    tracker = httpx.get(f"{running_stack.rasa_url}/conversations/{peer.call_uuid}/tracker", timeout=10).json()
+    tracker = running_stack.tracker(peer.call_uuid)
     said = [(event["event"], event.get("text")) for event in tracker["events"] if event["event"] in ("user", "bot")]
     # The turn in flight when the caller hung up was finished, once, with its action done whole.
     assert [entry["kind"] for entry in actions] == ["action:early_repayment"], said[7:]
@@ -210,7 +211,7 @@ async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running
     rasa_port = int(running_stack.rasa_url.rsplit(":", 1)[1])
     risk_port = int(running_stack.risk_url.rsplit(":", 1)[1])
     ports = dataclasses.replace(Ports.free(), rasa=rasa_port, risk_api=risk_port)
-    with started([phone_gateway(ports, TOKEN)], tmp_path):
+    with started([phone_gateway(ports, SECRETS)], tmp_path):
         health = httpx.get(f"http://127.0.0.1:{ports.gateway_health}/health", timeout=5).json()
         assert health["ami_connected"] is None and health["speech_recognition"] is False
         peer = await AudioSocketPeer("127.0.0.1", ports.audiosocket).connect()
@@ -221,7 +222,8 @@ async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running
     assert "speech recognition is off" in log and "AMI is off" in log
 
 
-async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_identity(phone: Phone) -> None:
+async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_identity(
+        phone: Phone, running_stack: Stack) -> None:
     """What `ivr-outbound` does once the customer answers an Originate: the UserEvent carries
     Direction outbound and the flow to run."""
     customer = customers_with_tag("overdue")[0]
@@ -233,7 +235,7 @@ async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_id
     await bot_finished(peer, 0.0)
     await peer.send_hangup()
     await peer.close()
-    tracker = httpx.get(f"{phone.gateway.settings.rasa_url}/conversations/{call_uuid}/tracker", timeout=10).json()
+    tracker = running_stack.tracker(str(call_uuid))
     first_user = next(event for event in tracker["events"] if event["event"] == "user")
     assert first_user["text"] == "/overdue_reminder"
     assert first_user["metadata"]["channel"] == "outbound"
@@ -253,7 +255,7 @@ async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_o
     await peer.close()
     assert not phone.ami.actions_named("Redirect")
     assert phone.gateway.handovers == 0
-    tracker = httpx.get(f"{running_stack.rasa_url}/conversations/{peer.call_uuid}/tracker", timeout=10).json()
+    tracker = running_stack.tracker(peer.call_uuid)
     said = [event["text"] for event in tracker["events"] if event["event"] == "user"]
     assert said == ["/transfer_to_agent", "/callback_request"]
 
@@ -282,7 +284,7 @@ async def test_without_call_control_a_caller_wanting_a_person_is_offered_a_callb
     await bot_finished(peer, time.monotonic())
     await peer.send_hangup()
     await peer.close()
-    tracker = httpx.get(f"{running_stack.rasa_url}/conversations/{peer.call_uuid}/tracker", timeout=10).json()
+    tracker = running_stack.tracker(peer.call_uuid)
     said = [event["text"] for event in tracker["events"] if event["event"] == "user"]
     assert said == ["/transfer_to_agent", "/callback_request"]
     assert phone.gateway.handovers == 0

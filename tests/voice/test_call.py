@@ -15,7 +15,6 @@ import threading
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
 from flowspec.model import load_flowset
@@ -56,7 +55,8 @@ async def place_call(stack: Stack, said: list[str] | None, *, pcm: bytes = b"", 
     each time the bot has finished (`answers`: speech PCM or DTMF strings)."""
     config = config or load_voice_config()
     recognizer = ScriptedRecognizer(said) if said is not None else None
-    engines = VoiceEngines(config, recognizer, Synthesizer(config.tts), DialogueClient(rasa_url or stack.rasa_url))
+    dialogue = DialogueClient(rasa_url or stack.rasa_url, stack.keys.rasa_gateway)
+    engines = VoiceEngines(config, recognizer, Synthesizer(config.tts), dialogue)
     sink = sink or RecordingSink()
     caller: ScriptedCaller | RespondingCaller
     if answers:
@@ -82,9 +82,7 @@ def when(result: CallResult, caller: ScriptedCaller, prefix: str) -> list[float]
 
 
 def tracker(stack: Stack, sender: str) -> dict[str, Any]:
-    response = httpx.get(f"{stack.rasa_url}/conversations/{sender}/tracker", timeout=10)
-    response.raise_for_status()
-    return dict(response.json())
+    return dict(stack.tracker(sender))
 
 
 async def test_spoken_request_with_keyed_id_digits_is_answered(running_stack: Stack) -> None:

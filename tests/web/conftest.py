@@ -7,14 +7,14 @@ temporary folder) because one test restarts Rasa under it. Screenshots go to var
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from stack.services import ROOT, Ports, Running, Service, stack, started
-from tests.conftest import TOKEN, Stack
+from tests.conftest import SECRETS, Stack
 from web.chromium import launch
 
 DESK_USER = "test-agent"
@@ -30,11 +30,10 @@ def artifact(name: str) -> Path:
 
 @dataclass
 class WebStack(Stack):
-    """The dialogue tests' stack (risk API client, SMS outbox) plus the web server and the processes."""
+    """The shared stack's helpers (risk API clients, SMS outbox) plus the processes, to restart one."""
 
-    web_url: str
-    services: list[Service]
-    running: Running
+    services: list[Service] = field(default_factory=list)
+    running: Running = field(default_factory=Running)
 
     def restart(self, name: str) -> None:
         """Stop one service and start it again on the same port and state, healthy before returning."""
@@ -54,12 +53,14 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
     outbox = workdir / "sms_outbox.jsonl"
     risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk_api.sqlite3'}",
                 "RISK_API_SMS_OUTBOX": str(outbox)}
-    services = stack(ports, TOKEN, risk_env, tracker_db=workdir / "tracker.sqlite3",
+    tracker_db = workdir / "tracker.sqlite3"
+    services = stack(ports, SECRETS, risk_env, tracker_db=tracker_db,
                      web_env={"AGENT_DESK_USER": DESK_USER, "AGENT_DESK_PASSWORD": DESK_PASSWORD})
     try:
         with started(services, workdir) as running:
-            yield WebStack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}", outbox, workdir,
-                           f"http://127.0.0.1:{ports.web}", services, running)
+            yield WebStack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}",
+                           f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.actions}", outbox, workdir,
+                           tracker_db, services=services, running=running)
     except RuntimeError as error:
         pytest.fail(str(error))
 
@@ -77,7 +78,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh browser profile per test (its own localStorage, so its own chat session)."""
+    """A fresh browser profile per test (its own storage, so its own chat session)."""
     context = browser.new_context(locale="zh-CN", viewport={"width": 1024, "height": 768})
     context.set_default_timeout(30_000)
     opened = context.new_page()

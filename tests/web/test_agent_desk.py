@@ -50,10 +50,26 @@ def test_handoff_and_review_approved_on_the_desk(page: Page, web_stack: WebStack
     expect(desk.locator(f'#reviews li[data-review-id="{review_id}"]')).to_have_count(0, timeout=10_000)
     desk.screenshot(path=str(artifact("agent-desk-approved")), full_page=True)
 
-    with web_stack.risk_api() as risk:
+    with web_stack.risk_api("desk") as risk:
         approved = risk.get("/reviews", params={"status": "approved"}).json()
         audit = risk.get("/audit", params={"customer_id": customer["customer_id"], "limit": 50}).json()
     decided = next(item for item in approved if item["review_id"] == review_id)
     assert decided["agent"] == DESK_USER and decided["note"] == "已电话核实本人"
     assert "review_decision" in str(audit), audit
 
+
+
+def test_logout_ends_the_session_on_the_server(page: Page, web_stack: WebStack) -> None:
+    blocked: list[str] = []  # what the Content-Security-Policy refused: nothing on a working desk
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    log_in(page, web_stack)
+    expect(page.locator("body[data-updated]")).to_have_count(1)  # desk.js ran and loaded the queue
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "desk_session")
+    replay = {"Cookie": f"desk_session={cookie}"}
+    assert httpx.get(web_stack.web_url + "/desk/api/queue", headers=replay).status_code == 200
+
+    page.get_by_role("button", name="退出").click()
+    expect(page.get_by_label("用户名")).to_be_visible()
+    assert httpx.get(web_stack.web_url + "/desk/api/queue", headers=replay).status_code == 401
+    assert blocked == []

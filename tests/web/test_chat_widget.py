@@ -49,7 +49,7 @@ def test_conversation_goes_on_after_rasa_restart_and_reload(page: Page, web_stac
     shown = widget.bot_texts
 
     web_stack.restart("rasa")
-    widget.wait_connected()  # the widget reconnected by itself, same session id
+    widget.wait_connected()  # the widget reconnected by itself, with the same chat session token
     page.reload()
     widget.wait_connected()
     assert widget.bot_texts == shown  # the visible conversation survived both

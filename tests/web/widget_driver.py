@@ -7,13 +7,14 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import WebStack, artifact
+from tests.conftest import Stack
+from tests.web.conftest import artifact
 
 MAX_TURNS = 12
 
 
 class Widget:
-    def __init__(self, page: Page, stack: WebStack) -> None:
+    def __init__(self, page: Page, stack: Stack) -> None:
         self.page = page
         self.stack = stack
 

@@ -1,9 +1,14 @@
 /* Web chat widget for the assistant. Embed with one tag:
  *   <script src="https://HOST/widget.js" data-server="https://RASA-HOST" defer></script>
- * Speaks Socket.IO (v5 protocol over Engine.IO v4, websocket transport) to Rasa's socketio
- * channel directly: no client library, no build step. Every message is put in the page with
- * textContent, never as HTML. The transcript and the session id live in localStorage, so a
- * reload or a reconnect after a network or server restart keeps the conversation. */
+ * Before connecting it asks the server that served this script (HOST/chat/session) for a chat
+ * session token and proves it to Rasa's socketio channel (session_request {token}): the
+ * conversation is the one inside the token, never an id the page picks. Speaks Socket.IO (v5
+ * protocol over Engine.IO v4, websocket transport) directly: no client library, no build step.
+ * Every message is put in the page with textContent, never as HTML.
+ * The token, its expiry and the transcript live in this tab's sessionStorage only, so a reload or
+ * a reconnect keeps the conversation; what the customer types in answer to an identity question
+ * is shown but stored as "••••". When the session ends (its expiry passed, or Rasa answers
+ * session_invalid) everything stored is cleared and a new session starts with a fresh transcript. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -13,7 +18,13 @@
   var base = script ? script.src.replace(/widget\.js(\?.*)?$/, "") : "/";
   var STORE = "fin-chat:";
   var MAX_KEPT = 200;
+  var MAX_RETRY_MS = 5000;
   var HANDOFF_TEXT = "正在为您转接人工客服…";
+  var RENEWED_TEXT = "上一次会话已结束，已为您开始新的会话。";
+  var MASK = "••••";
+  // Answers to these questions prove who the customer is: never kept in the browser.
+  var IDENTITY_SLOTS = ["phone_number", "customer_name", "id_last4", "otp_code"];
+  var IDENTITY_TYPES = ["digits", "phone"];
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -23,20 +34,33 @@
   }
 
   function load(key, fallback) {
-    try { var value = localStorage.getItem(STORE + key); return value ? JSON.parse(value) : fallback; }
+    try { var value = sessionStorage.getItem(STORE + key); return value ? JSON.parse(value) : fallback; }
     catch (e) { return fallback; }
   }
   function save(key, value) {
-    try { localStorage.setItem(STORE + key, JSON.stringify(value)); } catch (e) { /* private mode */ }
+    try { sessionStorage.setItem(STORE + key, JSON.stringify(value)); } catch (e) { /* storage disabled */ }
   }
+  function forgetAll(storageName) {
+    try {
+      var storage = window[storageName]; // reading it throws where storage is disabled
+      var keys = [];
+      for (var i = 0; i < storage.length; i++) {
+        if (storage.key(i).indexOf(STORE) === 0) keys.push(storage.key(i));
+      }
+      keys.forEach(function (key) { storage.removeItem(key); });
+    } catch (e) { /* storage disabled */ }
+  }
+  // Earlier versions kept the whole conversation, identity answers included, in localStorage.
+  forgetAll("localStorage");
 
-  var sessionId = load("session", null);
-  if (!sessionId) {
-    sessionId = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/-/g, "");
-    save("session", sessionId);
+  var chat = load("session", null); // {token, expiresAt: ms by this browser's clock}
+  if (!chat || !(chat.expiresAt > Date.now())) {
+    forgetAll("sessionStorage");
+    chat = null;
   }
-  var transcript = load("transcript:" + sessionId, []);
-  var handedOver = load("handoff:" + sessionId, false);
+  var transcript = load("transcript", []);
+  var handedOver = load("handoff", false);
+  var expecting = load("expect", null); // the bot's open question {slot, type}
 
   var style = el("link");
   style.rel = "stylesheet";
@@ -116,12 +140,25 @@
     log.scrollTop = log.scrollHeight;
   }
 
-  function remember(from, text) {
-    var entry = { from: from, text: String(text), at: Date.now() };
-    transcript.push(entry);
+  // `kept` is what the stored transcript gets; the page shows `text`.
+  function remember(from, text, kept) {
+    var at = Date.now();
+    transcript.push({ from: from, text: kept === undefined ? String(text) : kept, at: at });
     if (transcript.length > MAX_KEPT) transcript = transcript.slice(-MAX_KEPT);
-    save("transcript:" + sessionId, transcript);
-    render(entry);
+    save("transcript", transcript);
+    render({ from: from, text: String(text), at: at });
+  }
+
+  function setExpect(expect) {
+    expecting = expect;
+    save("expect", expect);
+    if (expect) root.dataset.expect = expect.slot;
+    else delete root.dataset.expect;
+    input.inputMode = expect && IDENTITY_TYPES.indexOf(expect.type) >= 0 ? "numeric" : "text";
+  }
+
+  function askedForIdentity() {
+    return !!expecting && (IDENTITY_SLOTS.indexOf(expecting.slot) >= 0 || IDENTITY_TYPES.indexOf(expecting.type) >= 0);
   }
 
   function showReplies(buttons) {
@@ -132,6 +169,50 @@
       choice.addEventListener("click", function () { say(button.title, button.payload); });
       replies.appendChild(choice);
     });
+  }
+
+  /* --- The chat session: a token from the web server, ended for good at its expiry. --- */
+  var expiryTimer = null;
+
+  function adopt(session) {
+    chat = session;
+    save("session", session);
+    clearTimeout(expiryTimer);
+    expiryTimer = setTimeout(endSession, Math.max(0, session.expiresAt - Date.now()));
+  }
+
+  function endSession() {
+    clearTimeout(expiryTimer);
+    forgetAll("sessionStorage");
+    chat = null;
+    transcript = [];
+    handedOver = false;
+    banner.hidden = true;
+    typing.hidden = true;
+    log.textContent = "";
+    replies.textContent = "";
+    setExpect(null);
+    remember("system", RENEWED_TEXT);
+    // The socket still speaks for the old session: reconnecting fetches a new one.
+    if (socket) socket.close();
+  }
+
+  function withSession(then) {
+    if (chat && chat.expiresAt > Date.now()) { then(); return; }
+    fetch(base + "chat/session", { method: "POST", credentials: "omit", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("chat session refused: " + response.status);
+        return response.json();
+      })
+      .then(function (issued) {
+        // Timed by this browser's clock from the lifetime: the two clocks may disagree.
+        adopt({ token: issued.token, expiresAt: Date.now() + issued.expires_in * 1000 });
+        then();
+      })
+      .catch(function () {
+        setConnected(false, "暂时无法连接，正在重试…");
+        retryLater();
+      });
   }
 
   /* --- Socket.IO over a raw websocket: "0" open, "40" namespace connect, "42[event, data]",
@@ -153,27 +234,40 @@
     if (socket && socket.readyState === WebSocket.OPEN) socket.send("42" + JSON.stringify([event, data]));
   }
 
+  function retryLater() {
+    setTimeout(connect, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+  }
+
   function connect() {
-    var url = server.replace(/^http/, "ws").replace(/\/$/, "") + "/socket.io/?EIO=4&transport=websocket";
-    socket = new WebSocket(url);
-    socket.onmessage = function (message) { onPacket(String(message.data)); };
-    socket.onclose = function () {
-      setConnected(false, "连接已断开，正在重连…");
-      setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 5000);
-    };
-    socket.onerror = function () { socket.close(); };
+    withSession(function () {
+      var url = server.replace(/^http/, "ws").replace(/\/$/, "") + "/socket.io/?EIO=4&transport=websocket";
+      var opened = new WebSocket(url);
+      socket = opened;
+      opened.onmessage = function (message) { onPacket(String(message.data)); };
+      opened.onclose = function () {
+        if (socket !== opened) return;
+        socket = null;
+        setConnected(false, "连接已断开，正在重连…");
+        retryLater();
+      };
+      opened.onerror = function () { opened.close(); };
+    });
   }
 
   function onPacket(packet) {
     if (packet === "2") { socket.send("3"); return; }
     if (packet.charAt(0) === "0") { socket.send("40"); return; }
-    if (packet.indexOf("40") === 0) { emit("session_request", { session_id: sessionId }); return; }
+    if (packet.indexOf("40") === 0) { emit("session_request", { token: chat && chat.token }); return; }
     if (packet.indexOf("42") !== 0) return;
     var event = JSON.parse(packet.slice(2));
     if (event[0] === "session_confirm") {
+      // Its payload is the session id: not needed here, and never shown.
       retryDelay = 500;
       setConnected(true, "在线");
+    } else if (event[0] === "session_invalid") {
+      setConnected(false, "会话已结束，正在开始新的会话…");
+      endSession();
     } else if (event[0] === "bot_uttered") {
       onBotMessage(event[1] || {});
     }
@@ -187,14 +281,11 @@
     var buttons = message.quick_replies || message.buttons;
     if (buttons && buttons.length) showReplies(buttons);
     var custom = message.custom || {};
-    if (custom.expect) {
-      root.dataset.expect = custom.expect.slot;
-      input.inputMode = custom.expect.type === "digits" || custom.expect.type === "phone" ? "numeric" : "text";
-    }
-    if (custom.outcome) delete root.dataset.expect;
+    if (custom.expect) setExpect({ slot: String(custom.expect.slot), type: String(custom.expect.type) });
+    if (custom.outcome) setExpect(null);
     if (custom.handoff && !handedOver) {
       handedOver = true;
-      save("handoff:" + sessionId, true);
+      save("handoff", true);
       banner.hidden = false;
       remember("system", HANDOFF_TEXT);
     }
@@ -202,12 +293,14 @@
 
   function say(text, payload) {
     if (!connected || !text.trim()) return;
-    remember("user", text);
+    if (!chat || chat.expiresAt <= Date.now()) { endSession(); return; }
+    remember("user", text, askedForIdentity() ? MASK : text);
     replies.textContent = "";
     typing.hidden = false;
     clearTimeout(typingTimer);
     typingTimer = setTimeout(function () { typing.hidden = true; }, 20000);
-    emit("user_uttered", { message: payload || text, session_id: sessionId, metadata: { channel: "chat" } });
+    // Only the message: the channel knows the session from the socket and sets the metadata.
+    emit("user_uttered", { message: payload || text });
   }
 
   form.addEventListener("submit", function (event) {
@@ -220,6 +313,8 @@
   function start() {
     document.body.appendChild(root);
     transcript.forEach(render);
+    setExpect(expecting);
+    if (chat) adopt(chat);
     setOpen(startOpen);
     setConnected(false, "连接中…");
     connect();

@@ -1,0 +1,241 @@
+"""Rasa's input channels at the trust boundary (configured in credentials.yml).
+
+Who may say what:
+- `WebChatInput` (socket.io, the web widget) and `ChatRestInput` (`/webhooks/chat/webhook`):
+  public. A message counts only with a chat session token the web server issued
+  (trust/chat_session.py); the conversation is the session inside the token, never an id the
+  client chose. The channel sets the metadata itself (`channel: chat`): a public client cannot
+  claim to be a phone call, a caller number or a priority tier.
+- `TrustedInput` (`/webhooks/trusted/webhook`): the phone gateway and the reminder dialer, each
+  with its own bearer token. Only they may set the channel (voice, outbound), the caller's
+  number and the priority tier, and only the metadata keys listed for their role.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from rasa.core.channels.socketio import SocketBlueprint, SocketIOInput, SocketIOOutput
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from socketio import AsyncServer
+
+from trust import chat_session
+from trust.env_secrets import optional_secret, require_secret
+from trust.logs import session_ref
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_CHARS = 10_000  # far beyond any customer's message; the widget sends at most 500
+MAX_SOCKET_PAYLOAD_BYTES = 16 * 1024
+CHAT_METADATA = {"channel": "chat"}
+# What each trusted caller may tell the assistant about a conversation.
+TRUSTED_ROLES: dict[str, dict[str, Any]] = {
+    "gateway": {"token_env": "RASA_GATEWAY_TOKEN", "channels": ("voice", "outbound"),
+                "metadata": ("channel", "caller_number", "priority_tier", "input", "heard")},
+    "dialer": {"token_env": "RASA_DIALER_TOKEN", "channels": ("outbound",),
+               "metadata": ("channel", "caller_number", "priority_tier")},
+}
+
+OnMessage = Callable[[UserMessage], Awaitable[Any]]
+
+
+def allowed_origins() -> list[str]:
+    """Web origins that may embed the widget (CHAT_ALLOWED_ORIGINS, space-separated)."""
+    return os.environ.get("CHAT_ALLOWED_ORIGINS", "").split()
+
+
+def _text(value: Any) -> str | None:
+    """The message, if it is one: text (an empty one gets the "please rephrase" answer)."""
+    if not isinstance(value, str) or len(value) > MAX_MESSAGE_CHARS:
+        return None
+    return value
+
+
+def _json_body(request: Request) -> dict[str, Any] | None:
+    try:
+        body = request.json
+    except Exception:  # noqa: BLE001 - sanic raises its own InvalidUsage for malformed JSON
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _refused(status: int, code: str, message: str) -> HTTPResponse:
+    return response.json({"error": code, "message": message}, status=status)
+
+
+class WebChatInput(SocketIOInput):
+    """The widget's socket.io channel; every message needs the socket's verified session."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "webchat"
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
+        credentials = credentials or {}
+        return cls(credentials.get("user_message_evt", "user_uttered"),
+                   credentials.get("bot_message_evt", "bot_uttered"),
+                   session_persistence=True,
+                   socketio_path=credentials.get("socketio_path", "/socket.io"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.secret = require_secret("CHAT_SESSION_SECRET")
+
+    def blueprint(self, on_new_message: OnMessage) -> Blueprint:
+        origins = allowed_origins()
+        # An empty list would switch engine.io's origin check off: no origin is allowed then.
+        sio = AsyncServer(async_mode="sanic", cors_allowed_origins=origins or ["null-origin-only"],
+                          max_http_buffer_size=MAX_SOCKET_PAYLOAD_BYTES)
+        webhook = SocketBlueprint(sio, self.socketio_path, "webchat_webhook", __name__)
+        self.sio = sio
+        tokens: dict[str, str] = {}  # socket id -> the token it proved its session with
+
+        @webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @sio.on("disconnect")
+        async def disconnect(sid: str) -> None:
+            tokens.pop(sid, None)
+
+        @sio.on("session_request")
+        async def session_request(sid: str, data: Any) -> None:
+            token = data.get("token") if isinstance(data, dict) else None
+            session_id = chat_session.verify(self.secret, token, time.time())
+            if session_id is None:
+                await sio.emit("session_invalid", {"reason": "token"}, room=sid)
+                return
+            tokens[sid] = str(token)
+            sio.enter_room(sid, session_id)
+            await sio.emit("session_confirm", session_id, room=sid)
+
+        @sio.on(self.user_message_evt)
+        async def handle_message(sid: str, data: Any) -> None:
+            # Checked again on every message: a token expires while its socket stays open.
+            session_id = chat_session.verify(self.secret, tokens.get(sid), time.time())
+            if session_id is None:
+                tokens.pop(sid, None)
+                await sio.emit("session_invalid", {"reason": "expired"}, room=sid)
+                return
+            text = _text(data.get("message") if isinstance(data, dict) else None)
+            if text is None:
+                return
+            output = SocketIOOutput(sio, self.bot_message_evt)
+            await on_new_message(UserMessage(text, output, session_id, input_channel=self.name(),
+                                             metadata=dict(CHAT_METADATA)))
+
+        return webhook
+
+
+class ChatRestInput(InputChannel):
+    """`POST /webhooks/chat/webhook {"sender": <chat session token>, "message": …}`."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "chat"
+
+    def __init__(self) -> None:
+        self.secret = require_secret("CHAT_SESSION_SECRET")
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
+        return cls()
+
+    def blueprint(self, on_new_message: OnMessage) -> Blueprint:
+        webhook = Blueprint("chat_webhook", __name__)
+
+        @webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            body = _json_body(request)
+            if body is None:
+                return _refused(400, "malformed", "expected a JSON object")
+            session_id = chat_session.verify(self.secret, body.get("sender"), time.time())
+            if session_id is None:
+                return _refused(401, "session_invalid", "sender must be a chat session token")
+            text = _text(body.get("message"))
+            if text is None:
+                return _refused(400, "malformed", f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
+            collector = CollectingOutputChannel()
+            await on_new_message(UserMessage(text, collector, session_id, input_channel=self.name(),
+                                             metadata=dict(CHAT_METADATA)))
+            return response.json(collector.messages)
+
+        return webhook
+
+
+class TrustedInput(InputChannel):
+    """`POST /webhooks/trusted/webhook` with `Authorization: Bearer <role token>`:
+    `{"sender": <call id>, "message": …, "metadata": {…}}`."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "trusted"
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self.tokens = tokens  # role -> token
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
+        tokens = {role: token for role, spec in TRUSTED_ROLES.items()
+                  if (token := optional_secret(spec["token_env"])) is not None}
+        if len(set(tokens.values())) != len(tokens):
+            raise ValueError("RASA_GATEWAY_TOKEN and RASA_DIALER_TOKEN must differ")
+        return cls(tokens)
+
+    def role_of(self, request: Request) -> str | None:
+        scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        for role, token in self.tokens.items():
+            if hmac.compare_digest(presented.encode(), token.encode()):
+                return role
+        return None
+
+    @staticmethod
+    def metadata_for(role: str, given: Any) -> dict[str, Any] | None:
+        """The metadata this role may set, or None when it claims a channel it does not own."""
+        spec = TRUSTED_ROLES[role]
+        given = given if isinstance(given, dict) else {}
+        metadata = {key: given[key] for key in spec["metadata"] if key in given}
+        metadata.setdefault("channel", spec["channels"][0])
+        return metadata if metadata["channel"] in spec["channels"] else None
+
+    def blueprint(self, on_new_message: OnMessage) -> Blueprint:
+        webhook = Blueprint("trusted_webhook", __name__)
+
+        @webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            role = self.role_of(request)
+            if role is None:
+                return _refused(401, "unauthorized", "a trusted channel token is required")
+            body = _json_body(request)
+            sender = body.get("sender") if body else None
+            text = _text(body.get("message")) if body else None
+            if not isinstance(sender, str) or not 0 < len(sender) <= 128 or text is None:
+                return _refused(400, "malformed", "sender and message are required")
+            metadata = self.metadata_for(role, body.get("metadata") if body else None)
+            if metadata is None:
+                return _refused(403, "forbidden", f"the {role} may not open this channel")
+            log.debug("trusted message from %s for %s", role, session_ref(sender))
+            collector = CollectingOutputChannel()
+            await on_new_message(UserMessage(text, collector, sender, input_channel=self.name(),
+                                             metadata=metadata))
+            return response.json(collector.messages)
+
+        return webhook

@@ -1,0 +1,42 @@
+"""rasa-sdk's plugin hook (it imports `rasa_sdk_plugins` at start): the action server answers
+only Rasa, which sends `Authorization: Bearer <ACTION_SERVER_TOKEN>` (bot/endpoints.yml).
+
+Without it anyone who reaches the port could run the flow engine with a tracker of their own
+making — a chosen sender id, forged slots — and have it call the risk API.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import pluggy
+from sanic import Sanic, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from trust.env_secrets import require_secret
+
+hookimpl = pluggy.HookimplMarker("rasa_sdk")
+OPEN_PATHS = ("/health",)
+# A long conversation's tracker travels with every action call.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+class ActionServerAuth:
+    @hookimpl
+    def attach_sanic_app_extensions(self, app: Sanic) -> None:
+        token = require_secret("ACTION_SERVER_TOKEN").encode()
+        app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
+
+        @app.on_request
+        async def require_token(request: Request) -> HTTPResponse | None:
+            if request.path in OPEN_PATHS:
+                return None
+            scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token):
+                return None
+            return response.json({"error": "unauthorized"}, status=401)
+
+
+def init_hooks(manager: pluggy.PluginManager) -> None:
+    manager.register(ActionServerAuth())

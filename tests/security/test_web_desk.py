@@ -1,0 +1,321 @@
+"""Attacks on the agent desk (issue 11): password guessing, a replayed cookie after logout,
+framing and injected scripts, development secrets in production, a crafted review id forwarded
+into the risk API's URL, oversized bodies. Each against the real web app and a fake risk API
+that records what reaches it, with the legitimate path shown still working."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stack.services import ROOT, SERVICES_VENV, free_port
+from web.app import create_app
+from web.config import Settings
+from web.desk_session import COOKIE_NAME
+
+USER = "desk-agent"
+PASSWORD = "a-desk-password-for-tests"
+REVIEW_ID = "R-0123456789abcdef0123"
+SESSION_ID = "0123456789abcdef0123456789abcdef"
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class Clock:
+    now: float = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeRiskApi:
+    """A risk API on loopback that records every request and answers like the real one."""
+
+    url: str
+    requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+
+
+def _handler(record: FakeRiskApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            record.requests.append(("GET", self.path, None))
+            if self.path.startswith("/handoffs"):
+                self._answer([{"handoff_id": "H-1", "session_id": SESSION_ID, "priority": "normal",
+                               "flow": "early_repayment", "customer_id": "C001", "verified_level": "L2",
+                               "channel": "chat", "reason": "asked", "summary": "…", "created_at": "now"}])
+            else:
+                self._answer([])
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length", 0))
+            record.requests.append(("POST", self.path, json.loads(self.rfile.read(length) or b"null")))
+            self._answer({"status": "approved"})
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def risk_api() -> Iterator[FakeRiskApi]:
+    port = free_port()
+    record = FakeRiskApi(f"http://127.0.0.1:{port}")
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(record))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield record
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def settings_for(risk_api: FakeRiskApi) -> Settings:
+    return Settings(host="127.0.0.1", port=0, rasa_url="http://127.0.0.1:5005", risk_api_url=risk_api.url,
+                    risk_api_token="a-desk-role-token-for-tests", desk_user=USER, desk_password=PASSWORD,
+                    session_secret="s" * 32, chat_session_secret="c" * 32, chat_allowed_origins=frozenset())
+
+
+def client(app: Any, address: str = "10.0.0.1", base_url: str = "http://desk.test") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app, client=(address, 40000)), base_url=base_url)
+
+
+async def log_in(browser: httpx.AsyncClient, user: str = USER, password: str = PASSWORD,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+    return await browser.post("/desk/login", data={"user": user, "password": password}, headers=headers)
+
+
+def presenting(cookie: str) -> dict[str, str]:
+    """The desk cookie sent as is (a replay needs no cookie jar)."""
+    return {"Cookie": f"{COOKIE_NAME}={cookie}"}
+
+
+def cookie_of(response: httpx.Response) -> str:
+    match = re.search(rf"{COOKIE_NAME}=([^;]+)", response.headers.get("set-cookie", ""))
+    assert match, response.headers
+    return match.group(1)
+
+
+async def test_password_guessing_is_throttled_per_source_and_per_user(risk_api: FakeRiskApi) -> None:
+    clock = Clock()
+    app = create_app(settings_for(risk_api), clock)
+    async with client(app, "10.0.0.1") as attacker, client(app, "10.0.0.2") as agent:
+        # One source, many user names: the source is stopped, even with the right password.
+        for guess in range(5):
+            assert (await log_in(attacker, f"user{guess}", "guess")).status_code == 303
+        throttled = await log_in(attacker)
+        assert throttled.status_code == 429 and "登录失败次数过多" in throttled.text
+        assert COOKIE_NAME not in throttled.headers.get("set-cookie", "")
+        assert (await log_in(agent)).status_code == 303  # the agent elsewhere is not affected
+
+    async with client(app, "10.0.1.1") as fresh_source:
+        # One user name from many sources: the name is stopped.
+        for source in range(5):
+            async with client(app, f"10.0.2.{source}") as guesser:
+                assert (await log_in(guesser, USER, f"guess{source}")).headers["location"] == "/desk?failed=true"
+        assert (await log_in(fresh_source)).status_code == 429
+
+        clock.now += 15 * 60 + 1  # the failures age out of the window
+        allowed = await log_in(fresh_source)
+        assert allowed.status_code == 303 and allowed.headers["location"] == "/desk"
+        assert cookie_of(allowed)
+
+
+async def test_a_logged_out_or_replaced_session_is_refused_when_its_cookie_is_replayed(
+        risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser, client(app, "10.9.9.9") as thief:
+        first = cookie_of(await log_in(browser))
+        queue = await thief.get("/desk/api/queue", headers=presenting(first))
+        assert queue.status_code == 200
+        assert SESSION_ID not in queue.text and "session_id" not in queue.text  # never reaches the browser
+        assert queue.json()["handoffs"][0]["customer_id"] == "C001"
+
+        # Logging in again replaces the session: the old cookie is dead.
+        second = cookie_of(await log_in(browser, headers=presenting(first)))
+        assert second != first
+        assert (await thief.get("/desk/api/queue", headers=presenting(first))).status_code == 401
+
+        await browser.post("/desk/logout", headers=presenting(second))
+        assert (await thief.get("/desk/api/queue", headers=presenting(second))).status_code == 401
+        page = await thief.get("/desk", headers=presenting(second))
+        assert "登录" in page.text and USER not in page.text
+
+        forged = second.split(".")[0] + "." + "0" * 64
+        assert (await thief.get("/desk/api/queue", headers=presenting(forged))).status_code == 401
+
+
+async def test_a_session_ends_after_one_shift(risk_api: FakeRiskApi) -> None:
+    clock = Clock()
+    app = create_app(settings_for(risk_api), clock)
+    async with client(app) as browser:
+        cookie = cookie_of(await log_in(browser))
+        clock.now += 8 * 3600
+        assert (await browser.get("/desk/api/queue", headers=presenting(cookie))).status_code == 401
+
+
+async def test_the_cookie_is_secure_over_https_and_forwarded_proto_only_behind_the_proxy(
+        risk_api: FakeRiskApi) -> None:
+    direct = create_app(settings_for(risk_api), Clock())
+    async with client(direct) as plain, client(direct, base_url="https://desk.test") as tls:
+        assert "secure" not in (await log_in(plain)).headers["set-cookie"].lower()
+        assert "secure" in (await log_in(tls)).headers["set-cookie"].lower()
+        # Not behind a proxy: anyone could send the header, so it changes nothing.
+        spoofed = await log_in(plain, headers={"X-Forwarded-Proto": "https"})
+        assert "secure" not in spoofed.headers["set-cookie"].lower()
+    proxied = create_app(replace(settings_for(risk_api), behind_proxy=True), Clock())
+    async with client(proxied) as behind:
+        forwarded = await log_in(behind, headers={"X-Forwarded-Proto": "https"})
+        assert "secure" in forwarded.headers["set-cookie"].lower()
+
+
+def inline_code(html: str) -> list[str]:
+    """Inline scripts, event handler attributes and style attributes: what the CSP forbids."""
+    return (re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) + re.findall(r"\son[a-z]+\s*=", html)
+            + re.findall(r"\sstyle\s*=", html) + re.findall(r"<style", html))
+
+
+async def test_security_headers_on_every_response_and_no_inline_code(risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        cookie = cookie_of(await log_in(browser))
+        responses = {
+            "demo page": await browser.get("/"),
+            "widget": await browser.get("/widget.js"),
+            "desk login": await browser.get("/desk"),
+            "desk": await browser.get("/desk", headers=presenting(cookie)),
+            "static": await browser.get("/static/desk.css"),
+            "not found": await browser.get("/nothing-here"),
+            "unauthorised": await browser.get("/desk/api/queue"),
+            "too large": await browser.post("/desk/login", content=b"x" * 10_000),
+        }
+    for name, response in responses.items():
+        headers = response.headers
+        assert headers["x-frame-options"] == "DENY", name
+        assert headers["x-content-type-options"] == "nosniff", name
+        assert headers["referrer-policy"] == "no-referrer", name
+        policy = headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy, name
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, name
+    # The demo page may reach Rasa (the widget's websocket); the desk may not.
+    assert "ws://127.0.0.1:5005" in responses["demo page"].headers["content-security-policy"]
+    assert "ws://" not in responses["desk"].headers["content-security-policy"]
+    assert responses["desk"].headers["cache-control"] == "no-store"
+    for name in ("demo page", "desk login", "desk"):
+        assert inline_code(responses[name].text) == [], name
+    assert USER in responses["desk"].text
+
+
+async def test_malformed_review_ids_are_refused_before_anything_is_forwarded(risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        await log_in(browser)
+        for crafted in ("R-0123456789abcdef0123%3Fagent%3Dmallory", "H-0123456789abcdef0123",
+                        "R-0123456789ABCDEF0123", "R-0123456789abcdef01234", "R-xyz", "%2E%2E",
+                        "R-0123456789abcdef012%00"):
+            answer = await browser.post(f"/desk/api/reviews/{crafted}/decision", json={"approve": True})
+            assert answer.status_code == 422, (crafted, answer.text)
+        # An agent name from the browser is refused too: the agent is the one logged in.
+        forged_agent = await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision",
+                                          json={"approve": True, "agent": "mallory"})
+        assert forged_agent.status_code == 422
+        assert not [request for request in risk_api.requests if request[0] == "POST"]
+
+        approved = await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision",
+                                      json={"approve": True, "note": "已电话核实"})
+    assert approved.status_code == 200
+    assert risk_api.requests[-1] == ("POST", f"/reviews/{REVIEW_ID}/decision",
+                                     {"approve": True, "agent": USER, "note": "已电话核实"})
+
+
+async def test_oversized_bodies_are_refused_and_not_forwarded(risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+
+    async def streamed(size: int) -> Any:  # no Content-Length: the limit must count what arrives
+        for _ in range(size // 1024):
+            yield b"x" * 1024
+
+    async with client(app) as browser:
+        await log_in(browser)
+        big_note = {"approve": True, "note": "x" * 200_000}
+        assert (await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision", json=big_note)).status_code == 413
+        assert (await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision",
+                                   content=streamed(64 * 1024))).status_code == 413
+        assert (await browser.post("/desk/login", content=streamed(64 * 1024))).status_code == 413
+    assert not [request for request in risk_api.requests if request[0] == "POST"]
+
+
+def web_env(**overrides: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "IVR_ENV"}
+    env.update({"PYTHONPATH": str(ROOT), "WEB_HOST": "127.0.0.1", "WEB_PORT": str(free_port()),
+                "RISK_API_URL": "http://127.0.0.1:9", "RISK_API_TOKEN": "a-desk-role-token-for-tests",
+                "AGENT_DESK_USER": USER, "AGENT_DESK_PASSWORD": PASSWORD, "WEB_SESSION_SECRET": "w" * 32,
+                "CHAT_SESSION_SECRET": "c" * 32})
+    env.update(overrides)
+    return env
+
+
+@pytest.mark.parametrize("name", ["AGENT_DESK_PASSWORD", "WEB_SESSION_SECRET", "CHAT_SESSION_SECRET",
+                                  "RISK_API_TOKEN"])
+def test_development_secrets_stop_the_server_outside_development(name: str) -> None:
+    done = subprocess.run([str(SERVICES_VENV / "bin" / "python"), "-m", "web"], cwd=ROOT,
+                          env=web_env(**{name: "dev-only-agent-password"}), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"{name} is a development value" in done.stderr and "IVR_ENV=development" in done.stderr
+
+
+@pytest.fixture
+def development_server(tmp_path: Path) -> Iterator[str]:
+    """`python -m web` as `make run` starts it: IVR_ENV=development and the Makefile's password."""
+    env = web_env(IVR_ENV="development", AGENT_DESK_PASSWORD="dev-only-agent-password")
+    url = f"http://127.0.0.1:{env['WEB_PORT']}"
+    with (tmp_path / "web.log").open("wb") as log:
+        process = subprocess.Popen([str(SERVICES_VENV / "bin" / "python"), "-m", "web"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):  # bounded: up to ~20 s for the interpreter to start
+            if process.poll() is not None:
+                pytest.fail((tmp_path / "web.log").read_text())
+            try:
+                if httpx.get(url + "/health", timeout=0.2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the web server did not answer /health")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_in_development_the_server_starts_and_refuses_oversized_bodies_on_the_wire(development_server: str) -> None:
+    with httpx.Client(base_url=development_server, timeout=10) as http:
+        login = http.post("/desk/login", data={"user": USER, "password": "dev-only-agent-password"})
+        assert login.status_code == 303 and login.headers["location"] == "/desk"
+        assert http.post("/desk/login", content=b"user=x&password=" + b"y" * 100_000).status_code == 413
+        chunked = http.post("/desk/login", content=iter([b"user=x&password="] + [b"y" * 1024] * 64))
+        assert chunked.status_code == 413
+        assert http.get("/").headers["x-frame-options"] == "DENY"

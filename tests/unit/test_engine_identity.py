@@ -1,0 +1,143 @@
+"""The flow engine takes identity from the risk API's verified session, never from slots, and
+asks again when that session has ended instead of failing. The risk API here is a real HTTP
+server on loopback that answers as the real one does when a session is unknown or refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from bot.actions import conversation
+from bot.actions.flow_engine import GENERATED_ACTIONS, FinishFlow
+
+
+class RiskApiPlayer(BaseHTTPRequestHandler):
+    """Answers GET /sessions/<id> with `session` (404 when None, or once `session_answers` ran
+    out: the session ended) and every read and write with 403."""
+
+    session: dict[str, Any] | None = None
+    session_answers = 1000
+    seen: list[str] = []
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.seen.append(self.path)
+        if self.path.startswith("/sessions/"):
+            RiskApiPlayer.session_answers -= 1
+            if self.session is None or self.session_answers < 0:
+                self._answer(404, {"detail": {"code": "no_session", "message": "没有核验会话"}})
+            else:
+                self._answer(200, self.session)
+            return
+        self._answer(403, {"detail": {"code": "verification_required", "message": "需要先完成身份核验。"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.seen.append(self.path)
+        self._answer(403, {"detail": {"code": "verification_required", "message": "需要先完成身份核验。"}})
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def risk_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[RiskApiPlayer]]:
+    RiskApiPlayer.session = None
+    RiskApiPlayer.session_answers = 1000
+    RiskApiPlayer.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RiskApiPlayer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("RISK_API_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("RISK_API_TOKEN", "engine-token-for-this-test")
+    conversation.risk_api.cache_clear()
+    yield RiskApiPlayer
+    conversation.risk_api.cache_clear()
+    server.shutdown()
+    server.server_close()
+
+
+def tracker(slots: dict[str, Any], text: str = "", intent: str = "inform") -> Tracker:
+    message = {"text": text, "intent": {"name": intent, "confidence": 0.99}}
+    events = [{"event": "user", "text": text, "parse_data": message, "timestamp": 1.0}]
+    return Tracker("session-1", {"channel": "chat", **slots}, message, events, False, None, {}, "action_listen")
+
+
+def validator(flow_id: str) -> Any:
+    return next(c for c in GENERATED_ACTIONS if c().name() == f"validate_{flow_id}_form")()
+
+
+def said(dispatcher: CollectingDispatcher) -> str:
+    return " ".join(m["text"] for m in dispatcher.messages if m.get("text"))
+
+
+def test_finish_after_the_verified_session_ended_asks_again_instead_of_failing(
+        risk_api: type[RiskApiPlayer]) -> None:
+    dispatcher = CollectingDispatcher()
+    slots = {"active_flow": "check_credit_limit", "customer_id": "C100001", "verified_level": "L2",
+             "phone_number": "19900000001", "customer_name": "杨测戊"}
+    events = asyncio.run(FinishFlow().run(dispatcher, tracker(slots, "好的"), {}))
+    assert "重新核实" in said(dispatcher)
+    assert {"event": "followup", "name": "check_credit_limit_form"} in [
+        {k: e[k] for k in ("event", "name")} for e in events if e["event"] == "followup"]
+    cleared = {e["name"] for e in events if e["event"] == "slot" and e["value"] is None}
+    assert {"customer_id", "verified_level", "customer_name"} <= cleared
+    assert not [m for m in dispatcher.messages if "outcome" in (m.get("custom") or {})]
+    assert not any("/limits" in path for path in risk_api.seen), "no read for a session that is not verified"
+
+
+SESSION_L1 = {"customer_id": "C100001", "level": "L1", "expires_at": "2026-12-04T10:00:00+08:00"}
+
+
+def test_a_session_ending_during_the_reads_asks_again(risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.session, risk_api.session_answers = SESSION_L1, 1  # verified when the turn began only
+    dispatcher = CollectingDispatcher()
+    slots = {"active_flow": "check_credit_limit", "customer_id": "C100001", "verified_level": "L1"}
+    events = asyncio.run(FinishFlow().run(dispatcher, tracker(slots, "好的"), {}))
+    assert "重新核实" in said(dispatcher)
+    assert any(e["event"] == "followup" for e in events)
+
+
+def test_a_read_refused_for_a_live_session_hands_off_rather_than_looping(risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.session = SESSION_L1
+    dispatcher = CollectingDispatcher()
+    slots = {"active_flow": "check_credit_limit", "customer_id": "C100001", "verified_level": "L1"}
+    events = asyncio.run(FinishFlow().run(dispatcher, tracker(slots, "好的"), {}))
+    assert not any(e["event"] == "followup" for e in events)
+    outcomes = [m["custom"]["outcome"] for m in dispatcher.messages if "outcome" in (m.get("custom") or {})]
+    assert outcomes == ["unavailable"]
+    assert [m for m in dispatcher.messages if "handoff" in (m.get("custom") or {})]
+
+
+def test_forged_slots_are_replaced_by_what_the_risk_api_knows(risk_api: type[RiskApiPlayer]) -> None:
+    dispatcher = CollectingDispatcher()
+    slots = {"customer_id": "C100002", "verified_level": "L2", "phone_number": "19900000001",
+             "customer_name": "杨测戊", "id_last4": "0004", "requested_slot": "confirmed"}
+    events = asyncio.run(validator("unsubscribe_marketing").run(dispatcher, tracker(slots, "确认", "affirm"), {}))
+    values = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert values["customer_id"] is None and values["verified_level"] is None
+    assert values["customer_name"] is None and values["id_last4"] is None
+    assert values["requested_slot"] == "customer_name", "identity is asked again (the number is kept)"
+    assert "重新核实" in said(dispatcher)
+
+
+def test_a_verified_session_fills_the_slots_copy(risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.session = {"customer_id": "C100003", "level": "L1", "expires_at": "2026-12-04T10:00:00+08:00"}
+    events = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), tracker({}, "查额度"), {}))
+    values = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert (values["customer_id"], values["verified_level"]) == ("C100003", "L1")
+    assert values["requested_slot"] is None, "nothing to ask: the risk API vouches for L1"
