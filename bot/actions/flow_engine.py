@@ -74,6 +74,8 @@ def required_slots(flow: Flow, values: dict[str, Any], channel: str) -> list[str
         for slot in flowset().identity_slots:
             if slot.level and level_rank(slot.level) > level_rank(needed):
                 continue
+            if not slot.level and level_rank(values.get("verified_level")) >= level_rank("L1"):
+                continue  # an L1 answer: the risk API already vouches for L1
             if slot.name == "phone_number" and values.get("caller_number"):
                 continue
             required.append(slot.name)
