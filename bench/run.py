@@ -90,7 +90,7 @@ def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
 
 def dialogue_figures(rasa_url: str, web_url: str) -> dict[str, Any]:
     parse = []
-    with httpx.Client(base_url=rasa_url, timeout=30) as client:
+    with httpx.Client(base_url=rasa_url, params={"token": KEYS.rasa_api}, timeout=30) as client:
         for _ in range(50):
             began = time.perf_counter()
             client.post("/model/parse", json={"text": "我想提前还清贷款"}).raise_for_status()

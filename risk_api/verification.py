@@ -47,6 +47,11 @@ def _subject(session: Session, key: str) -> VerificationSubject:
     return subject
 
 
+def _session_key(session_id: str) -> str:
+    # A digest: session ids may be longer than the key column (40).
+    return "session:" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
+
+
 def _check_not_locked(subject: VerificationSubject, now: datetime) -> None:
     if subject.locked_until is not None and subject.locked_until > now:
         raise ApiError(423, "verification_locked",
@@ -105,7 +110,7 @@ def _verified_session(session: Session, session_id: str) -> VerifiedSession | No
 def verify_l1(session: Session, request: L1Request, now: datetime) -> tuple[L1Response, list[SmsMessage]]:
     customer = session.scalar(select(Customer).where(Customer.phone == request.phone))
     subject = _subject(session, f"customer:{customer.id}" if customer else f"phone:{request.phone}")
-    session_subject = _subject(session, f"session:{request.session_id}")
+    session_subject = _subject(session, _session_key(request.session_id))
     _check_not_locked(session_subject, now)
     _check_not_locked(subject, now)
     notices: list[SmsMessage] = []
@@ -176,7 +181,7 @@ def send_otp(session: Session, request: OtpRequest, now: datetime
     customer = session.get(Customer, request.customer_id)
     if customer is None:
         raise unknown_customer()
-    _check_not_locked(_subject(session, f"session:{request.session_id}"), now)
+    _check_not_locked(_subject(session, _session_key(request.session_id)), now)
     _check_not_locked(_subject(session, f"customer:{customer.id}"), now)
     if session_level(session, request.session_id, customer.id, now) is None:
         raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
@@ -204,7 +209,7 @@ def verify_l2(session: Session, request: L2Request, now: datetime) -> tuple[L2Re
     if customer is None:
         raise unknown_customer()
     subject = _subject(session, f"customer:{customer.id}")
-    session_subject = _subject(session, f"session:{request.session_id}")
+    session_subject = _subject(session, _session_key(request.session_id))
     _check_not_locked(session_subject, now)
     _check_not_locked(subject, now)
     notices: list[SmsMessage] = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import httpx
 import pytest
 import yaml
 
@@ -46,7 +45,7 @@ def test_held_out_intent_accuracy_and_macro_f1(running_stack: Stack) -> None:
     examples = held_out_examples()
     assert len(examples) >= 5 * 76
     pairs = []
-    with httpx.Client(base_url=running_stack.rasa_url, timeout=30) as client:
+    with running_stack.rasa_api() as client:
         for text, gold in examples:
             parsed = client.post("/model/parse", json={"text": text}).json()
             pairs.append((gold, parsed["intent"]["name"]))
