@@ -14,6 +14,7 @@ from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
 
 hookimpl = pluggy.HookimplMarker("rasa_sdk")
@@ -39,4 +40,5 @@ class ActionServerAuth:
 
 
 def init_hooks(manager: pluggy.PluginManager) -> None:
+    install_log_masking()  # numbers masked in the flow engine's logs; no client logs a URL
     manager.register(ActionServerAuth())

@@ -34,6 +34,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from risk_api.masking import install_log_masking
 from telephony.ami import AmiClient, AmiConfig, AmiError, ChannelDirectory, ChannelInfo
 from telephony.audiosocket import AudioIn, AudioSocketCall, AudioSocketServer, DtmfIn, HangupIn
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
@@ -308,6 +309,7 @@ async def serve(settings: GatewaySettings) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    install_log_masking()
     try:
         settings = GatewaySettings.from_env()
     except ValueError as error:
