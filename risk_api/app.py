@@ -8,6 +8,7 @@ from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -17,7 +18,7 @@ from risk_api import actions, audit, decisions, demo, records, verification
 from risk_api.clock import Clock, SystemClock
 from risk_api.config import Settings
 from risk_api.db import SCHEMA_VERSION, Customer, Database
-from risk_api.errors import ApiError, api_error_handler, not_found, unknown_customer
+from risk_api.errors import ApiError, api_error_handler, not_found, unauthorized, unknown_customer
 from risk_api.reads import READS, summary
 from risk_api.rules import RiskAction, load_rules
 from risk_api.schemas import (
@@ -40,7 +41,6 @@ from risk_api.schemas import (
     LookupRequest,
     OtpRequest,
     OtpResponse,
-    Phone,
     PreferencesRequest,
     PreferencesResponse,
     PromiseRequest,
@@ -53,6 +53,7 @@ from risk_api.schemas import (
     TicketResponse,
 )
 from risk_api.sms import SmsMessage, SmsSender, load_sender
+from trust.asgi import BearerGate, BodyLimit
 
 log = logging.getLogger("risk_api")
 T = TypeVar("T")
@@ -64,6 +65,10 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 CustomerPath = Annotated[str, Path(min_length=1, max_length=16, pattern=NO_NUL)]
 CustomerQuery = Annotated[str | None, Query(max_length=16, pattern=NO_NUL)]
 _bearer = HTTPBearer(auto_error=False, description="RISK_API_TOKEN")
+# The largest honest body is a ticket or hand-over (a 1,000-character summary and its details).
+MAX_BODY = 64 * 1024
+# Without a token: the health check, and the API's description (public, like its source).
+OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect")
 
 
 class Service:
@@ -100,19 +105,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         for role, token in tokens.items():
             if hmac.compare_digest(presented, token.encode()):
                 return role
-        raise ApiError(401, "unauthorized", "缺少或错误的访问令牌。")
+        raise unauthorized()
 
     def allow(*roles: str) -> Callable[..., None]:
-        """Only these callers (the engine always: it runs the conversations)."""
+        """Only these callers: each role reaches its own routes and no other."""
         def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-            if role_of(credentials) not in ("engine", *roles):
+            if role_of(credentials) not in roles:
                 raise ApiError(403, "forbidden", "这个调用方无权访问该接口。")
         return check
-
-    def authenticate(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        role_of(credentials)
 
     app = FastAPI(title="Risk-check API", version=str(SCHEMA_VERSION),
                   description="Customer lookup, identity verification, risk decisions and "
@@ -120,14 +120,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.service = service
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(OperationalError, _database_busy)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
         return Health(status="ok", schema_version=SCHEMA_VERSION)
 
-    engine = APIRouter(dependencies=[Depends(authenticate), Depends(allow())])
-    desk = APIRouter(dependencies=[Depends(authenticate), Depends(allow("desk"))])
-    lookup = APIRouter(dependencies=[Depends(authenticate), Depends(allow("gateway", "dialer"))])
+    engine = APIRouter(dependencies=[Depends(allow("engine"))])
+    desk = APIRouter(dependencies=[Depends(allow("desk"))])
+    lookup = APIRouter(dependencies=[Depends(allow("engine", "gateway", "dialer"))])
     _lookup_routes(lookup, service)
     _customer_routes(engine, service)
     _verification_routes(engine, service)
@@ -135,13 +136,32 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     _record_routes(engine, desk, service)
     for router in (lookup, engine, desk):
         app.include_router(router)
+    # Outermost last: no token → 401 before anything reads the body; then the size limit.
+    app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY, refusal=_body_too_large)
+    app.add_middleware(BearerGate, tokens=tokens.values(), open_paths=OPEN_PATHS,
+                       refusal=_error_body(unauthorized()))
     return app
+
+
+def _error_body(error: ApiError) -> dict[str, Any]:
+    return {"detail": {"code": error.code, "message": error.message}}
+
+
+def _body_too_large(limit: int) -> dict[str, Any]:
+    return _error_body(ApiError(413, "too_large", f"请求体超过 {limit} 字节。"))
 
 
 async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", type(exc).__name__)
     return JSONResponse(status_code=503, content={"detail": {
         "code": "busy", "message": "系统繁忙，请稍后再试。"}})
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    # Where and why, not the input itself: it may be personal data, or NaN (not JSON).
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"type": error["type"], "loc": error["loc"], "msg": error["msg"]} for error in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
 
 
 def _by_phone(service: Service, phone: str) -> dict[str, Any]:
@@ -166,10 +186,6 @@ def _customer_routes(api: APIRouter, service: Service) -> None:
         if customer is None:
             raise unknown_customer()
         return customer
-
-    @api.get("/customers/by-phone/{phone}", response_model=CustomerSummary)
-    def customer_by_phone(phone: Annotated[Phone, Path()]) -> dict[str, Any]:
-        return _by_phone(service, phone)
 
     @api.get("/sessions/{session_id}", response_model=SessionState)
     def verified_session(session_id: Annotated[SessionId, Path()]) -> SessionState:

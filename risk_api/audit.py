@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from risk_api.db import AuditEntry
 from risk_api.masking import mask_inputs
+from trust.logs import session_ref
 
 log = logging.getLogger("risk_api.audit")
 
@@ -23,7 +24,7 @@ def record(session: Session, *, at: datetime, kind: str, inputs: dict[str, Any],
                            customer_id=customer_id, inputs=masked, decision=decision,
                            rules=rules or []))
     log.info("%s customer=%s session=%s decision=%s rules=%s inputs=%s",
-             kind, customer_id, session_id, decision, rules or [], masked)
+             kind, customer_id, session_ref(session_id), decision, rules or [], masked)
 
 
 def entries(session: Session, customer_id: str | None, limit: int) -> list[dict[str, Any]]:

@@ -21,6 +21,10 @@ def unknown_customer() -> ApiError:
                     "抱歉，没有查到您的客户信息，请核对后再试，或转人工客服为您处理。")
 
 
+def unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "缺少或错误的访问令牌。")
+
+
 def verification_required() -> ApiError:
     return ApiError(403, "verification_required", "为了保障您的账户安全，需要先完成身份核验。")
 

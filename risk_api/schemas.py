@@ -1,6 +1,7 @@
 """Request and response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -36,14 +37,17 @@ def _two_decimals(value: float) -> float:
 Amount = Annotated[float, Field(gt=0, le=10_000_000), AfterValidator(_two_decimals)]
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+def _unstorable(value: Any) -> str | None:
+    """What in a JSON body the databases cannot store: NUL in text (PostgreSQL), NaN or an
+    infinity (JSON columns). Python's JSON parser accepts both."""
+    if isinstance(value, str) and "\x00" in value:
+        return "text must not contain NUL characters"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite (no NaN or Infinity)"
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    if isinstance(children, list):
+        return next((problem for child in children if (problem := _unstorable(child))), None)
+    return None
 
 
 class Body(BaseModel):
@@ -51,10 +55,10 @@ class Body(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        # PostgreSQL cannot store NUL in text: refuse it here as a 422, not a 500 later.
-        if _contains_nul(data):
-            raise ValueError("text must not contain NUL characters")
+    def _storable(cls, data: Any) -> Any:
+        # Refused here as a 422, not a 500 when the database refuses it later.
+        if problem := _unstorable(data):
+            raise ValueError(problem)
         return data
 
 

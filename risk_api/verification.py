@@ -13,12 +13,12 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from risk_api import audit
-from risk_api.db import Customer, OtpCode, VerificationSubject, VerifiedSession
+from risk_api.db import AuditEntry, Customer, OtpCode, VerificationSubject, VerifiedSession
 from risk_api.errors import ApiError, conflict, unknown_customer, verification_required
 from risk_api.masking import mask_phone
 from risk_api.schemas import L1Request, L1Response, L2Request, L2Response, OtpRequest, OtpResponse
@@ -30,6 +30,9 @@ LOCK_DURATION = timedelta(minutes=30)
 SESSION_DURATION = timedelta(minutes=30)
 OTP_LIFETIME = timedelta(minutes=5)
 OTP_ATTEMPTS = 3
+# SMS codes cost money and pester the phone's owner: a conversation gets 3 in 10 minutes (a
+# first code and two after wrong answers), a customer 5 an hour across conversations.
+OTP_SENDS = ((3, timedelta(minutes=10), True), (5, timedelta(hours=1), False))
 LEVEL_RANK = {"L1": 1, "L2": 2}
 
 
@@ -175,6 +178,19 @@ def _code_hash(salt: str, code: str) -> str:
     return hashlib.sha256(f"{salt}:{code}".encode()).hexdigest()
 
 
+def _check_otp_quota(session: Session, customer_id: str, session_id: str, now: datetime) -> None:
+    for limit, window, per_session in OTP_SENDS:
+        sent = (select(func.min(AuditEntry.at), func.count()).where(
+            AuditEntry.customer_id == customer_id, AuditEntry.kind == "otp_sent",
+            AuditEntry.at > now - window))
+        if per_session:
+            sent = sent.where(AuditEntry.session_id == session_id)
+        oldest, count = session.execute(sent).one()
+        if count >= limit:
+            raise ApiError(429, "otp_rate_limited", "验证码发送过于频繁，请稍后再试，或转人工客服为您办理。",
+                           retry_after_seconds=max(1, int((oldest + window - now).total_seconds())))
+
+
 def send_otp(session: Session, request: OtpRequest, now: datetime
              ) -> tuple[OtpResponse, SmsMessage]:
     """Stores a new code (replacing the previous one); the caller sends the SMS after commit."""
@@ -185,6 +201,7 @@ def send_otp(session: Session, request: OtpRequest, now: datetime
     _check_not_locked(_subject(session, f"customer:{customer.id}"), now)
     if session_level(session, request.session_id, customer.id, now) is None:
         raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
+    _check_otp_quota(session, customer.id, request.session_id, now)
     code = f"{secrets.randbelow(10**6):06d}"
     salt = secrets.token_hex(8)
     existing = session.get(OtpCode, customer.id, with_for_update=True)

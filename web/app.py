@@ -18,10 +18,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trust import chat_session
+from trust.asgi import BodyLimit
 from web import pages
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions, credentials_match
@@ -59,50 +58,8 @@ def body_limit_for(path: str) -> int:
     return MAX_BODY
 
 
-class BodyLimit:
-    """413 for a body over its route's limit, declared or streamed, before any handler reads it.
-
-    Bodies here are small, so the whole body is read (up to the limit) and handed on.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = body_limit_for(scope["path"])
-        too_large = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await too_large(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        handed_on = False
-
-        async def replay() -> Message:
-            nonlocal handed_on
-            if handed_on:
-                return await receive()
-            handed_on = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+def body_too_large(limit: int) -> dict[str, str]:
+    return {"detail": f"request body over {limit} bytes"}
 
 
 def content_security_policy(connect_to: str = "") -> str:
@@ -163,7 +120,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                                 status_code=503)
         return await call_next(request)
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limit_for=body_limit_for, refusal=body_too_large)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

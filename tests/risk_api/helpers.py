@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, text
 from risk_api import demo
 from risk_api.clock import ShiftedClock
 
-TOKEN = f"test-token-{uuid.uuid4().hex}"
+TOKEN = f"test-token-{uuid.uuid4().hex}"  # the engine's
+DESK_TOKEN = f"test-desk-token-{uuid.uuid4().hex}"
 # Tags whose customers carry no risk flag: any of them may stand in for a "normal" customer.
 CLEAN_TAGS = ("normal", "vip", "due_soon", "auto_debit_off", "hardship", "do_not_call")
 
@@ -28,11 +29,14 @@ class Api:
         self.backend = backend
         self.http = httpx.Client(base_url=base_url, timeout=30,
                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        self.desk = httpx.Client(base_url=base_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {DESK_TOKEN}"})
         self._used: dict[str, int] = defaultdict(int)
         self._engine = create_engine(database_url)
 
     def close(self) -> None:
         self.http.close()
+        self.desk.close()
         self._engine.dispose()
 
     # -------------------------------------------------------------- customers

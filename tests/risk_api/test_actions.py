@@ -148,6 +148,7 @@ def test_account_changes_show_in_the_reads(api: Api) -> None:
     person = api.take_clean()
     session_id = api.verified(person)
     before = api.read(person, session_id, "bill")
+    cards_before = api.read(person, session_id, "cards")["count"]
     deferred = api.decide_and_act(person, session_id, "defer_repayment", {"days": 3}).json()
     assert deferred["result"]["old_due_date"] == before["due_date"]
     assert api.read(person, session_id, "bill")["due_date"] == deferred["result"][
@@ -162,7 +163,7 @@ def test_account_changes_show_in_the_reads(api: Api) -> None:
                               {"bank": "中国银行", "card_number": "6216000055554444"}).json()
     assert card["result"]["card_masked"] == "6216 **** **** 4444"
     cards = api.read(person, session_id, "cards")
-    assert cards["repayment_card_masked"] == "6216 **** **** 4444" and cards["count"] == 3
+    assert cards["repayment_card_masked"] == "6216 **** **** 4444" and cards["count"] == cards_before + 1
 
 
 def test_review_items_wait_for_an_agent(api: Api) -> None:
@@ -176,16 +177,16 @@ def test_review_items_wait_for_an_agent(api: Api) -> None:
     assert pending["result"]["review_id"] == review["review_id"]
     assert api.read(person, session_id, "cards")["repayment_card_masked"] != (
         "6225 **** **** 6666")
-    listed = [item for item in api.http.get("/reviews", params={"status": "pending"}).json()
+    listed = [item for item in api.desk.get("/reviews", params={"status": "pending"}).json()
               if item["review_id"] == review["review_id"]]
     assert listed and listed[0]["params"]["card_number"] == "6225 **** **** 6666"
     path = f"/reviews/{review['review_id']}/decision"
-    approved = api.http.post(path, json={"approve": True, "agent": "agent-7", "note": "核实"})
+    approved = api.desk.post(path, json={"approve": True, "agent": "agent-7", "note": "核实"})
     assert approved.json()["status"] == "approved"
     assert approved.json()["result"]["status"] == "done"
     assert api.read(person, session_id, "cards")["repayment_card_masked"] == (
         "6225 **** **** 6666")
-    again = api.http.post(path, json={"approve": False, "agent": "agent-8"})
+    again = api.desk.post(path, json={"approve": False, "agent": "agent-8"})
     assert again.status_code == 409
 
 
@@ -195,7 +196,7 @@ def test_rejected_review_changes_nothing(api: Api) -> None:
     limit_before = api.read(person, session_id, "limits")["total"]
     review = api.decide(person, session_id, "limit_increase").json()
     assert review["decision"] == "review"
-    rejected = api.http.post(f"/reviews/{review['review_id']}/decision",
+    rejected = api.desk.post(f"/reviews/{review['review_id']}/decision",
                              json={"approve": False, "agent": "agent-1", "note": "多头借贷"})
     assert rejected.json() == {"review_id": review["review_id"], "status": "rejected",
                                "result": None}

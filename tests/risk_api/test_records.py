@@ -21,7 +21,7 @@ def test_tickets_are_created_and_listed(api: Api) -> None:
         session_id=api.verified(person, "L1"), kind="bill_dispute", customer_id=person["customer_id"],
         summary=f"客户对账单有异议，联系电话{person['phone']}", details={"period": 3})).json()
     assert created["kind"] == "bill_dispute" and created["status"] == "open"
-    listed = api.http.get("/tickets", params={"customer_id": person["customer_id"]}).json()
+    listed = api.desk.get("/tickets", params={"customer_id": person["customer_id"]}).json()
     assert [t["ticket_id"] for t in listed] == [created["ticket_id"]]
     assert person["phone"] not in listed[0]["summary"]
     anonymous = api.http.post("/tickets", json=audited(kind="complaint", summary="态度不好"))
@@ -89,13 +89,13 @@ def test_handoffs_wait_until_one_agent_accepts(api: Api) -> None:
     created = api.http.post("/handoffs", json=audited(
         flow="hardship_relief", reason="困难帮扶", priority="high", summary="客户失业，申请帮扶",
         customer_id=None, verified_level="L2")).json()
-    waiting = api.http.get("/handoffs", params={"status": "waiting"}).json()
+    waiting = api.desk.get("/handoffs", params={"status": "waiting"}).json()
     assert created["handoff_id"] in [h["handoff_id"] for h in waiting]
     path = f"/handoffs/{created['handoff_id']}/accept"
-    accepted = api.http.post(path, json={"agent": "agent-3"}).json()
+    accepted = api.desk.post(path, json={"agent": "agent-3"}).json()
     assert accepted["status"] == "accepted" and accepted["agent"] == "agent-3"
-    assert api.http.post(path, json={"agent": "agent-4"}).status_code == 409
-    waiting = api.http.get("/handoffs", params={"status": "waiting"}).json()
+    assert api.desk.post(path, json={"agent": "agent-4"}).status_code == 409
+    waiting = api.desk.get("/handoffs", params={"status": "waiting"}).json()
     assert created["handoff_id"] not in [h["handoff_id"] for h in waiting]
 
 

@@ -88,7 +88,7 @@ def test_recent_phone_change_sends_phone_and_card_changes_to_review(api: Api) ->
         answer = api.decide(person, session_id, action, SANE_PARAMS[action]).json()
         assert answer["decision"] == "review" and "recent_phone_change" in answer["reasons"]
         assert answer["review_id"]
-    pending = {item["review_id"] for item in api.http.get(
+    pending = {item["review_id"] for item in api.desk.get(
         "/reviews", params={"status": "pending"}).json()}
     assert answer["review_id"] in pending
     assert api.decide(person, session_id, "change_auto_debit",

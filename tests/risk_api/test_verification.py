@@ -102,3 +102,24 @@ def test_session_expires_after_thirty_minutes(api: Api) -> None:
     response = api.http.get(f"/customers/{person['customer_id']}/profile",
                             params={"session_id": session_id})
     assert response.status_code == 403
+
+
+def test_codes_are_rate_limited_per_conversation_and_per_customer(api: Api) -> None:
+    person = api.take_clean()
+    session_id = api.verified(person, "L1")
+    assert [api.send_otp(person, session_id).status_code for _ in range(3)] == [200, 200, 200]
+    refused = api.send_otp(person, session_id)
+    assert refused.status_code == 429
+    detail = refused.json()["detail"]
+    assert detail["code"] == "otp_rate_limited" and "频繁" in detail["message"]
+    assert 0 < detail["retry_after_seconds"] <= 600
+    sent = api.sql("SELECT count(*) FROM audit_entries WHERE customer_id = :c AND kind = 'otp_sent'",
+                   c=person["customer_id"])[0][0]
+    assert sent == 3, "a refused request sends no SMS"
+    # Another conversation of the same customer: two more codes this hour, then no more.
+    other = api.verified(person, "L1")
+    assert [api.send_otp(person, other).status_code for _ in range(3)] == [200, 200, 429]
+    api.clock.advance(11 * 60)  # the first conversation's window is over, the hour is not
+    assert api.send_otp(person, session_id).status_code == 429
+    api.clock.advance(50 * 60)  # an hour after the first code; the session has ended too
+    assert api.send_otp(person, api.verified(person, "L1")).status_code == 200
