@@ -26,7 +26,7 @@ export AGENT_DESK_USER ?= agent
 export AGENT_DESK_PASSWORD ?= dev-only-agent-password
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup voice-tools compile lint train run test bench voice-demo clean
+.PHONY: setup voice-tools compile lint train run test bench voice-demo asterisk-sounds clean
 
 # requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
 # (regenerate with pip freeze after changing a .txt).
@@ -82,6 +82,11 @@ bench: train
 voice-demo: train
 	@test -n "$(WAV)" || { echo "usage: make voice-demo WAV=path/to/call.wav [SAY=...] [KEYS=digits]"; exit 2; }
 	$(SVC_PY) -m voice.demo "$(WAV)" $(if $(SAY),--say "$(SAY)") $(if $(KEYS),--keys "$(KEYS)")
+
+# The Chinese prompts and hold music Asterisk plays without the bot (queue, failover), in the bot's
+# voice: copy var/asterisk-sounds/* into Asterisk's data directory (ivr_config/README.md).
+asterisk-sounds: setup
+	$(SVC_PY) -m telephony.queue_sounds var/asterisk-sounds
 
 clean:
 	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache
