@@ -11,6 +11,16 @@ When nothing is queued the sender writes nothing (no silence frames): Asterisk o
 it receives, the caller hears silence either way, and idle calls cost no CPU or bandwidth.
 A frame written more than one frame period after its deadline counts as late (`late_frames`);
 after a stall of more than `MAX_CATCH_UP_FRAMES` the clock is re-anchored instead of bursting.
+
+Limits against a broken or hostile peer on the port (docs/security.md): at most `max_calls`
+connections at once (one more is refused before its UUID is read); a UUID already in a live call
+is refused and the live call goes on; inbound audio is slin 8 kHz only (0x10; the other audio
+kinds are a protocol error); a connection more than `MAX_AHEAD_SECONDS` ahead of real time is a
+flood, a protocol error too; UUID and DTMF messages must have their exact sizes (checked on the
+header, before any payload is read) and a DTMF message must carry a key Asterisk sends (0-9 * #
+A-D). Refusals and protocol errors are answered with an error message (0xff) and a close: on it
+Asterisk's AudioSocket() fails rather than returning, so the dialplan's failover takes the
+caller (ivr_config/asterisk/extensions.conf), where a plain close would hang up.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +46,12 @@ MAX_CATCH_UP_FRAMES = 5  # behind by more than 100 ms: re-anchor rather than bur
 DEFAULT_MAX_PAYLOAD = 16384
 INBOUND_QUEUE_EVENTS = 500  # 10 s of audio; older audio is dropped if the handler falls behind
 HANDLER_GRACE_SECONDS = 5.0  # after the connection ends the handler gets this long to finish
+DEFAULT_MAX_CALLS = 64
+# Asterisk sends one 20 ms slin frame per message in real time: 323 bytes on the wire per 20 ms.
+# Every inbound byte (headers too: empty messages are not free) counts against that rate.
+REAL_TIME_BYTES_PER_SECOND = (HEADER.size + OUTBOUND_FRAME_BYTES) / FRAME_SECONDS
+# Catching up after a network stall is a burst of a second or two; this far ahead is a flood.
+MAX_AHEAD_SECONDS = 5.0
 
 
 class Kind(IntEnum):
@@ -69,6 +86,7 @@ SAMPLE_RATES: dict[Kind, int] = {
 
 # Error codes Asterisk sends in a 0xff message (bit-packed).
 ASTERISK_ERRORS = {0x01: "hangup of calling party", 0x02: "frame forwarding error", 0x04: "memory error"}
+DTMF_KEYS = frozenset(b"0123456789*#ABCD")
 
 
 class ProtocolError(Exception):
@@ -101,6 +119,7 @@ async def read_message(reader: asyncio.StreamReader, max_payload: int) -> Messag
         kind = Kind(kind_byte)
     except ValueError:
         raise ProtocolError(f"unknown message kind 0x{kind_byte:02x} (payload length {length})") from None
+    _check_length(kind, length)
     if length > max_payload:
         raise ProtocolError(f"{kind.name} payload of {length} bytes exceeds the limit of {max_payload}")
     try:
@@ -113,11 +132,17 @@ async def read_message(reader: asyncio.StreamReader, max_payload: int) -> Messag
     return Message(kind, payload)
 
 
+def _check_length(kind: Kind, length: int) -> None:
+    """Before the payload is read: a UUID header declaring 60 KB is refused, not read."""
+    if kind is Kind.UUID and length != 16:
+        raise ProtocolError(f"UUID payload must be 16 bytes, got {length}")
+    if kind is Kind.DTMF and length != 1:
+        raise ProtocolError("empty DTMF message" if not length else f"DTMF payload of {length} bytes, want 1")
+
+
 def _check_payload(kind: Kind, payload: bytes) -> None:
-    if kind is Kind.UUID and len(payload) != 16:
-        raise ProtocolError(f"UUID payload must be 16 bytes, got {len(payload)}")
-    if kind is Kind.DTMF and len(payload) != 1:
-        raise ProtocolError("empty DTMF message" if not payload else f"DTMF payload of {len(payload)} bytes, want 1")
+    if kind is Kind.DTMF and payload[0] not in DTMF_KEYS:
+        raise ProtocolError(f"DTMF payload 0x{payload[0]:02x} is not a key (0-9 * # A-D)")
     if kind in SAMPLE_RATES and len(payload) % 2:
         raise ProtocolError(f"{kind.name} payload of odd length {len(payload)} (samples are 16-bit)")
 
@@ -154,6 +179,25 @@ class ErrorIn:
 CallEvent = AudioIn | DtmfIn | HangupIn | ErrorIn
 
 
+class InboundBudget:
+    """Token bucket on a connection's inbound bytes: real time refills it, `MAX_AHEAD_SECONDS` of
+    it is the burst. `clock` returns monotonic seconds (tests drive a virtual one)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._capacity = MAX_AHEAD_SECONDS * REAL_TIME_BYTES_PER_SECOND
+        self._tokens = self._capacity
+        self._last = clock()
+
+    def spend(self, byte_count: int) -> bool:
+        """Take `byte_count`; False once the peer is more than the burst ahead of real time."""
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * REAL_TIME_BYTES_PER_SECOND)
+        self._last = now
+        self._tokens -= byte_count
+        return self._tokens >= 0
+
+
 class AudioSocketCall:
     """One AudioSocket connection, keyed by the call UUID.
 
@@ -163,7 +207,8 @@ class AudioSocketCall:
     """
 
     def __init__(
-        self, call_uuid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_payload: int
+        self, call_uuid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_payload: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.uuid = call_uuid
         self.frames_sent = 0
@@ -172,6 +217,7 @@ class AudioSocketCall:
         self._reader = reader
         self._writer = writer
         self._max_payload = max_payload
+        self._inbound = InboundBudget(clock)
         self._events: asyncio.Queue[CallEvent | None] = asyncio.Queue(INBOUND_QUEUE_EVENTS)
         self._outbound = bytearray()
         self._audio_queued = asyncio.Event()
@@ -236,10 +282,18 @@ class AudioSocketCall:
 
     async def hangup(self) -> None:
         """Tell Asterisk to hang up (0x00) and close the connection."""
+        await self._end_with(Kind.HANGUP)
+
+    async def refuse(self) -> None:
+        """End the call with an error message (0xff): Asterisk's AudioSocket() then fails instead of
+        returning, so the dialplan's failover (TryExec) takes the caller rather than a hang-up."""
+        await self._end_with(Kind.ERROR)
+
+    async def _end_with(self, kind: Kind) -> None:
         if self.closed:
             return
         with contextlib.suppress(ConnectionError):
-            self._writer.write(encode(Kind.HANGUP))
+            self._writer.write(encode(kind))
             await self._writer.drain()
         await self._close()
 
@@ -256,20 +310,27 @@ class AudioSocketCall:
                 if message is None:
                     self._put(HangupIn(by_message=False))
                     break
+                if not self._inbound.spend(HEADER.size + len(message.payload)):
+                    raise ProtocolError(f"more than {MAX_AHEAD_SECONDS:g} s of audio ahead of real time: "
+                                        "a flood, cut off")
                 if message.kind is Kind.HANGUP:
                     self._put(HangupIn(by_message=True))
                     break
                 if message.kind is Kind.UUID:
                     raise ProtocolError("second UUID message on an identified connection")
                 if message.kind is Kind.DTMF:
-                    self._put(DtmfIn(message.payload.decode("ascii", errors="replace")))
+                    self._put(DtmfIn(message.payload.decode("ascii")))  # a key: checked by read_message
                 elif message.kind is Kind.ERROR:
                     self._put(ErrorIn(message.payload[0] if message.payload else None))
+                elif message.kind is Kind.AUDIO_8K:
+                    self._put(AudioIn(message.payload, SAMPLE_RATES[Kind.AUDIO_8K]))
                 else:
-                    self._put(AudioIn(message.payload, SAMPLE_RATES[message.kind]))
+                    # The call runs at 8 kHz both ways, and the rate limit counts 8 kHz bytes.
+                    raise ProtocolError(f"{message.kind.name} audio refused: only slin 8 kHz (0x10) is accepted")
         except ProtocolError as error:
             self._protocol_error = error
             log.warning("call %s: %s", self.uuid, error)
+            await self.refuse()
         except ConnectionError as error:
             self._put(HangupIn(by_message=False))
             log.info("call %s: connection lost: %s", self.uuid, error)
@@ -320,6 +381,16 @@ class AudioSocketCall:
 CallHandler = Callable[[AudioSocketCall], Awaitable[None]]
 
 
+async def _refuse(writer: asyncio.StreamWriter) -> None:
+    """A connection that never became a call: an error message, then close (see `refuse`)."""
+    with contextlib.suppress(ConnectionError):
+        writer.write(encode(Kind.ERROR))
+        await writer.drain()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 class AudioSocketServer:
     """Accepts Asterisk's AudioSocket connections and runs `handler(call)` for each."""
 
@@ -330,12 +401,16 @@ class AudioSocketServer:
         port: int = 9092,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         uuid_timeout: float = 5.0,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.max_payload = max_payload
         self.uuid_timeout = uuid_timeout
+        self.max_calls = max_calls
+        self.clock = clock
         self.calls: dict[str, AudioSocketCall] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -355,11 +430,27 @@ class AudioSocketServer:
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        # Counted before the UUID, and handlers still wrapping up too: what the cap bounds is the
+        # work in this process, and a flood of silent connections must not wait out their UUIDs.
+        if len(self._connections) >= self.max_calls:
+            log.warning("connection from %s refused: %d connections already (AUDIOSOCKET_MAX_CALLS)",
+                        writer.get_extra_info("peername"), len(self._connections))
+            await _refuse(writer)
+            return
         self._connections.add(task)
         try:
             call_uuid = await self._read_uuid(reader, writer)
-            if call_uuid is not None:
-                await self._run_call(AudioSocketCall(call_uuid, reader, writer, self.max_payload))
+            if call_uuid is None:
+                return
+            live = self.calls.get(call_uuid)
+            if live is not None and not live.closed:
+                # Replacing the live call would let anyone who learnt a UUID cut a caller off and take
+                # over the line. (A call back from the agents' queue reuses its UUID, but only after
+                # the first connection is over.)
+                log.warning("call %s: a second connection with this UUID refused; the live call goes on", call_uuid)
+                await _refuse(writer)
+                return
+            await self._run_call(AudioSocketCall(call_uuid, reader, writer, self.max_payload, self.clock))
         finally:
             self._connections.discard(task)
 
@@ -381,10 +472,7 @@ class AudioSocketServer:
         return None
 
     async def _run_call(self, call: AudioSocketCall) -> None:
-        if call.uuid in self.calls:
-            log.warning("call %s: a second connection with the same UUID replaces the first", call.uuid)
-            await self.calls[call.uuid].hangup()
-        self.calls[call.uuid] = call
+        self.calls[call.uuid] = call  # no await since the check for a live call with this UUID
         handler_task = asyncio.create_task(self.handler(call), name=f"audiosocket-handler-{call.uuid}")
         connection_over = asyncio.create_task(call.wait_closed())
         try:

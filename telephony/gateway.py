@@ -14,6 +14,7 @@ For every AudioSocket connection:
 
 Without AMI (no `ASTERISK_AMI_SECRET`, or Asterisk's manager unreachable), calls still run: no
 caller number, and a caller who wants a person is offered a callback instead of a transfer.
+With AMI up, a UUID the dialplan did not announce is refused: no Asterisk call of ours has it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ import uvicorn
 from fastapi import FastAPI
 
 from risk_api.masking import install_log_masking
-from telephony.ami import AmiClient, AmiConfig, AmiError, ChannelDirectory, ChannelInfo
-from telephony.audiosocket import AudioIn, AudioSocketCall, AudioSocketServer, DtmfIn, HangupIn
+from telephony.ami import CORRELATION_EVENT, AmiClient, AmiConfig, AmiError, ChannelDirectory, ChannelInfo
+from telephony.audiosocket import (
+    DEFAULT_MAX_CALLS,
+    AudioIn,
+    AudioSocketCall,
+    AudioSocketServer,
+    DtmfIn,
+    HangupIn,
+)
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
 from voice.call import VoiceEngines, run_call
 from voice.config import load_voice_config
@@ -62,6 +70,7 @@ class GatewaySettings:
     ami: AmiConfig | None
     priority_rules: Path = DEFAULT_RULES_PATH
     health_port: int = 9093
+    max_calls: int = DEFAULT_MAX_CALLS
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -70,12 +79,15 @@ class GatewaySettings:
         if not token:
             raise ValueError("RISK_API_TOKEN is not set")
         ami = AmiConfig.from_env() if env.get("ASTERISK_AMI_SECRET") else None
+        max_calls = env.get("AUDIOSOCKET_MAX_CALLS", str(DEFAULT_MAX_CALLS))
+        if not max_calls.isdigit() or int(max_calls) < 1:
+            raise ValueError(f"AUDIOSOCKET_MAX_CALLS must be a positive whole number, got {max_calls!r}")
         return cls(
             host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=int(env.get("AUDIOSOCKET_PORT", "9092")),
             rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
             priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
-            health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")))
+            health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")), max_calls=int(max_calls))
 
 
 class CallerLookup:
@@ -182,7 +194,8 @@ class Gateway:
         self.directory = ChannelDirectory(ami) if ami else None
         self.queues = QueueWatch(ami) if ami else None
         self.callers = CallerLookup(settings.risk_api_url, settings.risk_api_token)
-        self.server = AudioSocketServer(self.handle_call, settings.host, settings.port)
+        self.server = AudioSocketServer(self.handle_call, settings.host, settings.port,
+                                        max_calls=settings.max_calls)
         self.handovers = 0
 
     async def start(self) -> None:
@@ -194,7 +207,16 @@ class Gateway:
         await self.server.start()
 
     async def handle_call(self, audio: AudioSocketCall) -> None:
+        ami_session = self._ami_session()
         channel = await self._channel(audio.uuid)
+        if channel is None and ami_session is not None and self._ami_session() == ami_session:
+            # The dialplan raises the UserEvent before AudioSocket(); with the same AMI session up from
+            # the connection until now it would have come: nothing of ours dialled this UUID.
+            # (With AMI down or reconnecting it could have been missed: such calls are served.)
+            log.warning("call %s: refused: AMI is up but no %s UserEvent announced this UUID", audio.uuid,
+                        CORRELATION_EVENT)
+            await audio.refuse()
+            return
         caller_number = channel.caller_number if channel else None
         customer = await self.callers.customer(caller_number)
         facts = CallFacts.from_customer_summary(customer, self.callers.hours_since_last_call(caller_number))
@@ -212,6 +234,10 @@ class Gateway:
                  channel.channel if channel else None, tier.name, customer is not None)
         phone = PhoneCall(self, audio, channel, facts, tier)
         await run_call(self.engines, call, phone.frames(), phone)
+
+    def _ami_session(self) -> int | None:
+        """Which AMI session is up (None: none); a UserEvent can only be missed while it changes."""
+        return self.ami.reconnects if self.ami is not None and self.ami.connected else None
 
     async def _channel(self, call_uuid: str) -> ChannelInfo | None:
         if self.directory is None:
