@@ -6,6 +6,7 @@ import sys
 
 import uvicorn
 
+from risk_api.masking import install_log_masking
 from web.app import create_app
 from web.config import Settings
 
@@ -16,6 +17,7 @@ def main() -> int:
     except RuntimeError as error:  # trust.env_secrets.SecretError: missing or development secret
         print(f"web server not started: {error}", file=sys.stderr)
         return 2
+    install_log_masking()  # a chat text or a login name in an error log stays masked
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-* from any loopback client;
     # the app decides itself, from WEB_BEHIND_PROXY, whether to believe them.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",

@@ -1,0 +1,248 @@
+"""Rasa's SQL tracker store, keeping conversations the way docs/security.md promises.
+
+`endpoints.yml` names it (`type: bot.tracker_store.ProtectedSQLTrackerStore`); Rasa loads it
+with the endpoint's settings (dialect, db…) as keyword arguments. What reaches the database:
+
+- One-time codes and ID digits never, in any form: the `otp_code` / `id_last4` slot values
+  are stored as a placeholder, and the customer's message that answered their question (or
+  filled them) loses its text, entities and metadata. Other texts (the customer's, the bot's,
+  message metadata) are stored through `mask_text`: phone, card and ID numbers, stated names.
+  Only the stored copy changes: the turn being handled keeps the real events in memory (the
+  flow engine verifies the code in that same turn, then clears the slot). A redacted slot
+  reads back unset, so a placeholder is never taken for an answer.
+- Every event's data encrypted (Fernet, key derived from TRACKER_STORE_KEY by HKDF-SHA256),
+  stored as `<key id>:<token>`. Events another key wrote (or altered ones) are not read:
+  retrieving such a conversation logs an error and raises `UnreadableTrackerError`, which
+  Rasa's fail-safe wrapper turns into a fresh conversation. They stay in the database (a
+  misconfigured key must not wipe conversations) until retention deletes them.
+- Events older than TRACKER_RETENTION_DAYS (default 30) deleted, at start and then at most
+  once an hour while saving; on SQLite deleted rows are overwritten (secure_delete).
+Events an older store wrote in clear are redacted and encrypted in place at start.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import AllSlotsReset, Event, Restarted, SessionStarted, SlotSet
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.exceptions import RasaException
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
+from sqlalchemy.orm import Session
+
+from risk_api.masking import mask_text
+from trust.env_secrets import require_secret
+from trust.logs import session_ref
+
+log = logging.getLogger(__name__)
+KEY_ENV = "TRACKER_STORE_KEY"
+RETENTION_ENV = "TRACKER_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 30
+PRUNE_EVERY_SECONDS = 3600.0
+REDACTED = "[redacted]"
+# Slots whose values are used once, in the turn that gives them, and are never stored.
+SECRET_SLOTS = frozenset({"otp_code", "id_last4"})
+REQUESTED_SLOT = "requested_slot"
+_SLOTS_CLEARED = {"restart", "reset_slots", "session_started"}
+
+
+class UnreadableTrackerError(RasaException):
+    """Stored events of a conversation do not decrypt with the configured key."""
+
+
+def _derive(secret: str, purpose: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose).derive(secret.encode())
+
+
+def retention_days(env: Mapping[str, str] = os.environ) -> int:
+    raw = env.get(RETENTION_ENV, "").strip() or str(DEFAULT_RETENTION_DAYS)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{RETENTION_ENV} must be a whole number of days (1 or more), not {raw!r}")
+    return int(raw)
+
+
+def _masked(value: Any) -> Any:
+    """A copy with every string masked (never the event's own dicts: those are the live turn's)."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
+
+
+def _asked_at(events: list[Event]) -> str | None:
+    """The slot the bot had asked for after these events (walked back to the last change)."""
+    for event in reversed(events):
+        if isinstance(event, SlotSet) and event.key == REQUESTED_SLOT:
+            return event.value
+        if isinstance(event, (Restarted, AllSlotsReset, SessionStarted)):
+            return None
+    return None
+
+
+def _answers_with_secrets(events: list[dict[str, Any]], asked: str | None) -> set[int]:
+    """Indices of the customer's messages that give a code or ID digits: the answer to the
+    question for one, and any message whose turn filled one."""
+    answers: set[int] = set()
+    latest_user: int | None = None
+    for index, event in enumerate(events):
+        kind = event.get("event")
+        if kind == "user":
+            latest_user = index
+            if asked in SECRET_SLOTS:
+                answers.add(index)
+        elif kind == "slot" and event.get("name") == REQUESTED_SLOT:
+            asked = event.get("value")
+        elif kind == "slot" and event.get("name") in SECRET_SLOTS and event.get("value") is not None:
+            if latest_user is not None:
+                answers.add(latest_user)
+        elif kind in _SLOTS_CLEARED:
+            asked = None
+    return answers
+
+
+def protect(events: list[dict[str, Any]], asked: str | None = None) -> list[dict[str, Any]]:
+    """The events as they may be stored. `asked`: the slot asked for just before them."""
+    redact = _answers_with_secrets(events, asked)
+    protected = []
+    for index, event in enumerate(events):
+        kind = event.get("event")
+        parse_data = event.get("parse_data") or {}
+        if kind == "user" and index in redact:
+            # What the NLU made of it stays (intent), nothing the customer said or sent with it.
+            kept = {key: parse_data[key] for key in ("intent", "intent_ranking", "message_id") if key in parse_data}
+            event = {**event, "text": REDACTED, "metadata": {},
+                     "parse_data": {**kept, "text": REDACTED, "entities": [], "metadata": {}}}
+        elif kind == "user":
+            event = {**event, "text": _masked(event.get("text")), "metadata": _masked(event.get("metadata")),
+                     "parse_data": {key: _masked(value) if key in ("text", "entities", "metadata") else value
+                                    for key, value in parse_data.items()}}
+        elif kind == "bot":
+            event = {**event, "text": _masked(event.get("text")), "data": _masked(event.get("data")),
+                     "metadata": _masked(event.get("metadata"))}
+        elif kind == "slot" and event.get("name") in SECRET_SLOTS and event.get("value") is not None:
+            event = {**event, "value": REDACTED}
+        protected.append(event)
+    return protected
+
+
+class ProtectedSQLTrackerStore(SQLTrackerStore):
+    """SQLTrackerStore that redacts, masks, encrypts and expires what it stores."""
+
+    def __init__(self, domain: Domain | None = None, env: Mapping[str, str] = os.environ,
+                 clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+        secret = require_secret(KEY_ENV, env)  # before connecting: a missing key fails the start
+        self._fernet = Fernet(base64.urlsafe_b64encode(_derive(secret, b"tracker-store events", 32)))
+        self._key_id = _derive(secret, b"tracker-store key id", 4).hex()
+        self._retention_days = retention_days(env)
+        self._clock = clock
+        super().__init__(domain, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_secure_delete)
+        self._encrypt_clear_rows()
+        self._prune()
+
+    # What Rasa's SQLTrackerStore does, with the stored copy protected.
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        await self.stream_events(tracker)
+        if self._clock() >= self._next_prune:
+            self._prune()
+        with self.session_scope() as session:
+            events = list(tracker.events)
+            stored = self._stored_count(session, tracker.sender_id)
+            new = events[stored:]
+            rows = protect([event.as_dict() for event in new], _asked_at(events[:stored]))
+            for event, data in zip(new, rows, strict=True):
+                session.add(self.SQLEvent(
+                    sender_id=tracker.sender_id, type_name=event.type_name, timestamp=data.get("timestamp"),
+                    intent_name=((data.get("parse_data") or {}).get("intent") or {}).get(INTENT_NAME_KEY),
+                    action_name=data.get("name"), data=self._seal(data)))
+            session.commit()
+        log.debug("conversation %s: %d events stored", session_ref(tracker.sender_id), len(new))
+
+    async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:
+        with self.session_scope() as session:
+            rows = self._event_query(session, sender_id,
+                                     fetch_events_from_all_sessions=fetch_events_from_all_sessions).all()
+            sealed = [row.data for row in rows]
+        events = self._open_all(sender_id, sealed)
+        if self.domain and events:
+            return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        return None
+
+    def _stored_count(self, session: Session, sender_id: str) -> int:
+        """Events of the current session already stored, as `retrieve` reads them: with this key.
+
+        Rows of another key are not in the tracker Rasa holds (it started afresh without them).
+        """
+        query = self._event_query(session, sender_id, fetch_events_from_all_sessions=False)
+        return query.filter(self.SQLEvent.data.startswith(f"{self._key_id}:")).count()
+
+    def _seal(self, data: dict[str, Any]) -> str:
+        return f"{self._key_id}:{self._fernet.encrypt(json.dumps(data).encode()).decode()}"
+
+    def _open(self, data: str) -> dict[str, Any] | None:
+        key_id, _, token = data.partition(":")
+        if key_id != self._key_id:
+            return None
+        try:
+            event: dict[str, Any] = json.loads(self._fernet.decrypt(token.encode()))
+        except InvalidToken:
+            return None
+        if event.get("event") == "slot" and event.get("name") in SECRET_SLOTS:
+            event["value"] = None
+        return event
+
+    def _open_all(self, sender_id: str, sealed: list[str]) -> list[dict[str, Any]]:
+        events = [event for event in map(self._open, sealed) if event is not None]
+        if len(events) < len(sealed):
+            message = (f"conversation {session_ref(sender_id)}: {len(sealed) - len(events)} of {len(sealed)} stored "
+                       f"events do not decrypt with {KEY_ENV} (key id {self._key_id}): another key wrote them, or "
+                       "they were altered; the conversation starts afresh")
+            log.error(message)
+            raise UnreadableTrackerError(message)
+        return events
+
+    def _encrypt_clear_rows(self) -> None:
+        """Events Rasa's own SQL store wrote (clear JSON): redacted and encrypted in place."""
+        with self.session_scope() as session:
+            clear = (session.query(self.SQLEvent).filter(self.SQLEvent.data.startswith("{"))
+                     .order_by(self.SQLEvent.sender_id, self.SQLEvent.id).all())
+            for _, group in itertools.groupby(clear, key=lambda row: row.sender_id):
+                rows = list(group)
+                for row, data in zip(rows, protect([json.loads(row.data) for row in rows]), strict=True):
+                    row.data = self._seal(data)
+            session.commit()
+        if clear:
+            log.info("tracker store: %d events stored in clear were redacted and encrypted", len(clear))
+
+    def _prune(self) -> None:
+        now = self._clock()
+        self._next_prune = now + PRUNE_EVERY_SECONDS
+        with self.session_scope() as session:
+            deleted = (session.query(self.SQLEvent)
+                       .filter(self.SQLEvent.timestamp < now - self._retention_days * 86400)
+                       .delete(synchronize_session=False))
+            session.commit()
+        if deleted:
+            log.info("tracker store: %d events older than %d days deleted", deleted, self._retention_days)
+
+
+def _sqlite_secure_delete(connection: Any, _: Any) -> None:
+    """Deleted and rewritten rows overwritten on disk, not left in SQLite's free pages."""
+    connection.execute("PRAGMA secure_delete = ON")

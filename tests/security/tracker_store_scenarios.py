@@ -1,0 +1,172 @@
+"""The tracker store inside Rasa's environment: `.venv/bin/python tracker_store_scenarios.py
+<scenario> <sqlite file>` runs one scenario and prints what it saw as one JSON line.
+
+tests/security/test_tracker_store.py runs these (the services' Python cannot import Rasa) and
+checks the output and the database file itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore, TrackerStore
+from rasa.core.utils import read_endpoints_from_path
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SessionStarted, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot.tracker_store import ProtectedSQLTrackerStore, UnreadableTrackerError
+
+ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = Domain.load(ROOT / "bot" / "domain.yml")
+SENDER = "conversation-under-test"
+NOW = 1_800_000_000.0
+DAY = 86400.0
+
+
+def said(text: str, intent: str = "inform", **metadata: Any) -> UserUttered:
+    entities = [{"entity": "number", "value": word, "start": 0, "end": len(word)}
+                for word in text.split() if word.isdigit()]
+    return UserUttered(text, {"name": intent, "confidence": 0.9}, entities, metadata=metadata)
+
+
+def asks(slot: str, text: str) -> list[Event]:
+    return [SlotSet("requested_slot", slot), BotUttered(text, {"custom": {"expect": {"slot": slot}}}),
+            ActionExecuted("action_listen")]
+
+
+# A chat verification as the flow engine runs it, one list per turn (saved after each turn).
+TURNS: list[list[Event]] = [
+    [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+     said("我叫张三，手机13812345678，想查账单", "bill_inquiry"),
+     SlotSet("customer_name", "张三"), SlotSet("caller_number", "13812345678"),
+     *asks("id_last4", "请输入您身份证号码的后四位。")],
+    # The risk API was unreachable: id_last4 stays set (the engine clears it after a real attempt).
+    [said("7305", input="keypad"), SlotSet("id_last4", "7305"),
+     *asks("otp_code", "验证码已发送至您的手机138****5678，请输入6位短信验证码。")],
+    [said("我的验证码是 482913"), SlotSet("otp_code", "482913"), SlotSet("requested_slot", None),
+     BotUttered("张先生您好，您本期账单为1,234.56元，到期日2026-12-04。"), ActionExecuted("action_listen")],
+    # Not asked for, yet the turn filled the code: the message is redacted all the same.
+    [said("661177"), SlotSet("otp_code", "661177"), ActionExecuted("action_listen")],
+]
+
+
+def store(db: str, **kwargs: Any) -> ProtectedSQLTrackerStore:
+    return ProtectedSQLTrackerStore(DOMAIN, dialect="sqlite", db=db, **kwargs)
+
+
+def summary(tracker: DialogueStateTracker | None) -> dict[str, Any]:
+    if tracker is None:
+        return {"events": None}
+    shown = [[e.type_name, getattr(e, "text", None) or getattr(e, "key", None), getattr(e, "value", None)]
+             for e in tracker.events]
+    return {"events": shown, "slots": {name: tracker.get_slot(name) for name in
+                                       ("otp_code", "id_last4", "customer_name", "caller_number", "requested_slot")},
+            "entities": [e.entities for e in tracker.events if isinstance(e, UserUttered)]}
+
+
+async def conversation(db: str) -> dict[str, Any]:
+    """Four turns saved one by one; what the running turn holds, and what a reader gets back."""
+    protected = store(db)
+    tracker = DialogueStateTracker(SENDER, DOMAIN.slots)
+    for turn in TURNS:
+        for event in turn:
+            tracker.update(event)
+        await protected.save(tracker)
+    memory = {"texts": [e.text for e in tracker.events if isinstance(e, UserUttered)],
+              "otp_code": tracker.get_slot("otp_code"), "id_last4": tracker.get_slot("id_last4")}
+    return {"memory": memory, "stored": summary(await protected.retrieve(SENDER))}
+
+
+async def restart(db: str) -> dict[str, Any]:
+    """A new Rasa process picks the conversation up: the code is unset, the next turn saves."""
+    protected = store(db)
+    tracker = await protected.retrieve(SENDER)
+    assert tracker is not None
+    before = summary(tracker)
+    for event in [SlotSet("requested_slot", "otp_code"), said("135790"), SlotSet("otp_code", "135790"),
+                  SlotSet("otp_code", None), SlotSet("requested_slot", None), ActionExecuted("action_listen")]:
+        tracker.update(event)
+    await protected.save(tracker)
+    return {"before": before, "after": summary(await protected.retrieve(SENDER))}
+
+
+async def wrong_key(db: str) -> dict[str, Any]:
+    """Events from another key: a clear error, and Rasa (through its fail-safe wrapper) starts afresh."""
+    protected = store(db)
+    try:
+        await protected.retrieve(SENDER)
+        error = None
+    except UnreadableTrackerError as refused:
+        error = str(refused)
+    rasa_view = FailSafeTrackerStore(protected)
+    tracker = await rasa_view.get_or_create_tracker(SENDER)
+    for event in [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+                  said("你好", "greet"), BotUttered("您好，请问有什么可以帮您？"), ActionExecuted("action_listen")]:
+        tracker.update(event)
+    await rasa_view.save(tracker)
+    return {"error": error, "afresh": summary(await protected.retrieve(SENDER))}
+
+
+async def retention(db: str) -> dict[str, Any]:
+    """Old events go at start and on a save an hour later, not on every save."""
+    now = [NOW]
+    clock: Callable[[], float] = lambda: now[0]  # noqa: E731 - the test's clock
+    plain = SQLTrackerStore(DOMAIN, dialect="sqlite", db=db)  # writes the old events as they were
+    old = DialogueStateTracker("old-conversation", DOMAIN.slots)
+    old.update(UserUttered("我想查账单", {"name": "bill_inquiry"}, timestamp=NOW - 40 * DAY))
+    await plain.save(old)
+    protected = store(db, clock=clock)  # at start
+    counts = {"after_start": await count(protected)}
+    for label, delay, age in (("old_saved", 0.0, 31 * DAY), ("half_hour", 1800.0, 31 * DAY),
+                              ("after_an_hour", 3601.0, 1 * DAY)):
+        now[0] = NOW + delay
+        tracker = DialogueStateTracker(f"conversation-{label}", DOMAIN.slots)
+        tracker.update(ActionExecuted("action_listen", timestamp=NOW + delay - age))
+        await protected.save(tracker)
+        counts[label] = await count(protected)
+    return {"counts": counts, "keys": sorted(await protected.keys())}
+
+
+async def count(protected: ProtectedSQLTrackerStore) -> int:
+    with protected.session_scope() as session:
+        return session.query(protected.SQLEvent).count()
+
+
+async def legacy(db: str) -> dict[str, Any]:
+    """Events Rasa's own SQL store wrote in clear are redacted and encrypted when this store starts."""
+    plain = SQLTrackerStore(DOMAIN, dialect="sqlite", db=db)
+    tracker = DialogueStateTracker(SENDER, DOMAIN.slots)
+    for turn in TURNS:
+        for event in turn:
+            tracker.update(event)
+    await plain.save(tracker)
+    return {"stored": summary(await store(db).retrieve(SENDER))}
+
+
+async def endpoint(db: str) -> dict[str, Any]:
+    """bot/endpoints.yml as `rasa run` reads it builds this store."""
+    endpoints = read_endpoints_from_path(ROOT / "bot" / "endpoints.yml")
+    created = TrackerStore.create(endpoints.tracker_store, DOMAIN)
+    return {"type": type(created).__name__, "db": str(created.engine.url.database)}
+
+
+async def refused(db: str) -> dict[str, Any]:
+    """The store will not start without a usable key."""
+    try:
+        store(db)
+    except Exception as error:  # noqa: BLE001 - the test reads which error it was
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {"error": None}
+
+
+SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, retention, legacy, endpoint, refused)}
+
+if __name__ == "__main__":
+    scenario, db_path = sys.argv[1:3]
+    print(json.dumps(asyncio.run(SCENARIOS[scenario](db_path)), ensure_ascii=False))
