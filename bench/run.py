@@ -108,7 +108,8 @@ def with_assistant(measure: Callable[[Ports, Running], None]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     ports = Ports.free()
     risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
-                "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl")}
+                "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl"),
+                "RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR": "100000"}  # load reuses the demo customers
     with started(stack(ports, KEYS, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir) as running:
         measure(ports, running)
 

@@ -27,10 +27,12 @@ from risk_api.schemas import (
     ActionResponse,
     CallbackRequest,
     CallbackResponse,
+    CallerSummary,
     CustomerSummary,
     DecisionRequest,
     DecisionResponse,
     HandoffAccept,
+    HandoffCallState,
     HandoffRequest,
     HandoffResponse,
     Health,
@@ -129,12 +131,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     engine = APIRouter(dependencies=[Depends(allow("engine"))])
     desk = APIRouter(dependencies=[Depends(allow("desk"))])
     lookup = APIRouter(dependencies=[Depends(allow("engine", "gateway", "dialer"))])
+    # The gateway books a callback to the number calling when no agent answers (no identity:
+    # an agent calls that number back and verifies then).
+    callbacks = APIRouter(dependencies=[Depends(allow("engine", "gateway"))])
+    phone = APIRouter(dependencies=[Depends(allow("gateway"))])
     _lookup_routes(lookup, service)
     _customer_routes(engine, service)
     _verification_routes(engine, service)
     _decision_routes(engine, desk, service)
-    _record_routes(engine, desk, service)
-    for router in (lookup, engine, desk):
+    _record_routes(engine, desk, callbacks, service)
+    _phone_routes(phone, service)
+    for router in (lookup, engine, desk, callbacks, phone):
         app.include_router(router)
     # Outermost last: no token → 401 before anything reads the body; then the size limit.
     app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY, refusal=_body_too_large)
@@ -164,20 +171,17 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
-def _by_phone(service: Service, phone: str) -> dict[str, Any]:
-    def work(session: Session) -> dict[str, Any]:
-        customer = session.query(Customer).filter(Customer.phone == phone).one_or_none()
-        if customer is None:
-            raise unknown_customer()
-        return summary(customer, service.clock.now().date())
-    return service.run(work)
-
-
 def _lookup_routes(api: APIRouter, service: Service) -> None:
-    @api.post("/customers/lookup", response_model=CustomerSummary)
+    @api.post("/customers/lookup", response_model=CallerSummary)
     def customer_lookup(body: LookupRequest) -> dict[str, Any]:
-        """By phone number, in the body: no number in any URL or access log."""
-        return _by_phone(service, body.phone)
+        """In the body: no number in any URL or access log."""
+        def work(session: Session) -> dict[str, Any]:
+            customer = (session.get(Customer, body.customer_id) if body.customer_id else
+                        session.query(Customer).filter(Customer.phone == body.phone).one_or_none())
+            if customer is None:
+                raise unknown_customer()
+            return {**summary(customer, service.clock.now().date()), "phone": customer.phone}
+        return service.run(work)
 
 
 def _customer_routes(api: APIRouter, service: Service) -> None:
@@ -224,7 +228,8 @@ def _verification_routes(api: APIRouter, service: Service) -> None:
     @api.post("/verification/otp", response_model=OtpResponse)
     def send_otp(body: OtpRequest) -> OtpResponse:
         response, message = service.run(
-            lambda s: verification.send_otp(s, body, service.clock.now()))
+            lambda s: verification.send_otp(s, body, service.clock.now(),
+                                            service.settings.otp_sends_per_customer_hour))
         service.send([message])
         return response
 
@@ -275,7 +280,7 @@ def _decision_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
         return service.run(lambda s: audit.entries(s, customer_id, limit))
 
 
-def _record_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
+def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, service: Service) -> None:
     @api.post("/tickets", response_model=TicketResponse)
     def create_ticket(body: TicketRequest) -> TicketResponse:
         return service.run(lambda s: records.create_ticket(s, body, service.clock.now()))
@@ -296,7 +301,7 @@ def _record_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
         return service.run(lambda s: records.set_preferences(s, customer_id, body,
                                                              service.clock.now()))
 
-    @api.post("/callbacks", response_model=CallbackResponse)
+    @callbacks.post("/callbacks", response_model=CallbackResponse)
     def create_callback(body: CallbackRequest) -> CallbackResponse:
         return service.run(lambda s: records.create_callback(s, body, service.clock.now()))
 
@@ -305,7 +310,7 @@ def _record_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
         return service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
 
     @desk.get("/handoffs")
-    def list_handoffs(status: Literal["waiting", "accepted"] | None = None,
+    def list_handoffs(status: Literal["waiting", "accepted", "abandoned"] | None = None,
                       limit: Limit = 100) -> list[dict[str, Any]]:
         return service.run(lambda s: records.list_handoffs(s, status, limit))
 
@@ -314,6 +319,13 @@ def _record_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
                        body: HandoffAccept) -> dict[str, Any]:
         return service.run(lambda s: records.accept_handoff(s, handoff_id, body,
                                                             service.clock.now()))
+
+
+def _phone_routes(api: APIRouter, service: Service) -> None:
+    @api.post("/handoffs/{handoff_id}/call-state")
+    def handoff_call_state(handoff_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
+                           body: HandoffCallState) -> dict[str, Any]:
+        return service.run(lambda s: records.phone_handoff_state(s, handoff_id, body, service.clock.now()))
 
 
 @cache

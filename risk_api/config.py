@@ -29,6 +29,7 @@ class Settings:
     sms_sender: str | None = None  # "package.module:factory"; None = outbox file
     host: str = "127.0.0.1"
     port: int = 8400
+    otp_sends_per_customer_hour: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -46,6 +47,9 @@ class Settings:
             )
         if len({token, *roles.values()}) != len(roles) + 1:
             raise ConfigError("every caller role needs its own token (RISK_API_*_TOKEN values must differ)")
+        otp_text = env.get("RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR", "5")
+        if not otp_text.isdigit() or int(otp_text) < 1:
+            raise ConfigError(f"RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR must be a positive whole number, got {otp_text!r}")
         port_text = env.get("RISK_API_PORT", "8400")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise ConfigError(f"RISK_API_PORT must be a port number, got {port_text!r}")
@@ -58,4 +62,5 @@ class Settings:
             sms_sender=env.get("RISK_API_SMS_SENDER") or None,
             host=env.get("RISK_API_HOST") or "127.0.0.1",
             port=int(port_text),
+            otp_sends_per_customer_hour=int(otp_text),
         )

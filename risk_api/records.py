@@ -17,6 +17,7 @@ from risk_api.schemas import (
     CallbackRequest,
     CallbackResponse,
     HandoffAccept,
+    HandoffCallState,
     HandoffRequest,
     HandoffResponse,
     PreferencesRequest,
@@ -198,5 +199,23 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
     handoff.accepted_at = now
     audit.record(session, at=now, kind="handoff_accept", customer_id=handoff.customer_id,
                  channel="agent", session_id=handoff.session_id,
+                 inputs={"handoff_id": handoff_id, "agent": request.agent})
+    return _handoff_view(handoff)
+
+
+def phone_handoff_state(session: Session, handoff_id: str, request: HandoffCallState,
+                        now: datetime) -> dict[str, Any]:
+    """A phone hand-over leaves the waiting list when a queue member answers (accepted by that
+    agent) or the caller hangs up while waiting (abandoned)."""
+    handoff = session.get(Handoff, handoff_id, with_for_update=True)
+    if handoff is None or handoff.channel not in ("voice", "outbound"):
+        raise not_found("unknown_handoff", "没有找到这条转人工记录。")
+    if handoff.status != "waiting":
+        raise conflict("handoff_closed", "这条转人工记录已经结束。")
+    handoff.status = "accepted" if request.state == "connected" else "abandoned"
+    handoff.agent = request.agent if request.state == "connected" else None
+    handoff.accepted_at = now if request.state == "connected" else None
+    audit.record(session, at=now, kind=f"handoff_{request.state}", customer_id=handoff.customer_id,
+                 channel=handoff.channel, session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})
     return _handoff_view(handoff)

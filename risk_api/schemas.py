@@ -83,7 +83,19 @@ class CustomerSummary(BaseModel):
 
 
 class LookupRequest(Body):
-    phone: Phone
+    """By the number calling (inbound), or by the customer a dialer called (outbound)."""
+    phone: Phone | None = None
+    customer_id: CustomerId | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> LookupRequest:
+        if (self.phone is None) == (self.customer_id is None):
+            raise ValueError("give exactly one of phone and customer_id")
+        return self
+
+
+class CallerSummary(CustomerSummary):
+    phone: str  # the number on file: an outbound call's "caller number" is the one the dialer called
 
 
 class SessionState(BaseModel):
@@ -309,6 +321,12 @@ class HandoffResponse(BaseModel):
 
 class HandoffAccept(Body):
     agent: AgentName
+
+
+class HandoffCallState(Body):
+    """What Asterisk's queue did with a phone hand-over (the gateway reports it from AMI)."""
+    state: Literal["connected", "abandoned"]
+    agent: AgentName | None = None  # the queue member who answered
 
 
 class ReviewDecisionRequest(Body):

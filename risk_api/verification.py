@@ -31,8 +31,11 @@ SESSION_DURATION = timedelta(minutes=30)
 OTP_LIFETIME = timedelta(minutes=5)
 OTP_ATTEMPTS = 3
 # SMS codes cost money and pester the phone's owner: a conversation gets 3 in 10 minutes (a
-# first code and two after wrong answers), a customer 5 an hour across conversations.
-OTP_SENDS = ((3, timedelta(minutes=10), True), (5, timedelta(hours=1), False))
+# first code and two after wrong answers); a customer gets `otp_sends_per_customer_hour` (5) an
+# hour across conversations (Settings).
+OTP_SENDS_PER_SESSION = 3
+OTP_SESSION_WINDOW = timedelta(minutes=10)
+OTP_CUSTOMER_WINDOW = timedelta(hours=1)
 LEVEL_RANK = {"L1": 1, "L2": 2}
 
 
@@ -178,8 +181,10 @@ def _code_hash(salt: str, code: str) -> str:
     return hashlib.sha256(f"{salt}:{code}".encode()).hexdigest()
 
 
-def _check_otp_quota(session: Session, customer_id: str, session_id: str, now: datetime) -> None:
-    for limit, window, per_session in OTP_SENDS:
+def _check_otp_quota(session: Session, customer_id: str, session_id: str, now: datetime,
+                     per_customer_hour: int) -> None:
+    for limit, window, per_session in ((OTP_SENDS_PER_SESSION, OTP_SESSION_WINDOW, True),
+                                       (per_customer_hour, OTP_CUSTOMER_WINDOW, False)):
         sent = (select(func.min(AuditEntry.at), func.count()).where(
             AuditEntry.customer_id == customer_id, AuditEntry.kind == "otp_sent",
             AuditEntry.at > now - window))
@@ -191,7 +196,7 @@ def _check_otp_quota(session: Session, customer_id: str, session_id: str, now: d
                            retry_after_seconds=max(1, int((oldest + window - now).total_seconds())))
 
 
-def send_otp(session: Session, request: OtpRequest, now: datetime
+def send_otp(session: Session, request: OtpRequest, now: datetime, per_customer_hour: int
              ) -> tuple[OtpResponse, SmsMessage]:
     """Stores a new code (replacing the previous one); the caller sends the SMS after commit."""
     customer = session.get(Customer, request.customer_id)
@@ -201,7 +206,7 @@ def send_otp(session: Session, request: OtpRequest, now: datetime
     _check_not_locked(_subject(session, f"customer:{customer.id}"), now)
     if session_level(session, request.session_id, customer.id, now) is None:
         raise conflict("l1_required", "请先完成基本身份核验（手机号、姓名和身份证后四位）。")
-    _check_otp_quota(session, customer.id, request.session_id, now)
+    _check_otp_quota(session, customer.id, request.session_id, now, per_customer_hour)
     code = f"{secrets.randbelow(10**6):06d}"
     salt = secrets.token_hex(8)
     existing = session.get(OtpCode, customer.id, with_for_update=True)

@@ -409,6 +409,10 @@ class ChannelDirectory:
             if not waiters:
                 self._waiters.pop(call_uuid, None)
 
+    def forget(self, call_uuid: str) -> None:
+        """The call left AudioSocket (handed over): a return must wait for its new UserEvent."""
+        self._by_uuid.pop(call_uuid, None)
+
     def record(self, event: Event) -> None:
         """Take in one AMI event (the consumer task does this; public for direct feeding)."""
         if event.get("Event") == "Hangup":
@@ -419,7 +423,8 @@ class ChannelDirectory:
             return
         call_uuid = event.get("Uuid", "")
         if not call_uuid or not event.get("Channel"):
-            log.warning("%s UserEvent without Uuid or Channel: %s", CORRELATION_EVENT, event)
+            # Field names only: the event carries the caller's number.
+            log.warning("%s UserEvent without Uuid or Channel (fields: %s)", CORRELATION_EVENT, ", ".join(event))
             return
         info = ChannelInfo(
             uuid=call_uuid, channel=event["Channel"],

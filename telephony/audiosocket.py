@@ -7,8 +7,9 @@ audio every 20 ms and DTMF digits; it may close without a hangup message (EOF is
 
 Outbound audio is always kind 0x10 (signed 16-bit little-endian, 8 kHz mono) in 320-byte frames,
 written on a 20 ms clock scheduled by absolute deadlines so that sleep overshoot does not add up.
-When nothing is queued the sender writes nothing (no silence frames): Asterisk only forwards what
-it receives, the caller hears silence either way, and idle calls cost no CPU or bandwidth.
+While the bot is silent a silence frame goes out every `KEEPALIVE_SECONDS`: Asterisk's
+AudioSocket() ends a call after 2 s with no message either way, and a caller on hold or behind a
+trunk with silence suppression sends none.
 A frame written more than one frame period after its deadline counts as late (`late_frames`);
 after a stall of more than `MAX_CATCH_UP_FRAMES` the clock is re-anchored instead of bursting.
 
@@ -52,6 +53,9 @@ DEFAULT_MAX_CALLS = 64
 REAL_TIME_BYTES_PER_SECOND = (HEADER.size + OUTBOUND_FRAME_BYTES) / FRAME_SECONDS
 # Catching up after a network stall is a burst of a second or two; this far ahead is a flood.
 MAX_AHEAD_SECONDS = 5.0
+KEEPALIVE_SECONDS = 0.5  # well inside Asterisk's 2 s of no activity
+SILENCE_FRAME = bytes(OUTBOUND_FRAME_BYTES)
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class Kind(IntEnum):
@@ -208,16 +212,20 @@ class AudioSocketCall:
 
     def __init__(
         self, call_uuid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_payload: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.uuid = call_uuid
         self.frames_sent = 0
+        self.keepalive_frames = 0
         self.late_frames = 0
         self.inbound_dropped = 0
         self._reader = reader
         self._writer = writer
         self._max_payload = max_payload
         self._inbound = InboundBudget(clock)
+        self._clock = clock
+        self._sleep = sleep
+        self._last_sent = clock()
         self._events: asyncio.Queue[CallEvent | None] = asyncio.Queue(INBOUND_QUEUE_EVENTS)
         self._outbound = bytearray()
         self._audio_queued = asyncio.Event()
@@ -227,6 +235,7 @@ class AudioSocketCall:
         self._protocol_error: ProtocolError | None = None
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"audiosocket-read-{call_uuid}")
         self._sender_task = asyncio.create_task(self._send_loop(), name=f"audiosocket-send-{call_uuid}")
+        self._keepalive_task = asyncio.create_task(self._keep_alive(), name=f"audiosocket-keepalive-{call_uuid}")
 
     @property
     def closed(self) -> bool:
@@ -262,9 +271,26 @@ class AudioSocketCall:
         closed; a dropped connection raises ConnectionError."""
         if self.closed:
             return
+        self._write_audio(pcm)
+        await self._writer.drain()
+
+    def _write_audio(self, pcm: bytes) -> None:
         self._writer.write(encode(Kind.AUDIO_8K, pcm.ljust(OUTBOUND_FRAME_BYTES, b"\0")))
         self.frames_sent += 1
-        await self._writer.drain()
+        self._last_sent = self._clock()
+
+    async def _keep_alive(self) -> None:
+        try:
+            while True:
+                idle = self._clock() - self._last_sent
+                if idle < KEEPALIVE_SECONDS:
+                    await self._sleep(KEEPALIVE_SECONDS - idle)
+                    continue
+                self._write_audio(SILENCE_FRAME)
+                self.keepalive_frames += 1
+                await self._writer.drain()
+        except ConnectionError as error:
+            log.info("call %s: keep-alive stopped: %s", self.uuid, error)
 
     def flush(self) -> int:
         """Drop all queued outbound audio at once (barge-in); returns the bytes dropped."""
@@ -352,8 +378,7 @@ class AudioSocketCall:
                     frame = bytes(self._outbound[:OUTBOUND_FRAME_BYTES])
                     del self._outbound[:OUTBOUND_FRAME_BYTES]
                     # A short tail is padded with silence so the last syllable is not held back.
-                    self._writer.write(encode(Kind.AUDIO_8K, frame.ljust(OUTBOUND_FRAME_BYTES, b"\0")))
-                    self.frames_sent += 1
+                    self._write_audio(frame)
                     await self._writer.drain()
                     deadline += FRAME_SECONDS
                     await asyncio.sleep(max(0.0, deadline - loop.time()))
@@ -369,7 +394,7 @@ class AudioSocketCall:
         self._outbound.clear()
         self._drained.set()
         current = asyncio.current_task()
-        for task in (self._sender_task, self._reader_task):
+        for task in (self._sender_task, self._keepalive_task, self._reader_task):
             if task is not current:
                 task.cancel()
         self._writer.close()
@@ -403,6 +428,7 @@ class AudioSocketServer:
         uuid_timeout: float = 5.0,
         max_calls: int = DEFAULT_MAX_CALLS,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -411,6 +437,7 @@ class AudioSocketServer:
         self.uuid_timeout = uuid_timeout
         self.max_calls = max_calls
         self.clock = clock
+        self.sleep = sleep
         self.calls: dict[str, AudioSocketCall] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -450,7 +477,7 @@ class AudioSocketServer:
                 log.warning("call %s: a second connection with this UUID refused; the live call goes on", call_uuid)
                 await _refuse(writer)
                 return
-            await self._run_call(AudioSocketCall(call_uuid, reader, writer, self.max_payload, self.clock))
+            await self._run_call(AudioSocketCall(call_uuid, reader, writer, self.max_payload, self.clock, self.sleep))
         finally:
             self._connections.discard(task)
 

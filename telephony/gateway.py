@@ -26,8 +26,10 @@ import os
 import signal
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,15 @@ import uvicorn
 from fastapi import FastAPI
 
 from risk_api.masking import install_log_masking
-from telephony.ami import CORRELATION_EVENT, AmiClient, AmiConfig, AmiError, ChannelDirectory, ChannelInfo
+from telephony.ami import (
+    CORRELATION_EVENT,
+    DIRECTORY_SIZE,
+    AmiClient,
+    AmiConfig,
+    AmiError,
+    ChannelDirectory,
+    ChannelInfo,
+)
 from telephony.audiosocket import (
     DEFAULT_MAX_CALLS,
     AudioIn,
@@ -48,7 +58,16 @@ from telephony.audiosocket import (
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
 from voice.call import VoiceEngines, run_call
 from voice.config import load_voice_config
-from voice.frames import CallStarted, Control, Frame, Hangup, InputAudio, Keypress, TransferDeclined
+from voice.frames import (
+    CallbackBooked,
+    CallStarted,
+    Control,
+    Frame,
+    Hangup,
+    InputAudio,
+    Keypress,
+    TransferDeclined,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +119,41 @@ class CallerLookup:
         self._last_call: dict[str, float] = {}
 
     async def customer(self, phone: str | None) -> dict[str, Any] | None:
-        if not phone:
+        return await self._lookup({"phone": phone}) if phone else None
+
+    async def dialled_customer(self, customer_id: str | None) -> dict[str, Any] | None:
+        """The customer an outbound call was placed to; their number on file is the one called."""
+        return await self._lookup({"customer_id": customer_id}) if customer_id else None
+
+    async def book_callback(self, call_uuid: str, channel: str, phone: str, preferred_time: str) -> datetime | None:
+        """A callback to the number calling (no identity needed: an agent calls that very number and
+        verifies then); None when the risk API would not take it."""
+        body = {"session_id": call_uuid, "channel": channel, "phone": phone, "preferred_time": preferred_time}
+        try:
+            response = await self._http.post("/callbacks", json=body)
+        except httpx.HTTPError as error:
+            log.error("call %s: risk API unreachable for the callback: %s", call_uuid, error)
             return None
+        if response.status_code != 200:
+            log.error("call %s: callback refused: %d %s", call_uuid, response.status_code, response.text[:200])
+            return None
+        return datetime.fromisoformat(response.json()["scheduled_for"])
+
+    async def handoff_call_state(self, handoff_id: str, state: str, agent: str | None) -> None:
+        body = {"state": state, **({"agent": agent[:64]} if agent else {})}
+        try:
+            response = await self._http.post(f"/handoffs/{handoff_id}/call-state", json=body)
+        except httpx.HTTPError as error:
+            log.error("hand-over %s: risk API unreachable for its call state: %s", handoff_id, error)
+            return
+        if response.status_code != 200:
+            log.error("hand-over %s: call state %s refused: %d %s", handoff_id, state, response.status_code,
+                      response.text[:200])
+
+    async def _lookup(self, body: dict[str, str]) -> dict[str, Any] | None:
         try:
             # In the body: no caller's number in any URL or access log.
-            response = await self._http.post("/customers/lookup", json={"phone": phone})
+            response = await self._http.post("/customers/lookup", json=body)
         except httpx.HTTPError as error:
             log.error("risk API unreachable for the caller lookup: %s", error)
             return None
@@ -149,14 +198,47 @@ class QueueWatch:
         self._ami.unsubscribe(self._events)
 
 
+class QueueOutcomes:
+    """Tells the risk API what Asterisk's queue did with each phone hand-over: a queue member
+    answered (AgentConnect) or the caller hung up waiting (QueueCallerAbandon), so the agent
+    desk's waiting list is the queue's."""
+
+    def __init__(self, ami: AmiClient, callers: CallerLookup) -> None:
+        self._callers = callers
+        self._ami = ami
+        self._handoffs: OrderedDict[str, str] = OrderedDict()  # channel -> hand-over id
+        self._events = ami.subscribe({"AgentConnect", "QueueCallerAbandon"})
+        self._task = asyncio.create_task(self._consume(), name="queue-outcomes")
+
+    def queued(self, channel: str, handoff_id: str) -> None:
+        self._handoffs[channel] = handoff_id
+        while len(self._handoffs) > DIRECTORY_SIZE:
+            self._handoffs.popitem(last=False)
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._events.get()
+            handoff_id = self._handoffs.pop(event.get("Channel", ""), None)
+            if handoff_id is None:
+                continue  # not a hand-over of ours (or an agent's second leg)
+            connected = event.get("Event") == "AgentConnect"
+            await self._callers.handoff_call_state(handoff_id, "connected" if connected else "abandoned",
+                                                   event.get("MemberName") if connected else None)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._ami.unsubscribe(self._events)
+
+
 class PhoneCall:
     """The sink of one call's pipeline: audio to the AudioSocket, control to AMI."""
 
-    def __init__(self, gateway: Gateway, audio: AudioSocketCall, channel: ChannelInfo | None, facts: CallFacts,
-                 tier: Tier) -> None:
+    def __init__(self, gateway: Gateway, audio: AudioSocketCall, channel: ChannelInfo | None, call: CallStarted,
+                 facts: CallFacts, tier: Tier) -> None:
         self.gateway = gateway
         self.audio = audio
         self.channel = channel
+        self.call = call
         self.facts = facts
         self.tier = tier
 
@@ -166,6 +248,8 @@ class PhoneCall:
     async def control(self, frame: Control) -> Frame | None:
         if frame.action == "handoff":
             return await self.gateway.hand_over(self, frame.details)
+        if frame.action == "callback":
+            return await self.gateway.book_callback(self, frame.details)
         if frame.action == "hangup":
             await self.audio.hangup()
         return None
@@ -194,9 +278,11 @@ class Gateway:
         self.directory = ChannelDirectory(ami) if ami else None
         self.queues = QueueWatch(ami) if ami else None
         self.callers = CallerLookup(settings.risk_api_url, settings.risk_api_token)
+        self.outcomes = QueueOutcomes(ami, self.callers) if ami else None
         self.server = AudioSocketServer(self.handle_call, settings.host, settings.port,
                                         max_calls=settings.max_calls)
         self.handovers = 0
+        self.callbacks = 0
 
     async def start(self) -> None:
         if self.directory is not None:
@@ -217,23 +303,40 @@ class Gateway:
                         CORRELATION_EVENT)
             await audio.refuse()
             return
-        caller_number = channel.caller_number if channel else None
-        customer = await self.callers.customer(caller_number)
-        facts = CallFacts.from_customer_summary(customer, self.callers.hours_since_last_call(caller_number))
-        tier = self.rules.tier_for(facts)
         fields = channel.fields if channel else {}
-        outbound_flow = fields.get("Flow")
-        # Back from the agents' queue unanswered (QueueStatus set): offer a callback.
-        opening = "/callback_request" if fields.get("QueueStatus") else f"/{outbound_flow}" if outbound_flow else None
+        outbound = channel is not None and channel.direction == "outbound"
+        # Back from the agents' queue unanswered: the same call, queued `Handovers` times so far.
+        queue_returns = _count(fields.get("Handovers")) if fields.get("QueueStatus") else 0
+        if outbound:
+            # An originated call's caller ID is the number we present: the customer is the one the
+            # dialer named on the channel, and the number called is theirs on file.
+            customer = await self.callers.dialled_customer(fields.get("CustomerId"))
+            caller_number = customer.get("phone") if customer else None
+        else:
+            caller_number = channel.caller_number if channel else None
+            customer = await self.callers.customer(caller_number)
+        # A call back from the queue is not a caller ringing again: it keeps the tier it had.
+        hours = None if outbound or queue_returns else self.callers.hours_since_last_call(caller_number)
+        facts = CallFacts.from_customer_summary(customer, hours)
+        tier = (self._tier_named(fields.get("Tier")) if queue_returns else None) or self.rules.tier_for(facts)
+        opening = f"/{fields['Flow']}" if outbound and fields.get("Flow") and not queue_returns else None
         call = CallStarted(
             call_id=audio.uuid, sample_rate=CALL_SAMPLE_RATE, caller_number=caller_number,
             salutation=customer.get("salutation") if customer else None,
             priority_tier=tier.handoff_priority, short_greeting=tier.short_greeting or tier.skip_menus,
-            slow_speech="elderly" in facts.tags, channel="outbound" if outbound_flow else "voice", opening=opening)
-        log.info("call %s: channel=%s tier=%s known_customer=%s", audio.uuid,
-                 channel.channel if channel else None, tier.name, customer is not None)
-        phone = PhoneCall(self, audio, channel, facts, tier)
+            slow_speech="elderly" in facts.tags, channel="outbound" if outbound else "voice", opening=opening,
+            queue_returns=queue_returns)
+        log.info("call %s: channel=%s direction=%s tier=%s known_customer=%s queue_returns=%d", audio.uuid,
+                 channel.channel if channel else None, "outbound" if outbound else "inbound", tier.name,
+                 customer is not None, queue_returns)
+        phone = PhoneCall(self, audio, channel, call, facts, tier)
         await run_call(self.engines, call, phone.frames(), phone)
+
+    def _tier_named(self, name: str | None) -> Tier | None:
+        try:
+            return self.rules.tier(name) if name else None
+        except KeyError:
+            return None
 
     def _ami_session(self) -> int | None:
         """Which AMI session is up (None: none); a UserEvent can only be missed while it changes."""
@@ -264,26 +367,51 @@ class Gateway:
                       phone.audio.uuid, "connected" if self.ami and self.ami.connected else "down",
                       phone.channel.channel if phone.channel else "unknown")
             return TransferDeclined("no call control to transfer with")
+        # Shielded: a caller hanging up mid-transfer cancels the call's pipeline, not the transfer's
+        # bookkeeping (the Redirect may already be done).
+        return await asyncio.shield(self._transfer(phone, handoff, tier))
+
+    async def _transfer(self, phone: PhoneCall, handoff: dict[str, Any], tier: Tier) -> Frame | None:
+        assert self.ami is not None and phone.channel is not None
         channel = phone.channel.channel
+        # A call queued again keeps the summary and hand-over id already on its channel.
+        variables = {} if handoff.get("requeue") else {
+            "IVR_SUMMARY": one_line(handoff.get("summary", "")),
+            "IVR_HANDOFF_ID": str(handoff.get("handoff_id") or ""), "IVR_FLOW": str(handoff.get("flow") or "")}
+        variables |= {"IVR_QUEUE_PRIO": str(tier.queue_priority), "IVR_TIER": tier.name}
         try:
-            await self.ami.setvar(channel, "IVR_SUMMARY", one_line(handoff.get("summary", "")))
-            await self.ami.setvar(channel, "IVR_HANDOFF_ID", str(handoff.get("handoff_id") or ""))
-            await self.ami.setvar(channel, "IVR_FLOW", str(handoff.get("flow") or ""))
-            await self.ami.setvar(channel, "IVR_QUEUE_PRIO", str(tier.queue_priority))
+            for name, value in variables.items():
+                await self.ami.setvar(channel, name, value)
             await self.ami.redirect(channel, HANDOVER_CONTEXT, HANDOVER_EXTEN)
         except AmiError as error:
             log.error("call %s: transfer failed (%s): offering a callback instead", phone.audio.uuid, error)
             return TransferDeclined(f"transfer failed: {error}")
         self.handovers += 1
-        log.info("call %s: handed over to queue %s at priority %d (tier %s): %s", phone.audio.uuid,
-                 AGENT_QUEUE, tier.queue_priority, tier.name, handoff.get("reason"))
+        if self.outcomes is not None and handoff.get("handoff_id"):
+            self.outcomes.queued(channel, str(handoff["handoff_id"]))
+        if self.directory is not None:
+            self.directory.forget(phone.audio.uuid)  # if it comes back, its new UserEvent tells how
+        log.info("call %s: handed over to queue %s at priority %d (tier %s)%s: %s", phone.audio.uuid,
+                 AGENT_QUEUE, tier.queue_priority, tier.name, " again" if handoff.get("requeue") else "",
+                 handoff.get("reason"))
         # The redirect took the channel out of AudioSocket(): this session is over.
         await phone.audio.hangup()
         return None
 
+    async def book_callback(self, phone: PhoneCall, details: dict[str, Any]) -> Frame:
+        number = phone.call.caller_number
+        if not number:
+            return CallbackBooked(None)
+        scheduled = await asyncio.shield(self.callers.book_callback(
+            phone.audio.uuid, phone.call.channel, number, str(details.get("preferred_time") or "尽快")))
+        if scheduled is not None:
+            self.callbacks += 1
+            log.info("call %s: callback booked for %s", phone.audio.uuid, scheduled.isoformat())
+        return CallbackBooked(scheduled)
+
     async def close(self) -> None:
         await self.server.close()
-        for part in (self.directory, self.queues, self.callers):
+        for part in (self.directory, self.queues, self.outcomes, self.callers):
             if part is not None:
                 await part.close()
         if self.ami is not None:
@@ -300,9 +428,14 @@ def health_app(gateway: Gateway) -> FastAPI:
         return {"status": "ok", "calls": len(gateway.server.calls), "audiosocket_port": gateway.server.port,
                 "speech_recognition": gateway.engines.recognizer is not None,
                 "ami_connected": gateway.ami.connected if gateway.ami else None,
-                "handovers": gateway.handovers}
+                "handovers": gateway.handovers, "callbacks": gateway.callbacks}
 
     return app
+
+
+def _count(text: str | None) -> int:
+    """A count from a channel variable; at least 1 (the call did come back from the queue)."""
+    return max(1, int(text)) if text and text.isdigit() else 1
 
 
 def one_line(text: str) -> str:

@@ -73,6 +73,9 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     risk_env = {
         "RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk_api.sqlite3'}",
         "RISK_API_SMS_OUTBOX": str(outbox),
+        # The suite runs dozens of flows on each demo customer within the hour; the limit itself is
+        # tested in tests/risk_api.
+        "RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR": "1000",
     }
     try:
         with started(stack(ports, SECRETS, risk_env, tracker_db=tracker_db), workdir):

@@ -10,6 +10,7 @@ passes, so barge-in means the same thing everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -39,6 +40,7 @@ class CallStarted(Frame):
     slow_speech: bool = False  # elderly callers
     channel: str = "voice"  # or "outbound" for reminder calls
     opening: str | None = None  # outbound: what starts the conversation (e.g. "/overdue_reminder")
+    queue_returns: int = 0  # times this call came back from the agents' queue unanswered
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,17 @@ class TransferDeclined(Frame):
 
 
 @dataclass(frozen=True)
+class CallbackBooked(Frame):
+    """Upstream answer to `Control("callback")`: when an agent will call the caller's number
+    back; None when it could not be registered."""
+
+    scheduled_for: datetime | None
+
+
+@dataclass(frozen=True)
 class Control(Frame):
-    """A telephony instruction from the dialogue: hand over to a human, or hang up."""
+    """A telephony instruction: hand over to a human (`{"requeue": True}`: back into the queue
+    with what the channel already carries), book a callback to the calling number, or hang up."""
 
     action: str
     details: dict[str, Any] = field(default_factory=dict)

@@ -9,9 +9,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from voice.audio import FRAME_MS, frame_bytes
-from voice.frames import Control, Frame, Hangup, InputAudio, Keypress, TransferDeclined
+from voice.frames import CallbackBooked, Control, Frame, Hangup, InputAudio, Keypress, TransferDeclined
 
 
 @dataclass
@@ -94,11 +95,13 @@ class RespondingCaller:
 @dataclass
 class RecordingSink:
     """Keeps every frame the bot sent (with its time) and every telephony instruction;
-    `agents_busy` declines hand-overs the way a saturated queue does."""
+    `agents_busy` declines hand-overs the way a saturated queue does; a callback is booked for
+    `callback_at`."""
 
     frames: list[tuple[float, bytes]] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
     agents_busy: bool = False
+    callback_at: datetime | None = datetime(2026, 12, 4, 15, 30)
 
     async def write_frame(self, pcm: bytes) -> None:
         self.frames.append((time.monotonic(), pcm))
@@ -107,6 +110,8 @@ class RecordingSink:
         self.controls.append(frame)
         if frame.action == "handoff" and self.agents_busy:
             return TransferDeclined("all agents busy")
+        if frame.action == "callback":
+            return CallbackBooked(self.callback_at)
         return None
 
     def answered_and_quiet(self, seconds: float, after: float = 0.0) -> bool:

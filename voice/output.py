@@ -75,6 +75,7 @@ class AudioOutput(FrameProcessor):
         self.sample_rate = 8000
         self.frames_sent = 0
         self.late_frames = 0
+        self.played: list[str] = []  # what the caller heard the start of, in order
         self._queue: deque[_Queued] = deque()
         self._current: _Utterance | None = None
         self._speaking = False
@@ -154,6 +155,8 @@ class AudioOutput(FrameProcessor):
                 if lag > MAX_LAG_FRAMES * period:
                     deadline = loop.time()
             await self.sink.write_frame(item.pcm)
+            if item.utterance.frames_played == 0:
+                self.played.append(item.utterance.text)
             self.frames_sent += 1
             self._speaking = True
             self._current = item.utterance

@@ -12,6 +12,11 @@ core, and what the bot says back.
 - The turn after a barge-in tells the core which part of its reply the caller heard.
 - A hang-up never cuts a turn in half: what the caller said or keyed before it is still sent,
   and the core finishes that turn (and any account action in it).
+- Agents busy (the transfer was declined, or the call came back from the queue unanswered):
+  with a number to call back, 1 books a callback to it (no identity needed: we call the number
+  that called us) and 2 waits in the queue again; no answer, or a call that came back
+  `max_queue_returns` times, gets the callback and a polite end: never a loop of hand-overs.
+- Every call hears the recording notice once, whatever its tier, before anything else.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from voice.frames import (
     AnswerExpected,
     BotSpeech,
     BotStoppedSpeaking,
+    CallbackBooked,
     CallStarted,
     Control,
     Direction,
@@ -63,6 +69,10 @@ class Prompts:
     goodbye: str = "感谢您的来电，再见。"
     dialogue_down: str = "抱歉，系统暂时繁忙，正在为您转接人工客服，请稍候。"
     agents_busy: str = "现在人工客服都在忙，我们可以为您登记回电。"
+    callback_offer: str = "现在人工客服都在忙。需要我们稍后回拨您本次来电的号码，请按1。"
+    requeue_offer: str = "继续等待人工服务，请按2。"
+    callback_booked: str = "已为您登记回电，我们会在{when}左右回拨您本次来电的号码，请留意接听。"
+    callback_failed: str = "抱歉，回电暂时没能登记成功，请您稍后再拨。"
 
     def fixed(self) -> list[str]:
         """The prompts whose words never change, to render once at start-up."""
@@ -75,6 +85,7 @@ class TurnConfig:
     max_no_input_reprompts: int = 2
     max_no_match_rephrases: int = 1
     digit_timeout_ms: int = 4000
+    max_queue_returns: int = 2  # then a callback instead of another wait in the queue
     keypad_menu: dict[str, str] = field(default_factory=lambda: {
         "1": "bill_inquiry", "2": "how_to_repay", "3": "check_credit_limit", "4": "account_freeze"})
     prompts: Prompts = field(default_factory=Prompts)
@@ -103,6 +114,7 @@ class TurnTaking(FrameProcessor):
         self._digits = ""
         self._ended = False
         self._callback_offered = False
+        self._offer: str | None = None  # "callback" or "callback_or_queue" while keys answer it
         self._exchange_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._no_input_timer: asyncio.TimerHandle | None = None
@@ -139,7 +151,11 @@ class TurnTaking(FrameProcessor):
                 self._spawn(self._goodbye())
             else:
                 self._callback_offered, self._ended = True, False
-                self._spawn(self._offer_callback())
+                self._spawn(self._offer_callback(requeue=False))
+            return
+        elif isinstance(frame, CallbackBooked):
+            self._mark(f"callback booked for {frame.scheduled_for}")
+            self._spawn(self._callback_answer(frame))
             return
         elif isinstance(frame, UserStartedSpeaking):
             self._mark("caller started speaking")
@@ -194,6 +210,9 @@ class TurnTaking(FrameProcessor):
             self._reply_epoch += 1
             await self.push(Interruption("keypad"))
         self._cancel_no_input()
+        if self._offer is not None:
+            await self._on_offer_key(digit)
+            return
         expect_type = (self._expect or {}).get("type")
         if expect_type in DIGIT_ANSWERS and (digit.isdigit() or (digit == "#" and self._digits)):
             self._collect_digit(digit)
@@ -206,6 +225,15 @@ class TurnTaking(FrameProcessor):
             self._submit(digit, "keypad")
         elif digit.isdigit() and self._expect is None and digit in self.config.keypad_menu:
             self._submit(f"/{self.config.keypad_menu[digit]}", "keypad")
+        else:
+            self._spawn(self._say([self.prompts.invalid_key, *self._last_question]))
+
+    async def _on_offer_key(self, digit: str) -> None:
+        if digit == "1":
+            await self._book_callback()
+        elif digit == "2" and self._offer == "callback_or_queue":
+            self._offer = None
+            await self._hand_over({"requeue": True})
         else:
             self._spawn(self._say([self.prompts.invalid_key, *self._last_question]))
 
@@ -292,11 +320,24 @@ class TurnTaking(FrameProcessor):
     async def _open_call(self) -> None:
         call = self.call
         assert call is not None
+        if call.queue_returns:
+            # The same call, back from the queue: it heard the notice when it began.
+            self._mark(f"back from the agents' queue ({call.queue_returns})")
+            if call.queue_returns < self.config.max_queue_returns:
+                await self._offer_callback(requeue=True)
+            elif call.caller_number:
+                await self._say([self.prompts.agents_busy])
+                await self._book_callback()
+            else:
+                self._ended = True
+                await self.push(Speak(self.prompts.callback_failed, interruptible=False))
+                await self._goodbye()
+            return
+        if self.prompts.disclosure:  # compliance: every tier, inbound and outbound
+            await self.push(Speak(self.prompts.disclosure, interruptible=False))
         if call.opening:
             self._submit(call.opening, "dialer")
             return
-        if self.prompts.disclosure and not call.short_greeting:
-            await self.push(Speak(self.prompts.disclosure, interruptible=False))
         if call.short_greeting:
             greeting = self.prompts.greeting_short
         elif call.salutation:
@@ -328,6 +369,9 @@ class TurnTaking(FrameProcessor):
         self._no_input += 1
         if self._no_input <= self.config.max_no_input_reprompts:
             self._spawn(self._say([self.prompts.no_input, *self._last_question]))
+        elif self._offer is not None:
+            log.info("call %s: no answer to the callback offer: booking it", self._call_id)
+            self._spawn(self._book_callback())
         elif self._expect is not None:
             log.info("call %s: no answer after %d reprompts, handing over", self._call_id, self._no_input - 1)
             self._submit("/transfer_to_agent", "no_input")
@@ -335,9 +379,29 @@ class TurnTaking(FrameProcessor):
             self._ended = True
             self._spawn(self._goodbye())
 
-    async def _offer_callback(self) -> None:
-        await self._say([self.prompts.agents_busy])
-        self._submit("/callback_request", "transfer_declined")
+    async def _offer_callback(self, requeue: bool) -> None:
+        if not (self.call and self.call.caller_number):
+            # No number to call back: the callback flow asks the caller for one.
+            await self._say([self.prompts.agents_busy])
+            self._submit("/callback_request", "transfer_declined")
+            return
+        self._offer = "callback_or_queue" if requeue else "callback"
+        self._last_question = [self.prompts.callback_offer, *([self.prompts.requeue_offer] if requeue else [])]
+        await self._say(self._last_question)
+
+    async def _book_callback(self) -> None:
+        self._offer = None
+        self._ended = True
+        self._cancel_timers()
+        await self.push(Control("callback", {"preferred_time": "尽快"}))
+
+    async def _callback_answer(self, booked: CallbackBooked) -> None:
+        when = booked.scheduled_for
+        text = (self.prompts.callback_booked.format(when=f"{when.month}月{when.day}日{when.hour}点"
+                                                    + (f"{when.minute}分" if when.minute else ""))
+                if when else self.prompts.callback_failed)
+        await self.push(Speak(text, interruptible=False))
+        await self._goodbye()
 
     async def _goodbye(self) -> None:
         await self.push(Speak(self.prompts.goodbye, interruptible=False))

@@ -19,7 +19,7 @@ from risk_api.app import create_app
 from risk_api.clock import ShiftedClock
 from risk_api.config import Settings
 from risk_api.scratch_db import create_scratch_database, drop_scratch_database
-from tests.risk_api.helpers import DESK_TOKEN, TOKEN, Api
+from tests.risk_api.helpers import DESK_TOKEN, GATEWAY_TOKEN, TOKEN, Api
 
 PG_URL_ENV = "RISK_API_TEST_PG_URL"
 STARTUP_TIMEOUT_S = 60
@@ -45,8 +45,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         database_url, pg_name = create_scratch_database(pg_admin_url, "risk_api_test")
     else:
         database_url = f"sqlite:///{workdir / 'risk_api.sqlite3'}"
-    settings = Settings(token=TOKEN, role_tokens={"desk": DESK_TOKEN}, database_url=database_url,
-                        sms_outbox=workdir / "sms_outbox.jsonl")
+    settings = Settings(token=TOKEN, role_tokens={"desk": DESK_TOKEN, "gateway": GATEWAY_TOKEN},
+                        database_url=database_url, sms_outbox=workdir / "sms_outbox.jsonl")
     clock = ShiftedClock()
     app = create_app(settings, clock=clock)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -15,6 +15,7 @@ from risk_api.clock import ShiftedClock
 
 TOKEN = f"test-token-{uuid.uuid4().hex}"  # the engine's
 DESK_TOKEN = f"test-desk-token-{uuid.uuid4().hex}"
+GATEWAY_TOKEN = f"test-gateway-token-{uuid.uuid4().hex}"
 # Tags whose customers carry no risk flag: any of them may stand in for a "normal" customer.
 CLEAN_TAGS = ("normal", "vip", "due_soon", "auto_debit_off", "hardship", "do_not_call")
 
@@ -31,12 +32,15 @@ class Api:
                                  headers={"Authorization": f"Bearer {TOKEN}"})
         self.desk = httpx.Client(base_url=base_url, timeout=30,
                                  headers={"Authorization": f"Bearer {DESK_TOKEN}"})
+        self.gateway = httpx.Client(base_url=base_url, timeout=30,
+                                    headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"})
         self._used: dict[str, int] = defaultdict(int)
         self._engine = create_engine(database_url)
 
     def close(self) -> None:
         self.http.close()
         self.desk.close()
+        self.gateway.close()
         self._engine.dispose()
 
     # -------------------------------------------------------------- customers

@@ -44,7 +44,11 @@ def test_lookup_by_phone_and_id_agree_and_mask(api: Api) -> None:
     person = api.take("elderly")
     by_phone = api.http.post("/customers/lookup", json={"phone": person["phone"]}).json()
     by_id = api.http.get(f"/customers/{person['customer_id']}").json()
-    assert by_phone == by_id
+    # An outbound call's customer comes by id: the number on file is the one the dialer called.
+    dialled = api.http.post("/customers/lookup", json={"customer_id": person["customer_id"]}).json()
+    assert by_phone == dialled == {**by_id, "phone": person["phone"]}
+    for both_or_neither in ({}, {"phone": person["phone"], "customer_id": person["customer_id"]}):
+        assert api.http.post("/customers/lookup", json=both_or_neither).status_code == 422
     assert by_id["tags"] == ["elderly"] and by_id["elderly"] is True and by_id["age"] >= 65
     assert by_id["salutation"] == person["salutation"]
     assert person["name"] not in by_id["masked_name"]

@@ -117,3 +117,36 @@ def test_callbacks_understand_spoken_times(api: Api) -> None:
     scheduled = datetime.fromisoformat(anytime.json()["scheduled_for"])
     assert scheduled >= now.replace(second=0, microsecond=0)
     assert time(9) <= scheduled.timetz().replace(tzinfo=None) < time(21)
+
+
+def test_the_gateway_books_a_callback_to_the_calling_number_and_nothing_else(api: Api) -> None:
+    person = api.take_clean()
+    booked = api.gateway.post("/callbacks", json=audited(phone=person["phone"], preferred_time="尽快"))
+    assert booked.status_code == 200, booked.text
+    (row,) = api.sql("SELECT customer_id, phone FROM callbacks WHERE id = :i", i=booked.json()["callback_id"])
+    assert row.customer_id is None, "an unverified caller's callback is not filed on any customer"
+    assert api.gateway.post("/callbacks", json=audited(preferred_time="尽快")).status_code == 422
+    named = api.gateway.post("/callbacks", json=audited(phone=person["phone"], customer_id=person["customer_id"],
+                                                        preferred_time="尽快"))
+    assert named.status_code == 403
+    assert api.gateway.post("/tickets", json=audited(kind="complaint", summary="x")).status_code == 403
+
+
+def test_a_phone_handoff_leaves_the_waiting_list_when_a_queue_member_answers_or_the_caller_hangs_up(
+        api: Api) -> None:
+    answered, abandoned, chat = (api.http.post("/handoffs", json=audited(
+        flow="bill_inquiry", reason="转人工", priority="normal", summary="客户要求人工", channel=channel)).json()
+        for channel in ("voice", "voice", "chat"))
+    connected = api.gateway.post(f"/handoffs/{answered['handoff_id']}/call-state",
+                                 json={"state": "connected", "agent": "standin-agent"})
+    assert connected.json()["status"] == "accepted" and connected.json()["agent"] == "standin-agent"
+    gone = api.gateway.post(f"/handoffs/{abandoned['handoff_id']}/call-state", json={"state": "abandoned"})
+    assert gone.json()["status"] == "abandoned"
+    waiting = {h["handoff_id"] for h in api.desk.get("/handoffs", params={"status": "waiting"}).json()}
+    assert not waiting & {answered["handoff_id"], abandoned["handoff_id"]}
+    again = api.gateway.post(f"/handoffs/{answered['handoff_id']}/call-state", json={"state": "abandoned"})
+    assert again.status_code == 409
+    # A chat hand-over is the desk's to accept, and only the gateway reports call states.
+    assert api.gateway.post(f"/handoffs/{chat['handoff_id']}/call-state",
+                            json={"state": "connected"}).status_code == 404
+    assert api.http.post(f"/handoffs/{chat['handoff_id']}/call-state", json={"state": "connected"}).status_code == 403

@@ -101,7 +101,11 @@ class AudioSocketPeer:
         return True
 
     def audio(self) -> list[Received]:
-        return [message for message in self.received if message.kind == 0x10]
+        """What the bot said: audio frames except the all-zero keep-alive frames it sends while silent."""
+        return [message for message in self.received if message.kind == 0x10 and any(message.payload)]
+
+    def keepalives(self) -> list[Received]:
+        return [message for message in self.received if message.kind == 0x10 and not any(message.payload)]
 
     def audio_bytes(self) -> bytes:
         return b"".join(message.payload for message in self.audio())
@@ -138,12 +142,14 @@ class AmiPeer:
     variables: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, name) -> value
     failing_actions: dict[str, str] = field(default_factory=dict)  # action name -> error message
     silent_actions: set[str] = field(default_factory=set)  # actions never answered
+    held_actions: set[str] = field(default_factory=set)  # answered only on release_held()
     port: int = 0
     version: str = "9.0.0"
     actions: list[dict[str, str]] = field(default_factory=list)
     connections_accepted: int = 0
     _server: asyncio.Server | None = None
     _sessions: list[AmiSession] = field(default_factory=list)
+    _held: list[tuple[asyncio.StreamWriter, bytes]] = field(default_factory=list)
 
     async def start(self) -> AmiPeer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -162,6 +168,14 @@ class AmiPeer:
         for session in list(self._sessions):
             session.writer.close()
         self._sessions.clear()
+
+    async def release_held(self) -> None:
+        """Answer the held actions now (Asterisk's reply arriving late)."""
+        held, self._held = self._held, []
+        for writer, answer in held:
+            writer.write(answer)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
 
     def logged_in_sessions(self) -> int:
         return sum(1 for session in self._sessions if session.username)
@@ -200,7 +214,11 @@ class AmiPeer:
                 block = await reader.readuntil(b"\r\n\r\n")
                 action = _parse(block.decode())
                 self.actions.append(action)
-                writer.write(_message(self._answer(session, action)))
+                answer = _message(self._answer(session, action))
+                if action.get("Action") in self.held_actions:
+                    self._held.append((writer, answer))
+                    continue
+                writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -43,11 +43,10 @@ async def test_login_sends_username_and_secret(peer: AmiPeer, client: AmiClient)
 
 async def test_login_failure_is_a_clear_error(peer: AmiPeer) -> None:
     ami = AmiClient(config_for(peer, secret="wrong"))
-    started = time.monotonic()
     with pytest.raises(AmiLoginError, match=r"'ivr-bot' at 127\.0\.0\.1:\d+ refused: Authentication failed"):
         await ami.connect()
-    assert time.monotonic() - started < 2
     assert not ami.connected
+    assert peer.connections_accepted == 1, "a refused login is not retried"
 
 
 async def test_unreachable_manager_is_a_clear_error(peer: AmiPeer) -> None:
@@ -114,10 +113,8 @@ async def test_error_response_raises_with_asterisk_message(peer: AmiPeer, client
 
 async def test_unanswered_action_times_out(peer: AmiPeer, client: AmiClient) -> None:
     peer.silent_actions.add("Hangup")
-    started = time.monotonic()
     with pytest.raises(AmiError, match=r"Hangup: no response within 1 s"):
         await client.hangup("PJSIP/a-1")
-    assert time.monotonic() - started < 2
 
 
 async def test_events_reach_asyncio_subscribers(peer: AmiPeer, client: AmiClient) -> None:
@@ -137,10 +134,9 @@ async def test_actions_while_disconnected_fail_fast(peer: AmiPeer, client: AmiCl
     deadline = time.monotonic() + 3
     while client.connected and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    started = time.monotonic()
     with pytest.raises(AmiError, match="not connected"):
         await client.redirect("PJSIP/a-1", "ivr-handover", "agents")
-    assert time.monotonic() - started < 0.1
+    assert not peer.actions_named("Redirect"), "refused at once, not sent into a dead session"
 
 
 async def test_ami_reconnects_with_backoff_after_the_connection_drops(

@@ -132,7 +132,8 @@ def moh_directory() -> str:
 
 
 def test_handover_makes_every_variable_the_gateway_sets_inheritable_before_queueing() -> None:
-    gateway_variables = set(re.findall(r'setvar\(\s*channel,\s*"(IVR_\w+)"', GATEWAY_SOURCE.read_text()))
+    # The gateway's Setvars: the keys of the variables it puts on the channel before the Redirect.
+    gateway_variables = set(re.findall(r'"(IVR_[A-Z_]+)":', GATEWAY_SOURCE.read_text()))
     assert {"IVR_SUMMARY", "IVR_HANDOFF_ID"} <= gateway_variables, "telephony/gateway.py no longer Setvars these"
     last_set: dict[str, str] = {}
     for step in before_queue(walk("ivr-handover", "agents")):

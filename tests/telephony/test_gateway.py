@@ -46,13 +46,15 @@ class Phone:
     ami: AmiPeer
     recognizer: ScriptedRecognizer
 
-    async def dial(self, caller_number: str | None, channel: str | None = None) -> AudioSocketPeer:
-        """What the dialplan does: UserEvent(IvrCall) with the UUID, then AudioSocket()."""
-        call_uuid = uuid.uuid4()
+    async def dial(self, caller_number: str | None, channel: str | None = None, call_uuid: uuid.UUID | None = None,
+                   **fields: str) -> AudioSocketPeer:
+        """What the dialplan does: UserEvent(IvrCall) with the UUID (and, back from the queue,
+        QueueStatus, Handovers and Tier), then AudioSocket()."""
+        call_uuid = call_uuid or uuid.uuid4()
         channel = channel or f"PJSIP/softphone-{call_uuid.hex[:8]}"
         await self.ami.emit("UserEvent", UserEvent="IvrCall", Uuid=str(call_uuid), Direction="inbound",
                             Channel=channel, CallerIDNum=caller_number or "<unknown>", CallerIDName="<unknown>",
-                            Uniqueid=f"{time.time():.6f}")
+                            Uniqueid=f"{time.time():.6f}", **fields)
         return await AudioSocketPeer("127.0.0.1", self.gateway.server.port, call_uuid).connect()
 
 
@@ -228,14 +230,16 @@ async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_id
     Direction outbound and the flow to run."""
     customer = customers_with_tag("overdue")[0]
     call_uuid = uuid.uuid4()
+    # As recorded from a real Asterisk: an originated call's CallerIDNum is the number we present.
     await phone.ami.emit("UserEvent", UserEvent="IvrCall", Uuid=str(call_uuid), Direction="outbound",
-                         Channel="PJSIP/trunk-0000000a", CallerIDNum=customer["phone"], Flow="overdue_reminder",
+                         Channel="PJSIP/trunk-0000000a", CallerIDNum="4000", Flow="overdue_reminder",
                          CustomerId=customer["customer_id"], OriginateId="test-originate")
     peer = await AudioSocketPeer("127.0.0.1", phone.gateway.server.port, call_uuid).connect()
     await bot_finished(peer, 0.0)
     await peer.send_hangup()
     await peer.close()
     tracker = running_stack.tracker(str(call_uuid))
+    assert tracker["slots"]["caller_number"] == customer["phone"], "the customer's number, not the presented one"
     first_user = next(event for event in tracker["events"] if event["event"] == "user")
     assert first_user["text"] == "/overdue_reminder"
     assert first_user["metadata"]["channel"] == "outbound"
@@ -288,3 +292,130 @@ async def test_without_call_control_a_caller_wanting_a_person_is_offered_a_callb
     said = [event["text"] for event in tracker["events"] if event["event"] == "user"]
     assert said == ["/transfer_to_agent", "/callback_request"]
     assert phone.gateway.handovers == 0
+
+
+# --- what a real Asterisk showed (issue 13) -------------------------------------------------
+
+async def hung_up_by_bot(peer: AudioSocketPeer) -> None:
+    assert await peer.wait_closed_by_server(60), "the bot ends the call"
+    assert any(message.kind == 0x00 for message in peer.received), "with a hangup message"
+
+
+def callback_audit(running_stack: Stack, call_uuid: str) -> list[dict[str, Any]]:
+    with running_stack.risk_api("desk") as api:
+        entries = api.get("/audit", params={"limit": 500}).json()
+    return [entry for entry in entries if entry["kind"] == "callback" and entry["session_id"] == call_uuid]
+
+
+async def test_a_silent_caller_keeps_the_call_alive_with_the_bots_keepalive_frames(phone: Phone) -> None:
+    peer = await phone.dial(None)
+    await bot_finished(peer, 0.0)
+    for _ in range(200):  # a bound, not a timing: the first keep-alive follows the greeting
+        if peer.keepalives():
+            break
+        await asyncio.sleep(0.05)
+    assert peer.keepalives(), "silence frames while the bot listens (Asterisk drops 2 s of no activity)"
+    await peer.send_hangup()
+    await peer.close()
+
+
+async def test_a_call_back_from_the_queue_books_a_callback_to_its_number_with_one_key(
+        phone: Phone, running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[1]
+    peer = await phone.dial(customer["phone"], QueueStatus="TIMEOUT", Handovers="1", Tier="normal")
+    await bot_finished(peer, 0.0)  # agents busy: 1 for a callback, 2 to wait again
+    await peer.send_dtmf("1")
+    await hung_up_by_bot(peer)
+    await peer.close()
+    assert not phone.ami.actions_named("Redirect") and phone.gateway.callbacks == 1
+    (booked,) = callback_audit(running_stack, str(peer.call_uuid))
+    assert booked["customer_id"] is None and customer["phone"] not in str(booked)  # masked, on no one's file
+    events = running_stack.tracker(str(peer.call_uuid))["events"]
+    assert not [event for event in events if event["event"] == "user"], "no identity questions: no dialogue at all"
+
+
+async def test_a_call_back_from_the_queue_may_wait_again_with_its_tier_and_summary(phone: Phone) -> None:
+    customer = customers_with_tag("normal")[2]
+    first = await phone.dial(customer["phone"])  # the same number a minute earlier: not a repeat caller
+    await bot_finished(first, 0.0)
+    await first.send_hangup()
+    await first.close()
+    peer = await phone.dial(customer["phone"], QueueStatus="TIMEOUT", Handovers="1")
+    await bot_finished(peer, 0.0)
+    await peer.send_dtmf("2")
+    redirects = await phone.ami.wait_for_action("Redirect", timeout=30)
+    assert [action["Channel"] for action in redirects] == [f"PJSIP/softphone-{peer.call_uuid.hex[:8]}"]
+    variables = {action["Variable"]: action["Value"] for action in phone.ami.actions_named("Setvar")}
+    assert variables == {"IVR_QUEUE_PRIO": "0", "IVR_TIER": "normal"}, "summary and hand-over id stay on the channel"
+    await peer.close()
+
+
+async def test_a_call_back_from_the_queue_too_often_gets_a_callback_and_a_polite_end(
+        phone: Phone, running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[3]
+    peer = await phone.dial(customer["phone"], QueueStatus="TIMEOUT", Handovers="2", Tier="vip")
+    await hung_up_by_bot(peer)
+    await peer.close()
+    assert not phone.ami.actions_named("Redirect")
+    assert len(callback_audit(running_stack, str(peer.call_uuid))) == 1
+
+
+async def test_a_transfer_is_counted_when_the_caller_hangs_up_before_asterisk_answers(phone: Phone) -> None:
+    phone.ami.held_actions.add("Redirect")
+    peer = await phone.dial(None)
+    await bot_finished(peer, 0.0)
+    await peer.send_dtmf("0")
+    await phone.ami.wait_for_action("Redirect", timeout=30)
+    await peer.close()  # the caller's leg goes before Asterisk's reply
+    for _ in range(200):
+        if not phone.gateway.server.calls:
+            break
+        await asyncio.sleep(0.05)
+    assert not phone.gateway.server.calls, "the call's pipeline is gone"
+    await phone.ami.release_held()
+    for _ in range(200):
+        if phone.gateway.handovers:
+            break
+        await asyncio.sleep(0.05)
+    assert phone.gateway.handovers == 1
+
+
+async def handed_over(phone: Phone, peer: AudioSocketPeer) -> str:
+    """Press 0, wait for the transfer; the hand-over id the gateway put on the channel."""
+    await bot_finished(peer, 0.0)
+    await peer.send_dtmf("0")
+    channel = f"PJSIP/softphone-{peer.call_uuid.hex[:8]}"
+    for _ in range(600):
+        if any(action["Channel"] == channel for action in phone.ami.actions_named("Redirect")):
+            break
+        await asyncio.sleep(0.05)
+    return next(action["Value"] for action in phone.ami.actions_named("Setvar")
+                if action["Channel"] == channel and action["Variable"] == "IVR_HANDOFF_ID")
+
+
+async def handoff_status(running_stack: Stack, handoff_id: str, wanted: str) -> dict[str, Any]:
+    with running_stack.risk_api("desk") as api:
+        for _ in range(200):
+            found = [h for h in api.get("/handoffs", params={"status": wanted, "limit": 500}).json()
+                     if h["handoff_id"] == handoff_id]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"hand-over {handoff_id} never became {wanted}")
+
+
+async def test_the_desk_sees_a_phone_handover_answered_by_a_queue_member_or_abandoned(
+        phone: Phone, running_stack: Stack) -> None:
+    answered, abandoned = await phone.dial(None), await phone.dial(None)
+    answered_id, abandoned_id = await handed_over(phone, answered), await handed_over(phone, abandoned)
+    # Fields as a real Asterisk 22 sends them (shared/asterisk-sessions, inbound-dtmf-handover-agent-answers).
+    await phone.ami.emit("AgentConnect", Channel=f"PJSIP/softphone-{answered.call_uuid.hex[:8]}",
+                         Context="ivr-handover", Exten="agents", DestChannel="Local/s@test-agent-00000000;1",
+                         Queue="agents", Interface="Local/s@test-agent/n", MemberName="standin-agent",
+                         HoldTime="0", RingTime="0")
+    await phone.ami.emit("QueueCallerAbandon", Channel=f"PJSIP/softphone-{abandoned.call_uuid.hex[:8]}",
+                         Queue="agents", Position="1", OriginalPosition="1", HoldTime="12")
+    assert (await handoff_status(running_stack, answered_id, "accepted"))["agent"] == "standin-agent"
+    assert (await handoff_status(running_stack, abandoned_id, "abandoned"))["agent"] is None
+    for peer in (answered, abandoned):
+        await peer.close()

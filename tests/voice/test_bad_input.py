@@ -54,6 +54,24 @@ async def test_odd_chunk_sizes_still_make_one_utterance(caplog: pytest.LogCaptur
         "call bad-input: audio chunks of 173 bytes (not 20 ms): re-cutting") == 1
 
 
+async def test_a_local_channels_short_frame_at_each_file_end_is_re_cut_without_loss() -> None:
+    # A real Asterisk's Local channel sends 320-byte frames and one of 276 bytes where a played
+    # file ends (seen on the project's Asterisk 22 trial).
+    pcm = samples.silence(1.0) + samples.speech("我想查一下我的账单") + samples.silence(1.5)
+    collector = Collector()
+    pipeline = Pipeline([AudioInput(), collector])
+    await pipeline.send(CallStarted("local-channel", 8000))
+    offset, index = 0, 0
+    while offset < len(pcm):
+        size = 276 if index % 40 == 39 else 320
+        await pipeline.send(InputAudio(pcm[offset:offset + size], 8000))
+        offset, index = offset + size, index + 1
+    await pipeline.close()
+    frames = collector.of(InputAudio)
+    assert all(len(frame.pcm) == 320 for frame in frames)
+    assert b"".join(frame.pcm for frame in frames) == pcm[:len(pcm) - len(pcm) % 320]
+
+
 async def test_audio_at_an_unexpected_rate_is_resampled_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     pcm = resample(samples.silence(1.5) + samples.speech("帮我转人工") + samples.silence(1.5), 8000, 16000)
     with caplog.at_level(logging.WARNING):

