@@ -18,6 +18,7 @@ import pytest
 from stack.services import RASA_VENV, ROOT
 from tests.conftest import Stack
 from tests.dialogue.conftest import CUSTOMERS, ChatSession
+from trust.logs import session_ref
 
 RASA_PYTHON = RASA_VENV / "bin" / "python"
 SCENARIOS = Path(__file__).with_name("tracker_store_scenarios.py")
@@ -156,3 +157,18 @@ def test_the_running_assistant_stores_no_code_or_id_digits(running_stack: Stack)
     phone = customer["phone"]
     assert texts[-2:] == ["[redacted]", "[redacted]"] and f"{phone[:3]}****{phone[-4:]}" in texts, texts
     assert_nothing_in_clear(running_stack.tracker_db, code, phone, customer["name"])
+    assert_not_in_logs(running_stack, session.sender, code, phone, customer["name"], customer["id_number"])
+
+
+def assert_not_in_logs(stack: Stack, sender: str, code: str, *personal: str) -> None:
+    """Every log the stack's services wrote during the run (tests before this one included)."""
+    logs = sorted(stack.log_dir.glob("*.log"))
+    assert {"rasa.log", "actions.log", "risk_api.log"} <= {log.name for log in logs}, logs
+    for log in logs:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        for value in personal:
+            assert value not in text and json.dumps(value)[1:-1] not in text, f"{value!r} is in {log.name}"
+        # Six digits also occur by chance (process ids, ports): look where a code could be told.
+        near = [line for line in text.splitlines() if session_ref(sender) in line or re.search(
+            r"验证码|otp|code", line, re.IGNORECASE)]
+        assert not [line for line in near if re.search(rf"(?<!\d){code}(?!\d)", line)], f"the code is in {log.name}"
