@@ -11,7 +11,7 @@ from risk_api import audit, verification
 from risk_api.clock import CHINA_TZ
 from risk_api.db import Callback, Customer, Handoff, Promise, Ticket, new_id
 from risk_api.errors import ApiError, conflict, not_found, unknown_customer, verification_required
-from risk_api.masking import mask_text
+from risk_api.masking import mask_inputs, mask_text
 from risk_api.money import to_fen
 from risk_api.schemas import (
     CallbackRequest,
@@ -58,8 +58,9 @@ def create_ticket(session: Session, request: TicketRequest, now: datetime) -> Ti
     request = request.model_copy(update={"customer_id": _session_customer(
         session, request.session_id, request.customer_id, now)})
     ticket_id = new_id("T")
+    # Stored masked: a ticket says what happened, not the numbers the customer read out.
     session.add(Ticket(id=ticket_id, kind=request.kind, customer_id=request.customer_id,
-                       summary=request.summary, details=request.details, status="open",
+                       summary=mask_text(request.summary), details=mask_inputs(request.details), status="open",
                        session_id=request.session_id, channel=request.channel, created_at=now))
     audit.record(session, at=now, kind=f"ticket:{request.kind}", customer_id=request.customer_id,
                  channel=request.channel, session_id=request.session_id,

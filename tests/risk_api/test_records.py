@@ -24,6 +24,8 @@ def test_tickets_are_created_and_listed(api: Api) -> None:
     listed = api.desk.get("/tickets", params={"customer_id": person["customer_id"]}).json()
     assert [t["ticket_id"] for t in listed] == [created["ticket_id"]]
     assert person["phone"] not in listed[0]["summary"]
+    stored = api.sql("SELECT summary, details FROM tickets WHERE id = :i", i=created["ticket_id"])
+    assert person["phone"] not in str(stored), "masked at rest, not only when listed"
     anonymous = api.http.post("/tickets", json=audited(kind="complaint", summary="态度不好"))
     assert anonymous.status_code == 200
     unknown_kind = api.http.post("/tickets", json=audited(kind="lottery", summary="x"))
