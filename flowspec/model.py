@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,31 @@ def load_responses(path: Path) -> dict[str, Response]:
     if not isinstance(responses, dict):
         raise FlowError(path, "responses", "must map response names to {voice, chat}")
     return {key: Response.from_yaml(value) for key, value in responses.items()}
+
+
+@dataclass(frozen=True)
+class Answers:
+    """flows/shared/answers.yml: the words that answer yes/no and digit questions."""
+
+    yes: tuple[str, ...]
+    no: tuple[str, ...]
+    digits: dict[str, int]
+
+
+@cache
+def load_answers(path: Path = SHARED_DIR / "answers.yml") -> Answers:
+    data = read_yaml(path) or {}
+    for key in ("affirm", "deny"):
+        words = data.get(key)
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+            raise FlowError(path, key, "must be a list of words")
+    digits = data.get("digits")
+    if not isinstance(digits, dict) or not all(
+            isinstance(word, str) and len(word) == 1 and value in range(10) for word, value in digits.items()):
+        raise FlowError(path, "digits", "must map single characters to the digits 0-9")
+    if overlap := set(data["affirm"]) & set(data["deny"]):
+        raise FlowError(path, "affirm", f"words both yes and no: {sorted(overlap)}")
+    return Answers(tuple(data["affirm"]), tuple(data["deny"]), dict(digits))
 
 
 def load_flowset(flows_dir: Path = FLOWS_DIR) -> FlowSet:

@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowspec.model import load_answers
+
 log = logging.getLogger(__name__)
 
 MODEL_HELP = ("download vosk-model-small-cn-0.22 from https://alphacephei.com/vosk/models, unzip it and set "
@@ -34,9 +36,6 @@ _IDEOGRAPHS_ONLY = re.compile(f"[{_CJK}]+")
 
 _UNKNOWN_WORD = "[unk]"
 
-YES_PHRASES = ("是", "是的", "对", "对的", "好", "好的", "可以", "行", "确认", "没错", "没问题", "同意")
-NO_PHRASES = ("不是", "不对", "不用", "不要", "不行", "没有", "算了", "取消", "不需要", "不同意", "不确认")
-DIGIT_WORDS = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "幺", "两")
 # Always in a grammar so that a caller stuck on a closed question can still get out of it.
 ESCAPE_PHRASES = ("转人工", "人工", "人工服务", "重复", "再说一遍", "没听清")
 _CHINESE_NUMERALS = ("一", "二", "三", "四", "五", "六", "七", "八", "九", "十")
@@ -262,9 +261,9 @@ def grammar_for(expect: dict[str, Any]) -> list[str] | None:
     """
     kind = expect.get("type")
     if kind == "yes_no":
-        phrases = [*YES_PHRASES, *NO_PHRASES]
+        phrases = [*load_answers().yes, *load_answers().no]  # the words the dialogue core accepts
     elif kind in _DIGIT_TYPES:
-        phrases = list(DIGIT_WORDS)
+        phrases = list(load_answers().digits)
     elif kind == "choice" and int(expect.get("choices", 0)) > 0:
         phrases = [phrase for number in _numerals(int(expect["choices"]))
                    for phrase in (f"第{number}个", f"第{number}项", f"第{number}", number)]

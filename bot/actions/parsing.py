@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from flowspec.model import load_answers
+
 DIGIT_CHARS = {
     "零": 0, "〇": 0, "洞": 0, "一": 1, "幺": 1, "壹": 1, "二": 2, "两": 2, "贰": 2, "三": 3,
     "叁": 3, "四": 4, "肆": 4, "五": 5, "伍": 5, "六": 6, "陆": 6, "七": 7, "柒": 7, "拐": 7,
@@ -160,8 +162,8 @@ def parse_digits(text: str) -> str:
     for char in text:
         if char.isdecimal():  # also full-width １２３, written back as ASCII
             out.append(str(int(char)))
-        elif char in DIGIT_CHARS and char not in "两":
-            out.append(str(DIGIT_CHARS[char]))
+        elif char in (digits := load_answers().digits):
+            out.append(str(digits[char]))
         elif char in "xX叉":
             out.append("X")
     return "".join(out)

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.actions.parsing import parse_amount, parse_date, parse_days, parse_digits
-from flowspec.model import Slot
+from flowspec.model import Slot, load_answers
 
-YES_WORDS = ("是的", "是", "对", "好", "可以", "确认", "确定", "行", "嗯", "没问题", "同意", "要")
-NO_WORDS = ("不是", "不用", "不要", "不行", "不对", "算了", "取消", "不", "否", "别", "没有")
 RATING_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "非常不满意": 1, "不满意": 2}
 NAME_FILLERS = re.compile(r"^(我叫|我是|名字是|姓名是|叫|是)|[，。,.!！\s]")
 
@@ -59,10 +57,10 @@ def validate_yes_no(slot: Slot, said: Utterance) -> bool | None:
     text = said.text.strip()
     if text in ("1", "2"):  # keypad: 1 yes, 2 no
         return text == "1"
-    for word in NO_WORDS:  # negations first: 不是 contains 是
-        if word in text:
-            return False
-    return True if any(word in text for word in YES_WORDS) else None
+    answers = load_answers()
+    if any(word in text for word in answers.no):  # negations first: 不是 contains 是
+        return False
+    return True if any(word in text for word in answers.yes) else None
 
 
 def validate_digits(slot: Slot, said: Utterance) -> str | None:
