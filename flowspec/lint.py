@@ -14,6 +14,7 @@ import jsonschema
 
 from flowspec.model import (
     CATALOGUE_PATH,
+    ENGINE_SLOTS,
     FLOWS_DIR,
     IDENTITY_FLOW,
     REPO_ROOT,
@@ -91,7 +92,7 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
     for name, count in Counter(slot_names).items():
         if count > 1:
             problems.append(FlowError(flow.path, "slots", f"slot '{name}' is declared twice"))
-        if name in identity_slot_names or name in {"confirmed", "active_flow", "channel"}:
+        if name in identity_slot_names or name in ENGINE_SLOTS:
             problems.append(FlowError(flow.path, "slots", f"'{name}' is reserved by the engine"))
     for slot in flow.slots:
         if slot.type == "choice" and "choices" not in slot.options:

@@ -18,6 +18,20 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOWS_DIR = REPO_ROOT / "flows"
 SHARED_DIR = FLOWS_DIR / "shared"
+# Engine state carried in every conversation; set by the action server, never by NLU. A flow
+# may not declare a slot of these names (the linter says so; the compiler declares them).
+ENGINE_SLOTS = {
+    "active_flow": "text",
+    "channel": "text",
+    "caller_number": "text",
+    "priority_tier": "text",
+    "customer_id": "text",
+    "verified_level": "text",
+    "verification_locked": "bool",
+    "confirmed": "bool",
+    "flow_exit": "text",
+    "reprompts": "float",
+}
 CATALOGUE_PATH = REPO_ROOT.parent / "shared" / "flow-catalogue.yaml"
 
 LEVELS = ("none", "L1", "L2")

@@ -107,3 +107,10 @@ def test_outcome_announcing_the_transfer_twice_is_rejected(flows_copy: Path) -> 
 def test_flow_error_message_shape() -> None:
     error = FlowError(FLOWS_DIR / "x.yml", "slots.0.type", "'money' is not one of [...]")
     assert str(error) == "flows/x.yml: slots.0.type: 'money' is not one of [...]"
+
+
+@pytest.mark.parametrize("name", ["customer_id", "verified_level", "caller_number", "confirmed"])
+def test_a_flow_slot_may_not_take_an_engine_slots_name(flows_copy: Path, name: str) -> None:
+    edit(flows_copy, "callback_request", lambda data: data["slots"][0].update(name=name))
+    problems = [str(problem) for problem in lint(flows_copy)]
+    assert any(f"'{name}' is reserved by the engine" in problem for problem in problems), problems
