@@ -348,8 +348,10 @@ class FinishFlow(Action):
                 raise ReverifyNeeded
             lock_flow = flowset().identity_flow
             turn.say(lock_flow.responses["locked"], base, lock_flow)
-            await hand_off(turn, flow, "locked", lock_flow.handoff.reason, lock_flow.handoff.priority, base,
-                           announce=False)
+            # The identity flow's rule (`handoff.when: [verification_locked]`) decides, not the code.
+            if self._hands_off(lock_flow, "verification_locked", base, turn):
+                await hand_off(turn, flow, "locked", lock_flow.handoff.reason, lock_flow.handoff.priority, base,
+                               announce=False)
             return "locked"
         try:
             context = await turn.context(flow)
