@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 
@@ -28,6 +28,8 @@ from flowspec.model import (
     read_yaml,
 )
 from flowspec.templates import placeholders
+from risk_api.rules import RiskAction
+from risk_api.schemas import PARAMS_BY_ACTION, TicketKind
 
 HELD_OUT_DIR = REPO_ROOT / "tests" / "nlu" / "held_out"
 MIN_HELD_OUT = 5
@@ -74,6 +76,29 @@ def _check_transfer_announced_once(flow: Flow) -> list[FlowError]:
                       "announces the transfer, which the handoff response says right after: say it there")
             for key, response in flow.responses.items() if key not in ("handoff", "locked")
             for channel in ("voice", "chat") if TRANSFER_WORD in response.for_channel(channel)]
+
+
+def _check_risk_api_contract(flow: Flow) -> list[FlowError]:
+    """What a flow asks of the risk API exists there: its risk action, with the parameters that
+    action takes, and its ticket kind. A new one is added to risk_api first (rules.py RiskAction,
+    schemas.py PARAMS_BY_ACTION and TicketKind), then used by a flow."""
+    problems = []
+    acts = flow.risk != "-" and flow.risk not in RISK_DONE_BY_IDENTITY_STEP
+    if acts and flow.risk not in get_args(RiskAction):
+        problems.append(FlowError(flow.path, "risk", f"'{flow.risk}' is not an action of the risk API "
+                                                     "(risk_api/rules.py RiskAction)"))
+    elif acts and flow.act_params is not None:
+        fields = PARAMS_BY_ACTION[flow.risk].model_fields
+        required = {name for name, field in fields.items() if field.is_required()}
+        given = set(flow.act_params)
+        if not required <= given <= set(fields):
+            problems.append(FlowError(flow.path, "act.params", f"'{flow.risk}' takes {sorted(fields)} "
+                                                               f"(required {sorted(required)}), not {sorted(given)}"))
+    kind, _, ticket_kind = (flow.record or "").partition(":")
+    if kind == "ticket" and ticket_kind not in get_args(TicketKind):
+        problems.append(FlowError(flow.path, "record", f"'{ticket_kind}' is not a ticket kind of the risk API "
+                                                       "(risk_api/schemas.py TicketKind)"))
+    return problems
 
 
 def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowError]:
@@ -180,6 +205,7 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
         if flow.id in catalogue:
             problems += _check_against_catalogue(flow, catalogue[flow.id])
         problems += _check_engine_rules(flow, identity_slot_names)
+        problems += _check_risk_api_contract(flow)
 
     owner: dict[str, str] = {}
     intents_examples = {flow.id: flow.examples for flow in flows.values()}

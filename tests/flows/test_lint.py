@@ -114,3 +114,19 @@ def test_a_flow_slot_may_not_take_an_engine_slots_name(flows_copy: Path, name: s
     edit(flows_copy, "callback_request", lambda data: data["slots"][0].update(name=name))
     problems = [str(problem) for problem in lint(flows_copy)]
     assert any(f"'{name}' is reserved by the engine" in problem for problem in problems), problems
+
+
+def test_a_risk_action_the_risk_api_does_not_know_is_named(flows_copy: Path) -> None:
+    edit(flows_copy, "change_bank_card", lambda data: data.update(risk="swap_card"))
+    problems = [str(problem) for problem in lint(flows_copy)]
+    assert any("'swap_card' is not an action of the risk API" in problem for problem in problems), problems
+
+
+def test_act_params_must_be_the_ones_the_risk_action_takes(flows_copy: Path) -> None:
+    edit(flows_copy, "change_bank_card", lambda data: data["act"]["params"].pop("card_number"))
+    assert "act.params: 'change_bank_card' takes ['bank', 'card_number']" in only_problem(flows_copy)
+
+
+def test_a_ticket_kind_the_risk_api_does_not_know_is_named(flows_copy: Path) -> None:
+    edit(flows_copy, "complaint", lambda data: data.update(record="ticket:grumble"))
+    assert "'grumble' is not a ticket kind of the risk API" in only_problem(flows_copy)
