@@ -60,7 +60,7 @@ def _check_against_catalogue(flow: Flow, entry: dict[str, Any]) -> list[FlowErro
     if has_rule and flow.handoff is None:
         problems.append(FlowError(flow.path, "handoff", f"the catalogue says: hand off {entry['handoff']}"))
     # Without a catalogue rule a flow may still offer a human, but only at the customer's request.
-    if not has_rule and flow.handoff and not all(c.startswith("slot:") for c in flow.handoff.when):
+    if not has_rule and flow.handoff and not all(c.kind == "slot" for c in flow.handoff.when):
         problems.append(FlowError(flow.path, "handoff.when",
                                   "the catalogue has no handoff rule: only slot:<yes_no> (customer asks) is allowed"))
     return problems
@@ -131,11 +131,10 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
                 )
     problems += _check_transfer_announced_once(flow)
     for condition in flow.handoff.when if flow.handoff else ():
-        kind, _, target = condition.partition(":")
-        if kind == "slot" and target not in slot_names:
-            problems.append(FlowError(flow.path, "handoff.when", f"no slot '{target}' in this flow"))
-        if kind == "fact" and target.split(".")[0] not in flow.reads:
-            problems.append(FlowError(flow.path, "handoff.when", f"'{target}' is not from a read"))
+        if condition.kind == "slot" and condition.target not in slot_names:
+            problems.append(FlowError(flow.path, "handoff.when", f"no slot '{condition.target}' in this flow"))
+        if condition.kind == "fact" and condition.target.split(".")[0] not in flow.reads:
+            problems.append(FlowError(flow.path, "handoff.when", f"'{condition.target}' is not from a read"))
     tests = flow.raw.get("tests", {})
     for name in tests.get("say", {}):
         if name not in slot_names:

@@ -99,8 +99,27 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One `handoff.when` entry, parsed once for the engine and the linter: `always`, `anger`,
+    an outcome (`risk_review`/`risk_step_up`/`risk_deny` name the decision; `refused`,
+    `verification_locked`), `fact:<read>.<field>` or `slot:<yes_no slot>`."""
+
+    kind: str  # always | anger | outcome | fact | slot
+    target: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        kind, colon, target = text.partition(":")
+        if colon:
+            return cls(kind, target)
+        if text in ("always", "anger"):
+            return cls(text)
+        return cls("outcome", text.removeprefix("risk_"))
+
+
+@dataclass(frozen=True)
 class Handoff:
-    when: tuple[str, ...]
+    when: tuple[Condition, ...]
     reason: str
     priority: str
     reasons_by_input: dict[str, str] = field(default_factory=dict)
@@ -224,7 +243,7 @@ def load_flow(path: Path, validator: jsonschema.Draft202012Validator | None = No
         confirm=Response.from_yaml(data["confirm"]) if "confirm" in data else None,
         act_params=data["act"]["params"] if "act" in data else None,
         record=data.get("record"),
-        handoff=Handoff(tuple(handoff["when"]), handoff["reason"], handoff["priority"],
+        handoff=Handoff(tuple(map(Condition.parse, handoff["when"])), handoff["reason"], handoff["priority"],
                         handoff.get("reasons_by_input", {}))
         if handoff
         else None,

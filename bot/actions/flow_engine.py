@@ -31,7 +31,7 @@ from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, ri
 from bot.actions.handoff import hand_off, hand_off_unavailable, slot_details
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
-from flowspec.model import Flow, Response, Slot
+from flowspec.model import Condition, Flow, Response, Slot
 from flowspec.templates import lookup
 
 log = logging.getLogger("flow")
@@ -176,7 +176,7 @@ class FlowFormValidator(Action, ABC):
         if intent == "transfer_to_agent" and confidence >= SWITCH_CONFIDENCE:
             # One wording for every way into a transfer, from transfer_to_agent's flow file.
             return f"handoff:{flowset().flows['transfer_to_agent'].handoff.reason_for(input_source)}"
-        if flow.handoff and "anger" in flow.handoff.when and looks_angry(text):
+        if flow.handoff and Condition("anger") in flow.handoff.when and looks_angry(text):
             return "handoff:客户情绪激动"
         if confidence >= SWITCH_CONFIDENCE and intent in ("goodbye", "deny"):
             return "cancel"
@@ -423,13 +423,11 @@ class FinishFlow(Action):
         if not flow.handoff:
             return False
         for condition in flow.handoff.when:
-            kind, _, target = condition.partition(":")
             if (
-                condition == "always"
-                or condition == f"risk_{outcome}"
-                or condition == outcome
-                or (kind == "fact" and _fact(context, target))
-                or (kind == "slot" and turn.tracker.get_slot(target) is True)
+                condition.kind == "always"
+                or (condition.kind == "outcome" and condition.target == outcome)
+                or (condition.kind == "fact" and _fact(context, condition.target))
+                or (condition.kind == "slot" and turn.tracker.get_slot(condition.target) is True)
             ):
                 return True
         return False

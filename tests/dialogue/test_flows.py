@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flowspec.model import Flow, load_flowset
+from flowspec.model import Condition, Flow, load_flowset
 from tests.conftest import Stack
 from tests.dialogue.conftest import CUSTOMERS, ChatSession
 from tests.dialogue.driver import FlowRun, run_flow
@@ -21,7 +21,7 @@ FLOWS = load_flowset().flows
 HAPPY_CASES = [(flow.id, channel) for flow in FLOWS.values() for channel in flow.channels]
 L2_FLOWS = [flow for flow in FLOWS.values() if flow.identity == "L2"]
 DENY_FLOWS = [flow for flow in FLOWS.values() if "deny_customer" in flow.raw.get("tests", {})]
-ALWAYS_HANDOFF = [flow for flow in FLOWS.values() if flow.handoff and "always" in flow.handoff.when]
+ALWAYS_HANDOFF = [flow for flow in FLOWS.values() if flow.handoff and Condition("always") in flow.handoff.when]
 # Locked out for 30 minutes by the failed-verification tests: a persona no flow test names.
 LOCKOUT_TAG = "vip"
 
@@ -66,7 +66,7 @@ def test_happy_path(running_stack: Stack, flow_id: str, channel: str) -> None:
     assert_clean(run, session)
     if flow.identity != "none":
         assert "customer_name" in run.asked, "an identity-gated flow must verify first"
-    if flow.handoff and "always" in flow.handoff.when:
+    if flow.handoff and Condition("always") in flow.handoff.when:
         assert_summary(run, flow, session)
     if not flow.handoff:
         assert run.handoff is None, f"{flow_id} handed off without a rule:\n{session.dump()}"
