@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
@@ -45,6 +46,25 @@ LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"
 # Asked again when the verified session has ended (the number stays: it is not a secret, and
 # on the phone it is the line's own). The tracker store keeps ID digits and codes redacted.
 REVERIFY_SLOTS = ("customer_name", "id_last4", "otp_code")
+
+
+@dataclass(frozen=True)
+class FlowExit:
+    """Why a form ends before its last question, kept in the `flow_exit` slot between the form's
+    turn and the finish action (a slot holds text: `kind` or `kind:detail`)."""
+
+    kind: Literal["cancel", "handoff", "switch", "unavailable", "handed_off"]
+    detail: str = ""  # handoff: the reason the agent reads; switch: the flow to go to
+
+    def encode(self) -> str:
+        return f"{self.kind}:{self.detail}" if self.detail else self.kind
+
+    @classmethod
+    def decode(cls, text: str | None) -> FlowExit | None:
+        if not text:
+            return None
+        kind, _, detail = text.partition(":")
+        return cls(kind, detail)  # type: ignore[arg-type]
 
 
 class ReverifyNeeded(Exception):
@@ -120,16 +140,16 @@ class FlowFormValidator(Action, ABC):
                          {"customer": await turn.called_customer()}, flow)
             self._prefill(flow, text, intent, values, set_slot)
         elif requested:
-            exit_reason = self._escape(flow, requested, text, intent, confidence, turn.input_source)
-            if exit_reason:
-                set_slot("flow_exit", exit_reason)
+            escape = self._escape(flow, requested, text, intent, confidence, turn.input_source)
+            if escape:
+                set_slot("flow_exit", escape.encode())
             elif intent == "repeat" or self._aside(turn, intent, confidence):
                 pass  # the form asks the same question again
             else:
                 await self._take_answer(turn, flow, requested, text, intent, values, set_slot)
 
         if not turn.identity.known and flow.required_level != NOT_VERIFIED and not values.get("flow_exit"):
-            set_slot("flow_exit", "unavailable")  # nobody can be verified while the risk API is down
+            set_slot("flow_exit", FlowExit("unavailable").encode())  # nobody can be verified while the risk API is down
         missing = required_slots(flow, values, turn.channel)
         set_slot("requested_slot", missing[0] if missing else None)
         log.info("flow=%s session=%s next=%s", flow.id, turn.log_ref, values["requested_slot"])
@@ -163,7 +183,7 @@ class FlowFormValidator(Action, ABC):
                     set_slot(slot.name, value)
 
     def _escape(self, flow: Flow, requested: str, text: str, intent: str | None,
-                confidence: float, input_source: str | None) -> str | None:
+                confidence: float, input_source: str | None) -> FlowExit | None:
         """Why the customer leaves the form mid-way, if they do.
 
         A yes/no question answered yes or no is an answer, whatever else the words say
@@ -175,13 +195,13 @@ class FlowFormValidator(Action, ABC):
             return None
         if intent == "transfer_to_agent" and confidence >= SWITCH_CONFIDENCE:
             # One wording for every way into a transfer, from transfer_to_agent's flow file.
-            return f"handoff:{flowset().flows['transfer_to_agent'].handoff.reason_for(input_source)}"
+            return FlowExit("handoff", flowset().flows["transfer_to_agent"].handoff.reason_for(input_source))
         if flow.handoff and Condition("anger") in flow.handoff.when and looks_angry(text):
-            return "handoff:客户情绪激动"
+            return FlowExit("handoff", "客户情绪激动")
         if confidence >= SWITCH_CONFIDENCE and intent in ("goodbye", "deny"):
-            return "cancel"
+            return FlowExit("cancel")
         if intent in flowset().flows and intent != flow.id and confidence >= SWITCH_CONFIDENCE and not answers:
-            return f"switch:{intent}"
+            return FlowExit("switch", intent)
         return None
 
     def _aside(self, turn: Turn, intent: str | None, confidence: float) -> bool:
@@ -201,7 +221,7 @@ class FlowFormValidator(Action, ABC):
             set_slot("reprompts", misses)
             set_slot(requested, None)
             if misses >= MAX_MISSES:
-                set_slot("flow_exit", "handoff:多次未能识别客户的回答")
+                set_slot("flow_exit", FlowExit("handoff", "多次未能识别客户的回答").encode())
             else:
                 turn.say(turn.response("not_understood_value"), {})
             return
@@ -212,7 +232,7 @@ class FlowFormValidator(Action, ABC):
         try:
             await self._verify_if_ready(turn, flow, values, set_slot)
         except RiskApiUnavailable:
-            set_slot("flow_exit", "unavailable")
+            set_slot("flow_exit", FlowExit("unavailable").encode())
 
     async def _verify_if_ready(self, turn: Turn, flow: Flow, values: dict[str, Any],
                                set_slot: Any) -> None:
@@ -280,11 +300,11 @@ class AskSlot(Action, ABC):
             log.warning("flow=%s cannot ask %s: %s", flow.id, slot.name, refusal.code)
             dispatcher.utter_message(text=refusal.message)
             await hand_off(turn, flow, "refused", refusal.message, flow.handoff_priority, {"flow_name": flow.name})
-            return [SlotSet("flow_exit", "handed_off")]
+            return [SlotSet("flow_exit", FlowExit("handed_off").encode())]
         except RiskApiUnavailable as error:
             log.error("flow=%s cannot ask %s: %s", flow.id, slot.name, error)
             await hand_off_unavailable(turn, flow, {"flow_name": flow.name})
-            return [SlotSet("flow_exit", "handed_off")]
+            return [SlotSet("flow_exit", FlowExit("handed_off").encode())]
         turn.say(slot.prompt, context, flow)
         expect: dict[str, Any] = {"slot": slot.name, "type": slot.type}
         expect.update({key: slot.options[key] for key in ("length", "min_length", "max_length") if key in slot.options})
@@ -304,17 +324,16 @@ class FinishFlow(Action):
                   domain: DomainDict) -> list[EventType]:
         turn = await Turn.start(tracker, dispatcher)
         flow = flowset().flows[tracker.get_slot("active_flow")]
-        exit_reason = tracker.get_slot("flow_exit") or ""
+        escape = FlowExit.decode(tracker.get_slot("flow_exit"))
         per_flow = (*flow.slot_names, CONFIRM_SLOT, "flow_exit", "reprompts", "active_flow")
         resets: list[EventType] = [SlotSet(name, None) for name in per_flow]
-        kind, _, detail = exit_reason.partition(":")
-        if kind == "switch":
-            target = flowset().flows[detail]
+        if escape and escape.kind == "switch":
+            target = flowset().flows[escape.detail]
             turn.say(turn.response("switch_flow"), {"flow_name": target.name})
             turn.signal({"flow": flow.id, "outcome": "switched"})
             return [*resets, FollowupAction(target.form_name)]
         try:
-            outcome = await self._run_flow(turn, flow, exit_reason)
+            outcome = await self._run_flow(turn, flow, escape)
         except ReverifyNeeded:
             # The customer's answers stay; identity is asked again, then the flow goes on.
             wording = flowset().identity_flow
@@ -327,18 +346,19 @@ class FinishFlow(Action):
         turn.signal({"flow": flow.id, "outcome": outcome})
         return resets
 
-    async def _run_flow(self, turn: Turn, flow: Flow, exit_reason: str) -> str:
+    async def _run_flow(self, turn: Turn, flow: Flow, escape: FlowExit | None) -> str:
         base = {"flow_name": flow.name, "customer": {"salutation": "您"}}
-        if exit_reason == "cancel":
+        kind = escape.kind if escape else None
+        if kind == "cancel":
             turn.say(turn.response("cancelled", flow), base, flow)
             return "cancelled"
-        if exit_reason.startswith("handoff:"):
-            await hand_off(turn, flow, "escalated", exit_reason.split(":", 1)[1], flow.handoff_priority, base)
+        if escape and kind == "handoff":
+            await hand_off(turn, flow, "escalated", escape.detail, flow.handoff_priority, base)
             return "handoff"
-        if exit_reason == "unavailable":
+        if kind == "unavailable":
             await hand_off_unavailable(turn, flow, base)
             return "unavailable"
-        if exit_reason == "handed_off":
+        if kind == "handed_off":
             return "handoff"
         if not turn.identity.known and flow.required_level != NOT_VERIFIED:
             await hand_off_unavailable(turn, flow, base)
