@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -28,6 +28,7 @@ from risk_api.schemas import (
     CallbackRequest,
     CallbackResponse,
     CallerSummary,
+    Channel,
     CustomerSummary,
     DecisionRequest,
     DecisionResponse,
@@ -310,9 +311,20 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
         return service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
 
     @desk.get("/handoffs")
-    def list_handoffs(status: Literal["waiting", "accepted", "abandoned"] | None = None,
-                      limit: Limit = 100) -> list[dict[str, Any]]:
-        return service.run(lambda s: records.list_handoffs(s, status, limit))
+    def list_handoffs(response: Response, status: Literal["waiting", "accepted", "abandoned"] | None = None,
+                      channel: Channel | None = None,
+                      priority: Literal["normal", "high", "emergency"] | None = None,
+                      flow: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9_]*$")] = None,
+                      handoff_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+                      limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
+                      ) -> list[dict[str, Any]]:
+        """One page in queue order (most urgent, then longest waiting); the list stays the body for
+        the callers that read it whole, the number of all that match is in X-Total-Count."""
+        where = records.HandoffFilter(status=status, channel=channel, priority=priority, flow=flow,
+                                      handoff_id=handoff_id)
+        page, total = service.run(lambda s: records.list_handoffs(s, where, limit, offset))
+        response.headers["X-Total-Count"] = str(total)
+        return page
 
     @desk.post("/handoffs/{handoff_id}/accept")
     def accept_handoff(handoff_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],

@@ -1,10 +1,11 @@
 """Service records: tickets, promises to pay, preferences, callbacks and hand-offs."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from risk_api import audit, verification
@@ -177,22 +178,42 @@ def _handoff_view(handoff: Handoff) -> dict[str, Any]:
             "accepted_at": handoff.accepted_at.isoformat() if handoff.accepted_at else None}
 
 
-PRIORITY_ORDER = {"emergency": 0, "high": 1, "normal": 2}
+# Queue order: the most urgent first, then the longest waiting (the id keeps pages stable).
+_QUEUE_ORDER = (case({"emergency": 0, "high": 1, "normal": 2}, value=Handoff.priority, else_=3),
+                Handoff.created_at, Handoff.id)
 
 
-def list_handoffs(session: Session, status: str | None, limit: int) -> list[dict[str, Any]]:
-    query = select(Handoff).order_by(Handoff.created_at).limit(limit)
-    if status:
-        query = query.where(Handoff.status == status)
-    found = sorted(session.scalars(query), key=lambda h: PRIORITY_ORDER[h.priority])
-    return [_handoff_view(handoff) for handoff in found]
+@dataclass(frozen=True)
+class HandoffFilter:
+    """What the desk narrows its list to; None lets every value through."""
+
+    status: str | None = None
+    channel: str | None = None
+    priority: str | None = None
+    flow: str | None = None
+    handoff_id: str | None = None
+
+
+def list_handoffs(session: Session, where: HandoffFilter, limit: int,
+                  offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """One page of the hand-overs that match, in queue order, and how many match in all."""
+    conditions = [column == value for column, value in (
+        (Handoff.status, where.status), (Handoff.channel, where.channel), (Handoff.priority, where.priority),
+        (Handoff.flow, where.flow), (Handoff.id, where.handoff_id)) if value is not None]
+    total = session.scalar(select(func.count()).select_from(Handoff).where(*conditions)) or 0
+    page = session.scalars(select(Handoff).where(*conditions).order_by(*_QUEUE_ORDER)
+                           .limit(limit).offset(offset))
+    return [_handoff_view(handoff) for handoff in page], total
 
 
 def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
                    now: datetime) -> dict[str, Any]:
+    # Locked (PG: FOR UPDATE; SQLite: every transaction writes alone): of two agents, one wins.
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None:
         raise not_found("unknown_handoff", "没有找到这条转人工记录。")
+    if handoff.status == "abandoned":
+        raise conflict("handoff_closed", "客户已经挂断，这条转人工已结束。")
     if handoff.status != "waiting":
         raise conflict("handoff_taken", "这位客户已经由其他坐席接起。")
     handoff.status = "accepted"

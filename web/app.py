@@ -2,18 +2,20 @@
 desk with its JSON API.
 
 The desk's API proxies the risk API so the browser never holds the risk API token; the agent
-recorded with a review decision is the one logged in, never one the browser names.
+recorded with a review decision or an accepted hand-over is the one logged in, never one the
+browser names.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -21,14 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trust import chat_session
 from trust.asgi import BodyLimit
-from web import pages
+from web import labels, pages
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions, credentials_match
 from web.throttle import Clock, Throttle
 
 STATIC = Path(__file__).resolve().parent / "static"
-# The risk API's review ids: risk_api.db.new_id("R"). Anything else never reaches its URL.
+# The risk API's review and hand-over ids: risk_api.db.new_id("R"), new_id("H"). Anything else
+# never reaches its URL.
 REVIEW_ID = r"^R-[0-9a-f]{20}$"
+HANDOFF_ID = r"^H-[0-9a-f]{20}$"
+HANDOFFS_PER_PAGE = 20
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
 LOGIN_FAILURES = 5  # per source address and per user name …
 LOGIN_WINDOW_SECONDS = 15 * 60  # … within this window, then 429 until the oldest failure ages out
@@ -37,9 +42,9 @@ LOGIN_WINDOW_SECONDS = 15 * 60  # … within this window, then 429 until the old
 CHAT_SESSION_MAX_BODY = 256
 LOGIN_MAX_BODY = 2 * 1024
 MAX_BODY = 8 * 1024
-# The fields each desk card shows (desk.js); nothing else, session ids above all, reaches the browser.
-HANDOFF_FIELDS = ("handoff_id", "priority", "flow", "customer_id", "verified_level", "channel", "reason",
-                  "summary", "created_at")
+# The risk API unreachable, or an answer not shaped as its contract says: a 502, never a 500.
+RISK_API_TROUBLE = (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError)
+# The fields each review card shows (desk.js); nothing else, session ids above all, reaches the browser.
 REVIEW_FIELDS = ("review_id", "action", "customer_id", "params", "reasons", "created_at")
 
 
@@ -60,6 +65,13 @@ def body_limit_for(path: str) -> int:
 
 def body_too_large(limit: int) -> dict[str, str]:
     return {"detail": f"request body over {limit} bytes"}
+
+
+def known(value: str | None, words: Mapping[str, str], what: str) -> str | None:
+    """A filter value the desk offers, else 422: nothing else is forwarded to the risk API."""
+    if value is not None and value not in words:
+        raise HTTPException(422, f"unknown {what}")
+    return value
 
 
 def content_security_policy(connect_to: str = "") -> str:
@@ -86,6 +98,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     login_failures_per_user = Throttle(LOGIN_FAILURES, LOGIN_WINDOW_SECONDS, clock)
     demo_policy = content_security_policy(rasa_origins(settings.rasa_url))
     default_policy = content_security_policy()
+    flow_names = labels.flow_names()  # read now: a broken flow file stops the start, not a request
 
     def risk_api() -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=settings.risk_api_url, timeout=10,
@@ -224,18 +237,49 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         return response
 
     @app.get("/desk/api/queue")
-    async def queue(request: Request) -> dict[str, Any]:
+    async def queue(request: Request, status: str = "waiting", channel: str | None = None,
+                    priority: str | None = None, flow: str | None = None,
+                    handoff_id: Annotated[str | None, Query(pattern=HANDOFF_ID)] = None,
+                    offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
+        """One page of hand-overs (filtered; by default the waiting ones) and the pending reviews."""
         require_agent(request)
+        wanted = {"status": None if status == "all" else known(status, labels.STATES, "status"),
+                  "channel": known(channel, labels.CHANNELS, "channel"),
+                  "priority": known(priority, labels.PRIORITIES, "priority"),
+                  "flow": known(flow, flow_names, "flow"), "handoff_id": handoff_id}
+        params = {key: value for key, value in wanted.items() if value is not None}
         try:
             async with risk_api() as client:
-                handoffs = await client.get("/handoffs", params={"status": "waiting"})
+                handoffs = await client.get("/handoffs", params={**params, "limit": HANDOFFS_PER_PAGE,
+                                                                 "offset": offset})
                 reviews = await client.get("/reviews", params={"status": "pending"})
             if handoffs.status_code != 200 or reviews.status_code != 200:
                 raise HTTPException(502, "risk API unavailable")
-            return {"handoffs": [{key: item.get(key) for key in HANDOFF_FIELDS} for item in handoffs.json()],
+            return {"handoffs": [labels.handoff_for_desk(item) for item in handoffs.json()],
+                    "total": int(handoffs.headers["x-total-count"]), "offset": offset,
+                    "page_size": HANDOFFS_PER_PAGE,
                     "reviews": [{key: item.get(key) for key in REVIEW_FIELDS} for item in reviews.json()]}
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:  # unreachable, or unexpected JSON
+        except RISK_API_TROUBLE as error:
             raise HTTPException(502, "risk API unavailable") from error
+
+    @app.post("/desk/api/handoffs/{handoff_id}/accept")
+    async def accept(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], request: Request) -> JSONResponse:
+        """The logged-in agent takes the hand-over; the risk API lets exactly one agent have it."""
+        agent = require_agent(request)
+        try:
+            async with risk_api() as client:
+                answer = await client.post(f"/handoffs/{handoff_id}/accept", json={"agent": agent})
+            body = answer.json()
+            if answer.status_code == 200:
+                return JSONResponse({"handoff": labels.handoff_for_desk(body)})
+            if answer.status_code in (404, 409):
+                # Taken by a faster agent, ended or unknown: the risk API's Chinese message says which.
+                detail = body["detail"]
+                return JSONResponse({"detail": {"code": str(detail["code"]), "message": str(detail["message"])}},
+                                    status_code=answer.status_code)
+        except RISK_API_TROUBLE as error:
+            raise HTTPException(502, "risk API unavailable") from error
+        raise HTTPException(502, "risk API unavailable")
 
     @app.post("/desk/api/reviews/{review_id}/decision")
     async def decide(review_id: Annotated[str, PathParam(pattern=REVIEW_ID)], verdict: ReviewVerdict,

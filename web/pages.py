@@ -4,7 +4,10 @@ script or style: the Content-Security-Policy (web/app.py) allows neither."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
+
+from web import labels
 
 _HEAD = """<!doctype html>
 <html lang="zh-CN">
@@ -50,7 +53,21 @@ def login_page(failed: bool, throttled: bool = False) -> str:
 """
 
 
+def _select(name: str, label: str, words: Mapping[str, str], any_value: str = "", selected: str = "") -> str:
+    options = [(any_value, "全部"), *words.items()]
+    markup = "".join(f'<option value="{escape(value, quote=True)}"{" selected" if value == selected else ""}>'
+                     f"{escape(word)}</option>" for value, word in options)
+    return f'<label>{label} <select name="{name}">{markup}</select></label>'
+
+
 def desk_page(agent: str) -> str:
+    """The desk. Its filters offer the values web/labels.py names in Chinese; it opens on the
+    waiting hand-overs."""
+    filters = "\n".join((
+        _select("status", "状态", labels.STATES, any_value="all", selected="waiting"),
+        _select("channel", "渠道", labels.CHANNELS),
+        _select("priority", "优先级", labels.PRIORITIES),
+        _select("flow", "业务", labels.flow_names())))
     return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
 <body>
 <header><h1>坐席工作台</h1><span>坐席：{escape(agent)}</span>
@@ -58,8 +75,22 @@ def desk_page(agent: str) -> str:
 <p id="desk-status" role="status" aria-live="polite"></p>
 <main class="desk">
 <section aria-labelledby="handoffs-title">
-<h2 id="handoffs-title">待接入的转人工</h2>
+<h2 id="handoffs-title">转人工</h2>
+<form id="handoff-filters" class="filters">
+<fieldset id="filter-fields"><legend>筛选</legend>
+{filters}
+</fieldset>
+</form>
+<form id="handoff-search" class="filters" role="search">
+<label>编号 <input name="handoff_id" placeholder="H-…" autocomplete="off" spellcheck="false"></label>
+<button type="submit">查找</button> <button type="button" id="search-clear" hidden>清除查找</button>
+</form>
 <ul id="handoffs" class="cards" aria-live="polite"></ul>
+<nav class="pager" aria-label="转人工分页">
+<button type="button" id="page-previous" disabled>上一页</button>
+<span id="page-info"></span>
+<button type="button" id="page-next" disabled>下一页</button>
+</nav>
 </section>
 <section aria-labelledby="reviews-title">
 <h2 id="reviews-title">待审核的操作</h2>

@@ -1,7 +1,12 @@
 """Service records: tickets, promises, preferences, callbacks and hand-offs."""
 from __future__ import annotations
 
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, time, timedelta
+
+import httpx
 
 from risk_api.clock import CHINA_TZ
 from tests.risk_api.helpers import Api, new_session
@@ -101,6 +106,69 @@ def test_handoffs_wait_until_one_agent_accepts(api: Api) -> None:
     assert created["handoff_id"] not in [h["handoff_id"] for h in waiting]
 
 
+def waiting_handoff(api: Api, flow: str, priority: str = "normal", channel: str = "chat") -> str:
+    created = api.http.post("/handoffs", json=audited(flow=flow, reason="转人工", priority=priority,
+                                                      summary="客户要求人工", channel=channel))
+    assert created.status_code == 200, created.text
+    return str(created.json()["handoff_id"])
+
+
+def test_the_desk_pages_and_filters_handoffs_most_urgent_then_longest_waiting(api: Api) -> None:
+    flow = f"paging_{uuid.uuid4().hex[:8]}"  # this test's hand-overs only, whatever others left waiting
+    kinds = {}
+    for priority, channel in (("normal", "chat"), ("high", "voice"), ("normal", "outbound"), ("emergency", "voice"),
+                              ("high", "chat"), ("normal", "voice"), ("emergency", "chat")):
+        kinds[waiting_handoff(api, flow, priority, channel)] = (priority, channel)
+        api.clock.advance(1)  # each one waits a second longer than the next
+    queue = [handoff_id for rank in ("emergency", "high", "normal")
+             for handoff_id, (priority, _) in kinds.items() if priority == rank]
+
+    def listed(**params: object) -> tuple[list[str], int]:
+        answer = api.desk.get("/handoffs", params={"flow": flow, **params})
+        assert answer.status_code == 200, answer.text
+        return [item["handoff_id"] for item in answer.json()], int(answer.headers["x-total-count"])
+
+    assert listed() == (queue, 7)
+    assert [listed(limit=3, offset=offset) for offset in (0, 3, 6, 9)] == [
+        (queue[:3], 7), (queue[3:6], 7), (queue[6:], 7), ([], 7)]
+    voice = [handoff_id for handoff_id in queue if kinds[handoff_id][1] == "voice"]
+    assert listed(channel="voice") == (voice, 3)
+    assert listed(channel="chat", priority="high") == ([h for h in queue if kinds[h] == ("high", "chat")], 1)
+    assert listed(handoff_id=queue[4]) == ([queue[4]], 1)
+    assert api.desk.post(f"/handoffs/{queue[0]}/accept", json={"agent": "agent-7"}).status_code == 200
+    assert listed(status="waiting") == (queue[1:], 6)
+    assert listed(status="accepted") == (queue[:1], 1)
+    assert listed(flow="no_such_flow") == ([], 0)
+
+
+def test_the_desk_list_refuses_filters_it_does_not_know(api: Api) -> None:
+    for params in ({"channel": "fax"}, {"priority": "urgent"}, {"status": "closed"}, {"flow": "Bad-Flow"},
+                   {"flow": "x" * 65}, {"offset": -1}, {"offset": "many"}, {"offset": 10**7}, {"limit": 0},
+                   {"limit": 501}, {"handoff_id": "H-\x00"}, {"handoff_id": "H-" + "0" * 40}):
+        refused = api.desk.get("/handoffs", params=params)
+        assert refused.status_code == 422, (params, refused.text)
+
+
+def test_two_agents_claiming_one_handoff_at_once_one_wins(api: Api) -> None:
+    for _ in range(5):  # a lost update would have to slip through every round
+        handoff_id = waiting_handoff(api, "bill_inquiry")
+        together = threading.Barrier(2)
+
+        def claim(agent: str, handoff_id: str = handoff_id, together: threading.Barrier = together) -> httpx.Response:
+            with httpx.Client(base_url=api.base_url, headers=api.desk.headers, timeout=30) as desk:
+                together.wait()
+                return desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": agent})
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(claim, ("agent-a", "agent-b")))
+        assert sorted(answer.status_code for answer in answers) == [200, 409], [a.text for a in answers]
+        (won,) = [answer.json() for answer in answers if answer.status_code == 200]
+        (lost,) = [answer.json() for answer in answers if answer.status_code == 409]
+        assert lost["detail"]["code"] == "handoff_taken"
+        (row,) = api.sql("SELECT status, agent FROM handoffs WHERE id = :i", i=handoff_id)
+        assert (row.status, row.agent) == ("accepted", won["agent"])
+
+
 def test_callbacks_understand_spoken_times(api: Api) -> None:
     person = api.take_clean()
     now = api.clock.now()
@@ -144,6 +212,8 @@ def test_a_phone_handoff_leaves_the_waiting_list_when_a_queue_member_answers_or_
     assert connected.json()["status"] == "accepted" and connected.json()["agent"] == "standin-agent"
     gone = api.gateway.post(f"/handoffs/{abandoned['handoff_id']}/call-state", json={"state": "abandoned"})
     assert gone.json()["status"] == "abandoned"
+    late = api.desk.post(f"/handoffs/{abandoned['handoff_id']}/accept", json={"agent": "agent-5"})
+    assert late.status_code == 409 and late.json()["detail"]["code"] == "handoff_closed"
     waiting = {h["handoff_id"] for h in api.desk.get("/handoffs", params={"status": "waiting"}).json()}
     assert not waiting & {answered["handoff_id"], abandoned["handoff_id"]}
     again = api.gateway.post(f"/handoffs/{answered['handoff_id']}/call-state", json={"state": "abandoned"})

@@ -1,7 +1,8 @@
 """Attacks on the agent desk (issue 11): password guessing, a replayed cookie after logout,
-framing and injected scripts, development secrets in production, a crafted review id forwarded
-into the risk API's URL, oversized bodies. Each against the real web app and a fake risk API
-that records what reaches it, with the legitimate path shown still working."""
+framing and injected scripts, development secrets in production, a crafted review or hand-over id
+or filter forwarded into the risk API's URL, an agent name from the browser, oversized bodies.
+Each against the real web app and a fake risk API that records what reaches it, with the
+legitimate path shown still working."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -28,6 +30,7 @@ from web.desk_session import COOKIE_NAME
 USER = "desk-agent"
 PASSWORD = "a-desk-password-for-tests"
 REVIEW_ID = "R-0123456789abcdef0123"
+HANDOFF_ID = "H-0123456789abcdef0123"
 SESSION_ID = "0123456789abcdef0123456789abcdef"
 NOW = 1_800_000_000.0
 
@@ -46,31 +49,46 @@ class FakeRiskApi:
 
     url: str
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    accepted: set[str] = field(default_factory=set)
 
 
 def _handler(record: FakeRiskApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: Any) -> None:
+        def _answer(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             record.requests.append(("GET", self.path, None))
             if self.path.startswith("/handoffs"):
-                self._answer([{"handoff_id": "H-1", "session_id": SESSION_ID, "priority": "normal",
-                               "flow": "early_repayment", "customer_id": "C001", "verified_level": "L2",
-                               "channel": "chat", "reason": "asked", "summary": "…", "created_at": "now"}])
+                self._answer([{"handoff_id": HANDOFF_ID, "session_id": SESSION_ID, "priority": "normal",
+                               "flow": "callback_request", "customer_id": "C001", "verified_level": "none",
+                               "channel": "voice", "status": "waiting", "agent": None, "reason": "asked",
+                               "summary": "…", "created_at": "now", "accepted_at": None}],
+                             headers={"X-Total-Count": "41"})
             else:
                 self._answer([])
 
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length", 0))
-            record.requests.append(("POST", self.path, json.loads(self.rfile.read(length) or b"null")))
-            self._answer({"status": "approved"})
+            body = json.loads(self.rfile.read(length) or b"null")
+            record.requests.append(("POST", self.path, body))
+            if not self.path.endswith("/accept"):
+                self._answer({"status": "approved"})
+            elif self.path in record.accepted:  # as the real one: the first agent has it
+                self._answer({"detail": {"code": "handoff_taken", "message": "这位客户已经由其他坐席接起。"}}, 409)
+            else:
+                record.accepted.add(self.path)
+                self._answer({"handoff_id": HANDOFF_ID, "flow": "callback_request", "priority": "high",
+                              "channel": "outbound", "verified_level": "L1", "status": "accepted",
+                              "agent": body["agent"], "customer_id": "C001", "reason": "asked", "summary": "…",
+                              "created_at": "now", "accepted_at": "now"})
 
         def log_message(self, *_: Any) -> None:
             pass
@@ -247,6 +265,60 @@ async def test_malformed_review_ids_are_refused_before_anything_is_forwarded(ris
     assert approved.status_code == 200
     assert risk_api.requests[-1] == ("POST", f"/reviews/{REVIEW_ID}/decision",
                                      {"approve": True, "agent": USER, "note": "已电话核实"})
+
+
+async def test_malformed_handoff_ids_are_refused_and_the_agent_is_the_one_logged_in(risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        assert (await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept")).status_code == 401
+        await log_in(browser)
+        for crafted in ("H-0123456789abcdef0123%3Fagent%3Dmallory", REVIEW_ID, "H-0123456789ABCDEF0123",
+                        "H-0123456789abcdef01234", "H-xyz", "%2E%2E", "H-0123456789abcdef012%00",
+                        "H-0123456789abcdef0123%2F..%2F..%2Freviews"):
+            answer = await browser.post(f"/desk/api/handoffs/{crafted}/accept")
+            assert answer.status_code in (404, 422), (crafted, answer.text)
+        assert not [request for request in risk_api.requests if request[0] == "POST"]
+
+        # The body is not read: a name the browser sends changes nothing.
+        taken = await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept", json={"agent": "mallory"})
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["handoff"]["agent"] == USER and taken.json()["handoff"]["status_name"] == "已接起"
+        again = await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept")
+    assert again.status_code == 409
+    assert again.json()["detail"]["message"] == "这位客户已经由其他坐席接起。"
+    assert [request for request in risk_api.requests if request[0] == "POST"] == [
+        ("POST", f"/handoffs/{HANDOFF_ID}/accept", {"agent": USER})] * 2
+
+
+async def test_the_queue_names_everything_in_chinese_and_forwards_only_filters_it_offers(
+        risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        await log_in(browser)
+        page = await browser.get("/desk")
+        queue = await browser.get("/desk/api/queue", params={"status": "all", "channel": "outbound",
+                                                             "priority": "high", "flow": "callback_request",
+                                                             "offset": 40})
+        for crafted in ({"status": "closed"}, {"channel": "fax"}, {"priority": "urgent"}, {"flow": "no_such_flow"},
+                        {"flow": "callback_request&status=accepted"}, {"offset": "-1"}, {"handoff_id": "H-1"},
+                        {"handoff_id": f"{HANDOFF_ID}&status=accepted"}):
+            refused = await browser.get("/desk/api/queue", params=crafted)
+            assert refused.status_code == 422, (crafted, refused.text)
+    forwarded = [path for method, path, _ in risk_api.requests if path.startswith("/handoffs")]
+    assert len(forwarded) == 1
+    assert parse_qs(urlsplit(forwarded[0]).query) == {"channel": ["outbound"], "priority": ["high"],
+                                                       "flow": ["callback_request"], "limit": ["20"],
+                                                       "offset": ["40"]}
+    assert queue.status_code == 200, queue.text
+    body = queue.json()
+    assert (body["total"], body["offset"], body["page_size"]) == (41, 40, 20)
+    card = body["handoffs"][0]
+    assert (card["flow_name"], card["priority_name"], card["channel_name"], card["verified_name"],
+            card["status_name"]) == ("预约回电", "普通", "电话", "未核身", "等待中")
+    assert "callback_request" not in queue.text and "none" not in queue.text
+    for words in ("<option value=\"callback_request\">预约回电</option>", "<option value=\"outbound\">外呼</option>",
+                  "<option value=\"waiting\" selected>等待中</option>", "<option value=\"emergency\">紧急</option>"):
+        assert words in page.text
 
 
 async def test_oversized_bodies_are_refused_and_not_forwarded(risk_api: FakeRiskApi) -> None:

@@ -65,8 +65,9 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
         pytest.fail(str(error))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    # Closed with this package: Playwright's event loop must not outlive it into other tests' asyncio.
     with sync_playwright() as playwright:
         try:
             launched = launch(playwright)

@@ -1,14 +1,18 @@
-"""A hand-over reaches the agent desk, and an agent approves the risk review there."""
+"""A hand-over reaches the agent desk, an agent finds it (in Chinese, paged, filtered) and claims
+it there, and approves the risk review."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from risk_api.demo import customers_with_tag
 from tests.web.conftest import DESK_PASSWORD, DESK_USER, WebStack, artifact
 from tests.web.widget_driver import Widget
+from web.labels import flow_names
 
 pytestmark = pytest.mark.stack
 
@@ -37,9 +41,10 @@ def test_handoff_and_review_approved_on_the_desk(page: Page, web_stack: WebStack
 
     desk = page.context.new_page()
     log_in(desk, web_stack)
-    handoff = desk.locator("#handoffs li", has_text="change_bank_card").filter(has_text=customer["customer_id"])
+    desk.get_by_label("业务").select_option(label="更换银行卡")
+    handoff = desk.locator("#handoffs li", has_text="更换银行卡").filter(has_text=customer["customer_id"])
     expect(handoff.first).to_be_visible(timeout=10_000)
-    expect(handoff.first).to_contain_text("L2")
+    expect(handoff.first).to_contain_text("短信核身(L2)")
     review = desk.locator("#reviews li", has_text=customer["customer_id"]).filter(has_text="change_bank_card")
     expect(review).to_have_count(1, timeout=10_000)
     review_id = review.get_attribute("data-review-id")
@@ -57,6 +62,101 @@ def test_handoff_and_review_approved_on_the_desk(page: Page, web_stack: WebStack
     assert decided["agent"] == DESK_USER and decided["note"] == "已电话核实本人"
     assert "review_decision" in str(audit), audit
 
+
+def seed_handoff(web_stack: WebStack, flow: str, channel: str, priority: str = "normal",
+                 summary: str = "客户要求人工服务") -> str:
+    """A hand-over as the flow engine files it, from a conversation that never verified."""
+    with web_stack.risk_api() as risk:
+        created = risk.post("/handoffs", json={"session_id": f"desk-test-{uuid.uuid4().hex}", "channel": channel,
+                                               "flow": flow, "reason": "客户要求人工", "priority": priority,
+                                               "summary": summary})
+    assert created.status_code == 200, created.text
+    return str(created.json()["handoff_id"])
+
+
+INJECTED = '<script>document.body.dataset.injected = "yes"</script><img src="x" alt="injected">'
+
+
+def test_an_agent_pages_filters_and_claims_handoffs_shown_in_chinese(page: Page, web_stack: WebStack) -> None:
+    blocked: list[str] = []  # what the Content-Security-Policy refused: nothing on a working desk
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    # The only outbound hand-overs of this stack: 21, one more than a page.
+    outbound = [seed_handoff(web_stack, "callback_request", "outbound") for _ in range(21)]
+    seed_handoff(web_stack, "collection_complaint", "voice", priority="high")
+    injected = seed_handoff(web_stack, "complaint", "chat", summary=INJECTED)
+
+    log_in(page, web_stack)
+    handoffs, info, status = page.locator("#handoffs"), page.locator("#page-info"), page.locator("#desk-status")
+    cards = handoffs.locator("li.card")
+    expect(cards.first).to_be_visible()
+    expect(handoffs).to_contain_text("催收投诉 · 高")
+    page.get_by_label("渠道").select_option(label="外呼")
+    expect(info).to_have_text("第 1 / 2 页，共 21 条")
+    expect(cards).to_have_count(20)
+    expect(cards.filter(has_not_text="外呼")).to_have_count(0)
+    expect(cards.first).to_contain_text("预约回电 · 普通")
+    for words in ("未核身", "等待中"):
+        expect(handoffs).to_contain_text(words)
+    shown = handoffs.inner_text()
+    assert "none" not in shown and not [flow for flow in flow_names() if flow in shown], shown
+    page.screenshot(path=str(artifact("agent-desk-outbound-page-1")), full_page=True)
+
+    page.get_by_role("button", name="下一页").click()
+    expect(info).to_have_text("第 2 / 2 页，共 21 条")
+    expect(cards).to_have_count(1)
+    expect(page.get_by_role("button", name="下一页")).to_be_disabled()
+    claimed = cards.first.get_attribute("data-handoff-id")
+    assert claimed in outbound
+    cards.first.get_by_role("button", name="接起").click()
+    expect(status).to_have_text(f"已接起：预约回电（{claimed}），坐席：{DESK_USER}")
+    # Its page emptied: the desk goes back to the last page that has hand-overs.
+    expect(info).to_have_text("第 1 / 1 页，共 20 条")
+    expect(handoffs.locator(f'li[data-handoff-id="{claimed}"]')).to_have_count(0)
+
+    page.get_by_label("状态").select_option(label="已接起")
+    mine = handoffs.locator(f'li[data-handoff-id="{claimed}"]')
+    expect(mine).to_contain_text("已接起")
+    expect(mine).to_contain_text(DESK_USER)
+    expect(mine.get_by_role("button", name="接起")).to_have_count(0)
+    page.screenshot(path=str(artifact("agent-desk-claimed")), full_page=True)
+    again = page.request.post(f"{web_stack.web_url}/desk/api/handoffs/{claimed}/accept")
+    assert again.status == 409 and again.json()["detail"]["message"] == "这位客户已经由其他坐席接起。"
+
+    # Another agent is faster between the click and its request: a clear message, a fresh list.
+    page.get_by_label("状态").select_option(label="等待中")
+    expect(info).to_have_text("第 1 / 1 页，共 20 条")
+    raced = cards.first.get_attribute("data-handoff-id")
+    taken_first: list[int] = []
+
+    def another_agent_first(route: Route) -> None:
+        with web_stack.risk_api("desk") as risk:
+            taken_first.append(risk.post(f"/handoffs/{raced}/accept", json={"agent": "other-agent"}).status_code)
+        route.continue_()
+
+    page.route("**/desk/api/handoffs/*/accept", another_agent_first)
+    handoffs.locator(f'li[data-handoff-id="{raced}"]').get_by_role("button", name="接起").click()
+    expect(status).to_have_text("接起失败：这位客户已经由其他坐席接起。列表已刷新。")
+    expect(info).to_have_text("第 1 / 1 页，共 19 条")
+    expect(handoffs.locator(f'li[data-handoff-id="{raced}"]')).to_have_count(0)
+    assert taken_first == [200]
+    page.unroute("**/desk/api/handoffs/*/accept")
+    page.screenshot(path=str(artifact("agent-desk-taken-by-another")), full_page=True)
+
+    # A summary is the customer's words: markup in it is shown as text, never run.
+    page.get_by_label("编号").fill(injected)
+    page.get_by_role("button", name="查找").click()
+    expect(page.get_by_label("渠道")).to_be_disabled()
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_contain_text(INJECTED)
+    expect(cards.first).to_contain_text(flow_names()["complaint"])
+    expect(handoffs.locator("script, img")).to_have_count(0)
+    expect(page.locator("body[data-injected]")).to_have_count(0)
+    page.screenshot(path=str(artifact("agent-desk-injected-summary")), full_page=True)
+    page.get_by_role("button", name="清除查找").click()
+    expect(page.get_by_label("渠道")).to_be_enabled()
+    expect(info).to_have_text("第 1 / 1 页，共 19 条")
+    assert blocked == []
 
 
 def test_logout_ends_the_session_on_the_server(page: Page, web_stack: WebStack) -> None:

@@ -1,0 +1,38 @@
+"""The desk's Chinese words for the codes the risk API stores with a hand-over: an agent reads
+预约回电 · 高, never callback_request or `none`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from flowspec.model import load_flowset
+
+PRIORITIES = {"emergency": "紧急", "high": "高", "normal": "普通"}
+CHANNELS = {"voice": "电话", "chat": "在线", "outbound": "外呼"}
+STATES = {"waiting": "等待中", "accepted": "已接起", "abandoned": "已放弃"}
+LEVELS = {"none": "未核身", "L1": "基本核身(L1)", "L2": "短信核身(L2)"}
+# The flow engine hands over a question it could not place as flow "clarify" (bot/actions/handoff.py).
+UNPLACED_FLOW = "clarify"
+UNKNOWN = "其他"
+
+
+@cache
+def flow_names() -> dict[str, str]:
+    """Every flow id a hand-over may carry, with its name from the flow files."""
+    return {**{flow.id: flow.name for flow in load_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题"}
+
+
+def handoff_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What a desk card shows: Chinese words for the codes, the priority and state codes only to
+    style the card and offer 接起; nothing else, session ids above all, reaches the browser."""
+    return {"handoff_id": item.get("handoff_id"), "priority": item.get("priority"), "status": item.get("status"),
+            "flow_name": flow_names().get(item.get("flow") or "", UNKNOWN),
+            "priority_name": PRIORITIES.get(item.get("priority") or "", UNKNOWN),
+            "channel_name": CHANNELS.get(item.get("channel") or "", UNKNOWN),
+            "status_name": STATES.get(item.get("status") or "", UNKNOWN),
+            # A hand-over before any verification stores no level, or "none": both are 未核身.
+            "verified_name": LEVELS.get(item.get("verified_level") or "none", UNKNOWN),
+            **{key: item.get(key) for key in ("customer_id", "reason", "summary", "agent", "created_at",
+                                              "accepted_at")}}
