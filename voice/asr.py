@@ -284,11 +284,20 @@ def _numerals(count: int) -> list[str]:
     return spoken
 
 
+RECOGNIZERS = ("vosk", "whisper", "none")
+
+
 @dataclass(frozen=True)
 class AsrConfig:
+    # vosk: streaming, off without a model path; whisper: open questions only (voice/whisper.py); none: keypad only
+    recognizer: str = "vosk"
     model_path: str | None = None
     sample_rate: int = 16000  # what vosk-model-small-cn-0.22 was trained on; calls are resampled up
     grammar_for_closed_questions: bool = True
+
+    def __post_init__(self) -> None:
+        if self.recognizer not in RECOGNIZERS:
+            raise ValueError(f"recognizer must be one of {', '.join(RECOGNIZERS)}, got {self.recognizer!r}")
 
     @classmethod
     def from_env(cls) -> AsrConfig:

