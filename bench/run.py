@@ -128,8 +128,9 @@ def web_widget_figures(web_url: str) -> dict[str, Any]:
             context = browser.new_context()
             page = context.new_page()
             page.goto(web_url + "/")
-            page.wait_for_function("document.querySelector('.fin-chat')?.dataset.connected === 'true'"
-                                   " && !document.querySelector('.fin-chat-input').disabled", timeout=30_000)
+            # Locators, not a predicate string: the page's CSP forbids evaluating strings.
+            page.locator(".fin-chat[data-connected='true']").wait_for(timeout=30_000)
+            page.locator(".fin-chat-input:enabled").wait_for(timeout=30_000)
             interactive_ms.append(page.evaluate("performance.now()"))
             context.close()
         browser.close()
