@@ -9,25 +9,14 @@ import logging
 import pytest
 
 from tests.voice import samples
+from tests.voice.collector import Collector
 from voice.asr import ScriptedRecognizer
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
-from voice.frames import CallStarted, Direction, Frame, InputAudio, Transcript, UserStoppedSpeaking
-from voice.pipeline import FrameProcessor, Pipeline
+from voice.frames import CallStarted, InputAudio, UserStoppedSpeaking
+from voice.pipeline import Pipeline
 from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
-
-
-class Collector(FrameProcessor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process(self, frame: Frame, direction: Direction) -> None:
-        self.frames.append(frame)
-
-    def of(self, kind: type) -> list[Frame]:
-        return [frame for frame in self.frames if isinstance(frame, kind)]
 
 
 async def listen(pcm: bytes, rate: int, said: list[str], chunk: int = 320) -> Collector:
@@ -41,15 +30,11 @@ async def listen(pcm: bytes, rate: int, said: list[str], chunk: int = 320) -> Co
     return collector
 
 
-def finals(collector: Collector) -> list[str]:
-    return [frame.text for frame in collector.of(Transcript) if frame.final]
-
-
 async def test_odd_chunk_sizes_still_make_one_utterance(caplog: pytest.LogCaptureFixture) -> None:
     pcm = samples.silence(1.5) + samples.speech("我想查一下我的账单") + samples.silence(1.5)
     with caplog.at_level(logging.WARNING):
         collector = await listen(pcm, 8000, ["我想查一下我的账单"], chunk=173)
-    assert finals(collector) == ["我想查一下我的账单"]
+    assert collector.finals() == ["我想查一下我的账单"]
     assert [r.message for r in caplog.records].count(
         "call bad-input: audio chunks of 173 bytes (not 20 ms): re-cutting") == 1
 
@@ -76,13 +61,13 @@ async def test_audio_at_an_unexpected_rate_is_resampled_with_one_log_line(caplog
     pcm = resample(samples.silence(1.5) + samples.speech("帮我转人工") + samples.silence(1.5), 8000, 16000)
     with caplog.at_level(logging.WARNING):
         collector = await listen(pcm, 16000, ["帮我转人工"], chunk=640)
-    assert finals(collector) == ["帮我转人工"]
+    assert collector.finals() == ["帮我转人工"]
     assert sum("16000 Hz on a 8000 Hz call" in r.message for r in caplog.records) == 1
 
 
 async def test_minutes_of_silence_never_start_an_utterance() -> None:
     collector = await listen(samples.silence(120), 8000, [])
-    assert not collector.of(UserStoppedSpeaking) and not finals(collector)
+    assert not collector.of(UserStoppedSpeaking) and not collector.finals()
 
 
 async def test_a_thirty_second_monologue_is_cut_and_still_becomes_a_turn() -> None:
@@ -91,12 +76,12 @@ async def test_a_thirty_second_monologue_is_cut_and_still_becomes_a_turn() -> No
     collector = await listen(samples.silence(1.0) + monologue, 8000, ["我想问一下账单", "为什么多了"])
     stops = collector.of(UserStoppedSpeaking)
     assert stops and stops[0].cut_at_max_length
-    assert finals(collector)[0] == "我想问一下账单"
+    assert collector.finals()[0] == "我想问一下账单"
 
 
 async def test_clipped_speech_is_still_heard(caplog: pytest.LogCaptureFixture) -> None:
     loud = samples.scaled(samples.speech("我要还款"), 30)  # driven far past full scale
     with caplog.at_level(logging.WARNING):
         collector = await listen(samples.silence(1.5) + loud + samples.silence(1.5), 8000, ["我要还款"])
-    assert finals(collector) == ["我要还款"]
+    assert collector.finals() == ["我要还款"]
     assert sum("clipping" in r.message for r in caplog.records) == 1

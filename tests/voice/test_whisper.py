@@ -29,13 +29,14 @@ import pytest
 
 from bench.whisper_asr import character_error_rate
 from tests.voice import samples
+from tests.voice.collector import Collector
 from voice.asr import AsrConfig, AsrModelError, grammar_for
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
 from voice.call import configured_recognizer
 from voice.config import ConfigError, VoiceConfig, load_voice_config
-from voice.frames import CallStarted, Direction, Frame, InputAudio, Transcript, UserStartedSpeaking, UserStoppedSpeaking
-from voice.pipeline import FrameProcessor, Pipeline
+from voice.frames import CallStarted, InputAudio, UserStartedSpeaking, UserStoppedSpeaking
+from voice.pipeline import Pipeline
 from voice.processors import SpeechRecognition
 from voice.whisper import (
     MODEL_FILES,
@@ -97,18 +98,6 @@ def die(model_dir: str, threads: int, pcm: bytes) -> str:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-class Collected(FrameProcessor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process(self, frame: Frame, direction: Direction) -> None:
-        self.frames.append(frame)
-
-    def finals(self) -> list[str]:
-        return [frame.text for frame in self.frames if isinstance(frame, Transcript) and frame.final]
-
-
 async def say(pipeline: Pipeline, pcm: bytes) -> None:
     """One utterance as the endpointer hands it over: start, 20 ms frames at 8 kHz, stop."""
     await pipeline.send(UserStartedSpeaking())
@@ -117,8 +106,8 @@ async def say(pipeline: Pipeline, pcm: bytes) -> None:
     await pipeline.send(UserStoppedSpeaking())
 
 
-def recognition_pipeline(recognizer: WhisperRecognizer) -> tuple[Pipeline, Collected]:
-    collected = Collected()
+def recognition_pipeline(recognizer: WhisperRecognizer) -> tuple[Pipeline, Collector]:
+    collected = Collector()
     return Pipeline([SpeechRecognition(recognizer), collected]), collected
 
 
