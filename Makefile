@@ -22,8 +22,10 @@ export RASA_DIALER_TOKEN ?= dev-only-rasa-dialer-token
 export ACTION_SERVER_TOKEN ?= dev-only-action-server-token
 export CHAT_SESSION_SECRET ?= dev-only-chat-session-secret
 export TRACKER_STORE_KEY ?= dev-only-tracker-store-key
-export AGENT_DESK_USER ?= agent
-export AGENT_DESK_PASSWORD ?= dev-only-agent-password
+export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
+# The agent desk's accounts: development ones (password dev-only-agent-password), refused
+# outside IVR_ENV=development; a deployment names its own file.
+export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup voice-tools compile lint train run test bench voice-demo asterisk-sounds clean

@@ -36,6 +36,10 @@ REPORT = ROOT / "docs" / "benchmarks.md"
 KEYS = Secrets.generated()
 CONVERSATIONS_PER_CLIENT = 6
 PAGE_LOADS = 5
+DESK_HANDOFFS = 2000  # a busy morning's queue
+DESK_LOADS = 11
+# The development accounts (ivr_config/agents.dev.yaml): `make bench` runs with IVR_ENV=development.
+DESK_LOGIN = {"user": "agent", "password": "dev-only-agent-password"}
 MAX_SECONDS_PER_LOAD = 90
 
 
@@ -137,6 +141,51 @@ def web_widget_figures(web_url: str) -> dict[str, Any]:
     return {"page_weight_bytes": weight, "first_interaction_p50_ms": round(statistics.median(interactive_ms), 1)}
 
 
+def desk_figures(web_url: str, risk_url: str) -> dict[str, Any]:
+    """With DESK_HANDOFFS waiting hand-overs, the agent desk's first page: from navigation start
+    until its cards are on the page (desk.js marks body[data-updated]), in headless Chromium,
+    logged in; and the queue API's own latency for that page."""
+    from playwright.sync_api import sync_playwright  # only `make bench` needs a browser
+
+    flows = ["bill_inquiry", "transfer_to_agent", "collection_complaint", "early_repayment"]
+    summary = "客户（未核验身份）。此次通过在线客服咨询「账单查询」，客户原话：“帮我看看这个月账单”。"
+    with httpx.Client(base_url=risk_url, headers={"Authorization": f"Bearer {KEYS.risk_engine}"}, timeout=30) as risk:
+        for number in range(DESK_HANDOFFS):
+            risk.post("/handoffs", json={
+                "session_id": f"bench-desk-{number}", "channel": ("chat", "voice")[number % 2],
+                "flow": flows[number % len(flows)], "reason": "客户要求人工",
+                "priority": ("normal", "high")[number % 7 == 0], "summary": summary}).raise_for_status()
+    with httpx.Client(base_url=web_url, timeout=30) as http:
+        http.post("/desk/login", data=DESK_LOGIN).raise_for_status()
+        api_ms = []
+        for _ in range(DESK_LOADS):
+            began = time.perf_counter()
+            http.get("/desk/api/queue").raise_for_status()
+            api_ms.append((time.perf_counter() - began) * 1000)
+    rendered_ms = []
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        context = browser.new_context()
+        login = context.new_page()
+        login.goto(web_url + "/desk")
+        login.get_by_label("用户名").fill(DESK_LOGIN["user"])
+        login.get_by_label("密码").fill(DESK_LOGIN["password"])
+        login.get_by_role("button", name="登录").click()
+        login.locator("body[data-updated]").wait_for(timeout=30_000)
+        for _ in range(DESK_LOADS):
+            page = context.new_page()
+            page.goto(web_url + "/desk")
+            page.locator("body[data-updated]").wait_for(timeout=30_000)
+            assert page.locator("#handoffs li.card").count() == 20
+            rendered_ms.append(page.evaluate("performance.now()"))
+            page.close()
+        browser.close()
+    ordered = sorted(rendered_ms)
+    return {"waiting_handoffs": DESK_HANDOFFS, "first_page_p50_ms": round(statistics.median(ordered), 1),
+            "first_page_p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 1),
+            "queue_api_p50_ms": round(statistics.median(api_ms), 1)}
+
+
 def risk_api_figures() -> dict[str, Any]:
     """The risk API's own benchmark: decisions per second and latency, on SQLite and on the
     PostgreSQL in RISK_API_TEST_PG_URL (the Makefile starts one)."""
@@ -226,6 +275,11 @@ def write_report(results: dict[str, Any]) -> None:
                  f"{widget['page_weight_bytes'] / 1024:.1f} KiB"))
     rows.append((f"Chat widget time to first interaction (median of {PAGE_LOADS}, headless Chromium)",
                  f"{widget['first_interaction_p50_ms']} ms"))
+    desk = results.get("desk")
+    if desk:
+        rows.append((f"Agent desk first page with {desk['waiting_handoffs']} waiting hand-overs, headless Chromium: "
+                     "p50 / p95 (queue API p50)",
+                     f"{desk['first_page_p50_ms']} / {desk['first_page_p95_ms']} ms ({desk['queue_api_p50_ms']} ms)"))
     for backend in ("sqlite", "postgres"):
         for clients, figures in results["risk_api"].get(backend, {}).items():
             rows.append((f"Risk decisions, {backend}, {clients.replace('_', ' ')}: p50 / p95",
@@ -348,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             results["dialogue"] = {**{f"{name}_start_seconds": round(seconds, 1)
                                       for name, seconds in running.start_seconds.items()},
                                    **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}")}
+        results["desk"] = desk_figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}")
         results["voice"]["calls"] = voice_calls.figures(
             rasa_url, KEYS.rasa_gateway, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
 

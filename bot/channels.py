@@ -6,6 +6,10 @@ Who may say what:
   (trust/chat_session.py); the conversation is the session inside the token, never an id the
   client chose. The channel sets the metadata itself (`channel: chat`): a public client cannot
   claim to be a phone call, a caller number or a priority tier.
+- `POST /webhooks/webchat/agent` (`LiveAgentRelay`): the web server, for the agent desk, with
+  RASA_DESK_TOKEN. A human agent joins a chat conversation (the bot pauses), writes to the
+  customer through the same socket.io room, and leaves (the bot resumes with the survey); the
+  desk reads the conversation so far. Nothing else may pause a conversation or speak as an agent.
 - `TrustedInput` (`/webhooks/trusted/webhook`): the phone gateway and the reminder dialer, each
   with its own bearer token. Only they may set the channel (voice, outbound), the caller's
   number and the priority tier, and only the metadata keys listed for their role.
@@ -22,11 +26,22 @@ from typing import Any
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.core.channels.socketio import SocketBlueprint, SocketIOInput, SocketIOOutput
+from rasa.shared.core.constants import ACTION_LISTEN_NAME
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActiveLoop,
+    BotUttered,
+    ConversationPaused,
+    ConversationResumed,
+    Event,
+    SlotSet,
+)
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
+from flowspec.model import FLOW_STATE_SLOTS, load_flowset
 from trust import chat_session
 from trust.env_secrets import optional_secret, require_secret
 from trust.logs import session_ref
@@ -44,6 +59,14 @@ TRUSTED_ROLES: dict[str, dict[str, Any]] = {
 }
 
 OnMessage = Callable[[UserMessage], Awaitable[Any]]
+MAX_AGENT_TEXT_CHARS = 1000
+MAX_AGENT_NAME_CHARS = 16
+# What the bot goes on with when it takes a conversation back: after an agent closed the case
+# the survey asks for a rating; a customer who gave up waiting is offered the callback flow.
+RESUME_WITH = {"leave": "satisfaction_survey", "withdraw": "callback_request"}
+RELAY_VERBS = ("join", "say", "leave", "withdraw", "read")
+AGENT_JOINED = "您好，我是人工客服{name}，很高兴为您服务。"
+AGENT_LEFT = "人工客服已结束本次服务，感谢您的耐心。"
 
 
 def allowed_origins() -> list[str]:
@@ -88,6 +111,7 @@ class WebChatInput(SocketIOInput):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.secret = require_secret("CHAT_SESSION_SECRET")
+        self.desk_token = optional_secret("RASA_DESK_TOKEN")
 
     def blueprint(self, on_new_message: OnMessage) -> Blueprint:
         origins = allowed_origins()
@@ -132,7 +156,105 @@ class WebChatInput(SocketIOInput):
             await on_new_message(UserMessage(text, output, session_id, input_channel=self.name(),
                                              metadata=dict(CHAT_METADATA)))
 
+        relay = LiveAgentRelay(lambda: SocketIOOutput(sio, self.bot_message_evt), self.name())
+
+        @webhook.route("/agent", methods=["POST"])
+        async def agent(request: Request) -> HTTPResponse:
+            if not self.desk_token or not _bearer_matches(request, self.desk_token):
+                return _refused(401, "unauthorized", "the desk token is required")
+            body = _json_body(request)
+            if body is None:
+                return _refused(400, "malformed", "expected a JSON object")
+            return await relay.handle(request.app.ctx.agent, body)
+
         return webhook
+
+
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def _agent_message(state: str, name: str, text: str) -> BotUttered:
+    """What the widget shows as a person's words (or a person joining or leaving), never the bot's."""
+    return BotUttered(None, {"custom": {"live_agent": {"state": state, "name": name, "text": text}}})
+
+
+def transcript(events: list[dict[str, Any]], after: int) -> list[dict[str, Any]]:
+    """The conversation as the desk shows it, from event `after` on: the customer's messages,
+    the bot's, and the agent's (texts as the tracker store keeps them, personal data masked)."""
+    said = []
+    for index, event in enumerate(events[after:], start=after):
+        kind, at = event.get("event"), event.get("timestamp")
+        live = ((event.get("data") or {}).get("custom") or {}).get("live_agent") if kind == "bot" else None
+        if kind == "user" and event.get("text") and not str(event["text"]).startswith(("/", "EXTERNAL:")):
+            said.append({"index": index, "from": "customer", "text": event["text"], "at": at})
+        elif live:
+            said.append({"index": index, "from": "agent", "state": live.get("state"), "name": live.get("name"),
+                         "text": live.get("text"), "at": at})
+        elif kind == "bot" and event.get("text"):
+            said.append({"index": index, "from": "bot", "text": event["text"], "at": at})
+    return said
+
+
+class LiveAgentRelay:
+    """`{"sender": <chat session>, "do": "join" | "say" | "leave" | "withdraw" | "read", "agent_name",
+    "text", "after"}` from the web server, which has already checked that the logged-in agent holds
+    the hand-over of this conversation, or that the customer gave up waiting (the risk API decides
+    who holds what)."""
+
+    def __init__(self, output: Callable[[], SocketIOOutput], input_channel: str) -> None:
+        self.output = output
+        self.input_channel = input_channel
+
+    async def handle(self, agent: Any, body: dict[str, Any]) -> HTTPResponse:
+        sender, do = body.get("sender"), body.get("do")
+        name, text, after = body.get("agent_name", ""), body.get("text", ""), body.get("after", 0)
+        if (not isinstance(sender, str) or not 0 < len(sender) <= 128 or do not in RELAY_VERBS
+                or not isinstance(name, str) or len(name) > MAX_AGENT_NAME_CHARS
+                or not isinstance(text, str) or len(text) > MAX_AGENT_TEXT_CHARS
+                or not isinstance(after, int) or isinstance(after, bool) or after < 0):
+            return _refused(400, "malformed", "sender, do (join/say/leave/withdraw/read), agent_name, text, after")
+        if do in ("join", "say", "leave") and not name.strip():
+            return _refused(400, "malformed", "agent_name is required")
+        if do == "say" and not text.strip():
+            return _refused(400, "malformed", "an empty message")
+        async with agent.lock_store.lock(sender):
+            tracker = await agent.tracker_store.retrieve(sender)
+            if tracker is None or not tracker.events:
+                return _refused(404, "unknown_conversation", "no such conversation")
+            if do == "read":
+                events = [event.as_dict() for event in tracker.events]
+                return response.json({"messages": transcript(events, after), "next": len(events),
+                                      "paused": tracker.is_paused()})
+            output = self.output()
+            events = self._events(do, name.strip(), text.strip(), tracker)
+            for event in events:
+                tracker.update(event)
+            await agent.processor.execute_side_effects(events, tracker, output)
+            if do in RESUME_WITH:
+                await agent.processor.trigger_external_user_uttered(RESUME_WITH[do], None, tracker, output)
+            else:
+                await agent.processor.save_tracker(tracker)
+        log.info("live agent %s for %s", do, session_ref(sender))
+        return response.json({"ok": True, "paused": tracker.is_paused()})
+
+    @staticmethod
+    def _events(do: str, name: str, text: str, tracker: Any) -> list[Event]:
+        if do == "join":
+            # Paused: Rasa keeps logging the customer's messages but no longer answers them.
+            return [ConversationPaused(), _agent_message("joined", name, AGENT_JOINED.format(name=name))]
+        if do == "say":
+            return [_agent_message("message", name, text)]
+        # The bot takes the conversation back where a new flow can start: a flow the hand-over
+        # interrupted (a form still active) ends here, its answers with it.
+        active = tracker.get_slot("active_flow")
+        flow = load_flowset().flows.get(active) if active else None
+        resets = ["requested_slot", *FLOW_STATE_SLOTS, *(flow.slot_names if flow else ())]
+        farewell = [_agent_message("left", name, AGENT_LEFT)] if do == "leave" else []
+        # Listening, as before any customer message: the rules that start a flow match from there.
+        return [*farewell, ConversationResumed(), ActiveLoop(None),
+                *(SlotSet(slot, None) for slot in dict.fromkeys(resets)), ActionExecuted(ACTION_LISTEN_NAME)]
 
 
 class ChatRestInput(InputChannel):

@@ -32,6 +32,8 @@ ENGINE_SLOTS = {
     "flow_exit": "text",
     "reprompts": "float",
 }
+# The engine's state of the flow in progress: cleared with the flow's own slots when it ends.
+FLOW_STATE_SLOTS = ("active_flow", "confirmed", "flow_exit", "reprompts")
 CATALOGUE_PATH = REPO_ROOT.parent / "shared" / "flow-catalogue.yaml"
 
 LEVELS = ("none", "L1", "L2")

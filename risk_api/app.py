@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from risk_api import actions, audit, decisions, demo, records, verification
+from risk_api import actions, audit, decisions, demo, presence, records, verification
 from risk_api.clock import Clock, SystemClock
 from risk_api.config import Settings
 from risk_api.db import SCHEMA_VERSION, Customer, Database
@@ -25,6 +25,7 @@ from risk_api.schemas import (
     NO_NUL,
     ActionRequest,
     ActionResponse,
+    AgentPresenceView,
     CallbackRequest,
     CallbackResponse,
     CallerSummary,
@@ -34,8 +35,15 @@ from risk_api.schemas import (
     DecisionResponse,
     HandoffAccept,
     HandoffCallState,
+    HandoffClose,
+    HandoffCustomerNote,
+    HandoffDetail,
+    HandoffOfSession,
     HandoffRequest,
     HandoffResponse,
+    HandoffStatus,
+    HandoffView,
+    HandoffWithdrawal,
     Health,
     L1Request,
     L1Response,
@@ -46,6 +54,7 @@ from risk_api.schemas import (
     OtpResponse,
     PreferencesRequest,
     PreferencesResponse,
+    PresenceUpdate,
     PromiseRequest,
     PromiseResponse,
     ReviewDecisionRequest,
@@ -67,6 +76,9 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
 Limit = Annotated[int, Query(ge=1, le=500)]
 CustomerPath = Annotated[str, Path(min_length=1, max_length=16, pattern=NO_NUL)]
 CustomerQuery = Annotated[str | None, Query(max_length=16, pattern=NO_NUL)]
+HandoffPath = Annotated[str, Path(max_length=40, pattern=NO_NUL)]
+# An agent's login as the desk sends it in a body (schemas.AgentName: trimmed, 1-64 characters).
+AgentPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\s\x00](?:[^\x00]*[^\s\x00])?$")]
 _bearer = HTTPBearer(auto_error=False, description="RISK_API_TOKEN")
 # The largest honest body is a ticket or hand-over (a 1,000-character summary and its details).
 MAX_BODY = 64 * 1024
@@ -310,33 +322,64 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
     def create_handoff(body: HandoffRequest) -> HandoffResponse:
         return service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
 
-    @desk.get("/handoffs")
-    def list_handoffs(response: Response, status: Literal["waiting", "accepted", "abandoned"] | None = None,
+    @desk.get("/handoffs", response_model=list[HandoffView])
+    def list_handoffs(response: Response, status: HandoffStatus | None = None,
                       channel: Channel | None = None,
                       priority: Literal["normal", "high", "emergency"] | None = None,
                       flow: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9_]*$")] = None,
                       handoff_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+                      agent: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
                       limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
                       ) -> list[dict[str, Any]]:
         """One page in queue order (most urgent, then longest waiting); the list stays the body for
         the callers that read it whole, the number of all that match is in X-Total-Count."""
         where = records.HandoffFilter(status=status, channel=channel, priority=priority, flow=flow,
-                                      handoff_id=handoff_id)
-        page, total = service.run(lambda s: records.list_handoffs(s, where, limit, offset))
+                                      handoff_id=handoff_id, agent=agent)
+        page, total = service.run(lambda s: records.list_handoffs(s, where, limit, offset,
+                                                                  now=service.clock.now()))
         response.headers["X-Total-Count"] = str(total)
         return page
 
-    @desk.post("/handoffs/{handoff_id}/accept")
-    def accept_handoff(handoff_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
-                       body: HandoffAccept) -> dict[str, Any]:
+    @desk.post("/handoffs/of-session", response_model=HandoffDetail)
+    def handoff_of_session(body: HandoffOfSession) -> dict[str, Any]:
+        """The conversation's latest hand-over (any state) with its queue facts; 404 without one.
+        In the body: a session id in no URL or access log."""
+        return service.run(lambda s: records.handoff_of_session(s, body, service.clock.now()))
+
+    @desk.get("/handoffs/{handoff_id}", response_model=HandoffDetail)
+    def get_handoff(handoff_id: HandoffPath) -> dict[str, Any]:
+        return service.run(lambda s: records.get_handoff(s, handoff_id, service.clock.now()))
+
+    @desk.post("/handoffs/{handoff_id}/accept", response_model=HandoffView)
+    def accept_handoff(handoff_id: HandoffPath, body: HandoffAccept) -> dict[str, Any]:
         return service.run(lambda s: records.accept_handoff(s, handoff_id, body,
                                                             service.clock.now()))
 
+    @desk.post("/handoffs/{handoff_id}/close", response_model=HandoffView)
+    def close_handoff(handoff_id: HandoffPath, body: HandoffClose) -> dict[str, Any]:
+        return service.run(lambda s: records.close_handoff(s, handoff_id, body, service.clock.now()))
+
+    @desk.post("/handoffs/{handoff_id}/customer-note", response_model=HandoffDetail)
+    def customer_note(handoff_id: HandoffPath, body: HandoffCustomerNote) -> dict[str, Any]:
+        return service.run(lambda s: records.leave_customer_note(s, handoff_id, body, service.clock.now()))
+
+    @desk.post("/handoffs/{handoff_id}/withdraw", response_model=HandoffDetail)
+    def withdraw(handoff_id: HandoffPath, body: HandoffWithdrawal) -> dict[str, Any]:
+        return service.run(lambda s: records.withdraw_handoff(s, handoff_id, body, service.clock.now()))
+
+    @desk.put("/agents/{agent}/presence", response_model=AgentPresenceView)
+    def set_presence(agent: AgentPath, body: PresenceUpdate) -> dict[str, Any]:
+        """The desk's heartbeat for a logged-in agent (online while they keep coming)."""
+        return service.run(lambda s: presence.set_presence(s, agent, body, service.clock.now()))
+
+    @desk.get("/agents/presence", response_model=list[AgentPresenceView])
+    def list_presence() -> list[dict[str, Any]]:
+        return service.run(lambda s: presence.list_presence(s, service.clock.now()))
+
 
 def _phone_routes(api: APIRouter, service: Service) -> None:
-    @api.post("/handoffs/{handoff_id}/call-state")
-    def handoff_call_state(handoff_id: Annotated[str, Path(max_length=40, pattern=NO_NUL)],
-                           body: HandoffCallState) -> dict[str, Any]:
+    @api.post("/handoffs/{handoff_id}/call-state", response_model=HandoffView)
+    def handoff_call_state(handoff_id: HandoffPath, body: HandoffCallState) -> dict[str, Any]:
         return service.run(lambda s: records.phone_handoff_state(s, handoff_id, body, service.clock.now()))
 
 

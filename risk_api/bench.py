@@ -43,7 +43,8 @@ def _free_port() -> int:
 
 def _start_service(database_url: str, workdir: Path, token: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {**os.environ, "RISK_API_TOKEN": token, "RISK_API_PORT": str(port),
+    # The engine token by its own name: `make bench` exports the development one, which wins over RISK_API_TOKEN.
+    env = {**os.environ, "RISK_API_ENGINE_TOKEN": token, "RISK_API_PORT": str(port),
            "RISK_API_DATABASE_URL": database_url,
            "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl")}
     process = subprocess.Popen([sys.executable, "-m", "risk_api"], env=env,

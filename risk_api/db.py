@@ -1,6 +1,7 @@
 """Tables, engine set-up (SQLite or PostgreSQL) and the schema-version check."""
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     String,
     TypeDecorator,
@@ -22,12 +24,20 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateColumn
 
 from risk_api.clock import CHINA_TZ
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 databases are upgraded in place (prepare_schema); any other version is refused.
+UPGRADABLE_FROM = ("1",)
+# What schema version 2 added to the hand-overs of version 1 (all nullable: old rows keep theirs).
+V2_HANDOFF_COLUMNS = ("closed_at", "closed_by", "disposition", "close_note", "customer_note")
+
+log = logging.getLogger("risk_api.db")
 
 
 class SchemaVersionError(RuntimeError):
@@ -263,8 +273,12 @@ class Callback(Base):
 
 class Handoff(Base):
     __tablename__ = "handoffs"
+    __table_args__ = (
+        # The mean handling time of a channel reads its latest closed hand-overs.
+        Index("ix_handoffs_channel_closed_at", "channel", "closed_at"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(String(128), index=True)
     channel: Mapped[str] = mapped_column(String(8))
     flow: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(200))
@@ -272,10 +286,27 @@ class Handoff(Base):
     summary: Mapped[str] = mapped_column(String(2000))
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
     verified_level: Mapped[str | None] = mapped_column(String(4))
-    status: Mapped[str] = mapped_column(String(10), index=True)  # waiting | accepted
+    # waiting → accepted → closed; waiting → abandoned (the caller hung up in the queue)
+    status: Mapped[str] = mapped_column(String(10), index=True)
     agent: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     accepted_at: Mapped[datetime | None]
+    # Schema version 2 (V2_HANDOFF_COLUMNS). closed_at: when it ended (closed, or abandoned).
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    disposition: Mapped[str | None] = mapped_column(String(16))  # resolved|callback_booked|ticket|escalated
+    # At most 500 characters in, stored masked: masking may lengthen a number (16 digits → 19).
+    close_note: Mapped[str | None] = mapped_column(String(1000))
+    customer_note: Mapped[str | None] = mapped_column(String(1000))
+
+
+class AgentPresence(Base):
+    """An agent's last heartbeat from the desk (schema version 2)."""
+
+    __tablename__ = "agent_presence"
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(8))  # online | away | offline
+    last_seen: Mapped[datetime]
 
 
 class AuditEntry(Base):
@@ -333,7 +364,8 @@ class Database:
 
     def prepare_schema(self, seed: Callable[[Session], None]) -> bool:
         """Create and seed the schema of an empty database in one transaction (True: created),
-        or check that an existing database has this code's schema version."""
+        or check that an existing database has this code's schema version, upgrading a version
+        1 database in place first (one transaction: all of the upgrade or none of it)."""
         tables = set(inspect(self.engine).get_table_names())
         if not tables:
             with self.transaction() as session:
@@ -349,17 +381,56 @@ class Database:
                 "database (or remove the SQLite file to re-create the demo data)."
             )
         with self.transaction() as session:
-            found = session.scalar(
-                select(SchemaMeta.value).where(SchemaMeta.key == "schema_version"))
-        if found != str(SCHEMA_VERSION):
-            raise SchemaVersionError(
-                f"{where} has schema version {found}, this service needs {SCHEMA_VERSION}. "
-                "Migrate it or point RISK_API_DATABASE_URL at a new database."
-            )
-        missing = set(Base.metadata.tables) - tables
+            # Locked: of two services starting on one old database, one upgrades it and the
+            # other then reads the new version (SQLite: the transaction writes alone anyway).
+            meta = session.scalar(select(SchemaMeta).where(SchemaMeta.key == "schema_version")
+                                  .with_for_update())
+            found = meta.value if meta else None
+            if meta is not None and found in UPGRADABLE_FROM:
+                try:
+                    _upgrade_1_to_2(session.connection())
+                except DBAPIError as error:  # rolled back as the exception leaves the transaction
+                    raise SchemaVersionError(
+                        f"{where}: the upgrade from schema version {found} to {SCHEMA_VERSION} failed and "
+                        f"changed nothing: {error.orig}") from error
+                meta.value = str(SCHEMA_VERSION)
+                log.info("upgraded %s from schema version %s to %s", where, found, SCHEMA_VERSION)
+            elif found != str(SCHEMA_VERSION):
+                raise SchemaVersionError(
+                    f"{where} has schema version {found}, this service needs {SCHEMA_VERSION} "
+                    f"(and upgrades only version {', '.join(UPGRADABLE_FROM)}). "
+                    "Migrate it or point RISK_API_DATABASE_URL at a new database."
+                )
+        missing = _missing_tables_and_columns(self.engine)
         if missing:
-            raise SchemaVersionError(f"{where} lacks tables {sorted(missing)}: schema is damaged")
+            raise SchemaVersionError(f"{where} lacks {missing}: schema is damaged")
         return False
+
+
+def _missing_tables_and_columns(engine: Engine) -> list[str]:
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    missing = sorted(set(Base.metadata.tables) - tables)
+    for table in Base.metadata.sorted_tables:
+        if table.name in tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            missing += [f"{table.name}.{column.name}" for column in table.columns if column.name not in present]
+    return missing
+
+
+def _upgrade_1_to_2(connection: Connection) -> None:
+    """Version 1 → 2: the hand-over's end (closed_at, closed_by, disposition, close_note) and the
+    waiting customer's note as new nullable columns, two indexes, the agent_presence table.
+    Nothing is rewritten: every row keeps its values, the new columns start empty."""
+    handoffs = Base.metadata.tables[Handoff.__tablename__]
+    for name in V2_HANDOFF_COLUMNS:
+        column = CreateColumn(handoffs.columns[name]).compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f"ALTER TABLE {handoffs.name} ADD COLUMN {column}")
+    existing = {index["name"] for index in inspect(connection).get_indexes(handoffs.name)}
+    for index in handoffs.indexes:
+        if index.name not in existing:
+            index.create(connection)
+    Base.metadata.tables[AgentPresence.__tablename__].create(connection)
 
 
 def lock_customer(session: Session, customer_id: str) -> Customer | None:

@@ -1,14 +1,16 @@
 """Service records: tickets, promises to pay, preferences, callbacks and hand-offs."""
 from __future__ import annotations
 
+import hmac
+import math
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from risk_api import audit, verification
+from risk_api import audit, presence, verification
 from risk_api.clock import CHINA_TZ
 from risk_api.db import Callback, Customer, Handoff, Promise, Ticket, new_id
 from risk_api.errors import ApiError, conflict, not_found, unknown_customer, verification_required
@@ -19,8 +21,12 @@ from risk_api.schemas import (
     CallbackResponse,
     HandoffAccept,
     HandoffCallState,
+    HandoffClose,
+    HandoffCustomerNote,
+    HandoffOfSession,
     HandoffRequest,
     HandoffResponse,
+    HandoffWithdrawal,
     PreferencesRequest,
     PreferencesResponse,
     PromiseRequest,
@@ -31,6 +37,10 @@ from risk_api.schemas import (
 from risk_api.timeparse import parse_preferred_time
 
 PROMISE_WINDOW_DAYS = 7
+# The estimated wait takes the mean handling time (accepted → closed) of this many latest closed
+# hand-overs of the same channel, or the default when the channel has none yet.
+HANDLING_SAMPLE = 50
+HANDLING_SECONDS_DEFAULT = 180
 SERVICE_OPENS = time(9)
 SERVICE_CLOSES = time(21)
 
@@ -155,32 +165,95 @@ def create_handoff(session: Session, request: HandoffRequest, now: datetime) -> 
         "customer_id": _session_customer(session, request.session_id, request.customer_id, now),
         "verified_level": state.level if state else "none",
         "summary": mask_text(request.summary)})
-    handoff_id = new_id("H")
-    session.add(Handoff(id=handoff_id, session_id=request.session_id, channel=request.channel,
-                        flow=request.flow, reason=request.reason, priority=request.priority,
-                        summary=request.summary, customer_id=request.customer_id,
-                        verified_level=request.verified_level, status="waiting", agent=None,
-                        created_at=now, accepted_at=None))
+    handoff = Handoff(id=new_id("H"), session_id=request.session_id, channel=request.channel,
+                      flow=request.flow, reason=request.reason, priority=request.priority,
+                      summary=request.summary, customer_id=request.customer_id,
+                      verified_level=request.verified_level, status="waiting", agent=None,
+                      created_at=now, accepted_at=None)
+    session.add(handoff)
     audit.record(session, at=now, kind="handoff", customer_id=request.customer_id,
                  channel=request.channel, session_id=request.session_id,
                  inputs={"flow": request.flow, "reason": request.reason,
                          "priority": request.priority})
-    return HandoffResponse(handoff_id=handoff_id)
+    return HandoffResponse(handoff_id=handoff.id, **queue_facts(session, handoff, now))
 
 
-def _handoff_view(handoff: Handoff) -> dict[str, Any]:
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> int | None:
+    return None if start is None or end is None else max(0, int((end - start).total_seconds()))
+
+
+def _handoff_view(handoff: Handoff, now: datetime) -> dict[str, Any]:
     # No session id: it is the conversation's, not the agent's (docs/security.md).
+    # Waiting ends when an agent accepts or the hand-over ends; a hand-over abandoned before
+    # schema version 2 has no recorded end (null).
+    waited_until = handoff.accepted_at or handoff.closed_at or (now if handoff.status == "waiting" else None)
     return {"handoff_id": handoff.id, "channel": handoff.channel, "flow": handoff.flow, "reason": handoff.reason,
             "priority": handoff.priority, "summary": mask_text(handoff.summary),
             "customer_id": handoff.customer_id, "verified_level": handoff.verified_level,
             "status": handoff.status, "agent": handoff.agent,
-            "created_at": handoff.created_at.isoformat(),
-            "accepted_at": handoff.accepted_at.isoformat() if handoff.accepted_at else None}
+            "created_at": handoff.created_at.isoformat(), "accepted_at": _iso(handoff.accepted_at),
+            "closed_at": _iso(handoff.closed_at), "closed_by": handoff.closed_by,
+            "disposition": handoff.disposition,
+            "close_note": mask_text(handoff.close_note) if handoff.close_note else None,
+            "customer_note": mask_text(handoff.customer_note) if handoff.customer_note else None,
+            "waiting_seconds": _seconds(handoff.created_at, waited_until),
+            "handling_seconds": (_seconds(handoff.accepted_at, handoff.closed_at)
+                                 if handoff.status == "closed" else None)}
 
 
 # Queue order: the most urgent first, then the longest waiting (the id keeps pages stable).
 _QUEUE_ORDER = (case({"emergency": 0, "high": 1, "normal": 2}, value=Handoff.priority, else_=3),
                 Handoff.created_at, Handoff.id)
+
+
+def _queue_position(session: Session, handoff: Handoff) -> int:
+    """1 + the waiting hand-overs ahead of this one in _QUEUE_ORDER (the desk list's order)."""
+    session.flush()
+    keys = session.execute(select(*_QUEUE_ORDER).where(Handoff.id == handoff.id)).one()
+    # Lexicographic "sorts before": equal on the first i keys and smaller on key i.
+    ahead = or_(*(and_(*(column == key for column, key in zip(_QUEUE_ORDER[:i], keys[:i], strict=True)),
+                       _QUEUE_ORDER[i] < keys[i])
+                  for i in range(len(_QUEUE_ORDER))))
+    count = session.scalar(select(func.count()).select_from(Handoff).where(Handoff.status == "waiting", ahead))
+    return 1 + (count or 0)
+
+
+def mean_handling_seconds(session: Session, channel: str) -> float:
+    """Mean of closed_at - accepted_at over the channel's HANDLING_SAMPLE latest closed hand-overs."""
+    rows = session.execute(
+        select(Handoff.accepted_at, Handoff.closed_at)
+        .where(Handoff.status == "closed", Handoff.channel == channel,
+               Handoff.accepted_at.is_not(None), Handoff.closed_at.is_not(None))
+        .order_by(Handoff.closed_at.desc(), Handoff.id.desc()).limit(HANDLING_SAMPLE)).all()
+    if not rows:
+        return float(HANDLING_SECONDS_DEFAULT)
+    return sum(max(0.0, (closed - accepted).total_seconds()) for accepted, closed in rows) / len(rows)
+
+
+def queue_facts(session: Session, handoff: Handoff, now: datetime) -> dict[str, Any]:
+    """Agents online; for a waiting hand-over also its place in the queue and the estimated wait:
+    ceil(position / max(1, agents online)) rounds of the channel's mean handling time."""
+    online = presence.agents_online(session, now)
+    if handoff.status != "waiting":
+        return {"agents_online": online, "position": None, "estimated_wait_seconds": None}
+    position = _queue_position(session, handoff)
+    rounds = math.ceil(position / max(1, online))
+    return {"agents_online": online, "position": position,
+            "estimated_wait_seconds": round(rounds * mean_handling_seconds(session, handoff.channel))}
+
+
+def _detail(session: Session, handoff: Handoff, now: datetime) -> dict[str, Any]:
+    """For the web server only (it reaches the conversation by the session id, never shows it)."""
+    return {**_handoff_view(handoff, now), "session_id": handoff.session_id,
+            **queue_facts(session, handoff, now)}
+
+
+def _unknown_handoff() -> ApiError:
+    return not_found("unknown_handoff", "没有找到这条转人工记录。")
 
 
 @dataclass(frozen=True)
@@ -192,18 +265,43 @@ class HandoffFilter:
     priority: str | None = None
     flow: str | None = None
     handoff_id: str | None = None
+    agent: str | None = None  # the agent holding it
 
 
-def list_handoffs(session: Session, where: HandoffFilter, limit: int,
-                  offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def list_handoffs(session: Session, where: HandoffFilter, limit: int, offset: int = 0, *,
+                  now: datetime) -> tuple[list[dict[str, Any]], int]:
     """One page of the hand-overs that match, in queue order, and how many match in all."""
     conditions = [column == value for column, value in (
         (Handoff.status, where.status), (Handoff.channel, where.channel), (Handoff.priority, where.priority),
-        (Handoff.flow, where.flow), (Handoff.id, where.handoff_id)) if value is not None]
+        (Handoff.flow, where.flow), (Handoff.id, where.handoff_id), (Handoff.agent, where.agent))
+        if value is not None]
     total = session.scalar(select(func.count()).select_from(Handoff).where(*conditions)) or 0
     page = session.scalars(select(Handoff).where(*conditions).order_by(*_QUEUE_ORDER)
                            .limit(limit).offset(offset))
-    return [_handoff_view(handoff) for handoff in page], total
+    return [_handoff_view(handoff, now) for handoff in page], total
+
+
+def get_handoff(session: Session, handoff_id: str, now: datetime) -> dict[str, Any]:
+    handoff = session.get(Handoff, handoff_id)
+    if handoff is None:
+        raise _unknown_handoff()
+    return _detail(session, handoff, now)
+
+
+def handoff_of_session(session: Session, request: HandoffOfSession, now: datetime) -> dict[str, Any]:
+    """The conversation's latest hand-over, whatever its state."""
+    handoff = session.scalar(select(Handoff).where(Handoff.session_id == request.session_id)
+                             .order_by(Handoff.created_at.desc(), Handoff.id.desc()).limit(1))
+    if handoff is None:
+        raise not_found("no_handoff", "这个会话没有转人工记录。")
+    return _detail(session, handoff, now)
+
+
+def _refuse_if_ended(handoff: Handoff) -> None:
+    if handoff.status == "abandoned":
+        raise conflict("handoff_closed", "客户已经离开（挂断或放弃排队），这条转人工已结束。")
+    if handoff.status == "closed":
+        raise conflict("handoff_closed", "这条转人工已经结束。")
 
 
 def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
@@ -211,9 +309,8 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
     # Locked (PG: FOR UPDATE; SQLite: every transaction writes alone): of two agents, one wins.
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None:
-        raise not_found("unknown_handoff", "没有找到这条转人工记录。")
-    if handoff.status == "abandoned":
-        raise conflict("handoff_closed", "客户已经挂断，这条转人工已结束。")
+        raise _unknown_handoff()
+    _refuse_if_ended(handoff)
     if handoff.status != "waiting":
         raise conflict("handoff_taken", "这位客户已经由其他坐席接起。")
     handoff.status = "accepted"
@@ -222,22 +319,79 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
     audit.record(session, at=now, kind="handoff_accept", customer_id=handoff.customer_id,
                  channel="agent", session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})
-    return _handoff_view(handoff)
+    return _handoff_view(handoff, now)
+
+
+def close_handoff(session: Session, handoff_id: str, request: HandoffClose,
+                  now: datetime) -> dict[str, Any]:
+    """An accepted hand-over ends with its disposition: by the agent holding it, or by anyone
+    the web server vouches for as a supervisor (override)."""
+    handoff = session.get(Handoff, handoff_id, with_for_update=True)
+    if handoff is None:
+        raise _unknown_handoff()
+    if handoff.status == "waiting":
+        raise conflict("handoff_not_accepted", "这条转人工还没有坐席接起，接起后才能结束。")
+    _refuse_if_ended(handoff)
+    if handoff.agent != request.agent and not request.override:
+        raise conflict("handoff_not_yours", "这条转人工由其他坐席接起，只有该坐席或主管可以结束。")
+    handoff.status = "closed"
+    handoff.closed_at = now
+    handoff.closed_by = request.agent
+    handoff.disposition = request.disposition
+    handoff.close_note = mask_text(request.note) or None
+    # The note stays out of the audit log: it is free text about the customer.
+    audit.record(session, at=now, kind="handoff_close", customer_id=handoff.customer_id,
+                 channel="agent", session_id=handoff.session_id,
+                 inputs={"handoff_id": handoff_id, "agent": request.agent, "holder": handoff.agent,
+                         "disposition": request.disposition, "override": request.override})
+    return _handoff_view(handoff, now)
+
+
+def leave_customer_note(session: Session, handoff_id: str, request: HandoffCustomerNote,
+                        now: datetime) -> dict[str, Any]:
+    """The waiting chat customer's message for the agent (a new one replaces the last)."""
+    handoff = session.get(Handoff, handoff_id, with_for_update=True)
+    # Another conversation's hand-over is as unknown as a missing one.
+    if handoff is None or not hmac.compare_digest(handoff.session_id.encode(), request.session_id.encode()):
+        raise _unknown_handoff()
+    if handoff.status != "waiting":
+        raise conflict("handoff_not_waiting", "客服已经接入或这次转人工已结束，留言没有保存。")
+    handoff.customer_note = mask_text(request.text)
+    audit.record(session, at=now, kind="handoff_customer_note", customer_id=handoff.customer_id,
+                 channel=handoff.channel, session_id=handoff.session_id,
+                 inputs={"handoff_id": handoff_id, "characters": len(request.text)})
+    return _detail(session, handoff, now)
+
+
+def withdraw_handoff(session: Session, handoff_id: str, request: HandoffWithdrawal, now: datetime) -> dict[str, Any]:
+    """The waiting chat customer gives up the queue (for a callback instead): abandoned, ended now."""
+    handoff = session.get(Handoff, handoff_id, with_for_update=True)
+    if handoff is None or not hmac.compare_digest(handoff.session_id.encode(), request.session_id.encode()):
+        raise _unknown_handoff()
+    if handoff.status != "waiting":
+        raise conflict("handoff_not_waiting", "客服已经接入或这次转人工已结束。")
+    handoff.status = "abandoned"
+    handoff.closed_at = now
+    audit.record(session, at=now, kind="handoff_withdrawn", customer_id=handoff.customer_id,
+                 channel=handoff.channel, session_id=handoff.session_id, inputs={"handoff_id": handoff_id})
+    return _detail(session, handoff, now)
 
 
 def phone_handoff_state(session: Session, handoff_id: str, request: HandoffCallState,
                         now: datetime) -> dict[str, Any]:
     """A phone hand-over leaves the waiting list when a queue member answers (accepted by that
-    agent) or the caller hangs up while waiting (abandoned)."""
+    agent) or the caller hangs up while waiting (abandoned, ended now)."""
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None or handoff.channel not in ("voice", "outbound"):
-        raise not_found("unknown_handoff", "没有找到这条转人工记录。")
+        raise _unknown_handoff()
     if handoff.status != "waiting":
         raise conflict("handoff_closed", "这条转人工记录已经结束。")
-    handoff.status = "accepted" if request.state == "connected" else "abandoned"
-    handoff.agent = request.agent if request.state == "connected" else None
-    handoff.accepted_at = now if request.state == "connected" else None
+    connected = request.state == "connected"
+    handoff.status = "accepted" if connected else "abandoned"
+    handoff.agent = request.agent if connected else None
+    handoff.accepted_at = now if connected else None
+    handoff.closed_at = None if connected else now
     audit.record(session, at=now, kind=f"handoff_{request.state}", customer_id=handoff.customer_id,
                  channel=handoff.channel, session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})
-    return _handoff_view(handoff)
+    return _handoff_view(handoff, now)

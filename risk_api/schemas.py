@@ -315,12 +315,90 @@ class HandoffRequest(Audited):
     verified_level: Literal["none", "L1", "L2"] | None = None
 
 
-class HandoffResponse(BaseModel):
+class QueueFacts(BaseModel):
+    """Where a hand-over stands in the desk's queue (position and wait only while it waits)."""
+    agents_online: int  # agents whose last heartbeat said online within PRESENCE_TTL_SECONDS
+    position: int | None  # 1-based place among the waiting hand-overs, in the desk's queue order
+    estimated_wait_seconds: int | None
+
+
+class HandoffResponse(QueueFacts):
     handoff_id: str
+
+
+HandoffStatus = Literal["waiting", "accepted", "closed", "abandoned"]
+Disposition = Literal["resolved", "callback_booked", "ticket", "escalated"]
+
+
+class HandoffView(BaseModel):
+    """A hand-over as the desk lists it: never the conversation's session id. Times are ISO 8601
+    with offset; waiting_seconds runs until an agent accepts or it ends (null for a hand-over
+    abandoned before schema version 2, whose end was not recorded)."""
+    handoff_id: str
+    channel: str
+    flow: str
+    reason: str
+    priority: str
+    summary: str
+    customer_id: str | None
+    verified_level: str | None
+    status: HandoffStatus
+    agent: str | None
+    created_at: str
+    accepted_at: str | None
+    closed_at: str | None
+    closed_by: str | None
+    disposition: Disposition | None
+    close_note: str | None
+    customer_note: str | None
+    waiting_seconds: int | None
+    handling_seconds: int | None  # closed_at - accepted_at, once closed
+
+
+class HandoffDetail(HandoffView, QueueFacts):
+    """One hand-over for the web server: with its session id (never for a browser)."""
+    session_id: str
 
 
 class HandoffAccept(Body):
     agent: AgentName
+
+
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+class HandoffClose(Body):
+    agent: AgentName  # the agent logged in to the desk
+    disposition: Disposition
+    note: Note = ""
+    override: StrictBool = False  # the web server sets it only for supervisors
+
+
+class HandoffOfSession(Body):
+    session_id: SessionId
+
+
+class HandoffCustomerNote(Body):
+    session_id: SessionId  # the conversation the web server verified the chat token of
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class HandoffWithdrawal(Body):
+    session_id: SessionId  # the conversation the web server verified the chat token of
+
+
+PresenceState = Literal["online", "away", "offline"]
+
+
+class PresenceUpdate(Body):
+    state: PresenceState
+
+
+class AgentPresenceView(BaseModel):
+    agent: str
+    state: PresenceState
+    last_seen: str  # ISO 8601 with offset
+    online: bool  # state online and last_seen within PRESENCE_TTL_SECONDS
 
 
 class HandoffCallState(Body):

@@ -146,6 +146,7 @@ class Secrets:
     rasa_api: str  # Rasa's HTTP API (trackers, model): operators only
     rasa_gateway: str  # phone gateway -> Rasa's trusted channel
     rasa_dialer: str  # dialer -> Rasa's trusted channel
+    rasa_desk: str  # web server -> Rasa's live-agent route (agents join and answer chats)
     action_server: str  # Rasa -> action server
     chat_session: str  # web server signs chat sessions, Rasa's public channels check them
     tracker_store: str  # encrypts conversations at rest
@@ -154,7 +155,7 @@ class Secrets:
         "risk_engine": "RISK_API_ENGINE_TOKEN", "risk_desk": "RISK_API_DESK_TOKEN",
         "risk_gateway": "RISK_API_GATEWAY_TOKEN", "risk_dialer": "RISK_API_DIALER_TOKEN",
         "rasa_api": "RASA_API_TOKEN", "rasa_gateway": "RASA_GATEWAY_TOKEN",
-        "rasa_dialer": "RASA_DIALER_TOKEN", "action_server": "ACTION_SERVER_TOKEN",
+        "rasa_dialer": "RASA_DIALER_TOKEN", "rasa_desk": "RASA_DESK_TOKEN", "action_server": "ACTION_SERVER_TOKEN",
         "chat_session": "CHAT_SESSION_SECRET", "tracker_store": "TRACKER_STORE_KEY",
     }
 
@@ -232,8 +233,8 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
             env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
                  "RASA_TRACKER_DB": str(tracker_db), "CHAT_ALLOWED_ORIGINS": origins,
-                 **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "action_server", "chat_session",
-                            "tracker_store")},
+                 **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "rasa_desk", "action_server",
+                            "chat_session", "tracker_store")},
             start_timeout_seconds=240,
         ),
         Service(
@@ -242,7 +243,8 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             f"http://127.0.0.1:{ports.web}/health",
             env={"WEB_HOST": "127.0.0.1", "WEB_PORT": str(ports.web), "RASA_URL": rasa_url,
                  "RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_desk, "CHAT_ALLOWED_ORIGINS": origins,
-                 **keys.env("chat_session"), **(web_env or {})},
+                 "AGENT_ACCOUNTS_FILE": os.environ.get("AGENT_ACCOUNTS_FILE", ""),
+                 **keys.env("chat_session", "rasa_desk"), **(web_env or {})},
         ),
     ]
 

@@ -9,14 +9,12 @@ log (hours since the caller's previous call) and the dialogue (the recognised fl
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
+from ivr_config.loader import ConfigError, load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config"
 DEFAULT_RULES_PATH = CONFIG_DIR / "priority.yaml"
@@ -25,7 +23,7 @@ SCHEMA_PATH = CONFIG_DIR / "priority.schema.json"
 FLAG_TAGS = ("elderly", "vip", "hardship")
 
 
-class PriorityConfigError(ValueError):
+class PriorityConfigError(ConfigError):
     """priority.yaml is broken; the message names the file and the field."""
 
 
@@ -99,28 +97,7 @@ class PriorityRules:
 
 def load_priority_rules(path: Path | str = DEFAULT_RULES_PATH) -> PriorityRules:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise PriorityConfigError(f"{path}: cannot read: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise PriorityConfigError(f"{path}: {where}invalid YAML: {problem}") from None
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        raise PriorityConfigError(f"{path}: {_field_name(first.absolute_path)}: {first.message}")
-    return _build(path, data)
-
-
-def _field_name(parts: Iterable[str | int]) -> str:
-    name = ""
-    for part in parts:
-        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
-    return name or "(top level)"
+    return _build(path, load_yaml(path, SCHEMA_PATH, PriorityConfigError))
 
 
 def _build(path: Path, data: dict[str, Any]) -> PriorityRules:

@@ -6,6 +6,7 @@ import sys
 
 import uvicorn
 
+from ivr_config.loader import ConfigError
 from risk_api.masking import install_log_masking
 from web.app import create_app
 from web.config import Settings
@@ -18,10 +19,14 @@ def main() -> int:
         print(f"web server not started: {error}", file=sys.stderr)
         return 2
     install_log_masking()  # a chat text or a login name in an error log stays masked
+    try:
+        app = create_app(settings)
+    except ConfigError as error:  # the agents' accounts file
+        print(f"web server not started: {error}", file=sys.stderr)
+        return 2
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-* from any loopback client;
     # the app decides itself, from WEB_BEHIND_PROXY, whether to believe them.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                proxy_headers=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)
     return 0
 
 

@@ -8,10 +8,11 @@ browser names.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -24,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from trust import chat_session
 from trust.asgi import BodyLimit
 from web import labels, pages
+from web.accounts import Accounts, Agent, load_accounts
 from web.config import Settings
-from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions, credentials_match
+from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
 from web.throttle import Clock, Throttle
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -48,6 +50,27 @@ RISK_API_TROUBLE = (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeE
 REVIEW_FIELDS = ("review_id", "action", "customer_id", "params", "reasons", "created_at")
 
 
+class AgentReply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=1000)
+
+
+class Closing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    disposition: Literal["resolved", "callback_booked", "ticket", "escalated"]
+    note: str = Field(default="", max_length=500)
+
+
+class Presence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["online", "away", "offline"]
+
+
+class CustomerNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=500)
+
+
 class ReviewVerdict(BaseModel):
     # An `agent` from the browser is refused, not ignored: the agent is the one logged in.
     model_config = ConfigDict(extra="forbid")
@@ -56,7 +79,7 @@ class ReviewVerdict(BaseModel):
 
 
 def body_limit_for(path: str) -> int:
-    if path == "/chat/session":
+    if path in ("/chat/session", "/chat/handoff/callback"):
         return CHAT_SESSION_MAX_BODY
     if path == "/desk/login":
         return LOGIN_MAX_BODY
@@ -99,6 +122,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     demo_policy = content_security_policy(rasa_origins(settings.rasa_url))
     default_policy = content_security_policy()
     flow_names = labels.flow_names()  # read now: a broken flow file stops the start, not a request
+    # Read now too: a broken accounts file stops the start (ivr_config.loader.ConfigError).
+    accounts: Accounts | None = load_accounts(settings.accounts_file) if settings.accounts_file else None
 
     def risk_api() -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=settings.risk_api_url, timeout=10,
@@ -117,20 +142,21 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             return True
         return settings.behind_proxy and request.headers.get("x-forwarded-proto", "").strip().lower() == "https"
 
-    def logged_in_agent(request: Request) -> str | None:
+    def logged_in_agent(request: Request) -> Agent | None:
         return desk_sessions.agent_of(request.cookies.get(COOKIE_NAME))
 
-    def require_agent(request: Request) -> str:
+    def require_agent(request: Request, permission: str) -> Agent:
         agent = logged_in_agent(request)
         if agent is None:
             raise HTTPException(401, "login required")
+        if not agent.may(permission):
+            raise HTTPException(403, "your role may not do this")
         return agent
 
     @app.middleware("http")
     async def desk_switched_off(request: Request, call_next: Any) -> Response:
-        if request.url.path.startswith("/desk") and not (settings.desk_user and settings.desk_password):
-            return JSONResponse({"detail": "agent desk not configured: set AGENT_DESK_USER and AGENT_DESK_PASSWORD"},
-                                status_code=503)
+        if request.url.path.startswith("/desk") and accounts is None:
+            return JSONResponse({"detail": "agent desk not configured: set AGENT_ACCOUNTS_FILE"}, status_code=503)
         return await call_next(request)
 
     app.add_middleware(BodyLimit, limit_for=body_limit_for, refusal=body_too_large)
@@ -144,7 +170,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
-        if path.startswith("/desk") or path == "/chat/session":
+        if path.startswith(("/desk", "/chat/")):
             response.headers["Cache-Control"] = "no-store"  # queue contents and tokens stay out of caches
         return response
 
@@ -219,78 +245,267 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         if login_failures_per_source.blocked(source) or login_failures_per_user.blocked(user_key):
             return HTMLResponse(pages.login_page(failed=False, throttled=True), status_code=429,
                                 headers={"Retry-After": str(LOGIN_WINDOW_SECONDS)})
-        if not credentials_match(user, password, settings.desk_user or "", settings.desk_password or ""):
+        agent = accounts.authenticate(user, password) if accounts else None
+        if agent is None:
             login_failures_per_source.record(source)
             login_failures_per_user.record(user_key)
             return RedirectResponse("/desk?failed=true", status_code=303)
         desk_sessions.end(request.cookies.get(COOKIE_NAME))  # a new session at every login, never the old id
         response = RedirectResponse("/desk", status_code=303)
-        response.set_cookie(COOKIE_NAME, desk_sessions.start(user), max_age=SESSION_SECONDS, httponly=True,
+        response.set_cookie(COOKIE_NAME, desk_sessions.start(agent), max_age=SESSION_SECONDS, httponly=True,
                             samesite="strict", secure=over_https(request), path="/")
         return response
 
     @app.post("/desk/logout")
-    def logout(request: Request) -> Response:
-        desk_sessions.end(request.cookies.get(COOKIE_NAME))
+    async def logout(request: Request) -> Response:
+        agent = logged_in_agent(request)
+        desk_sessions.end(request.cookies.get(COOKIE_NAME))  # first: logging out never fails
+        if agent is not None and agent.may("handle"):
+            # No chat is offered to an agent who left; if the risk API is down, it expires in a minute.
+            with contextlib.suppress(HTTPException):
+                await set_presence(agent, "offline")
         response = RedirectResponse("/desk", status_code=303)
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=over_https(request))
         return response
+
+    async def risk_call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            async with risk_api() as client:
+                return await client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise HTTPException(502, "risk API unavailable") from error
+
+    def risk_json(answer: httpx.Response, passed: tuple[int, ...] = ()) -> Any:
+        """The body of a 200; the risk API's own refusal (its Chinese message) for the codes in
+        `passed`; a 502 for anything else."""
+        try:
+            body = answer.json()
+            if answer.status_code == 200:
+                return body
+            if answer.status_code in passed:
+                detail = body["detail"]
+                raise HTTPException(answer.status_code, {"code": str(detail["code"]),
+                                                         "message": str(detail["message"])})
+        except RISK_API_TROUBLE as error:
+            raise HTTPException(502, "risk API unavailable") from error
+        raise HTTPException(502, "risk API unavailable")
+
+    async def relay(do: str, session_id: str, **fields: Any) -> dict[str, Any]:
+        """Rasa's live-agent route (bot/channels.py): join, say, leave, withdraw or read."""
+        if not settings.rasa_desk_token:
+            raise HTTPException(503, "live chat not configured: set RASA_DESK_TOKEN")
+        try:
+            async with httpx.AsyncClient(base_url=settings.rasa_internal_url, timeout=10) as client:
+                answer = await client.post("/webhooks/webchat/agent", json={"sender": session_id, "do": do, **fields},
+                                           headers={"Authorization": f"Bearer {settings.rasa_desk_token}"})
+            if answer.status_code == 200:
+                return dict(answer.json())
+        except (httpx.HTTPError, ValueError, TypeError) as error:
+            raise HTTPException(502, "assistant unavailable") from error
+        if answer.status_code == 404:  # the conversation is gone (retention) or never reached Rasa
+            raise HTTPException(404, {"code": "no_conversation", "message": "找不到这段对话的记录。"})
+        raise HTTPException(502, "assistant unavailable")
+
+    async def set_presence(agent: Agent, state: str) -> None:
+        risk_json(await risk_call("PUT", f"/agents/{agent.login}/presence", json={"state": state}))
+
+    async def handoff_of(handoff_id: str) -> dict[str, Any]:
+        """The hand-over with its session id (kept on this server, never sent to the browser)."""
+        return dict(risk_json(await risk_call("GET", f"/handoffs/{handoff_id}"), passed=(404,)))
+
+    def for_desk(handoff: Mapping[str, Any]) -> dict[str, Any]:
+        shown = labels.handoff_for_desk(handoff)
+        holder = accounts.get(handoff.get("agent") or "") if accounts else None
+        shown["agent_name"] = holder.display_name if holder else handoff.get("agent")
+        return shown
+
+    def may_see(agent: Agent, handoff: Mapping[str, Any]) -> bool:
+        """A waiting case any agent may look at before claiming it; a taken one, its holder and
+        supervisors."""
+        return handoff.get("status") == "waiting" or handoff.get("agent") == agent.login or agent.may("supervise")
 
     @app.get("/desk/api/queue")
     async def queue(request: Request, status: str = "waiting", channel: str | None = None,
                     priority: str | None = None, flow: str | None = None,
                     handoff_id: Annotated[str | None, Query(pattern=HANDOFF_ID)] = None,
                     offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
-        """One page of hand-overs (filtered; by default the waiting ones) and the pending reviews."""
-        require_agent(request)
+        """One page of hand-overs (filtered; by default the waiting ones) and the pending reviews,
+        each only for a role that works on it."""
+        agent = logged_in_agent(request)
+        if agent is None:
+            raise HTTPException(401, "login required")
         wanted = {"status": None if status == "all" else known(status, labels.STATES, "status"),
                   "channel": known(channel, labels.CHANNELS, "channel"),
                   "priority": known(priority, labels.PRIORITIES, "priority"),
                   "flow": known(flow, flow_names, "flow"), "handoff_id": handoff_id}
         params = {key: value for key, value in wanted.items() if value is not None}
-        try:
-            async with risk_api() as client:
-                handoffs = await client.get("/handoffs", params={**params, "limit": HANDOFFS_PER_PAGE,
-                                                                 "offset": offset})
-                reviews = await client.get("/reviews", params={"status": "pending"})
-            if handoffs.status_code != 200 or reviews.status_code != 200:
-                raise HTTPException(502, "risk API unavailable")
-            return {"handoffs": [labels.handoff_for_desk(item) for item in handoffs.json()],
-                    "total": int(handoffs.headers["x-total-count"]), "offset": offset,
-                    "page_size": HANDOFFS_PER_PAGE,
-                    "reviews": [{key: item.get(key) for key in REVIEW_FIELDS} for item in reviews.json()]}
-        except RISK_API_TROUBLE as error:
-            raise HTTPException(502, "risk API unavailable") from error
+        page: dict[str, Any] = {"handoffs": [], "total": 0, "offset": offset, "page_size": HANDOFFS_PER_PAGE,
+                                "reviews": [], "mine": []}
+        if agent.may("handle"):
+            answer = await risk_call("GET", "/handoffs", params={**params, "limit": HANDOFFS_PER_PAGE,
+                                                                  "offset": offset})
+            try:
+                page["total"] = int(answer.headers["x-total-count"])
+            except (KeyError, ValueError) as error:
+                raise HTTPException(502, "risk API unavailable") from error
+            page["handoffs"] = [for_desk(item) for item in risk_json(answer)]
+            # The agent's own open cases, whatever the filters: a phone call a queue member answered
+            # pops up on that agent's desk (the gateway reports AMI AgentConnect with the member name).
+            mine = await risk_call("GET", "/handoffs", params={"status": "accepted", "agent": agent.login,
+                                                               "limit": HANDOFFS_PER_PAGE})
+            page["mine"] = [for_desk(item) for item in risk_json(mine)]
+        if agent.may("review"):
+            reviews = risk_json(await risk_call("GET", "/reviews", params={"status": "pending"}))
+            page["reviews"] = [{**{key: item.get(key) for key in REVIEW_FIELDS},
+                                "action_name": labels.action_names().get(str(item.get("action")), labels.UNKNOWN)}
+                               for item in reviews]
+        return page
+
+    @app.post("/desk/api/presence")
+    async def presence(state: Presence, request: Request) -> dict[str, str]:
+        """Online agents are offered chats; the desk repeats this every few seconds as a heartbeat."""
+        agent = require_agent(request, "handle")
+        await set_presence(agent, state.state)
+        return {"state": state.state}
 
     @app.post("/desk/api/handoffs/{handoff_id}/accept")
     async def accept(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], request: Request) -> JSONResponse:
-        """The logged-in agent takes the hand-over; the risk API lets exactly one agent have it."""
-        agent = require_agent(request)
+        """The logged-in agent takes the hand-over; the risk API lets exactly one agent have it.
+        A chat customer is told at once who took it, and the bot stops answering."""
+        agent = require_agent(request, "handle")
+        taken = risk_json(await risk_call("POST", f"/handoffs/{handoff_id}/accept", json={"agent": agent.login}),
+                          passed=(404, 409))
+        joined = True
+        if taken.get("channel") == "chat":
+            try:
+                await relay("join", (await handoff_of(handoff_id))["session_id"], agent_name=agent.display_name)
+            except HTTPException:
+                joined = False  # taken all the same; the agent sees the customer was not told
+        return JSONResponse({"handoff": for_desk(taken), "joined": joined})
+
+    @app.get("/desk/api/handoffs/{handoff_id}/conversation")
+    async def conversation(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], request: Request,
+                           after: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+        """The hand-over and what was said so far (from event `after` on), personal data masked."""
+        agent = require_agent(request, "handle")
+        handoff = await handoff_of(handoff_id)
+        if not may_see(agent, handoff):
+            raise HTTPException(403, "another agent holds this case")
         try:
-            async with risk_api() as client:
-                answer = await client.post(f"/handoffs/{handoff_id}/accept", json={"agent": agent})
-            body = answer.json()
-            if answer.status_code == 200:
-                return JSONResponse({"handoff": labels.handoff_for_desk(body)})
-            if answer.status_code in (404, 409):
-                # Taken by a faster agent, ended or unknown: the risk API's Chinese message says which.
-                detail = body["detail"]
-                return JSONResponse({"detail": {"code": str(detail["code"]), "message": str(detail["message"])}},
-                                    status_code=answer.status_code)
-        except RISK_API_TROUBLE as error:
-            raise HTTPException(502, "risk API unavailable") from error
-        raise HTTPException(502, "risk API unavailable")
+            said = await relay("read", handoff["session_id"], after=after)
+        except HTTPException as error:
+            if error.status_code != 404:
+                raise
+            said = {"missing": True}
+        return {"handoff": for_desk(handoff), "messages": said.get("messages", []), "next": said.get("next", after),
+                "missing": bool(said.get("missing"))}
+
+    @app.post("/desk/api/handoffs/{handoff_id}/messages")
+    async def reply(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], message: AgentReply,
+                    request: Request) -> dict[str, bool]:
+        agent = require_agent(request, "handle")
+        handoff = await handoff_of(handoff_id)
+        if handoff.get("channel") != "chat" or handoff.get("status") != "accepted" \
+                or handoff.get("agent") != agent.login:
+            raise HTTPException(409, {"code": "not_your_chat", "message": "只能回复自己接起、尚未结束的在线会话。"})
+        await relay("say", handoff["session_id"], agent_name=agent.display_name, text=message.text)
+        return {"sent": True}
+
+    @app.post("/desk/api/handoffs/{handoff_id}/close")
+    async def close(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], closing: Closing,
+                    request: Request) -> JSONResponse:
+        """Closed with a disposition and a note; a chat goes back to the bot, which asks for a rating."""
+        agent = require_agent(request, "handle")
+        closed = risk_json(await risk_call("POST", f"/handoffs/{handoff_id}/close", json={
+            "agent": agent.login, "disposition": closing.disposition, "note": closing.note,
+            "override": agent.may("supervise")}), passed=(404, 409))
+        resumed = True
+        if closed.get("channel") == "chat":
+            try:
+                await relay("leave", (await handoff_of(handoff_id))["session_id"], agent_name=agent.display_name)
+            except HTTPException:
+                resumed = False
+        return JSONResponse({"handoff": for_desk(closed), "resumed": resumed})
 
     @app.post("/desk/api/reviews/{review_id}/decision")
     async def decide(review_id: Annotated[str, PathParam(pattern=REVIEW_ID)], verdict: ReviewVerdict,
                      request: Request) -> JSONResponse:
-        agent = require_agent(request)
+        agent = require_agent(request, "review")
+        answer = await risk_call("POST", f"/reviews/{review_id}/decision",
+                                 json={"approve": verdict.approve, "agent": agent.login, "note": verdict.note})
         try:
-            async with risk_api() as client:
-                answer = await client.post(f"/reviews/{review_id}/decision",
-                                           json={"approve": verdict.approve, "agent": agent, "note": verdict.note})
             return JSONResponse(answer.json(), status_code=answer.status_code)
-        except (httpx.HTTPError, ValueError) as error:
+        except ValueError as error:
             raise HTTPException(502, "risk API unavailable") from error
+
+    # --- The chat customer's side of a hand-over: the chat session token is the credential. ---
+
+    def chat_session_of(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        session_id = chat_session.verify(settings.chat_session_secret, token, clock()) \
+            if scheme.lower() == "bearer" else None
+        if session_id is None:
+            raise HTTPException(401, "a chat session token is required")
+        return session_id
+
+    async def waiting_of(session_id: str) -> dict[str, Any] | None:
+        answer = await risk_call("POST", "/handoffs/of-session", json={"session_id": session_id})
+        return None if answer.status_code == 404 else dict(risk_json(answer))
+
+    def chat_answer(request: Request, body: Any, status: int = 200) -> JSONResponse:
+        cors = chat_cors(request)
+        if cors is None:
+            return JSONResponse({"detail": "this site may not use the chat"}, status_code=403)
+        return JSONResponse(body, status_code=status, headers=cors)
+
+    @app.options("/chat/handoff{rest:path}")
+    def chat_handoff_preflight(request: Request, rest: str) -> Response:
+        cors = chat_cors(request)
+        if cors is None:
+            return Response(status_code=403)
+        return Response(status_code=204, headers={**cors, "Access-Control-Allow-Methods": "GET, POST",
+                                                  "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                                                  "Access-Control-Max-Age": "600"})
+
+    @app.get("/chat/handoff")
+    async def chat_handoff(request: Request) -> JSONResponse:
+        """Where the customer's hand-over stands: place in the queue and expected wait, or the
+        agent's name; whether to offer a callback or a message instead of waiting."""
+        handoff = await waiting_of(chat_session_of(request))
+        if handoff is None:
+            return chat_answer(request, {"state": "none"})
+        holder = accounts.get(handoff.get("agent") or "") if accounts else None
+        wait = handoff.get("estimated_wait_seconds")
+        waiting = handoff.get("status") == "waiting"
+        return chat_answer(request, {
+            "state": handoff.get("status"), "position": handoff.get("position"), "estimated_wait_seconds": wait,
+            "agent_name": holder.display_name if holder else None,
+            "offer_alternatives": waiting and (not handoff.get("agents_online")
+                                               or (wait or 0) >= settings.chat_wait_limit_seconds),
+            "note_left": bool(handoff.get("customer_note"))})
+
+    @app.post("/chat/handoff/note")
+    async def chat_note(note: CustomerNote, request: Request) -> JSONResponse:
+        """The waiting customer leaves a message for the agent instead of waiting on."""
+        session_id = chat_session_of(request)
+        handoff = await waiting_of(session_id)
+        if handoff is None or handoff.get("status") != "waiting":
+            return chat_answer(request, {"detail": "no waiting hand-over"}, 409)
+        risk_json(await risk_call("POST", f"/handoffs/{handoff['handoff_id']}/customer-note",
+                                  json={"session_id": session_id, "text": note.text}), passed=(404, 409))
+        return chat_answer(request, {"noted": True})
+
+    @app.post("/chat/handoff/callback")
+    async def chat_callback(request: Request) -> JSONResponse:
+        """The waiting customer would rather be called back: the queue place is given up and the
+        bot takes the conversation back into its callback flow."""
+        session_id = chat_session_of(request)
+        handoff = await waiting_of(session_id)
+        if handoff is None or handoff.get("status") != "waiting":
+            return chat_answer(request, {"detail": "no waiting hand-over"}, 409)
+        risk_json(await risk_call("POST", f"/handoffs/{handoff['handoff_id']}/withdraw",
+                                  json={"session_id": session_id}), passed=(404, 409))
+        await relay("withdraw", session_id)
+        return chat_answer(request, {"withdrawn": True})
 
     return app

@@ -23,9 +23,13 @@ class Settings:
     rasa_url: str
     risk_api_url: str
     risk_api_token: str  # the desk role's token: only the routes the desk needs
-    # Without both, the agent desk is switched off and only the chat widget is served.
-    desk_user: str | None
-    desk_password: str | None
+    # The agents' accounts (web/accounts.py); without a file the agent desk is switched off and
+    # only the chat widget is served.
+    accounts_file: str | None
+    # What the desk uses to join agents to chat conversations (bot/channels.py LiveAgentRelay):
+    # Rasa as this server reaches it, and the token of that one route.
+    rasa_internal_url: str
+    rasa_desk_token: str | None
     # Signs the agent desk's session cookie; a random one per process logs agents out on restart.
     session_secret: str
     # Signs chat session tokens; Rasa's public channels check them with the same secret.
@@ -37,6 +41,9 @@ class Settings:
     # Only behind a reverse proxy are X-Forwarded-Proto / X-Forwarded-For believed: anyone else
     # could send them.
     behind_proxy: bool = False
+    # A waiting chat customer is offered a callback or a message once the expected wait reaches
+    # this (0: always).
+    chat_wait_limit_seconds: int = 300
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -47,11 +54,13 @@ class Settings:
             rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"),
             risk_api_token=require_secret("RISK_API_TOKEN", env),
-            desk_user=env.get("AGENT_DESK_USER", "").strip() or None,
-            desk_password=optional_secret("AGENT_DESK_PASSWORD", env),
+            accounts_file=env.get("AGENT_ACCOUNTS_FILE", "").strip() or None,
+            rasa_internal_url=env.get("RASA_INTERNAL_URL", "").strip() or env.get("RASA_URL", "http://127.0.0.1:5005"),
+            rasa_desk_token=optional_secret("RASA_DESK_TOKEN", env),
             session_secret=optional_secret("WEB_SESSION_SECRET", env) or secrets.token_hex(32),
             chat_session_secret=require_secret("CHAT_SESSION_SECRET", env),
             chat_allowed_origins=frozenset(env.get("CHAT_ALLOWED_ORIGINS", "").split()),
             chat_sessions_per_source=int(env.get("CHAT_SESSIONS_PER_SOURCE", 10)),
             behind_proxy=env.get("WEB_BEHIND_PROXY", "").strip().lower() in _TRUE,
+            chat_wait_limit_seconds=int(env.get("CHAT_WAIT_LIMIT_SECONDS", 300)),
         )

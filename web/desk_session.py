@@ -1,4 +1,4 @@
-"""The agent desk's login: credentials from the environment, sessions kept on the server.
+"""The agent desk's sessions, kept on the server (accounts: web/accounts.py).
 
 The cookie names a random session id, signed with WEB_SESSION_SECRET so a cookie this server
 never issued is refused before the store is consulted. The store is what makes logout final:
@@ -13,6 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from web.accounts import Agent
 from web.throttle import Clock
 
 COOKIE_NAME = "desk_session"
@@ -20,16 +21,9 @@ SESSION_SECONDS = 8 * 3600  # one shift
 MAX_SESSIONS = 1_000  # far beyond a call centre's desks; only a correct login adds one
 
 
-def credentials_match(given_user: str, given_password: str, user: str, password: str) -> bool:
-    # Both compared in constant time so a wrong user name takes as long as a wrong password.
-    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
-    return user_ok and password_ok
-
-
 @dataclass(frozen=True)
 class _Session:
-    agent: str
+    agent: Agent
     expires_at: float
 
 
@@ -49,7 +43,7 @@ class DeskSessions:
         session_id, signature = cookie.split(".")
         return session_id if hmac.compare_digest(signature, self._signature(session_id)) else None
 
-    def start(self, agent: str) -> str:
+    def start(self, agent: Agent) -> str:
         """A new session for `agent`; the cookie value that names it."""
         now = self.clock()
         self._live = {key: live for key, live in self._live.items() if live.expires_at > now}
@@ -59,7 +53,7 @@ class DeskSessions:
         self._live[session_id] = _Session(agent, now + SESSION_SECONDS)
         return f"{session_id}.{self._signature(session_id)}"
 
-    def agent_of(self, cookie: str | None) -> str | None:
+    def agent_of(self, cookie: str | None) -> Agent | None:
         """The agent a live, unexpired session's cookie names; None for anything else."""
         session_id = self._session_id(cookie)
         live = self._live.get(session_id) if session_id else None

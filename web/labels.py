@@ -11,7 +11,8 @@ from flowspec.model import load_flowset
 
 PRIORITIES = {"emergency": "紧急", "high": "高", "normal": "普通"}
 CHANNELS = {"voice": "电话", "chat": "在线", "outbound": "外呼"}
-STATES = {"waiting": "等待中", "accepted": "已接起", "abandoned": "已放弃"}
+STATES = {"waiting": "等待中", "accepted": "服务中", "closed": "已结束", "abandoned": "已放弃"}
+DISPOSITIONS = {"resolved": "已解决", "callback_booked": "已预约回电", "ticket": "已建工单", "escalated": "已升级处理"}
 LEVELS = {"none": "未核身", "L1": "基本核身(L1)", "L2": "短信核身(L2)"}
 # The flow engine hands over a question it could not place as flow "clarify" (bot/actions/handoff.py).
 UNPLACED_FLOW = "clarify"
@@ -24,10 +25,24 @@ def flow_names() -> dict[str, str]:
     return {**{flow.id: flow.name for flow in load_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题"}
 
 
+@cache
+def action_names() -> dict[str, str]:
+    """Each risk action a review may hold, named by the flows that ask for it (two flows share
+    reset_password: 重置登录密码/重置交易密码)."""
+    names: dict[str, list[str]] = {}
+    for flow in load_flowset().flows.values():
+        if flow.risk != "-":
+            names.setdefault(flow.risk, []).append(flow.name)
+    return {action: "/".join(flows) for action, flows in names.items()}
+
+
 def handoff_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
-    """What a desk card shows: Chinese words for the codes, the priority and state codes only to
-    style the card and offer 接起; nothing else, session ids above all, reaches the browser."""
+    """What a desk card shows: Chinese words for the codes, the priority, state and channel codes
+    only to style the card and offer 接起 or a reply; nothing else, session ids above all, reaches
+    the browser."""
     return {"handoff_id": item.get("handoff_id"), "priority": item.get("priority"), "status": item.get("status"),
+            "channel": item.get("channel"),
+            "disposition_name": DISPOSITIONS.get(item.get("disposition") or "") if item.get("disposition") else None,
             "flow_name": flow_names().get(item.get("flow") or "", UNKNOWN),
             "priority_name": PRIORITIES.get(item.get("priority") or "", UNKNOWN),
             "channel_name": CHANNELS.get(item.get("channel") or "", UNKNOWN),
@@ -35,4 +50,5 @@ def handoff_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
             # A hand-over before any verification stores no level, or "none": both are 未核身.
             "verified_name": LEVELS.get(item.get("verified_level") or "none", UNKNOWN),
             **{key: item.get(key) for key in ("customer_id", "reason", "summary", "agent", "created_at",
-                                              "accepted_at")}}
+                                              "accepted_at", "closed_at", "close_note", "customer_note",
+                                              "waiting_seconds", "handling_seconds")}}

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from html import escape
 
 from web import labels
+from web.accounts import Agent
 
 _HEAD = """<!doctype html>
 <html lang="zh-CN">
@@ -60,21 +61,28 @@ def _select(name: str, label: str, words: Mapping[str, str], any_value: str = ""
     return f'<label>{label} <select name="{name}">{markup}</select></label>'
 
 
-def desk_page(agent: str) -> str:
+ROLE_NAMES = {"agent": "坐席", "reviewer": "审核员", "supervisor": "主管"}
+QUICK_REPLIES = ("您好，请问有什么可以帮您？", "请稍等，我为您查询一下。", "还有其他可以帮您的吗？",
+                 "感谢您的耐心等待。")
+
+
+def desk_page(agent: Agent) -> str:
     """The desk. Its filters offer the values web/labels.py names in Chinese; it opens on the
-    waiting hand-overs."""
+    waiting hand-overs. Each role sees the parts it works in."""
+    roles = "、".join(ROLE_NAMES[role] for role in sorted(agent.roles))
+    handles, reviews = agent.may("handle"), agent.may("review")
     filters = "\n".join((
         _select("status", "状态", labels.STATES, any_value="all", selected="waiting"),
         _select("channel", "渠道", labels.CHANNELS),
         _select("priority", "优先级", labels.PRIORITIES),
         _select("flow", "业务", labels.flow_names())))
-    return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
-<body>
-<header><h1>坐席工作台</h1><span>坐席：{escape(agent)}</span>
-<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
-<p id="desk-status" role="status" aria-live="polite"></p>
-<main class="desk">
-<section aria-labelledby="handoffs-title">
+    # Logging in is coming to work: online until the agent says otherwise.
+    presence = ('<label class="presence">在线状态 <select id="presence"><option value="online" selected>在线</option>'
+                '<option value="away">离开</option></select></label>') if handles else ""
+    dispositions = "".join(f'<option value="{value}">{escape(word)}</option>'
+                           for value, word in labels.DISPOSITIONS.items())
+    quick = "".join(f'<button type="button" class="quick">{escape(text)}</button>' for text in QUICK_REPLIES)
+    handoff_section = f"""<section aria-labelledby="handoffs-title">
 <h2 id="handoffs-title">转人工</h2>
 <form id="handoff-filters" class="filters">
 <fieldset id="filter-fields"><legend>筛选</legend>
@@ -85,6 +93,8 @@ def desk_page(agent: str) -> str:
 <label>编号 <input name="handoff_id" placeholder="H-…" autocomplete="off" spellcheck="false"></label>
 <button type="submit">查找</button> <button type="button" id="search-clear" hidden>清除查找</button>
 </form>
+<h3 id="mine-title">我的服务中</h3>
+<ul id="mine" class="mine" aria-labelledby="mine-title"></ul>
 <ul id="handoffs" class="cards" aria-live="polite"></ul>
 <nav class="pager" aria-label="转人工分页">
 <button type="button" id="page-previous" disabled>上一页</button>
@@ -92,10 +102,35 @@ def desk_page(agent: str) -> str:
 <button type="button" id="page-next" disabled>下一页</button>
 </nav>
 </section>
-<section aria-labelledby="reviews-title">
+<section id="conversation" aria-labelledby="conversation-title" hidden>
+<h2 id="conversation-title">会话</h2>
+<dl id="conversation-facts"></dl>
+<ol id="transcript" class="transcript" role="log" aria-live="polite" aria-label="对话记录"></ol>
+<form id="composer" hidden>
+<div class="quick-replies" role="group" aria-label="快捷回复">{quick}</div>
+<label class="wide">回复客户（Enter 发送，Shift+Enter 换行）
+<textarea name="text" rows="3" maxlength="1000"></textarea></label>
+<button type="submit">发送</button>
+</form>
+<form id="closer" hidden>
+<label>结束方式 <select name="disposition">{dispositions}</select></label>
+<label class="wide">处理备注 <input name="note" maxlength="500" autocomplete="off"></label>
+<button type="submit">结束服务</button>
+</form>
+<button type="button" id="conversation-hide">收起</button>
+</section>""" if handles else ""
+    review_section = """<section aria-labelledby="reviews-title">
 <h2 id="reviews-title">待审核的操作</h2>
 <ul id="reviews" class="cards" aria-live="polite"></ul>
-</section>
+</section>""" if reviews else ""
+    return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body data-agent="{escape(agent.login, quote=True)}">
+<header><h1>坐席工作台</h1><span>{escape(roles)}：{escape(agent.display_name)}</span>{presence}
+<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
+<p id="desk-status" role="status" aria-live="polite"></p>
+<main class="desk">
+{handoff_section}
+{review_section}
 </main>
 <script src="/static/desk.js" defer></script>
 </body>

@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from rasa_sdk import Tracker
+from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from bot.actions.risk_client import RiskApiClient, RiskApiRefused, RiskApiUnavailable
@@ -64,6 +65,8 @@ class Turn:
         self.channel: str = tracker.get_slot("channel") or "chat"
         self.session_id: str = tracker.sender_id
         self.identity = identity
+        # Events the turn's work adds beside the action's own (a hand-over pausing the chat).
+        self.events: list[EventType] = []
 
     @classmethod
     async def start(cls, tracker: Tracker, dispatcher: CollectingDispatcher) -> Turn:

@@ -32,7 +32,7 @@ from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, ri
 from bot.actions.handoff import hand_off, hand_off_unavailable, slot_details
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
-from flowspec.model import Condition, Flow, Response, Slot
+from flowspec.model import FLOW_STATE_SLOTS, Condition, Flow, Response, Slot
 from flowspec.templates import lookup
 
 log = logging.getLogger("flow")
@@ -300,11 +300,11 @@ class AskSlot(Action, ABC):
             log.warning("flow=%s cannot ask %s: %s", flow.id, slot.name, refusal.code)
             dispatcher.utter_message(text=refusal.message)
             await hand_off(turn, flow, "refused", refusal.message, flow.handoff_priority, {"flow_name": flow.name})
-            return [SlotSet("flow_exit", FlowExit("handed_off").encode())]
+            return [SlotSet("flow_exit", FlowExit("handed_off").encode()), *turn.events]
         except RiskApiUnavailable as error:
             log.error("flow=%s cannot ask %s: %s", flow.id, slot.name, error)
             await hand_off_unavailable(turn, flow, {"flow_name": flow.name})
-            return [SlotSet("flow_exit", FlowExit("handed_off").encode())]
+            return [SlotSet("flow_exit", FlowExit("handed_off").encode()), *turn.events]
         turn.say(slot.prompt, context, flow)
         expect: dict[str, Any] = {"slot": slot.name, "type": slot.type}
         expect.update({key: slot.options[key] for key in ("length", "min_length", "max_length") if key in slot.options})
@@ -325,7 +325,7 @@ class FinishFlow(Action):
         turn = await Turn.start(tracker, dispatcher)
         flow = flowset().flows[tracker.get_slot("active_flow")]
         escape = FlowExit.decode(tracker.get_slot("flow_exit"))
-        per_flow = (*flow.slot_names, CONFIRM_SLOT, "flow_exit", "reprompts", "active_flow")
+        per_flow = (*flow.slot_names, *FLOW_STATE_SLOTS)
         resets: list[EventType] = [SlotSet(name, None) for name in per_flow]
         if escape and escape.kind == "switch":
             target = flowset().flows[escape.detail]
@@ -344,7 +344,7 @@ class FinishFlow(Action):
                     FollowupAction(flow.form_name)]
         log.info("flow=%s session=%s outcome=%s", flow.id, turn.log_ref, outcome)
         turn.signal({"flow": flow.id, "outcome": outcome})
-        return resets
+        return [*resets, *turn.events]
 
     async def _run_flow(self, turn: Turn, flow: Flow, escape: FlowExit | None) -> str:
         base = {"flow_name": flow.name, "customer": {"salutation": "您"}}

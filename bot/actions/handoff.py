@@ -9,7 +9,10 @@ the record the agent desk lists.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
+
+from rasa_sdk.events import ConversationPaused
 
 from bot.actions.conversation import Turn, flowset, higher_priority, risk_api
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
@@ -117,9 +120,7 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
 
 async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, priority: str,
                    context: dict[str, Any], announce: bool = True) -> None:
-    """Tell the customer (unless already told), record the hand-over, signal the channel."""
-    if announce:
-        turn.say(turn.response("handoff", flow), context, flow)
+    """Record the hand-over, tell the customer (unless already told), signal the channel."""
     tier = higher_priority(priority, turn.tracker.get_slot("priority_tier"))
     summary = await compose_summary(turn, flow, outcome, reason, context)
     handoff: dict[str, Any] = {
@@ -129,6 +130,7 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
         "summary": summary,
         "channel": turn.channel,
     }
+    record: dict[str, Any] = {}
     try:
         # The risk API files it on the session's verified customer (if any): not ours to name.
         record = await risk_api().post("/handoffs", {"session_id": turn.session_id, **handoff})
@@ -137,9 +139,31 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
         # The transfer must still happen: the channel carries the summary to the agent.
         log.error("handoff record not stored (session %s): %s", turn.log_ref, error)
     handoff["verified_level"] = turn.verified_level
+    if turn.channel != "chat":
+        if announce:
+            turn.say(turn.response("handoff", flow), context, flow)
+    elif record.get("agents_online"):
+        if announce:
+            turn.say(turn.response("handoff", flow), context, flow)
+        _wait_for_agent(turn, handoff, record)
+    else:
+        # Nobody to wait for: a callback instead, and the bot goes on answering. The hand-over
+        # still waits on the desk; an agent who claims it later joins the chat.
+        turn.say(turn.response("agents_offline"), {})
+        handoff["live"] = False
     log.info("flow=%s handoff priority=%s reason=%s", handoff["flow"], tier, reason)
     turn.signal({"handoff": handoff})
 
+
+def _wait_for_agent(turn: Turn, handoff: dict[str, Any], record: dict[str, Any]) -> None:
+    """The chat customer waits for a person: the bot stops answering (Rasa pauses the
+    conversation) and the customer's messages wait for the agent who claims it."""
+    handoff["live"] = True
+    turn.events.append(ConversationPaused())
+    position, wait = record.get("position"), record.get("estimated_wait_seconds")
+    if isinstance(position, int) and isinstance(wait, int | float):
+        turn.say(turn.response("queue_place"), {"queue": {"ahead": max(0, position - 1),
+                                                          "minutes": max(1, math.ceil(wait / 60))}})
 
 
 async def hand_off_unavailable(turn: Turn, flow: Flow, context: dict[str, Any]) -> None:

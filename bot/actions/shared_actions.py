@@ -60,7 +60,7 @@ class ActionClarify(Action):
             return []
         turn.say(turn.response("clarify_handoff"), {})
         await hand_off(turn, None, "escalated", "连续两次未能理解客户意图", "normal", {}, announce=False)
-        return []
+        return turn.events
 
 
 class ActionRepeat(Action):

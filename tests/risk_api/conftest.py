@@ -6,23 +6,16 @@ Every HTTP test runs against SQLite and, when RISK_API_TEST_PG_URL is set, again
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from risk_api.app import create_app
 from risk_api.clock import ShiftedClock
 from risk_api.config import Settings
 from risk_api.scratch_db import create_scratch_database, drop_scratch_database
-from tests.risk_api.helpers import DESK_TOKEN, GATEWAY_TOKEN, TOKEN, Api
-
-PG_URL_ENV = "RISK_API_TEST_PG_URL"
-STARTUP_TIMEOUT_S = 60
+from tests.risk_api.helpers import DESK_TOKEN, GATEWAY_TOKEN, PG_URL_ENV, TOKEN, Api, serve
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,27 +41,27 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     settings = Settings(token=TOKEN, role_tokens={"desk": DESK_TOKEN, "gateway": GATEWAY_TOKEN},
                         database_url=database_url, sms_outbox=workdir / "sms_outbox.jsonl")
     clock = ShiftedClock()
-    app = create_app(settings, clock=clock)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("risk API test server did not start")
-        time.sleep(0.05)
-    client = Api(f"http://127.0.0.1:{port}", clock, settings.sms_outbox, database_url,
-                 request.param)
     try:
-        yield client
+        with serve(create_app(settings, clock=clock)) as base_url:
+            client = Api(base_url, clock, settings.sms_outbox, database_url, request.param)
+            try:
+                yield client
+            finally:
+                client.close()
     finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-        app.state.service.db.engine.dispose()
         if pg_name:
             drop_scratch_database(pg_admin_url, pg_name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of this test's own (SQLite file, or a scratch PostgreSQL one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'risk_api.sqlite3'}"
+        return
+    admin_url = os.environ[PG_URL_ENV]
+    url, name = create_scratch_database(admin_url, "risk_api_upgrade")
+    try:
+        yield url
+    finally:
+        drop_scratch_database(admin_url, name)

@@ -18,7 +18,7 @@ from tests.risk_api.helpers import TOKEN, Api
 
 def test_health_needs_no_token_and_reports_schema(api: Api) -> None:
     response = httpx.get(f"{api.base_url}/health")
-    assert response.json() == {"status": "ok", "schema_version": 1}
+    assert response.json() == {"status": "ok", "schema_version": 2}
 
 
 def test_requests_without_or_with_wrong_token_get_401(api: Api) -> None:
@@ -165,3 +165,32 @@ def test_each_role_reaches_only_its_own_routes(api: Api) -> None:
     assert api.desk.post("/customers/lookup", json={"phone": person["phone"]}).status_code == 403
     assert api.desk.get(f"/customers/{person['customer_id']}").status_code == 403
     assert api.desk.post("/verification/l1", json={}).status_code == 403
+
+
+def test_the_handoff_lifecycle_routes_belong_to_the_desk_and_creating_one_to_the_engine(api: Api) -> None:
+    created = api.http.post("/handoffs", json={
+        "session_id": "role-test-session", "channel": "chat", "flow": "bill_inquiry", "reason": "转人工",
+        "priority": "normal", "summary": "客户要求人工"})
+    assert created.status_code == 200
+    handoff_id = created.json()["handoff_id"]
+    desk_routes = (
+        ("GET", f"/handoffs/{handoff_id}", None),
+        ("POST", "/handoffs/of-session", {"session_id": "role-test-session"}),
+        ("POST", f"/handoffs/{handoff_id}/close", {"agent": "a", "disposition": "resolved"}),
+        ("POST", f"/handoffs/{handoff_id}/customer-note", {"session_id": "role-test-session", "text": "在吗"}),
+        ("PUT", "/agents/a/presence", {"state": "online"}),
+        ("GET", "/agents/presence", None),
+    )
+    for method, path, body in desk_routes:
+        for caller in (api.http, api.gateway):
+            refused = caller.request(method, path, json=body)
+            assert refused.status_code == 403, (method, path, refused.text)
+            assert refused.json()["detail"]["code"] == "forbidden"
+    assert api.sql("SELECT customer_note FROM handoffs WHERE id = :i", i=handoff_id)[0].customer_note is None
+    assert api.desk.post("/handoffs/of-session", json={"session_id": "role-test-session"}).status_code == 200
+    assert api.desk.get("/agents/presence").status_code == 200
+    forged = api.desk.post("/handoffs", json={
+        "session_id": "role-test-session", "channel": "chat", "flow": "bill_inquiry", "reason": "转人工",
+        "priority": "normal", "summary": "坐席伪造"})
+    assert forged.status_code == 403
+    assert api.sql("SELECT count(*) FROM handoffs WHERE session_id = 'role-test-session'")[0][0] == 1

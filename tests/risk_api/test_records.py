@@ -142,7 +142,7 @@ def test_the_desk_pages_and_filters_handoffs_most_urgent_then_longest_waiting(ap
 
 
 def test_the_desk_list_refuses_filters_it_does_not_know(api: Api) -> None:
-    for params in ({"channel": "fax"}, {"priority": "urgent"}, {"status": "closed"}, {"flow": "Bad-Flow"},
+    for params in ({"channel": "fax"}, {"priority": "urgent"}, {"status": "ended"}, {"flow": "Bad-Flow"},
                    {"flow": "x" * 65}, {"offset": -1}, {"offset": "many"}, {"offset": 10**7}, {"limit": 0},
                    {"limit": 501}, {"handoff_id": "H-\x00"}, {"handoff_id": "H-" + "0" * 40}):
         refused = api.desk.get("/handoffs", params=params)

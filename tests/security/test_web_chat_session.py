@@ -37,8 +37,9 @@ class Clock:
 
 
 SETTINGS = Settings(host="127.0.0.1", port=0, rasa_url="http://127.0.0.1:5005", risk_api_url="http://127.0.0.1:9",
-                    risk_api_token="a-desk-role-token-for-tests", desk_user=None, desk_password=None,
-                    session_secret="s" * 32, chat_session_secret=SECRET,
+                    risk_api_token="a-desk-role-token-for-tests", accounts_file=None,
+                    rasa_internal_url="http://127.0.0.1:9", rasa_desk_token=None, session_secret="s" * 32,
+                    chat_session_secret=SECRET,
                     chat_allowed_origins=frozenset({EMBEDDING_SITE}))
 
 

@@ -10,11 +10,10 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,12 +22,13 @@ import httpx
 import pytest
 
 from stack.services import ROOT, SERVICES_VENV, free_port
+from tests.accounts import AGENT, PASSWORD, REVIEWER, accounts_file
+from tests.loopback import serving
 from web.app import create_app
 from web.config import Settings
 from web.desk_session import COOKIE_NAME
 
-USER = "desk-agent"
-PASSWORD = "a-desk-password-for-tests"
+USER = AGENT
 REVIEW_ID = "R-0123456789abcdef0123"
 HANDOFF_ID = "H-0123456789abcdef0123"
 SESSION_ID = "0123456789abcdef0123456789abcdef"
@@ -75,6 +75,11 @@ def _handler(record: FakeRiskApi) -> type[BaseHTTPRequestHandler]:
             else:
                 self._answer([])
 
+        def do_PUT(self) -> None:  # noqa: N802 - presence
+            length = int(self.headers.get("Content-Length", 0))
+            record.requests.append(("PUT", self.path, json.loads(self.rfile.read(length) or b"null")))
+            self._answer({"state": "online"})
+
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"null")
@@ -98,20 +103,16 @@ def _handler(record: FakeRiskApi) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def risk_api() -> Iterator[FakeRiskApi]:
-    port = free_port()
-    record = FakeRiskApi(f"http://127.0.0.1:{port}")
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(record))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield record
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    record = FakeRiskApi("")
+    with serving(_handler(record)) as url:
+        record.url = url
+        yield record
 
 
 def settings_for(risk_api: FakeRiskApi) -> Settings:
     return Settings(host="127.0.0.1", port=0, rasa_url="http://127.0.0.1:5005", risk_api_url=risk_api.url,
-                    risk_api_token="a-desk-role-token-for-tests", desk_user=USER, desk_password=PASSWORD,
+                    risk_api_token="a-desk-role-token-for-tests", accounts_file=str(accounts_file()),
+                    rasa_internal_url="http://127.0.0.1:9", rasa_desk_token=None,
                     session_secret="s" * 32, chat_session_secret="c" * 32, chat_allowed_origins=frozenset())
 
 
@@ -248,7 +249,7 @@ async def test_security_headers_on_every_response_and_no_inline_code(risk_api: F
 async def test_malformed_review_ids_are_refused_before_anything_is_forwarded(risk_api: FakeRiskApi) -> None:
     app = create_app(settings_for(risk_api), Clock())
     async with client(app) as browser:
-        await log_in(browser)
+        await log_in(browser, REVIEWER)
         for crafted in ("R-0123456789abcdef0123%3Fagent%3Dmallory", "H-0123456789abcdef0123",
                         "R-0123456789ABCDEF0123", "R-0123456789abcdef01234", "R-xyz", "%2E%2E",
                         "R-0123456789abcdef012%00"):
@@ -264,7 +265,7 @@ async def test_malformed_review_ids_are_refused_before_anything_is_forwarded(ris
                                       json={"approve": True, "note": "已电话核实"})
     assert approved.status_code == 200
     assert risk_api.requests[-1] == ("POST", f"/reviews/{REVIEW_ID}/decision",
-                                     {"approve": True, "agent": USER, "note": "已电话核实"})
+                                     {"approve": True, "agent": REVIEWER, "note": "已电话核实"})
 
 
 async def test_malformed_handoff_ids_are_refused_and_the_agent_is_the_one_logged_in(risk_api: FakeRiskApi) -> None:
@@ -282,7 +283,7 @@ async def test_malformed_handoff_ids_are_refused_and_the_agent_is_the_one_logged
         # The body is not read: a name the browser sends changes nothing.
         taken = await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept", json={"agent": "mallory"})
         assert taken.status_code == 200, taken.text
-        assert taken.json()["handoff"]["agent"] == USER and taken.json()["handoff"]["status_name"] == "已接起"
+        assert taken.json()["handoff"]["agent"] == USER and taken.json()["handoff"]["status_name"] == "服务中"
         again = await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept")
     assert again.status_code == 409
     assert again.json()["detail"]["message"] == "这位客户已经由其他坐席接起。"
@@ -299,16 +300,17 @@ async def test_the_queue_names_everything_in_chinese_and_forwards_only_filters_i
         queue = await browser.get("/desk/api/queue", params={"status": "all", "channel": "outbound",
                                                              "priority": "high", "flow": "callback_request",
                                                              "offset": 40})
-        for crafted in ({"status": "closed"}, {"channel": "fax"}, {"priority": "urgent"}, {"flow": "no_such_flow"},
+        for crafted in ({"status": "finished"}, {"channel": "fax"}, {"priority": "urgent"}, {"flow": "no_such_flow"},
                         {"flow": "callback_request&status=accepted"}, {"offset": "-1"}, {"handoff_id": "H-1"},
                         {"handoff_id": f"{HANDOFF_ID}&status=accepted"}):
             refused = await browser.get("/desk/api/queue", params=crafted)
             assert refused.status_code == 422, (crafted, refused.text)
-    forwarded = [path for method, path, _ in risk_api.requests if path.startswith("/handoffs")]
-    assert len(forwarded) == 1
-    assert parse_qs(urlsplit(forwarded[0]).query) == {"channel": ["outbound"], "priority": ["high"],
-                                                       "flow": ["callback_request"], "limit": ["20"],
-                                                       "offset": ["40"]}
+    forwarded = [parse_qs(urlsplit(path).query) for method, path, _ in risk_api.requests
+                 if path.startswith("/handoffs")]
+    # The page asked for, and the agent's own open cases (whatever the filters).
+    assert forwarded == [{"channel": ["outbound"], "priority": ["high"], "flow": ["callback_request"],
+                          "limit": ["20"], "offset": ["40"]},
+                         {"status": ["accepted"], "agent": [USER], "limit": ["20"]}]
     assert queue.status_code == 200, queue.text
     body = queue.json()
     assert (body["total"], body["offset"], body["page_size"]) == (41, 40, 20)
@@ -342,14 +344,13 @@ def web_env(**overrides: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "IVR_ENV"}
     env.update({"PYTHONPATH": str(ROOT), "WEB_HOST": "127.0.0.1", "WEB_PORT": str(free_port()),
                 "RISK_API_URL": "http://127.0.0.1:9", "RISK_API_TOKEN": "a-desk-role-token-for-tests",
-                "AGENT_DESK_USER": USER, "AGENT_DESK_PASSWORD": PASSWORD, "WEB_SESSION_SECRET": "w" * 32,
+                "AGENT_ACCOUNTS_FILE": str(accounts_file()), "WEB_SESSION_SECRET": "w" * 32,
                 "CHAT_SESSION_SECRET": "c" * 32})
     env.update(overrides)
     return env
 
 
-@pytest.mark.parametrize("name", ["AGENT_DESK_PASSWORD", "WEB_SESSION_SECRET", "CHAT_SESSION_SECRET",
-                                  "RISK_API_TOKEN"])
+@pytest.mark.parametrize("name", ["WEB_SESSION_SECRET", "CHAT_SESSION_SECRET", "RISK_API_TOKEN", "RASA_DESK_TOKEN"])
 def test_development_secrets_stop_the_server_outside_development(name: str) -> None:
     done = subprocess.run([str(SERVICES_VENV / "bin" / "python"), "-m", "web"], cwd=ROOT,
                           env=web_env(**{name: "dev-only-agent-password"}), capture_output=True, text=True,
@@ -360,8 +361,8 @@ def test_development_secrets_stop_the_server_outside_development(name: str) -> N
 
 @pytest.fixture
 def development_server(tmp_path: Path) -> Iterator[str]:
-    """`python -m web` as `make run` starts it: IVR_ENV=development and the Makefile's password."""
-    env = web_env(IVR_ENV="development", AGENT_DESK_PASSWORD="dev-only-agent-password")
+    """`python -m web` as `make run` starts it: IVR_ENV=development and the repository's accounts."""
+    env = web_env(IVR_ENV="development", AGENT_ACCOUNTS_FILE=str(ROOT / "ivr_config" / "agents.dev.yaml"))
     url = f"http://127.0.0.1:{env['WEB_PORT']}"
     with (tmp_path / "web.log").open("wb") as log:
         process = subprocess.Popen([str(SERVICES_VENV / "bin" / "python"), "-m", "web"], cwd=ROOT, env=env,
@@ -385,7 +386,7 @@ def development_server(tmp_path: Path) -> Iterator[str]:
 
 def test_in_development_the_server_starts_and_refuses_oversized_bodies_on_the_wire(development_server: str) -> None:
     with httpx.Client(base_url=development_server, timeout=10) as http:
-        login = http.post("/desk/login", data={"user": USER, "password": "dev-only-agent-password"})
+        login = http.post("/desk/login", data={"user": "agent", "password": "dev-only-agent-password"})
         assert login.status_code == 303 and login.headers["location"] == "/desk"
         assert http.post("/desk/login", content=b"user=x&password=" + b"y" * 100_000).status_code == 413
         chunked = http.post("/desk/login", content=iter([b"user=x&password="] + [b"y" * 1024] * 64))

@@ -14,11 +14,10 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from stack.services import ROOT, Ports, Running, Service, stack, started
+from tests.accounts import ACCOUNTS, accounts_file
 from tests.conftest import SECRETS, Stack
 from web.chromium import launch
 
-DESK_USER = "test-agent"
-DESK_PASSWORD = "test-agent-password"
 ARTIFACTS = ROOT / "var" / "test-artifacts"
 
 
@@ -46,6 +45,13 @@ class WebStack(Stack):
         service.wait_healthy(process)
 
 
+def set_presence(web_stack: WebStack, state: str, *logins: str) -> None:
+    """Agents on- or offline (all test accounts by default), as their desks' heartbeats say."""
+    with web_stack.risk_api("desk") as risk:
+        for login in logins or ACCOUNTS:
+            assert risk.put(f"/agents/{login}/presence", json={"state": state}).status_code == 200
+
+
 @pytest.fixture(scope="session")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
     workdir = tmp_path_factory.mktemp("web-stack")
@@ -55,7 +61,7 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
                 "RISK_API_SMS_OUTBOX": str(outbox)}
     tracker_db = workdir / "tracker.sqlite3"
     services = stack(ports, SECRETS, risk_env, tracker_db=tracker_db,
-                     web_env={"AGENT_DESK_USER": DESK_USER, "AGENT_DESK_PASSWORD": DESK_PASSWORD})
+                     web_env={"AGENT_ACCOUNTS_FILE": str(accounts_file()), "CHAT_WAIT_LIMIT_SECONDS": "0"})
     try:
         with started(services, workdir) as running:
             yield WebStack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}",

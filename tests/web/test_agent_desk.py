@@ -10,16 +10,17 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from risk_api.demo import customers_with_tag
-from tests.web.conftest import DESK_PASSWORD, DESK_USER, WebStack, artifact
+from tests.accounts import AGENT, PASSWORD, SUPERVISOR, display_name
+from tests.web.conftest import WebStack, artifact, set_presence
 from tests.web.widget_driver import Widget
 from web.labels import flow_names
 
 pytestmark = pytest.mark.stack
 
 
-def log_in(page: Page, web_stack: WebStack, password: str = DESK_PASSWORD) -> None:
+def log_in(page: Page, web_stack: WebStack, password: str = PASSWORD, user: str = AGENT) -> None:
     page.goto(web_stack.web_url + "/desk")
-    page.get_by_label("用户名").fill(DESK_USER)
+    page.get_by_label("用户名").fill(user)
     page.get_by_label("密码").fill(password)
     page.get_by_role("button", name="登录").click()
 
@@ -32,6 +33,7 @@ def test_desk_needs_login(page: Page, web_stack: WebStack) -> None:
 
 def test_handoff_and_review_approved_on_the_desk(page: Page, web_stack: WebStack) -> None:
     customer = customers_with_tag("recent_phone_change")[0]
+    set_presence(web_stack, "online", SUPERVISOR)  # someone to wait for: the chat waits for a person
     widget = Widget(page, web_stack)
     widget.open()
     widget.say("我要换银行卡")
@@ -40,12 +42,12 @@ def test_handoff_and_review_approved_on_the_desk(page: Page, web_stack: WebStack
     widget.screenshot("handoff-in-widget")
 
     desk = page.context.new_page()
-    log_in(desk, web_stack)
+    log_in(desk, web_stack, user=SUPERVISOR)  # a supervisor both takes hand-overs and decides reviews
     desk.get_by_label("业务").select_option(label="更换银行卡")
     handoff = desk.locator("#handoffs li", has_text="更换银行卡").filter(has_text=customer["customer_id"])
     expect(handoff.first).to_be_visible(timeout=10_000)
     expect(handoff.first).to_contain_text("短信核身(L2)")
-    review = desk.locator("#reviews li", has_text=customer["customer_id"]).filter(has_text="change_bank_card")
+    review = desk.locator("#reviews li", has_text=customer["customer_id"]).filter(has_text="更换银行卡")
     expect(review).to_have_count(1, timeout=10_000)
     review_id = review.get_attribute("data-review-id")
     review.get_by_label("审核备注").fill("已电话核实本人")
@@ -59,7 +61,7 @@ def test_handoff_and_review_approved_on_the_desk(page: Page, web_stack: WebStack
         approved = risk.get("/reviews", params={"status": "approved"}).json()
         audit = risk.get("/audit", params={"customer_id": customer["customer_id"], "limit": 50}).json()
     decided = next(item for item in approved if item["review_id"] == review_id)
-    assert decided["agent"] == DESK_USER and decided["note"] == "已电话核实本人"
+    assert decided["agent"] == SUPERVISOR and decided["note"] == "已电话核实本人"
     assert "review_decision" in str(audit), audit
 
 
@@ -109,22 +111,22 @@ def test_an_agent_pages_filters_and_claims_handoffs_shown_in_chinese(page: Page,
     claimed = cards.first.get_attribute("data-handoff-id")
     assert claimed in outbound
     cards.first.get_by_role("button", name="接起").click()
-    expect(status).to_have_text(f"已接起：预约回电（{claimed}），坐席：{DESK_USER}")
+    expect(status).to_have_text(f"已接起：预约回电（{claimed}）")
     # Its page emptied: the desk goes back to the last page that has hand-overs.
     expect(info).to_have_text("第 1 / 1 页，共 20 条")
     expect(handoffs.locator(f'li[data-handoff-id="{claimed}"]')).to_have_count(0)
 
-    page.get_by_label("状态").select_option(label="已接起")
+    page.locator("#handoff-filters").get_by_label("状态").select_option(label="服务中")
     mine = handoffs.locator(f'li[data-handoff-id="{claimed}"]')
-    expect(mine).to_contain_text("已接起")
-    expect(mine).to_contain_text(DESK_USER)
+    expect(mine).to_contain_text("服务中")
+    expect(mine).to_contain_text(display_name(AGENT))
     expect(mine.get_by_role("button", name="接起")).to_have_count(0)
     page.screenshot(path=str(artifact("agent-desk-claimed")), full_page=True)
     again = page.request.post(f"{web_stack.web_url}/desk/api/handoffs/{claimed}/accept")
     assert again.status == 409 and again.json()["detail"]["message"] == "这位客户已经由其他坐席接起。"
 
     # Another agent is faster between the click and its request: a clear message, a fresh list.
-    page.get_by_label("状态").select_option(label="等待中")
+    page.locator("#handoff-filters").get_by_label("状态").select_option(label="等待中")
     expect(info).to_have_text("第 1 / 1 页，共 20 条")
     raced = cards.first.get_attribute("data-handoff-id")
     taken_first: list[int] = []
@@ -173,3 +175,28 @@ def test_logout_ends_the_session_on_the_server(page: Page, web_stack: WebStack) 
     expect(page.get_by_label("用户名")).to_be_visible()
     assert httpx.get(web_stack.web_url + "/desk/api/queue", headers=replay).status_code == 401
     assert blocked == []
+
+
+def test_a_call_a_queue_member_answers_pops_up_on_that_agents_desk(page: Page, web_stack: WebStack) -> None:
+    """The gateway reports AMI AgentConnect (MemberName = the desk login): the agent's desk opens
+    the hand-over's summary by itself, and the agent closes the case there after the call."""
+    summary = "客户张**（已完成基本身份核验）。此次通过电话咨询「逾期协商」，客户原话：“我想谈谈还款”"
+    handoff_id = seed_handoff(web_stack, "repayment_negotiation", "voice", priority="high", summary=summary)
+    log_in(page, web_stack)
+    expect(page.locator("body[data-updated]")).to_have_count(1)
+    panel = page.locator("#conversation")
+    expect(panel).to_be_hidden()
+    with web_stack.risk_api("gateway") as gateway:
+        answered = gateway.post(f"/handoffs/{handoff_id}/call-state", json={"state": "connected", "agent": AGENT})
+    assert answered.status_code == 200, answered.text
+    expect(panel).to_be_visible()
+    expect(page.locator("#conversation-facts")).to_contain_text("我想谈谈还款")
+    expect(page.locator("#desk-status")).to_have_text(f"来电已接通：协商还款（{handoff_id}）")
+    expect(page.locator("#mine")).to_contain_text(handoff_id)
+    expect(page.locator("#composer")).to_be_hidden()  # a call: nothing to type to the customer
+    page.screenshot(path=str(artifact("agent-desk-call-popped")), full_page=True)
+    closer = page.locator("#closer")
+    closer.get_by_label("结束方式").select_option(label="已预约回电")
+    closer.get_by_role("button", name="结束服务").click()
+    expect(page.locator("#desk-status")).to_have_text(f"已结束服务：{handoff_id}（已预约回电）")
+    expect(page.locator("#mine")).not_to_contain_text(handoff_id)

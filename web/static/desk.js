@@ -1,10 +1,15 @@
 /* Agent desk: polls the web server's queue API every 2 s for the chosen filters and page, and
- * renders hand-overs and pending reviews with textContent only (summaries carry the customer's
- * own words). The server sends every hand-over word in Chinese (web/labels.py); ids of flows
- * and levels never reach this script. */
+ * renders hand-overs and pending reviews with textContent only (summaries and chats carry the
+ * customer's own words). The server sends every hand-over word in Chinese (web/labels.py); ids
+ * of flows and levels never reach this script. An open conversation is polled every second for
+ * new messages (only those after the last one shown); the agent's presence is sent every 15 s
+ * as a heartbeat, so an agent whose desk is closed stops being offered chats. */
 (function () {
   "use strict";
   var POLL_MS = 2000;
+  var CONVERSATION_POLL_MS = 1000;
+  var PRESENCE_MS = 15000;
+  var me = document.body.dataset.agent;
   var handoffList = document.getElementById("handoffs");
   var reviewList = document.getElementById("reviews");
   var statusLine = document.getElementById("desk-status");
@@ -20,6 +25,17 @@
   var searchedId = "";
   var latest = 0; // the newest queue request: an older answer arriving late must not overwrite it
   var claiming = {}; // hand-over ids with a claim on its way: a redrawn card must not offer 接起 again
+  var presenceSelect = document.getElementById("presence");
+  var panel = document.getElementById("conversation");
+  var panelFacts = document.getElementById("conversation-facts");
+  var transcript = document.getElementById("transcript");
+  var composer = document.getElementById("composer");
+  var closer = document.getElementById("closer");
+  var openId = null; // the hand-over whose conversation the panel shows
+  var shownUpTo = 0; // the conversation's events already shown
+  var reading = false;
+  var mineList = document.getElementById("mine");
+  var mineSeen = null; // ids of the agent's open cases at the last poll (null: none polled yet)
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -43,12 +59,14 @@
     card.appendChild(el("h3", "", handoff.flow_name + " · " + handoff.priority_name));
     var facts = el("dl");
     field(facts, "状态", handoff.status_name);
-    if (handoff.agent) field(facts, "接起坐席", handoff.agent);
+    if (handoff.agent) field(facts, "接起坐席", handoff.agent_name || handoff.agent);
     field(facts, "渠道", handoff.channel_name);
     field(facts, "客户", handoff.customer_id || "未识别");
     field(facts, "核身等级", handoff.verified_name);
     field(facts, "原因", handoff.reason);
     field(facts, "摘要", handoff.summary);
+    if (handoff.customer_note) field(facts, "客户留言", handoff.customer_note);
+    if (handoff.disposition_name) field(facts, "结束方式", handoff.disposition_name);
     field(facts, "转入时间", when(handoff.created_at));
     if (handoff.accepted_at) field(facts, "接起时间", when(handoff.accepted_at));
     field(facts, "编号", handoff.handoff_id);
@@ -61,13 +79,18 @@
       button.addEventListener("click", function () { claim(handoff.handoff_id, button); });
       card.appendChild(button);
     }
+    var view = el("button", "open", handoff.status === "accepted" && handoff.agent === me ? "进入会话" : "查看对话");
+    view.type = "button";
+    view.setAttribute("aria-label", view.textContent + "：" + handoff.flow_name + " " + handoff.handoff_id);
+    view.addEventListener("click", function () { openConversation(handoff.handoff_id); });
+    card.appendChild(view);
     return card;
   }
 
   function reviewCard(review) {
     var card = el("li", "card");
     card.dataset.reviewId = review.review_id;
-    card.appendChild(el("h3", "", review.action));
+    card.appendChild(el("h3", "", review.action_name));
     var facts = el("dl");
     field(facts, "客户", review.customer_id);
     field(facts, "参数", JSON.stringify(review.params));
@@ -81,7 +104,7 @@
     [[true, "批准"], [false, "拒绝"]].forEach(function (choice) {
       var button = el("button", choice[0] ? "approve" : "reject", choice[1]);
       button.type = "button";
-      button.setAttribute("aria-label", choice[1] + "：" + review.action + " " + review.customer_id);
+      button.setAttribute("aria-label", choice[1] + "：" + review.action_name + " " + review.customer_id);
       button.addEventListener("click", function () { decide(review.review_id, choice[0], note.value, card); });
       card.appendChild(button);
     });
@@ -107,9 +130,10 @@
       if (response.status === 401) { location.href = "/desk"; return null; }
       return response.json().then(function (body) {
         statusLine.textContent = response.ok
-          ? "已接起：" + body.handoff.flow_name + "（" + handoffId + "），坐席：" + body.handoff.agent
+          ? "已接起：" + body.handoff.flow_name + "（" + handoffId + "）" + (body.joined ? "" : "，但未能通知客户")
           // 409: another agent was faster (or the caller hung up): the refreshed list shows it.
           : "接起失败：" + failure(body, response.status) + (response.status === 409 ? "列表已刷新。" : "");
+        if (response.ok) openConversation(handoffId);
       });
     }).catch(function () {
       statusLine.textContent = "网络错误，请重试";
@@ -142,7 +166,7 @@
       params.set("status", "all");
       return params.toString();
     }
-    new FormData(filters).forEach(function (value, key) { if (value) params.set(key, value); });
+    if (filters) new FormData(filters).forEach(function (value, key) { if (value) params.set(key, value); });
     if (offset) params.set("offset", String(offset));
     return params.toString();
   }
@@ -175,13 +199,38 @@
         return;
       }
       // Don't wipe a note an agent is typing: skip the refresh while a review card has focus.
-      if (!reviewList.contains(document.activeElement)) {
+      if (reviewList && !reviewList.contains(document.activeElement)) {
         replaceAll(reviewList, queue.reviews, reviewCard, "暂无待审核操作");
       }
-      replaceAll(handoffList, queue.handoffs, handoffCard, searchedId ? "没有这个编号的转人工" : "没有符合条件的转人工");
-      showPage(queue);
+      if (handoffList) {
+        replaceAll(handoffList, queue.handoffs, handoffCard, searchedId ? "没有这个编号的转人工" : "没有符合条件的转人工");
+        showPage(queue);
+        showMine(queue.mine);
+      }
       document.body.dataset.updated = String(Date.now());
     }).catch(function () { statusLine.textContent = "无法获取队列，正在重试…"; });
+  }
+
+  /* The agent's open cases. One that appears without this desk claiming it — a phone call the
+   * agent's extension answered in the Asterisk queue — pops up: its summary opens at once. */
+  function showMine(mine) {
+    mineList.textContent = "";
+    if (!mine.length) mineList.appendChild(el("li", "empty", "暂无"));
+    mine.forEach(function (handoff) {
+      var item = el("li");
+      var open = el("button", "open", handoff.channel_name + " · " + handoff.flow_name + "（" + handoff.handoff_id + "）");
+      open.type = "button";
+      open.addEventListener("click", function () { openConversation(handoff.handoff_id); });
+      item.appendChild(open);
+      mineList.appendChild(item);
+      if (mineSeen && !mineSeen[handoff.handoff_id] && handoff.handoff_id !== openId) {
+        statusLine.textContent = (handoff.channel === "chat" ? "已接入：" : "来电已接通：") + handoff.flow_name
+          + "（" + handoff.handoff_id + "）";
+        openConversation(handoff.handoff_id);
+      }
+    });
+    mineSeen = {};
+    mine.forEach(function (handoff) { mineSeen[handoff.handoff_id] = true; });
   }
 
   function endSearch() {
@@ -192,24 +241,149 @@
     poll();
   }
 
-  filters.addEventListener("submit", function (event) { event.preventDefault(); });
-  filters.addEventListener("change", function () { offset = 0; poll(); });
-  search.addEventListener("submit", function (event) {
-    event.preventDefault();
-    var wanted = search.elements.handoff_id.value.trim();
-    if (!wanted) { endSearch(); return; }
-    searchedId = wanted.charAt(0).toUpperCase() + wanted.slice(1).toLowerCase(); // ids are H-<hex>
-    filterFields.disabled = true; // the filters wait, unchanged, until the look-up is cleared
-    searchClear.hidden = false;
-    offset = 0;
-    poll();
-  });
-  searchClear.addEventListener("click", function () {
-    search.elements.handoff_id.value = "";
-    endSearch();
-  });
-  previous.addEventListener("click", function () { offset = Math.max(0, offset - pageSize); poll(); });
-  next.addEventListener("click", function () { offset += pageSize; poll(); });
+  /* --- One conversation: the summary, what was said, and for the agent holding a chat, the
+   * reply box and the closing form. --- */
+  var FROM = { customer: "客户", bot: "智能客服", agent: "坐席" };
+
+  function line(message) {
+    var item = el("li", "said said-" + message.from + (message.state && message.state !== "message" ? " said-note" : ""));
+    var who = message.from === "agent" ? FROM.agent + " " + (message.name || "") : FROM[message.from];
+    item.appendChild(el("span", "who", who));
+    item.appendChild(el("p", "", message.text));
+    if (message.at) item.appendChild(el("time", "", new Date(message.at * 1000).toLocaleTimeString("zh-CN")));
+    return item;
+  }
+
+  function showFacts(handoff) {
+    panelFacts.textContent = "";
+    field(panelFacts, "业务", handoff.flow_name + " · " + handoff.priority_name);
+    field(panelFacts, "状态", handoff.status_name);
+    field(panelFacts, "渠道", handoff.channel_name);
+    field(panelFacts, "核身等级", handoff.verified_name);
+    field(panelFacts, "摘要", handoff.summary);
+    if (handoff.customer_note) field(panelFacts, "客户留言", handoff.customer_note);
+    var mine = handoff.status === "accepted" && handoff.agent === me;
+    composer.hidden = !(mine && handoff.channel === "chat");
+    closer.hidden = !mine;
+    panel.dataset.status = handoff.status;
+  }
+
+  function readConversation() {
+    if (!openId || reading) return;
+    reading = true;
+    var wanted = openId;
+    fetch("/desk/api/handoffs/" + encodeURIComponent(wanted) + "/conversation?after=" + shownUpTo,
+      { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) { location.href = "/desk"; return null; }
+      return response.ok ? response.json() : null;
+    }).then(function (found) {
+      if (!found || wanted !== openId) return;
+      showFacts(found.handoff);
+      if (found.missing && !transcript.childElementCount) transcript.appendChild(el("li", "empty", "没有这段对话的记录"));
+      found.messages.forEach(function (message) { transcript.appendChild(line(message)); });
+      if (found.messages.length) transcript.scrollTop = transcript.scrollHeight;
+      shownUpTo = found.next;
+    }).catch(function () { panel.dataset.trouble = "true"; }) // the next read retries
+      .then(function () { reading = false; });
+  }
+
+  function openConversation(handoffId) {
+    if (!panel) return;
+    if (openId !== handoffId) {
+      openId = handoffId;
+      shownUpTo = 0;
+      transcript.textContent = "";
+      panelFacts.textContent = "";
+      composer.hidden = true;
+      closer.hidden = true;
+    }
+    panel.hidden = false;
+    document.getElementById("conversation-title").textContent = "会话 " + handoffId;
+    readConversation();
+    if (!composer.hidden) composer.elements.text.focus();
+  }
+
+  function post(path, body) {
+    return fetch(path, { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body) }).then(function (response) {
+      if (response.status === 401) { location.href = "/desk"; return null; }
+      return response.json().then(function (answer) { return { ok: response.ok, status: response.status, body: answer }; });
+    });
+  }
+
+  function sendReply() {
+    var box = composer.elements.text;
+    var text = box.value.trim();
+    if (!text || !openId) return;
+    box.disabled = true;
+    post("/desk/api/handoffs/" + encodeURIComponent(openId) + "/messages", { text: text }).then(function (result) {
+      if (!result) return;
+      if (result.ok) { box.value = ""; readConversation(); }
+      else statusLine.textContent = "发送失败：" + failure(result.body, result.status);
+    }).catch(function () { statusLine.textContent = "网络错误，消息未发送"; })
+      .then(function () { box.disabled = false; box.focus(); });
+  }
+
+  if (panel) {
+    composer.addEventListener("submit", function (event) { event.preventDefault(); sendReply(); });
+    composer.elements.text.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); sendReply(); }
+    });
+    composer.querySelectorAll(".quick").forEach(function (button) {
+      button.addEventListener("click", function () {
+        composer.elements.text.value = button.textContent;
+        composer.elements.text.focus();
+      });
+    });
+    closer.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var closing = openId;
+      post("/desk/api/handoffs/" + encodeURIComponent(closing) + "/close", {
+        disposition: closer.elements.disposition.value, note: closer.elements.note.value
+      }).then(function (result) {
+        if (!result) return;
+        statusLine.textContent = result.ok ? "已结束服务：" + closing + "（" + result.body.handoff.disposition_name + "）"
+          : "结束失败：" + failure(result.body, result.status);
+        if (result.ok) { closer.elements.note.value = ""; readConversation(); poll(); }
+      }).catch(function () { statusLine.textContent = "网络错误，请重试"; });
+    });
+    document.getElementById("conversation-hide").addEventListener("click", function () {
+      openId = null;
+      panel.hidden = true;
+    });
+    setInterval(readConversation, CONVERSATION_POLL_MS);
+  }
+
+  /* --- Presence: only an online agent is offered chats. --- */
+  function sendPresence() {
+    post("/desk/api/presence", { state: presenceSelect.value }).catch(function () { /* the next beat retries */ });
+  }
+  if (presenceSelect) {
+    presenceSelect.addEventListener("change", sendPresence);
+    sendPresence();
+    setInterval(sendPresence, PRESENCE_MS);
+  }
+
+  if (filters) {
+    filters.addEventListener("submit", function (event) { event.preventDefault(); });
+    filters.addEventListener("change", function () { offset = 0; poll(); });
+    search.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var wanted = search.elements.handoff_id.value.trim();
+      if (!wanted) { endSearch(); return; }
+      searchedId = wanted.charAt(0).toUpperCase() + wanted.slice(1).toLowerCase(); // ids are H-<hex>
+      filterFields.disabled = true; // the filters wait, unchanged, until the look-up is cleared
+      searchClear.hidden = false;
+      offset = 0;
+      poll();
+    });
+    searchClear.addEventListener("click", function () {
+      search.elements.handoff_id.value = "";
+      endSearch();
+    });
+    previous.addEventListener("click", function () { offset = Math.max(0, offset - pageSize); poll(); });
+    next.addEventListener("click", function () { offset += pageSize; poll(); });
+  }
 
   poll();
   setInterval(poll, POLL_MS);

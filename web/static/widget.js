@@ -8,7 +8,10 @@
  * The token, its expiry and the transcript live in this tab's sessionStorage only, so a reload or
  * a reconnect keeps the conversation; what the customer types in answer to an identity question
  * is shown but stored as "••••". When the session ends (its expiry passed, or Rasa answers
- * session_invalid) everything stored is cleared and a new session starts with a fresh transcript. */
+ * session_invalid) everything stored is cleared and a new session starts with a fresh transcript.
+ * Handed over to a person, the widget asks the web server (chat/handoff, the token as credential)
+ * every few seconds for its place in the queue or the agent's name; the agent's words arrive on
+ * the same socket as `live_agent` messages and are shown under the agent's name. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -20,6 +23,8 @@
   var MAX_KEPT = 200;
   var MAX_RETRY_MS = 5000;
   var HANDOFF_TEXT = "正在为您转接人工客服…";
+  var HANDOFF_POLL_MS = 5000;
+  var NOTE_SENT_TEXT = "留言已提交，客服会尽快处理，您可以关闭窗口。";
   var RENEWED_TEXT = "上一次会话已结束，已为您开始新的会话。";
   var MASK = "••••";
   // Answers to these questions prove who the customer is: never kept in the browser.
@@ -93,6 +98,18 @@
   var typing = el("p", "fin-chat-typing", "客服正在输入…");
   typing.setAttribute("aria-live", "polite");
   typing.hidden = true;
+  var alternatives = el("div", "fin-chat-alternatives");
+  alternatives.setAttribute("role", "group");
+  alternatives.setAttribute("aria-label", "不想等待");
+  alternatives.hidden = true;
+  var callbackChoice = el("button", "fin-chat-reply", "预约回电");
+  callbackChoice.type = "button";
+  var noteChoice = el("button", "fin-chat-reply", "留言");
+  noteChoice.type = "button";
+  alternatives.appendChild(el("span", "fin-chat-alt-text", "不想等待？"));
+  alternatives.appendChild(callbackChoice);
+  alternatives.appendChild(noteChoice);
+  var noting = false; // the next message typed is a note for the agent, not a chat message
   var replies = el("div", "fin-chat-replies");
   replies.setAttribute("role", "group");
   replies.setAttribute("aria-label", "快捷回复");
@@ -110,7 +127,7 @@
   send.disabled = true;
   form.appendChild(input);
   form.appendChild(send);
-  [header, log, banner, typing, replies, form].forEach(function (node) { panel.appendChild(node); });
+  [header, log, banner, alternatives, typing, replies, form].forEach(function (node) { panel.appendChild(node); });
   root.appendChild(launcher);
   root.appendChild(panel);
 
@@ -131,7 +148,8 @@
 
   function render(entry) {
     var item = el("li", "fin-chat-msg fin-chat-" + entry.from);
-    item.appendChild(el("span", "fin-chat-who", entry.from === "user" ? "我" : entry.from === "bot" ? "客服" : "系统"));
+    var who = { user: "我", bot: "智能客服", agent: "人工客服 " + (entry.name || "") }[entry.from] || "系统";
+    item.appendChild(el("span", "fin-chat-who", who));
     item.appendChild(el("p", "fin-chat-text", entry.text));
     var time = el("time", "fin-chat-time", clock(entry.at));
     time.dateTime = new Date(entry.at).toISOString();
@@ -140,13 +158,13 @@
     log.scrollTop = log.scrollHeight;
   }
 
-  // `kept` is what the stored transcript gets; the page shows `text`.
-  function remember(from, text, kept) {
+  // `kept` is what the stored transcript gets; the page shows `text`. `name`: the agent's.
+  function remember(from, text, kept, name) {
     var at = Date.now();
-    transcript.push({ from: from, text: kept === undefined ? String(text) : kept, at: at });
+    transcript.push({ from: from, text: kept === undefined ? String(text) : kept, at: at, name: name });
     if (transcript.length > MAX_KEPT) transcript = transcript.slice(-MAX_KEPT);
     save("transcript", transcript);
-    render({ from: from, text: String(text), at: at });
+    render({ from: from, text: String(text), at: at, name: name });
   }
 
   function setExpect(expect) {
@@ -186,8 +204,7 @@
     forgetAll("sessionStorage");
     chat = null;
     transcript = [];
-    handedOver = false;
-    banner.hidden = true;
+    leaveQueue();
     typing.hidden = true;
     log.textContent = "";
     replies.textContent = "";
@@ -283,12 +300,99 @@
     var custom = message.custom || {};
     if (custom.expect) setExpect({ slot: String(custom.expect.slot), type: String(custom.expect.type) });
     if (custom.outcome) setExpect(null);
-    if (custom.handoff && !handedOver) {
-      handedOver = true;
-      save("handoff", true);
-      banner.hidden = false;
+    // live false: nobody is online; the bot offered a callback and goes on answering.
+    if (custom.handoff && custom.handoff.live !== false && !handedOver) {
+      joinQueue();
       remember("system", HANDOFF_TEXT);
     }
+    if (custom.live_agent) onAgent(custom.live_agent);
+  }
+
+  /* --- A person at the other end: the queue, the agent's words, the way back to the bot. --- */
+  var handoffTimer = null;
+
+  function joinQueue() {
+    handedOver = true;
+    save("handoff", true);
+    banner.hidden = false;
+    clearInterval(handoffTimer);
+    handoffTimer = setInterval(checkHandoff, HANDOFF_POLL_MS);
+    checkHandoff();
+  }
+
+  function leaveQueue() {
+    handedOver = false;
+    save("handoff", false);
+    banner.hidden = true;
+    banner.textContent = HANDOFF_TEXT;
+    alternatives.hidden = true;
+    setNoting(false);
+    clearInterval(handoffTimer);
+  }
+
+  function onAgent(agent) {
+    var name = String(agent.name || "");
+    if (agent.state === "message") { remember("agent", String(agent.text || ""), undefined, name); return; }
+    remember("system", String(agent.text || ""));
+    if (agent.state === "joined") {
+      if (!handedOver) joinQueue();
+      banner.textContent = "人工客服 " + name + " 正在为您服务";
+      alternatives.hidden = true;
+    } else if (agent.state === "left") {
+      leaveQueue();
+    }
+  }
+
+  function chatHandoff(path, method, body) {
+    var headers = { Authorization: "Bearer " + (chat && chat.token) };
+    if (body) headers["Content-Type"] = "application/json";
+    return fetch(base + "chat/handoff" + path, { method: method, headers: headers, credentials: "omit",
+      cache: "no-store", body: body ? JSON.stringify(body) : undefined });
+  }
+
+  function checkHandoff() {
+    if (!chat) return;
+    chatHandoff("", "GET").then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (state) {
+        if (!state || !handedOver) return;
+        if (state.state === "waiting") {
+          var ahead = Math.max(0, (state.position || 1) - 1);
+          var minutes = Math.max(1, Math.ceil((state.estimated_wait_seconds || 60) / 60));
+          banner.textContent = state.note_left ? "已收到您的留言，客服会尽快处理"
+            : "排队中：您前面还有 " + ahead + " 位客户，预计等待约 " + minutes + " 分钟";
+          alternatives.hidden = !state.offer_alternatives || state.note_left;
+        } else if (state.state === "accepted") {
+          banner.textContent = "人工客服 " + (state.agent_name || "") + " 正在为您服务";
+          alternatives.hidden = true;
+        } else {
+          leaveQueue(); // closed, given up, or unknown: the bot answers again
+        }
+      }).catch(function () { /* the next check retries */ });
+  }
+
+  function setNoting(on) {
+    noting = on;
+    input.placeholder = on ? "请输入留言内容，客服会尽快处理" : "请输入您的问题";
+    root.dataset.noting = String(on);
+  }
+
+  callbackChoice.addEventListener("click", function () {
+    alternatives.hidden = true;
+    chatHandoff("/callback", "POST").then(function (response) {
+      if (response.ok) leaveQueue(); // the bot now asks for the callback's details
+      else alternatives.hidden = false;
+    }).catch(function () { alternatives.hidden = false; });
+  });
+  noteChoice.addEventListener("click", function () { setNoting(true); input.focus(); });
+
+  function leaveNote(text) {
+    remember("user", text);
+    setNoting(false);
+    chatHandoff("/note", "POST", { text: text.slice(0, 500) }).then(function (response) {
+      if (!response.ok) throw new Error("note refused");
+      remember("system", NOTE_SENT_TEXT);
+      alternatives.hidden = true;
+    }).catch(function () { remember("system", "留言未能提交，请稍后再试。"); });
   }
 
   function say(text, payload) {
@@ -305,7 +409,8 @@
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    say(input.value);
+    if (noting && input.value.trim()) leaveNote(input.value.trim());
+    else say(input.value);
     input.value = "";
     input.focus();
   });
@@ -315,6 +420,7 @@
     transcript.forEach(render);
     setExpect(expecting);
     if (chat) adopt(chat);
+    if (handedOver) joinQueue(); // a reload keeps the queue place or the agent
     setOpen(startOpen);
     setConnected(false, "连接中…");
     connect();

@@ -1,0 +1,387 @@
+"""The hand-over lifecycle (waiting → accepted → closed, or abandoned), queue facts and agent presence."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from risk_api.presence import PRESENCE_TTL_SECONDS
+from risk_api.records import HANDLING_SECONDS_DEFAULT
+from tests.risk_api.helpers import Api, new_session
+
+VIEW_FIELDS = {"handoff_id", "channel", "flow", "reason", "priority", "summary", "customer_id", "verified_level",
+               "status", "agent", "created_at", "accepted_at", "closed_at", "closed_by", "disposition",
+               "close_note", "customer_note", "waiting_seconds", "handling_seconds"}
+QUEUE_FIELDS = {"agents_online", "position", "estimated_wait_seconds"}
+
+
+def new_handoff(api: Api, channel: str = "chat", priority: str = "normal",
+                session_id: str | None = None) -> tuple[str, str]:
+    """A waiting hand-over: (handoff_id, session_id)."""
+    session_id = session_id or new_session()
+    created = api.http.post("/handoffs", json={
+        "session_id": session_id, "channel": channel, "flow": "bill_inquiry", "reason": "转人工",
+        "priority": priority, "summary": "客户要求人工"})
+    assert created.status_code == 200, created.text
+    return str(created.json()["handoff_id"]), session_id
+
+
+def accepted_handoff(api: Api, agent: str, channel: str = "chat") -> str:
+    handoff_id, _ = new_handoff(api, channel)
+    assert api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": agent}).status_code == 200
+    return handoff_id
+
+
+def close(api: Api, handoff_id: str, agent: str, **fields: Any) -> httpx.Response:
+    return api.desk.post(f"/handoffs/{handoff_id}/close",
+                         json={"agent": agent, "disposition": "resolved", **fields})
+
+
+def audit_of(api: Api, session_id: str, kind: str) -> list[str]:
+    """The inputs of this conversation's audit entries of a kind, as JSON text."""
+    rows = api.sql("SELECT inputs FROM audit_entries WHERE session_id = :s AND kind = :k", s=session_id, k=kind)
+    return [row.inputs if isinstance(row.inputs, str) else json.dumps(row.inputs, ensure_ascii=False)
+            for row in rows]
+
+
+def forget_presence(api: Api) -> None:
+    """Every heartbeat so far goes stale: no agent counts as online."""
+    api.clock.advance(PRESENCE_TTL_SECONDS + 1)
+
+
+def test_the_agent_holding_a_handoff_closes_it_with_a_disposition(api: Api) -> None:
+    handoff_id = accepted_handoff(api, "agent-close-1")
+    closed = close(api, handoff_id, "agent-close-1", disposition="callback_booked", note="  已约明天回电  ")
+    assert closed.status_code == 200, closed.text
+    view = closed.json()
+    assert set(view) == VIEW_FIELDS, "the list's view, without the session id"
+    assert (view["status"], view["closed_by"], view["disposition"], view["close_note"]) == (
+        "closed", "agent-close-1", "callback_booked", "已约明天回电")
+    assert view["closed_at"] is not None and view["agent"] == "agent-close-1"
+    listed = api.desk.get("/handoffs", params={"status": "closed", "handoff_id": handoff_id}).json()
+    assert listed == [view]
+
+
+def test_only_the_holder_or_a_supervisor_override_closes_a_handoff(api: Api) -> None:
+    handoff_id = accepted_handoff(api, "agent-holder")
+    refused = close(api, handoff_id, "agent-other")
+    assert refused.status_code == 409
+    assert refused.json()["detail"]["code"] == "handoff_not_yours"
+    assert "主管" in refused.json()["detail"]["message"]
+    assert api.sql("SELECT status FROM handoffs WHERE id = :i", i=handoff_id)[0].status == "accepted"
+    overridden = close(api, handoff_id, "supervisor-1", disposition="escalated", override=True)
+    assert overridden.status_code == 200, overridden.text
+    assert (overridden.json()["closed_by"], overridden.json()["agent"]) == ("supervisor-1", "agent-holder")
+
+
+def test_only_an_accepted_handoff_can_be_closed(api: Api) -> None:
+    waiting, _ = new_handoff(api)
+    not_yet = close(api, waiting, "agent-x")
+    assert (not_yet.status_code, not_yet.json()["detail"]["code"]) == (409, "handoff_not_accepted")
+    assert "接起" in not_yet.json()["detail"]["message"]
+    done = accepted_handoff(api, "agent-x")
+    assert close(api, done, "agent-x").status_code == 200
+    again = close(api, done, "agent-x", override=True)
+    assert (again.status_code, again.json()["detail"]["code"]) == (409, "handoff_closed")
+    late_accept = api.desk.post(f"/handoffs/{done}/accept", json={"agent": "agent-y"})
+    assert (late_accept.status_code, late_accept.json()["detail"]["code"]) == (409, "handoff_closed")
+    hung_up, _ = new_handoff(api, "voice")
+    assert api.gateway.post(f"/handoffs/{hung_up}/call-state", json={"state": "abandoned"}).status_code == 200
+    gone = close(api, hung_up, "agent-x", override=True)
+    assert (gone.status_code, gone.json()["detail"]["code"]) == (409, "handoff_closed")
+    unknown = close(api, "H-" + "0" * 20, "agent-x")
+    assert (unknown.status_code, unknown.json()["detail"]["code"]) == (404, "unknown_handoff")
+    assert "没有找到" in unknown.json()["detail"]["message"]
+
+
+def test_closing_is_audited_without_the_note_and_the_note_is_stored_masked(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api)
+    assert api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-audit"}).status_code == 200
+    note = "客户手机13912345678，卡号6222000012345678，已解决"
+    closed = close(api, handoff_id, "agent-audit", disposition="ticket", note=note).json()
+    assert "13912345678" not in closed["close_note"] and "139****5678" in closed["close_note"]
+    (stored,) = api.sql("SELECT close_note FROM handoffs WHERE id = :i", i=handoff_id)
+    assert stored.close_note == "客户手机139****5678，卡号6222 **** **** 5678，已解决", "masked at rest"
+    (entry,) = audit_of(api, session_id, "handoff_close")
+    assert json.loads(entry) == {"handoff_id": handoff_id, "agent": "agent-audit", "holder": "agent-audit",
+                                 "disposition": "ticket", "override": False}
+
+
+def test_a_500_character_note_is_stored_even_when_masking_lengthens_it(api: Api) -> None:
+    handoff_id = accepted_handoff(api, "agent-long")
+    note = ("6222000012345678," * 30)[:500]
+    closed = close(api, handoff_id, "agent-long", note=note)
+    assert closed.status_code == 200, closed.text
+    (stored,) = api.sql("SELECT close_note FROM handoffs WHERE id = :i", i=handoff_id)
+    assert len(stored.close_note) > 500 and "6222000012345678" not in stored.close_note
+
+
+def test_close_bodies_outside_the_contract_are_422(api: Api) -> None:
+    handoff_id = accepted_handoff(api, "agent-422")
+    good = {"agent": "agent-422", "disposition": "resolved", "note": "", "override": False}
+    for body in ({**good, "disposition": "done"}, {**good, "note": "字" * 501}, {**good, "override": "yes"},
+                 {**good, "agent": "  "}, {**good, "agent": "a" * 65}, {**good, "extra": 1},
+                 {key: value for key, value in good.items() if key != "disposition"},
+                 {key: value for key, value in good.items() if key != "agent"}, {**good, "note": "a\x00b"}):
+        refused = api.desk.post(f"/handoffs/{handoff_id}/close", json=body)
+        assert refused.status_code == 422, (body, refused.text)
+    nan = api.desk.post(f"/handoffs/{handoff_id}/close", headers={"Content-Type": "application/json"},
+                        content='{"agent": "agent-422", "disposition": "resolved", "note": NaN}')
+    assert nan.status_code == 422 and "finite" in nan.text
+    assert api.sql("SELECT status FROM handoffs WHERE id = :i", i=handoff_id)[0].status == "accepted"
+
+
+def test_the_list_view_times_waiting_and_handling_and_never_shows_the_session(api: Api) -> None:
+    with api.clock.held():
+        handoff_id, session_id = new_handoff(api)
+        api.clock.advance(30)
+
+        def view() -> dict[str, Any]:
+            (item,) = api.desk.get("/handoffs", params={"handoff_id": handoff_id}).json()
+            assert set(item) == VIEW_FIELDS and session_id not in json.dumps(item)
+            return dict(item)
+
+        assert (view()["waiting_seconds"], view()["handling_seconds"]) == (30, None)
+        api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-timer"})
+        api.clock.advance(100)
+        assert (view()["waiting_seconds"], view()["handling_seconds"]) == (30, None), "accepted: no more waiting"
+        close(api, handoff_id, "agent-timer")
+        api.clock.advance(1000)
+        assert (view()["waiting_seconds"], view()["handling_seconds"]) == (30, 100)
+
+
+def test_a_caller_hanging_up_in_the_queue_stops_the_waiting_time(api: Api) -> None:
+    with api.clock.held():
+        handoff_id, _ = new_handoff(api, "voice")
+        api.clock.advance(20)
+        gone = api.gateway.post(f"/handoffs/{handoff_id}/call-state", json={"state": "abandoned"}).json()
+        api.clock.advance(50)
+        detail = api.desk.get(f"/handoffs/{handoff_id}").json()
+    assert (gone["status"], gone["closed_at"], gone["waiting_seconds"]) == ("abandoned", detail["closed_at"], 20)
+    assert (detail["waiting_seconds"], detail["handling_seconds"], detail["closed_by"]) == (20, None, None)
+    assert (detail["position"], detail["estimated_wait_seconds"]) == (None, None)
+
+
+def test_the_web_server_gets_one_handoff_with_its_session_and_queue_facts(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api)
+    detail = api.desk.get(f"/handoffs/{handoff_id}")
+    assert detail.status_code == 200, detail.text
+    assert set(detail.json()) == VIEW_FIELDS | QUEUE_FIELDS | {"session_id"}
+    assert (detail.json()["handoff_id"], detail.json()["session_id"]) == (handoff_id, session_id)
+    unknown = api.desk.get("/handoffs/H-" + "0" * 20)
+    assert (unknown.status_code, unknown.json()["detail"]["code"]) == (404, "unknown_handoff")
+
+
+def test_a_conversations_latest_handoff_is_found_by_its_session(api: Api) -> None:
+    session_id = new_session()
+    first, _ = new_handoff(api, session_id=session_id)
+    api.clock.advance(1)
+    second, _ = new_handoff(api, session_id=session_id)
+    new_handoff(api)  # another conversation's
+
+    def of_session(session: str) -> httpx.Response:
+        return api.desk.post("/handoffs/of-session", json={"session_id": session})
+
+    latest = of_session(session_id).json()
+    assert (latest["handoff_id"], latest["session_id"], latest["status"]) == (second, session_id, "waiting")
+    assert set(latest) == VIEW_FIELDS | QUEUE_FIELDS | {"session_id"}
+    api.desk.post(f"/handoffs/{second}/accept", json={"agent": "agent-s"})
+    close(api, second, "agent-s")
+    assert (of_session(session_id).json()["handoff_id"], of_session(session_id).json()["status"]) == (
+        second, "closed"), "the latest, whatever its state"
+    none = of_session(new_session())
+    assert (none.status_code, none.json()["detail"]["code"]) == (404, "no_handoff")
+    for body in ({}, {"session_id": ""}, {"session_id": "a b"}, {"session_id": session_id, "x": 1}):
+        assert api.desk.post("/handoffs/of-session", json=body).status_code == 422, body
+    assert first != second
+
+
+def test_a_waiting_chat_customer_leaves_a_masked_note_on_their_own_handoff_only(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api)
+    path = f"/handoffs/{handoff_id}/customer-note"
+    stranger = api.desk.post(path, json={"session_id": new_session(), "text": "我是别人"})
+    assert (stranger.status_code, stranger.json()["detail"]["code"]) == (404, "unknown_handoff")
+    left = api.desk.post(path, json={"session_id": session_id, "text": " 我的手机是13912345678，请尽快 "})
+    assert left.status_code == 200, left.text
+    assert left.json()["customer_note"] == "我的手机是139****5678，请尽快"
+    assert left.json()["session_id"] == session_id and left.json()["position"] >= 1
+    (stored,) = api.sql("SELECT customer_note FROM handoffs WHERE id = :i", i=handoff_id)
+    assert stored.customer_note == "我的手机是139****5678，请尽快", "masked at rest"
+    (entry,) = audit_of(api, session_id, "handoff_customer_note")
+    assert "139" not in entry and "尽快" not in entry, "the audit says that a note came, not what it says"
+    listed = api.desk.get("/handoffs", params={"handoff_id": handoff_id}).json()
+    assert listed[0]["customer_note"] == "我的手机是139****5678，请尽快"
+    for body in ({"session_id": session_id, "text": "  "}, {"session_id": session_id, "text": "字" * 501},
+                 {"session_id": session_id}, {"session_id": session_id, "text": "x", "agent": "a"}):
+        assert api.desk.post(path, json=body).status_code == 422, body
+    api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-n"})
+    late = api.desk.post(path, json={"session_id": session_id, "text": "还在吗"})
+    assert (late.status_code, late.json()["detail"]["code"]) == (409, "handoff_not_waiting")
+    unknown = api.desk.post("/handoffs/H-" + "0" * 20 + "/customer-note", json={"session_id": session_id, "text": "x"})
+    assert unknown.status_code == 404
+
+
+def test_a_waiting_chat_customer_withdraws_their_own_handoff_only(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api)
+    path = f"/handoffs/{handoff_id}/withdraw"
+    stranger = api.desk.post(path, json={"session_id": new_session()})
+    assert (stranger.status_code, stranger.json()["detail"]["code"]) == (404, "unknown_handoff")
+    assert api.http.post(path, json={"session_id": session_id}).status_code == 403  # the engine's token
+    api.clock.advance(30)
+    gone = api.desk.post(path, json={"session_id": session_id})
+    assert gone.status_code == 200, gone.text
+    assert (gone.json()["status"], gone.json()["position"], gone.json()["waiting_seconds"]) == ("abandoned", None, 30)
+    assert len(audit_of(api, session_id, "handoff_withdrawn")) == 1
+    again = api.desk.post(path, json={"session_id": session_id})
+    assert (again.status_code, again.json()["detail"]["code"]) == (409, "handoff_not_waiting")
+    assert api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-w"}).status_code == 409
+
+
+def test_an_agent_is_online_while_the_heartbeats_are_fresh(api: Api) -> None:
+    with api.clock.held():
+        forget_presence(api)
+
+        def presence(agent: str) -> dict[str, Any]:
+            (row,) = [row for row in api.desk.get("/agents/presence").json() if row["agent"] == agent]
+            return dict(row)
+
+        beat = api.desk.put("/agents/agent-p1/presence", json={"state": "online"})
+        assert beat.status_code == 200, beat.text
+        assert beat.json() == {"agent": "agent-p1", "state": "online", "last_seen": api.clock.now().isoformat(),
+                               "online": True}
+        api.desk.put("/agents/agent-p2/presence", json={"state": "away"})
+        assert presence("agent-p1")["online"] is True and presence("agent-p2")["online"] is False
+        handoff_id, _ = new_handoff(api)
+        assert api.desk.get(f"/handoffs/{handoff_id}").json()["agents_online"] == 1
+        api.clock.advance(PRESENCE_TTL_SECONDS)
+        assert presence("agent-p1")["online"] is True, "a heartbeat is good for PRESENCE_TTL_SECONDS"
+        api.clock.advance(1)
+        assert presence("agent-p1") == {**beat.json(), "online": False}
+        assert api.desk.get(f"/handoffs/{handoff_id}").json()["agents_online"] == 0
+        api.desk.put("/agents/agent-p1/presence", json={"state": "online"})
+        api.desk.put("/agents/agent-p2/presence", json={"state": "online"})
+        assert api.desk.get(f"/handoffs/{handoff_id}").json()["agents_online"] == 2
+        assert api.desk.put("/agents/agent-p2/presence", json={"state": "offline"}).json()["online"] is False
+        assert api.desk.get(f"/handoffs/{handoff_id}").json()["agents_online"] == 1
+    agents = [row["agent"] for row in api.desk.get("/agents/presence").json()]
+    assert agents == sorted(agents) and len(agents) == len(set(agents)), "one row per agent"
+
+
+def test_presence_refuses_what_is_no_agent_login_or_state(api: Api) -> None:
+    for path, body in (("/agents/agent-q/presence", {"state": "busy"}), ("/agents/agent-q/presence", {}),
+                       ("/agents/agent-q/presence", {"state": "online", "x": 1}),
+                       ("/agents/%20agent-q/presence", {"state": "online"}),
+                       ("/agents/agent-q%00/presence", {"state": "online"}),
+                       ("/agents/" + "a" * 65 + "/presence", {"state": "online"})):
+        refused = api.desk.put(path, json=body)
+        assert refused.status_code == 422, (path, body, refused.text)
+    assert api.desk.put("/agents/坐席 小王/presence", json={"state": "online"}).json()["agent"] == "坐席 小王"
+
+
+def test_the_queue_position_is_the_place_in_the_desks_waiting_list(api: Api) -> None:
+    mine = []
+    for priority in ("normal", "emergency", "high", "normal", "emergency"):
+        created = api.http.post("/handoffs", json={
+            "session_id": new_session(), "channel": "chat", "flow": "bill_inquiry", "reason": "转人工",
+            "priority": priority, "summary": "客户要求人工"}).json()
+        assert set(created) == {"handoff_id"} | QUEUE_FIELDS
+        mine.append(created["handoff_id"])
+        api.clock.advance(1)
+
+    def places() -> dict[str, int]:
+        listed = api.desk.get("/handoffs", params={"status": "waiting", "limit": 500})
+        assert int(listed.headers["x-total-count"]) <= 500
+        order = [item["handoff_id"] for item in listed.json()]
+        return {handoff_id: order.index(handoff_id) + 1 for handoff_id in order}
+
+    before = places()
+    for handoff_id in mine:
+        assert api.desk.get(f"/handoffs/{handoff_id}").json()["position"] == before[handoff_id]
+    assert before[mine[1]] < before[mine[4]] < before[mine[2]] < before[mine[0]] < before[mine[3]]
+    assert api.desk.post(f"/handoffs/{mine[4]}/accept", json={"agent": "agent-pos"}).status_code == 200
+    taken = api.desk.get(f"/handoffs/{mine[4]}").json()
+    assert (taken["position"], taken["estimated_wait_seconds"]) == (None, None)
+    for handoff_id in (mine[2], mine[0], mine[3]):
+        assert api.desk.get(f"/handoffs/{handoff_id}").json()["position"] == before[handoff_id] - 1
+    assert api.desk.get(f"/handoffs/{mine[1]}").json()["position"] == before[mine[1]], "ahead of it: unmoved"
+
+
+def test_the_estimated_wait_is_rounds_of_the_channels_recent_mean_handling_time(api: Api) -> None:
+    """ceil(position / max(1, agents online)) x the mean handling time of the channel's last 50
+    closed hand-overs (outbound here: no other test closes one)."""
+    with api.clock.held():
+        older = [accepted_handoff(api, "agent-w", "outbound") for _ in range(5)]
+        api.clock.advance(300)
+        for handoff_id in older:  # 300 s each: left out once 50 newer ones are closed
+            assert close(api, handoff_id, "agent-w").status_code == 200
+        newer = [accepted_handoff(api, "agent-w", "outbound") for _ in range(50)]
+        api.clock.advance(60)
+        for handoff_id in newer[:25]:
+            close(api, handoff_id, "agent-w")
+        api.clock.advance(120)
+        for handoff_id in newer[25:]:
+            close(api, handoff_id, "agent-w")  # 60 s and 180 s: a mean of 120 s
+        forget_presence(api)
+        waiting, _ = new_handoff(api, "outbound")
+        alone = api.desk.get(f"/handoffs/{waiting}").json()
+        position = alone["position"]
+        assert (alone["agents_online"], alone["estimated_wait_seconds"]) == (0, position * 120)
+        for number, agent in enumerate(("agent-w1", "agent-w2", "agent-w3"), start=1):
+            api.desk.put(f"/agents/{agent}/presence", json={"state": "online"})
+            facts = api.desk.get(f"/handoffs/{waiting}").json()
+            assert (facts["agents_online"], facts["position"], facts["estimated_wait_seconds"]) == (
+                number, position, math.ceil(position / number) * 120)
+        # A channel without any closed hand-over yet: the default handling time.
+        other, _ = new_handoff(api, "agent")
+        facts = api.desk.get(f"/handoffs/{other}").json()
+        assert facts["estimated_wait_seconds"] == math.ceil(facts["position"] / 3) * HANDLING_SECONDS_DEFAULT
+        created = api.http.post("/handoffs", json={
+            "session_id": new_session(), "channel": "outbound", "flow": "bill_inquiry", "reason": "转人工",
+            "priority": "normal", "summary": "客户要求人工"}).json()
+        assert created["estimated_wait_seconds"] == math.ceil(created["position"] / 3) * 120
+        assert created["agents_online"] == 3
+
+
+def test_many_agents_claiming_one_handoff_at_once_exactly_one_wins(api: Api) -> None:
+    agents = [f"agent-rush-{number}" for number in range(8)]
+    for _ in range(3):
+        handoff_id, session_id = new_handoff(api)
+        together = threading.Barrier(len(agents))
+
+        def claim(agent: str, handoff_id: str = handoff_id, together: threading.Barrier = together
+                  ) -> httpx.Response:
+            with httpx.Client(base_url=api.base_url, headers=api.desk.headers, timeout=30) as desk:
+                together.wait()
+                return desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": agent})
+
+        with ThreadPoolExecutor(len(agents)) as pool:
+            answers = list(pool.map(claim, agents))
+        assert sorted(answer.status_code for answer in answers) == [200] + [409] * (len(agents) - 1), \
+            [answer.text for answer in answers]
+        assert {answer.json()["detail"]["code"] for answer in answers if answer.status_code == 409} == {
+            "handoff_taken"}
+        (winner,) = [answer.json()["agent"] for answer in answers if answer.status_code == 200]
+        (row,) = api.sql("SELECT status, agent FROM handoffs WHERE id = :i", i=handoff_id)
+        assert (row.status, row.agent) == ("accepted", winner)
+        assert len(audit_of(api, session_id, "handoff_accept")) == 1
+
+
+def test_two_supervisors_closing_one_handoff_at_once_close_it_once(api: Api) -> None:
+    handoff_id = accepted_handoff(api, "agent-busy")
+    together = threading.Barrier(2)
+
+    def close_now(supervisor: str) -> httpx.Response:
+        with httpx.Client(base_url=api.base_url, headers=api.desk.headers, timeout=30) as desk:
+            together.wait()
+            return desk.post(f"/handoffs/{handoff_id}/close",
+                             json={"agent": supervisor, "disposition": "escalated", "override": True})
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(close_now, ("supervisor-a", "supervisor-b")))
+    assert sorted(answer.status_code for answer in answers) == [200, 409]
+    (winner,) = [answer.json()["closed_by"] for answer in answers if answer.status_code == 200]
+    assert api.sql("SELECT closed_by FROM handoffs WHERE id = :i", i=handoff_id)[0].closed_by == winner
