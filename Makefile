@@ -22,6 +22,7 @@ export RASA_DIALER_TOKEN ?= dev-only-rasa-dialer-token
 export ACTION_SERVER_TOKEN ?= dev-only-action-server-token
 export CHAT_SESSION_SECRET ?= dev-only-chat-session-secret
 export TRACKER_STORE_KEY ?= dev-only-tracker-store-key
+export OUTBOUND_NUMBER_KEY ?= dev-only-outbound-number-key
 export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
 # The agent desk's accounts: development ones (password dev-only-agent-password), refused
 # outside IVR_ENV=development; a deployment names its own file.

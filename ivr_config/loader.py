@@ -36,6 +36,8 @@ def load_yaml(path: Path | str, schema_path: Path, error: type[ConfigError] = Co
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         reason = getattr(problem, "problem", None) or str(problem)
         raise error(f"{path}: {where}invalid YAML: {reason}") from None
+    except ValueError as problem:  # a value YAML parses but cannot build, such as the date 2026-13-01
+        raise error(f"{path}: invalid value: {problem}") from None
     schema = json.loads(schema_path.read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from risk_api import actions, audit, decisions, demo, presence, records, verification
+from risk_api import actions, audit, decisions, demo, outbound, presence, records, verification
 from risk_api.clock import Clock, SystemClock
 from risk_api.config import Settings
 from risk_api.db import SCHEMA_VERSION, Customer, Database
@@ -148,13 +148,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     # an agent calls that number back and verifies then).
     callbacks = APIRouter(dependencies=[Depends(allow("engine", "gateway"))])
     phone = APIRouter(dependencies=[Depends(allow("gateway"))])
+    # The outbound dialler: campaign selections, a customer's number just before a call, opt-outs.
+    dialer = APIRouter(dependencies=[Depends(allow("dialer"))])
     _lookup_routes(lookup, service)
     _customer_routes(engine, service)
     _verification_routes(engine, service)
     _decision_routes(engine, desk, service)
     _record_routes(engine, desk, callbacks, service)
     _phone_routes(phone, service)
-    for router in (lookup, engine, desk, callbacks, phone):
+    outbound.routes(dialer, service.run, service.clock.now)
+    for router in (lookup, engine, desk, callbacks, phone, dialer):
         app.include_router(router)
     # Outermost last: no token → 401 before anything reads the body; then the size limit.
     app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY, refusal=_body_too_large)

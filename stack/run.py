@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from stack.services import ROOT, Ports, Secrets, phone_gateway, stack, started
+from stack.services import ROOT, Ports, Secrets, outbound_dialer, phone_gateway, stack, started
 from trust.env_secrets import SecretError
 
 LOG_DIR = ROOT / "var" / "log"
@@ -20,9 +20,11 @@ def main() -> int:
         return 2
     ports = Ports.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"starting risk_api, actions, rasa, web, phone_gateway (logs: {LOG_DIR.relative_to(ROOT)}/)", flush=True)
+    services = stack(ports, keys) + [phone_gateway(ports, keys), outbound_dialer(ports, keys)]
+    print(f"starting {', '.join(service.name for service in services)} (logs: {LOG_DIR.relative_to(ROOT)}/)",
+          flush=True)
     try:
-        with started(stack(ports, keys) + [phone_gateway(ports, keys)], LOG_DIR) as running:
+        with started(services, LOG_DIR) as running:
             print(f"ready: web chat http://127.0.0.1:{ports.web}/, agent desk http://127.0.0.1:{ports.web}/desk, "
                   f"chat REST http://127.0.0.1:{ports.rasa}/webhooks/chat/webhook (session from "
                   f"POST http://127.0.0.1:{ports.web}/chat/session), "

@@ -117,11 +117,12 @@ class Ports:
     web: int = 8080
     audiosocket: int = 9092
     gateway_health: int = 9093
+    outbound_health: int = 9094
 
     @classmethod
     def free(cls) -> Ports:
         return cls(rasa=free_port(), actions=free_port(), risk_api=free_port(), web=free_port(),
-                   audiosocket=free_port(), gateway_health=free_port())
+                   audiosocket=free_port(), gateway_health=free_port(), outbound_health=free_port())
 
     @classmethod
     def from_environment(cls) -> Ports:
@@ -132,6 +133,7 @@ class Ports:
             web=int(os.environ.get("WEB_PORT", 8080)),
             audiosocket=int(os.environ.get("AUDIOSOCKET_PORT", 9092)),
             gateway_health=int(os.environ.get("GATEWAY_HEALTH_PORT", 9093)),
+            outbound_health=int(os.environ.get("OUTBOUND_HEALTH_PORT", 9094)),
         )
 
 
@@ -150,6 +152,7 @@ class Secrets:
     action_server: str  # Rasa -> action server
     chat_session: str  # web server signs chat sessions, Rasa's public channels check them
     tracker_store: str  # encrypts conversations at rest
+    outbound_number: str  # dialler: keys the digests of numbers in its queue (no number stored in clear)
 
     ENV_NAMES = {
         "risk_engine": "RISK_API_ENGINE_TOKEN", "risk_desk": "RISK_API_DESK_TOKEN",
@@ -157,6 +160,7 @@ class Secrets:
         "rasa_api": "RASA_API_TOKEN", "rasa_gateway": "RASA_GATEWAY_TOKEN",
         "rasa_dialer": "RASA_DIALER_TOKEN", "rasa_desk": "RASA_DESK_TOKEN", "action_server": "ACTION_SERVER_TOKEN",
         "chat_session": "CHAT_SESSION_SECRET", "tracker_store": "TRACKER_STORE_KEY",
+        "outbound_number": "OUTBOUND_NUMBER_KEY",
     }
 
     @classmethod
@@ -260,4 +264,19 @@ def phone_gateway(ports: Ports, keys: Secrets) -> Service:
              "GATEWAY_HEALTH_PORT": str(ports.gateway_health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
              "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_gateway,
              "RASA_CHANNEL_TOKEN": keys.rasa_gateway, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def outbound_dialer(ports: Ports, keys: Secrets) -> Service:
+    """Campaign dialler (outbound/): plans campaigns, enforces the collection rules, dials over
+    AMI when ASTERISK_AMI_SECRET and OUTBOUND_DIAL_CHANNEL are set (otherwise dials nothing, and
+    says so)."""
+    return Service(
+        "outbound",
+        [str(SERVICES_VENV / "bin" / "python"), "-m", "outbound"],
+        f"http://127.0.0.1:{ports.outbound_health}/health",
+        env={"RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_dialer,
+             "OUTBOUND_HEALTH_PORT": str(ports.outbound_health), "PYTHONPATH": str(ROOT),
+             **keys.env("outbound_number")},
+        start_timeout_seconds=60,
     )

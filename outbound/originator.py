@@ -1,0 +1,219 @@
+"""Placing a call: the `Originator` interface and its AMI implementation.
+
+`AmiOriginator` sends an Async `Originate` (telephony.ami.AmiClient) into the `ivr-outbound`
+context with the channel variables the dialplan and the phone gateway read:
+
+    IVR_FLOW          the flow that opens the call
+    IVR_CUSTOMER_ID   the customer called (the gateway looks them up by id, not by caller ID)
+    IVR_ORIGINATE_ID  the attempt id (the dialplan's UserEvent repeats it as OriginateId)
+    IVR_CAMPAIGN      the campaign
+
+and waits for Asterisk's `OriginateResponse`, matched by the ActionID `originate()` returns
+(Asterisk 22, recorded in ../shared/asterisk-sessions/originate-outbound.ami.txt):
+
+    Event: OriginateResponse / ActionID / Response: Success|Failure / Channel / Context / Exten /
+    Reason / Uniqueid (<unknown> on failure) / CallerIDNum / CallerIDName
+
+`Reason` is the dial's last control frame: 4 answered, 5 busy, 3 rang out (no answer), 1 hung up
+before answering, 8 congestion, 0 failed (no such endpoint, channel unavailable). The event may
+reach us before `originate()` returns: early events wait in a small buffer.
+
+What the dialler learns from `dial()`: `answered`, `no_answer`, `busy`, `failed`, `unknown` (the
+Originate may have been placed but no response came: AMI dropped, timed out) or `not_sent`
+(certainly nothing reached Asterisk). Only `not_sent` lets the attempt be dialled again.
+The dial channel carries the number: it is never logged or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from telephony.ami import AmiClient, AmiError, Event
+
+log = logging.getLogger(__name__)
+
+OUTBOUND_CONTEXT = "ivr-outbound"
+OUTBOUND_EXTEN = "s"
+EARLY_EVENTS = 1000  # OriginateResponses that came before their originate() returned
+ANSWERED_CALLS = 10000  # Uniqueids of answered calls whose Hangup we wait for
+REASONS = {"4": "answered", "5": "busy", "3": "no_answer", "1": "no_answer", "8": "failed", "0": "failed"}
+REASON_TEXT = {"0": "failed (no such endpoint or channel unavailable)", "1": "hung up before answering",
+               "3": "rang without an answer", "4": "answered", "5": "busy", "8": "congestion"}
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    attempt_id: str
+    campaign_id: str
+    flow: str
+    customer_id: str
+    number: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DialResult:
+    result: str  # answered | no_answer | busy | failed | unknown | not_sent
+    reason: str = ""
+    action_id: str | None = None
+    uniqueid: str | None = None
+
+
+class Originator(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether a dial could be sent now (the dialler claims nothing otherwise)."""
+        ...
+
+    @property
+    def description(self) -> str: ...
+
+    async def dial(self, request: DialRequest) -> DialResult: ...
+
+    def on_call_end(self, listener: Callable[[str], None]) -> None:
+        """`listener(attempt_id)` when an answered call hangs up."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class NullOriginator:
+    """No call control configured: the dialler plans and decides, and dials nothing."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    @property
+    def ready(self) -> bool:
+        return False
+
+    @property
+    def description(self) -> str:
+        return f"off ({self.why})"
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        return DialResult("not_sent", self.why)
+
+    def on_call_end(self, listener: Callable[[str], None]) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DialSettings:
+    channel: str  # e.g. "PJSIP/{number}@trunk": {number} is the customer's number
+    caller_id: str | None = None
+    ring_seconds: int = 30
+    response_margin_seconds: float = 30.0  # how long after the ring time an OriginateResponse may come
+    variables: Mapping[str, str] = field(default_factory=dict)  # extra channel variables (trunk needs)
+
+    def channel_for(self, number: str) -> str:
+        return self.channel.format(number=number)
+
+
+class AmiOriginator:
+    def __init__(self, client: AmiClient, settings: DialSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self._events = client.subscribe({"OriginateResponse", "Hangup"})
+        self._waiting: dict[str, asyncio.Future[Event]] = {}
+        self._early: OrderedDict[str, Event] = OrderedDict()
+        self._answered: OrderedDict[str, str] = OrderedDict()  # Uniqueid -> attempt id
+        self._listeners: list[Callable[[str], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._consume(), name="originate-responses")
+
+    @property
+    def ready(self) -> bool:
+        return self.client.connected
+
+    @property
+    def description(self) -> str:
+        state = "connected" if self.client.connected else "not connected"
+        return f"AMI {self.client.config.host}:{self.client.config.port} ({state})"
+
+    def on_call_end(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    async def dial(self, request: DialRequest) -> DialResult:
+        if not self.client.connected:
+            # Checked with no await before the action: AmiClient refuses before sending anything.
+            return DialResult("not_sent", "AMI not connected")
+        variables = {"IVR_FLOW": request.flow, "IVR_CUSTOMER_ID": request.customer_id,
+                     "IVR_ORIGINATE_ID": request.attempt_id, "IVR_CAMPAIGN": request.campaign_id,
+                     **self.settings.variables}
+        try:
+            action_id = await self.client.originate(
+                self.settings.channel_for(request.number), OUTBOUND_CONTEXT, OUTBOUND_EXTEN,
+                caller_id=self.settings.caller_id, variables=variables, timeout_ms=self.settings.ring_seconds * 1000)
+        except AmiError as error:
+            if error.response:  # Asterisk answered `Response: Error`: no call was placed
+                return DialResult("failed", f"Asterisk refused the Originate: {error.response.get('Message', '')}",
+                                  error.response.get("ActionID"))
+            # A timeout or a dropped connection after sending: the call may be ringing.
+            return DialResult("unknown", f"no answer to the Originate: {error}")
+        event = self._early.pop(action_id, None)
+        if event is None:
+            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+            self._waiting[action_id] = future
+            try:
+                event = await asyncio.wait_for(future, self.settings.ring_seconds
+                                               + self.settings.response_margin_seconds)
+            except asyncio.TimeoutError:
+                return DialResult("unknown", "Originate queued, but no OriginateResponse came", action_id)
+            finally:
+                self._waiting.pop(action_id, None)
+        return self._result(request, action_id, event)
+
+    def _result(self, request: DialRequest, action_id: str, event: Event) -> DialResult:
+        reason = event.get("Reason", "")
+        uniqueid = event.get("Uniqueid")
+        uniqueid = None if uniqueid in (None, "", "<unknown>") else uniqueid
+        if event.get("Response") == "Success":
+            result = "answered"
+        else:
+            result = REASONS.get(reason, "failed")
+            result = "failed" if result == "answered" else result  # a Failure is never an answer
+        if result == "answered" and uniqueid:
+            self._answered[uniqueid] = request.attempt_id
+            while len(self._answered) > ANSWERED_CALLS:
+                self._answered.popitem(last=False)
+        text = f"OriginateResponse {event.get('Response', '?')}, reason {reason}: {REASON_TEXT.get(reason, 'unknown')}"
+        return DialResult(result, text, action_id, uniqueid)
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._events.get()
+            if event.get("Event") == "Hangup":
+                attempt = self._answered.pop(event.get("Uniqueid", ""), None)
+                if attempt is not None:
+                    for listener in self._listeners:
+                        try:
+                            listener(attempt)
+                        except Exception:
+                            log.exception("call-end listener failed")
+                continue
+            action_id = event.get("ActionID", "")
+            future = self._waiting.get(action_id)
+            if future is not None and not future.done():
+                future.set_result(event)
+            elif action_id:
+                self._early[action_id] = event
+                while len(self._early) > EARLY_EVENTS:
+                    self._early.popitem(last=False)
+
+    async def close(self) -> None:
+        self.client.unsubscribe(self._events)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,28 @@
+"""The dialler's tests run on SQLite and, when RISK_API_TEST_PG_URL is set, on PostgreSQL too
+(marker `postgres`); without the URL the PostgreSQL variants are deselected, never skipped."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.outbound.helpers import PG_URL_ENV, database_url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(PG_URL_ENV):
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres")
+                  and "tests/outbound" in str(item.fspath)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh dialler database of this test's own."""
+    with database_url(request.param, tmp_path) as url:
+        yield url
