@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench import asr_tts, barge_in, telephony, voice_calls
+from bench import asr_tts, barge_in, nlu, telephony, voice_calls
 from bench.stats import percentile
 from risk_api.demo import personas
 from stack.services import ROOT, Ports, Running, Secrets, stack, started
@@ -266,6 +266,8 @@ def write_report(results: dict[str, Any]) -> None:
         ("Rasa server start (until it answers, model loaded)", f"{dialogue['rasa_start_seconds']} s"),
         ("/model/parse p50", f"{dialogue['parse_p50_ms']} ms"),
     ]
+    if results.get("nlu"):
+        rows.append(nlu.report_row(results["nlu"]))
     for key, label in (("chat_1_client", "1 conversation"), ("chat_8_clients", "8 concurrent conversations")):
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
@@ -392,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                    machine=f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}")
     if not voice_only:
         results["training_seconds"] = round(training_seconds(), 1)
+        results["nlu"] = nlu.figures()  # held-out accuracy and the sentence embedding's cost (bench/nlu.py)
     # Before the stack starts, so that its processes do not share the CPU with these.
     results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures()}
     results["telephony"] = telephony.figures()

@@ -1,10 +1,12 @@
 """AudioSocket load: N concurrent calls over loopback, audio paced in and echoed back out.
 
-The server (telephony.audiosocket with an echo handler) runs in this process; the Asterisk side
+The server (telephony.audiosocket with an echo handler) runs in this process; the echo goes out
+the way the gateway's speech does: the voice pipeline's AudioOutput on its 20 ms clock writes
+each frame to the call (telephony.gateway.AudioSocketTransport). The Asterisk side
 (tests/telephony/peers.AudioSocketPeer, one per call, streaming 20 ms frames) runs in a child
 process so that CPU and memory figures are the server's alone. Per call count it reports:
 
-- late_frame_ratio: outbound frames written more than one frame period after their deadline;
+- late_frame_ratio: outbound frames AudioOutput wrote more than one frame period after their deadline;
 - inbound_jitter_p95_ms: |inter-arrival gap - 20 ms| of inbound frames at the server, p95;
 - cpu_seconds_per_call_second: server process CPU time / (calls x seconds);
 - rss_kib_per_call: growth of the server's resident memory while the calls run, per call;
@@ -26,7 +28,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.stats import percentile
-from telephony.audiosocket import FRAME_SECONDS, AudioIn, AudioSocketCall, AudioSocketServer
+from telephony.audiosocket import FRAME_SECONDS, AudioSocketCall, AudioSocketServer
+from telephony.gateway import AudioSocketTransport
+from voice.frames import CallStarted, Hangup, InputAudio, OutputAudio
+from voice.output import AudioOutput
+from voice.pipeline import Pipeline
 
 FRAME_BYTES = 320
 SETTLE_SECONDS = 0.5
@@ -62,20 +68,36 @@ def _peers_process(port: int, calls: int, seconds: float, results: Any) -> None:
     results.put(asyncio.run(run()))
 
 
-async def _measure(calls: int, seconds: float) -> dict[str, float]:
-    arrivals: list[list[float]] = []
-    finished: list[AudioSocketCall] = []
+class Echo:
+    """A call handler that says back what it hears, through the gateway's output path; keeps each
+    call's inbound arrival times and its AudioOutput (frames sent, late frames)."""
 
-    async def echo(call: AudioSocketCall) -> None:
+    def __init__(self) -> None:
+        self.arrivals: list[list[float]] = []
+        self.outputs: list[AudioOutput] = []
+
+    async def __call__(self, call: AudioSocketCall) -> None:
         times: list[float] = []
-        arrivals.append(times)
+        self.arrivals.append(times)
+        transport = AudioSocketTransport(call)
+        output = AudioOutput(transport)
+        self.outputs.append(output)
+        pipeline = Pipeline([output])
         loop = asyncio.get_running_loop()
-        async for event in call:
-            if isinstance(event, AudioIn):
-                times.append(loop.time())
-                await call.play(event.pcm)
-        finished.append(call)
+        try:
+            await pipeline.send(CallStarted(call.uuid))
+            async for frame in transport.frames():
+                if isinstance(frame, InputAudio):
+                    times.append(loop.time())
+                    await pipeline.send(OutputAudio(frame.pcm, frame.sample_rate, ""))
+                elif isinstance(frame, Hangup):
+                    await pipeline.send(frame)
+        finally:
+            await pipeline.close()
 
+
+async def _measure(calls: int, seconds: float) -> dict[str, float]:
+    echo = Echo()
     server = AudioSocketServer(echo, port=0, max_calls=calls)  # the bench sets its own load, above the default cap
     await server.start()
     context = multiprocessing.get_context("spawn")
@@ -99,10 +121,10 @@ async def _measure(calls: int, seconds: float) -> dict[str, float]:
         child.join(5)
         await server.close()
     peer_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - peer_cpu_before
-    sent = sum(call.frames_sent for call in finished)
-    late = sum(call.late_frames for call in finished)
+    sent = sum(output.frames_sent for output in echo.outputs)
+    late = sum(output.late_frames for output in echo.outputs)
     jitter = [abs((later - earlier) - FRAME_SECONDS) * 1000
-              for times in arrivals for earlier, later in zip(times, times[1:], strict=False)]
+              for times in echo.arrivals for earlier, later in zip(times, times[1:], strict=False)]
     return {
         "calls": calls,
         "seconds": seconds,

@@ -34,13 +34,12 @@ import numpy as np
 
 from bench.stats import percentile
 from tests.voice import samples as clips
-from voice.asr import ScriptedRecognizer
 from voice.audio import FRAME_MS, frame_bytes, level_dbfs, samples, to_pcm
 from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import VoiceConfig, load_voice_config
+from voice.demo import RecordingSink, ScriptedRecognizer
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, InputAudio
-from voice.harness import RecordingSink
 from voice.tts import Synthesizer
 
 RATE = 8000

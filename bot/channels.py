@@ -41,7 +41,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
-from flowspec.model import FLOW_STATE_SLOTS, load_flowset
+from flowspec.model import FLOW_STATE_SLOTS, repository_flowset
 from trust import chat_session
 from trust.env_secrets import optional_secret, require_secret
 from trust.logs import session_ref
@@ -249,7 +249,7 @@ class LiveAgentRelay:
         # The bot takes the conversation back where a new flow can start: a flow the hand-over
         # interrupted (a form still active) ends here, its answers with it.
         active = tracker.get_slot("active_flow")
-        flow = load_flowset().flows.get(active) if active else None
+        flow = repository_flowset().flows.get(active) if active else None
         resets = ["requested_slot", *FLOW_STATE_SLOTS, *(flow.slot_names if flow else ())]
         farewell = [_agent_message("left", name, AGENT_LEFT)] if do == "leave" else []
         # Listening, as before any customer message: the rules that start a flow match from there.

@@ -43,6 +43,7 @@ from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy.orm import Session
 
+from flowspec.model import repository_flowset
 from risk_api.masking import mask_text
 from trust.env_secrets import require_secret
 from trust.logs import session_ref
@@ -53,14 +54,18 @@ RETENTION_ENV = "TRACKER_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
 PRUNE_EVERY_SECONDS = 3600.0
 REDACTED = "[redacted]"
-# Slots whose values are used once, in the turn that gives them, and are never stored.
-SECRET_SLOTS = frozenset({"otp_code", "id_last4"})
 REQUESTED_SLOT = "requested_slot"
 _SLOTS_CLEARED = {"restart", "reset_slots", "session_started"}
 
 
 class UnreadableTrackerError(RasaException):
     """Stored events of a conversation do not decrypt with the configured key."""
+
+
+def secret_slots() -> frozenset[str]:
+    """Slots whose values are used once, in the turn that gives them, and are never stored: the
+    identity slots the identity flow marks `secret` (one-time codes, ID digits)."""
+    return repository_flowset().secret_slot_names
 
 
 def _derive(secret: str, purpose: bytes, length: int) -> bytes:
@@ -104,11 +109,11 @@ def _answers_with_secrets(events: list[dict[str, Any]], asked: str | None) -> se
         kind = event.get("event")
         if kind == "user":
             latest_user = index
-            if asked in SECRET_SLOTS:
+            if asked in secret_slots():
                 answers.add(index)
         elif kind == "slot" and event.get("name") == REQUESTED_SLOT:
             asked = event.get("value")
-        elif kind == "slot" and event.get("name") in SECRET_SLOTS and event.get("value") is not None:
+        elif kind == "slot" and event.get("name") in secret_slots() and event.get("value") is not None:
             if latest_user is not None:
                 answers.add(latest_user)
         elif kind in _SLOTS_CLEARED:
@@ -135,7 +140,7 @@ def protect(events: list[dict[str, Any]], asked: str | None = None) -> list[dict
         elif kind == "bot":
             event = {**event, "text": _masked(event.get("text")), "data": _masked(event.get("data")),
                      "metadata": _masked(event.get("metadata"))}
-        elif kind == "slot" and event.get("name") in SECRET_SLOTS and event.get("value") is not None:
+        elif kind == "slot" and event.get("name") in secret_slots() and event.get("value") is not None:
             event = {**event, "value": REDACTED}
         protected.append(event)
     return protected
@@ -204,7 +209,7 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
             event: dict[str, Any] = json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken:
             return None
-        if event.get("event") == "slot" and event.get("name") in SECRET_SLOTS:
+        if event.get("event") == "slot" and event.get("name") in secret_slots():
             event["value"] = None
         return event
 

@@ -17,6 +17,7 @@ from flowspec.model import (
     ENGINE_SLOTS,
     FLOWS_DIR,
     IDENTITY_FLOW,
+    IDENTITY_PROOFS,
     REPO_ROOT,
     SHARED_INTENTS,
     Flow,
@@ -101,6 +102,17 @@ def _check_risk_api_contract(flow: Flow) -> list[FlowError]:
     return problems
 
 
+def _check_identity_proofs(flow: Flow) -> list[FlowError]:
+    """Each verification input has exactly one identity slot; only identity slots prove or are secret."""
+    problems = []
+    proofs = [slot.get("proves") for slot in flow.raw.get("identity_slots", [])]
+    for proof in IDENTITY_PROOFS:
+        if proofs.count(proof) != 1:
+            problems.append(FlowError(flow.path, "identity_slots",
+                                      f"exactly one slot must have `proves: {proof}` (found {proofs.count(proof)})"))
+    return problems
+
+
 def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowError]:
     problems = []
     acts = flow.risk != "-" and flow.risk not in RISK_DONE_BY_IDENTITY_STEP
@@ -120,6 +132,9 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
         if name in identity_slot_names or name in ENGINE_SLOTS:
             problems.append(FlowError(flow.path, "slots", f"'{name}' is reserved by the engine"))
     for slot in flow.slots:
+        if slot.proves or slot.secret:
+            problems.append(FlowError(flow.path, f"slots.{slot.name}",
+                                      "only the identity flow's identity_slots prove identity or are secret"))
         if slot.type == "choice" and "choices" not in slot.options:
             problems.append(FlowError(flow.path, f"slots.{slot.name}", "a choice slot needs choices"))
     roots = ENGINE_ROOTS | set(flow.reads) | set(slot_names) | identity_slot_names
@@ -200,6 +215,8 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
     identity_slot_names = (
         {slot["name"] for slot in identity_flow.raw.get("identity_slots", [])} if identity_flow else set()
     )
+    if identity_flow:
+        problems += _check_identity_proofs(identity_flow)
     for flow in flows.values():
         if flow.id in catalogue:
             problems += _check_against_catalogue(flow, catalogue[flow.id])

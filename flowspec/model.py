@@ -38,6 +38,8 @@ CATALOGUE_PATH = REPO_ROOT.parent / "shared" / "flow-catalogue.yaml"
 
 LEVELS = ("none", "L1", "L2")
 IDENTITY_FLOW = "identity_verification"  # its identity_slots are every flow's identity step
+# What the risk API's verification takes; each identity slot `proves` one of them.
+IDENTITY_PROOFS = ("phone", "name", "id_last4", "otp")
 SHARED_INTENTS = (
     "greet", "goodbye", "affirm", "deny", "thanks", "repeat", "ask_is_bot", "inform",
     "out_of_scope",
@@ -83,10 +85,12 @@ class Slot:
     channels: tuple[str, ...] = ()
     level: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    proves: str | None = None  # an identity slot: which verification input it is
+    secret: bool = False  # used once, never stored
 
     @classmethod
     def from_yaml(cls, data: dict[str, Any]) -> Slot:
-        known = {"name", "type", "prompt", "channels", "level"}
+        known = {"name", "type", "prompt", "channels", "level", "proves", "secret"}
         return cls(
             name=data["name"],
             type=data["type"],
@@ -94,6 +98,8 @@ class Slot:
             channels=tuple(data.get("channels", ())),
             level=data.get("level"),
             options={k: v for k, v in data.items() if k not in known},
+            proves=data.get("proves"),
+            secret=bool(data.get("secret", False)),
         )
 
     def asked_on(self, channel: str) -> bool:
@@ -194,9 +200,23 @@ class FlowSet:
     def identity_flow(self) -> Flow:
         return self.flows[IDENTITY_FLOW]
 
-    @property
+    @cached_property
     def identity_slots(self) -> tuple[Slot, ...]:
         return tuple(Slot.from_yaml(slot) for slot in self.identity_flow.raw.get("identity_slots", []))
+
+    def identity_slot(self, proof: str) -> str:
+        """The name of the identity slot that proves `proof` (one of IDENTITY_PROOFS)."""
+        return next(slot.name for slot in self.identity_slots if slot.proves == proof)
+
+    @cached_property
+    def secret_slot_names(self) -> frozenset[str]:
+        return frozenset(slot.name for slot in self.identity_slots if slot.secret)
+
+    @cached_property
+    def reverify_slot_names(self) -> tuple[str, ...]:
+        """What a customer answers again when verification must be repeated (the number they
+        gave stays: it only says whom to verify)."""
+        return tuple(slot.name for slot in self.identity_slots if slot.proves != "phone")
 
     def all_slot_names(self) -> list[str]:
         names: dict[str, None] = {slot.name: None for slot in self.identity_slots}
@@ -303,6 +323,13 @@ def load_answers(path: Path = SHARED_DIR / "answers.yml") -> Answers:
     if overlap := set(data["affirm"]) & set(data["deny"]):
         raise FlowError(path, "affirm", f"words both yes and no: {sorted(overlap)}")
     return Answers(tuple(data["affirm"]), tuple(data["deny"]), dict(digits))
+
+
+@cache
+def repository_flowset() -> FlowSet:
+    """The repository's flows, loaded once per process: services read them at their first use
+    (loading all of them takes about half a second)."""
+    return load_flowset()
 
 
 def load_flowset(flows_dir: Path = FLOWS_DIR) -> FlowSet:

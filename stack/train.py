@@ -1,7 +1,8 @@
 """Train the Rasa model only when its inputs changed.
 
-The model file is named after a hash of everything training reads (config, generated domain
-and data, Jieba dictionary), so "is the model stale?" is "does bot/models/<hash>.tar.gz exist?".
+The model file is named after a hash of everything training reads (config, components, generated
+domain and data, Jieba dictionary, and the Rasa environment's lock file, which pins the sentence
+embedding model's package), so "is the model stale?" is "does bot/models/<hash>.tar.gz exist?".
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from stack.services import MODELS_DIR, RASA_VENV, ROOT
 
 BOT = ROOT / "bot"
-TRAINING_INPUTS = ["config.yml", "components.py", "domain.yml", "data/nlu.yml", "data/rules.yml", "jieba/userdict.txt"]
+TRAINING_INPUTS = ["config.yml", "components.py", "domain.yml", "data/nlu.yml", "data/rules.yml", "jieba/userdict.txt",
+                   "../requirements/rasa.lock"]
 
 
 def inputs_hash() -> str:
@@ -29,14 +31,15 @@ def inputs_hash() -> str:
 def train(out_dir: Path, name: str, quiet: bool = False, cache_dir: Path | None = None) -> int:
     """`rasa train` into out_dir/<name>.tar.gz; the exit code.
 
-    `cache_dir` replaces Rasa's component cache (bot/.rasa/cache), e.g. an empty one to time a
-    training from scratch.
+    `cache_dir` replaces Rasa's component cache (bot/.rasa/cache) and the cache of training
+    sentence embeddings (var/nlu-embeddings), e.g. an empty one to time a training from scratch.
     """
     command = [str(RASA_VENV / "bin" / "rasa"), "train", "--fixed-model-name", name, "--out", str(out_dir)]
     # PYTHONPATH: the pipeline names a custom component, bot.components.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if cache_dir:
         env["RASA_CACHE_DIRECTORY"] = str(cache_dir)
+        env["NLU_EMBEDDING_CACHE"] = str(cache_dir / "embeddings")
     result = subprocess.run(command, cwd=BOT, check=False, capture_output=quiet, env=env)
     return result.returncode
 

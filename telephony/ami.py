@@ -39,6 +39,8 @@ from typing import Any
 from asterisk.ami import AMIClient, SimpleAction
 from asterisk.ami.action import Action
 
+from voice.clock import Sleep
+
 log = logging.getLogger(__name__)
 
 CORRELATION_EVENT = "IvrCall"  # the UserEvent name the dialplan raises before AudioSocket
@@ -109,8 +111,9 @@ async def _end_session(session: AMIClient) -> None:
 class AmiClient:
     """One supervised AMI session; actions are coroutines, events go to asyncio queues."""
 
-    def __init__(self, config: AmiConfig) -> None:
+    def __init__(self, config: AmiConfig, sleep: Sleep = asyncio.sleep) -> None:
         self.config = config
+        self._sleep = sleep  # the reconnect backoff's waits (tests check the delays, not the wall clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: AMIClient | None = None
         self._pending: dict[str, _Pending] = {}
@@ -278,7 +281,7 @@ class AmiClient:
                 continue
             delay = config.reconnect_min_seconds
             while not self._closing:
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 try:
                     await self._open_session()
                 except AmiError as error:

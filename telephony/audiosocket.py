@@ -6,12 +6,11 @@ Asterisk is the client: it connects, sends the call UUID (kind 0x01, 16 binary b
 audio every 20 ms and DTMF digits; it may close without a hangup message (EOF is a hangup).
 
 Outbound audio is always kind 0x10 (signed 16-bit little-endian, 8 kHz mono) in 320-byte frames,
-written on a 20 ms clock scheduled by absolute deadlines so that sleep overshoot does not add up.
+sent one at a time by `send_frame`: the sender paces them (the voice pipeline's output clock,
+voice/output.py), so there is one pacing clock and one queue, the one a barge-in flushes.
 While the bot is silent a silence frame goes out every `KEEPALIVE_SECONDS`: Asterisk's
 AudioSocket() ends a call after 2 s with no message either way, and a caller on hold or behind a
 trunk with silence suppression sends none.
-A frame written more than one frame period after its deadline counts as late (`late_frames`);
-after a stall of more than `MAX_CATCH_UP_FRAMES` the clock is re-anchored instead of bursting.
 
 Limits against a broken or hostile peer on the port (docs/security.md): at most `max_calls`
 connections at once (one more is refused before its UUID is read); a UUID already in a live call
@@ -36,13 +35,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
+from voice.clock import Clock, Sleep
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct(">BH")
 MAX_PROTOCOL_PAYLOAD = 0xFFFF
 FRAME_SECONDS = 0.020
 OUTBOUND_FRAME_BYTES = 320  # 20 ms of 16-bit mono at 8 kHz
-MAX_CATCH_UP_FRAMES = 5  # behind by more than 100 ms: re-anchor rather than burst
 # 20 ms at 192 kHz is 7,680 bytes; anything beyond twice that is not audio Asterisk would send.
 DEFAULT_MAX_PAYLOAD = 16384
 INBOUND_QUEUE_EVENTS = 500  # 10 s of audio; older audio is dropped if the handler falls behind
@@ -55,7 +55,6 @@ REAL_TIME_BYTES_PER_SECOND = (HEADER.size + OUTBOUND_FRAME_BYTES) / FRAME_SECOND
 MAX_AHEAD_SECONDS = 5.0
 KEEPALIVE_SECONDS = 0.5  # well inside Asterisk's 2 s of no activity
 SILENCE_FRAME = bytes(OUTBOUND_FRAME_BYTES)
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class Kind(IntEnum):
@@ -187,7 +186,7 @@ class InboundBudget:
     """Token bucket on a connection's inbound bytes: real time refills it, `MAX_AHEAD_SECONDS` of
     it is the burst. `clock` returns monotonic seconds (tests drive a virtual one)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._capacity = MAX_AHEAD_SECONDS * REAL_TIME_BYTES_PER_SECOND
         self._tokens = self._capacity
@@ -206,18 +205,16 @@ class AudioSocketCall:
     """One AudioSocket connection, keyed by the call UUID.
 
     Iterate it (`async for event in call`) for inbound events; iteration ends when the connection
-    does. `play()` queues outbound audio paced here, `flush()` drops what is queued (barge-in);
-    `send_frame()` sends one frame at once for a sender that paces its own (the voice pipeline).
+    does. `send_frame()` sends one outbound frame at once; the sender paces them.
     """
 
     def __init__(
         self, call_uuid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_payload: int,
-        clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.uuid = call_uuid
         self.frames_sent = 0
         self.keepalive_frames = 0
-        self.late_frames = 0
         self.inbound_dropped = 0
         self._reader = reader
         self._writer = writer
@@ -227,14 +224,9 @@ class AudioSocketCall:
         self._sleep = sleep
         self._last_sent = clock()
         self._events: asyncio.Queue[CallEvent | None] = asyncio.Queue(INBOUND_QUEUE_EVENTS)
-        self._outbound = bytearray()
-        self._audio_queued = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._closed = asyncio.Event()
         self._protocol_error: ProtocolError | None = None
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"audiosocket-read-{call_uuid}")
-        self._sender_task = asyncio.create_task(self._send_loop(), name=f"audiosocket-send-{call_uuid}")
         self._keepalive_task = asyncio.create_task(self._keep_alive(), name=f"audiosocket-keepalive-{call_uuid}")
 
     @property
@@ -246,10 +238,6 @@ class AudioSocketCall:
         """What ended the call if the peer broke the protocol."""
         return self._protocol_error
 
-    @property
-    def queued_bytes(self) -> int:
-        return len(self._outbound)
-
     def __aiter__(self) -> AsyncIterator[CallEvent]:
         return self._iterate()
 
@@ -257,18 +245,10 @@ class AudioSocketCall:
         while (event := await self._events.get()) is not None:
             yield event
 
-    async def play(self, pcm: bytes) -> None:
-        """Queue 8 kHz slin audio; returns at once (see `wait_until_played`). Ignored once closed."""
-        if self.closed or not pcm:
-            return
-        self._outbound += pcm
-        self._drained.clear()
-        self._audio_queued.set()
-
     async def send_frame(self, pcm: bytes) -> None:
-        """Send one 20 ms frame now, for a sender that paces its own audio (the voice pipeline's
-        AudioOutput): nothing waits here that its barge-in flush could not reach. Ignored once
-        closed; a dropped connection raises ConnectionError."""
+        """Send one 20 ms frame of 8 kHz slin now (a short one is padded with silence). No queue
+        here: the sender (the voice pipeline's AudioOutput) paces, and its barge-in flush must reach
+        everything not yet sent. Ignored once closed; a dropped connection raises ConnectionError."""
         if self.closed:
             return
         self._write_audio(pcm)
@@ -291,17 +271,6 @@ class AudioSocketCall:
                 await self._writer.drain()
         except ConnectionError as error:
             log.info("call %s: keep-alive stopped: %s", self.uuid, error)
-
-    def flush(self) -> int:
-        """Drop all queued outbound audio at once (barge-in); returns the bytes dropped."""
-        dropped = len(self._outbound)
-        self._outbound.clear()
-        self._drained.set()
-        return dropped
-
-    async def wait_until_played(self) -> None:
-        """Until the queue is empty (played, flushed or the call ended)."""
-        await self._drained.wait()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -363,38 +332,12 @@ class AudioSocketCall:
         finally:
             await self._close()
 
-    async def _send_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await self._audio_queued.wait()
-                deadline = loop.time()
-                while self._outbound:
-                    lateness = loop.time() - deadline
-                    if lateness > FRAME_SECONDS:
-                        self.late_frames += 1
-                    if lateness > MAX_CATCH_UP_FRAMES * FRAME_SECONDS:
-                        deadline = loop.time()
-                    frame = bytes(self._outbound[:OUTBOUND_FRAME_BYTES])
-                    del self._outbound[:OUTBOUND_FRAME_BYTES]
-                    # A short tail is padded with silence so the last syllable is not held back.
-                    self._write_audio(frame)
-                    await self._writer.drain()
-                    deadline += FRAME_SECONDS
-                    await asyncio.sleep(max(0.0, deadline - loop.time()))
-                self._audio_queued.clear()
-                self._drained.set()
-        except ConnectionError as error:
-            log.info("call %s: outbound audio stopped: %s", self.uuid, error)
-
     async def _close(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._outbound.clear()
-        self._drained.set()
         current = asyncio.current_task()
-        for task in (self._sender_task, self._keepalive_task, self._reader_task):
+        for task in (self._keepalive_task, self._reader_task):
             if task is not current:
                 task.cancel()
         self._writer.close()
@@ -427,7 +370,7 @@ class AudioSocketServer:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         uuid_timeout: float = 5.0,
         max_calls: int = DEFAULT_MAX_CALLS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.handler = handler

@@ -33,11 +33,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 from fastapi import FastAPI
 
 from risk_api.masking import install_log_masking
+from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
 from telephony.ami import (
     CORRELATION_EVENT,
     DIRECTORY_SIZE,
@@ -110,12 +110,12 @@ class GatewaySettings:
 
 
 class CallerLookup:
-    """Who is calling, from the risk-check API; an unknown number or an API that is down leaves
-    the caller anonymous (they verify in the conversation instead)."""
+    """Who is calling, from the risk-check API with the gateway's role token; an unknown number or
+    an API that is down leaves the caller anonymous (they verify in the conversation instead).
+    Nothing here fails a call: every failure is logged and answered with None."""
 
     def __init__(self, risk_api_url: str, token: str) -> None:
-        self._http = httpx.AsyncClient(base_url=risk_api_url, timeout=3.0,
-                                       headers={"Authorization": f"Bearer {token}"})
+        self._risk = RiskApiHttp(risk_api_url, token, timeout_seconds=3.0)
         self._last_call: dict[str, float] = {}
 
     async def customer(self, phone: str | None) -> dict[str, Any] | None:
@@ -130,39 +130,30 @@ class CallerLookup:
         verifies then); None when the risk API would not take it."""
         body = {"session_id": call_uuid, "channel": channel, "phone": phone, "preferred_time": preferred_time}
         try:
-            response = await self._http.post("/callbacks", json=body)
-        except httpx.HTTPError as error:
-            log.error("call %s: risk API unreachable for the callback: %s", call_uuid, error)
+            booked = await self._risk.call("POST", "/callbacks", json=body)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            log.error("call %s: callback not booked: %s", call_uuid, error)
             return None
-        if response.status_code != 200:
-            log.error("call %s: callback refused: %d %s", call_uuid, response.status_code, response.text[:200])
-            return None
-        return datetime.fromisoformat(response.json()["scheduled_for"])
+        return datetime.fromisoformat(booked["scheduled_for"])
 
     async def handoff_call_state(self, handoff_id: str, state: str, agent: str | None) -> None:
         body = {"state": state, **({"agent": agent[:64]} if agent else {})}
         try:
-            response = await self._http.post(f"/handoffs/{handoff_id}/call-state", json=body)
-        except httpx.HTTPError as error:
-            log.error("hand-over %s: risk API unreachable for its call state: %s", handoff_id, error)
-            return
-        if response.status_code != 200:
-            log.error("hand-over %s: call state %s refused: %d %s", handoff_id, state, response.status_code,
-                      response.text[:200])
+            await self._risk.call("POST", f"/handoffs/{handoff_id}/call-state", json=body)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            log.error("hand-over %s: call state %s not recorded: %s", handoff_id, state, error)
 
     async def _lookup(self, body: dict[str, str]) -> dict[str, Any] | None:
         try:
             # In the body: no caller's number in any URL or access log.
-            response = await self._http.post("/customers/lookup", json=body)
-        except httpx.HTTPError as error:
-            log.error("risk API unreachable for the caller lookup: %s", error)
+            return await self._risk.call("POST", "/customers/lookup", json=body)
+        except RiskApiRefused as refusal:
+            if refusal.status != 404:
+                log.error("caller lookup refused: %s", refusal)
             return None
-        if response.status_code == 404:
+        except RiskApiUnavailable as error:
+            log.error("caller lookup failed: %s", error)
             return None
-        if response.status_code != 200:
-            log.error("caller lookup answered %d: %s", response.status_code, response.text[:200])
-            return None
-        return dict(response.json())
 
     def hours_since_last_call(self, phone: str | None) -> float | None:
         """Remembered per gateway process (a restart forgets): enough to spot a caller ringing
@@ -175,7 +166,7 @@ class CallerLookup:
         return None if previous is None else (now - previous) / 3600
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._risk.close()
 
 
 class QueueWatch:
@@ -230,26 +221,19 @@ class QueueOutcomes:
         self._ami.unsubscribe(self._events)
 
 
-class PhoneCall:
-    """The sink of one call's pipeline: audio to the AudioSocket, control to AMI."""
+class AudioSocketTransport:
+    """One AudioSocket connection as a voice pipeline's transport: its events in as frames, the
+    output clock's frames out with `send_frame` (the output paces them), hang-up as the only
+    telephony instruction. Anything that plays audio to a call goes this way (the gateway, the
+    tests, bench/telephony.py)."""
 
-    def __init__(self, gateway: Gateway, audio: AudioSocketCall, channel: ChannelInfo | None, call: CallStarted,
-                 facts: CallFacts, tier: Tier) -> None:
-        self.gateway = gateway
+    def __init__(self, audio: AudioSocketCall) -> None:
         self.audio = audio
-        self.channel = channel
-        self.call = call
-        self.facts = facts
-        self.tier = tier
 
     async def write_frame(self, pcm: bytes) -> None:
         await self.audio.send_frame(pcm)  # AudioOutput paces; queueing here again would escape its flush
 
     async def control(self, frame: Control) -> Frame | None:
-        if frame.action == "handoff":
-            return await self.gateway.hand_over(self, frame.details)
-        if frame.action == "callback":
-            return await self.gateway.book_callback(self, frame.details)
         if frame.action == "hangup":
             await self.audio.hangup()
         return None
@@ -266,6 +250,26 @@ class PhoneCall:
             else:
                 yield Hangup(f"Asterisk reported {event.description}")
                 return
+
+
+class PhoneCall(AudioSocketTransport):
+    """The sink of one call's pipeline: audio to the AudioSocket, control to AMI."""
+
+    def __init__(self, gateway: Gateway, audio: AudioSocketCall, channel: ChannelInfo | None, call: CallStarted,
+                 facts: CallFacts, tier: Tier) -> None:
+        super().__init__(audio)
+        self.gateway = gateway
+        self.channel = channel
+        self.call = call
+        self.facts = facts
+        self.tier = tier
+
+    async def control(self, frame: Control) -> Frame | None:
+        if frame.action == "handoff":
+            return await self.gateway.hand_over(self, frame.details)
+        if frame.action == "callback":
+            return await self.gateway.book_callback(self, frame.details)
+        return await super().control(frame)
 
 
 class Gateway:

@@ -6,7 +6,7 @@ end. Closed questions (yes/no, digits, menu choices) can constrain a stream to a
 `grammar_for`, which makes short answers on narrow-band phone audio far more reliable.
 
 Without a model speech recognition is off (`load_recognizer` returns None) and callers use the
-keypad. `ScriptedRecognizer` stands in for a model in dialogue tests and demos.
+keypad. (`voice.demo.ScriptedRecognizer` stands in for a model in the demo, the tests and the bench.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-from collections import deque
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -208,47 +207,6 @@ def _check_model_folder(path: Path) -> None:
     if not ((path / "am" / "final.mdl").is_file() or (path / "final.mdl").is_file()):
         raise AsrModelError(f"{path} is not a Vosk model (no am/final.mdl): point VOSK_MODEL_PATH at the "
                             f"unzipped model folder; {MODEL_HELP}")
-
-
-class ScriptedRecognizer:
-    """A stand-in recogniser for dialogue-level tests and demos WITHOUT a Chinese model.
-
-    It does not listen: the audio's content is ignored. Each stream plays the next scripted
-    utterance, showing one more character of it every `ms_per_character` of audio received
-    (partials), and returns the whole utterance from `finish`. The grammar each stream was asked
-    for is kept in `grammars`, so tests can check that closed questions were constrained.
-    """
-
-    def __init__(self, utterances: list[str], sample_rate: int = 16000, ms_per_character: int = 100) -> None:
-        self.sample_rate = sample_rate
-        self.grammars: list[list[str] | None] = []
-        self._utterances = deque(utterances)
-        self._bytes_per_character = sample_rate * 2 * ms_per_character // 1000
-
-    def stream(self, grammar: list[str] | None = None) -> RecognitionStream:
-        if not self._utterances:
-            raise LookupError("ScriptedRecognizer has no utterances left: the test expected fewer turns")
-        self.grammars.append(grammar)
-        return _ScriptedStream(self._utterances.popleft(), self._bytes_per_character)
-
-
-class _ScriptedStream:
-    def __init__(self, text: str, bytes_per_character: int) -> None:
-        self._text = text
-        self._bytes_per_character = bytes_per_character
-        self._bytes_received = 0
-        self._shown = 0
-
-    def accept(self, pcm: bytes) -> str | None:
-        self._bytes_received += len(pcm)
-        shown = min(len(self._text), self._bytes_received // self._bytes_per_character)
-        if shown == self._shown:
-            return None
-        self._shown = shown
-        return self._text[:shown]
-
-    def finish(self) -> str:
-        return self._text
 
 
 def grammar_for(expect: dict[str, Any]) -> list[str] | None:

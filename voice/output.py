@@ -5,17 +5,24 @@ already on the wire is the last one the caller hears), and the processor answers
 how much of the reply the caller heard. Each frame actually sent goes upstream as `BotSpeech`,
 the echo reference for barge-in. Telephony instructions (hand over, hang up) wait in the same
 queue, so the caller hears "正在为您转接" before the transfer happens.
+
+This is the one pacing clock of a call's outbound audio: the sink only writes a frame (the
+AudioSocket connection sends it at once). Frames go out on absolute deadlines so sleep overshoot
+does not add up; one sent more than a frame period late counts in `late_frames`, and after a
+stall of more than `MAX_LAG_FRAMES` the clock restarts from now instead of bursting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 from voice.audio import FRAME_MS, frame_bytes
+from voice.clock import Clock, Sleep
 from voice.frames import (
     BotSpeech,
     BotStoppedSpeaking,
@@ -69,9 +76,11 @@ class _Queued:
 
 
 class AudioOutput(FrameProcessor):
-    def __init__(self, sink: AudioSink) -> None:
+    def __init__(self, sink: AudioSink, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
         super().__init__()
         self.sink = sink
+        self._now = clock
+        self._sleep = sleep
         self.sample_rate = 8000
         self.frames_sent = 0
         self.late_frames = 0
@@ -129,9 +138,8 @@ class AudioOutput(FrameProcessor):
             log.info("output stopped: the caller's side closed (%s)", error)
 
     async def _play_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         period = FRAME_MS / 1000
-        deadline = loop.time()
+        deadline = self._now()
         while True:
             if not self._queue:
                 if self._speaking:
@@ -140,7 +148,7 @@ class AudioOutput(FrameProcessor):
                     await self.push(BotStoppedSpeaking(), Direction.UPSTREAM)
                 self._wake.clear()
                 await self._wake.wait()
-                deadline = loop.time()
+                deadline = self._now()
                 continue
             item = self._queue.popleft()
             if item.control is not None:
@@ -149,11 +157,11 @@ class AudioOutput(FrameProcessor):
                     await self.push(answer, Direction.UPSTREAM)
                 continue
             assert item.pcm is not None and item.utterance is not None
-            lag = loop.time() - deadline
+            lag = self._now() - deadline
             if lag > period:
                 self.late_frames += 1
                 if lag > MAX_LAG_FRAMES * period:
-                    deadline = loop.time()
+                    deadline = self._now()
             await self.sink.write_frame(item.pcm)
             if item.utterance.frames_played == 0:
                 self.played.append(item.utterance.text)
@@ -163,7 +171,7 @@ class AudioOutput(FrameProcessor):
             item.utterance.frames_played += 1
             await self.push(BotSpeech(item.pcm, item.utterance.interruptible), Direction.UPSTREAM)
             deadline += period
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await self._sleep(max(0.0, deadline - self._now()))
 
     async def close(self) -> None:
         if self._clock is not None:

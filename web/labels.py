@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from flowspec.model import load_flowset
+from flowspec.model import repository_flowset
 
 PRIORITIES = {"emergency": "紧急", "high": "高", "normal": "普通"}
 CHANNELS = {"voice": "电话", "chat": "在线", "outbound": "外呼"}
@@ -22,7 +22,7 @@ UNKNOWN = "其他"
 @cache
 def flow_names() -> dict[str, str]:
     """Every flow id a hand-over may carry, with its name from the flow files."""
-    return {**{flow.id: flow.name for flow in load_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题"}
+    return {**{flow.id: flow.name for flow in repository_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题"}
 
 
 @cache
@@ -30,7 +30,7 @@ def action_names() -> dict[str, str]:
     """Each risk action a review may hold, named by the flows that ask for it (two flows share
     reset_password: 重置登录密码/重置交易密码)."""
     names: dict[str, list[str]] = {}
-    for flow in load_flowset().flows.values():
+    for flow in repository_flowset().flows.values():
         if flow.risk != "-":
             names.setdefault(flow.risk, []).append(flow.name)
     return {action: "/".join(flows) for action, flows in names.items()}

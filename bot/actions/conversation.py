@@ -20,7 +20,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from bot.actions.risk_client import RiskApiClient, RiskApiRefused, RiskApiUnavailable
-from flowspec.model import LEVELS, Flow, FlowSet, Response, load_flowset
+from flowspec.model import LEVELS, Flow, FlowSet, Response, repository_flowset
 from flowspec.templates import TemplateError, render
 from trust.logs import session_ref
 
@@ -29,9 +29,8 @@ PRIORITIES = ("normal", "high", "emergency")
 NOT_VERIFIED = "none"
 
 
-@cache
 def flowset() -> FlowSet:
-    return load_flowset()
+    return repository_flowset()
 
 
 @cache

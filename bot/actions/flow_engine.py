@@ -45,7 +45,6 @@ ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投�
 LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"}
 # Asked again when the verified session has ended (the number stays: it is not a secret, and
 # on the phone it is the line's own). The tracker store keeps ID digits and codes redacted.
-REVERIFY_SLOTS = ("customer_name", "id_last4", "otp_code")
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ def required_slots(flow: Flow, values: dict[str, Any], channel: str) -> list[str
                 continue
             if not slot.level and level_rank(values.get("verified_level")) >= level_rank("L1"):
                 continue  # an L1 answer: the risk API already vouches for L1
-            if slot.name == "phone_number" and values.get("caller_number"):
+            if slot.proves == "phone" and values.get("caller_number"):
                 continue
             required.append(slot.name)
     required += [slot.name for slot in flow.slots if slot.asked_on(channel)]
@@ -163,7 +162,7 @@ class FlowFormValidator(Action, ABC):
         claimed = values.get("verified_level")
         if level_rank(claimed) > level_rank(turn.verified_level):
             # The session ended (or the slots were never true): the answers must be given again.
-            for name in REVERIFY_SLOTS:
+            for name in flowset().reverify_slot_names:
                 set_slot(name, None)
             if values.get("requested_slot") and flow.required_level != NOT_VERIFIED:
                 wording = flowset().identity_flow
@@ -239,26 +238,25 @@ class FlowFormValidator(Action, ABC):
         """Verify identity as soon as the identity slots for the next level are in."""
         api = risk_api()
         wording = flowset().identity_flow
+        slot = flowset().identity_slot  # the slot's name for each verification input
         level = values.get("verified_level")
-        phone = values.get("phone_number") or values.get("caller_number")
+        phone = values.get(slot("phone")) or values.get("caller_number")
+        name, id_last4, otp = values.get(slot("name")), values.get(slot("id_last4")), values.get(slot("otp"))
         try:
-            l1_ready = phone and values.get("customer_name") and values.get("id_last4")
-            if level_rank(level) < level_rank("L1") and l1_ready:
-                result = await api.verify_l1(phone, values["customer_name"], values["id_last4"],
-                                             turn.session_id, turn.channel)
-                set_slot("id_last4", None)  # used once: a new attempt asks again
+            if level_rank(level) < level_rank("L1") and phone and name and id_last4:
+                result = await api.verify_l1(phone, name, id_last4, turn.session_id, turn.channel)
+                set_slot(slot("id_last4"), None)  # used once: a new attempt asks again
                 if result["verified"]:
                     set_slot("customer_id", result["customer_id"])
                     set_slot("verified_level", "L1")
                     log.info("flow=%s session=%s verified L1", flow.id, turn.log_ref)
                     return
-                for name in ("customer_name", *(() if values.get("caller_number") else ("phone_number",))):
-                    set_slot(name, None)
+                for answered in (slot("name"), *(() if values.get("caller_number") else (slot("phone"),))):
+                    set_slot(answered, None)
                 self._failed(turn, wording, "verification_failed", result, set_slot)
-            elif level == "L1" and values.get("otp_code"):
-                result = await api.verify_l2(values["customer_id"], values["otp_code"],
-                                             turn.session_id, turn.channel)
-                set_slot("otp_code", None)  # used once
+            elif level == "L1" and otp:
+                result = await api.verify_l2(values["customer_id"], otp, turn.session_id, turn.channel)
+                set_slot(slot("otp"), None)  # used once
                 if result["verified"]:
                     set_slot("verified_level", "L2")
                     log.info("flow=%s session=%s verified L2", flow.id, turn.log_ref)
@@ -292,7 +290,7 @@ class AskSlot(Action, ABC):
         slot = slot_definition(flow, self.slot_name)
         try:
             context = await turn.context(flow, with_reads=slot.name not in {s.name for s in flowset().identity_slots})
-            if slot.name == "otp_code":
+            if slot.proves == "otp":
                 context["otp"] = await risk_api().send_otp(turn.customer_id, turn.session_id, turn.channel)
         except RiskApiRefused as refusal:
             # Refused (too many codes sent, verification locked…): its message is for the
@@ -306,7 +304,8 @@ class AskSlot(Action, ABC):
             await hand_off_unavailable(turn, flow, {"flow_name": flow.name})
             return [SlotSet("flow_exit", FlowExit("handed_off").encode()), *turn.events]
         turn.say(slot.prompt, context, flow)
-        expect: dict[str, Any] = {"slot": slot.name, "type": slot.type}
+        # `private`: an answer that proves who the customer is; the widget never keeps it.
+        expect: dict[str, Any] = {"slot": slot.name, "type": slot.type, "private": slot.proves is not None}
         expect.update({key: slot.options[key] for key in ("length", "min_length", "max_length") if key in slot.options})
         if slot.type == "choice":
             expect["choices"] = len(slot.options["choices"])
@@ -339,8 +338,9 @@ class FinishFlow(Action):
             wording = flowset().identity_flow
             turn.say(wording.responses["reverify"], {}, wording)
             log.info("flow=%s session=%s verified session ended: asking again", flow.id, turn.log_ref)
+            forgotten = (*flowset().reverify_slot_names, "customer_id", "verified_level")
             return [SlotSet("requested_slot", None), SlotSet("flow_exit", None),
-                    *(SlotSet(name, None) for name in (*REVERIFY_SLOTS, "customer_id", "verified_level")),
+                    *(SlotSet(name, None) for name in forgotten),
                     FollowupAction(flow.form_name)]
         log.info("flow=%s session=%s outcome=%s", flow.id, turn.log_ref, outcome)
         turn.signal({"flow": flow.id, "outcome": outcome})

@@ -109,7 +109,7 @@ def validate_bank(slot: Slot, said: Utterance) -> str | None:
 
 def validate_text(slot: Slot, said: Utterance) -> str | None:
     text = said.text.strip()
-    if slot.name == "customer_name":
+    if slot.proves == "name":
         text = NAME_FILLERS.sub("", text)
     return text if len(text) >= slot.options.get("min_chars", 2) else None
 

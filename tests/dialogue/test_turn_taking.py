@@ -75,7 +75,7 @@ def test_new_request_mid_flow_switches_to_it(running_stack: Stack) -> None:
     replies = session.send("我想先查一下这个月的账单")
     assert custom(replies, "outcome") == ["switched"], session.dump()
     asks = custom(replies, "expect")
-    assert asks and asks[-1] == {"slot": "phone_number", "type": "phone"}
+    assert asks and asks[-1] == {"slot": "phone_number", "type": "phone", "private": True}
     assert custom(replies, "expect") and "bill_inquiry" in str(replies[-1]), session.dump()
 
 

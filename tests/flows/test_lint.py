@@ -130,3 +130,24 @@ def test_act_params_must_be_the_ones_the_risk_action_takes(flows_copy: Path) -> 
 def test_a_ticket_kind_the_risk_api_does_not_know_is_named(flows_copy: Path) -> None:
     edit(flows_copy, "complaint", lambda data: data.update(record="ticket:grumble"))
     assert "'grumble' is not a ticket kind of the risk API" in only_problem(flows_copy)
+
+
+def test_each_verification_input_needs_exactly_one_identity_slot(flows_copy: Path) -> None:
+    def drop_otp_proof(data: dict) -> None:
+        next(slot for slot in data["identity_slots"] if slot["name"] == "otp_code").pop("proves")
+
+    edit(flows_copy, "identity_verification", drop_otp_proof)
+    problem = only_problem(flows_copy)
+    assert "identity_verification.yml: identity_slots:" in problem and "`proves: otp`" in problem
+
+
+def test_only_identity_slots_prove_identity_or_are_secret(flows_copy: Path) -> None:
+    edit(flows_copy, "change_bank_card", lambda data: data["slots"][0].update(secret=True))
+    assert "only the identity flow's identity_slots" in only_problem(flows_copy)
+
+
+def test_the_identity_slots_names_come_from_the_identity_flow() -> None:
+    flows = load_flowset()
+    assert flows.identity_slot("otp") == "otp_code" and flows.identity_slot("name") == "customer_name"
+    assert flows.secret_slot_names == {"otp_code", "id_last4"}
+    assert flows.reverify_slot_names == ("customer_name", "id_last4", "otp_code")

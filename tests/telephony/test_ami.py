@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -139,28 +138,36 @@ async def test_actions_while_disconnected_fail_fast(peer: AmiPeer, client: AmiCl
     assert not peer.actions_named("Redirect"), "refused at once, not sent into a dead session"
 
 
-async def test_ami_reconnects_with_backoff_after_the_connection_drops(
-        peer: AmiPeer, client: AmiClient, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="telephony.ami")
-    await peer.stop()  # Asterisk goes down: clients dropped, connections refused
-    await asyncio.sleep(1.6)
-    assert not client.connected
-    failures = [record.created for record in caplog.records if "reconnect failed" in record.getMessage()]
-    # Backoff 0.05 s doubling to a 0.4 s cap: tries at ~0.05, 0.15, 0.35, 0.75, 1.15, 1.55 s.
-    assert 3 <= len(failures) <= 7
-    gaps = [later - earlier for earlier, later in zip(failures, failures[1:], strict=False)]
-    assert gaps[1] > gaps[0] * 1.5 and max(gaps) < 0.6
-    await peer.start()  # back on the same port
-    assert await peer.wait_for_login(timeout=3)
-    deadline = time.monotonic() + 2
-    while not client.connected and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert client.connected and client.reconnects == 1
-    assert len(peer.actions_named("Login")) == 2
-    await client.setvar("PJSIP/a-1", "X", "1")
-    events = client.subscribe({"UserEvent"})
-    await peer.emit("UserEvent", UserEvent="IvrCall", Uuid="u-1", Channel="PJSIP/a-1")
-    assert (await asyncio.wait_for(events.get(), 2))["Uuid"] == "u-1"
+async def test_ami_reconnects_with_backoff_after_the_connection_drops(peer: AmiPeer) -> None:
+    waits: list[float] = []
+
+    async def recorded_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    client = AmiClient(config_for(peer), sleep=recorded_sleep)
+    await client.connect()
+    try:
+        await peer.stop()  # Asterisk goes down: clients dropped, connections refused
+        deadline = time.monotonic() + 5
+        while len(waits) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not client.connected
+        # Backoff 0.05 s doubling to the 0.4 s cap (the delays asked for: no wall-clock measure).
+        assert waits[:6] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
+        await peer.start()  # back on the same port
+        assert await peer.wait_for_login(timeout=3)
+        deadline = time.monotonic() + 2
+        while not client.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert client.connected and client.reconnects == 1
+        assert len(peer.actions_named("Login")) == 2
+        await client.setvar("PJSIP/a-1", "X", "1")
+        events = client.subscribe({"UserEvent"})
+        await peer.emit("UserEvent", UserEvent="IvrCall", Uuid="u-1", Channel="PJSIP/a-1")
+        assert (await asyncio.wait_for(events.get(), 2))["Uuid"] == "u-1"
+    finally:
+        await client.close()
 
 
 async def test_dropped_connection_fails_pending_actions_and_recovers(peer: AmiPeer, client: AmiClient) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import struct
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from bench.telephony import Echo
 from telephony.audiosocket import (
     AudioIn,
     AudioSocketCall,
@@ -26,7 +24,12 @@ from telephony.audiosocket import (
     encode,
     read_message,
 )
+from telephony.gateway import AudioSocketTransport
 from tests.telephony.peers import FRAME_BYTES, AudioSocketPeer
+from tests.voice.virtual_time import VirtualTime
+from voice.frames import CallStarted, Control, Interruption, Keypress, OutputAudio
+from voice.output import AudioOutput
+from voice.pipeline import Pipeline
 
 Handler = Callable[[AudioSocketCall], Awaitable[None]]
 
@@ -265,90 +268,92 @@ async def test_close_ends_all_calls(recording_server: AudioSocketServer, recorde
         assert peer.received[-1].kind == 0x00
 
 
-# --- outbound pacing ---------------------------------------------------------------------------
+# --- outbound audio: the voice pipeline's output clock writing frames to the call -------------
 
-async def test_outbound_audio_leaves_in_320_byte_frames_in_order() -> None:
-    calls: list[AudioSocketCall] = []
+async def call_in_virtual_time(handler: Handler, time_: VirtualTime) -> tuple[AudioSocketServer, AudioSocketPeer]:
+    """A server whose calls keep virtual time, and one call to it, up and running."""
+    server = AudioSocketServer(handler, host="127.0.0.1", port=0, clock=time_.clock, sleep=time_.sleep)
+    await server.start()
+    peer = await peer_of(server)
+    for _ in range(1000):
+        if server.calls:
+            return server, peer
+        await asyncio.sleep(0.005)
+    await server.close()
+    raise AssertionError("the call never started")
+
+
+def output_to(call: AudioSocketCall, time_: VirtualTime) -> tuple[AudioSocketTransport, AudioOutput, Pipeline]:
+    """The gateway's outbound path (AudioOutput paces, the call sends each frame) on virtual time."""
+    transport = AudioSocketTransport(call)
+    output = AudioOutput(transport, time_.clock, time_.sleep)
+    return transport, output, Pipeline([output])
+
+
+async def test_outbound_audio_leaves_in_320_byte_frames_in_order_one_every_20_ms() -> None:
+    time_ = VirtualTime()
+    outputs: list[AudioOutput] = []
 
     async def speaker(call: AudioSocketCall) -> None:
-        calls.append(call)
-        await call.play(tone(50, start=1) + b"\x07\x00" * 10)  # 1 s and a 20-byte tail
-        await call.wait_until_played()
-        await call.hangup()
+        _, output, pipeline = output_to(call, time_)
+        outputs.append(output)
+        await pipeline.send(CallStarted(call.uuid))
+        await pipeline.send(OutputAudio(tone(50, start=1) + b"\x07\x00" * 10, 8000, "您好"))  # 1 s, a 20-byte tail
+        await pipeline.send(Control("hangup"))  # after the words, as the gateway's hang-up is
+        await call.wait_closed()
+        await pipeline.close()
 
-    server = await serve(speaker)
+    server, peer = await call_in_virtual_time(speaker, time_)
     try:
-        peer = await peer_of(server)
-        assert await peer.wait_closed_by_server(3)
+        await time_.advance_to(0.51)  # deadlines 0, 20, … 500 ms have passed: 26 frames
+        assert len(await peer.wait_for_audio(26 * 320, 2)) == 26 * 320
+        await asyncio.sleep(0.05)
+        assert len(peer.audio()) == 26, "no frame before its deadline"
+        await time_.advance_to(1.1)
+        assert await peer.wait_closed_by_server(2)
     finally:
         await server.close()
     frames = peer.audio()
     assert len(frames) == 51 and all(len(frame.payload) == 320 for frame in frames)
     assert peer.audio_bytes()[:50 * 320] == tone(50, start=1)
     assert frames[-1].payload == b"\x07\x00" * 10 + b"\x00" * 300  # the tail padded with silence
-    # Pacing (20 ms apart, late frames) is measured by `make bench`: no wall clock in tests.
-    assert calls[0].frames_sent == 51
+    assert peer.received[-1].kind == 0x00  # the hang-up waited for the words before it
+    assert not peer.keepalives(), "no keep-alive frame interrupts speech"
+    assert (outputs[0].frames_sent, outputs[0].late_frames) == (51, 0)
 
 
-async def test_a_self_paced_frame_goes_out_at_once_and_leaves_nothing_to_flush() -> None:
-    """The voice pipeline paces its own output: a frame it sends must not wait in a second
-    queue that its barge-in flush cannot reach."""
-    left_queued: list[int] = []
-
-    async def paced_by_the_caller(call: AudioSocketCall) -> None:
-        for index in range(3):
-            await call.send_frame(tone(1, start=index + 1))
-        left_queued.append(call.flush())
-        await call.hangup()
-
-    server = await serve(paced_by_the_caller)
-    try:
-        peer = await peer_of(server)
-        assert await peer.wait_closed_by_server(3)
-    finally:
-        await server.close()
-    assert left_queued == [0]
-    assert [frame.payload for frame in peer.audio()] == [tone(1, start=index + 1) for index in range(3)]
-
-
-async def test_flush_stops_queued_audio_within_one_frame() -> None:
-    flushed_at: list[float] = []
+async def test_a_barge_in_stops_the_prompt_on_the_wire_and_the_answer_follows_at_once() -> None:
+    time_ = VirtualTime()
+    answered = asyncio.Event()
 
     async def barge_in(call: AudioSocketCall) -> None:
-        await call.play(tone(100))  # 2 s of prompt
-        async for event in call:
-            if isinstance(event, DtmfIn):  # the caller starts speaking / presses a key
-                assert call.flush() > 0
-                flushed_at.append(time.monotonic())
-                await call.play(tone(3, start=500))  # the bot answers at once
+        transport, _, pipeline = output_to(call, time_)
+        await pipeline.send(CallStarted(call.uuid))
+        await pipeline.send(OutputAudio(tone(100, start=1), 8000, "提示"))  # 2 s of prompt
+        async for frame in transport.frames():
+            if isinstance(frame, Keypress):  # the caller presses a key (speech goes the same way)
+                await pipeline.send(Interruption("key"))
+                await pipeline.send(OutputAudio(tone(3, start=500), 8000, "回答"))  # the bot answers at once
+                answered.set()
+        await pipeline.close()
 
-    server = await serve(barge_in)
+    server, peer = await call_in_virtual_time(barge_in, time_)
     try:
-        peer = await peer_of(server)
-        await asyncio.sleep(0.3)
+        await time_.advance_to(0.31)  # 16 prompt frames out (0 … 300 ms)
         await peer.send_dtmf("1")
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(answered.wait(), 2)
+        await time_.advance_to(1.0)
+        await peer.wait_for_audio(19 * 320, 2)
         await peer.close()
     finally:
         await server.close()
-    frames = peer.audio()
-    prompt = [f for f in frames if f.payload in {tone(1, start=i) for i in range(100)}]
-    answer = [f for f in frames if f.payload in {tone(1, start=500 + i) for i in range(3)}]
-    assert 0 < len(prompt) < 100 and len(answer) == 3
-    # At most one prompt frame already on its way when flush() ran; then the answer follows.
-    assert sum(1 for f in prompt if f.at > flushed_at[0]) <= 1
+    # Not one prompt frame after the flush: only the output clock held the rest, and it dropped it.
+    assert [frame.payload for frame in peer.audio()] == (
+        [tone(1, start=1 + index) for index in range(16)] + [tone(1, start=500 + index) for index in range(3)])
 
 
 async def test_fifty_concurrent_calls_each_hear_only_their_own_echo() -> None:
-    calls: list[AudioSocketCall] = []
-
-    async def echo(call: AudioSocketCall) -> None:
-        calls.append(call)
-        async for event in call:
-            if isinstance(event, AudioIn):
-                await call.play(event.pcm)
-        await call.wait_until_played()
-
+    echo = Echo()  # bench/telephony.py's load, as a correctness check
     server = await serve(echo)
     try:
         peers = [await peer_of(server) for _ in range(50)]
@@ -359,40 +364,12 @@ async def test_fifty_concurrent_calls_each_hear_only_their_own_echo() -> None:
                                                            for peer in peers)), 10)
         for index, audio in enumerate(received):
             assert audio == tone(frames_each, start=index + 1)  # every call hears only its own audio, in order
-        assert sum(call.frames_sent for call in calls) == 50 * frames_each
+        assert sum(output.frames_sent for output in echo.outputs) == 50 * frames_each
     finally:
         await server.close()
 
 
 # --- keep-alive ------------------------------------------------------------------------------
-
-class VirtualTime:
-    """A clock and a sleep for AudioSocket calls: sleepers wake in virtual-time order as the test
-    advances it; the wall clock only lets sockets and tasks run in between."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._order), wake))
-        await wake
-
-    async def advance_to(self, until: float) -> None:
-        for _ in range(2000):  # a bound: every wake-up of the calls under test, and more
-            await asyncio.sleep(0.002)  # sockets and ready tasks run; they may add sleepers
-            if not self._sleepers or self._sleepers[0][0] > until:
-                break
-            self.now, _, wake = heapq.heappop(self._sleepers)
-            if not wake.done():
-                wake.set_result(None)
-        self.now = until
-
 
 async def test_a_caller_who_sends_nothing_gets_keepalive_frames_within_asterisks_two_seconds() -> None:
     # Asterisk ends AudioSocket() after 2 s with no message either way (caller on hold, a trunk
@@ -421,35 +398,3 @@ async def test_a_caller_who_sends_nothing_gets_keepalive_frames_within_asterisks
     assert len(sent_at) >= 10 / 0.5 - 1 and max(gaps) < 2.0, gaps
     assert len(peer.keepalives()) == len(sent_at) and all(m.payload == bytes(320) for m in peer.keepalives())
     assert not peer.audio(), "keep-alive frames are silence"
-
-
-async def test_no_keepalive_frame_interrupts_speech() -> None:
-    time_ = VirtualTime()
-
-    async def speaker(call: AudioSocketCall) -> None:
-        for index in range(100):  # 2 s of speech, one frame every virtual 20 ms
-            await call.send_frame(tone(1, start=index + 1))
-            await time_.sleep(0.020)
-        await call.hangup()
-
-    server, peer = await call_in_virtual_time(speaker, time_)
-    try:
-        await time_.advance_to(2.1)
-        assert await peer.wait_closed_by_server(20)
-    finally:
-        await server.close()
-    assert peer.audio_bytes() == tone(100, start=1)
-    assert not peer.keepalives()
-
-
-async def call_in_virtual_time(handler: Handler, time_: VirtualTime) -> tuple[AudioSocketServer, AudioSocketPeer]:
-    """A server whose calls keep virtual time, and one call to it, up and running."""
-    server = AudioSocketServer(handler, host="127.0.0.1", port=0, clock=time_.clock, sleep=time_.sleep)
-    await server.start()
-    peer = await peer_of(server)
-    for _ in range(1000):
-        if server.calls:
-            return server, peer
-        await asyncio.sleep(0.005)
-    await server.close()
-    raise AssertionError("the call never started")

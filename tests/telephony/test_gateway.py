@@ -29,9 +29,9 @@ from tests.conftest import SECRETS, Stack
 from tests.dialogue.conftest import CUSTOMERS
 from tests.telephony.peers import AmiPeer, AudioSocketPeer
 from tests.voice import samples
-from voice.asr import ScriptedRecognizer
 from voice.call import VoiceEngines
 from voice.config import load_voice_config
+from voice.demo import ScriptedRecognizer
 from voice.dialogue import DialogueClient
 from voice.tts import Synthesizer
 

@@ -72,6 +72,6 @@ def test_phone_must_be_a_mobile_number() -> None:
 
 
 def test_name_drops_fillers() -> None:
-    name = Slot("customer_name", "text", Response("?", "?"))
+    name = Slot("customer_name", "text", Response("?", "?"), proves="name")
     assert validate(name, said("我叫张测甲")) == "张测甲"
     assert validate(name, said("是")) is None

