@@ -32,18 +32,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     DateTime,
-    Engine,
     Index,
     Integer,
     String,
     TypeDecorator,
-    create_engine,
-    event,
     func,
     or_,
     select,
@@ -55,6 +51,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from outbound.campaigns import Campaign
 from outbound.compliance import CallFacts, Compliance, Decision, timezone_of
+from risk_api.db import make_engine
 
 SCHEMA_VERSION = 1
 DEFAULT_DATABASE_URL = "sqlite:///var/outbound.sqlite3"
@@ -242,33 +239,10 @@ def attempt_id(member: str, number: int) -> str:
     return f"{member}:{number}"
 
 
-def _make_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _: Any) -> None:
-        dbapi_connection.isolation_level = None  # our BEGIN IMMEDIATE, not pysqlite's deferred BEGIN
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # SQLite's write lock from each transaction's start: two processes serialise, and the
-        # counts a decision reads cannot change before it is recorded.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
 class Queue:
     def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.engine = make_engine(url, pool_size=5, max_overflow=10)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # One writer at a time in this process on SQLite: wait on a lock, not in SQLite's busy loop.

@@ -322,10 +322,13 @@ class AuditEntry(Base):
     rules: Mapped[list[Any]]
 
 
-def _make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """An engine for PostgreSQL, or for SQLite set up so that concurrent writers (threads or
+    processes) never lose an update: WAL, a long busy timeout, and every transaction holding the
+    write lock from its start. Shared with the dialler's job queue (outbound/queue.py)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -340,8 +343,8 @@ def _make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Every transaction holds SQLite's write lock from its start: account actions are
-        # serialised and a read-then-write never loses an update.
+        # Every transaction holds SQLite's write lock from its start: read-then-write sequences
+        # are serialised and never lose an update.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -350,7 +353,7 @@ def _make_engine(url: str) -> Engine:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time: queue this process's transactions on a lock rather
         # than in SQLite's busy-wait back-off (which sleeps up to 100 ms per retry).
