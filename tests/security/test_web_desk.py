@@ -345,7 +345,8 @@ def web_env(**overrides: str) -> dict[str, str]:
     env.update({"PYTHONPATH": str(ROOT), "WEB_HOST": "127.0.0.1", "WEB_PORT": str(free_port()),
                 "RISK_API_URL": "http://127.0.0.1:9", "RISK_API_TOKEN": "a-desk-role-token-for-tests",
                 "AGENT_ACCOUNTS_FILE": str(accounts_file()), "WEB_SESSION_SECRET": "w" * 32,
-                "CHAT_SESSION_SECRET": "c" * 32})
+                "CHAT_SESSION_SECRET": "c" * 32,
+                "RASA_DESK_TOKEN": "a-rasa-desk-token-for-tests"})
     env.update(overrides)
     return env
 
