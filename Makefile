@@ -23,6 +23,8 @@ export ACTION_SERVER_TOKEN ?= dev-only-action-server-token
 export CHAT_SESSION_SECRET ?= dev-only-chat-session-secret
 export TRACKER_STORE_KEY ?= dev-only-tracker-store-key
 export OUTBOUND_NUMBER_KEY ?= dev-only-outbound-number-key
+export OUTBOUND_DESK_TOKEN ?= dev-only-outbound-desk-token
+export OUTBOUND_GATEWAY_TOKEN ?= dev-only-outbound-gateway-token
 export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
 # The agent desk's accounts: development ones (password dev-only-agent-password), refused
 # outside IVR_ENV=development; a deployment names its own file.
@@ -84,7 +86,7 @@ bench: train
 # at the bot's next pause).
 voice-demo: train
 	@test -n "$(WAV)" || { echo "usage: make voice-demo WAV=path/to/call.wav [SAY=...] [KEYS=digits]"; exit 2; }
-	$(SVC_PY) -m voice.demo "$(WAV)" $(if $(SAY),--say "$(SAY)") $(if $(KEYS),--keys "$(KEYS)")
+	$(SVC_PY) -m bench.voice_demo "$(WAV)" $(if $(SAY),--say "$(SAY)") $(if $(KEYS),--keys "$(KEYS)")
 
 # The Chinese prompts and hold music Asterisk plays without the bot (queue, failover), in the bot's
 # voice: copy var/asterisk-sounds/* into Asterisk's data directory (ivr_config/README.md).

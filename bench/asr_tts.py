@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from voice.asr import VoskRecognizer
-from voice.audio import frame_bytes, read_wav, resample
+from voice.audio import TELEPHONE_RATE, frame_bytes, read_wav, resample
 from voice.tts import Synthesizer, TtsConfig
 
 KOREAN_SENTENCE = "안녕하세요 저는 은행에 전화를 했습니다 계좌 잔액을 알고 싶어요"
@@ -30,7 +30,7 @@ def _korean_call_audio() -> bytes:
         path = Path(scratch) / "speech.wav"
         subprocess.run(["espeak-ng", "-v", "ko", "-w", str(path), KOREAN_SENTENCE], check=True)
         pcm, rate = read_wav(path)
-    return resample(resample(pcm, rate, 8000), 8000, 16000)
+    return resample(resample(pcm, rate, TELEPHONE_RATE), TELEPHONE_RATE, 16000)
 
 
 def _asr_figures() -> dict[str, float]:
@@ -59,13 +59,13 @@ async def _tts_figures() -> dict[str, float]:
     render_seconds, audio_seconds = [], []
     for number in range(TTS_PROMPTS):  # distinct texts: every render misses the cache
         started = time.perf_counter()
-        pcm = await synthesizer.render(TYPICAL_PROMPT.format(1000 + number * 37), 8000)
+        pcm = await synthesizer.render(TYPICAL_PROMPT.format(1000 + number * 37), TELEPHONE_RATE)
         render_seconds.append(time.perf_counter() - started)
-        audio_seconds.append(len(pcm) / 2 / 8000)
+        audio_seconds.append(len(pcm) / 2 / TELEPHONE_RATE)
     hits = []
     for _ in range(TTS_PROMPTS):
         started = time.perf_counter()
-        await synthesizer.render(TYPICAL_PROMPT.format(1000), 8000)
+        await synthesizer.render(TYPICAL_PROMPT.format(1000), TELEPHONE_RATE)
         hits.append(time.perf_counter() - started)
     synthesizer.close()
     return {"tts_render_p50_ms": round(1000 * statistics.median(render_seconds), 1),

@@ -2,7 +2,7 @@
 fails to, how fast the decision comes, and what detection costs in CPU.
 
 Runs the real SpeechDetector and BargeInDetector (webrtcvad, noisereduce) over generated 8 kHz
-scenarios (tests/voice/samples.py) while the bot "speaks". Bounded: a fixed set of scenarios,
+scenarios (bench/samples.py) while the bot "speaks". Bounded: a fixed set of scenarios,
 about a minute of CPU. Targets: barge-in p95 < 250 ms, false barge-in < 2 % at 10 dB SNR, no
 missed barge-in at 20 dB SNR.
 """
@@ -13,12 +13,12 @@ import statistics
 import time
 from typing import Any
 
+from bench import samples
 from bench.stats import percentile
-from tests.voice import samples
+from voice.audio import TELEPHONE_RATE
 from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
 
-RATE = 8000
 SNRS_DB = (20, 10, 5, 0)
 ECHO_LEVELS_DB = (-10, -20)
 ECHO_DELAYS_MS = (40, 120, 220)
@@ -55,11 +55,11 @@ def figures(detection: DetectionConfig | None = None, barge_in: BargeInConfig | 
     for kind in samples.NOISE_KINDS:
         false_on_noise[kind], missed_over_noise[kind] = {}, {}
         for snr in SNRS_DB:
-            noise_runs = [samples.noise_only(kind, snr, NOISE_SCENARIO_SECONDS, RATE, seed=seed)
+            noise_runs = [samples.noise_only(kind, snr, NOISE_SCENARIO_SECONDS, TELEPHONE_RATE, seed=seed)
                           for seed in range(NOISE_SCENARIOS_PER_CONDITION)]
             false_on_noise[kind][f"{snr}dB"] = statistics.fmean(
                 barged_in_early(play(scenario), scenario) for scenario in noise_runs)
-            speech_runs = [samples.speech_over_noise(sentence, kind, snr, RATE, seed=seed)
+            speech_runs = [samples.speech_over_noise(sentence, kind, snr, TELEPHONE_RATE, seed=seed)
                            for seed, sentence in enumerate(samples.SENTENCES)]
             missed = []
             for scenario in speech_runs:
@@ -70,12 +70,12 @@ def figures(detection: DetectionConfig | None = None, barge_in: BargeInConfig | 
     false_on_echo: dict[str, float] = {}
     missed_over_echo: dict[str, float] = {}
     for echo_db in ECHO_LEVELS_DB:
-        echo_runs = [samples.echo_only(echo_db, RATE, delay_ms=delay, noise_kind="pink", seed=seed)
+        echo_runs = [samples.echo_only(echo_db, TELEPHONE_RATE, delay_ms=delay, noise_kind="pink", seed=seed)
                      for seed in range(ECHO_SEEDS) for delay in ECHO_DELAYS_MS]
         false_on_echo[f"{echo_db}dB"] = statistics.fmean(barged_in_early(play(run), run) for run in echo_runs)
         missed = []
         for index, sentence in enumerate(samples.SENTENCES):
-            scenario = samples.speech_over_echo(sentence, echo_db, RATE, delay_ms=ECHO_DELAYS_MS[index % 3],
+            scenario = samples.speech_over_echo(sentence, echo_db, TELEPHONE_RATE, delay_ms=ECHO_DELAYS_MS[index % 3],
                                                 noise_kind="pink", snr_db=30.0, seed=index)
             outcome = play(scenario)
             missed.append(outcome.barge_in_ms is None or barged_in_early(outcome, scenario))
@@ -93,5 +93,5 @@ def figures(detection: DetectionConfig | None = None, barge_in: BargeInConfig | 
         "reaction_ms_p95_all_snrs": percentile(reactions_ms, 0.95) if reactions_ms else None,
         "cpu_seconds_per_audio_second": cpu_seconds / audio_seconds,
         "audio_seconds": round(audio_seconds, 1),
-        "sample_rate": RATE,
+        "sample_rate": TELEPHONE_RATE,
     }

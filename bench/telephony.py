@@ -3,7 +3,7 @@
 The server (telephony.audiosocket with an echo handler) runs in this process; the echo goes out
 the way the gateway's speech does: the voice pipeline's AudioOutput on its 20 ms clock writes
 each frame to the call (telephony.gateway.AudioSocketTransport). The Asterisk side
-(tests/telephony/peers.AudioSocketPeer, one per call, streaming 20 ms frames) runs in a child
+(bench/audiosocket_peer.AudioSocketPeer, one per call, streaming 20 ms frames) runs in a child
 process so that CPU and memory figures are the server's alone. Per call count it reports:
 
 - late_frame_ratio: outbound frames AudioOutput wrote more than one frame period after their deadline;
@@ -27,14 +27,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bench.audiosocket_peer import AudioSocketPeer
 from bench.stats import percentile
-from telephony.audiosocket import FRAME_SECONDS, AudioSocketCall, AudioSocketServer
+from telephony.audiosocket import OUTBOUND_FRAME_BYTES, AudioSocketCall, AudioSocketServer
 from telephony.gateway import AudioSocketTransport
+from voice.audio import FRAME_SECONDS
 from voice.frames import CallStarted, Hangup, InputAudio, OutputAudio
 from voice.output import AudioOutput
 from voice.pipeline import Pipeline
 
-FRAME_BYTES = 320
 SETTLE_SECONDS = 0.5
 
 
@@ -53,11 +54,9 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 
 def _peers_process(port: int, calls: int, seconds: float, results: Any) -> None:
     """Child process: `calls` peers streaming `seconds` of audio each, then hanging up."""
-    from tests.telephony.peers import AudioSocketPeer
-
     async def run() -> int:
         peers = [await AudioSocketPeer("127.0.0.1", port).connect() for _ in range(calls)]
-        pcm = b"\x10\x00" * (FRAME_BYTES // 2) * int(seconds / FRAME_SECONDS)
+        pcm = b"\x10\x00" * (OUTBOUND_FRAME_BYTES // 2) * int(seconds / FRAME_SECONDS)
         await asyncio.gather(*(peer.stream(pcm) for peer in peers))
         await asyncio.sleep(SETTLE_SECONDS)  # let the echo drain
         for peer in peers:

@@ -32,18 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from bench import samples as clips
+from bench.stand_ins import RecordingSink, ScriptedRecognizer
 from bench.stats import percentile
-from tests.voice import samples as clips
-from voice.audio import FRAME_MS, frame_bytes, level_dbfs, samples, to_pcm
+from voice.audio import FRAME_SECONDS, TELEPHONE_RATE, frame_bytes, level_dbfs, samples, to_pcm
 from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import VoiceConfig, load_voice_config
-from voice.demo import RecordingSink, ScriptedRecognizer
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, InputAudio
 from voice.tts import Synthesizer
 
-RATE = 8000
-FRAME_S = FRAME_MS / 1000
 SNR_DB = 20.0
 ECHO_DB = -20.0
 ECHO_DELAY_S = 0.06
@@ -72,7 +70,7 @@ class Utterance:
     @functools.cached_property
     def audible_frames(self) -> int:
         """Frames up to the last one loud enough to be speech (the clip's tail is quiet)."""
-        loud = [index for index, frame in enumerate(clips.frames(self.pcm, RATE))
+        loud = [index for index, frame in enumerate(clips.frames(self.pcm, TELEPHONE_RATE))
                 if level_dbfs(frame) > clips.ONSET_THRESHOLD_DBFS]
         return loud[-1] + 1 if loud else 0
 
@@ -90,20 +88,20 @@ class Caller:
     _echo_next: int = field(default=0, init=False)
 
     async def frames(self) -> AsyncIterator[Frame]:
-        size = frame_bytes(RATE) // 2
+        size = frame_bytes(TELEPHONE_RATE) // 2
         background = samples(clips.scaled(
-            clips.noise("pink", self.max_seconds + 1, RATE, seed=self.seed), -SNR_DB)).astype(np.float64)
+            clips.noise("pink", self.max_seconds + 1, TELEPHONE_RATE, seed=self.seed), -SNR_DB)).astype(np.float64)
         pending = list(self.utterances)
         speaking: Utterance | None = None
         speech: list[np.ndarray] = []
         position = 0
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for index in range(int(self.max_seconds / FRAME_S)):
+        for index in range(int(self.max_seconds / FRAME_SECONDS)):
             now = time.monotonic()
             if speaking is None and pending and self._turn_of(pending[0], now):
                 speaking, position = pending.pop(0), 0
-                speech = [samples(frame).astype(np.float64) for frame in clips.frames(speaking.pcm, RATE)]
+                speech = [samples(frame).astype(np.float64) for frame in clips.frames(speaking.pcm, TELEPHONE_RATE)]
                 speaking.onset_at = now
             line = background[index * size:(index + 1) * size] + self._echo(now)
             if speaking is not None:
@@ -113,10 +111,10 @@ class Caller:
                     speaking.end_at = now
                 if position == len(speech):
                     speaking = None
-            yield InputAudio(to_pcm(line), RATE)
+            yield InputAudio(to_pcm(line), TELEPHONE_RATE)
             if self.done(self):
                 return
-            await asyncio.sleep(max(0.0, start + (index + 1) * FRAME_S - loop.time()))
+            await asyncio.sleep(max(0.0, start + (index + 1) * FRAME_SECONDS - loop.time()))
 
     def _turn_of(self, utterance: Utterance, now: float) -> bool:
         if not self.sink.frames:
@@ -131,7 +129,7 @@ class Caller:
         sent = self.sink.frames
         while self._echo_next < len(sent) and sent[self._echo_next][0] <= now - ECHO_DELAY_S:
             self._echo_next += 1
-        if not self._echo_next or now - ECHO_DELAY_S - sent[self._echo_next - 1][0] > FRAME_S:
+        if not self._echo_next or now - ECHO_DELAY_S - sent[self._echo_next - 1][0] > FRAME_SECONDS:
             return 0.0
         return samples(sent[self._echo_next - 1][1]).astype(np.float64) * 10 ** (ECHO_DB / 20)
 
@@ -155,9 +153,9 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     """The caller talks over the greeting, then waits for the answer. The reply is rendered on demand
     (a fresh synthesiser; only the greeting is warmed), as for a reply with an amount in it."""
     sentence = clips.SENTENCES[number % len(clips.SENTENCES)]
-    utterance = Utterance(clips.speech(sentence, RATE), over_bot_s=1.5 + 0.1 * (number % 10))
+    utterance = Utterance(clips.speech(sentence, TELEPHONE_RATE), over_bot_s=1.5 + 0.1 * (number % 10))
     synthesizer = Synthesizer(config.tts)
-    await synthesizer.prerender([config.turns.prompts.greeting], RATE)
+    await synthesizer.prerender([config.turns.prompts.greeting], TELEPHONE_RATE)
     sink = RecordingSink()
 
     def heard_the_answer(caller: Caller) -> bool:
@@ -185,7 +183,7 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     figures["early"] = float(barge_in < onset)
     figures["decision_s"] = barge_in - onset
     greeting = [moment for moment, _ in sink.frames if sent is None or moment < sent]
-    figures["playback_stopped_s"] = greeting[-1] + FRAME_S - onset  # the last frame sent still plays 20 ms
+    figures["playback_stopped_s"] = greeting[-1] + FRAME_SECONDS - onset  # the last frame sent still plays 20 ms
     if stopped is not None and sent is not None and answer is not None:
         reply = next(moment for moment, _ in sink.frames if moment > answer)
         figures.update(reply_s=reply - end, endpointing_s=stopped - end, recognition_s=sent - stopped,
@@ -232,18 +230,18 @@ async def _load(config: VoiceConfig, rasa_url: str, channel_token: str, calls: i
     caller talking over the disclosure, then a turn and its reply, until LOAD_CALL_SECONDS."""
     synthesizer = Synthesizer(config.tts)  # one per process, as in the gateway
     prompts = config.turns.prompts
-    await synthesizer.prerender([prompts.disclosure, prompts.greeting], RATE)
+    await synthesizer.prerender([prompts.disclosure, prompts.greeting], TELEPHONE_RATE)
     dialogue = DialogueClient(rasa_url, channel_token)
-    talked_over = clips.speech("喂你好", RATE)
+    talked_over = clips.speech("喂你好", TELEPHONE_RATE)
 
     async def one(number: int) -> CallResult:
         # Calls spread over the 20 ms frame period, as real arrivals are: in step, every call's
         # frame would be processed at the same instant.
-        await asyncio.sleep(number * (2 * FRAME_S + FRAME_S / calls))
+        await asyncio.sleep(number * (2 * FRAME_SECONDS + FRAME_SECONDS / calls))
         sentence = clips.SENTENCES[number % len(clips.SENTENCES)]
         sink = RecordingSink()
-        caller = Caller([Utterance(talked_over, over_bot_s=0.5), Utterance(clips.speech(sentence, RATE))], sink,
-                        LOAD_CALL_SECONDS, seed=number)
+        utterances = [Utterance(talked_over, over_bot_s=0.5), Utterance(clips.speech(sentence, TELEPHONE_RATE))]
+        caller = Caller(utterances, sink, LOAD_CALL_SECONDS, seed=number)
         # Enough scripted text for any utterance the detector opens.
         recognizer = ScriptedRecognizer([sentence] * 4)
         return await _call(VoiceEngines(config, recognizer, synthesizer, dialogue), caller, sink)

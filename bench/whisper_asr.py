@@ -16,9 +16,9 @@ import json
 import statistics
 import time
 
+from bench.samples import speech
 from bot.actions.parsing import parse_digits
 from flowspec.model import load_answers
-from tests.voice.samples import speech
 from voice.audio import resample
 from voice.whisper import clean_text, model_directory, transcribe
 

@@ -175,9 +175,11 @@ def _bearer_matches(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token.encode())
 
 
-def _agent_message(state: str, name: str, text: str) -> BotUttered:
-    """What the widget shows as a person's words (or a person joining or leaving), never the bot's."""
-    return BotUttered(None, {"custom": {"live_agent": {"state": state, "name": name, "text": text}}})
+def _agent_message(state: str, name: str, text: str, seq: int) -> BotUttered:
+    """What the widget shows as a person's words (or a person joining or leaving), never the bot's.
+    `seq`: its place among the conversation's events, as `transcript` numbers them, so a widget
+    that fetches what it missed while disconnected shows each line once."""
+    return BotUttered(None, {"custom": {"live_agent": {"state": state, "name": name, "text": text, "seq": seq}}})
 
 
 def transcript(events: list[dict[str, Any]], after: int) -> list[dict[str, Any]]:
@@ -228,7 +230,7 @@ class LiveAgentRelay:
                 return response.json({"messages": transcript(events, after), "next": len(events),
                                       "paused": tracker.is_paused()})
             output = self.output()
-            events = self._events(do, name.strip(), text.strip(), tracker)
+            events = self._events(do, name.strip(), text.strip(), tracker, len(tracker.events))
             for event in events:
                 tracker.update(event)
             await agent.processor.execute_side_effects(events, tracker, output)
@@ -240,18 +242,19 @@ class LiveAgentRelay:
         return response.json({"ok": True, "paused": tracker.is_paused()})
 
     @staticmethod
-    def _events(do: str, name: str, text: str, tracker: Any) -> list[Event]:
+    def _events(do: str, name: str, text: str, tracker: Any, first: int) -> list[Event]:
+        """The events of `do`, numbered from `first` (the tracker's event count)."""
         if do == "join":
             # Paused: Rasa keeps logging the customer's messages but no longer answers them.
-            return [ConversationPaused(), _agent_message("joined", name, AGENT_JOINED.format(name=name))]
+            return [ConversationPaused(), _agent_message("joined", name, AGENT_JOINED.format(name=name), first + 1)]
         if do == "say":
-            return [_agent_message("message", name, text)]
+            return [_agent_message("message", name, text, first)]
         # The bot takes the conversation back where a new flow can start: a flow the hand-over
         # interrupted (a form still active) ends here, its answers with it.
         active = tracker.get_slot("active_flow")
         flow = repository_flowset().flows.get(active) if active else None
         resets = ["requested_slot", *FLOW_STATE_SLOTS, *(flow.slot_names if flow else ())]
-        farewell = [_agent_message("left", name, AGENT_LEFT)] if do == "leave" else []
+        farewell = [_agent_message("left", name, AGENT_LEFT, first)] if do == "leave" else []
         # Listening, as before any customer message: the rules that start a flow match from there.
         return [*farewell, ConversationResumed(), ActiveLoop(None),
                 *(SlotSet(slot, None) for slot in dict.fromkeys(resets)), ActionExecuted(ACTION_LISTEN_NAME)]

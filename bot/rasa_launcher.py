@@ -1,5 +1,5 @@
-"""Start Rasa's command line (`python -m bot.rasa_launcher run …`) with a speed fix and a
-socket.io fix.
+"""Start Rasa's command line (`python -m bot.rasa_launcher run …`) with a speed fix, a
+socket.io fix and a tracker store that fails loudly.
 
 Rasa 3.6 checks every action server response with `jsonschema.validate`, which first checks
 Rasa's own constant schema against the JSON-Schema meta-schema — on every custom action call.
@@ -11,6 +11,10 @@ Rasa 3.6's socket.io channel passes a custom JSON message's keys to `emit` as ke
 chat widget gets custom messages as `{"custom": {...}}` instead, the shape of the REST channel.
 (Rasa also calls python-socketio's `enter_room` without awaiting it, a coroutine since 5.9:
 requirements/rasa.txt pins python-socketio 5.8.)
+
+Rasa's Agent wraps the tracker store in a fail-safe wrapper that, when the database fails,
+logs the database's error (SQL parameters, sender id and all) and carries on with an in-memory
+store; `bot.tracker_store.refusing_fail_safe` makes such a turn fail instead.
 
 `run` gets its HTTP API token and CORS origins here from the environment (RASA_API_TOKEN,
 CHAT_ALLOWED_ORIGINS) rather than on the command line, where any local user could read the token.
@@ -30,12 +34,14 @@ from jsonschema import ValidationError
 from jsonschema.validators import validator_for
 from rasa.__main__ import main as rasa_main
 from rasa.core.actions.action import RemoteAction
+from rasa.core.agent import Agent
 from rasa.core.channels.socketio import SocketIOOutput
 from rasa.shared.constants import DOCS_BASE_URL
 from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from bot.tracker_store import refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
 
@@ -93,6 +99,7 @@ if __name__ == "__main__":
     validator_for(_SCHEMA).check_schema(_SCHEMA)  # once, as Rasa would on every call
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     SocketIOOutput.send_custom_json = _send_custom_json  # type: ignore[method-assign]
+    Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
     sys.argv[0] = "rasa"
     if sys.argv[1:2] == ["run"]:
         sys.argv += _closed_api_arguments()

@@ -3,10 +3,11 @@
 `endpoints.yml` names it (`type: bot.tracker_store.ProtectedSQLTrackerStore`); Rasa loads it
 with the endpoint's settings (dialect, db…) as keyword arguments. What reaches the database:
 
-- One-time codes and ID digits never, in any form: the `otp_code` / `id_last4` slot values
-  are stored as a placeholder, and the customer's message that answered their question (or
-  filled them) loses its text, entities and metadata. Other texts (the customer's, the bot's,
-  message metadata) are stored through `mask_text`: phone, card and ID numbers, stated names.
+- One-time codes and ID digits never, in any form: the `otp_code` / `id_last4` / `id_last6`
+  slot values (the identity flow's `secret` slots) are stored as a placeholder, and the
+  customer's message that answered their question (or filled them) loses its text, entities
+  and metadata. Other texts (the customer's, the bot's, message metadata) are stored through
+  `mask_text`: phone, card and ID numbers, stated names.
   Only the stored copy changes: the turn being handled keeps the real events in memory (the
   flow engine verifies the code in that same turn, then clears the slot). A redacted slot
   reads back unset, so a placeholder is never taken for an answer.
@@ -15,6 +16,12 @@ with the endpoint's settings (dialect, db…) as keyword arguments. What reaches
   retrieving such a conversation logs an error and raises `UnreadableTrackerError`, which
   Rasa's fail-safe wrapper turns into a fresh conversation. They stay in the database (a
   misconfigured key must not wipe conversations) until retention deletes them.
+- A database that fails a read or a write fails the turn (`TrackerStoreUnavailable`, logged with
+  the conversation's digest, never its id or the SQL): Rasa's fail-safe wrapper would otherwise
+  carry on with an in-memory store, keeping codes and clear texts in memory with no retention,
+  starting the conversation afresh on every read that fails and, once the database is back,
+  merging the new conversation's events into the old one. `refusing_fail_safe` is the wrapper
+  Rasa gets instead (bot/rasa_launcher.py installs it).
 - Events older than TRACKER_RETENTION_DAYS (default 30) deleted, at start and then at most
   once an hour while saving; on SQLite deleted rows are overwritten (secure_delete).
 Events an older store wrote in clear are redacted and encrypted in place at start.
@@ -23,19 +30,20 @@ Events an older store wrote in clear are redacted and encrypted in place at star
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.tracker_store import FailSafeTrackerStore, InMemoryTrackerStore, SQLTrackerStore, TrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import AllSlotsReset, Event, Restarted, SessionStarted, SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -43,8 +51,7 @@ from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy.orm import Session
 
-from flowspec.model import repository_flowset
-from risk_api.masking import mask_text
+from bot.redaction import REQUESTED_SLOT, protect, secret_slots
 from trust.env_secrets import require_secret
 from trust.logs import session_ref
 
@@ -53,19 +60,34 @@ KEY_ENV = "TRACKER_STORE_KEY"
 RETENTION_ENV = "TRACKER_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
 PRUNE_EVERY_SECONDS = 3600.0
-REDACTED = "[redacted]"
-REQUESTED_SLOT = "requested_slot"
-_SLOTS_CLEARED = {"restart", "reset_slots", "session_started"}
 
 
 class UnreadableTrackerError(RasaException):
     """Stored events of a conversation do not decrypt with the configured key."""
 
 
-def secret_slots() -> frozenset[str]:
-    """Slots whose values are used once, in the turn that gives them, and are never stored: the
-    identity slots the identity flow marks `secret` (one-time codes, ID digits)."""
-    return repository_flowset().secret_slot_names
+class TrackerStoreUnavailable(RasaException):
+    """The database failed a read or a write: the turn is refused, not carried on in memory."""
+
+
+def _refuse_turn(error: Exception) -> None:
+    """Rasa's fail-safe wrapper calls this on any error of the store, then falls back to memory.
+    Only unreadable events go on to a fresh conversation (the store has logged why); any other
+    error fails the turn."""
+    if isinstance(error, UnreadableTrackerError):
+        return
+    if not isinstance(error, TrackerStoreUnavailable):  # that one is logged already
+        log.error("tracker store: %s; the turn is refused", type(error).__name__)
+    raise error
+
+
+def refusing_fail_safe(store: TrackerStore | None, domain: Domain) -> TrackerStore:
+    """Rasa's `Agent._create_tracker_store` with the fail-safe wrapper told to refuse the turn
+    instead of falling back to an in-memory store (module docstring)."""
+    if store is None:
+        store = InMemoryTrackerStore(domain)
+    store.domain = domain
+    return FailSafeTrackerStore(store, on_tracker_store_error=_refuse_turn)
 
 
 def _derive(secret: str, purpose: bytes, length: int) -> bytes:
@@ -79,17 +101,6 @@ def retention_days(env: Mapping[str, str] = os.environ) -> int:
     return int(raw)
 
 
-def _masked(value: Any) -> Any:
-    """A copy with every string masked (never the event's own dicts: those are the live turn's)."""
-    if isinstance(value, str):
-        return mask_text(value)
-    if isinstance(value, dict):
-        return {key: _masked(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_masked(item) for item in value]
-    return value
-
-
 def _asked_at(events: list[Event]) -> str | None:
     """The slot the bot had asked for after these events (walked back to the last change)."""
     for event in reversed(events):
@@ -98,52 +109,6 @@ def _asked_at(events: list[Event]) -> str | None:
         if isinstance(event, (Restarted, AllSlotsReset, SessionStarted)):
             return None
     return None
-
-
-def _answers_with_secrets(events: list[dict[str, Any]], asked: str | None) -> set[int]:
-    """Indices of the customer's messages that give a code or ID digits: the answer to the
-    question for one, and any message whose turn filled one."""
-    answers: set[int] = set()
-    latest_user: int | None = None
-    for index, event in enumerate(events):
-        kind = event.get("event")
-        if kind == "user":
-            latest_user = index
-            if asked in secret_slots():
-                answers.add(index)
-        elif kind == "slot" and event.get("name") == REQUESTED_SLOT:
-            asked = event.get("value")
-        elif kind == "slot" and event.get("name") in secret_slots() and event.get("value") is not None:
-            if latest_user is not None:
-                answers.add(latest_user)
-        elif kind in _SLOTS_CLEARED:
-            asked = None
-    return answers
-
-
-def protect(events: list[dict[str, Any]], asked: str | None = None) -> list[dict[str, Any]]:
-    """The events as they may be stored. `asked`: the slot asked for just before them."""
-    redact = _answers_with_secrets(events, asked)
-    protected = []
-    for index, event in enumerate(events):
-        kind = event.get("event")
-        parse_data = event.get("parse_data") or {}
-        if kind == "user" and index in redact:
-            # What the NLU made of it stays (intent), nothing the customer said or sent with it.
-            kept = {key: parse_data[key] for key in ("intent", "intent_ranking", "message_id") if key in parse_data}
-            event = {**event, "text": REDACTED, "metadata": {},
-                     "parse_data": {**kept, "text": REDACTED, "entities": [], "metadata": {}}}
-        elif kind == "user":
-            event = {**event, "text": _masked(event.get("text")), "metadata": _masked(event.get("metadata")),
-                     "parse_data": {key: _masked(value) if key in ("text", "entities", "metadata") else value
-                                    for key, value in parse_data.items()}}
-        elif kind == "bot":
-            event = {**event, "text": _masked(event.get("text")), "data": _masked(event.get("data")),
-                     "metadata": _masked(event.get("metadata"))}
-        elif kind == "slot" and event.get("name") in secret_slots() and event.get("value") is not None:
-            event = {**event, "value": REDACTED}
-        protected.append(event)
-    return protected
 
 
 class ProtectedSQLTrackerStore(SQLTrackerStore):
@@ -164,7 +129,15 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
 
     # What Rasa's SQLTrackerStore does, with the stored copy protected.
     async def save(self, tracker: DialogueStateTracker) -> None:
-        await self.stream_events(tracker)
+        with self._database(tracker.sender_id, "saved"):
+            new = self._store_new_events(tracker)
+        if self.event_broker is not None:
+            # The new events are known here; Rasa's `stream_events` would read the whole
+            # conversation back (and decrypt it) on every turn to find them.
+            await self._stream_new_events(self.event_broker, new, tracker.sender_id)
+        log.debug("conversation %s: %d events stored", session_ref(tracker.sender_id), len(new))
+
+    def _store_new_events(self, tracker: DialogueStateTracker) -> list[Event]:
         if self._clock() >= self._next_prune:
             self._prune()
         with self.session_scope() as session:
@@ -178,10 +151,10 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
                     intent_name=((data.get("parse_data") or {}).get("intent") or {}).get(INTENT_NAME_KEY),
                     action_name=data.get("name"), data=self._seal(data)))
             session.commit()
-        log.debug("conversation %s: %d events stored", session_ref(tracker.sender_id), len(new))
+        return new
 
     async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:
-        with self.session_scope() as session:
+        with self._database(sender_id, "read"), self.session_scope() as session:
             rows = self._event_query(session, sender_id,
                                      fetch_events_from_all_sessions=fetch_events_from_all_sessions).all()
             sealed = [row.data for row in rows]
@@ -189,6 +162,18 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
         if self.domain and events:
             return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
         return None
+
+    @contextlib.contextmanager
+    def _database(self, sender_id: str, done: str) -> Iterator[None]:
+        """A database error as TrackerStoreUnavailable, logged without the sender id or the SQL
+        (SQLAlchemy's message carries the statement's parameters)."""
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as error:
+            message = (f"conversation {session_ref(sender_id)} not {done}: the tracker store's database failed "
+                       f"({type(error).__name__}); the turn is refused")
+            log.error(message)
+            raise TrackerStoreUnavailable(message) from None
 
     def _stored_count(self, session: Session, sender_id: str) -> int:
         """Events of the current session already stored, as `retrieve` reads them: with this key.

@@ -25,6 +25,7 @@ from flowspec.model import (
     _schema,
     load_flow,
     load_responses,
+    load_right_party,
     load_shared_intents,
     read_yaml,
 )
@@ -137,6 +138,8 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
                                       "only the identity flow's identity_slots prove identity or are secret"))
         if slot.type == "choice" and "choices" not in slot.options:
             problems.append(FlowError(flow.path, f"slots.{slot.name}", "a choice slot needs choices"))
+        if problem := slot.match_order_problem():
+            problems.append(FlowError(flow.path, f"slots.{slot.name}", problem))
     roots = ENGINE_ROOTS | set(flow.reads) | set(slot_names) | identity_slot_names
     for where, template in _templates(flow):
         for placeholder in placeholders(template):
@@ -203,9 +206,11 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
             )
     shared_dir = flows_dir / "shared"
     shared: dict[str, Any] = {}
+    reserved: set[str] = set()  # the engine's own slots besides the identity flow's
     try:
         shared = load_shared_intents(shared_dir / "intents.yml")
         load_responses(shared_dir / "responses.yml")
+        reserved |= set(load_right_party(shared_dir / "right_party.yml", _schema()).slots)
     except (FlowError, OSError) as error:
         problems.append(error if isinstance(error, FlowError) else FlowError(shared_dir, "", str(error)))
     for name in SHARED_INTENTS:
@@ -220,7 +225,7 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
     for flow in flows.values():
         if flow.id in catalogue:
             problems += _check_against_catalogue(flow, catalogue[flow.id])
-        problems += _check_engine_rules(flow, identity_slot_names)
+        problems += _check_engine_rules(flow, identity_slot_names | reserved)
         problems += _check_risk_api_contract(flow)
 
     owner: dict[str, str] = {}

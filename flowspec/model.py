@@ -39,7 +39,12 @@ CATALOGUE_PATH = REPO_ROOT.parent / "shared" / "flow-catalogue.yaml"
 LEVELS = ("none", "L1", "L2")
 IDENTITY_FLOW = "identity_verification"  # its identity_slots are every flow's identity step
 # What the risk API's verification takes; each identity slot `proves` one of them.
-IDENTITY_PROOFS = ("phone", "name", "id_last4", "otp")
+IDENTITY_PROOFS = ("phone", "name", "id_last4", "id_last6", "otp")
+# The risk API's ways to L1 (risk_api/rules.yaml `l1_methods`) and what the customer answers for
+# each: `line_id6`'s number is the call's line, which the phone gateway vouched for, never an answer.
+L1_METHODS = {"phone_name_id4": ("phone", "name", "id_last4"), "line_id6": ("id_last6",)}
+# The right-party check of outbound calls (flows/shared/right_party.yml): its slots, asked in order.
+RIGHT_PARTY, RECALL_ALLOWED = "right_party", "recall_allowed"
 SHARED_INTENTS = (
     "greet", "goodbye", "affirm", "deny", "thanks", "repeat", "ask_is_bot", "inform",
     "out_of_scope",
@@ -104,6 +109,14 @@ class Slot:
 
     def asked_on(self, channel: str) -> bool:
         return not self.channels or channel in self.channels
+
+    def match_order_problem(self) -> str | None:
+        """A choice's `match_order` must name each of its values once."""
+        order = self.options.get("match_order")
+        values = [choice["value"] for choice in self.options.get("choices", [])]
+        if order is not None and sorted(map(str, order)) != sorted(map(str, values)):
+            return f"match_order {order} must name each choice's value once: {values}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,32 @@ class SharedIntent:
 
 
 @dataclass(frozen=True)
+class RightPartyCheck:
+    """flows/shared/right_party.yml: who answered an outbound call, asked before identity, and how
+    the call ends when it is not the customer (a response per outcome)."""
+
+    slots: dict[str, Slot]
+    responses: dict[str, Response]
+
+    def outcome(self, values: dict[str, Any]) -> str | None:
+        """What the check came to once it ends the call (the response to say, and the dialler's
+        outcome of the same name); None while it goes on or when the customer confirmed."""
+        party = values.get(RIGHT_PARTY)
+        if party == "third_party":
+            recall = values.get(RECALL_ALLOWED)
+            return None if recall is None else "third_party_refused" if recall == "refused" else "third_party"
+        return None if party in (None, "confirmed") else str(party)
+
+    def pending(self, values: dict[str, Any]) -> list[str]:
+        """Its questions still to ask, in order (empty once it has an answer that goes on or ends)."""
+        if values.get(RIGHT_PARTY) is None:
+            return [RIGHT_PARTY]
+        if values[RIGHT_PARTY] == "third_party" and values.get(RECALL_ALLOWED) is None:
+            return [RECALL_ALLOWED]
+        return []
+
+
+@dataclass(frozen=True)
 class FlowSet:
     """Everything under `flows/`: the flows, the shared intents, common wording and banks."""
 
@@ -195,6 +234,7 @@ class FlowSet:
     shared_intents: dict[str, SharedIntent]
     responses: dict[str, Response]
     banks: tuple[dict[str, Any], ...]
+    right_party: RightPartyCheck
 
     @property
     def identity_flow(self) -> Flow:
@@ -219,7 +259,7 @@ class FlowSet:
         return tuple(slot.name for slot in self.identity_slots if slot.proves != "phone")
 
     def all_slot_names(self) -> list[str]:
-        names: dict[str, None] = {slot.name: None for slot in self.identity_slots}
+        names: dict[str, None] = {slot.name: None for slot in (*self.identity_slots, *self.right_party.slots.values())}
         for flow in self.flows.values():
             names.update((slot.name, None) for slot in flow.slots)
         return list(names)
@@ -300,6 +340,30 @@ def load_responses(path: Path) -> dict[str, Response]:
     return {key: Response.from_yaml(value) for key, value in responses.items()}
 
 
+def load_right_party(path: Path, schema: dict[str, Any]) -> RightPartyCheck:
+    """The right-party check's slots and responses, checked against the flow schema's own."""
+    data = read_yaml(path)
+    validator = jsonschema.Draft202012Validator({
+        "$defs": schema["$defs"], "type": "object", "additionalProperties": False, "required": ["slots", "responses"],
+        "properties": {"slots": {"type": "array", "items": {"$ref": "#/$defs/slot"}},
+                       "responses": {"type": "object", "additionalProperties": {"$ref": "#/$defs/response"}}}})
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise FlowError(path, ".".join(str(part) for part in errors[0].absolute_path), errors[0].message)
+    slots = {slot["name"]: Slot.from_yaml(slot) for slot in data["slots"]}
+    if list(slots) != [RIGHT_PARTY, RECALL_ALLOWED]:
+        raise FlowError(path, "slots", f"must be {RIGHT_PARTY} then {RECALL_ALLOWED}")
+    for slot in slots.values():
+        if slot.type != "choice" or (problem := slot.match_order_problem()):
+            raise FlowError(path, f"slots.{slot.name}", problem or "must be a choice")
+    check = RightPartyCheck(slots, {key: Response.from_yaml(value) for key, value in data["responses"].items()})
+    answers = [choice["value"] for choice in slots[RIGHT_PARTY].options["choices"]]
+    endings = {"third_party", "third_party_refused", *answers} - {"confirmed"}
+    if missing := endings - set(check.responses):
+        raise FlowError(path, "responses", f"no response for {sorted(missing)}")
+    return check
+
+
 @dataclass(frozen=True)
 class Answers:
     """flows/shared/answers.yml: the words that answer yes/no and digit questions."""
@@ -334,7 +398,8 @@ def repository_flowset() -> FlowSet:
 
 def load_flowset(flows_dir: Path = FLOWS_DIR) -> FlowSet:
     """Load every flow file; raise FlowError on the first broken one."""
-    validator = jsonschema.Draft202012Validator(_schema())
+    schema = _schema()
+    validator = jsonschema.Draft202012Validator(schema)
     flows = {
         path.stem: load_flow(path, validator) for path in sorted(flows_dir.glob("*.yml"))
     }
@@ -345,4 +410,5 @@ def load_flowset(flows_dir: Path = FLOWS_DIR) -> FlowSet:
         shared_intents=load_shared_intents(shared / "intents.yml"),
         responses=load_responses(shared / "responses.yml"),
         banks=tuple(banks),
+        right_party=load_right_party(shared / "right_party.yml", schema),
     )

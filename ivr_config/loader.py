@@ -4,7 +4,7 @@ on any problem raise an error that names the file, the line or the field, and wh
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ def field_name(parts: Iterable[str | int]) -> str:
     return name or "(top level)"
 
 
-def load_yaml(path: Path | str, schema_path: Path, error: type[ConfigError] = ConfigError) -> Any:
-    """The file's data, valid against the schema; `error` (a ConfigError) for anything else."""
+def load_yaml(path: Path | str, schema: Path | Mapping[str, Any], error: type[ConfigError] = ConfigError) -> Any:
+    """The file's data, valid against the schema (a JSON file, or the schema itself when code
+    derives it); `error` (a ConfigError) for anything else."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -38,7 +39,8 @@ def load_yaml(path: Path | str, schema_path: Path, error: type[ConfigError] = Co
         raise error(f"{path}: {where}invalid YAML: {reason}") from None
     except ValueError as problem:  # a value YAML parses but cannot build, such as the date 2026-13-01
         raise error(f"{path}: invalid value: {problem}") from None
-    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    if isinstance(schema, Path):
+        schema = json.loads(schema.read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]

@@ -224,13 +224,15 @@ class Dialer:
 
     # --- after the call -----------------------------------------------------------------------
 
-    async def record_conversation_outcome(self, attempt_id: str, outcome: str) -> None:
-        """What the conversation came to (the dialogue reports it; docs/outbound.md). An opt-out
-        stops the robot calling the customer from the next attempt on, and goes to the risk API."""
+    async def record_conversation_outcome(self, attempt_id: str, outcome: str) -> bool:
+        """What the conversation came to (the phone gateway reports it; docs/outbound.md). An opt-out
+        stops the robot calling the customer from the next attempt on, and goes to the risk API.
+        False: no such attempt."""
         now = self.clock.now()
         attempt = self.queue.record_conversation_outcome(attempt_id, outcome, now)
         if attempt is not None and outcome == "opted_out":
             await self._report_opt_outs(now)
+        return attempt is not None
 
     async def _report_opt_outs(self, now: datetime) -> None:
         for row in self.queue.unreported_opt_outs():

@@ -53,7 +53,9 @@ from outbound.campaigns import Campaign
 from outbound.compliance import CallFacts, Compliance, Decision, timezone_of
 from risk_api.db import make_engine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacks only the operators' campaign controls (a new table): upgraded in place.
+UPGRADABLE_FROM = ("1",)
 DEFAULT_DATABASE_URL = "sqlite:///var/outbound.sqlite3"
 RESULTS = ("answered", "no_answer", "busy", "failed", "machine", "unknown")
 # What the conversation came to, when the dialogue reports it (record_conversation_outcome).
@@ -96,7 +98,8 @@ class Meta(Base):
 
 
 class CampaignRow(Base):
-    """A campaign's run state: active | paused | refused (a CSV with unknown ids) | removed."""
+    """A campaign's run state: active | paused | stopped (by an operator) | refused (a CSV with
+    unknown ids) | removed."""
 
     __tablename__ = "outbound_campaigns"
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
@@ -107,6 +110,17 @@ class CampaignRow(Base):
     plan_after: Mapped[datetime | None]  # a failed selection is tried again from then
     error: Mapped[str | None] = mapped_column(String(1000))
     updated_at: Mapped[datetime]
+
+
+class CampaignControl(Base):
+    """An operator's pause or stop from the agent desk (schema version 2): it outlives restarts,
+    which otherwise set a campaign's state from its file."""
+
+    __tablename__ = "outbound_campaign_controls"
+    campaign_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    state: Mapped[str] = mapped_column(String(8))  # paused | stopped
+    by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
 
 
 class Member(Base):
@@ -270,6 +284,9 @@ class Queue:
             meta = session.get(Meta, "schema_version")
             if meta is None:
                 session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif meta.value in UPGRADABLE_FROM:  # create_all above added what was missing
+                log.info("dialler database upgraded from schema version %s to %s", meta.value, SCHEMA_VERSION)
+                meta.value = str(SCHEMA_VERSION)
             elif meta.value != str(SCHEMA_VERSION):
                 raise QueueSchemaError(f"{where} has dialler schema version {meta.value}, this dialler needs "
                                        f"{SCHEMA_VERSION}: point OUTBOUND_DATABASE_URL at a new database")
@@ -278,12 +295,14 @@ class Queue:
 
     def sync_campaigns(self, campaigns: Mapping[str, Campaign], now: datetime) -> None:
         """The campaign rows as the files say (a refused campaign stays refused until its file
-        changes and it is planned again; a campaign whose file is gone is `removed`)."""
+        changes and it is planned again; a campaign whose file is gone is `removed`), and as an
+        operator paused or stopped them."""
         with self.transaction() as session:
             rows = {row.id: row for row in session.scalars(select(CampaignRow))}
+            controls = {control.campaign_id: control.state for control in session.scalars(select(CampaignControl))}
             for campaign in campaigns.values():
                 row = rows.get(campaign.id)
-                state = "active" if campaign.enabled else "paused"
+                state = controls.get(campaign.id, "active") if campaign.enabled else "paused"
                 if row is None:
                     session.add(CampaignRow(id=campaign.id, state=state, priority=campaign.priority,
                                             max_channels=campaign.max_channels, selected_on=None,
@@ -303,6 +322,56 @@ class Queue:
             return {row.id: {"state": row.state, "error": row.error,
                              "selected_on": row.selected_on.isoformat() if row.selected_on else None}
                     for row in session.scalars(select(CampaignRow))}
+
+    def control_campaign(self, campaign: Campaign, state: str, by: str, now: datetime) -> str:
+        """An operator's start (`active`), pause or stop; the campaign's state after it. Stopping
+        skips its queued attempts for good (rule `campaign_stopped`); calls already placed go on.
+        Raises KeyError for a campaign the queue does not run, ValueError for one that cannot be
+        started (its file says `enabled: false`, or its CSV was refused: the file must change)."""
+        if state not in ("active", "paused", "stopped"):
+            raise ValueError(f"unknown campaign state {state!r}")
+        with self.transaction() as session:
+            row = session.get(CampaignRow, campaign.id, with_for_update=True)
+            if row is None or row.state == "removed":
+                raise KeyError(campaign.id)
+            if state == "active" and (not campaign.enabled or row.state == "refused"):
+                raise ValueError("its file says enabled: false" if not campaign.enabled
+                                 else "its customer list was refused: fix the file first")
+            control = session.get(CampaignControl, campaign.id)
+            if state == "active":
+                if control is not None:
+                    session.delete(control)
+            elif control is None:
+                session.add(CampaignControl(campaign_id=campaign.id, state=state, by=by, at=now))
+            else:
+                control.state, control.by, control.at = state, by, now
+            row.state, row.updated_at = state, now
+            if state == "stopped":
+                queued = session.scalars(select(Attempt).where(Attempt.campaign_id == campaign.id,
+                                                               Attempt.status == "queued").with_for_update())
+                for attempt in queued:
+                    session.add(DecisionRow(at=now, attempt_id=attempt.id, campaign_id=campaign.id,
+                                            customer_id=attempt.customer_id, allowed=False, rule="campaign_stopped",
+                                            detail=f"stopped by {by}"[:300], retry_at=None, owner=by))
+                    self._skip(session, attempt, "campaign_stopped", now)
+            return state
+
+    def campaign_report(self, campaign_id: str) -> dict[str, Any]:
+        """Counts only, for the desk: series by status, calls by result, what the conversations
+        came to, attempts skipped by each final rule, and calls deferred by each rule."""
+        with self.transaction() as session:
+            def grouped(column: Any, *where: Any) -> dict[str, int]:
+                rows = session.execute(select(column, func.count()).where(*where).group_by(column))
+                return {str(key): int(count) for key, count in rows if key is not None}
+
+            return {
+                "series": grouped(Member.status, Member.campaign_id == campaign_id),
+                "calls": grouped(Attempt.result, Attempt.campaign_id == campaign_id, Attempt.dialling_at.is_not(None)),
+                "outcomes": grouped(Member.conversation_outcome, Member.campaign_id == campaign_id),
+                "skipped": grouped(Attempt.rule, Attempt.campaign_id == campaign_id, Attempt.status == "skipped"),
+                "deferred": grouped(DecisionRow.rule, DecisionRow.campaign_id == campaign_id,
+                                    DecisionRow.allowed.is_(False), DecisionRow.retry_at.is_not(None)),
+            }
 
     def begin_planning(self, campaign_id: str, today: date, now: datetime) -> bool:
         """True for the one dialler that selects the campaign's customers today."""
@@ -611,7 +680,7 @@ class Queue:
             if row is not None:
                 row.reported_at = now
 
-    # --- reading (tests, health, the desk page to come) ---------------------------------------
+    # --- reading (tests, health, the desk's campaigns page and its CSV export) ---------------------
 
     def attempts(self, campaign_id: str | None = None) -> list[Attempt]:
         with self.transaction() as session:

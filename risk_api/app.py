@@ -26,6 +26,8 @@ from risk_api.schemas import (
     ActionRequest,
     ActionResponse,
     AgentPresenceView,
+    AgentSessionEvent,
+    Audited,
     CallbackRequest,
     CallbackResponse,
     CallerSummary,
@@ -38,6 +40,7 @@ from risk_api.schemas import (
     HandoffClose,
     HandoffCustomerNote,
     HandoffDetail,
+    HandoffDoNotCall,
     HandoffOfSession,
     HandoffRequest,
     HandoffResponse,
@@ -45,10 +48,14 @@ from risk_api.schemas import (
     HandoffView,
     HandoffWithdrawal,
     Health,
+    L1Methods,
     L1Request,
     L1Response,
     L2Request,
     L2Response,
+    LineL1Request,
+    LineVouch,
+    LineVouchResponse,
     LookupRequest,
     OtpRequest,
     OtpResponse,
@@ -156,6 +163,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     _decision_routes(engine, desk, service)
     _record_routes(engine, desk, callbacks, service)
     _phone_routes(phone, service)
+    _line_routes(phone, service)
     outbound.routes(dialer, service.run, service.clock.now)
     for router in (lookup, engine, desk, callbacks, phone, dialer):
         app.include_router(router)
@@ -237,7 +245,21 @@ def _customer_routes(api: APIRouter, service: Service) -> None:
 def _verification_routes(api: APIRouter, service: Service) -> None:
     @api.post("/verification/l1", response_model=L1Response)
     def verify_l1(body: L1Request) -> L1Response:
-        response, notices = service.run(lambda s: verification.verify_l1(s, body, service.clock.now()))
+        response, notices = service.run(
+            lambda s: verification.verify_l1(s, service.rules, body, service.clock.now()))
+        service.send(notices)
+        return response
+
+    @api.post("/verification/l1/methods", response_model=L1Methods)
+    def l1_methods(body: Audited) -> L1Methods:
+        """How this conversation may prove L1 now (the engine asks the questions of one of them)."""
+        return service.run(lambda s: verification.l1_methods(s, service.rules, body, service.clock.now()))
+
+    @api.post("/verification/l1/line", response_model=L1Response)
+    def verify_l1_line(body: LineL1Request) -> L1Response:
+        """L1 by the call's line, which the phone gateway vouched for, and ID last 6."""
+        response, notices = service.run(
+            lambda s: verification.verify_l1_line(s, service.rules, body, service.clock.now()))
         service.send(notices)
         return response
 
@@ -332,16 +354,24 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
                       flow: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9_]*$")] = None,
                       handoff_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
                       agent: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL)] = None,
+                      phone: Annotated[str | None, Query(pattern=records.PHONE_SEARCH)] = None,
                       limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
                       ) -> list[dict[str, Any]]:
         """One page in queue order (most urgent, then longest waiting); the list stays the body for
-        the callers that read it whole, the number of all that match is in X-Total-Count."""
+        the callers that read it whole, the number of all that match is in X-Total-Count.
+        `phone`: the customer's number on file, whole, masked (138****5678) or its last four digits."""
+        prefix, suffix = records.phone_search(phone) if phone else (None, None)
         where = records.HandoffFilter(status=status, channel=channel, priority=priority, flow=flow,
-                                      handoff_id=handoff_id, agent=agent)
+                                      handoff_id=handoff_id, agent=agent, phone_prefix=prefix, phone_suffix=suffix)
         page, total = service.run(lambda s: records.list_handoffs(s, where, limit, offset,
                                                                   now=service.clock.now()))
         response.headers["X-Total-Count"] = str(total)
         return page
+
+    @desk.get("/handoffs/stamp")
+    def handoffs_stamp() -> dict[str, str]:
+        """An opaque stamp of the hand-overs and reviews: a new value, something changed."""
+        return {"stamp": service.run(lambda s: records.desk_stamp(s, service.clock.now()))}
 
     @desk.post("/handoffs/of-session", response_model=HandoffDetail)
     def handoff_of_session(body: HandoffOfSession) -> dict[str, Any]:
@@ -362,6 +392,11 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
     def close_handoff(handoff_id: HandoffPath, body: HandoffClose) -> dict[str, Any]:
         return service.run(lambda s: records.close_handoff(s, handoff_id, body, service.clock.now()))
 
+    @desk.post("/handoffs/{handoff_id}/do-not-call")
+    def handoff_do_not_call(handoff_id: HandoffPath, body: HandoffDoNotCall) -> dict[str, Any]:
+        """The hand-over's customer asked the agent never to be called again (campaigns skip them)."""
+        return service.run(lambda s: records.handoff_do_not_call(s, handoff_id, body, service.clock.now()))
+
     @desk.post("/handoffs/{handoff_id}/customer-note", response_model=HandoffDetail)
     def customer_note(handoff_id: HandoffPath, body: HandoffCustomerNote) -> dict[str, Any]:
         return service.run(lambda s: records.leave_customer_note(s, handoff_id, body, service.clock.now()))
@@ -375,6 +410,11 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
         """The desk's heartbeat for a logged-in agent (online while they keep coming)."""
         return service.run(lambda s: presence.set_presence(s, agent, body, service.clock.now()))
 
+    @desk.post("/agents/{agent}/sessions")
+    def agent_session(agent: AgentPath, body: AgentSessionEvent) -> dict[str, Any]:
+        """The desk's log-ins and log-outs, for the audit log."""
+        return service.run(lambda s: presence.record_session(s, agent, body, service.clock.now()))
+
     @desk.get("/agents/presence", response_model=list[AgentPresenceView])
     def list_presence() -> list[dict[str, Any]]:
         return service.run(lambda s: presence.list_presence(s, service.clock.now()))
@@ -384,6 +424,14 @@ def _phone_routes(api: APIRouter, service: Service) -> None:
     @api.post("/handoffs/{handoff_id}/call-state", response_model=HandoffView)
     def handoff_call_state(handoff_id: HandoffPath, body: HandoffCallState) -> dict[str, Any]:
         return service.run(lambda s: records.phone_handoff_state(s, handoff_id, body, service.clock.now()))
+
+
+def _line_routes(api: APIRouter, service: Service) -> None:
+    @api.post("/verification/line", response_model=LineVouchResponse)
+    def vouch_for_line(body: LineVouch) -> LineVouchResponse:
+        """The line a call comes from, as the network (or the dialler) told the gateway: a
+        keypad-only caller may then prove L1 with it and ID digits (rules.yaml `l1_methods`)."""
+        return service.run(lambda s: verification.vouch_for_line(s, body, service.clock.now()))
 
 
 @cache

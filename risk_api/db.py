@@ -31,11 +31,13 @@ from sqlalchemy.schema import CreateColumn
 
 from risk_api.clock import CHINA_TZ
 
-SCHEMA_VERSION = 2
-# Version 1 databases are upgraded in place (prepare_schema); any other version is refused.
-UPGRADABLE_FROM = ("1",)
+SCHEMA_VERSION = 4
+# Older versions are upgraded in place (prepare_schema), step by step; any other version is refused.
+UPGRADABLE_FROM = ("1", "2", "3")
 # What schema version 2 added to the hand-overs of version 1 (all nullable: old rows keep theirs).
 V2_HANDOFF_COLUMNS = ("closed_at", "closed_by", "disposition", "close_note", "customer_note")
+# … and version 3 to those of version 2.
+V3_HANDOFF_COLUMNS = ("customer_seen_at",)
 
 log = logging.getLogger("risk_api.db")
 
@@ -186,6 +188,18 @@ class VerifiedSession(Base):
     step_up_requested_at: Mapped[datetime | None]
 
 
+class VouchedLine(Base):
+    """Schema version 4. The line a call comes from, as the phone gateway vouched for it (the
+    network's caller number, or the number on file an outbound call dialled): with ID digits, a
+    keypad-only caller's L1 (rules.yaml `l1_methods.line_id6`)."""
+
+    __tablename__ = "vouched_lines"
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    phone: Mapped[str] = mapped_column(String(11))
+    expires_at: Mapped[datetime]
+
+
 class OtpCode(Base):
     __tablename__ = "otp_codes"
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
@@ -298,6 +312,9 @@ class Handoff(Base):
     # At most 500 characters in, stored masked: masking may lengthen a number (16 digits → 19).
     close_note: Mapped[str | None] = mapped_column(String(1000))
     customer_note: Mapped[str | None] = mapped_column(String(1000))
+    # Schema version 3. When the chat customer's widget last asked where it stands (every few
+    # seconds while waiting): a waiting customer gone quiet has left (records.sweep_abandoned_chats).
+    customer_seen_at: Mapped[datetime | None]
 
 
 class AgentPresence(Base):
@@ -367,8 +384,8 @@ class Database:
 
     def prepare_schema(self, seed: Callable[[Session], None]) -> bool:
         """Create and seed the schema of an empty database in one transaction (True: created),
-        or check that an existing database has this code's schema version, upgrading a version
-        1 database in place first (one transaction: all of the upgrade or none of it)."""
+        or check that an existing database has this code's schema version, upgrading an older
+        one (version 1, 2 or 3) in place first (one transaction: all of the upgrade or none of it)."""
         tables = set(inspect(self.engine).get_table_names())
         if not tables:
             with self.transaction() as session:
@@ -391,7 +408,11 @@ class Database:
             found = meta.value if meta else None
             if meta is not None and found in UPGRADABLE_FROM:
                 try:
-                    _upgrade_1_to_2(session.connection())
+                    if found == "1":
+                        _upgrade_1_to_2(session.connection())
+                    if found in ("1", "2"):
+                        _add_handoff_columns(session.connection(), V3_HANDOFF_COLUMNS)
+                    Base.metadata.tables[VouchedLine.__tablename__].create(session.connection())  # version 4
                 except DBAPIError as error:  # rolled back as the exception leaves the transaction
                     raise SchemaVersionError(
                         f"{where}: the upgrade from schema version {found} to {SCHEMA_VERSION} failed and "
@@ -426,14 +447,20 @@ def _upgrade_1_to_2(connection: Connection) -> None:
     waiting customer's note as new nullable columns, two indexes, the agent_presence table.
     Nothing is rewritten: every row keeps its values, the new columns start empty."""
     handoffs = Base.metadata.tables[Handoff.__tablename__]
-    for name in V2_HANDOFF_COLUMNS:
-        column = CreateColumn(handoffs.columns[name]).compile(dialect=connection.dialect)
-        connection.exec_driver_sql(f"ALTER TABLE {handoffs.name} ADD COLUMN {column}")
+    _add_handoff_columns(connection, V2_HANDOFF_COLUMNS)
     existing = {index["name"] for index in inspect(connection).get_indexes(handoffs.name)}
     for index in handoffs.indexes:
         if index.name not in existing:
             index.create(connection)
     Base.metadata.tables[AgentPresence.__tablename__].create(connection)
+
+
+def _add_handoff_columns(connection: Connection, names: tuple[str, ...]) -> None:
+    """New nullable hand-over columns (version 3: customer_seen_at); old rows keep their values."""
+    handoffs = Base.metadata.tables[Handoff.__tablename__]
+    for name in names:
+        column = CreateColumn(handoffs.columns[name]).compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f"ALTER TABLE {handoffs.name} ADD COLUMN {column}")
 
 
 def lock_customer(session: Session, customer_id: str) -> Customer | None:

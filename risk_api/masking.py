@@ -48,6 +48,7 @@ _MASK_BY_KEY: dict[str, Callable[[str], str]] = {
     "card_number": mask_card,
     "id_number": mask_id_number,
     "id_last4": _hide,
+    "id_last6": _hide,
     "code": _hide,
     "name": mask_name,
     "email": mask_email,
@@ -102,9 +103,9 @@ def _mask_number(match: re.Match[str]) -> str:
 # words that announce them; without such words a short number is an amount, a date or an id.
 _DIGIT_CHARS = "0-9零〇一二三四五六七八九幺"
 _CUED_SECRET = re.compile(
-    r"(?P<cue>验证码|动态码|校验码|动态密码|短信码|后四位|后4位|(?<![A-Za-z])(?i:code|otp)(?![A-Za-z]))"
+    r"(?P<cue>验证码|动态码|校验码|动态密码|短信码|后四位|后4位|后六位|后6位|(?<![A-Za-z])(?i:code|otp)(?![A-Za-z]))"
     rf"(?P<gap>[^{_DIGIT_CHARS}\n]{{0,6}}?)"
-    rf"(?:[0-9]{{3}}[Xx]|[0-9]{{4,8}}|[零〇一二三四五六七八九幺]{{4,8}})(?![{_DIGIT_CHARS}Xx])"
+    rf"(?:[0-9]{{3,7}}[Xx]|[0-9]{{4,8}}|[零〇一二三四五六七八九幺]{{4,8}})(?![{_DIGIT_CHARS}Xx])"
 )
 
 # A name the customer states: after 我叫/名字叫/名字是, any two to four characters; after the

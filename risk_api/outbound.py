@@ -196,13 +196,15 @@ def contact(session: Session, body: ContactRequest, now: datetime) -> dict[str, 
             "selected": selected, "reference": reference}
 
 
-def do_not_call(session: Session, body: DoNotCallRequest, now: datetime) -> dict[str, Any]:
-    customer = lock_customer(session, body.customer_id)
+def do_not_call(session: Session, customer_id: str, now: datetime, *, channel: str,
+                inputs: dict[str, Any]) -> dict[str, Any]:
+    """The customer's do-not-call flag set, audited with who asked (`inputs`): the dialler for an
+    opt-out in a call, or an agent on the desk."""
+    customer = lock_customer(session, customer_id)
     if customer is None:
         raise unknown_customer()
     customer.do_not_call = True
-    audit.record(session, at=now, kind="do_not_call", customer_id=customer.id, channel="outbound",
-                 inputs={"source": body.source, "attempt_id": body.attempt_id})
+    audit.record(session, at=now, kind="do_not_call", customer_id=customer.id, channel=channel, inputs=inputs)
     return {"customer_id": customer.id, "do_not_call": True}
 
 
@@ -222,5 +224,6 @@ def routes(api: APIRouter, run: Callable[[Callable[[Session], Any]], Any], now: 
     @api.post("/outbound/do-not-call", response_model=DoNotCallResponse)
     def outbound_do_not_call(body: DoNotCallRequest) -> dict[str, Any]:
         """The customer asked not to be called again (in a call, or through an agent)."""
-        return run(lambda session: do_not_call(session, body, now()))
+        return run(lambda session: do_not_call(session, body.customer_id, now(), channel="outbound",
+                                               inputs={"source": body.source, "attempt_id": body.attempt_id}))
 

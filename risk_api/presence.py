@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from risk_api import audit
 from risk_api.db import AgentPresence
-from risk_api.schemas import PresenceUpdate
+from risk_api.schemas import AgentSessionEvent, PresenceUpdate
 
 # The desk sends a heartbeat every few seconds; an agent whose last one is older is not online.
 PRESENCE_TTL_SECONDS = 60
@@ -21,7 +22,12 @@ def _view(agent: str, state: str, last_seen: datetime, now: datetime) -> dict[st
 
 
 def set_presence(session: Session, agent: str, request: PresenceUpdate, now: datetime) -> dict[str, Any]:
-    """Insert or update in one statement: two heartbeats of a new agent at once never collide."""
+    """Insert or update in one statement: two heartbeats of a new agent at once never collide.
+    A change of state is audited; a heartbeat repeating it is not."""
+    before = session.scalar(select(AgentPresence.state).where(AgentPresence.agent == agent))
+    if before != request.state:
+        audit.record(session, at=now, kind="agent_presence", channel="agent",
+                     inputs={"agent": agent, "state": request.state, "was": before})
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(AgentPresence).values(agent=agent, state=request.state, last_seen=now)
@@ -40,3 +46,9 @@ def agents_online(session: Session, now: datetime) -> int:
     since = now - timedelta(seconds=PRESENCE_TTL_SECONDS)
     return session.scalar(select(func.count()).select_from(AgentPresence).where(
         AgentPresence.state == "online", AgentPresence.last_seen >= since)) or 0
+
+
+def record_session(session: Session, agent: str, event: AgentSessionEvent, now: datetime) -> dict[str, Any]:
+    """An agent logging in to or out of the desk (the web server checked the password)."""
+    audit.record(session, at=now, kind=f"agent_{event.event}", channel="agent", inputs={"agent": agent})
+    return {"agent": agent, "event": event.event}

@@ -1,6 +1,7 @@
 """Service records: tickets, promises to pay, preferences, callbacks and hand-offs."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 from dataclasses import dataclass
@@ -10,11 +11,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from risk_api import audit, presence, verification
+from risk_api import audit, outbound, presence, verification
 from risk_api.clock import CHINA_TZ
-from risk_api.db import Callback, Customer, Handoff, Promise, Ticket, new_id
+from risk_api.db import Callback, Customer, Handoff, Promise, Review, Ticket, new_id
 from risk_api.errors import ApiError, conflict, not_found, unknown_customer, verification_required
-from risk_api.masking import mask_inputs, mask_text
+from risk_api.masking import mask_inputs, mask_phone, mask_text
 from risk_api.money import to_fen
 from risk_api.schemas import (
     CallbackRequest,
@@ -23,6 +24,7 @@ from risk_api.schemas import (
     HandoffCallState,
     HandoffClose,
     HandoffCustomerNote,
+    HandoffDoNotCall,
     HandoffOfSession,
     HandoffRequest,
     HandoffResponse,
@@ -41,6 +43,9 @@ PROMISE_WINDOW_DAYS = 7
 # hand-overs of the same channel, or the default when the channel has none yet.
 HANDLING_SAMPLE = 50
 HANDLING_SECONDS_DEFAULT = 180
+# The chat widget asks where its hand-over stands every few seconds (a hidden tab: about once a
+# minute); a waiting customer not heard from for this long has closed the page: abandoned.
+CHAT_CUSTOMER_GONE_SECONDS = 180
 SERVICE_OPENS = time(9)
 SERVICE_CLOSES = time(21)
 
@@ -186,15 +191,16 @@ def _seconds(start: datetime | None, end: datetime | None) -> int | None:
     return None if start is None or end is None else max(0, int((end - start).total_seconds()))
 
 
-def _handoff_view(handoff: Handoff, now: datetime) -> dict[str, Any]:
-    # No session id: it is the conversation's, not the agent's (docs/security.md).
+def _handoff_view(handoff: Handoff, now: datetime, phone: str | None) -> dict[str, Any]:
+    # No session id: it is the conversation's, not the agent's (docs/security.md); the customer's
+    # number (`phone`, on file) only masked, as agents search by it.
     # Waiting ends when an agent accepts or the hand-over ends; a hand-over abandoned before
     # schema version 2 has no recorded end (null).
     waited_until = handoff.accepted_at or handoff.closed_at or (now if handoff.status == "waiting" else None)
     return {"handoff_id": handoff.id, "channel": handoff.channel, "flow": handoff.flow, "reason": handoff.reason,
             "priority": handoff.priority, "summary": mask_text(handoff.summary),
-            "customer_id": handoff.customer_id, "verified_level": handoff.verified_level,
-            "status": handoff.status, "agent": handoff.agent,
+            "customer_id": handoff.customer_id, "masked_phone": mask_phone(phone) if phone else None,
+            "verified_level": handoff.verified_level, "status": handoff.status, "agent": handoff.agent,
             "created_at": handoff.created_at.isoformat(), "accepted_at": _iso(handoff.accepted_at),
             "closed_at": _iso(handoff.closed_at), "closed_by": handoff.closed_by,
             "disposition": handoff.disposition,
@@ -246,9 +252,14 @@ def queue_facts(session: Session, handoff: Handoff, now: datetime) -> dict[str, 
             "estimated_wait_seconds": round(rounds * mean_handling_seconds(session, handoff.channel))}
 
 
+def _view(session: Session, handoff: Handoff, now: datetime) -> dict[str, Any]:
+    customer = session.get(Customer, handoff.customer_id) if handoff.customer_id else None
+    return _handoff_view(handoff, now, customer.phone if customer else None)
+
+
 def _detail(session: Session, handoff: Handoff, now: datetime) -> dict[str, Any]:
     """For the web server only (it reaches the conversation by the session id, never shows it)."""
-    return {**_handoff_view(handoff, now), "session_id": handoff.session_id,
+    return {**_view(session, handoff, now), "session_id": handoff.session_id,
             **queue_facts(session, handoff, now)}
 
 
@@ -266,19 +277,69 @@ class HandoffFilter:
     flow: str | None = None
     handoff_id: str | None = None
     agent: str | None = None  # the agent holding it
+    # The customer's number on file: its first three and last four digits (all 11: both parts);
+    # a hand-over of a caller not identified has none and never matches.
+    phone_prefix: str | None = None
+    phone_suffix: str | None = None
 
 
 def list_handoffs(session: Session, where: HandoffFilter, limit: int, offset: int = 0, *,
                   now: datetime) -> tuple[list[dict[str, Any]], int]:
     """One page of the hand-overs that match, in queue order, and how many match in all."""
+    sweep_abandoned_chats(session, now)
     conditions = [column == value for column, value in (
         (Handoff.status, where.status), (Handoff.channel, where.channel), (Handoff.priority, where.priority),
         (Handoff.flow, where.flow), (Handoff.id, where.handoff_id), (Handoff.agent, where.agent))
         if value is not None]
-    total = session.scalar(select(func.count()).select_from(Handoff).where(*conditions)) or 0
-    page = session.scalars(select(Handoff).where(*conditions).order_by(*_QUEUE_ORDER)
-                           .limit(limit).offset(offset))
-    return [_handoff_view(handoff, now) for handoff in page], total
+    # Digits only (the route's pattern): nothing in them that LIKE would read as a wildcard.
+    if where.phone_prefix:
+        conditions.append(Customer.phone.startswith(where.phone_prefix))
+    if where.phone_suffix:
+        conditions.append(Customer.phone.endswith(where.phone_suffix))
+    joined = select(Handoff, Customer.phone).outerjoin(Customer, Customer.id == Handoff.customer_id)
+    total = session.scalar(select(func.count()).select_from(joined.where(*conditions).subquery())) or 0
+    page = session.execute(joined.where(*conditions).order_by(*_QUEUE_ORDER).limit(limit).offset(offset))
+    return [_handoff_view(handoff, now, phone) for handoff, phone in page], total
+
+
+# What an agent may search hand-overs by: the whole number, its masked form, or its last four digits.
+PHONE_SEARCH = r"^(?:1\d{10}|1\d{2}\*{4}\d{4}|\d{4})$"
+
+
+def phone_search(phone: str) -> tuple[str | None, str | None]:
+    """PHONE_SEARCH's forms as (first digits, last digits) of the number on file."""
+    if len(phone) == 4:
+        return None, phone
+    if "*" in phone:
+        return phone[:3], phone[-4:]
+    return phone, phone
+
+
+def sweep_abandoned_chats(session: Session, now: datetime) -> None:
+    """Waiting chat customers whose widget stopped asking (page closed) have left the queue.
+    Only widgets ever ask: a hand-over never asked about is left to the agents."""
+    gone = session.scalars(select(Handoff).where(
+        Handoff.status == "waiting", Handoff.channel == "chat",
+        Handoff.customer_seen_at < now - timedelta(seconds=CHAT_CUSTOMER_GONE_SECONDS)).with_for_update())
+    for handoff in gone:
+        handoff.status = "abandoned"
+        handoff.closed_at = handoff.customer_seen_at  # last seen: the wait ended there
+        audit.record(session, at=now, kind="handoff_abandoned", customer_id=handoff.customer_id,
+                     channel=handoff.channel, session_id=handoff.session_id,
+                     inputs={"handoff_id": handoff.id, "silent_seconds": CHAT_CUSTOMER_GONE_SECONDS})
+
+
+def desk_stamp(session: Session, now: datetime) -> str:
+    """Changes whenever what a desk shows may have: a hand-over made, taken, closed, abandoned or
+    given a note, a review made or decided. The web server pushes a refresh to the desks on a change."""
+    sweep_abandoned_chats(session, now)
+    handoffs = session.execute(select(
+        Handoff.status, func.count(), func.max(Handoff.created_at), func.max(Handoff.accepted_at),
+        func.max(Handoff.closed_at), func.count(Handoff.customer_note)).group_by(Handoff.status)
+        .order_by(Handoff.status)).all()
+    reviews = session.execute(select(Review.status, func.count(), func.max(Review.decided_at))
+                              .group_by(Review.status).order_by(Review.status)).all()
+    return hashlib.sha256(repr((handoffs, reviews)).encode()).hexdigest()[:32]
 
 
 def get_handoff(session: Session, handoff_id: str, now: datetime) -> dict[str, Any]:
@@ -289,11 +350,15 @@ def get_handoff(session: Session, handoff_id: str, now: datetime) -> dict[str, A
 
 
 def handoff_of_session(session: Session, request: HandoffOfSession, now: datetime) -> dict[str, Any]:
-    """The conversation's latest hand-over, whatever its state."""
+    """The conversation's latest hand-over, whatever its state; `seen`: the customer's widget is
+    asking, so the customer is still there."""
+    sweep_abandoned_chats(session, now)
     handoff = session.scalar(select(Handoff).where(Handoff.session_id == request.session_id)
                              .order_by(Handoff.created_at.desc(), Handoff.id.desc()).limit(1))
     if handoff is None:
         raise not_found("no_handoff", "这个会话没有转人工记录。")
+    if request.seen and handoff.status in ("waiting", "accepted"):
+        handoff.customer_seen_at = now
     return _detail(session, handoff, now)
 
 
@@ -306,6 +371,7 @@ def _refuse_if_ended(handoff: Handoff) -> None:
 
 def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
                    now: datetime) -> dict[str, Any]:
+    sweep_abandoned_chats(session, now)  # a customer who left is not offered to an agent
     # Locked (PG: FOR UPDATE; SQLite: every transaction writes alone): of two agents, one wins.
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None:
@@ -319,7 +385,7 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
     audit.record(session, at=now, kind="handoff_accept", customer_id=handoff.customer_id,
                  channel="agent", session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})
-    return _handoff_view(handoff, now)
+    return _view(session, handoff, now)
 
 
 def close_handoff(session: Session, handoff_id: str, request: HandoffClose,
@@ -344,7 +410,23 @@ def close_handoff(session: Session, handoff_id: str, request: HandoffClose,
                  channel="agent", session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent, "holder": handoff.agent,
                          "disposition": request.disposition, "override": request.override})
-    return _handoff_view(handoff, now)
+    return _view(session, handoff, now)
+
+
+def handoff_do_not_call(session: Session, handoff_id: str, request: HandoffDoNotCall,
+                        now: datetime) -> dict[str, Any]:
+    """The customer of a hand-over asked the agent never to be called again: only the agent
+    holding it (or a supervisor the web server vouches for) may say so, and only for a customer
+    the conversation identified."""
+    handoff = session.get(Handoff, handoff_id)
+    if handoff is None:
+        raise _unknown_handoff()
+    if handoff.agent != request.agent and not request.override:
+        raise conflict("handoff_not_yours", "这条转人工由其他坐席接起，只有该坐席或主管可以操作。")
+    if handoff.customer_id is None:
+        raise conflict("customer_not_identified", "这位客户未识别身份，无法加入免打扰名单。")
+    return outbound.do_not_call(session, handoff.customer_id, now, channel="agent",
+                                inputs={"source": "agent", "agent": request.agent, "handoff_id": handoff_id})
 
 
 def leave_customer_note(session: Session, handoff_id: str, request: HandoffCustomerNote,
@@ -394,4 +476,4 @@ def phone_handoff_state(session: Session, handoff_id: str, request: HandoffCallS
     audit.record(session, at=now, kind=f"handoff_{request.state}", customer_id=handoff.customer_id,
                  channel=handoff.channel, session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})
-    return _handoff_view(handoff, now)
+    return _view(session, handoff, now)

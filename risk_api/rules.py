@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -19,6 +19,13 @@ from pydantic import (
 )
 
 Level = Literal["L1", "L2"]
+Channel = Literal["voice", "chat", "outbound", "agent"]
+# How a conversation proves L1 (risk_api/verification.py): `phone_name_id4` with the phone number,
+# the name and the last 4 characters of the ID number; `line_id6` with the line of a call the
+# phone gateway vouched for and the last 6 characters of the ID number (no name: keypad-only
+# callers).
+L1Method = Literal["phone_name_id4", "line_id6"]
+LineChannel = Literal["voice", "outbound"]  # the channels whose calls have a line to vouch for
 Decision = Literal["allow", "step_up", "review", "deny"]
 RiskAction = Literal[
     "verify_identity", "change_phone", "reset_password", "update_profile", "freeze_account",
@@ -164,6 +171,10 @@ class RulesConfig(BaseModel):
     schema_version: Literal[1]
     default_level: Level
     required_levels: dict[RiskAction, Level] = Field(default_factory=dict)
+    # Each L1 method and the channels it is allowed on; a file without the key allows only
+    # phone, name and ID last 4, on every channel.
+    l1_methods: dict[L1Method, list[Channel]] = Field(
+        default_factory=lambda: {"phone_name_id4": list(get_args(Channel))})
     decision_ttl_seconds: PositiveInt
     step_up_window_seconds: PositiveInt
     explanations: dict[Decision, str]
@@ -178,7 +189,14 @@ class RulesConfig(BaseModel):
         missing = set(SEVERITY) - set(self.explanations)
         if missing:
             raise ValueError(f"explanations lacks {sorted(missing)}")
+        lineless = set(self.l1_methods.get("line_id6", [])) - set(get_args(LineChannel))
+        if lineless:
+            raise ValueError(f"l1_methods.line_id6: only calls have a line to vouch for "
+                             f"({', '.join(get_args(LineChannel))}), not {sorted(lineless)}")
         return self
+
+    def allows_l1(self, method: L1Method, channel: str) -> bool:
+        return channel in self.l1_methods.get(method, [])
 
     def required_level(self, action: str) -> str:
         return self.required_levels.get(action, self.default_level)  # type: ignore[call-overload]

@@ -15,9 +15,8 @@ from pydantic import (
     model_validator,
 )
 
-from risk_api.rules import Decision, RiskAction
+from risk_api.rules import Channel, Decision, L1Method, LineChannel, RiskAction
 
-Channel = Literal["voice", "chat", "outbound", "agent"]
 # Session ids are the channels' own ids (Rasa sender ids, phone-call ids): anything printable.
 SessionId = Annotated[str, StringConstraints(min_length=1, max_length=128,
                                              pattern=r"^[^\s\x00]+$")]
@@ -110,12 +109,34 @@ class L1Request(Audited):
     id_last4: Annotated[str, StringConstraints(pattern=r"^[0-9]{3}[0-9Xx]$")]
 
 
+class LineL1Request(Audited):
+    """L1 by the call's line (rules.yaml `l1_methods.line_id6`): the number is the one the phone
+    gateway vouched for this session (`LineVouch`), never one the request names."""
+    id_last6: Annotated[str, StringConstraints(pattern=r"^[0-9]{5}[0-9Xx]$")]
+
+
 class L1Response(BaseModel):
     verified: bool
     level: Literal["L1"] | None
     customer_id: str | None
     attempts_left: int
     locked_until: datetime | None
+
+
+class L1Methods(BaseModel):
+    """The L1 methods this conversation may use now: the rules' for its channel, `line_id6` only
+    while the phone gateway vouches for its line."""
+    methods: list[L1Method]
+
+
+class LineVouch(Audited):
+    """The phone gateway's word on the line a call comes from (its role only)."""
+    channel: LineChannel
+    phone: Phone
+
+
+class LineVouchResponse(BaseModel):
+    expires_at: datetime
 
 
 class OtpRequest(Audited):
@@ -341,6 +362,7 @@ class HandoffView(BaseModel):
     priority: str
     summary: str
     customer_id: str | None
+    masked_phone: str | None  # the customer's number on file, e.g. 138****5678
     verified_level: str | None
     status: HandoffStatus
     agent: str | None
@@ -374,8 +396,14 @@ class HandoffClose(Body):
     override: StrictBool = False  # the web server sets it only for supervisors
 
 
+class HandoffDoNotCall(Body):
+    agent: AgentName  # the agent logged in to the desk
+    override: StrictBool = False  # the web server sets it only for supervisors
+
+
 class HandoffOfSession(Body):
     session_id: SessionId
+    seen: StrictBool = False  # asked by the customer's own widget: the customer is still there
 
 
 class HandoffCustomerNote(Body):
@@ -392,6 +420,10 @@ PresenceState = Literal["online", "away", "offline"]
 
 class PresenceUpdate(Body):
     state: PresenceState
+
+
+class AgentSessionEvent(Body):
+    event: Literal["login", "logout"]
 
 
 class AgentPresenceView(BaseModel):

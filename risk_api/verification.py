@@ -1,28 +1,57 @@
-"""Identity verification: L1 (phone + name + ID last 4), one-time codes and L2.
+"""Identity verification: L1, one-time codes and L2.
+
+L1 has two methods, each allowed on the channels rules.yaml's `l1_methods` lists:
+- `phone_name_id4`: the phone number, the name and the last 4 characters of the ID number;
+- `line_id6`: for callers who can only use the keypad, no name but the line of the call as the
+  phone gateway vouched for it (`vouch_for_line`, the gateway's role only: never a number the
+  engine or the caller names) and the last 6 characters of the ID number instead of 4: the day
+  of birth besides the sequence number and check character, for the name the caller cannot say
+  (about 1 in 340,000 per guess against 1 in 11,000). The check character X is keyed as `*`;
+  the phone channel sends it as X.
 
 Failures count per conversation and per customer (or per unregistered phone, so that unknown
-numbers look the same as wrong answers). Three failures lock the conversation for 30 minutes;
-the customer's own verification locks only after more failures, across conversations, and the
-customer is told by SMS. So one conversation that knows a phone number can no longer lock its
-owner out (chat sessions are rate-limited per source by the web server).
+numbers look the same as wrong answers), whichever the method. Three failures lock the
+conversation for 30 minutes; the customer's own verification locks only after more failures,
+across conversations, and the customer is told by SMS. So one conversation that knows a phone
+number can no longer lock its owner out (chat sessions are rate-limited per source by the web
+server).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import get_args
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from risk_api import audit
-from risk_api.db import AuditEntry, Customer, OtpCode, VerificationSubject, VerifiedSession
+from risk_api.db import AuditEntry, Customer, OtpCode, VerificationSubject, VerifiedSession, VouchedLine
 from risk_api.errors import ApiError, conflict, unknown_customer, verification_required
 from risk_api.masking import mask_phone
-from risk_api.schemas import L1Request, L1Response, L2Request, L2Response, OtpRequest, OtpResponse
+from risk_api.rules import L1Method, RulesConfig
+from risk_api.schemas import (
+    Audited,
+    L1Methods,
+    L1Request,
+    L1Response,
+    L2Request,
+    L2Response,
+    LineL1Request,
+    LineVouch,
+    LineVouchResponse,
+    OtpRequest,
+    OtpResponse,
+)
 from risk_api.sms import SmsMessage
+from trust.logs import session_ref
+
+log = logging.getLogger("risk_api.verification")
 
 MAX_FAILURES = 3  # per conversation
 CUSTOMER_MAX_FAILURES = 5  # per customer, across conversations
@@ -37,6 +66,9 @@ OTP_SENDS_PER_SESSION = 3
 OTP_SESSION_WINDOW = timedelta(minutes=10)
 OTP_CUSTOMER_WINDOW = timedelta(hours=1)
 LEVEL_RANK = {"L1": 1, "L2": 2}
+# How long the gateway's word on a call's line holds: longer than any call (a call back from the
+# agents' queue is vouched for again).
+LINE_LIFETIME = timedelta(hours=2)
 
 
 def _subject(session: Session, key: str) -> VerificationSubject:
@@ -113,27 +145,91 @@ def _verified_session(session: Session, session_id: str) -> VerifiedSession | No
                           .where(VerifiedSession.session_id == session_id).with_for_update())
 
 
-def verify_l1(session: Session, request: L1Request, now: datetime) -> tuple[L1Response, list[SmsMessage]]:
-    customer = session.scalar(select(Customer).where(Customer.phone == request.phone))
-    subject = _subject(session, f"customer:{customer.id}" if customer else f"phone:{request.phone}")
+def verify_l1(session: Session, rules: RulesConfig, request: L1Request,
+              now: datetime) -> tuple[L1Response, list[SmsMessage]]:
+    """Phone, name and ID last 4 (`phone_name_id4`)."""
+    _check_method(rules, "phone_name_id4", request)
+    return _verify_l1(session, request, request.phone, "phone_name_id4", now, lambda customer: (
+        customer.name == request.name and _same(customer.id_number[-4:], request.id_last4)))
+
+
+def verify_l1_line(session: Session, rules: RulesConfig, request: LineL1Request,
+                   now: datetime) -> tuple[L1Response, list[SmsMessage]]:
+    """The line the gateway vouched for and ID last 6 (`line_id6`)."""
+    _check_method(rules, "line_id6", request)
+    line = _vouched_line(session, request, now)
+    if line is None:
+        log.warning("session %s: L1 by a line no gateway vouched for on %s", session_ref(request.session_id),
+                    request.channel)
+        raise _method_refused()
+    return _verify_l1(session, request, line.phone, "line_id6", now,
+                      lambda customer: _same(customer.id_number[-6:], request.id_last6))
+
+
+def _same(on_file: str, given: str) -> bool:
+    """ID characters, in constant time; x and X alike."""
+    return hmac.compare_digest(on_file.upper(), given.upper())
+
+
+def _verify_l1(session: Session, request: Audited, phone: str, method: L1Method, now: datetime,
+               proves: Callable[[Customer], bool]) -> tuple[L1Response, list[SmsMessage]]:
+    """One L1 attempt: `phone` says whom it is about, `proves` checks the answers against them."""
+    customer = session.scalar(select(Customer).where(Customer.phone == phone))
+    subject = _subject(session, f"customer:{customer.id}" if customer else f"phone:{phone}")
     session_subject = _subject(session, _session_key(request.session_id))
     _check_not_locked(session_subject, now)
     _check_not_locked(subject, now)
     notices: list[SmsMessage] = []
-    matched = (customer is not None and customer.name == request.name
-               and hmac.compare_digest(customer.id_number[-4:].upper(), request.id_last4.upper()))
+    matched = customer is not None and proves(customer)
     if matched and customer is not None:
         subject.failures = session_subject.failures = 0
         _set_session_level(session, request.session_id, customer.id, "L1", now)
     else:
         notices = _fail(session_subject, subject, customer, now)
-    audit.record(session, at=now, kind="verification_l1", inputs=request.model_dump(),
+    audit.record(session, at=now, kind="verification_l1", inputs={**request.model_dump(), "method": method},
                  customer_id=customer.id if customer else None, channel=request.channel,
                  session_id=request.session_id, decision="verified" if matched else "failed")
     return L1Response(verified=matched, level="L1" if matched else None,
                       customer_id=customer.id if matched and customer else None,
                       attempts_left=_left(session_subject, subject, now),
                       locked_until=_lock_end(session_subject, subject, now)), notices
+
+
+def _check_method(rules: RulesConfig, method: L1Method, request: Audited) -> None:
+    if not rules.allows_l1(method, request.channel):
+        log.warning("session %s: L1 method %s is off on %s (rules.yaml l1_methods)",
+                    session_ref(request.session_id), method, request.channel)
+        raise _method_refused()
+
+
+def _method_refused() -> ApiError:
+    # Not a wrong answer (nothing counts toward a lock): this conversation cannot verify this way.
+    return ApiError(403, "verification_method_refused", "抱歉，当前无法通过这种方式核验身份，请转人工客服为您办理。")
+
+
+def vouch_for_line(session: Session, request: LineVouch, now: datetime) -> LineVouchResponse:
+    """The phone gateway's word on which line this call comes from; said again, it replaces the
+    previous word and holds for another LINE_LIFETIME."""
+    expires_at = now + LINE_LIFETIME
+    session.merge(VouchedLine(session_id=request.session_id, channel=request.channel, phone=request.phone,
+                              expires_at=expires_at))
+    customer_id = session.scalar(select(Customer.id).where(Customer.phone == request.phone))
+    audit.record(session, at=now, kind="line_vouched", inputs=request.model_dump(), customer_id=customer_id,
+                 channel=request.channel, session_id=request.session_id)
+    return LineVouchResponse(expires_at=expires_at)
+
+
+def l1_methods(session: Session, rules: RulesConfig, request: Audited, now: datetime) -> L1Methods:
+    allowed = [method for method in get_args(L1Method) if rules.allows_l1(method, request.channel)]
+    if "line_id6" in allowed and _vouched_line(session, request, now) is None:
+        allowed.remove("line_id6")
+    return L1Methods(methods=allowed)
+
+
+def _vouched_line(session: Session, request: Audited, now: datetime) -> VouchedLine | None:
+    """The line the gateway vouched for this conversation, on its channel, still holding."""
+    line = session.get(VouchedLine, request.session_id)
+    return line if line is not None and line.channel == request.channel and line.expires_at > now else None
 
 
 def _set_session_level(session: Session, session_id: str, customer_id: str, level: str,

@@ -153,6 +153,8 @@ class Secrets:
     chat_session: str  # web server signs chat sessions, Rasa's public channels check them
     tracker_store: str  # encrypts conversations at rest
     outbound_number: str  # dialler: keys the digests of numbers in its queue (no number stored in clear)
+    outbound_desk: str  # web server (agent desk) -> the dialler's campaign routes
+    outbound_gateway: str  # phone gateway -> the dialler's outcome route (what each answered call came to)
 
     ENV_NAMES = {
         "risk_engine": "RISK_API_ENGINE_TOKEN", "risk_desk": "RISK_API_DESK_TOKEN",
@@ -160,7 +162,8 @@ class Secrets:
         "rasa_api": "RASA_API_TOKEN", "rasa_gateway": "RASA_GATEWAY_TOKEN",
         "rasa_dialer": "RASA_DIALER_TOKEN", "rasa_desk": "RASA_DESK_TOKEN", "action_server": "ACTION_SERVER_TOKEN",
         "chat_session": "CHAT_SESSION_SECRET", "tracker_store": "TRACKER_STORE_KEY",
-        "outbound_number": "OUTBOUND_NUMBER_KEY",
+        "outbound_number": "OUTBOUND_NUMBER_KEY", "outbound_desk": "OUTBOUND_DESK_TOKEN",
+        "outbound_gateway": "OUTBOUND_GATEWAY_TOKEN",
     }
 
     @classmethod
@@ -237,6 +240,9 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
             env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
                  "RASA_TRACKER_DB": str(tracker_db), "CHAT_ALLOWED_ORIGINS": origins,
+                 # A test's or benchmark's stack keeps its conversation events beside its tracker store.
+                 **({} if tracker_db == DEFAULT_TRACKER_DB else {
+                     "QUALITY_EVENTS_URL": f"sqlite:///{tracker_db.with_name('quality-events.sqlite3')}"}),
                  **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "rasa_desk", "action_server",
                             "chat_session", "tracker_store")},
             start_timeout_seconds=240,
@@ -248,7 +254,8 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             env={"WEB_HOST": "127.0.0.1", "WEB_PORT": str(ports.web), "RASA_URL": rasa_url,
                  "RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_desk, "CHAT_ALLOWED_ORIGINS": origins,
                  "AGENT_ACCOUNTS_FILE": os.environ.get("AGENT_ACCOUNTS_FILE", ""),
-                 **keys.env("chat_session", "rasa_desk"), **(web_env or {})},
+                 "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}",
+                 **keys.env("chat_session", "rasa_desk", "outbound_desk"), **(web_env or {})},
         ),
     ]
 
@@ -263,7 +270,8 @@ def phone_gateway(ports: Ports, keys: Secrets) -> Service:
              "AUDIOSOCKET_PORT": str(ports.audiosocket),
              "GATEWAY_HEALTH_PORT": str(ports.gateway_health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
              "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_gateway,
-             "RASA_CHANNEL_TOKEN": keys.rasa_gateway, "PYTHONPATH": str(ROOT)},
+             "RASA_CHANNEL_TOKEN": keys.rasa_gateway, "PYTHONPATH": str(ROOT),
+             "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}", **keys.env("outbound_gateway")},
     )
 
 
@@ -277,6 +285,6 @@ def outbound_dialer(ports: Ports, keys: Secrets) -> Service:
         f"http://127.0.0.1:{ports.outbound_health}/health",
         env={"RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_dialer,
              "OUTBOUND_HEALTH_PORT": str(ports.outbound_health), "PYTHONPATH": str(ROOT),
-             **keys.env("outbound_number")},
+             **keys.env("outbound_number", "outbound_desk", "outbound_gateway")},
         start_timeout_seconds=60,
     )

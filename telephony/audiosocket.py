@@ -35,14 +35,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
+from voice.audio import FRAME_SECONDS, TELEPHONE_RATE, frame_bytes
 from voice.clock import Clock, Sleep
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct(">BH")
 MAX_PROTOCOL_PAYLOAD = 0xFFFF
-FRAME_SECONDS = 0.020
-OUTBOUND_FRAME_BYTES = 320  # 20 ms of 16-bit mono at 8 kHz
+OUTBOUND_FRAME_BYTES = frame_bytes(TELEPHONE_RATE)  # 20 ms of 16-bit mono at 8 kHz: 320
 # 20 ms at 192 kHz is 7,680 bytes; anything beyond twice that is not audio Asterisk would send.
 DEFAULT_MAX_PAYLOAD = 16384
 INBOUND_QUEUE_EVENTS = 500  # 10 s of audio; older audio is dropped if the handler falls behind

@@ -4,13 +4,17 @@ pipeline, and AMI carries the call control.
 For every AudioSocket connection:
 1. the call UUID is matched to its Asterisk channel (the dialplan's `UserEvent(IvrCall)`), which
    gives the caller's number; the number is looked up in the risk-check API (salutation, age,
-   persona tags) and counts toward L1 in the dialogue core;
+   persona tags) and counts toward L1 in the dialogue core; without a speech recogniser (keypad
+   only) the gateway also vouches for the number to the risk API itself, so that the caller, who
+   cannot say a name, may prove L1 with it and ID digits on the keypad;
 2. `ivr_config/priority.yaml` gives the call a tier (emergency, care, VIP, repeat caller…);
 3. the call runs through the voice pipeline until the caller hangs up or is handed over;
 4. a hand-over attaches the dialogue core's summary to the channel (`IVR_SUMMARY`,
    `IVR_HANDOFF_ID`: the agent desk reads the same record from the risk API), sets the queue
    priority (`QUEUE_PRIO`) and redirects the channel into the agents' queue; when the queue
-   is saturated, a caller whose tier allows it is offered a callback instead.
+   is saturated, a caller whose tier allows it is offered a callback instead;
+5. an outbound call's end reports what the conversation came to (telephony/outcomes.py) to the
+   dialler, for the attempt the dialplan's UserEvent named (`OriginateId`).
 
 Without AMI (no `ASTERISK_AMI_SECRET`, or Asterisk's manager unreachable), calls still run: no
 caller number, and a caller who wants a person is offered a callback instead of a transfer.
@@ -36,6 +40,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from quality.publisher import StreamCallEvents
+from quality.store import SqlEventStore, events_url
 from risk_api.masking import install_log_masking
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
 from telephony.ami import (
@@ -55,8 +61,11 @@ from telephony.audiosocket import (
     DtmfIn,
     HangupIn,
 )
+from telephony.outcomes import OutcomeReporter, conversation_outcome
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
-from voice.call import VoiceEngines, run_call
+from trust.env_secrets import SecretError, optional_secret
+from voice.audio import TELEPHONE_RATE
+from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import load_voice_config
 from voice.frames import (
     CallbackBooked,
@@ -72,7 +81,6 @@ from voice.frames import (
 log = logging.getLogger(__name__)
 
 CHANNEL_LOOKUP_SECONDS = 2.0
-CALL_SAMPLE_RATE = 8000  # AudioSocket's slin: what Asterisk sends and what we send back
 # The dialplan's hand-over target and queue (ivr_config/asterisk/extensions.conf, queues.conf).
 HANDOVER_CONTEXT = "ivr-handover"
 HANDOVER_EXTEN = "agents"
@@ -90,6 +98,8 @@ class GatewaySettings:
     priority_rules: Path = DEFAULT_RULES_PATH
     health_port: int = 9093
     max_calls: int = DEFAULT_MAX_CALLS
+    outbound_url: str | None = None  # the dialler, told each outbound call's outcome
+    outbound_token: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -101,12 +111,17 @@ class GatewaySettings:
         max_calls = env.get("AUDIOSOCKET_MAX_CALLS", str(DEFAULT_MAX_CALLS))
         if not max_calls.isdigit() or int(max_calls) < 1:
             raise ValueError(f"AUDIOSOCKET_MAX_CALLS must be a positive whole number, got {max_calls!r}")
+        try:
+            outbound_token = optional_secret("OUTBOUND_GATEWAY_TOKEN", env)
+        except SecretError as error:
+            raise ValueError(str(error)) from None
         return cls(
             host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=int(env.get("AUDIOSOCKET_PORT", "9092")),
             rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
             priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
-            health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")), max_calls=int(max_calls))
+            health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")), max_calls=int(max_calls),
+            outbound_url=env.get("OUTBOUND_URL", "").strip() or None, outbound_token=outbound_token)
 
 
 class CallerLookup:
@@ -135,6 +150,16 @@ class CallerLookup:
             log.error("call %s: callback not booked: %s", call_uuid, error)
             return None
         return datetime.fromisoformat(booked["scheduled_for"])
+
+    async def vouch_for_line(self, call_uuid: str, channel: str, phone: str) -> None:
+        """Tells the risk API, with the gateway's own token, which line this call comes from: the
+        conversation may then prove L1 with it and ID digits (its rules allowing: `l1_methods`).
+        Refused or unanswered, the caller is asked the usual questions instead."""
+        body = {"session_id": call_uuid, "channel": channel, "phone": phone}
+        try:
+            await self._risk.call("POST", "/verification/line", json=body)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            log.error("call %s: line not vouched for: %s", call_uuid, error)
 
     async def handoff_call_state(self, handoff_id: str, state: str, agent: str | None) -> None:
         body = {"state": state, **({"agent": agent[:64]} if agent else {})}
@@ -283,6 +308,7 @@ class Gateway:
         self.queues = QueueWatch(ami) if ami else None
         self.callers = CallerLookup(settings.risk_api_url, settings.risk_api_token)
         self.outcomes = QueueOutcomes(ami, self.callers) if ami else None
+        self.reporter = OutcomeReporter(settings.outbound_url, settings.outbound_token)
         self.server = AudioSocketServer(self.handle_call, settings.host, settings.port,
                                         max_calls=settings.max_calls)
         self.handovers = 0
@@ -294,6 +320,9 @@ class Gateway:
         else:
             log.warning("AMI is off (ASTERISK_AMI_SECRET not set): no caller numbers, and callers who "
                         "want a person are offered a callback instead of a transfer")
+        if not self.reporter.enabled:
+            log.warning("outbound calls' outcomes are not reported to the dialler (OUTBOUND_URL and "
+                        "OUTBOUND_GATEWAY_TOKEN not both set)")
         await self.server.start()
 
     async def handle_call(self, audio: AudioSocketCall) -> None:
@@ -325,7 +354,7 @@ class Gateway:
         tier = (self._tier_named(fields.get("Tier")) if queue_returns else None) or self.rules.tier_for(facts)
         opening = f"/{fields['Flow']}" if outbound and fields.get("Flow") and not queue_returns else None
         call = CallStarted(
-            call_id=audio.uuid, sample_rate=CALL_SAMPLE_RATE, caller_number=caller_number,
+            call_id=audio.uuid, sample_rate=TELEPHONE_RATE, caller_number=caller_number,
             salutation=customer.get("salutation") if customer else None,
             priority_tier=tier.handoff_priority, short_greeting=tier.short_greeting or tier.skip_menus,
             slow_speech="elderly" in facts.tags, channel="outbound" if outbound else "voice", opening=opening,
@@ -333,8 +362,19 @@ class Gateway:
         log.info("call %s: channel=%s direction=%s tier=%s known_customer=%s queue_returns=%d", audio.uuid,
                  channel.channel if channel else None, "outbound" if outbound else "inbound", tier.name,
                  customer is not None, queue_returns)
+        if caller_number and self.engines.recognizer is None:
+            # The network's number (or the one an outbound call dialled), from us, never from the
+            # conversation: a keypad-only caller's L1 without the name they cannot say.
+            await self.callers.vouch_for_line(audio.uuid, call.channel, caller_number)
         phone = PhoneCall(self, audio, channel, call, facts, tier)
-        await run_call(self.engines, call, phone.frames(), phone)
+        result: CallResult | None = None
+        try:
+            result = await run_call(self.engines, call, phone.frames(), phone)
+        finally:
+            if outbound:
+                # Whatever ended the call; sent in the background, never holding up the teardown.
+                replies = [reply for _, reply in result.turns.turns] if result else []
+                self.reporter.report(audio.uuid, fields.get("OriginateId"), conversation_outcome(replies))
 
     def _tier_named(self, name: str | None) -> Tier | None:
         try:
@@ -415,7 +455,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.server.close()
-        for part in (self.directory, self.queues, self.outcomes, self.callers):
+        for part in (self.directory, self.queues, self.outcomes, self.callers, self.reporter):
             if part is not None:
                 await part.close()
         if self.ami is not None:
@@ -432,7 +472,8 @@ def health_app(gateway: Gateway) -> FastAPI:
         return {"status": "ok", "calls": len(gateway.server.calls), "audiosocket_port": gateway.server.port,
                 "speech_recognition": gateway.engines.recognizer is not None,
                 "ami_connected": gateway.ami.connected if gateway.ami else None,
-                "handovers": gateway.handovers, "callbacks": gateway.callbacks}
+                "handovers": gateway.handovers, "callbacks": gateway.callbacks,
+                "outcomes_reported": gateway.reporter.reported}
 
     return app
 
@@ -449,7 +490,8 @@ def one_line(text: str) -> str:
 
 async def serve(settings: GatewaySettings) -> None:
     engines = VoiceEngines.load(load_voice_config(), settings.rasa_url)
-    await engines.synthesizer.prerender(engines.config.turns.prompts.fixed(), CALL_SAMPLE_RATE)
+    call_events = engines.call_events = StreamCallEvents(SqlEventStore(events_url()))  # quality inspection
+    await engines.synthesizer.prerender(engines.config.turns.prompts.fixed(), TELEPHONE_RATE)
     rules = load_priority_rules(settings.priority_rules)
     ami = AmiClient(settings.ami) if settings.ami else None
     if ami is not None:
@@ -468,6 +510,7 @@ async def serve(settings: GatewaySettings) -> None:
     health.should_exit = True
     await health_task
     await gateway.close()
+    call_events.close()
 
 
 def main() -> int:

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.audio import FULL_SCALE, to_pcm, write_wav
+from voice.audio import FULL_SCALE, TELEPHONE_RATE, to_pcm, write_wav
 from voice.config import load_voice_config
 from voice.tts import Synthesizer, TtsConfig, TtsUnavailable
 
-SAMPLE_RATE = 8000
 LANGUAGE = "zh"
 # Sound name (as the .conf files use it) -> what it says.
 PROMPTS: dict[str, str] = {
@@ -49,7 +48,7 @@ _HOLD_PEAK = 0.25  # of full scale: ≈ -27 dBFS RMS, some 6 dB under the prompt
 _EDGE_SECONDS = 0.02  # raised-cosine fade in and out: no clicks
 
 
-def hold_tones(sample_rate: int = SAMPLE_RATE, phrases: int = 4) -> bytes:
+def hold_tones(sample_rate: int = TELEPHONE_RATE, phrases: int = 4) -> bytes:
     """16-bit mono PCM: `phrases` repetitions of a soft bell-like phrase (music on hold loops it)."""
     t = np.arange(int(_NOTE_SECONDS * sample_rate)) / sample_rate
     envelope = np.exp(-3.0 * t / _NOTE_SECONDS)
@@ -73,7 +72,7 @@ async def _render_prompts(synthesizer: Synthesizer, folder: Path) -> list[Path]:
     written = []
     for name, text in PROMPTS.items():
         path = folder / f"{name}.wav"
-        write_wav(path, await synthesizer.render(text, SAMPLE_RATE), SAMPLE_RATE)
+        write_wav(path, await synthesizer.render(text, TELEPHONE_RATE), TELEPHONE_RATE)
         written.append(path)
     return written
 
@@ -88,7 +87,7 @@ def render(output: Path, tts: TtsConfig | None = None) -> list[Path]:
     moh = output / "moh" / MOH_CLASS
     moh.mkdir(parents=True, exist_ok=True)
     music = moh / f"{HOLD_MUSIC}.wav"
-    write_wav(music, hold_tones(), SAMPLE_RATE)
+    write_wav(music, hold_tones(), TELEPHONE_RATE)
     return [*written, music]
 
 

@@ -6,7 +6,7 @@ end. Closed questions (yes/no, digits, menu choices) can constrain a stream to a
 `grammar_for`, which makes short answers on narrow-band phone audio far more reliable.
 
 Without a model speech recognition is off (`load_recognizer` returns None) and callers use the
-keypad. (`voice.demo.ScriptedRecognizer` stands in for a model in the demo, the tests and the bench.)
+keypad. (`bench.stand_ins.ScriptedRecognizer` stands in for a model in the demo, the tests and the bench.)
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import numpy as np
 import soxr
 
 FRAME_MS = 20
+FRAME_SECONDS = FRAME_MS / 1000
+TELEPHONE_RATE = 8000  # the phone line: AudioSocket's slin both ways, Asterisk's sound files
 SAMPLE_WIDTH = 2
 FULL_SCALE = 32768.0
 SILENCE_FLOOR_DBFS = -100.0

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ivr_config.loader import ConfigError
 from voice.asr import Recognizer, load_recognizer
-from voice.config import ConfigError, VoiceConfig
+from voice.call_events import CallEvents, CallRecorder, NoCallEvents
+from voice.config import VoiceConfig
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, Hangup
 from voice.output import AudioOutput, AudioSink
@@ -33,6 +35,8 @@ class VoiceEngines:
     recognizer: Recognizer | None
     synthesizer: Synthesizer
     dialogue: DialogueClient
+    # The quality inspection's call events (quality/publisher.py); nothing by default.
+    call_events: CallEvents = field(default_factory=NoCallEvents)
 
     @classmethod
     def load(cls, config: VoiceConfig, rasa_url: str, recognizer: Recognizer | None = None,
@@ -77,11 +81,15 @@ async def run_call(engines: VoiceEngines, call: CallStarted, frames: AsyncIterat
     started = time.monotonic()
     turns = TurnTaking(engines.dialogue, engines.config.turns, speech_recognition=engines.recognizer is not None)
     output = AudioOutput(sink)
+    after_detection, after_recognition, after_turns = CallRecorder(engines.call_events).taps()
     pipeline = Pipeline([
         AudioInput(),
         SpeechDetection(engines.config.detection, engines.config.barge_in),
+        after_detection,
         SpeechRecognition(engines.recognizer, engines.config.asr.grammar_for_closed_questions),
+        after_recognition,
         turns,
+        after_turns,
         SpeechSynthesis(engines.synthesizer),
         output,
     ])

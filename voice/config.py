@@ -1,8 +1,10 @@
-"""The voice settings: `ivr_config/voice.yaml`, checked against the settings' own dataclasses.
+"""The voice settings: `ivr_config/voice.yaml`, read by the one YAML loader (ivr_config/loader.py).
 
 Each YAML section maps onto one engine's config dataclass, key for key, so the dataclasses are
-the schema: an unknown key, a wrong type or broken YAML is an error naming the file and the
-field. `${NAME}` in a string is taken from the environment (the Vosk and Whisper model paths).
+the schema: the JSON schema the loader checks is derived from them, and an unknown key, a wrong
+type or broken YAML is an error naming the file and the field. The dataclasses' own checks
+(ranges, consistency) name the file and the section. `${NAME}` in a string is taken from the
+environment (the Vosk and Whisper model paths).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ivr_config.loader import ConfigError, field_name, load_yaml
 from voice.asr import AsrConfig
 from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
@@ -27,10 +28,7 @@ from voice.whisper import WhisperConfig
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "ivr_config" / "voice.yaml"
 ENV_REFERENCE = re.compile(r"\$\{([A-Z0-9_]+)\}")
-
-
-class ConfigError(ValueError):
-    pass
+JSON_TYPES: dict[Any, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
 @dataclass(frozen=True)
@@ -44,42 +42,44 @@ class VoiceConfig:
 
 
 def load_voice_config(path: Path = DEFAULT_PATH) -> VoiceConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read voice settings: {error}") from error
-    return _build(VoiceConfig, data, f"{path}")
+    data = load_yaml(path, {**json_schema(VoiceConfig), "type": ["object", "null"]}) or {}  # an empty file: defaults
+    return _build(VoiceConfig, data, path, ())
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def json_schema(hint: Any) -> dict[str, Any]:
+    """The JSON schema of a settings dataclass (or of one field's type hint)."""
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return {"type": "object", "additionalProperties": False,
+                "properties": {item.name: json_schema(hints[item.name]) for item in dataclasses.fields(hint)}}
+    if isinstance(hint, types.UnionType):  # `str | None`: the only optional kind the settings use
+        return {"type": [json_schema(option)["type"] for option in typing.get_args(hint)]}
+    if hint is type(None):
+        return {"type": "null"}
+    if typing.get_origin(hint) is dict:  # keys are always strings in JSON; a YAML `1:` counts as "1"
+        return {"type": "object", "additionalProperties": json_schema(typing.get_args(hint)[1])}
+    return {"type": JSON_TYPES[hint]}
+
+
+def _build(cls: type, data: dict[str, Any], path: Path, where: tuple[str, ...]) -> Any:
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    values = {name: _value(hints[name], raw, f"{where}: {name}") for name, raw in data.items()}
+    values = {name: _value(hints[name], raw, path, (*where, name)) for name, raw in data.items()}
     try:
         return cls(**values)
     except ValueError as error:  # the dataclass's own checks (ranges, consistency)
-        raise ConfigError(f"{where}: {error}") from error
+        raise ConfigError(f"{path}: {field_name(where)}: {error}") from error
 
 
-def _value(hint: Any, raw: Any, where: str) -> Any:
+def _value(hint: Any, raw: Any, path: Path, where: tuple[str, ...]) -> Any:
+    """`raw`, already valid against the schema, as the field's type."""
     if dataclasses.is_dataclass(hint):
-        return _build(hint, raw, where)
+        return _build(hint, raw, path, where)
     if isinstance(raw, str):
         raw = ENV_REFERENCE.sub(lambda match: os.environ.get(match.group(1), ""), raw)
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if raw in (None, "") and type(None) in options:
-        return None
-    for option in options:
-        origin = typing.get_origin(option) or option
-        if origin is float and isinstance(raw, int | float) and not isinstance(raw, bool):
-            return float(raw)
-        if origin is dict and isinstance(raw, dict):
-            return {str(key): str(value) for key, value in raw.items()}
-        if origin in (int, str, bool) and type(raw) is origin:
-            return raw
-    raise ConfigError(f"{where}: expected {hint}, got {raw!r}")
+        if raw == "" and isinstance(hint, types.UnionType):  # an unset variable: the optional setting left out
+            return None
+    if hint is float:
+        return float(raw)
+    if isinstance(raw, dict):
+        return {str(key): value for key, value in raw.items()}
+    return raw

@@ -4,7 +4,8 @@
 Every turn carries `metadata {channel: "voice", caller_number, priority_tier}` so the core
 uses the voice wording, skips asking for a number it already has and ranks the hand-over.
 The core's replies are texts plus custom payloads: `expect` (the question asked), `outcome`
-(a flow ended) and `handoff` (transfer to a human with a summary).
+(a flow ended, with the `flow`), `party` (who answered an outbound call: the right-party check)
+and `handoff` (transfer to a human with a summary).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Reply:
     texts: list[str] = field(default_factory=list)
     expect: dict[str, Any] | None = None
     outcome: str | None = None
+    flow: str | None = None  # the flow whose outcome it is
+    party: str | None = None
     handoff: dict[str, Any] | None = None
 
     @classmethod
@@ -41,7 +44,9 @@ class Reply:
             if "expect" in custom:
                 reply.expect = custom["expect"]
             if "outcome" in custom:
-                reply.outcome = custom["outcome"]
+                reply.outcome, reply.flow = custom["outcome"], custom.get("flow")
+            if "party" in custom:
+                reply.party = custom["party"]
             if "handoff" in custom:
                 reply.handoff = custom["handoff"]
         return reply

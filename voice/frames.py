@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from voice.audio import TELEPHONE_RATE
+
 
 class Direction(Enum):
     DOWNSTREAM = "downstream"
@@ -32,7 +34,7 @@ class CallStarted(Frame):
     """The call is up: who is calling and how to treat them."""
 
     call_id: str
-    sample_rate: int = 8000
+    sample_rate: int = TELEPHONE_RATE
     caller_number: str | None = None
     salutation: str | None = None  # "张先生", when the number belongs to a known customer
     priority_tier: str = "normal"  # the dialogue core's hand-over priority: normal | high | emergency

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from voice.audio import FRAME_MS, frame_bytes
+from voice.audio import FRAME_SECONDS, TELEPHONE_RATE, frame_bytes
 from voice.clock import Clock, Sleep
 from voice.frames import (
     BotSpeech,
@@ -81,7 +81,7 @@ class AudioOutput(FrameProcessor):
         self.sink = sink
         self._now = clock
         self._sleep = sleep
-        self.sample_rate = 8000
+        self.sample_rate = TELEPHONE_RATE
         self.frames_sent = 0
         self.late_frames = 0
         self.played: list[str] = []  # what the caller heard the start of, in order
@@ -138,7 +138,7 @@ class AudioOutput(FrameProcessor):
             log.info("output stopped: the caller's side closed (%s)", error)
 
     async def _play_forever(self) -> None:
-        period = FRAME_MS / 1000
+        period = FRAME_SECONDS
         deadline = self._now()
         while True:
             if not self._queue:

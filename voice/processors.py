@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from voice.asr import RecognitionStream, Recognizer, grammar_for
-from voice.audio import FrameChunker, Resampler, clipping_ratio, frame_bytes
+from voice.audio import TELEPHONE_RATE, FrameChunker, Resampler, clipping_ratio, frame_bytes
 from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState
 from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
 from voice.frames import (
@@ -51,7 +51,7 @@ RECOGNITION_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread
 class AudioInput(FrameProcessor):
     def __init__(self) -> None:
         super().__init__()
-        self.sample_rate = 8000
+        self.sample_rate = TELEPHONE_RATE
         self._chunker = FrameChunker(self.sample_rate)
         self._resampler: Resampler | None = None
         self._warned: set[str] = set()
@@ -210,7 +210,7 @@ class SpeechSynthesis(FrameProcessor):
     def __init__(self, synthesizer: Synthesizer) -> None:
         super().__init__()
         self.synthesizer = synthesizer
-        self.sample_rate = 8000
+        self.sample_rate = TELEPHONE_RATE
         self.slow = False
         self._epoch = 0
 

@@ -4,7 +4,8 @@ core, and what the bot says back.
 - A final transcript becomes a turn when the caller spoke while the bot was silent, or barged
   in; speech the bot talked over without a barge-in (its own echo, noise) is dropped.
 - Keys: digits are collected for a digit question (card tail, ID digits, one-time code) until
-  the expected length or `#`; 1/2 answer yes/no; a digit picks a menu choice; `*` repeats;
+  the expected length or `#`; 1/2 answer yes/no; a digit picks a menu choice; `*` repeats, but
+  as the last key of ID digits (an answer that may end in the check character) it is the X;
   `0` asks for a human whenever no digit answer is being keyed (ID numbers contain 0).
 - No input: the question is asked again twice, then a pending question goes to a human
   (an open turn ends the call politely). No match (speech nobody could read): one rephrase,
@@ -216,6 +217,8 @@ class TurnTaking(FrameProcessor):
         expect_type = (self._expect or {}).get("type")
         if expect_type in DIGIT_ANSWERS and (digit.isdigit() or (digit == "#" and self._digits)):
             self._collect_digit(digit)
+        elif digit == "*" and self._keys_check_character():
+            self._collect_digit("X")
         elif digit == "0":
             self._submit("/transfer_to_agent", "keypad")
         elif digit == "*":
@@ -249,6 +252,11 @@ class TurnTaking(FrameProcessor):
         else:
             loop = asyncio.get_running_loop()
             self._digit_timer = loop.call_later(self.config.digit_timeout_ms / 1000, self._submit_digits)
+
+    def _keys_check_character(self) -> bool:
+        """The next key is the last of ID digits that may end in the check character X."""
+        expect = self._expect or {}
+        return bool(expect.get("check_character")) and len(self._digits) == expect.get("length", 0) - 1
 
     def _submit_digits(self) -> None:
         digits, self._digits = self._digits, ""

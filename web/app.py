@@ -9,8 +9,10 @@ browser names.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -18,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,14 +30,23 @@ from web import labels, pages
 from web.accounts import Accounts, Agent, load_accounts
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
+from web.push import StampWatcher
 from web.throttle import Clock, Throttle
 
+log = logging.getLogger("web")
 STATIC = Path(__file__).resolve().parent / "static"
 # The risk API's review and hand-over ids: risk_api.db.new_id("R"), new_id("H"). Anything else
 # never reaches its URL.
 REVIEW_ID = r"^R-[0-9a-f]{20}$"
 HANDOFF_ID = r"^H-[0-9a-f]{20}$"
+CAMPAIGN_ID = r"^[a-z][a-z0-9_]{0,47}$"  # a campaign's file name (ivr_config/campaign.schema.json)
+# The customer's number on file, whole, masked or its last four digits (risk_api.records.PHONE_SEARCH).
+PHONE_SEARCH = r"^(?:1\d{10}|1\d{2}\*{4}\d{4}|\d{4})$"
 HANDOFFS_PER_PAGE = 20
+# The desk's event stream: how often it looks at an open conversation, and sends a comment
+# when nothing happened (proxies close streams that stay silent).
+CONVERSATION_CHECK_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
 LOGIN_FAILURES = 5  # per source address and per user name …
 LOGIN_WINDOW_SECONDS = 15 * 60  # … within this window, then 429 until the oldest failure ages out
@@ -69,6 +80,11 @@ class Presence(BaseModel):
 class CustomerNote(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=500)
+
+
+class CampaignControl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["active", "paused", "stopped"]
 
 
 class ReviewVerdict(BaseModel):
@@ -250,6 +266,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             login_failures_per_source.record(source)
             login_failures_per_user.record(user_key)
             return RedirectResponse("/desk?failed=true", status_code=303)
+        try:  # no desk session that the audit log does not know of
+            risk_json(await risk_call("POST", f"/agents/{agent.login}/sessions", json={"event": "login"}))
+        except HTTPException:
+            return HTMLResponse(pages.login_page(failed=False, unavailable=True), status_code=503)
         desk_sessions.end(request.cookies.get(COOKIE_NAME))  # a new session at every login, never the old id
         response = RedirectResponse("/desk", status_code=303)
         response.set_cookie(COOKIE_NAME, desk_sessions.start(agent), max_age=SESSION_SECONDS, httponly=True,
@@ -260,6 +280,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def logout(request: Request) -> Response:
         agent = logged_in_agent(request)
         desk_sessions.end(request.cookies.get(COOKIE_NAME))  # first: logging out never fails
+        if agent is not None:
+            try:
+                risk_json(await risk_call("POST", f"/agents/{agent.login}/sessions", json={"event": "logout"}))
+            except HTTPException:
+                log.warning("a desk log-out was not audited: risk API unavailable")
         if agent is not None and agent.may("handle"):
             # No chat is offered to an agent who left; if the risk API is down, it expires in a minute.
             with contextlib.suppress(HTTPException):
@@ -275,9 +300,9 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         except httpx.HTTPError as error:
             raise HTTPException(502, "risk API unavailable") from error
 
-    def risk_json(answer: httpx.Response, passed: tuple[int, ...] = ()) -> Any:
-        """The body of a 200; the risk API's own refusal (its Chinese message) for the codes in
-        `passed`; a 502 for anything else."""
+    def answer_json(unavailable: Any, answer: httpx.Response, passed: tuple[int, ...] = ()) -> Any:
+        """The body of a 200; the service's own refusal (its Chinese message) for the codes in
+        `passed`; a 502 saying `unavailable` for anything else."""
         try:
             body = answer.json()
             if answer.status_code == 200:
@@ -287,8 +312,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 raise HTTPException(answer.status_code, {"code": str(detail["code"]),
                                                          "message": str(detail["message"])})
         except RISK_API_TROUBLE as error:
-            raise HTTPException(502, "risk API unavailable") from error
-        raise HTTPException(502, "risk API unavailable")
+            raise HTTPException(502, unavailable) from error
+        raise HTTPException(502, unavailable)
+
+    def risk_json(answer: httpx.Response, passed: tuple[int, ...] = ()) -> Any:
+        return answer_json("risk API unavailable", answer, passed)
 
     async def relay(do: str, session_id: str, **fields: Any) -> dict[str, Any]:
         """Rasa's live-agent route (bot/channels.py): join, say, leave, withdraw or read."""
@@ -328,6 +356,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def queue(request: Request, status: str = "waiting", channel: str | None = None,
                     priority: str | None = None, flow: str | None = None,
                     handoff_id: Annotated[str | None, Query(pattern=HANDOFF_ID)] = None,
+                    phone: Annotated[str | None, Query(pattern=PHONE_SEARCH)] = None,
                     offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
         """One page of hand-overs (filtered; by default the waiting ones) and the pending reviews,
         each only for a role that works on it."""
@@ -337,7 +366,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         wanted = {"status": None if status == "all" else known(status, labels.STATES, "status"),
                   "channel": known(channel, labels.CHANNELS, "channel"),
                   "priority": known(priority, labels.PRIORITIES, "priority"),
-                  "flow": known(flow, flow_names, "flow"), "handoff_id": handoff_id}
+                  "flow": known(flow, flow_names, "flow"), "handoff_id": handoff_id, "phone": phone}
         params = {key: value for key, value in wanted.items() if value is not None}
         page: dict[str, Any] = {"handoffs": [], "total": 0, "offset": offset, "page_size": HANDOFFS_PER_PAGE,
                                 "reviews": [], "mine": []}
@@ -360,6 +389,63 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                                 "action_name": labels.action_names().get(str(item.get("action")), labels.UNKNOWN)}
                                for item in reviews]
         return page
+
+    async def desk_stamp() -> str | None:
+        try:
+            return str(risk_json(await risk_call("GET", "/handoffs/stamp"))["stamp"])
+        except (HTTPException, KeyError, TypeError):
+            return None  # the risk API is down: the desks keep what they show, the watch goes on
+
+    watcher = StampWatcher(desk_stamp)
+
+    async def conversation_length(session_id: str, after: int) -> int:
+        try:
+            return int((await relay("read", session_id, after=after)).get("next", after))
+        except (HTTPException, TypeError, ValueError):
+            return after
+
+    @app.get("/desk/api/events")
+    async def desk_events(request: Request,
+                          conversation: Annotated[str | None, Query(pattern=HANDOFF_ID)] = None) -> StreamingResponse:
+        """Server-Sent Events: `queue` when the hand-overs or reviews changed (the page asks for its
+        list again), `conversation` when the open conversation has new lines (one the agent may
+        see; any other is simply not watched), `ended` when the desk session is over. The stream
+        ends with the session."""
+        agent = logged_in_agent(request)
+        if agent is None:
+            raise HTTPException(401, "login required")
+        session_id = None
+        if conversation is not None and agent.may("handle"):
+            with contextlib.suppress(HTTPException):  # gone or the risk API down: the queue only
+                handoff = await handoff_of(conversation)
+                session_id = handoff["session_id"] if may_see(agent, handoff) else None
+
+        async def stream() -> AsyncIterator[str]:
+            stamp, length, quiet = None, 0, 0.0
+            yield "retry: 2000\n\n"
+            async with watcher.listening():
+                while True:
+                    wait = CONVERSATION_CHECK_SECONDS if session_id else KEEPALIVE_SECONDS
+                    changed = await watcher.next_change(stamp, wait)
+                    if logged_in_agent(request) is None or await request.is_disconnected():
+                        break
+                    said = False
+                    if changed is not None:
+                        stamp, said = changed, True
+                        yield f"event: queue\ndata: {json.dumps({'stamp': changed})}\n\n"
+                    if session_id is not None:
+                        now_length = await conversation_length(session_id, length)
+                        if now_length != length:
+                            length, said = now_length, True
+                            yield f"event: conversation\ndata: {json.dumps({'next': length})}\n\n"
+                    quiet = 0.0 if said else quiet + wait
+                    if quiet >= KEEPALIVE_SECONDS:
+                        quiet = 0.0
+                        yield ": keep-alive\n\n"
+                yield "event: ended\ndata: {}\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no"})  # nginx: pass each event on at once
 
     @app.post("/desk/api/presence")
     async def presence(state: Presence, request: Request) -> dict[str, str]:
@@ -427,6 +513,14 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 resumed = False
         return JSONResponse({"handoff": for_desk(closed), "resumed": resumed})
 
+    @app.post("/desk/api/handoffs/{handoff_id}/do-not-call")
+    async def do_not_call(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], request: Request) -> JSONResponse:
+        """The customer asked never to be called again: campaigns skip them from now on."""
+        agent = require_agent(request, "handle")
+        done = risk_json(await risk_call("POST", f"/handoffs/{handoff_id}/do-not-call", json={
+            "agent": agent.login, "override": agent.may("supervise")}), passed=(404, 409))
+        return JSONResponse({"do_not_call": bool(done.get("do_not_call"))})
+
     @app.post("/desk/api/reviews/{review_id}/decision")
     async def decide(review_id: Annotated[str, PathParam(pattern=REVIEW_ID)], verdict: ReviewVerdict,
                      request: Request) -> JSONResponse:
@@ -438,6 +532,56 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         except ValueError as error:
             raise HTTPException(502, "risk API unavailable") from error
 
+    # --- Outbound campaigns, for supervisors: the dialler's own figures and its start / pause / stop. ---
+
+    dialler_unavailable = {"code": "dialler_unavailable", "message": "外呼服务暂时无法连接。"}
+
+    async def dialler_call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not settings.outbound_desk_token:
+            raise HTTPException(503, {"code": "not_configured", "message": "外呼服务未配置（OUTBOUND_DESK_TOKEN）。"})
+        try:
+            async with httpx.AsyncClient(base_url=settings.outbound_url, timeout=30, headers={
+                    "Authorization": f"Bearer {settings.outbound_desk_token}"}) as client:
+                return await client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise HTTPException(502, dialler_unavailable) from error
+
+    @app.get("/desk/campaigns", response_class=HTMLResponse)
+    def campaigns_page(request: Request) -> Response:
+        agent = logged_in_agent(request)
+        if agent is None:
+            return RedirectResponse("/desk", status_code=303)
+        if not agent.may("supervise"):
+            return HTMLResponse(pages.forbidden_page(), status_code=403)
+        return HTMLResponse(pages.campaigns_page(agent))
+
+    @app.get("/desk/api/campaigns")
+    async def campaigns(request: Request) -> list[dict[str, Any]]:
+        require_agent(request, "supervise")
+        listed = answer_json(dialler_unavailable, await dialler_call("GET", "/campaigns"))
+        return [labels.campaign_for_desk(item) for item in listed]
+
+    @app.post("/desk/api/campaigns/{campaign_id}/control")
+    async def control_campaign(campaign_id: Annotated[str, PathParam(pattern=CAMPAIGN_ID)], control: CampaignControl,
+                               request: Request) -> dict[str, Any]:
+        """The supervisor logged in is the one recorded with it, never a name from the browser."""
+        agent = require_agent(request, "supervise")
+        done = answer_json(dialler_unavailable, await dialler_call(
+            "POST", f"/campaigns/{campaign_id}/control", json={"state": control.state, "by": agent.login}),
+            passed=(404, 409))
+        return {"id": done.get("id"), "state": done.get("state"),
+                "state_name": labels.CAMPAIGN_STATES.get(str(done.get("state")), labels.UNKNOWN)}
+
+    @app.get("/desk/campaigns/{campaign_id}/outcomes.csv")
+    async def campaign_outcomes(campaign_id: Annotated[str, PathParam(pattern=CAMPAIGN_ID)],
+                                request: Request) -> Response:
+        require_agent(request, "supervise")
+        answer = await dialler_call("GET", f"/campaigns/{campaign_id}/outcomes.csv")
+        if answer.status_code != 200 or not answer.headers.get("content-type", "").startswith("text/csv"):
+            answer_json(dialler_unavailable, answer, passed=(404,))  # its refusal, or a 502
+        return Response(answer.content, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{campaign_id}-outcomes.csv"'})
+
     # --- The chat customer's side of a hand-over: the chat session token is the credential. ---
 
     def chat_session_of(request: Request) -> str:
@@ -448,9 +592,18 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             raise HTTPException(401, "a chat session token is required")
         return session_id
 
-    async def waiting_of(session_id: str) -> dict[str, Any] | None:
-        answer = await risk_call("POST", "/handoffs/of-session", json={"session_id": session_id})
+    async def waiting_of(session_id: str, seen: bool = False) -> dict[str, Any] | None:
+        answer = await risk_call("POST", "/handoffs/of-session", json={"session_id": session_id, "seen": seen})
         return None if answer.status_code == 404 else dict(risk_json(answer))
+
+    async def agent_lines(session_id: str, after: int) -> list[dict[str, Any]]:
+        """The agent's lines from event `after` on: what a widget that was disconnected missed."""
+        try:
+            said = await relay("read", session_id, after=after)
+        except HTTPException:
+            return []  # the socket still delivers what comes next; the next check retries
+        return [{"seq": line.get("index"), "state": line.get("state"), "name": line.get("name"),
+                 "text": line.get("text")} for line in said.get("messages", []) if line.get("from") == "agent"]
 
     def chat_answer(request: Request, body: Any, status: int = 200) -> JSONResponse:
         cors = chat_cors(request)
@@ -468,12 +621,18 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                                                   "Access-Control-Max-Age": "600"})
 
     @app.get("/chat/handoff")
-    async def chat_handoff(request: Request) -> JSONResponse:
+    async def chat_handoff(request: Request,
+                           after: Annotated[int | None, Query(ge=0, le=1_000_000)] = None) -> JSONResponse:
         """Where the customer's hand-over stands: place in the queue and expected wait, or the
-        agent's name; whether to offer a callback or a message instead of waiting."""
-        handoff = await waiting_of(chat_session_of(request))
+        agent's name; whether to offer a callback or a message instead of waiting. Asking is how
+        the customer shows they are still there (a waiting customer who stops asking has left).
+        With `after`: the agent's lines from that event on, for a widget that was disconnected."""
+        session_id = chat_session_of(request)
+        handoff = await waiting_of(session_id, seen=True)
         if handoff is None:
             return chat_answer(request, {"state": "none"})
+        missed = (await agent_lines(session_id, after)
+                  if after is not None and handoff.get("agent") and settings.rasa_desk_token else [])
         holder = accounts.get(handoff.get("agent") or "") if accounts else None
         wait = handoff.get("estimated_wait_seconds")
         waiting = handoff.get("status") == "waiting"
@@ -482,7 +641,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             "agent_name": holder.display_name if holder else None,
             "offer_alternatives": waiting and (not handoff.get("agents_online")
                                                or (wait or 0) >= settings.chat_wait_limit_seconds),
-            "note_left": bool(handoff.get("customer_note"))})
+            "note_left": bool(handoff.get("customer_note")), "agent_lines": missed})
 
     @app.post("/chat/handoff/note")
     async def chat_note(note: CustomerNote, request: Request) -> JSONResponse:

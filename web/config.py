@@ -44,6 +44,10 @@ class Settings:
     # A waiting chat customer is offered a callback or a message once the expected wait reaches
     # this (0: always).
     chat_wait_limit_seconds: int = 300
+    # The outbound dialler's campaign routes (outbound/service.py) and its desk token; without the
+    # token the campaigns page says it is not configured.
+    outbound_url: str = "http://127.0.0.1:9094"
+    outbound_desk_token: str | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -63,4 +67,6 @@ class Settings:
             chat_sessions_per_source=int(env.get("CHAT_SESSIONS_PER_SOURCE", 10)),
             behind_proxy=env.get("WEB_BEHIND_PROXY", "").strip().lower() in _TRUE,
             chat_wait_limit_seconds=int(env.get("CHAT_WAIT_LIMIT_SECONDS", 300)),
+            outbound_url=env.get("OUTBOUND_URL", "http://127.0.0.1:9094"),
+            outbound_desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
         )

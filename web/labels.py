@@ -49,6 +49,37 @@ def handoff_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
             "status_name": STATES.get(item.get("status") or "", UNKNOWN),
             # A hand-over before any verification stores no level, or "none": both are 未核身.
             "verified_name": LEVELS.get(item.get("verified_level") or "none", UNKNOWN),
-            **{key: item.get(key) for key in ("customer_id", "reason", "summary", "agent", "created_at",
+            **{key: item.get(key) for key in ("customer_id", "masked_phone", "reason", "summary", "agent", "created_at",
                                               "accepted_at", "closed_at", "close_note", "customer_note",
                                               "waiting_seconds", "handling_seconds")}}
+
+
+# The outbound campaigns page (supervisors): the dialler's codes in Chinese.
+CAMPAIGN_STATES = {"active": "进行中", "paused": "已暂停", "stopped": "已停止", "refused": "名单有误",
+                   "removed": "已移除", "unknown": "未排入"}
+SERIES = {"active": "呼叫中", "answered": "已接通", "exhausted": "次数用完", "skipped": "已跳过", "removed": "已移除"}
+CALL_RESULTS = {"answered": "接通", "no_answer": "无人接听", "busy": "忙线", "failed": "呼叫失败",
+                "machine": "语音信箱", "unknown": "结果未知"}
+CALL_OUTCOMES = {"completed": "完成", "paid": "已还款", "promise_to_pay": "承诺还款", "refused": "拒绝",
+                 "callback_requested": "要求回电", "opted_out": "拒绝再来电", "third_party": "第三方接听",
+                 "third_party_refused": "第三方拒绝", "wrong_number": "号码错误", "hung_up": "中途挂断"}
+CALL_RULES = {"do_not_call": "免打扰", "third_party_refused": "第三方拒绝", "wrong_number": "号码错误",
+              "not_selected": "已不在名单", "campaign_ended": "活动已结束", "unknown_timezone": "时区未知",
+              "unknown_customer": "客户不存在", "campaign_not_started": "活动未开始", "blackout_date": "节假日",
+              "calling_hours": "不在呼叫时段", "number_daily_limit": "号码当日次数已满",
+              "campaign_daily_cap": "活动当日次数已满", "campaign_weekly_cap": "活动本周次数已满",
+              "campaign_stopped": "活动已停止"}
+
+
+def campaign_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A campaign's row on the page: Chinese words for every code, the counts under them."""
+    def named(counts: Any, words: Mapping[str, str]) -> list[list[Any]]:
+        return [[words.get(str(code), UNKNOWN), int(count)] for code, count in dict(counts or {}).items()]
+
+    return {"id": item.get("id"), "name": item.get("name"), "state": item.get("state"),
+            "state_name": CAMPAIGN_STATES.get(str(item.get("state")), UNKNOWN),
+            "flow_name": flow_names().get(str(item.get("flow")), UNKNOWN), "window": item.get("window"),
+            "enabled": bool(item.get("enabled")), "error": item.get("error"), "selected_on": item.get("selected_on"),
+            "series": named(item.get("series"), SERIES), "calls": named(item.get("calls"), CALL_RESULTS),
+            "outcomes": named(item.get("outcomes"), CALL_OUTCOMES), "skipped": named(item.get("skipped"), CALL_RULES),
+            "deferred": named(item.get("deferred"), CALL_RULES)}

@@ -35,8 +35,9 @@ def demo_page(rasa_url: str) -> str:
 """
 
 
-def login_page(failed: bool, throttled: bool = False) -> str:
+def login_page(failed: bool, throttled: bool = False, unavailable: bool = False) -> str:
     error = ('<p class="error" role="alert">登录失败次数过多，请 15 分钟后再试。</p>' if throttled
+             else '<p class="error" role="alert">暂时无法登录（审计服务不可用），请稍后再试。</p>' if unavailable
              else '<p class="error" role="alert">用户名或密码不正确。</p>' if failed else "")
     return _HEAD.format(title="坐席工作台登录", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
 <body>
@@ -90,7 +91,8 @@ def desk_page(agent: Agent) -> str:
 </fieldset>
 </form>
 <form id="handoff-search" class="filters" role="search">
-<label>编号 <input name="handoff_id" placeholder="H-…" autocomplete="off" spellcheck="false"></label>
+<label>编号或手机号 <input name="handoff_id" placeholder="H-… / 138****5678 / 尾号"
+ autocomplete="off" spellcheck="false"></label>
 <button type="submit">查找</button> <button type="button" id="search-clear" hidden>清除查找</button>
 </form>
 <h3 id="mine-title">我的服务中</h3>
@@ -116,6 +118,7 @@ def desk_page(agent: Agent) -> str:
 <label>结束方式 <select name="disposition">{dispositions}</select></label>
 <label class="wide">处理备注 <input name="note" maxlength="500" autocomplete="off"></label>
 <button type="submit">结束服务</button>
+<button type="button" id="do-not-call">客户要求不再来电</button>
 </form>
 <button type="button" id="conversation-hide">收起</button>
 </section>""" if handles else ""
@@ -126,13 +129,44 @@ def desk_page(agent: Agent) -> str:
     return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
 <body data-agent="{escape(agent.login, quote=True)}">
 <header><h1>坐席工作台</h1><span>{escape(roles)}：{escape(agent.display_name)}</span>{presence}
+{'<a href="/desk/campaigns">外呼活动</a>' if agent.may("supervise") else ""}
 <form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
 <p id="desk-status" role="status" aria-live="polite"></p>
 <main class="desk">
 {handoff_section}
 {review_section}
 </main>
+<script src="/static/desk-dom.js" defer></script>
 <script src="/static/desk.js" defer></script>
+</body>
+</html>
+"""
+
+
+def forbidden_page() -> str:
+    return _HEAD.format(title="无权访问", extra='<link rel="stylesheet" href="/static/desk.css">') + """
+<body><main class="login"><h1>无权访问</h1><p>只有主管可以管理外呼活动。</p><p><a href="/desk">返回工作台</a></p></main>
+</body>
+</html>
+"""
+
+
+def campaigns_page(agent: Agent) -> str:
+    """Outbound campaigns for supervisors: progress and outcomes, start / pause / stop, CSV export.
+    campaigns.js fills the table from /desk/api/campaigns."""
+    return _HEAD.format(title="外呼活动", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body data-agent="{escape(agent.login, quote=True)}">
+<header><h1>外呼活动</h1><span>主管：{escape(agent.display_name)}</span><a href="/desk">返回工作台</a>
+<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
+<p id="campaigns-status" role="status" aria-live="polite"></p>
+<main class="desk">
+<section aria-labelledby="campaigns-title">
+<h2 id="campaigns-title">活动列表</h2>
+<ul id="campaigns" class="cards" aria-live="polite"></ul>
+</section>
+</main>
+<script src="/static/desk-dom.js" defer></script>
+<script src="/static/campaigns.js" defer></script>
 </body>
 </html>
 """

@@ -32,7 +32,7 @@ from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, ri
 from bot.actions.handoff import hand_off, hand_off_unavailable, slot_details
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
-from flowspec.model import FLOW_STATE_SLOTS, Condition, Flow, Response, Slot
+from flowspec.model import FLOW_STATE_SLOTS, L1_METHODS, RIGHT_PARTY, Condition, Flow, Response, Slot
 from flowspec.templates import lookup
 
 log = logging.getLogger("flow")
@@ -43,6 +43,12 @@ ASIDE_CONFIDENCE = 0.9
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
 # Values of these slot types may be logged; names, numbers and free text are personal data.
 LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"}
+# The risk API's L1 methods (flowspec.model.L1_METHODS): number, name and ID last 4; or, when the
+# risk API offers it (a keypad-only call whose line the phone gateway vouched for), the call's line
+# and ID last 6.
+NAME_METHOD, LINE_METHOD = "phone_name_id4", "line_id6"
+# What the channel's expectation of an answer carries from the slot's definition.
+EXPECT_OPTIONS = ("length", "min_length", "max_length", "check_character")
 # Asked again when the verified session has ended (the number stays: it is not a secret, and
 # on the phone it is the line's own). The tracker store keeps ID digits and codes redacted.
 
@@ -74,19 +80,29 @@ def looks_angry(text: str) -> bool:
     return bool(ANGRY.search(text))
 
 
+def checks_right_party(flow: Flow, channel: str) -> bool:
+    """An outbound call of a flow with an opening asks who answered before anything else
+    (flows/shared/right_party.yml): the opening is its question."""
+    return channel == "outbound" and "outbound_opening" in flow.raw
+
+
 def slot_definition(flow: Flow, name: str) -> Slot:
     if name == CONFIRM_SLOT and flow.confirm:
         return Slot(CONFIRM_SLOT, "yes_no", flow.confirm)
-    for slot in (*flowset().identity_slots, *flow.slots):
+    for slot in (*flowset().identity_slots, *flowset().right_party.slots.values(), *flow.slots):
         if slot.name == name:
             return slot
     raise KeyError(f"flow {flow.id} has no slot {name}")
 
 
-def required_slots(flow: Flow, values: dict[str, Any], channel: str) -> list[str]:
-    """What the form still needs, in asking order; empty once it should finish."""
+def required_slots(flow: Flow, values: dict[str, Any], channel: str, l1_method: str) -> list[str]:
+    """What the form still needs, in asking order; empty once it should finish. Identity is asked
+    for `l1_method`'s answers (L1_METHODS), then the one-time code when the flow needs L2."""
     if values.get("flow_exit") or values.get("verification_locked") and flow.required_level != "none":
         return []
+    check = flowset().right_party
+    if checks_right_party(flow, channel) and (check.pending(values) or check.outcome(values)):
+        return check.pending(values)  # nothing else until the customer is on the line
     needed = flow.required_level
     required = []
     if level_rank(values.get("verified_level")) < level_rank(needed):
@@ -95,6 +111,8 @@ def required_slots(flow: Flow, values: dict[str, Any], channel: str) -> list[str
                 continue
             if not slot.level and level_rank(values.get("verified_level")) >= level_rank("L1"):
                 continue  # an L1 answer: the risk API already vouches for L1
+            if not slot.level and slot.proves not in L1_METHODS[l1_method]:
+                continue  # an answer of the other L1 method
             if slot.proves == "phone" and values.get("caller_number"):
                 continue
             required.append(slot.name)
@@ -125,6 +143,7 @@ class FlowFormValidator(Action, ABC):
 
         set_slot("active_flow", flow.id)
         self._take_identity(turn, flow, values, set_slot)
+        l1_method = await self._l1_method(turn, flow, values)
         message = tracker.latest_message or {}
         text = (message.get("text") or "").strip()
         intent = (message.get("intent") or {}).get("name")
@@ -134,22 +153,22 @@ class FlowFormValidator(Action, ABC):
         if requested is None:  # the form is starting: nothing has been asked yet
             set_slot("reprompts", 0)
             set_slot("flow_exit", None)
-            if turn.channel == "outbound" and "outbound_opening" in flow.raw:
-                turn.say(Response.from_yaml(flow.raw["outbound_opening"]),
-                         {"customer": await turn.called_customer()}, flow)
             self._prefill(flow, text, intent, values, set_slot)
         elif requested:
             escape = self._escape(flow, requested, text, intent, confidence, turn.input_source)
             if escape:
                 set_slot("flow_exit", escape.encode())
-            elif intent == "repeat" or self._aside(turn, intent, confidence):
+            elif intent == "repeat" or self._aside(turn, intent, confidence, requested):
                 pass  # the form asks the same question again
             else:
-                await self._take_answer(turn, flow, requested, text, intent, values, set_slot)
+                await self._take_answer(turn, flow, requested, text, intent, values, set_slot, l1_method)
+                if requested == RIGHT_PARTY and values.get(RIGHT_PARTY):
+                    # Who answered, for the channel: a call that ends now still knows (the dialler's outcome).
+                    turn.signal({"flow": flow.id, "party": values[RIGHT_PARTY]})
 
         if not turn.identity.known and flow.required_level != NOT_VERIFIED and not values.get("flow_exit"):
             set_slot("flow_exit", FlowExit("unavailable").encode())  # nobody can be verified while the risk API is down
-        missing = required_slots(flow, values, turn.channel)
+        missing = required_slots(flow, values, turn.channel, l1_method)
         set_slot("requested_slot", missing[0] if missing else None)
         log.info("flow=%s session=%s next=%s", flow.id, turn.log_ref, values["requested_slot"])
         return events
@@ -172,6 +191,22 @@ class FlowFormValidator(Action, ABC):
             if values.get(name) != value:
                 set_slot(name, value)
 
+    @staticmethod
+    async def _l1_method(turn: Turn, flow: Flow, values: dict[str, Any]) -> str:
+        """How this conversation proves L1: by its call's line when the risk API offers that (the
+        phone gateway vouched for the line of a keypad-only call), else by number, name and ID
+        last 4. A chat has no line: the risk API is not asked."""
+        if (turn.channel == "chat" or not turn.identity.known or flow.required_level == NOT_VERIFIED
+                or level_rank(values.get("verified_level")) >= level_rank("L1")):
+            return NAME_METHOD
+        try:
+            offered = await risk_api().l1_methods(turn.session_id, turn.channel)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            # The stricter questions; verifying asks the risk API again and ends the form if it is down.
+            log.warning("flow=%s session=%s L1 methods unknown: %s", flow.id, turn.log_ref, error)
+            return NAME_METHOD
+        return LINE_METHOD if LINE_METHOD in offered else NAME_METHOD
+
     def _prefill(self, flow: Flow, text: str, intent: str | None, values: dict[str, Any],
                  set_slot: Any) -> None:
         said = Utterance(text, intent, flowset().banks, answering=False)
@@ -190,8 +225,9 @@ class FlowFormValidator(Action, ABC):
         """
         slot = slot_definition(flow, requested)
         answers = validate(slot, Utterance(text, intent, flowset().banks)) is not None
-        if slot.type == "yes_no" and answers:
-            return None
+        right_party = requested in flowset().right_party.slots
+        if (slot.type == "yes_no" or right_party) and answers:
+            return None  # 不是 to 请问是X先生本人吗 is an answer, not a deny that cancels
         if intent == "transfer_to_agent" and confidence >= SWITCH_CONFIDENCE:
             # One wording for every way into a transfer, from transfer_to_agent's flow file.
             return FlowExit("handoff", flowset().flows["transfer_to_agent"].handoff.reason_for(input_source))
@@ -199,12 +235,16 @@ class FlowFormValidator(Action, ABC):
             return FlowExit("handoff", "客户情绪激动")
         if confidence >= SWITCH_CONFIDENCE and intent in ("goodbye", "deny"):
             return FlowExit("cancel")
-        if intent in flowset().flows and intent != flow.id and confidence >= SWITCH_CONFIDENCE and not answers:
-            return FlowExit("switch", intent)
+        if intent in flowset().flows and intent != flow.id and confidence >= SWITCH_CONFIDENCE and not answers \
+                and not right_party:
+            return FlowExit("switch", intent)  # not before the right party is on the line: flow names say too much
         return None
 
-    def _aside(self, turn: Turn, intent: str | None, confidence: float) -> bool:
-        """A question on the side (你是机器人吗): answer it, then ask again."""
+    def _aside(self, turn: Turn, intent: str | None, confidence: float, requested: str) -> bool:
+        """A question on the side (你是机器人吗): answer it, then ask again. Not out_of_scope before
+        the customer is on the line: its answer lists the account services (查账单, 还款)."""
+        if intent == "out_of_scope" and requested in flowset().right_party.slots:
+            return False
         shared = flowset().shared_intents.get(intent or "")
         if shared and shared.response and confidence >= ASIDE_CONFIDENCE and intent != "goodbye":
             turn.say(shared.response, {})
@@ -212,7 +252,7 @@ class FlowFormValidator(Action, ABC):
         return False
 
     async def _take_answer(self, turn: Turn, flow: Flow, requested: str, text: str,
-                           intent: str | None, values: dict[str, Any], set_slot: Any) -> None:
+                           intent: str | None, values: dict[str, Any], set_slot: Any, l1_method: str) -> None:
         slot = slot_definition(flow, requested)
         value = validate(slot, Utterance(text, intent, flowset().banks))
         if value is None:
@@ -229,33 +269,30 @@ class FlowFormValidator(Action, ABC):
         shown = f"{requested}={value}" if slot.type in LOGGABLE_TYPES else requested
         log.info("flow=%s slot=%s filled", flow.id, shown)
         try:
-            await self._verify_if_ready(turn, flow, values, set_slot)
+            await self._verify_if_ready(turn, flow, values, set_slot, l1_method)
         except RiskApiUnavailable:
             set_slot("flow_exit", FlowExit("unavailable").encode())
 
     async def _verify_if_ready(self, turn: Turn, flow: Flow, values: dict[str, Any],
-                               set_slot: Any) -> None:
+                               set_slot: Any, l1_method: str) -> None:
         """Verify identity as soon as the identity slots for the next level are in."""
-        api = risk_api()
         wording = flowset().identity_flow
         slot = flowset().identity_slot  # the slot's name for each verification input
         level = values.get("verified_level")
-        phone = values.get(slot("phone")) or values.get("caller_number")
-        name, id_last4, otp = values.get(slot("name")), values.get(slot("id_last4")), values.get(slot("otp"))
+        otp = values.get(slot("otp"))
         try:
-            if level_rank(level) < level_rank("L1") and phone and name and id_last4:
-                result = await api.verify_l1(phone, name, id_last4, turn.session_id, turn.channel)
-                set_slot(slot("id_last4"), None)  # used once: a new attempt asks again
+            if level_rank(level) < level_rank("L1"):
+                result = await self._verify_l1(turn, values, set_slot, l1_method)
+                if result is None:
+                    return
                 if result["verified"]:
                     set_slot("customer_id", result["customer_id"])
                     set_slot("verified_level", "L1")
-                    log.info("flow=%s session=%s verified L1", flow.id, turn.log_ref)
+                    log.info("flow=%s session=%s verified L1 (%s)", flow.id, turn.log_ref, l1_method)
                     return
-                for answered in (slot("name"), *(() if values.get("caller_number") else (slot("phone"),))):
-                    set_slot(answered, None)
                 self._failed(turn, wording, "verification_failed", result, set_slot)
             elif level == "L1" and otp:
-                result = await api.verify_l2(values["customer_id"], otp, turn.session_id, turn.channel)
+                result = await risk_api().verify_l2(values["customer_id"], otp, turn.session_id, turn.channel)
                 set_slot(slot("otp"), None)  # used once
                 if result["verified"]:
                     set_slot("verified_level", "L2")
@@ -266,6 +303,30 @@ class FlowFormValidator(Action, ABC):
             if refusal.code != "verification_locked":
                 raise RiskApiUnavailable(str(refusal)) from refusal
             set_slot("verification_locked", True)
+
+    @staticmethod
+    async def _verify_l1(turn: Turn, values: dict[str, Any], set_slot: Any, l1_method: str) -> dict[str, Any] | None:
+        """The risk API's answer to `l1_method`'s answers, once they are all in (None before). ID
+        digits are used once: a new attempt asks again, and after a failure the name and a number
+        the customer gave too (the call's own number stays)."""
+        slot = flowset().identity_slot
+        if l1_method == LINE_METHOD:
+            id_last6 = values.get(slot("id_last6"))
+            if not id_last6:
+                return None
+            result = await risk_api().verify_l1_line(id_last6, turn.session_id, turn.channel)
+            set_slot(slot("id_last6"), None)
+            return result
+        phone = values.get(slot("phone")) or values.get("caller_number")
+        name, id_last4 = values.get(slot("name")), values.get(slot("id_last4"))
+        if not (phone and name and id_last4):
+            return None
+        result = await risk_api().verify_l1(phone, name, id_last4, turn.session_id, turn.channel)
+        set_slot(slot("id_last4"), None)
+        if not result["verified"]:
+            for answered in (slot("name"), *(() if values.get("caller_number") else (slot("phone"),))):
+                set_slot(answered, None)
+        return result
 
     @staticmethod
     def _failed(turn: Turn, wording: Flow, key: str, result: dict[str, Any], set_slot: Any) -> None:
@@ -288,8 +349,16 @@ class AskSlot(Action, ABC):
         turn = await Turn.start(tracker, dispatcher)
         flow = flowset().flows[tracker.get_slot("active_flow")]
         slot = slot_definition(flow, self.slot_name)
+        prompt = slot.prompt
         try:
-            context = await turn.context(flow, with_reads=slot.name not in {s.name for s in flowset().identity_slots})
+            if slot.name in flowset().right_party.slots:
+                # Whoever answered may not be the customer: whom we call (X先生/女士), nothing else.
+                context = {"customer": await turn.called_customer()}
+                if slot.name == RIGHT_PARTY and not tracker.get_slot("reprompts"):
+                    prompt = Response.from_yaml(flow.raw["outbound_opening"])
+            else:
+                identity = {s.name for s in flowset().identity_slots}
+                context = await turn.context(flow, with_reads=slot.name not in identity)
             if slot.proves == "otp":
                 context["otp"] = await risk_api().send_otp(turn.customer_id, turn.session_id, turn.channel)
         except RiskApiRefused as refusal:
@@ -303,10 +372,10 @@ class AskSlot(Action, ABC):
             log.error("flow=%s cannot ask %s: %s", flow.id, slot.name, error)
             await hand_off_unavailable(turn, flow, {"flow_name": flow.name})
             return [SlotSet("flow_exit", FlowExit("handed_off").encode()), *turn.events]
-        turn.say(slot.prompt, context, flow)
+        turn.say(prompt, context, flow)
         # `private`: an answer that proves who the customer is; the widget never keeps it.
         expect: dict[str, Any] = {"slot": slot.name, "type": slot.type, "private": slot.proves is not None}
-        expect.update({key: slot.options[key] for key in ("length", "min_length", "max_length") if key in slot.options})
+        expect.update({key: slot.options[key] for key in EXPECT_OPTIONS if key in slot.options})
         if slot.type == "choice":
             expect["choices"] = len(slot.options["choices"])
         turn.signal({"flow": flow.id, "expect": expect})
@@ -360,6 +429,10 @@ class FinishFlow(Action):
             return "unavailable"
         if kind == "handed_off":
             return "handoff"
+        check = flowset().right_party
+        if checks_right_party(flow, turn.channel) and (ended := check.outcome(turn.tracker.slots)):
+            turn.say(check.responses[ended], base)  # not the customer: nothing more is said
+            return ended
         if not turn.identity.known and flow.required_level != NOT_VERIFIED:
             await hand_off_unavailable(turn, flow, base)
             return "unavailable"

@@ -47,6 +47,18 @@ class RiskApiClient(RiskApiHttp):
                 "channel": channel}
         return await self.call("POST", "/verification/l1", json=body)
 
+    async def l1_methods(self, session_id: str, channel: str) -> list[str]:
+        """How this conversation may prove L1 now (`line_id6` only on a call whose line the phone
+        gateway vouched for)."""
+        body = {"session_id": session_id, "channel": channel}
+        return list((await self.call("POST", "/verification/l1/methods", json=body))["methods"])
+
+    async def verify_l1_line(self, id_last6: str, session_id: str, channel: str) -> dict[str, Any]:
+        """L1 by the call's line: the risk API takes the number the phone gateway vouched for,
+        never one from the engine."""
+        body = {"id_last6": id_last6, "session_id": session_id, "channel": channel}
+        return await self.call("POST", "/verification/l1/line", json=body)
+
     async def send_otp(self, customer_id: str, session_id: str, channel: str) -> dict[str, Any]:
         body = {"customer_id": customer_id, "session_id": session_id, "channel": channel}
         return await self.call("POST", "/verification/otp", json=body)

@@ -87,6 +87,9 @@ def validate_choice(slot: Slot, said: Utterance) -> Any:
         choice for choice in choices
         if any(word in text for word in [choice["say"], *choice.get("words", [])])
     ]
+    if "match_order" in slot.options:  # the first heard in that order wins (不是 before 是)
+        heard = {str(choice["value"]): choice["value"] for choice in matches}
+        return next((heard[value] for value in slot.options["match_order"] if value in heard), None)
     return matches[0]["value"] if len(matches) == 1 else None
 
 

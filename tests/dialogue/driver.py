@@ -76,6 +76,8 @@ def _answer(slot: str, flow: Flow, persona: dict[str, Any], session: ChatSession
         return spoken(session.stack.latest_otp(persona["phone"]), channel)
     if slot == "confirmed":
         return "确认办理"
+    if slot == "right_party":  # an outbound call's opening: 请问是X先生/女士本人吗？
+        return "是的，我就是"
     if any(s.name == slot and s.type == "phone" for s in flow.slots):
         # A new phone number must belong to nobody yet: a fresh one per conversation.
         return spoken(f"198{random.randrange(10**8):08d}", channel)

@@ -119,6 +119,8 @@ def test_outbound_reminder_names_no_debt_before_identity(running_stack: Stack) -
     customer = customers_with_tag("overdue")[0]
     session = ChatSession(running_stack, "outbound", {"caller_number": customer["phone"]})
     replies = session.send("你们打电话来是说我逾期了吗")
+    assert custom(replies, "expect")[-1]["slot"] == "right_party", session.dump()
+    replies += session.send("是的，我就是")
     before_identity = " ".join(reply.get("text", "") for reply in replies)
     assert custom(replies, "expect")[-1]["slot"] == "customer_name", session.dump()
     assert not re.search(r"\d|元|逾期|欠款", before_identity), before_identity

@@ -149,5 +149,5 @@ def test_only_identity_slots_prove_identity_or_are_secret(flows_copy: Path) -> N
 def test_the_identity_slots_names_come_from_the_identity_flow() -> None:
     flows = load_flowset()
     assert flows.identity_slot("otp") == "otp_code" and flows.identity_slot("name") == "customer_name"
-    assert flows.secret_slot_names == {"otp_code", "id_last4"}
-    assert flows.reverify_slot_names == ("customer_name", "id_last4", "otp_code")
+    assert flows.secret_slot_names == {"otp_code", "id_last4", "id_last6"}
+    assert flows.reverify_slot_names == ("customer_name", "id_last4", "id_last6", "otp_code")

@@ -13,11 +13,11 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.scratch_db import create_scratch_database, drop_scratch_database
 from outbound.campaigns import AttemptRules, CallingWindow, Campaign, Caps, Selection
 from outbound.directory import ContactDetails, Selected, SelectionPage, UnknownCustomer
 from outbound.originator import DialRequest, DialResult
 from risk_api.clock import CHINA_TZ
-from risk_api.scratch_db import create_scratch_database, drop_scratch_database
 
 PG_URL_ENV = "RISK_API_TEST_PG_URL"
 NUMBER_KEY = b"test-only-outbound-number-key"

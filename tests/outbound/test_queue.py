@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from outbound.compliance import Compliance
-from outbound.queue import Claimed, Planned, Queue, QueueSchemaError
+from outbound.queue import SCHEMA_VERSION, Claimed, Planned, Queue, QueueSchemaError
 from tests.outbound.dial_worker import CAMPAIGN, LEASE, contact_of
 from tests.outbound.helpers import china
 
@@ -58,7 +58,7 @@ def test_prepare_twice_is_fine_and_another_version_is_refused(queue: Queue) -> N
     queue.prepare()
     with queue.engine.begin() as connection:
         connection.execute(text("UPDATE outbound_meta SET value = '9' WHERE key = 'schema_version'"))
-    with pytest.raises(QueueSchemaError, match="dialler schema version 9, this dialler needs 1"):
+    with pytest.raises(QueueSchemaError, match=f"dialler schema version 9, this dialler needs {SCHEMA_VERSION}"):
         queue.prepare()
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.scratch_db import create_scratch_database, drop_scratch_database
 from risk_api.app import create_app
 from risk_api.clock import ShiftedClock
 from risk_api.config import Settings
-from risk_api.scratch_db import create_scratch_database, drop_scratch_database
 from tests.risk_api.helpers import DESK_TOKEN, GATEWAY_TOKEN, PG_URL_ENV, TOKEN, Api, serve
 
 

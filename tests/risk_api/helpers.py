@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -13,18 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from risk_api import demo
 from risk_api.clock import ShiftedClock
+from tests.loopback import serving_asgi
 
 TOKEN = f"test-token-{uuid.uuid4().hex}"  # the engine's
 DESK_TOKEN = f"test-desk-token-{uuid.uuid4().hex}"
 GATEWAY_TOKEN = f"test-gateway-token-{uuid.uuid4().hex}"
 PG_URL_ENV = "RISK_API_TEST_PG_URL"
-STARTUP_TIMEOUT_S = 60
 # Tags whose customers carry no risk flag: any of them may stand in for a "normal" customer.
 CLEAN_TAGS = ("normal", "vip", "due_soon", "auto_debit_off", "hardship", "do_not_call")
 
@@ -146,22 +142,9 @@ def new_session() -> str:
 
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
-    """The app over loopback HTTP (uvicorn in a thread) while the block runs: its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    """The risk API over loopback HTTP while the block runs: its base URL."""
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("risk API test server did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        with serving_asgi(app) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
         app.state.service.db.engine.dispose()

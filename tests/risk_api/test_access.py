@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from risk_api.db import SCHEMA_VERSION
 from risk_api.masking import MaskingLogFilter, mask_text
 from tests.risk_api.helpers import TOKEN, Api
 
 
 def test_health_needs_no_token_and_reports_schema(api: Api) -> None:
     response = httpx.get(f"{api.base_url}/health")
-    assert response.json() == {"status": "ok", "schema_version": 2}
+    assert response.json() == {"status": "ok", "schema_version": SCHEMA_VERSION}
 
 
 def test_requests_without_or_with_wrong_token_get_401(api: Api) -> None:

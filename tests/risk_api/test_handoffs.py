@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 
 from risk_api.presence import PRESENCE_TTL_SECONDS
-from risk_api.records import HANDLING_SECONDS_DEFAULT
+from risk_api.records import CHAT_CUSTOMER_GONE_SECONDS, HANDLING_SECONDS_DEFAULT
 from tests.risk_api.helpers import Api, new_session
 
-VIEW_FIELDS = {"handoff_id", "channel", "flow", "reason", "priority", "summary", "customer_id", "verified_level",
+VIEW_FIELDS = {"handoff_id", "channel", "flow", "reason", "priority", "summary", "customer_id", "masked_phone",
+               "verified_level",
                "status", "agent", "created_at", "accepted_at", "closed_at", "closed_by", "disposition",
                "close_note", "customer_note", "waiting_seconds", "handling_seconds"}
 QUEUE_FIELDS = {"agents_online", "position", "estimated_wait_seconds"}
@@ -385,3 +386,128 @@ def test_two_supervisors_closing_one_handoff_at_once_close_it_once(api: Api) -> 
     assert sorted(answer.status_code for answer in answers) == [200, 409]
     (winner,) = [answer.json()["closed_by"] for answer in answers if answer.status_code == 200]
     assert api.sql("SELECT closed_by FROM handoffs WHERE id = :i", i=handoff_id)[0].closed_by == winner
+
+
+def test_agents_find_a_customers_handoffs_by_the_whole_masked_or_last_four_digits_of_the_number(api: Api) -> None:
+    person = api.take_clean()
+    phone = person["phone"]
+    handoff_id, _ = new_handoff(api, session_id=api.verified(person, "L1"))
+    new_handoff(api)  # a caller not identified: no number, never found by one
+    masked = f"{phone[:3]}****{phone[-4:]}"
+    for searched in (phone, masked, phone[-4:]):
+        found = api.desk.get("/handoffs", params={"phone": searched, "status": "waiting"})
+        assert found.status_code == 200, found.text
+        assert handoff_id in [h["handoff_id"] for h in found.json()], searched
+        assert all(h["masked_phone"].endswith(phone[-4:]) for h in found.json())
+        assert int(found.headers["x-total-count"]) == len(found.json())
+    other = "1" + ("0" if phone[1] != "0" else "9") + phone[2:]  # another number, same last digits
+    assert handoff_id not in [h["handoff_id"] for h in api.desk.get("/handoffs", params={"phone": other}).json()]
+    view = api.desk.get("/handoffs", params={"handoff_id": handoff_id}).json()[0]
+    assert view["masked_phone"] == masked and phone not in json.dumps(view), "the number only masked"
+
+
+def test_a_phone_search_that_is_no_number_form_is_refused(api: Api) -> None:
+    for searched in ("138%", "1381234567", "138****567", "12345", "%%%%", "138_1234_5678"):
+        assert api.desk.get("/handoffs", params={"phone": searched}).status_code == 422, searched
+
+
+def test_a_waiting_chat_customer_whose_widget_stops_asking_has_abandoned(api: Api) -> None:
+    gone_id, gone_session = new_handoff(api)
+    staying_id, staying_session = new_handoff(api)
+    never_asked_id, _ = new_handoff(api)  # a REST client never asks: left to the agents
+    for session_id in (gone_session, staying_session):
+        assert api.desk.post("/handoffs/of-session", json={"session_id": session_id, "seen": True}).status_code == 200
+    api.clock.advance(CHAT_CUSTOMER_GONE_SECONDS - 10)
+    assert api.desk.post("/handoffs/of-session", json={"session_id": staying_session, "seen": True}).status_code == 200
+    api.clock.advance(20)  # the first widget silent for longer than allowed, the second not
+    waiting = [h["handoff_id"] for h in api.desk.get("/handoffs", params={"status": "waiting"}).json()]
+    assert staying_id in waiting and never_asked_id in waiting and gone_id not in waiting
+    gone = api.desk.get(f"/handoffs/{gone_id}").json()
+    assert gone["status"] == "abandoned"
+    assert gone["waiting_seconds"] == 0, "the wait ended when the customer was last seen"
+    assert audit_of(api, gone_session, "handoff_abandoned")
+    taken = api.desk.post(f"/handoffs/{gone_id}/accept", json={"agent": "agent-late"})
+    assert taken.status_code == 409 and taken.json()["detail"]["code"] == "handoff_closed"
+
+
+def test_asking_without_seen_does_not_keep_a_customer_in_the_queue(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api)
+    assert api.desk.post("/handoffs/of-session", json={"session_id": session_id, "seen": True}).status_code == 200
+    api.clock.advance(CHAT_CUSTOMER_GONE_SECONDS - 1)
+    # The desk's own look-ups (the web server reading the hand-over) are not the customer.
+    assert api.desk.post("/handoffs/of-session", json={"session_id": session_id}).status_code == 200
+    api.clock.advance(2)
+    assert api.desk.get(f"/handoffs/{handoff_id}").json()["status"] == "waiting", "not swept by a single read"
+    assert api.desk.get("/handoffs", params={"handoff_id": handoff_id}).json()[0]["status"] == "abandoned"
+
+
+def test_presence_changes_and_desk_logins_are_audited_heartbeats_are_not(api: Api) -> None:
+    agent = "agent-audited"
+    for state in ("online", "online", "online", "away", "away", "online"):
+        assert api.desk.put(f"/agents/{agent}/presence", json={"state": state}).status_code == 200
+    for event in ("login", "logout"):
+        assert api.desk.post(f"/agents/{agent}/sessions", json={"event": event}).status_code == 200
+    rows = api.sql("SELECT kind, inputs FROM audit_entries WHERE kind IN ('agent_presence', 'agent_login', "
+                   "'agent_logout') ORDER BY id")
+    mine = [(row.kind, row.inputs if isinstance(row.inputs, dict) else json.loads(row.inputs)) for row in rows]
+    mine = [(kind, inputs.get("state")) for kind, inputs in mine if inputs.get("agent") == agent]
+    assert mine == [("agent_presence", "online"), ("agent_presence", "away"), ("agent_presence", "online"),
+                    ("agent_login", None), ("agent_logout", None)]
+    assert api.desk.post(f"/agents/{agent}/sessions", json={"event": "sudo"}).status_code == 422
+    assert api.http.post(f"/agents/{agent}/sessions", json={"event": "login"}).status_code in (401, 403), \
+        "the engine's token is not the desk's"
+
+
+def test_the_desk_stamp_changes_with_what_a_desk_shows_and_only_then(api: Api) -> None:
+    def stamp() -> str:
+        answer = api.desk.get("/handoffs/stamp")
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["stamp"])
+
+    first = stamp()
+    assert stamp() == first
+    handoff_id, session_id = new_handoff(api)
+    made = stamp()
+    assert made != first, "a new hand-over"
+    api.desk.post("/handoffs/of-session", json={"session_id": session_id, "seen": True})
+    api.desk.put("/agents/agent-stamp/presence", json={"state": "online"})
+    api.clock.advance(5)
+    assert stamp() == made, "a widget asking or a heartbeat changes nothing an agent sees"
+    api.desk.post(f"/handoffs/{handoff_id}/customer-note", json={"session_id": session_id, "text": "请回电"})
+    noted = stamp()
+    assert noted != made, "a customer's note"
+    assert api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-stamp"}).status_code == 200
+    taken = stamp()
+    assert taken != noted, "taken by an agent"
+    assert close(api, handoff_id, "agent-stamp").status_code == 200
+    assert stamp() != taken, "closed"
+    assert api.http.get("/handoffs/stamp").status_code in (401, 403), "the desk's, not the engine's"
+
+
+def test_the_agent_holding_a_customers_handoff_puts_them_on_the_do_not_call_list(api: Api) -> None:
+    person = api.take_clean()
+    handoff_id, session_id = new_handoff(api, session_id=api.verified(person, "L1"))
+    assert api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-dnc"}).status_code == 200
+    other = api.desk.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "agent-other"})
+    assert other.status_code == 409 and other.json()["detail"]["code"] == "handoff_not_yours"
+    flag = "SELECT do_not_call FROM customers WHERE id = :c"
+    assert not api.sql(flag, c=person["customer_id"])[0].do_not_call
+    done = api.desk.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "agent-dnc"})
+    assert done.status_code == 200, done.text
+    assert done.json() == {"customer_id": person["customer_id"], "do_not_call": True}
+    assert api.sql(flag, c=person["customer_id"])[0].do_not_call
+    rows = api.sql("SELECT channel, inputs FROM audit_entries WHERE kind = 'do_not_call' AND customer_id = :c",
+                   c=person["customer_id"])
+    assert [(row.channel, json.loads(row.inputs) if isinstance(row.inputs, str) else row.inputs) for row in rows] == [
+        ("agent", {"source": "agent", "agent": "agent-dnc", "handoff_id": handoff_id})]
+    assert session_id not in json.dumps(done.json())
+
+
+def test_do_not_call_needs_an_identified_customer_and_the_desks_token(api: Api) -> None:
+    handoff_id, _ = new_handoff(api)  # nobody verified: no customer on it
+    answer = api.desk.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "supervisor-1", "override": True})
+    assert answer.status_code == 409 and answer.json()["detail"]["code"] == "customer_not_identified"
+    assert api.desk.post("/handoffs/H-00000000000000000000/do-not-call",
+                         json={"agent": "a"}).status_code == 404
+    assert api.http.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "a"}).status_code in (401, 403)
+    assert api.desk.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "a", "extra": 1}).status_code == 422

@@ -16,11 +16,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
+from bench.scratch_db import create_scratch_database, drop_scratch_database
 from risk_api import demo
 from risk_api.app import create_app
 from risk_api.clock import CHINA_TZ
 from risk_api.config import Settings
-from risk_api.scratch_db import create_scratch_database, drop_scratch_database
 from tests.risk_api.helpers import PG_URL_ENV, serve
 
 TODAY = date(2026, 3, 10)

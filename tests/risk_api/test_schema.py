@@ -1,4 +1,4 @@
-"""Schema versions: a version 1 database is upgraded in place, losing nothing; others are refused."""
+"""Schema versions: a version 1, 2 or 3 database is upgraded in place, losing nothing; others are refused."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -13,14 +13,22 @@ from sqlalchemy import Column, Engine, ForeignKey, MetaData, String, Table, crea
 from risk_api.app import create_app
 from risk_api.clock import ShiftedClock
 from risk_api.config import Settings
-from risk_api.db import V2_HANDOFF_COLUMNS, Base, Database, LocalDateTime, SchemaVersionError
+from risk_api.db import (
+    SCHEMA_VERSION,
+    V2_HANDOFF_COLUMNS,
+    V3_HANDOFF_COLUMNS,
+    Base,
+    Database,
+    LocalDateTime,
+    SchemaVersionError,
+)
 from tests.risk_api.helpers import DESK_TOKEN, TOKEN, serve
 
-# Schema version 1 as it was released: every table of today but agent_presence, and hand-overs
-# without the columns version 2 added.
+# Schema version 1 as it was released: every table of today but agent_presence and vouched_lines
+# (version 4), and hand-overs without the columns version 2 added.
 V1 = MetaData()
 for _table in Base.metadata.sorted_tables:
-    if _table.name not in ("handoffs", "agent_presence"):
+    if _table.name not in ("handoffs", "agent_presence", "vouched_lines"):
         _table.to_metadata(V1)
 V1_HANDOFFS = Table(
     "handoffs", V1,
@@ -77,6 +85,15 @@ def make_v1_database(url: str, clock: ShiftedClock, version: str = "1") -> list[
     return rows
 
 
+def prepared_again(url: str) -> bool:
+    """The service's start on an existing database: True would mean it created (and seeded) one."""
+    database = Database(url)
+    try:
+        return database.prepare_schema(never_seed)
+    finally:
+        database.engine.dispose()
+
+
 def handoff_columns(url: str) -> set[str]:
     with engine_of(url) as engine:
         return {column["name"] for column in inspect(engine).get_columns("handoffs")}
@@ -97,9 +114,9 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_handoffs(
                             sms_outbox=tmp_path / "outbox.jsonl")
         with serve(create_app(settings, clock=clock)) as base_url, httpx.Client(
                 base_url=base_url, headers={"Authorization": f"Bearer {DESK_TOKEN}"}, timeout=30) as desk:
-            assert httpx.get(f"{base_url}/health").json()["schema_version"] == 2
-            assert schema_version(empty_database) == "2"
-            assert set(V2_HANDOFF_COLUMNS) <= handoff_columns(empty_database)
+            assert httpx.get(f"{base_url}/health").json()["schema_version"] == SCHEMA_VERSION
+            assert schema_version(empty_database) == str(SCHEMA_VERSION)
+            assert set(V2_HANDOFF_COLUMNS + V3_HANDOFF_COLUMNS) <= handoff_columns(empty_database)
             with engine_of(empty_database) as engine, engine.connect() as connection:
                 kept = [dict(row._mapping) for row in connection.execute(
                     select(V1_HANDOFFS).order_by(V1_HANDOFFS.c.id))]
@@ -129,12 +146,43 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_handoffs(
             assert noted.status_code == 200, noted.text
             assert desk.put("/agents/agent-1/presence", json={"state": "online"}).json()["online"] is True
     # Started again on the upgraded database: nothing to upgrade, nothing refused.
+    assert prepared_again(empty_database) is False, "nothing created or seeded"
+    assert schema_version(empty_database) == str(SCHEMA_VERSION)
+
+
+def test_a_version_2_database_is_upgraded_in_place_and_keeps_its_handoffs(empty_database: str) -> None:
+    clock = ShiftedClock()
+    with clock.held():
+        rows = make_v1_database(empty_database, clock)
+    with engine_of(empty_database) as engine, engine.begin() as connection:
+        # Version 2 as released: version 1 plus its hand-over columns and agent_presence.
+        for name in V2_HANDOFF_COLUMNS:
+            connection.execute(text(f"ALTER TABLE handoffs ADD COLUMN {name} VARCHAR(1000)"))
+        Base.metadata.tables["agent_presence"].create(connection)
+        connection.execute(text("UPDATE schema_meta SET value = '2' WHERE key = 'schema_version'"))
+    assert prepared_again(empty_database) is False, "nothing created or seeded"
+    assert schema_version(empty_database) == str(SCHEMA_VERSION)
+    assert set(V3_HANDOFF_COLUMNS) <= handoff_columns(empty_database)
+    with engine_of(empty_database) as engine, engine.connect() as connection:
+        kept = [dict(row._mapping) for row in connection.execute(select(V1_HANDOFFS).order_by(V1_HANDOFFS.c.id))]
+        assert kept == rows, "every version 2 value as it was"
+        assert connection.scalar(text("SELECT count(*) FROM handoffs WHERE customer_seen_at IS NOT NULL")) == 0
+
+
+def test_a_version_3_database_is_upgraded_with_the_table_of_vouched_lines(empty_database: str) -> None:
     database = Database(empty_database)
     try:
+        assert database.prepare_schema(lambda _: None) is True
+        with engine_of(empty_database) as engine, engine.begin() as connection:
+            # Version 3: today's schema but the lines the phone gateway vouched for (version 4).
+            Base.metadata.tables["vouched_lines"].drop(connection)
+            connection.execute(text("UPDATE schema_meta SET value = '3' WHERE key = 'schema_version'"))
         assert database.prepare_schema(never_seed) is False
     finally:
         database.engine.dispose()
-    assert schema_version(empty_database) == "2"
+    assert schema_version(empty_database) == str(SCHEMA_VERSION)
+    with engine_of(empty_database) as engine:
+        assert "vouched_lines" in inspect(engine).get_table_names()
 
 
 def test_a_database_of_an_unknown_schema_version_is_refused_untouched(empty_database: str) -> None:

@@ -1,9 +1,9 @@
 """Attacks on the phone gateway's AudioSocket port (docs/security.md, "AudioSocket"): more
 connections than the cap, audio faster than real time, audio of another kind, a key the keypad
 does not have, a second connection with a live call's UUID, a UUID the dialplan never announced.
-Each is performed by a peer on loopback (tests/telephony/peers.py, written from the protocol
-documentation) against the real AudioSocketServer, or the Gateway for the UUID check, with the
-legitimate call shown still working. The rate limit runs on a virtual clock: no timing here
+Each is performed by a peer on loopback (bench/audiosocket_peer.py and tests/telephony/peers.py,
+written from the protocol documentation) against the real AudioSocketServer, or the Gateway for
+the UUID check, with the legitimate call shown still working. The rate limit runs on a virtual clock: no timing here
 decides a result, waits are only bounded polls.
 """
 
@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 
 import telephony.gateway as gateway_module
+from bench.audiosocket_peer import FRAME_BYTES, AudioSocketPeer
 from telephony.ami import AmiClient, AmiConfig
 from telephony.audiosocket import AudioIn, AudioSocketCall, AudioSocketServer, CallEvent, DtmfIn, HangupIn
 from telephony.gateway import Gateway, GatewaySettings, PhoneCall
 from telephony.priority import load_priority_rules
-from tests.telephony.peers import FRAME_BYTES, AmiPeer, AudioSocketPeer
+from tests.telephony.peers import AmiPeer
 from voice.frames import CallStarted, Frame
 
 FRAME = b"\x01\x00" * (FRAME_BYTES // 2)  # 20 ms of 8 kHz slin
@@ -247,7 +248,10 @@ async def test_a_uuid_may_come_back_once_its_call_is_over(server: AudioSocketSer
 # --- 5. a UUID the dialplan never announced (Gateway with AMI) ----------------------------------
 
 class NoEngines:
-    """The gateway's voice engines; `run_call` is replaced below, so only `close` is used."""
+    """The gateway's voice engines; `run_call` is replaced below, so only whether a recogniser
+    is there (none: keypad only) and `close` are used."""
+
+    recognizer = None
 
     async def close(self) -> None:
         return None

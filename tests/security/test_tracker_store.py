@@ -102,6 +102,20 @@ def test_another_key_is_a_clear_error_and_the_customer_starts_afresh(tmp_path: P
     assert kept > len(seen["afresh"]["events"]), "the other key's events are kept, not deleted"
 
 
+def test_a_failing_database_refuses_the_turn_instead_of_carrying_on_in_memory(tmp_path: Path) -> None:
+    """Rasa's fail-safe wrapper would log the database's error (the SQL's parameters: the sender
+    id) and keep the turn in an in-memory store; the launcher's wrapper fails the turn instead."""
+    seen = run("database_down", tmp_path / "tracker.sqlite3")
+    ref = session_ref(SENDER)
+    refused = "the tracker store's database failed (OperationalError); the turn is refused"
+    assert seen["errors"] == {"read": f"TrackerStoreUnavailable: conversation {ref} not read: {refused}",
+                              "save": f"TrackerStoreUnavailable: conversation {ref} not saved: {refused}"}
+    assert not seen["fell_back_to_memory"] and seen["wrapper"] == "FailSafeTrackerStore"
+    errors = [line for line in seen["logged"] if line.startswith("ERROR")]
+    assert len(errors) == 2 and all(ref in line for line in errors), seen["logged"]
+    assert not any(SENDER in line or "482913" in line or "SQL" in line for line in seen["logged"]), seen["logged"]
+
+
 def test_events_past_the_retention_go_at_start_and_at_most_hourly(tmp_path: Path) -> None:
     seen = run("retention", tmp_path / "tracker.sqlite3")
     # 40 days old at start: deleted. 31 days old: kept until the next hourly pass, 1 day old: kept.

@@ -12,8 +12,8 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +23,7 @@ import pytest
 
 from stack.services import ROOT, SERVICES_VENV, free_port
 from tests.accounts import AGENT, PASSWORD, REVIEWER, accounts_file
-from tests.loopback import serving
+from tests.loopback import JsonPeer, serving
 from web.app import create_app
 from web.config import Settings
 from web.desk_session import COOKIE_NAME
@@ -51,61 +51,59 @@ class FakeRiskApi:
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     accepted: set[str] = field(default_factory=set)
 
+    def forwarded_posts(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """The POSTs that reached it, but for the audit of each log-in (POST /agents/<login>/sessions)."""
+        return [(method, path, body) for method, path, body in self.requests
+                if method == "POST" and not (path.startswith("/agents/") and path.endswith("/sessions"))]
 
-def _handler(record: FakeRiskApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
 
+def _handler(record: FakeRiskApi) -> type[JsonPeer]:
+    class Handler(JsonPeer):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             record.requests.append(("GET", self.path, None))
             if self.path.startswith("/handoffs"):
-                self._answer([{"handoff_id": HANDOFF_ID, "session_id": SESSION_ID, "priority": "normal",
+                self.answer([{"handoff_id": HANDOFF_ID, "session_id": SESSION_ID, "priority": "normal",
                                "flow": "callback_request", "customer_id": "C001", "verified_level": "none",
                                "channel": "voice", "status": "waiting", "agent": None, "reason": "asked",
                                "summary": "…", "created_at": "now", "accepted_at": None}],
                              headers={"X-Total-Count": "41"})
             else:
-                self._answer([])
+                self.answer([])
 
         def do_PUT(self) -> None:  # noqa: N802 - presence
             length = int(self.headers.get("Content-Length", 0))
             record.requests.append(("PUT", self.path, json.loads(self.rfile.read(length) or b"null")))
-            self._answer({"state": "online"})
+            self.answer({"state": "online"})
 
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"null")
             record.requests.append(("POST", self.path, body))
             if not self.path.endswith("/accept"):
-                self._answer({"status": "approved"})
+                self.answer({"status": "approved"})
             elif self.path in record.accepted:  # as the real one: the first agent has it
-                self._answer({"detail": {"code": "handoff_taken", "message": "这位客户已经由其他坐席接起。"}}, 409)
+                self.answer({"detail": {"code": "handoff_taken", "message": "这位客户已经由其他坐席接起。"}}, 409)
             else:
                 record.accepted.add(self.path)
-                self._answer({"handoff_id": HANDOFF_ID, "flow": "callback_request", "priority": "high",
+                self.answer({"handoff_id": HANDOFF_ID, "flow": "callback_request", "priority": "high",
                               "channel": "outbound", "verified_level": "L1", "status": "accepted",
                               "agent": body["agent"], "customer_id": "C001", "reason": "asked", "summary": "…",
                               "created_at": "now", "accepted_at": "now"})
 
-        def log_message(self, *_: Any) -> None:
-            pass
-
     return Handler
+
+
+@contextmanager
+def fake_risk_api() -> Iterator[FakeRiskApi]:
+    record = FakeRiskApi("")
+    with serving(_handler(record)) as url:
+        record.url = url
+        yield record
 
 
 @pytest.fixture
 def risk_api() -> Iterator[FakeRiskApi]:
-    record = FakeRiskApi("")
-    with serving(_handler(record)) as url:
-        record.url = url
+    with fake_risk_api() as record:
         yield record
 
 
@@ -259,7 +257,7 @@ async def test_malformed_review_ids_are_refused_before_anything_is_forwarded(ris
         forged_agent = await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision",
                                           json={"approve": True, "agent": "mallory"})
         assert forged_agent.status_code == 422
-        assert not [request for request in risk_api.requests if request[0] == "POST"]
+        assert not risk_api.forwarded_posts()
 
         approved = await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision",
                                       json={"approve": True, "note": "已电话核实"})
@@ -278,7 +276,7 @@ async def test_malformed_handoff_ids_are_refused_and_the_agent_is_the_one_logged
                         "H-0123456789abcdef0123%2F..%2F..%2Freviews"):
             answer = await browser.post(f"/desk/api/handoffs/{crafted}/accept")
             assert answer.status_code in (404, 422), (crafted, answer.text)
-        assert not [request for request in risk_api.requests if request[0] == "POST"]
+        assert not risk_api.forwarded_posts()
 
         # The body is not read: a name the browser sends changes nothing.
         taken = await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept", json={"agent": "mallory"})
@@ -287,7 +285,7 @@ async def test_malformed_handoff_ids_are_refused_and_the_agent_is_the_one_logged
         again = await browser.post(f"/desk/api/handoffs/{HANDOFF_ID}/accept")
     assert again.status_code == 409
     assert again.json()["detail"]["message"] == "这位客户已经由其他坐席接起。"
-    assert [request for request in risk_api.requests if request[0] == "POST"] == [
+    assert risk_api.forwarded_posts() == [
         ("POST", f"/handoffs/{HANDOFF_ID}/accept", {"agent": USER})] * 2
 
 
@@ -323,6 +321,41 @@ async def test_the_queue_names_everything_in_chinese_and_forwards_only_filters_i
         assert words in page.text
 
 
+async def test_agents_search_by_a_phone_number_form_and_nothing_else_is_forwarded(risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        await log_in(browser)
+        for searched in ("13812345678", "138****5678", "5678"):
+            found = await browser.get("/desk/api/queue", params={"phone": searched, "status": "all"})
+            assert found.status_code == 200, found.text
+        for crafted in ("138%", "1381234567", "138****567", "5678&status=accepted", "138_1234_5678", "*"):
+            refused = await browser.get("/desk/api/queue", params={"phone": crafted})
+            assert refused.status_code == 422, crafted
+    phones = [parse_qs(urlsplit(path).query).get("phone") for method, path, _ in risk_api.requests
+              if path.startswith("/handoffs?")]
+    assert [phone for phone in phones if phone] == [["13812345678"], ["138****5678"], ["5678"]]
+
+
+async def test_desk_log_ins_and_log_outs_reach_the_audit_log(risk_api: FakeRiskApi) -> None:
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        assert (await log_in(browser, password="wrong")).headers["location"] == "/desk?failed=true"
+        assert (await log_in(browser)).status_code == 303
+        await browser.post("/desk/logout")
+    audited = [(path, body) for method, path, body in risk_api.requests if path.endswith("/sessions")]
+    assert audited == [(f"/agents/{USER}/sessions", {"event": "login"}),
+                       (f"/agents/{USER}/sessions", {"event": "logout"})], "a failed password is no log-in"
+
+
+async def test_a_log_in_the_audit_log_cannot_record_opens_no_desk_session() -> None:
+    down = replace(settings_for(FakeRiskApi("")), risk_api_url=f"http://127.0.0.1:{free_port()}")
+    async with client(create_app(down, Clock())) as browser:
+        refused = await log_in(browser)
+        assert refused.status_code == 503 and "审计服务不可用" in refused.text
+        assert COOKIE_NAME not in refused.cookies
+        assert (await browser.get("/desk/api/queue")).status_code == 401
+
+
 async def test_oversized_bodies_are_refused_and_not_forwarded(risk_api: FakeRiskApi) -> None:
     app = create_app(settings_for(risk_api), Clock())
 
@@ -337,7 +370,7 @@ async def test_oversized_bodies_are_refused_and_not_forwarded(risk_api: FakeRisk
         assert (await browser.post(f"/desk/api/reviews/{REVIEW_ID}/decision",
                                    content=streamed(64 * 1024))).status_code == 413
         assert (await browser.post("/desk/login", content=streamed(64 * 1024))).status_code == 413
-    assert not [request for request in risk_api.requests if request[0] == "POST"]
+    assert not risk_api.forwarded_posts()
 
 
 def web_env(**overrides: str) -> dict[str, str]:
@@ -346,12 +379,13 @@ def web_env(**overrides: str) -> dict[str, str]:
                 "RISK_API_URL": "http://127.0.0.1:9", "RISK_API_TOKEN": "a-desk-role-token-for-tests",
                 "AGENT_ACCOUNTS_FILE": str(accounts_file()), "WEB_SESSION_SECRET": "w" * 32,
                 "CHAT_SESSION_SECRET": "c" * 32,
-                "RASA_DESK_TOKEN": "a-rasa-desk-token-for-tests"})
+                "RASA_DESK_TOKEN": "a-rasa-desk-token-for-tests", "OUTBOUND_DESK_TOKEN": "an-outbound-token-for-tests"})
     env.update(overrides)
     return env
 
 
-@pytest.mark.parametrize("name", ["WEB_SESSION_SECRET", "CHAT_SESSION_SECRET", "RISK_API_TOKEN", "RASA_DESK_TOKEN"])
+@pytest.mark.parametrize("name", ["WEB_SESSION_SECRET", "CHAT_SESSION_SECRET", "RISK_API_TOKEN", "RASA_DESK_TOKEN",
+                                  "OUTBOUND_DESK_TOKEN"])
 def test_development_secrets_stop_the_server_outside_development(name: str) -> None:
     done = subprocess.run([str(SERVICES_VENV / "bin" / "python"), "-m", "web"], cwd=ROOT,
                           env=web_env(**{name: "dev-only-agent-password"}), capture_output=True, text=True,
@@ -388,7 +422,9 @@ def development_server(tmp_path: Path) -> Iterator[str]:
 def test_in_development_the_server_starts_and_refuses_oversized_bodies_on_the_wire(development_server: str) -> None:
     with httpx.Client(base_url=development_server, timeout=10) as http:
         login = http.post("/desk/login", data={"user": "agent", "password": "dev-only-agent-password"})
-        assert login.status_code == 303 and login.headers["location"] == "/desk"
+        # The right password, but no risk API here to audit the log-in: no desk session without it.
+        assert login.status_code == 503 and "审计服务不可用" in login.text
+        assert COOKIE_NAME not in login.cookies
         assert http.post("/desk/login", content=b"user=x&password=" + b"y" * 100_000).status_code == 413
         chunked = http.post("/desk/login", content=iter([b"user=x&password="] + [b"y" * 1024] * 64))
         assert chunked.status_code == 413

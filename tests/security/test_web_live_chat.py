@@ -29,12 +29,16 @@ CHAT_SECRET = "c" * 32
 TAKEN = "H-00000000000000000001"  # a chat AGENT holds
 WAITING = "H-00000000000000000002"  # a chat still waiting
 SESSION_OF = {TAKEN: "session-taken-0123456789", WAITING: "session-waiting-0123456789"}
+# What Rasa's relay reads of a conversation.
+READ = [{"index": 1, "from": "customer", "text": "你好"},
+        {"index": 2, "from": "agent", "state": "message", "name": "小测", "text": "您好", "at": 1.0}]
 
 
 @dataclass
 class Fake:
     url: str
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    customers: dict[str, str] = field(default_factory=dict)  # a chat session's own hand-over, by session id
 
     def posts(self, prefix: str) -> list[tuple[str, Any]]:
         return [(path, body) for method, path, body in self.requests if method == "POST" and path.startswith(prefix)]
@@ -84,11 +88,12 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
             body = self._body()
             fake.requests.append(("POST", self.path, body))
             if self.path == "/handoffs/of-session":
-                found = [each for each, session in SESSION_OF.items() if session == body["session_id"]]
+                owned = {**{session: each for each, session in SESSION_OF.items()}, **fake.customers}
+                found = [owned[body["session_id"]]] if body["session_id"] in owned else []
                 self._answer(_handoff(found[0]) if found else {"detail": {"code": "unknown", "message": "无"}},
                              200 if found else 404)
             elif self.path == "/webhooks/webchat/agent":
-                self._answer({"ok": True, "messages": [{"from": "customer", "text": "你好"}], "next": 3})
+                self._answer({"ok": True, "messages": READ, "next": 3})
             elif self.path.endswith("/close"):
                 self._answer({**_handoff(TAKEN), "status": "closed", "disposition": body["disposition"]})
             else:
@@ -129,7 +134,8 @@ async def test_each_role_reaches_only_its_own_work(fake: Fake) -> None:
         assert (await reviewer.post(f"/desk/api/handoffs/{WAITING}/accept")).status_code == 403
         assert (await reviewer.get(f"/desk/api/handoffs/{WAITING}/conversation")).status_code == 403
         assert (await reviewer.post("/desk/api/presence", json={"state": "online"})).status_code == 403
-        assert fake.posts("/") == [] and not [r for r in fake.requests if r[0] == "PUT"]
+        assert fake.posts("/agents/desk-agent/sessions") == [("/agents/desk-agent/sessions", {"event": "login"})]
+        assert fake.posts("/h") == [] and fake.posts("/r") == [] and not [r for r in fake.requests if r[0] == "PUT"]
         queue = (await reviewer.get("/desk/api/queue")).json()
         assert queue["handoffs"] == [] and queue["total"] == 0
         page = (await reviewer.get("/desk")).text
@@ -156,7 +162,7 @@ async def test_only_the_agent_holding_a_chat_writes_to_its_customer(fake: Fake) 
         assert sent.status_code == 200
         read = await holder.get(f"/desk/api/handoffs/{TAKEN}/conversation", params={"after": 2})
         assert read.status_code == 200 and SESSION_OF[TAKEN] not in read.text and "session_id" not in read.text
-        assert read.json()["messages"] == [{"from": "customer", "text": "你好"}]
+        assert read.json()["messages"] == READ
         assert (await holder.post(f"/desk/api/handoffs/{TAKEN}/messages", json={"text": "x" * 1001})).status_code == 422
         assert (await holder.post(f"/desk/api/handoffs/{TAKEN}/messages",
                                   json={"text": "hi", "agent_name": "冒名"})).status_code == 422
@@ -185,13 +191,31 @@ async def test_a_chat_customer_reaches_only_their_own_handoff_with_their_session
         assert state.json() == {"state": "none"}  # this session has no hand-over; another's is not shown
         sent = fake.posts("/handoffs/of-session")
         assert sent == [("/handoffs/of-session", {"session_id": chat_session.verify(CHAT_SECRET, mine.token,
-                                                                                        clock.now)})]
+                                                                                        clock.now), "seen": True})]
         assert (await browser.post("/chat/handoff/note", headers=bearer, json={"text": "留言"})).status_code == 409
         assert (await browser.post("/chat/handoff/note", headers=bearer,
                                    json={"text": "x", "session_id": SESSION_OF[WAITING]})).status_code == 422
         clock.now += 3 * 3600  # the token expired
         assert (await browser.get("/chat/handoff", headers=bearer)).status_code == 401
     assert not fake.posts("/handoffs/H-") and not fake.posts("/webhooks")
+
+
+async def test_a_returning_widget_gets_the_agents_lines_it_missed_and_nothing_else(fake: Fake) -> None:
+    clock = Clock()
+    app = app_for(fake, clock)
+    mine = chat_session.issue(CHAT_SECRET, clock.now)
+    fake.customers[mine.session_id] = TAKEN  # this customer's chat, an agent holds it
+    bearer = {"Authorization": f"Bearer {mine.token}"}
+    async with client(app) as browser:
+        state = (await browser.get("/chat/handoff", headers=bearer, params={"after": 2})).json()
+        assert state["state"] == "accepted"
+        assert state["agent_lines"] == [{"seq": 2, "state": "message", "name": "小测", "text": "您好"}], \
+            "the agent's lines only: never the customer's or the bot's, nor times or other fields"
+        assert (await browser.get("/chat/handoff", headers=bearer)).json()["agent_lines"] == [], "not asked"
+        for crafted in ("-1", "x", "1e9", "2000000"):
+            assert (await browser.get("/chat/handoff", headers=bearer, params={"after": crafted})).status_code == 422
+    reads = [body for path, body in fake.posts("/webhooks")]
+    assert reads == [{"sender": mine.session_id, "do": "read", "after": 2}], "its own conversation, once"
 
 
 def test_the_repository_accounts_are_refused_outside_development() -> None:
@@ -222,3 +246,17 @@ def test_a_wrong_password_or_an_unknown_login_gets_nobody() -> None:
     assert accounts.authenticate(AGENT, PASSWORD + "x") is None
     assert accounts.authenticate("nobody", PASSWORD) is None
     assert accounts.authenticate(AGENT.upper(), PASSWORD) is None
+
+
+async def test_do_not_call_goes_out_as_the_agent_logged_in_with_override_for_supervisors_only(fake: Fake) -> None:
+    app = app_for(fake)
+    async with client(app) as agent, client(app) as supervisor, client(app) as reviewer:
+        await log_in(agent, AGENT, PASSWORD)
+        await log_in(supervisor, SUPERVISOR, PASSWORD)
+        await log_in(reviewer, REVIEWER, PASSWORD)
+        assert (await agent.post(f"/desk/api/handoffs/{TAKEN}/do-not-call", json={"agent": "冒名"})).status_code == 200
+        assert (await supervisor.post(f"/desk/api/handoffs/{TAKEN}/do-not-call")).status_code == 200
+        assert (await reviewer.post(f"/desk/api/handoffs/{TAKEN}/do-not-call")).status_code == 403
+        assert (await agent.post("/desk/api/handoffs/H-x/do-not-call")).status_code == 422
+    sent = [body for path, body in fake.posts(f"/handoffs/{TAKEN}/do-not-call")]
+    assert sent == [{"agent": AGENT, "override": False}, {"agent": SUPERVISOR, "override": True}]

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore, TrackerStore
+from rasa.core.agent import Agent
+from rasa.core.tracker_store import SQLTrackerStore, TrackerStore
 from rasa.core.utils import read_endpoints_from_path
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bot.tracker_store import ProtectedSQLTrackerStore, UnreadableTrackerError
+from bot.tracker_store import ProtectedSQLTrackerStore, UnreadableTrackerError, refusing_fail_safe
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = Domain.load(ROOT / "bot" / "domain.yml")
@@ -97,20 +100,53 @@ async def restart(db: str) -> dict[str, Any]:
 
 
 async def wrong_key(db: str) -> dict[str, Any]:
-    """Events from another key: a clear error, and Rasa (through its fail-safe wrapper) starts afresh."""
+    """Events from another key: a clear error, and Rasa (through its fail-safe wrapper, as
+    bot/rasa_launcher.py has it) starts afresh."""
     protected = store(db)
     try:
         await protected.retrieve(SENDER)
         error = None
     except UnreadableTrackerError as refused:
         error = str(refused)
-    rasa_view = FailSafeTrackerStore(protected)
+    rasa_view = refusing_fail_safe(protected, DOMAIN)
     tracker = await rasa_view.get_or_create_tracker(SENDER)
     for event in [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
                   said("你好", "greet"), BotUttered("您好，请问有什么可以帮您？"), ActionExecuted("action_listen")]:
         tracker.update(event)
     await rasa_view.save(tracker)
     return {"error": error, "afresh": summary(await protected.retrieve(SENDER))}
+
+
+class Remember(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+
+async def database_down(db: str) -> dict[str, Any]:
+    """The database fails mid-conversation, under the Agent the launcher sets up: each turn fails,
+    logged by digest, and nothing goes on in an in-memory store."""
+    Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # as bot/rasa_launcher.py does
+    rasa_view = Agent(domain=DOMAIN, tracker_store=store(db)).tracker_store
+    tracker = DialogueStateTracker(SENDER, DOMAIN.slots)
+    tracker.update(said("我的验证码是 482913"))
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE events")
+    logs = Remember()
+    logging.getLogger().addHandler(logs)
+    errors: dict[str, str | None] = {}
+    for name, call in (("read", lambda: rasa_view.get_or_create_tracker(SENDER)),
+                       ("save", lambda: rasa_view.save(tracker))):
+        try:
+            await call()
+            errors[name] = None
+        except Exception as error:  # noqa: BLE001 - the test reads which error it was
+            errors[name] = f"{type(error).__name__}: {error}"
+    return {"errors": errors, "logged": logs.lines, "wrapper": type(rasa_view).__name__,
+            "fell_back_to_memory": rasa_view._fallback_tracker_store is not None}
 
 
 async def retention(db: str) -> dict[str, Any]:
@@ -165,7 +201,8 @@ async def refused(db: str) -> dict[str, Any]:
     return {"error": None}
 
 
-SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, retention, legacy, endpoint, refused)}
+SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, database_down, retention, legacy, endpoint,
+                                      refused)}
 
 if __name__ == "__main__":
     scenario, db_path = sys.argv[1:3]

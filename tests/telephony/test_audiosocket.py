@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from bench.audiosocket_peer import FRAME_BYTES, AudioSocketPeer
 from bench.telephony import Echo
 from telephony.audiosocket import (
     AudioIn,
@@ -25,7 +26,6 @@ from telephony.audiosocket import (
     read_message,
 )
 from telephony.gateway import AudioSocketTransport
-from tests.telephony.peers import FRAME_BYTES, AudioSocketPeer
 from tests.voice.virtual_time import VirtualTime
 from voice.frames import CallStarted, Control, Interruption, Keypress, OutputAudio
 from voice.output import AudioOutput

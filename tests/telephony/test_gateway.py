@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,18 +21,21 @@ from typing import Any
 import httpx
 import pytest
 
+from bench import samples
+from bench.audiosocket_peer import AudioSocketPeer
+from bench.stand_ins import ScriptedRecognizer
 from risk_api.demo import customers_with_tag
 from stack.services import Ports, phone_gateway, started
 from telephony.ami import AmiClient, AmiConfig
 from telephony.gateway import Gateway, GatewaySettings
+from telephony.outcomes import OutcomeReporter
 from telephony.priority import load_priority_rules
 from tests.conftest import SECRETS, Stack
 from tests.dialogue.conftest import CUSTOMERS
-from tests.telephony.peers import AmiPeer, AudioSocketPeer
-from tests.voice import samples
+from tests.loopback import JsonPeer, serving
+from tests.telephony.peers import AmiPeer
 from voice.call import VoiceEngines
 from voice.config import load_voice_config
-from voice.demo import ScriptedRecognizer
 from voice.dialogue import DialogueClient
 from voice.tts import Synthesizer
 
@@ -129,6 +133,34 @@ async def test_full_call_verifies_by_keypad_and_enters_the_priority_queue_with_i
     assert await peer.wait_closed_by_server(5)
     # The bot learnt the number from AMI: it never asked the caller for it.
     assert phone.recognizer.grammars[:2] == [None, None]
+
+
+async def test_a_keypad_only_caller_verifies_with_the_line_and_id_digits_and_hears_the_account(
+        phone: Phone, running_stack: Stack) -> None:
+    """No speech recogniser: the gateway vouches for the number AMI gave to the risk API, and the
+    caller, who cannot say a name, keys a menu choice and the last 6 of the ID number."""
+    customer = customers_with_tag("normal")[0]  # a read-only flow: shared with other tests
+    phone.gateway.engines.recognizer = None
+    peer = await phone.dial(customer["phone"])
+    await converse(peer, phone, ["3", customer["id_number"][-6:]])  # 3: 查额度 on the keypad menu
+    await bot_finished(peer, time.monotonic())  # the answer
+    await peer.send_hangup()
+    await peer.close()
+    tracker = running_stack.tracker(str(peer.call_uuid))
+    bot = [event for event in tracker["events"] if event["event"] == "bot"]
+    custom = [(event.get("data") or {}).get("custom") or {} for event in bot]
+    assert [c["expect"]["slot"] for c in custom if "expect" in c] == ["id_last6"], "no name, no phone number"
+    assert "answer" in [c.get("outcome") for c in custom]
+    assert any("可用额度" in (event.get("text") or "") for event in bot)
+    said = [event["text"] for event in tracker["events"] if event["event"] == "user"]
+    assert said == ["/check_credit_limit", "[redacted]"], "the ID digits are never stored"
+    with running_stack.risk_api("desk") as api:
+        audit = [entry for entry in api.get("/audit", params={"customer_id": customer["customer_id"],
+                                                               "limit": 500}).json()
+                 if entry["session_id"] == str(peer.call_uuid)]
+    verified = [entry for entry in audit if entry["kind"] == "verification_l1"]
+    assert [(entry["inputs"]["method"], entry["decision"]) for entry in verified] == [("line_id6", "verified")]
+    assert [entry["channel"] for entry in audit if entry["kind"] == "line_vouched"] == ["voice"]
 
 
 async def test_caller_hanging_up_mid_prompt_ends_only_that_session(phone: Phone) -> None:
@@ -245,6 +277,40 @@ async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_id
     assert first_user["metadata"]["channel"] == "outbound"
     said = " ".join(event.get("text") or "" for event in tracker["events"] if event["event"] == "bot")
     assert customer["salutation"] in said and "逾期" not in said and "元" not in said, said
+
+
+async def test_an_outbound_call_answered_by_a_third_party_reports_third_party_for_its_attempt(
+        phone: Phone, running_stack: Stack) -> None:
+    """Keyed answers to the opening (2: not the customer) and to whether the number may be called
+    again (1); the dialler (a fake on loopback) gets `third_party` for the call's OriginateId."""
+    class Dialler(JsonPeer):
+        received: list[tuple[str, Any]] = []
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            Dialler.received.append((self.path, self.body()))
+            self.answer({})
+
+    customer = customers_with_tag("overdue")[0]
+    call_uuid = uuid.uuid4()
+    with serving(Dialler) as dialler_url:
+        phone.gateway.reporter = OutcomeReporter(dialler_url, "a-gateway-token-for-the-dialler", retry_delays=(0,))
+        await phone.ami.emit("UserEvent", UserEvent="IvrCall", Uuid=str(call_uuid), Direction="outbound",
+                             Channel="PJSIP/trunk-0000000b", CallerIDNum="4000", Flow="overdue_reminder",
+                             CustomerId=customer["customer_id"], OriginateId="overdue_reminder:C1:2026-03-10:1",
+                             Campaign="overdue_reminder")
+        peer = await AudioSocketPeer("127.0.0.1", phone.gateway.server.port, call_uuid).connect()
+        await converse(peer, phone, ["2", "1"])
+        await bot_finished(peer, time.monotonic())
+        await peer.send_hangup()
+        await peer.close()
+        deadline = time.monotonic() + 30
+        while not Dialler.received and time.monotonic() < deadline:  # the call's end, then the report
+            await asyncio.sleep(0.1)
+        await phone.gateway.reporter.close()
+    assert Dialler.received == [("/attempts/overdue_reminder:C1:2026-03-10:1/outcome", {"outcome": "third_party"})]
+    tracker = running_stack.tracker(str(call_uuid))
+    said = " ".join(event.get("text") or "" for event in tracker["events"] if event["event"] == "bot")
+    assert "麻烦您转告" in said and not re.search(r"逾期|欠款|还款|账单|金额|催收|征信|元", said), said
 
 
 async def test_saturated_queue_turns_a_normal_callers_transfer_into_a_callback_offer(

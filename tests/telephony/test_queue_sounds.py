@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telephony.queue_sounds import HOLD_MUSIC, LANGUAGE, MOH_CLASS, PROMPTS, SAMPLE_RATE, main
+from telephony.queue_sounds import HOLD_MUSIC, LANGUAGE, MOH_CLASS, PROMPTS, main
 from tests.telephony.test_asterisk_config import moh_directory, referenced_sounds
-from voice.audio import FULL_SCALE, level_dbfs, samples
+from voice.audio import FULL_SCALE, TELEPHONE_RATE, level_dbfs, samples
 
 QUIET_SAMPLE = 100  # ≈ -50 dBFS: below this the caller hears nothing
 
@@ -27,19 +27,19 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def read_wav(path: Path) -> bytes:
     with wave.open(str(path), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getcomptype()) == \
-            (1, 2, SAMPLE_RATE, "NONE"), f"{path}: not 8 kHz 16-bit mono PCM"
+            (1, 2, TELEPHONE_RATE, "NONE"), f"{path}: not 8 kHz 16-bit mono PCM"
         return wav.readframes(wav.getnframes())
 
 
 def seconds(pcm: bytes) -> float:
-    return len(pcm) / 2 / SAMPLE_RATE
+    return len(pcm) / 2 / TELEPHONE_RATE
 
 
 def longest_quiet_seconds(pcm: bytes) -> float:
     quiet = np.abs(samples(pcm).astype(np.int32)) < QUIET_SAMPLE
     edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
     runs = edges[1::2] - edges[::2]
-    return float(runs.max(initial=0)) / SAMPLE_RATE
+    return float(runs.max(initial=0)) / TELEPHONE_RATE
 
 
 def test_writes_one_file_per_prompt_and_the_hold_music(rendered: Path) -> None:
@@ -66,7 +66,7 @@ def test_hold_music_is_a_soft_tone_pattern_without_dead_air(rendered: Path) -> N
     assert longest_quiet_seconds(pcm) < 2.0, "a caller would think the line went dead"
     # Tones, not noise or hum: the energy sits where the notes are.
     power = np.abs(np.fft.rfft(values)) ** 2
-    frequencies = np.fft.rfftfreq(values.size, 1 / SAMPLE_RATE)
+    frequencies = np.fft.rfftfreq(values.size, 1 / TELEPHONE_RATE)
     assert power[(frequencies > 400) & (frequencies < 2000)].sum() > 0.9 * power.sum()
 
 

@@ -21,11 +21,14 @@ from bot.actions.flow_engine import GENERATED_ACTIONS, FinishFlow
 
 class RiskApiPlayer(BaseHTTPRequestHandler):
     """Answers GET /sessions/<id> with `session` (404 when None, or once `session_answers` ran
-    out: the session ended) and every read and write with 403."""
+    out: the session ended), a POST to a path of `post_answers` with its answer, and every other
+    read and write with 403. `posted` keeps the bodies of the POSTs."""
 
     session: dict[str, Any] | None = None
     session_answers = 1000
     seen: list[str] = []
+    post_answers: dict[str, dict[str, Any]] = {}
+    posted: list[tuple[str, dict[str, Any]]] = []
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -48,6 +51,10 @@ class RiskApiPlayer(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.seen.append(self.path)
+        self.posted.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+        if self.path in self.post_answers:
+            self._answer(200, self.post_answers[self.path])
+            return
         self._answer(403, {"detail": {"code": "verification_required", "message": "需要先完成身份核验。"}})
 
     def log_message(self, *_: Any) -> None:
@@ -59,6 +66,8 @@ def risk_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[RiskApiPlayer]]:
     RiskApiPlayer.session = None
     RiskApiPlayer.session_answers = 1000
     RiskApiPlayer.seen = []
+    RiskApiPlayer.post_answers = {}
+    RiskApiPlayer.posted = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), RiskApiPlayer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -141,3 +150,45 @@ def test_a_verified_session_fills_the_slots_copy(risk_api: type[RiskApiPlayer]) 
     values = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
     assert (values["customer_id"], values["verified_level"]) == ("C100003", "L1")
     assert values["requested_slot"] is None, "nothing to ask: the risk API vouches for L1"
+
+
+LINE_OFFERED = {"/verification/l1/methods": {"methods": ["phone_name_id4", "line_id6"]}}
+
+
+def call_tracker(slots: dict[str, Any], text: str = "", intent: str = "inform") -> Tracker:
+    """A phone call's conversation: the trusted channel gave the caller's number."""
+    return tracker({"channel": "voice", "caller_number": "19900000001", **slots}, text, intent)
+
+
+def next_question(events: list[dict[str, Any]]) -> Any:
+    return {e["name"]: e["value"] for e in events if e["event"] == "slot"}["requested_slot"]
+
+
+def test_a_call_whose_line_the_risk_api_offers_is_asked_id_last6_instead_of_the_name(
+        risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.post_answers = LINE_OFFERED
+    events = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), call_tracker({}, "查额度"), {}))
+    assert next_question(events) == "id_last6"
+    assert risk_api.posted == [("/verification/l1/methods", {"session_id": "session-1", "channel": "voice"})]
+
+
+def test_keyed_id_last6_verifies_by_the_line_without_naming_any_number(risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.post_answers = {**LINE_OFFERED, "/verification/l1/line": {
+        "verified": True, "level": "L1", "customer_id": "C100001", "attempts_left": 3, "locked_until": None}}
+    events = asyncio.run(validator("check_credit_limit").run(
+        CollectingDispatcher(), call_tracker({"requested_slot": "id_last6"}, "12345X"), {}))
+    values = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert (values["customer_id"], values["verified_level"], values["id_last6"]) == ("C100001", "L1", None)
+    assert values["requested_slot"] is None
+    assert ("/verification/l1/line", {"id_last6": "12345X", "session_id": "session-1", "channel": "voice"}) \
+        in risk_api.posted, "the number is the risk API's own (the gateway's word), never the engine's"
+
+
+def test_a_call_without_the_line_offered_and_a_chat_are_asked_the_name(risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.post_answers = {"/verification/l1/methods": {"methods": ["phone_name_id4"]}}
+    call = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), call_tracker({}, "查额度"), {}))
+    assert next_question(call) == "customer_name"
+    risk_api.posted.clear()
+    chat = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), tracker({}, "查额度"), {}))
+    assert next_question(chat) == "phone_number"
+    assert not risk_api.posted, "a chat has no line: the risk API is not even asked"

@@ -52,6 +52,8 @@ def test_bank_cards_plain_or_in_groups_of_four(text: str, masked: str) -> None:
     ("OTP: 4829", "OTP: ****"),
     ("验证码是四八二九一三", "验证码是****"),  # as speech recognition may write it
     ("身份证后四位是123X", "身份证后四位是****"),
+    ("身份证后六位是12345X", "身份证后六位是****"),
+    ("后6位 482913", "后6位 ****"),
 ])
 def test_codes_and_id_digits_when_the_words_say_so(text: str, masked: str) -> None:
     assert mask_text(text) == masked

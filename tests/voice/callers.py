@@ -1,5 +1,5 @@
 """A caller on a fixed timetable, for the voice tests (the demo's and the bench's callers are in
-voice/demo.py and bench/voice_calls.py): audio from PCM paced like a real line, keys at given
+bench/stand_ins.py and bench/voice_calls.py): audio from PCM paced like a real line, keys at given
 moments, a hang-up at a given second."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from voice.audio import FRAME_MS, frame_bytes
+from voice.audio import FRAME_SECONDS, frame_bytes
 from voice.frames import Frame, Hangup, InputAudio, Keypress
 
 
@@ -30,7 +30,7 @@ class ScriptedCaller:
 
     async def frames(self) -> AsyncIterator[Frame]:
         size = frame_bytes(self.sample_rate)
-        period = FRAME_MS / 1000
+        period = FRAME_SECONDS
         keys = sorted(self.keys)
         loop = asyncio.get_running_loop()
         start = loop.time()

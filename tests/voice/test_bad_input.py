@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from tests.voice import samples
+from bench import samples
+from bench.stand_ins import ScriptedRecognizer
 from tests.voice.collector import Collector
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
-from voice.demo import ScriptedRecognizer
 from voice.detection import DetectionConfig
 from voice.frames import CallStarted, InputAudio, UserStoppedSpeaking
 from voice.pipeline import Pipeline

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tests.voice import samples
+from bench import samples
 from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState, count_characters
 from voice.detection import SpeechDetector
 

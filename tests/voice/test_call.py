@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
+from bench import samples
+from bench.stand_ins import RecordingSink, RespondingCaller, ScriptedRecognizer
 from flowspec.model import load_flowset
 from risk_api.demo import customers_with_tag
 from stack.services import free_port
 from tests.conftest import Stack
-from tests.voice import samples
 from tests.voice.callers import ScriptedCaller
 from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import VoiceConfig, load_voice_config
-from voice.demo import RecordingSink, RespondingCaller, ScriptedRecognizer
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted
 from voice.tts import Synthesizer

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from flowspec.model import load_flowset
+from ivr_config.loader import ConfigError
 from voice.barge_in import BargeInConfig
-from voice.config import ConfigError, load_voice_config
+from voice.config import load_voice_config
 from voice.detection import DetectionConfig
 
 
@@ -42,15 +43,22 @@ def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.parametrize(("text", "named"), [
-    ("detection:\n  vad_agressiveness: 2\n", "vad_agressiveness"),
-    ("detection:\n  vad_aggressiveness: loud\n", "detection: vad_aggressiveness"),
-    ("detection:\n  vad_aggressiveness: 7\n", "vad_aggressiveness must be 0-3"),
-    ("barge_in: [1, 2]\n", "barge_in: expected a mapping"),
-    ("turns:\n  no_input_timeout_ms: 7000\n   digit_timeout_ms: 1\n", "cannot read voice settings"),
-    ("tts:\n  rate: fast\n", "tts: rate"),
+    ("detection:\n  vad_agressiveness: 2\n", "detection: Additional properties are not allowed ('vad_agressiveness'"),
+    ("detection:\n  vad_aggressiveness: loud\n", "detection.vad_aggressiveness: 'loud' is not of type 'integer'"),
+    ("detection:\n  vad_aggressiveness: 7\n", "detection: vad_aggressiveness must be 0-3"),
+    ("barge_in: [1, 2]\n", "barge_in: [1, 2] is not of type 'object'"),
+    ("turns:\n  no_input_timeout_ms: 7000\n   digit_timeout_ms: 1\n", "line 3, column 20: invalid YAML"),
+    ("tts:\n  rate: fast\n", "tts.rate: 'fast' is not of type 'integer'"),
+    ("turns:\n  prompts:\n    goodbye: [再见]\n", "turns.prompts.goodbye: ['再见'] is not of type 'string'"),
 ])
 def test_a_mistake_is_an_error_naming_file_and_field(tmp_path: Path, text: str, named: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as error:
         load_voice_config(path)
     assert str(path) in str(error.value) and named in str(error.value)
+
+
+def test_an_empty_file_is_the_defaults_and_a_numbered_key_is_a_key(tmp_path: Path) -> None:
+    assert load_voice_config(write(tmp_path, "")) == load_voice_config(write(tmp_path, "{}\n"))
+    config = load_voice_config(write(tmp_path, "turns:\n  keypad_menu:\n    1: bill_inquiry\ntts:\n  volume: 1\n"))
+    assert config.turns.keypad_menu == {"1": "bill_inquiry"} and config.tts.volume == 1.0

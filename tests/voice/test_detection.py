@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from tests.voice import samples
+from bench import samples
 from voice.audio import clipping_ratio, frame_bytes, level_dbfs
 from voice.detection import DetectionConfig, NoiseSuppressor, SpeechDetector, SpeechEvent
 

@@ -3,8 +3,8 @@ caller heard. (Real-time figures: bench/telephony.py and bench/voice_calls.py.)"
 
 from __future__ import annotations
 
+from bench.stand_ins import RecordingSink
 from tests.voice.virtual_time import VirtualTime
-from voice.demo import RecordingSink
 from voice.frames import (
     BotSpeech,
     BotStoppedSpeaking,

@@ -27,14 +27,15 @@ from pathlib import Path
 import opencc
 import pytest
 
+from bench import samples
 from bench.whisper_asr import character_error_rate
-from tests.voice import samples
+from ivr_config.loader import ConfigError
 from tests.voice.collector import Collector
 from voice.asr import AsrConfig, AsrModelError, grammar_for
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
 from voice.call import configured_recognizer
-from voice.config import ConfigError, VoiceConfig, load_voice_config
+from voice.config import VoiceConfig, load_voice_config
 from voice.frames import CallStarted, InputAudio, UserStartedSpeaking, UserStoppedSpeaking
 from voice.pipeline import Pipeline
 from voice.processors import SpeechRecognition
@@ -333,8 +334,8 @@ def test_whisper_model_path_comes_from_the_environment(tmp_path: Path, monkeypat
     ("asr:\n  recognizer: whisperr\n", "asr: recognizer must be one of vosk, whisper, none, got 'whisperr'"),
     ("whisper:\n  workers: 0\n", "whisper: workers must be at least 1"),
     ("whisper:\n  max_in_flight: -1\n", "whisper: max_in_flight must be at least 1"),
-    ("whisper:\n  threads_per_worker: two\n", "whisper: threads_per_worker"),
-    ("whisper:\n  pool_size: 2\n", "unknown setting 'pool_size'"),
+    ("whisper:\n  threads_per_worker: two\n", "whisper.threads_per_worker"),
+    ("whisper:\n  pool_size: 2\n", "('pool_size' was unexpected)"),
 ])
 def test_bad_recogniser_settings_are_errors_naming_file_and_field(tmp_path: Path, text: str, named: str) -> None:
     path = tmp_path / "voice.yaml"

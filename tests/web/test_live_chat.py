@@ -71,6 +71,8 @@ def test_a_customer_and_an_agent_chat_and_the_bot_resumes_with_the_survey(
     desk = agent_context.new_page()
     log_in(desk, web_stack)  # online from the moment the desk opens
     expect(desk.get_by_label("在线状态")).to_have_value("online")
+    # Updates come pushed (its safety poll is once a minute: the waits below would time out first).
+    expect(desk.locator("body[data-push='live']")).to_have_count(1)
     other_desk = second_context.new_page()
     log_in(other_desk, web_stack, user=SECOND_AGENT)
 
@@ -122,6 +124,16 @@ def test_a_customer_and_an_agent_chat_and_the_bot_resumes_with_the_survey(
     expect(agent_said.last).to_have_text("请稍等，我为您查询一下。")
     type_in_widget(customer, "好的我等一下")
     expect(transcript.locator(".said-customer").last).to_contain_text("好的我等一下")
+
+    # What the agent writes while the customer's page is away is there when it comes back, once.
+    customer.goto("about:blank")
+    reply.fill("账单明细已发到您的邮箱")
+    reply.press("Enter")
+    expect(transcript.locator(".said-agent").last).to_contain_text("账单明细已发到您的邮箱")
+    widget.open()  # the same tab: its session and transcript are kept
+    expect(agent_said.last).to_have_text("账单明细已发到您的邮箱")
+    expect(agent_said.filter(has_text="账单明细已发到您的邮箱")).to_have_count(1)
+    expect(agent_said.filter(has_text="请稍等，我为您查询一下。")).to_have_count(1)
 
     # An agent's words are text, whatever they contain.
     reply.fill(INJECTED)

@@ -1,13 +1,14 @@
-/* Agent desk: polls the web server's queue API every 2 s for the chosen filters and page, and
- * renders hand-overs and pending reviews with textContent only (summaries and chats carry the
- * customer's own words). The server sends every hand-over word in Chinese (web/labels.py); ids
- * of flows and levels never reach this script. An open conversation is polled every second for
- * new messages (only those after the last one shown); the agent's presence is sent every 15 s
- * as a heartbeat, so an agent whose desk is closed stops being offered chats. */
+/* Agent desk: the web server pushes what changed (Server-Sent Events from /desk/api/events: the
+ * queue or reviews changed, the open conversation has new lines) and the page then asks for the
+ * chosen filters' page, or the conversation's new lines only; a slow poll is the safety net.
+ * Hand-overs and pending reviews are rendered with textContent only (summaries and chats carry
+ * the customer's own words). The server sends every hand-over word in Chinese (web/labels.py);
+ * ids of flows and levels never reach this script. The agent's presence is sent every 15 s as a
+ * heartbeat, so an agent whose desk is closed stops being offered chats. */
 (function () {
   "use strict";
-  var POLL_MS = 2000;
-  var CONVERSATION_POLL_MS = 1000;
+  var SAFETY_POLL_MS = 60000; // only if a pushed event was lost
+  var feed = null; // the event stream, for the open conversation (if any)
   var PRESENCE_MS = 15000;
   var me = document.body.dataset.agent;
   var handoffList = document.getElementById("handoffs");
@@ -23,6 +24,7 @@
   var offset = 0;
   var pageSize = 20;
   var searchedId = "";
+  var searchedPhone = ""; // whole, masked (138****5678) or the last four digits
   var latest = 0; // the newest queue request: an older answer arriving late must not overwrite it
   var claiming = {}; // hand-over ids with a claim on its way: a redrawn card must not offer 接起 again
   var presenceSelect = document.getElementById("presence");
@@ -31,23 +33,15 @@
   var transcript = document.getElementById("transcript");
   var composer = document.getElementById("composer");
   var closer = document.getElementById("closer");
+  var doNotCall = document.getElementById("do-not-call");
   var openId = null; // the hand-over whose conversation the panel shows
   var shownUpTo = 0; // the conversation's events already shown
   var reading = false;
   var mineList = document.getElementById("mine");
   var mineSeen = null; // ids of the agent's open cases at the last poll (null: none polled yet)
 
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function field(list, label, value) {
-    list.appendChild(el("dt", "", label));
-    list.appendChild(el("dd", "", value === null || value === undefined || value === "" ? "—" : value));
-  }
+  var el = window.DeskDom.el;
+  var field = window.DeskDom.field;
 
   function when(iso) {
     return iso ? String(iso).slice(0, 19).replace("T", " ") : "";
@@ -62,6 +56,7 @@
     if (handoff.agent) field(facts, "接起坐席", handoff.agent_name || handoff.agent);
     field(facts, "渠道", handoff.channel_name);
     field(facts, "客户", handoff.customer_id || "未识别");
+    if (handoff.masked_phone) field(facts, "手机", handoff.masked_phone);
     field(facts, "核身等级", handoff.verified_name);
     field(facts, "原因", handoff.reason);
     field(facts, "摘要", handoff.summary);
@@ -160,10 +155,11 @@
 
   function query() {
     var params = new URLSearchParams();
-    if (searchedId) {
-      // Looking up one hand-over finds it in whatever state it is, whatever the filters say.
-      params.set("handoff_id", searchedId);
+    if (searchedId || searchedPhone) {
+      // A look-up finds hand-overs in whatever state they are, whatever the filters say.
+      params.set(searchedId ? "handoff_id" : "phone", searchedId || searchedPhone);
       params.set("status", "all");
+      if (offset) params.set("offset", String(offset));
       return params.toString();
     }
     if (filters) new FormData(filters).forEach(function (value, key) { if (value) params.set(key, value); });
@@ -184,8 +180,8 @@
     var number = ++latest;
     fetch("/desk/api/queue?" + query(), { credentials: "same-origin" }).then(function (response) {
       if (response.status === 401) { location.href = "/desk"; return null; }
-      if (response.status === 422 && searchedId) {
-        statusLine.textContent = "编号格式不正确：应为 H- 加 20 位数字或字母 a–f";
+      if (response.status === 422 && (searchedId || searchedPhone)) {
+        statusLine.textContent = "格式不正确：编号为 H- 加 20 位数字或字母 a–f；手机号为 11 位、138****5678 或尾号 4 位";
         endSearch(); // the typed text stays, to be corrected
         return null;
       }
@@ -203,7 +199,8 @@
         replaceAll(reviewList, queue.reviews, reviewCard, "暂无待审核操作");
       }
       if (handoffList) {
-        replaceAll(handoffList, queue.handoffs, handoffCard, searchedId ? "没有这个编号的转人工" : "没有符合条件的转人工");
+        replaceAll(handoffList, queue.handoffs, handoffCard, searchedId ? "没有这个编号的转人工"
+          : searchedPhone ? "没有这个手机号的转人工" : "没有符合条件的转人工");
         showPage(queue);
         showMine(queue.mine);
       }
@@ -235,6 +232,7 @@
 
   function endSearch() {
     searchedId = "";
+    searchedPhone = "";
     filterFields.disabled = false;
     searchClear.hidden = true;
     offset = 0;
@@ -265,6 +263,7 @@
     var mine = handoff.status === "accepted" && handoff.agent === me;
     composer.hidden = !(mine && handoff.channel === "chat");
     closer.hidden = !mine;
+    doNotCall.hidden = !handoff.customer_id; // only an identified customer can be put on the list
     panel.dataset.status = handoff.status;
   }
 
@@ -298,6 +297,7 @@
       closer.hidden = true;
     }
     panel.hidden = false;
+    listen();
     document.getElementById("conversation-title").textContent = "会话 " + handoffId;
     readConversation();
     if (!composer.hidden) composer.elements.text.focus();
@@ -347,11 +347,21 @@
         if (result.ok) { closer.elements.note.value = ""; readConversation(); poll(); }
       }).catch(function () { statusLine.textContent = "网络错误，请重试"; });
     });
+    doNotCall.addEventListener("click", function () {
+      var asked = openId;
+      if (!window.confirm("确认客户要求不再接到外呼电话？确认后所有外呼活动都不会再拨打这位客户。")) return;
+      post("/desk/api/handoffs/" + encodeURIComponent(asked) + "/do-not-call", {}).then(function (result) {
+        if (!result) return;
+        statusLine.textContent = result.ok ? "已加入免打扰名单（" + asked + "）"
+          : "操作失败：" + failure(result.body, result.status);
+      }).catch(function () { statusLine.textContent = "网络错误，请重试"; });
+    });
     document.getElementById("conversation-hide").addEventListener("click", function () {
       openId = null;
       panel.hidden = true;
+      listen();
     });
-    setInterval(readConversation, CONVERSATION_POLL_MS);
+    setInterval(readConversation, SAFETY_POLL_MS);
   }
 
   /* --- Presence: only an online agent is offered chats. --- */
@@ -371,7 +381,13 @@
       event.preventDefault();
       var wanted = search.elements.handoff_id.value.trim();
       if (!wanted) { endSearch(); return; }
-      searchedId = wanted.charAt(0).toUpperCase() + wanted.slice(1).toLowerCase(); // ids are H-<hex>
+      if (/^h-/i.test(wanted)) {
+        searchedId = wanted.charAt(0).toUpperCase() + wanted.slice(1).toLowerCase(); // ids are H-<hex>
+        searchedPhone = "";
+      } else {
+        searchedPhone = wanted.replace(/[\s-]/g, "").replace(/＊/g, "*"); // as read out: 138 1234 5678
+        searchedId = "";
+      }
       filterFields.disabled = true; // the filters wait, unchanged, until the look-up is cleared
       searchClear.hidden = false;
       offset = 0;
@@ -385,6 +401,29 @@
     next.addEventListener("click", function () { offset += pageSize; poll(); });
   }
 
+  /* --- Pushed updates: one stream, opened again for each conversation the panel shows. --- */
+  var listening = null; // the conversation the stream is for ("" for none)
+  function listen() {
+    var wanted = openId || "";
+    if (!window.EventSource || (feed && listening === wanted)) return;
+    if (feed) feed.close();
+    listening = wanted;
+    feed = new EventSource("/desk/api/events" + (wanted ? "?conversation=" + encodeURIComponent(wanted) : ""));
+    feed.addEventListener("open", function () { document.body.dataset.push = "live"; });
+    var opened = feed;
+    feed.addEventListener("error", function () {
+      document.body.dataset.push = "retrying";
+      if (opened.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
+      // Refused (logged out: the poll goes to the login page) or cut for good: start again later.
+      poll();
+      setTimeout(function () { if (feed === opened) { feed = null; listen(); } }, 5000);
+    });
+    feed.addEventListener("queue", poll);
+    feed.addEventListener("conversation", readConversation);
+    feed.addEventListener("ended", function () { feed.close(); location.href = "/desk"; });
+  }
+
   poll();
-  setInterval(poll, POLL_MS);
+  listen();
+  setInterval(poll, SAFETY_POLL_MS);
 })();

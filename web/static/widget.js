@@ -11,7 +11,9 @@
  * session_invalid) everything stored is cleared and a new session starts with a fresh transcript.
  * Handed over to a person, the widget asks the web server (chat/handoff, the token as credential)
  * every few seconds for its place in the queue or the agent's name; the agent's words arrive on
- * the same socket as `live_agent` messages and are shown under the agent's name. */
+ * the same socket as `live_agent` messages and are shown under the agent's name; lines sent
+ * while the socket was down come with the next check, each shown once (numbered by the server).
+ * Checking is also how the queue knows the customer is still there. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -65,6 +67,7 @@
   }
   var transcript = load("transcript", []);
   var handedOver = load("handoff", false);
+  var agentSeq = load("agentSeq", -1); // the last agent line shown (its event number in the conversation)
   var expecting = load("expect", null); // the bot's open question {slot, type}
 
   var style = el("link");
@@ -204,6 +207,7 @@
     forgetAll("sessionStorage");
     chat = null;
     transcript = [];
+    agentSeq = -1;
     leaveQueue();
     typing.hidden = true;
     log.textContent = "";
@@ -334,6 +338,12 @@
   }
 
   function onAgent(agent) {
+    // Each line once: it may come on the socket and again from a check after a reconnect.
+    if (typeof agent.seq === "number") {
+      if (agent.seq <= agentSeq) return;
+      agentSeq = agent.seq;
+      save("agentSeq", agentSeq);
+    }
     var name = String(agent.name || "");
     if (agent.state === "message") { remember("agent", String(agent.text || ""), undefined, name); return; }
     remember("system", String(agent.text || ""));
@@ -355,9 +365,11 @@
 
   function checkHandoff() {
     if (!chat) return;
-    chatHandoff("", "GET").then(function (response) { return response.ok ? response.json() : null; })
+    chatHandoff("?after=" + (agentSeq + 1), "GET").then(function (response) { return response.ok ? response.json() : null; })
       .then(function (state) {
         if (!state || !handedOver) return;
+        (state.agent_lines || []).forEach(onAgent); // what the agent said while the socket was down
+        if (!handedOver) return; // one of them was the agent leaving
         if (state.state === "waiting") {
           var ahead = Math.max(0, (state.position || 1) - 1);
           var minutes = Math.max(1, Math.ceil((state.estimated_wait_seconds || 60) / 60));

@@ -1,6 +1,6 @@
 """Risk-decision throughput and latency, 1 and 16 concurrent clients, SQLite and PostgreSQL.
 
-    python -m risk_api.bench [--pg-url URL] [OUTPUT.json]
+    python -m bench.risk_decisions [--pg-url URL] [OUTPUT.json]
 
 Starts the service as a subprocess per backend on a fresh database, verifies one session per
 client (L1 suffices for limit_increase) and posts decisions for a fixed time. Prints the JSON
@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
+from bench.scratch_db import create_scratch_database, drop_scratch_database
 from risk_api import demo
-from risk_api.scratch_db import create_scratch_database, drop_scratch_database
 
 CONCURRENCY = (1, 16)
 MEASURE_S = 5.0

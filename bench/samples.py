@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.audio import FRAME_MS, frame_bytes, read_wav, resample, samples, to_pcm
+from voice.audio import FRAME_MS, TELEPHONE_RATE, frame_bytes, read_wav, resample, samples, to_pcm
 from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState
 from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "var" / "test-audio"
 
 SENTENCES = (
@@ -96,8 +96,8 @@ def _trim_leading_silence(pcm: bytes, sample_rate: int) -> bytes:
     return to_pcm(values[start:])
 
 
-def speech(sentence: str, rate: int = 8000, *, voice: str = "cmn", pitch: int = 50, words_per_minute: int = 175,
-           cache_dir: Path = DEFAULT_CACHE) -> bytes:
+def speech(sentence: str, rate: int = TELEPHONE_RATE, *, voice: str = "cmn", pitch: int = 50,
+           words_per_minute: int = 175, cache_dir: Path = DEFAULT_CACHE) -> bytes:
     """A sentence spoken by espeak-ng, starting right away (leading silence trimmed), at
     SPEECH_LEVEL_DBFS."""
     espeak = _require("espeak-ng")
@@ -136,7 +136,8 @@ def _babble(seconds: float, rate: int, seed: int, cache_dir: Path) -> bytes:
     return to_pcm(mix)
 
 
-def noise(kind: str, seconds: float, rate: int = 8000, *, seed: int = 0, cache_dir: Path = DEFAULT_CACHE) -> bytes:
+def noise(kind: str, seconds: float, rate: int = TELEPHONE_RATE, *, seed: int = 0,
+          cache_dir: Path = DEFAULT_CACHE) -> bytes:
     """`seconds` of white, pink, brown or babble noise at SPEECH_LEVEL_DBFS (mix or scale it
     down to the SNR wanted). Different seeds give different stretches of the same noise."""
     if kind not in NOISE_KINDS:
@@ -152,7 +153,7 @@ def noise(kind: str, seconds: float, rate: int = 8000, *, seed: int = 0, cache_d
     return normalised(pool[offset:offset + length].tobytes(), rate)
 
 
-def silence(seconds: float, rate: int = 8000) -> bytes:
+def silence(seconds: float, rate: int = TELEPHONE_RATE) -> bytes:
     return bytes(2 * int(seconds * rate))
 
 
@@ -165,11 +166,11 @@ def mix(*tracks: bytes) -> bytes:
     return to_pcm(total)
 
 
-def delayed(pcm: bytes, seconds: float, rate: int = 8000) -> bytes:
+def delayed(pcm: bytes, seconds: float, rate: int = TELEPHONE_RATE) -> bytes:
     return silence(seconds, rate) + pcm
 
 
-def mix_at_snr(signal: bytes, noise_pcm: bytes, snr_db: float, rate: int = 8000) -> bytes:
+def mix_at_snr(signal: bytes, noise_pcm: bytes, snr_db: float, rate: int = TELEPHONE_RATE) -> bytes:
     """Signal plus noise scaled so the signal's active level is `snr_db` above the noise."""
     noise_gain = active_level_dbfs(signal, rate) - snr_db - active_level_dbfs(noise_pcm, rate)
     return mix(signal, scaled(noise_pcm, noise_gain))
@@ -190,11 +191,11 @@ class Scenario:
         return len(self.caller) / 2 / self.rate
 
 
-def bot_prompt(rate: int = 8000, cache_dir: Path = DEFAULT_CACHE) -> bytes:
+def bot_prompt(rate: int = TELEPHONE_RATE, cache_dir: Path = DEFAULT_CACHE) -> bytes:
     return speech(BOT_PROMPT, rate, voice="cmn+f3", pitch=60, cache_dir=cache_dir)
 
 
-def speech_over_noise(sentence: str, kind: str, snr_db: float, rate: int = 8000, *, onset_s: float = 1.5,
+def speech_over_noise(sentence: str, kind: str, snr_db: float, rate: int = TELEPHONE_RATE, *, onset_s: float = 1.5,
                       tail_s: float = 1.5, seed: int = 0, cache_dir: Path = DEFAULT_CACHE) -> Scenario:
     """Noise from the start, the caller speaking from `onset_s`, then `tail_s` of noise again."""
     spoken = delayed(speech(sentence, rate, cache_dir=cache_dir), onset_s, rate)
@@ -203,7 +204,7 @@ def speech_over_noise(sentence: str, kind: str, snr_db: float, rate: int = 8000,
     return Scenario(mix(spoken, background), None, onset_s, rate)
 
 
-def noise_only(kind: str, snr_db: float, seconds: float, rate: int = 8000, *, seed: int = 0,
+def noise_only(kind: str, snr_db: float, seconds: float, rate: int = TELEPHONE_RATE, *, seed: int = 0,
                cache_dir: Path = DEFAULT_CACHE) -> Scenario:
     """Noise at the level it would have `snr_db` below a caller speaking at SPEECH_LEVEL_DBFS."""
     background = scaled(noise(kind, seconds, rate, seed=seed, cache_dir=cache_dir), -snr_db)
@@ -214,8 +215,9 @@ def _echo(prompt: bytes, echo_db: float, delay_ms: int, rate: int) -> bytes:
     return scaled(delayed(prompt, delay_ms / 1000.0, rate), echo_db)
 
 
-def echo_only(echo_db: float, rate: int = 8000, *, delay_ms: int = ECHO_DELAY_MS, noise_kind: str | None = None,
-              snr_db: float = 30.0, seed: int = 0, cache_dir: Path = DEFAULT_CACHE) -> Scenario:
+def echo_only(echo_db: float, rate: int = TELEPHONE_RATE, *, delay_ms: int = ECHO_DELAY_MS,
+              noise_kind: str | None = None, snr_db: float = 30.0, seed: int = 0,
+              cache_dir: Path = DEFAULT_CACHE) -> Scenario:
     """The bot's prompt coming back on the caller's line, `echo_db` relative to its playback,
     optionally over background noise `snr_db` below a caller's speaking level."""
     prompt = bot_prompt(rate, cache_dir)
@@ -226,7 +228,7 @@ def echo_only(echo_db: float, rate: int = 8000, *, delay_ms: int = ECHO_DELAY_MS
     return Scenario(caller, prompt, None, rate)
 
 
-def speech_over_echo(sentence: str, echo_db: float, rate: int = 8000, *, onset_s: float = 1.2,
+def speech_over_echo(sentence: str, echo_db: float, rate: int = TELEPHONE_RATE, *, onset_s: float = 1.2,
                      delay_ms: int = ECHO_DELAY_MS, noise_kind: str | None = None, snr_db: float = 20.0, seed: int = 0,
                      cache_dir: Path = DEFAULT_CACHE) -> Scenario:
     """The bot speaking (its echo on the line) and the caller cutting in at `onset_s`,
@@ -240,7 +242,7 @@ def speech_over_echo(sentence: str, echo_db: float, rate: int = 8000, *, onset_s
     return Scenario(caller, prompt, onset_s, rate)
 
 
-def frames(pcm: bytes, rate: int = 8000) -> list[bytes]:
+def frames(pcm: bytes, rate: int = TELEPHONE_RATE) -> list[bytes]:
     """Whole 20 ms frames of a clip (a partial last frame is dropped)."""
     size = frame_bytes(rate)
     return [pcm[start:start + size] for start in range(0, len(pcm) - size + 1, size)]

@@ -1,0 +1,52 @@
+"""The events of the inspection stream: what Rasa's broker and the phone gateway publish, as
+stored. Nothing in them identifies a person in clear: texts are masked, one-time codes and ID
+digits redacted, and of Rasa's slots only those the rules read keep a value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+RASA = "rasa"
+CALL = "call"
+# Slots whose values the rules and figures read; every other slot is kept by name only.
+KEPT_SLOTS = frozenset({"requested_slot", "verified_level", "channel", "priority_tier"})
+HANDOFF_FIELDS = ("flow", "reason", "priority", "channel", "verified_level", "live")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    conversation_id: str
+    source: str  # RASA or CALL
+    kind: str  # Rasa's event name (user, bot, action, slot…) or a call event (see voice/call_events.py)
+    at: float  # seconds since the epoch
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int = 0  # position in the store (the consumers' cursor); 0 until stored
+
+
+def from_rasa(body: dict[str, Any]) -> StreamEvent:
+    """A protected Rasa event (bot/redaction.py `protect`) as the stream keeps it: the fields the
+    rules and figures read, nothing else (no entities, no metadata beyond the input source)."""
+    kind = str(body.get("event") or "?")
+    data: dict[str, Any] = {}
+    if kind == "user":
+        intent = (body.get("parse_data") or {}).get("intent") or {}
+        metadata = body.get("metadata") or {}
+        data = {"text": body.get("text") or "", "intent": intent.get("name"), "confidence": intent.get("confidence"),
+                "input": metadata.get("input"), "channel": metadata.get("channel") or body.get("input_channel")}
+    elif kind == "bot":
+        custom = (body.get("data") or {}).get("custom") or {}
+        data = {"text": body.get("text") or ""}
+        if custom.get("outcome"):
+            data |= {"flow": custom.get("flow"), "outcome": custom["outcome"]}
+        if isinstance(custom.get("handoff"), dict):
+            data["handoff"] = {key: custom["handoff"].get(key) for key in HANDOFF_FIELDS}
+        if isinstance(custom.get("live_agent"), dict):
+            data["agent"] = {"state": custom["live_agent"].get("state"), "text": custom["live_agent"].get("text") or ""}
+    elif kind == "action":
+        data = {"name": body.get("name"), "policy": body.get("policy"), "confidence": body.get("confidence")}
+    elif kind == "slot":
+        data = {"name": body.get("name")}
+        if body.get("name") in KEPT_SLOTS:
+            data["value"] = body.get("value")
+    return StreamEvent(str(body.get("sender_id") or "?"), RASA, kind, float(body.get("timestamp") or 0.0), data)

@@ -1,0 +1,140 @@
+"""The day's service figures from the inspected conversations (docs/quality.md): containment,
+hand-over rate and reasons, identity pass rate, average handling time, barge-in and silence
+rates, the top low-confidence utterances (as stored: masked). As CSV and Prometheus text.
+
+A conversation counts on the day (in the figures' time zone) of its first event, once the
+customer said or keyed something (a chat opened and left empty is not a conversation).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from quality.rules import SILENCE_RULES, Conversation
+
+CSV_FIELDS = ("date", "conversations", "contained", "containment_rate", "handovers", "handover_rate",
+              "handover_reasons", "identity_checks", "identity_passed", "identity_pass_rate",
+              "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence")
+
+
+@dataclass(frozen=True)
+class DailyFigures:
+    day: date
+    conversations: int
+    contained: int
+    handovers: int
+    handover_reasons: list[tuple[str, int]]
+    identity_checks: int
+    identity_passed: int
+    average_handling_seconds: float
+    voice_calls: int
+    calls_with_barge_in: int
+    calls_with_silence: int
+    low_confidence: list[tuple[str, int]]
+
+    @property
+    def containment_rate(self) -> float:
+        return _rate(self.contained, self.conversations)
+
+    @property
+    def handover_rate(self) -> float:
+        return _rate(self.handovers, self.conversations)
+
+    @property
+    def identity_pass_rate(self) -> float:
+        return _rate(self.identity_passed, self.identity_checks)
+
+    @property
+    def barge_in_rate(self) -> float:
+        return _rate(self.calls_with_barge_in, self.voice_calls)
+
+    @property
+    def silence_rate(self) -> float:
+        return _rate(self.calls_with_silence, self.voice_calls)
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def daily_figures(conversations: Iterable[Conversation], timezone: str, top: int) -> list[DailyFigures]:
+    """One entry per day with conversations, oldest first."""
+    zone = ZoneInfo(timezone)
+    by_day: dict[date, list[Conversation]] = {}
+    for conversation in conversations:
+        if conversation.customer_spoke:
+            by_day.setdefault(datetime.fromtimestamp(conversation.first_at, zone).date(), []).append(conversation)
+    return [_day(day, by_day[day], top) for day in sorted(by_day)]
+
+
+def _day(day: date, conversations: list[Conversation], top: int) -> DailyFigures:
+    handed_over = [c for c in conversations if c.handoff_reasons]
+    reasons = Counter(reason for c in handed_over for reason in set(c.handoff_reasons))
+    checked = [c for c in conversations if c.identity_asked or c.identity_passed]
+    calls = [c for c in conversations if c.voice]
+    low = Counter(text for c in conversations for text in c.low_confidence)
+    return DailyFigures(
+        day=day, conversations=len(conversations), contained=len(conversations) - len(handed_over),
+        handovers=len(handed_over), handover_reasons=reasons.most_common(top),
+        identity_checks=len(checked), identity_passed=sum(c.identity_passed for c in checked),
+        average_handling_seconds=round(sum(c.last_at - c.first_at for c in conversations) / len(conversations), 1),
+        voice_calls=len(calls), calls_with_barge_in=sum(c.barge_ins > 0 for c in calls),
+        calls_with_silence=sum(any(hit.rule in SILENCE_RULES for hit in c.hits) for c in calls),
+        low_confidence=low.most_common(top))
+
+
+def _pairs(pairs: list[tuple[str, int]]) -> str:
+    return "; ".join(f"{text}={count}" for text, count in pairs)
+
+
+def figures_csv(days: list[DailyFigures]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for figures in days:
+        writer.writerow([figures.day.isoformat(), figures.conversations, figures.contained, figures.containment_rate,
+                         figures.handovers, figures.handover_rate, _pairs(figures.handover_reasons),
+                         figures.identity_checks, figures.identity_passed, figures.identity_pass_rate,
+                         figures.average_handling_seconds, figures.voice_calls, figures.barge_in_rate,
+                         figures.silence_rate, _pairs(figures.low_confidence)])
+    return out.getvalue()
+
+
+_GAUGES = {"conversations": "Conversations today", "containment_rate": "Share resolved without an agent",
+           "handover_rate": "Share handed over to an agent", "identity_pass_rate": "Share of identity checks passed",
+           "average_handling_seconds": "Average conversation length (s)", "voice_calls": "Phone calls today",
+           "barge_in_rate": "Share of calls with a barge-in", "silence_rate": "Share of calls with a long silence"}
+
+
+def _escape(label: str) -> str:
+    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def prometheus_text(today: DailyFigures | None, hits: Counter[tuple[str, str]], alerts: int, consumed: int,
+                    conversations: int) -> str:
+    """Today's figures as gauges, and the inspection's own counters."""
+    lines = ["# HELP quality_events_consumed_total Stream events inspected since start",
+             "# TYPE quality_events_consumed_total counter", f"quality_events_consumed_total {consumed}",
+             "# HELP quality_alerts_total Live alerts raised since start", "# TYPE quality_alerts_total counter",
+             f"quality_alerts_total {alerts}",
+             "# HELP quality_conversations_tracked Conversations in the inspection's memory",
+             "# TYPE quality_conversations_tracked gauge", f"quality_conversations_tracked {conversations}",
+             "# HELP quality_rule_hits_total Rule hits since start", "# TYPE quality_rule_hits_total counter"]
+    lines += [f'quality_rule_hits_total{{rule="{rule}",severity="{severity}"}} {count}'
+              for (rule, severity), count in sorted(hits.items())]
+    for name, help_text in _GAUGES.items():
+        value = getattr(today, name) if today else 0
+        lines += [f"# HELP quality_today_{name} {help_text}", f"# TYPE quality_today_{name} gauge",
+                  f"quality_today_{name} {value}"]
+    if today:
+        lines += ["# HELP quality_today_handovers_by_reason Hand-overs today by reason",
+                  "# TYPE quality_today_handovers_by_reason gauge"]
+        lines += [f'quality_today_handovers_by_reason{{reason="{_escape(reason)}"}} {count}'
+                  for reason, count in today.handover_reasons]
+    return "\n".join(lines) + "\n"

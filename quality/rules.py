@@ -1,0 +1,283 @@
+"""The inspection rules (ivr_config/quality/rules.yaml and phrases.yaml), checked event by event
+as the stream goes: each conversation keeps a small state, each event may produce hits.
+
+Which rule reads what (quality/events.py names the events):
+- caller_silence / bot_silence: the call's speaking events (bot stopped → caller or bot again;
+  caller stopped or keyed → bot started);
+- repeated_barge_in, fast_speech, loudness_rising: `barge_in`, `caller_utterance`,
+  `caller_stopped_speaking`;
+- anger, distress: the customer's messages; forbidden_phrase: the bot's and the agents' texts;
+- recording_notice: a voice call's `bot_said` before the caller is heard;
+- identity_before_detail: a flow's outcome signal against the `verified_level` slot and the
+  flow's declared `identity:` level;
+- transfer_ignored: requests for a person not followed by a hand-over before the next message;
+- request_failed_twice: a flow's failing outcomes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.redaction import REDACTED
+from flowspec.model import LEVELS, repository_flowset
+from ivr_config.loader import load_yaml
+from quality.events import CALL, StreamEvent
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config" / "quality"
+RULES_PATH = CONFIG_DIR / "rules.yaml"
+SEVERITIES = ("minor", "major", "critical")
+SILENCE_RULES = ("caller_silence", "bot_silence")
+# What ends the wait for the caller, and what starts the wait for the bot.
+_CALLER_HEARD = {"caller_started_speaking", "key"}
+_CALLER_DONE = {"caller_stopped_speaking", "key"}
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    points: dict[str, int]
+    alert_at: str
+    rules: dict[str, dict[str, Any]]
+    forbidden: dict[str, list[str]]
+    anger: list[str]
+    distress: list[str]
+    figures: dict[str, Any]
+
+    def on(self, rule: str) -> dict[str, Any] | None:
+        settings = self.rules[rule]
+        return settings if settings.get("enabled", True) else None
+
+    def alerts(self, severity: str) -> bool:
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.alert_at)
+
+
+def load_rules(path: Path | str = RULES_PATH) -> RuleSet:
+    """The rules and their word lists; ConfigError naming the file and field otherwise."""
+    path = Path(path)
+    data = load_yaml(path, CONFIG_DIR / "rules.schema.json")
+    phrases = load_yaml(path.parent / data["phrases"], CONFIG_DIR / "phrases.schema.json")
+    return RuleSet(data["severities"], data["alert_at"], data["rules"], phrases["forbidden"], phrases["anger"],
+                   phrases["distress"], data["figures"])
+
+
+@dataclass(frozen=True)
+class FlowFacts:
+    """What the rules need of the flows: each flow's identity level, and the identity slots."""
+
+    levels: dict[str, str]
+    identity_slots: frozenset[str]
+
+    @classmethod
+    def from_repository(cls) -> FlowFacts:
+        flows = repository_flowset()
+        return cls({flow_id: flow.required_level for flow_id, flow in flows.flows.items()},
+                   frozenset(slot.name for slot in flows.identity_slots))
+
+
+@dataclass(frozen=True)
+class Hit:
+    conversation_id: str
+    rule: str
+    severity: str
+    at: float
+    detail: str
+    event_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"conversation_id": self.conversation_id, "rule": self.rule, "severity": self.severity,
+                "at": self.at, "detail": self.detail, "event_id": self.event_id}
+
+
+@dataclass
+class Conversation:
+    id: str
+    first_at: float
+    last_at: float
+    voice: bool = False
+    customer_spoke: bool = False
+    hits: list[Hit] = field(default_factory=list)
+    handoff_reasons: list[str] = field(default_factory=list)
+    identity_asked: bool = False
+    verified_level: str = "none"
+    barge_ins: int = 0
+    low_confidence: list[str] = field(default_factory=list)
+    # Rule state.
+    notice_heard: bool = False
+    caller_awaited_since: float | None = None
+    bot_awaited_since: float | None = None
+    first_level: float | None = None
+    transfer_pending: bool = False
+    transfers_ignored: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def fired(self, rule: str) -> bool:
+        return any(hit.rule == rule for hit in self.hits)
+
+    @property
+    def identity_passed(self) -> bool:
+        return LEVELS.index(self.verified_level) >= LEVELS.index("L1")
+
+
+class Inspector:
+    def __init__(self, rules: RuleSet, flows: FlowFacts) -> None:
+        self.rules = rules
+        self.flows = flows
+        self.conversations: dict[str, Conversation] = {}
+
+    def feed(self, event: StreamEvent) -> list[Hit]:
+        """The hits this event makes (already added to its conversation)."""
+        conversation = self.conversations.get(event.conversation_id)
+        if conversation is None:
+            conversation = self.conversations[event.conversation_id] = Conversation(
+                event.conversation_id, event.at, event.at)
+        conversation.first_at = min(conversation.first_at, event.at)
+        conversation.last_at = max(conversation.last_at, event.at)
+        found = self._call(conversation, event) if event.source == CALL else self._rasa(conversation, event)
+        hits = [Hit(conversation.id, rule, self.rules.rules[rule]["severity"], event.at, detail, event.id)
+                for rule, detail in found]
+        conversation.hits.extend(hits)
+        return hits
+
+    def score(self, conversation: Conversation) -> dict[str, Any]:
+        lost = sum(self.rules.points[hit.severity] for hit in conversation.hits)
+        return {"conversation_id": conversation.id, "score": max(0, 100 - lost),
+                "broken": sorted({hit.rule for hit in conversation.hits}),
+                "hits": [hit.as_dict() for hit in conversation.hits]}
+
+    def forget_before(self, at: float) -> None:
+        """Conversations whose last event is older than `at` (the figures' retention)."""
+        for conversation_id in [c.id for c in self.conversations.values() if c.last_at < at]:
+            del self.conversations[conversation_id]
+
+    # --- the phone gateway's call events ------------------------------------------------
+
+    def _call(self, conversation: Conversation, event: StreamEvent) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        kind, data, at = event.kind, event.data, event.at
+        conversation.voice = True
+        if kind == "call_started" and data.get("queue_returns"):
+            conversation.notice_heard = True  # back from the queue: it heard the notice when it began
+        elif kind == "bot_said":
+            notice = self.rules.rules["recording_notice"]["phrase"]
+            conversation.notice_heard = conversation.notice_heard or notice in str(data.get("text", ""))
+            found += self._forbidden(str(data.get("text", "")))
+        if kind in _CALLER_HEARD | {"call_ended"} and not conversation.notice_heard:
+            found += self._once(conversation, "recording_notice", "录音提示未播放")
+        if kind in _CALLER_HEARD:
+            conversation.customer_spoke = True
+        found += self._silences(conversation, kind, at)
+        if kind == "barge_in":
+            conversation.barge_ins += 1
+            rule = self.rules.on("repeated_barge_in")
+            if rule and conversation.barge_ins == rule["count"]:
+                found.append(("repeated_barge_in", f"{conversation.barge_ins} 次打断"))
+        elif kind == "caller_utterance":
+            rule = self.rules.on("fast_speech")
+            rate, characters = data.get("characters_per_second"), data.get("characters") or 0
+            if rule and rate and rate > rule["characters_per_second"] and characters >= rule["min_characters"]:
+                found += self._once(conversation, "fast_speech", f"语速 {rate} 字/秒")
+        elif kind == "caller_stopped_speaking" and data.get("level_dbfs") is not None:
+            level = float(data["level_dbfs"])
+            if conversation.first_level is None:
+                conversation.first_level = level
+            rule = self.rules.on("loudness_rising")
+            if rule and level - conversation.first_level >= rule["decibels"]:
+                found += self._once(conversation, "loudness_rising",
+                                    f"音量升高 {level - conversation.first_level:.0f} dB")
+        elif kind == "control_handoff":
+            self._handed_over(conversation, str(data.get("reason") or "未注明"))
+        return found
+
+    def _silences(self, conversation: Conversation, kind: str, at: float) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        caller, bot = self.rules.on("caller_silence"), self.rules.on("bot_silence")
+        waited = conversation.caller_awaited_since
+        if waited is not None and kind in _CALLER_HEARD | {"bot_started_speaking", "call_ended"}:
+            conversation.caller_awaited_since = None
+            if caller and at - waited > caller["seconds"]:
+                found.append(("caller_silence", f"客户静默 {at - waited:.1f} 秒"))
+        waited = conversation.bot_awaited_since
+        if waited is not None and kind in {"bot_started_speaking", "caller_started_speaking", "call_ended"}:
+            conversation.bot_awaited_since = None
+            if bot and kind == "bot_started_speaking" and at - waited > bot["seconds"]:
+                found.append(("bot_silence", f"机器人静默 {at - waited:.1f} 秒"))
+        if kind == "bot_stopped_speaking":
+            conversation.caller_awaited_since = at
+        elif kind in _CALLER_DONE:
+            conversation.bot_awaited_since = at
+        return found
+
+    # --- Rasa's events ------------------------------------------------------------------
+
+    def _rasa(self, conversation: Conversation, event: StreamEvent) -> list[tuple[str, str]]:
+        data = event.data
+        if event.kind == "user":
+            conversation.customer_spoke = True
+            if data.get("channel") in ("voice", "outbound"):
+                conversation.voice = True
+            return self._customer_message(conversation, data)
+        if event.kind == "slot" and data.get("name") == "verified_level":
+            conversation.verified_level = data.get("value") or "none"
+        elif event.kind == "slot" and data.get("name") == "requested_slot":
+            conversation.identity_asked |= data.get("value") in self.flows.identity_slots
+        elif event.kind == "bot":
+            return self._bot_message(conversation, data)
+        return []
+
+    def _customer_message(self, conversation: Conversation, data: dict[str, Any]) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        text = str(data.get("text") or "")
+        confidence = data.get("confidence")
+        if (text and text != REDACTED and not text.startswith("/") and isinstance(confidence, int | float)
+                and confidence < self.rules.figures["low_confidence_below"]):
+            conversation.low_confidence.append(text)
+        for rule, words in (("anger", self.rules.anger), ("distress", self.rules.distress)):
+            word = next((word for word in words if word in text), None)
+            if word and self.rules.on(rule):
+                found += self._once(conversation, rule, f"“{word}”")
+        transfer = self.rules.on("transfer_ignored")
+        if transfer:
+            if conversation.transfer_pending:
+                conversation.transfers_ignored += 1
+                if conversation.transfers_ignored == transfer["count"]:
+                    found.append(("transfer_ignored", f"{conversation.transfers_ignored} 次转人工未响应"))
+            conversation.transfer_pending = (data.get("intent") == transfer["intent"]
+                                             or any(phrase in text for phrase in transfer["phrases"]))
+        return found
+
+    def _bot_message(self, conversation: Conversation, data: dict[str, Any]) -> list[tuple[str, str]]:
+        found = self._forbidden(str(data.get("text") or ""))
+        found += self._forbidden(str((data.get("agent") or {}).get("text") or ""))
+        if data.get("handoff"):
+            self._handed_over(conversation, str(data["handoff"].get("reason") or "未注明"))
+        outcome, flow = data.get("outcome"), str(data.get("flow") or "")
+        detail_rule, failing = self.rules.on("identity_before_detail"), self.rules.on("request_failed_twice")
+        required = self.flows.levels.get(flow, "none")
+        if (detail_rule and outcome in detail_rule["detail_outcomes"]
+                and LEVELS.index(conversation.verified_level) < LEVELS.index(required)):
+            found.append(("identity_before_detail", f"{flow} 需 {required}，当前 {conversation.verified_level}"))
+        if failing and outcome in failing["outcomes"]:
+            conversation.failures[flow] += 1
+            if conversation.failures[flow] == failing["count"]:
+                found.append(("request_failed_twice", f"{flow} {conversation.failures[flow]} 次失败（{outcome}）"))
+        return found
+
+    # --- shared -------------------------------------------------------------------------
+
+    def _forbidden(self, text: str) -> list[tuple[str, str]]:
+        if not text or not self.rules.on("forbidden_phrase"):
+            return []
+        return [("forbidden_phrase", f"{category}：{phrase}") for category, phrases in self.rules.forbidden.items()
+                for phrase in phrases if phrase in text]
+
+    def _once(self, conversation: Conversation, rule: str, detail: str) -> list[tuple[str, str]]:
+        return [] if conversation.fired(rule) or not self.rules.on(rule) else [(rule, detail)]
+
+    @staticmethod
+    def _handed_over(conversation: Conversation, reason: str) -> None:
+        conversation.transfer_pending = False
+        if reason not in conversation.handoff_reasons[-1:]:  # the call's control repeats the bot's signal
+            conversation.handoff_reasons.append(reason)
+

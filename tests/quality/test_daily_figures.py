@@ -1,0 +1,72 @@
+"""The day's figures from a seeded set of conversations, against counts made by hand."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from datetime import date
+
+from quality.figures import daily_figures, figures_csv, prometheus_text
+from tests.quality.scripts import START, Script, inspect, verified_bill_chat
+
+HANDOFF = {"flow": "transfer_to_agent", "reason": "客户要求人工", "priority": "normal", "channel": "chat"}
+
+
+def seeded_day() -> list[Script]:
+    """Hand count, 2026-01-01 (Asia/Shanghai): 12 conversations (an empty chat does not count).
+    - 6 chats verify (L1) and hear their bill: 21 s each, contained, identity passed;
+    - 2 chats ask for a person and get one: 4 s each ("客户要求人工");
+    - 1 chat fails identity and is handed over: 11 s ("身份核验未通过");
+    - 3 calls: 10.8 s contained; 10.8 s contained with a barge-in; 15.8 s with a 9 s caller
+      silence, handed over ("客户要求人工", told by both the bot and the call's control).
+    Low confidence: "嗯那个啥" and "额度" once each (in calls); the chat's "嗯那个啥" answered the
+    name question, so its text was never stored.
+    Plus one chat on 2026-01-02."""
+    scripts = [verified_bill_chat(f"verified-{n}") for n in range(6)]
+    scripts += [Script(f"transfer-{n}").user("转人工", intent="transfer_to_agent").wait(4)
+                .bot("正在为您转接", handoff=HANDOFF).listen() for n in range(2)]
+    scripts.append(Script("not-verified").user("查账单").wait(1).slot("requested_slot", "customer_name")
+                   .bot("请问您的姓名？").listen().wait(9).user("嗯那个啥", intent="inform", confidence=0.3).wait(1)
+                   .bot("转人工", handoff={**HANDOFF, "reason": "身份核验未通过"}).listen())
+    scripts.append(Script("empty").session_starts())
+    calls = [Script(name, channel="voice").call_opens().wait(1) for name in ("call-plain", "call-barge", "call-quiet")]
+    calls[0].caller_says("嗯那个啥", 2.0, confidence=0.3).bot_answers("好的").wait(1).call("call_ended")
+    calls[1].call("barge_in", cause="speech").caller_says("额度", 2.0, confidence=0.5).bot_answers("好的").wait(1)
+    calls[1].call("call_ended")
+    calls[2].wait(8).caller_says("转人工", 2.0, intent="transfer_to_agent").wait(0.8)
+    calls[2].bot("正在为您转接", handoff={**HANDOFF, "channel": "voice"}).listen()
+    calls[2].call("control_handoff", reason="客户要求人工", flow="transfer_to_agent").wait(1).call("call_ended")
+    scripts += calls
+    scripts.append(verified_bill_chat("next-day", start=START + 86400))
+    return scripts
+
+
+def test_figures_of_a_seeded_day_match_the_hand_count() -> None:
+    first, second = daily_figures(inspect(*seeded_day()).conversations.values(), "Asia/Shanghai", top=10)
+    assert (first.day, second.day, second.conversations) == (date(2026, 1, 1), date(2026, 1, 2), 1)
+    assert (first.conversations, first.contained, first.handovers) == (12, 8, 4)
+    assert (first.containment_rate, first.handover_rate) == (0.6667, 0.3333)
+    assert first.handover_reasons == [("客户要求人工", 3), ("身份核验未通过", 1)]
+    assert (first.identity_checks, first.identity_passed, first.identity_pass_rate) == (7, 6, 0.8571)
+    assert first.average_handling_seconds == round((6 * 21 + 2 * 4 + 11 + 10.8 + 10.8 + 15.8) / 12, 1)  # 15.2
+    assert (first.voice_calls, first.barge_in_rate, first.silence_rate) == (3, 0.3333, 0.3333)
+    assert first.low_confidence == [("嗯那个啥", 1), ("额度", 1)]
+
+
+def test_the_csv_has_one_row_per_day_with_the_reasons_spelt_out() -> None:
+    days = daily_figures(inspect(*seeded_day()).conversations.values(), "Asia/Shanghai", top=10)
+    rows = list(csv.DictReader(io.StringIO(figures_csv(days))))
+    assert [row["date"] for row in rows] == ["2026-01-01", "2026-01-02"]
+    assert rows[0]["containment_rate"] == "0.6667" and rows[0]["average_handling_seconds"] == "15.2"
+    assert rows[0]["handover_reasons"] == "客户要求人工=3; 身份核验未通过=1"
+
+
+def test_prometheus_text_carries_todays_figures_and_the_rule_hits() -> None:
+    inspector = inspect(*seeded_day())
+    today = daily_figures(inspector.conversations.values(), "Asia/Shanghai", top=10)[0]
+    text = prometheus_text(today, Counter({("caller_silence", "minor"): 1}), 0, 99, 14)
+    assert "quality_today_containment_rate 0.6667\n" in text
+    assert 'quality_rule_hits_total{rule="caller_silence",severity="minor"} 1\n' in text
+    assert 'quality_today_handovers_by_reason{reason="客户要求人工"} 3\n' in text
+    assert "quality_events_consumed_total 99\n" in text
