@@ -24,6 +24,7 @@ export CHAT_SESSION_SECRET ?= dev-only-chat-session-secret
 export TRACKER_STORE_KEY ?= dev-only-tracker-store-key
 export OUTBOUND_NUMBER_KEY ?= dev-only-outbound-number-key
 export OUTBOUND_DESK_TOKEN ?= dev-only-outbound-desk-token
+export QUALITY_API_TOKEN ?= dev-only-quality-api-token
 export OUTBOUND_GATEWAY_TOKEN ?= dev-only-outbound-gateway-token
 export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
 # The agent desk's accounts: development ones (password dev-only-agent-password), refused

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from stack.services import ROOT, Ports, Secrets, outbound_dialer, phone_gateway, stack, started
+from stack.services import ROOT, Ports, Secrets, outbound_dialer, phone_gateway, quality_inspection, stack, started
 from trust.env_secrets import SecretError
 
 LOG_DIR = ROOT / "var" / "log"
@@ -20,7 +20,8 @@ def main() -> int:
         return 2
     ports = Ports.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    services = stack(ports, keys) + [phone_gateway(ports, keys), outbound_dialer(ports, keys)]
+    services = stack(ports, keys) + [phone_gateway(ports, keys), outbound_dialer(ports, keys),
+                                      quality_inspection(ports, keys)]
     print(f"starting {', '.join(service.name for service in services)} (logs: {LOG_DIR.relative_to(ROOT)}/)",
           flush=True)
     try:
@@ -29,7 +30,8 @@ def main() -> int:
                   f"chat REST http://127.0.0.1:{ports.rasa}/webhooks/chat/webhook (session from "
                   f"POST http://127.0.0.1:{ports.web}/chat/session), "
                   f"risk API http://127.0.0.1:{ports.risk_api}/docs, "
-                  f"phone (AudioSocket) 127.0.0.1:{ports.audiosocket} — Ctrl-C stops", flush=True)
+                  f"phone (AudioSocket) 127.0.0.1:{ports.audiosocket}, "
+                  f"quality inspection http://127.0.0.1:{ports.quality}/alerts — Ctrl-C stops", flush=True)
             while not running.exited():
                 time.sleep(1)
             print(f"stopped: {', '.join(running.exited())} exited — see {LOG_DIR}", file=sys.stderr)

@@ -118,11 +118,13 @@ class Ports:
     audiosocket: int = 9092
     gateway_health: int = 9093
     outbound_health: int = 9094
+    quality: int = 9095
 
     @classmethod
     def free(cls) -> Ports:
         return cls(rasa=free_port(), actions=free_port(), risk_api=free_port(), web=free_port(),
-                   audiosocket=free_port(), gateway_health=free_port(), outbound_health=free_port())
+                   audiosocket=free_port(), gateway_health=free_port(), outbound_health=free_port(),
+                   quality=free_port())
 
     @classmethod
     def from_environment(cls) -> Ports:
@@ -134,6 +136,7 @@ class Ports:
             audiosocket=int(os.environ.get("AUDIOSOCKET_PORT", 9092)),
             gateway_health=int(os.environ.get("GATEWAY_HEALTH_PORT", 9093)),
             outbound_health=int(os.environ.get("OUTBOUND_HEALTH_PORT", 9094)),
+            quality=int(os.environ.get("QUALITY_PORT", 9095)),
         )
 
 
@@ -155,6 +158,7 @@ class Secrets:
     outbound_number: str  # dialler: keys the digests of numbers in its queue (no number stored in clear)
     outbound_desk: str  # web server (agent desk) -> the dialler's campaign routes
     outbound_gateway: str  # phone gateway -> the dialler's outcome route (what each answered call came to)
+    quality_api: str  # web server / operators -> the quality inspection service
 
     ENV_NAMES = {
         "risk_engine": "RISK_API_ENGINE_TOKEN", "risk_desk": "RISK_API_DESK_TOKEN",
@@ -163,7 +167,7 @@ class Secrets:
         "rasa_dialer": "RASA_DIALER_TOKEN", "rasa_desk": "RASA_DESK_TOKEN", "action_server": "ACTION_SERVER_TOKEN",
         "chat_session": "CHAT_SESSION_SECRET", "tracker_store": "TRACKER_STORE_KEY",
         "outbound_number": "OUTBOUND_NUMBER_KEY", "outbound_desk": "OUTBOUND_DESK_TOKEN",
-        "outbound_gateway": "OUTBOUND_GATEWAY_TOKEN",
+        "outbound_gateway": "OUTBOUND_GATEWAY_TOKEN", "quality_api": "QUALITY_API_TOKEN",
     }
 
     @classmethod
@@ -286,5 +290,17 @@ def outbound_dialer(ports: Ports, keys: Secrets) -> Service:
         env={"RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_dialer,
              "OUTBOUND_HEALTH_PORT": str(ports.outbound_health), "PYTHONPATH": str(ROOT),
              **keys.env("outbound_number", "outbound_desk", "outbound_gateway")},
+        start_timeout_seconds=60,
+    )
+
+
+def quality_inspection(ports: Ports, keys: Secrets) -> Service:
+    """Quality inspection (quality/): reads the conversations' event stream (Rasa's broker and the
+    phone gateway write it), applies ivr_config/quality/ rules live, serves alerts, scores and figures."""
+    return Service(
+        "quality",
+        [str(SERVICES_VENV / "bin" / "python"), "-m", "quality"],
+        f"http://127.0.0.1:{ports.quality}/health",
+        env={"QUALITY_PORT": str(ports.quality), "PYTHONPATH": str(ROOT), **keys.env("quality_api")},
         start_timeout_seconds=60,
     )
