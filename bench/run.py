@@ -156,7 +156,9 @@ def desk_figures(web_url: str, risk_url: str) -> dict[str, Any]:
                 "flow": flows[number % len(flows)], "reason": "客户要求人工",
                 "priority": ("normal", "high")[number % 7 == 0], "summary": summary}).raise_for_status()
     with httpx.Client(base_url=web_url, timeout=30) as http:
-        http.post("/desk/login", data=DESK_LOGIN).raise_for_status()
+        login = http.post("/desk/login", data=DESK_LOGIN)
+        if login.status_code != 303 or login.headers.get("location") != "/desk":  # a failed log-in redirects elsewhere
+            raise RuntimeError(f"desk log-in refused: {login.status_code} {login.headers.get('location')}")
         api_ms = []
         for _ in range(DESK_LOADS):
             began = time.perf_counter()
