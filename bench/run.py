@@ -141,10 +141,32 @@ def web_widget_figures(web_url: str) -> dict[str, Any]:
     return {"page_weight_bytes": weight, "first_interaction_p50_ms": round(statistics.median(interactive_ms), 1)}
 
 
+# Put in every desk page the bench opens: marks the first frame painted after desk.js put the
+# cards in (it sets body[data-updated]); a requestAnimationFrame callback runs just before paint.
+FIRST_PAGE_PAINTED = """
+new MutationObserver(function (_, observer) {
+  if (!document.body || !document.body.dataset.updated) return;
+  observer.disconnect();
+  requestAnimationFrame(function () { performance.mark("desk-first-page"); });
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-updated"]});
+"""
+
+
+def first_page_painted(page: Any) -> float:
+    """The mark's time (ms since navigation start). Polled: the desk's CSP refuses
+    wait_for_function's evaluated strings."""
+    for _ in range(3000):  # 30 s at most
+        painted = page.evaluate("performance.getEntriesByName('desk-first-page').map(mark => mark.startTime)[0]")
+        if painted is not None:
+            return float(painted)
+        page.wait_for_timeout(10)
+    raise RuntimeError("the desk's first page was never painted")
+
+
 def desk_figures(web_url: str, risk_url: str) -> dict[str, Any]:
     """With DESK_HANDOFFS waiting hand-overs, the agent desk's first page: from navigation start
-    until its cards are on the page (desk.js marks body[data-updated]), in headless Chromium,
-    logged in; and the queue API's own latency for that page."""
+    until the frame that paints its cards (FIRST_PAGE_PAINTED), in headless Chromium, logged in;
+    and the queue API's own latency for that page."""
     from playwright.sync_api import sync_playwright  # only `make bench` needs a browser
 
     flows = ["bill_inquiry", "transfer_to_agent", "collection_complaint", "early_repayment"]
@@ -174,12 +196,13 @@ def desk_figures(web_url: str, risk_url: str) -> dict[str, Any]:
         login.get_by_label("密码").fill(DESK_LOGIN["password"])
         login.get_by_role("button", name="登录").click()
         login.locator("body[data-updated]").wait_for(timeout=30_000)
+        context.add_init_script(FIRST_PAGE_PAINTED)
         for _ in range(DESK_LOADS):
             page = context.new_page()
             page.goto(web_url + "/desk")
             page.locator("body[data-updated]").wait_for(timeout=30_000)
             assert page.locator("#handoffs li.card").count() == 20
-            rendered_ms.append(page.evaluate("performance.now()"))
+            rendered_ms.append(first_page_painted(page))
             page.close()
         browser.close()
     ordered = sorted(rendered_ms)
@@ -287,8 +310,8 @@ def write_report(results: dict[str, Any]) -> None:
                      f"{chat['customer_to_agent_p50_ms']} ({chat['customer_to_agent_p95_ms']}) ms"))
     desk = results.get("desk")
     if desk:
-        rows.append((f"Agent desk first page with {desk['waiting_handoffs']} waiting hand-overs, headless Chromium: "
-                     "p50 / p95 (queue API p50)",
+        rows.append((f"Agent desk first page with {desk['waiting_handoffs']} waiting hand-overs, headless Chromium, "
+                     "navigation start → the frame that paints the cards: p50 / p95 (queue API p50), target < 300 ms",
                      f"{desk['first_page_p50_ms']} / {desk['first_page_p95_ms']} ms ({desk['queue_api_p50_ms']} ms)"))
     for backend in ("sqlite", "postgres"):
         for clients, figures in results["risk_api"].get(backend, {}).items():

@@ -17,6 +17,8 @@ Who may say what:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -65,6 +67,12 @@ MAX_AGENT_NAME_CHARS = 16
 # the survey asks for a rating; a customer who gave up waiting is offered the callback flow.
 RESUME_WITH = {"leave": "satisfaction_survey", "withdraw": "callback_request"}
 RELAY_VERBS = ("join", "say", "leave", "withdraw", "read")
+# A read may wait for the conversation to grow (the desk's event stream long-polls, so a
+# customer's line reaches the agent as soon as Rasa has it). This process wakes the read when the
+# line arrives here; with several Rasa processes the line may arrive at another, so the read also
+# looks again every RELAY_RECHECK_SECONDS.
+MAX_RELAY_WAIT_SECONDS = 25.0
+RELAY_RECHECK_SECONDS = 1.0
 AGENT_JOINED = "您好，我是人工客服{name}，很高兴为您服务。"
 AGENT_LEFT = "人工客服已结束本次服务，感谢您的耐心。"
 
@@ -121,6 +129,7 @@ class WebChatInput(SocketIOInput):
         webhook = SocketBlueprint(sio, self.socketio_path, "webchat_webhook", __name__)
         self.sio = sio
         tokens: dict[str, str] = {}  # socket id -> the token it proved its session with
+        relay = LiveAgentRelay(lambda: SocketIOOutput(sio, self.bot_message_evt), self.name())
 
         @webhook.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -155,8 +164,7 @@ class WebChatInput(SocketIOInput):
             output = SocketIOOutput(sio, self.bot_message_evt)
             await on_new_message(UserMessage(text, output, session_id, input_channel=self.name(),
                                              metadata=dict(CHAT_METADATA)))
-
-        relay = LiveAgentRelay(lambda: SocketIOOutput(sio, self.bot_message_evt), self.name())
+            relay.conversation_grew(session_id)
 
         @webhook.route("/agent", methods=["POST"])
         async def agent(request: Request) -> HTTPResponse:
@@ -199,36 +207,56 @@ def transcript(events: list[dict[str, Any]], after: int) -> list[dict[str, Any]]
     return said
 
 
+class _Growth:
+    """Set when a conversation grows; kept while some read waits on it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.readers = 0
+
+
 class LiveAgentRelay:
     """`{"sender": <chat session>, "do": "join" | "say" | "leave" | "withdraw" | "read", "agent_name",
-    "text", "after"}` from the web server, which has already checked that the logged-in agent holds
-    the hand-over of this conversation, or that the customer gave up waiting (the risk API decides
-    who holds what)."""
+    "text", "after", "wait"}` from the web server, which has already checked that the logged-in
+    agent holds the hand-over of this conversation, or that the customer gave up waiting (the risk
+    API decides who holds what). A read with `wait` seconds answers once the conversation has
+    events after `after`, or when the wait is over."""
 
-    def __init__(self, output: Callable[[], SocketIOOutput], input_channel: str) -> None:
+    def __init__(self, output: Callable[[], SocketIOOutput], input_channel: str,
+                 recheck_seconds: float = RELAY_RECHECK_SECONDS) -> None:
         self.output = output
         self.input_channel = input_channel
+        self.recheck_seconds = recheck_seconds
+        self._growth: dict[str, _Growth] = {}  # only conversations a read is waiting on
+
+    def conversation_grew(self, sender: str) -> None:
+        """Wake the reads waiting on `sender` (a new customer line, an agent's, the bot's)."""
+        growth = self._growth.pop(sender, None)
+        if growth is not None:
+            growth.event.set()
 
     async def handle(self, agent: Any, body: dict[str, Any]) -> HTTPResponse:
         sender, do = body.get("sender"), body.get("do")
         name, text, after = body.get("agent_name", ""), body.get("text", ""), body.get("after", 0)
+        wait = body.get("wait", 0)
         if (not isinstance(sender, str) or not 0 < len(sender) <= 128 or do not in RELAY_VERBS
                 or not isinstance(name, str) or len(name) > MAX_AGENT_NAME_CHARS
                 or not isinstance(text, str) or len(text) > MAX_AGENT_TEXT_CHARS
-                or not isinstance(after, int) or isinstance(after, bool) or after < 0):
-            return _refused(400, "malformed", "sender, do (join/say/leave/withdraw/read), agent_name, text, after")
+                or not isinstance(after, int) or isinstance(after, bool) or after < 0
+                or not isinstance(wait, int | float) or isinstance(wait, bool)
+                or not 0 <= wait <= MAX_RELAY_WAIT_SECONDS):
+            return _refused(400, "malformed",
+                            "sender, do (join/say/leave/withdraw/read), agent_name, text, after, wait (0-25 s)")
         if do in ("join", "say", "leave") and not name.strip():
             return _refused(400, "malformed", "agent_name is required")
         if do == "say" and not text.strip():
             return _refused(400, "malformed", "an empty message")
+        if do == "read":
+            return await self._read(agent, sender, after, float(wait))
         async with agent.lock_store.lock(sender):
             tracker = await agent.tracker_store.retrieve(sender)
             if tracker is None or not tracker.events:
                 return _refused(404, "unknown_conversation", "no such conversation")
-            if do == "read":
-                events = [event.as_dict() for event in tracker.events]
-                return response.json({"messages": transcript(events, after), "next": len(events),
-                                      "paused": tracker.is_paused()})
             output = self.output()
             events = self._events(do, name.strip(), text.strip(), tracker, len(tracker.events))
             for event in events:
@@ -238,8 +266,33 @@ class LiveAgentRelay:
                 await agent.processor.trigger_external_user_uttered(RESUME_WITH[do], None, tracker, output)
             else:
                 await agent.processor.save_tracker(tracker)
+        self.conversation_grew(sender)
         log.info("live agent %s for %s", do, session_ref(sender))
         return response.json({"ok": True, "paused": tracker.is_paused()})
+
+    async def _read(self, agent: Any, sender: str, after: int, wait: float) -> HTTPResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            # Registered before the look: a line arriving between the look and the wait still wakes it.
+            growth = self._growth.setdefault(sender, _Growth())
+            growth.readers += 1
+            try:
+                async with agent.lock_store.lock(sender):
+                    tracker = await agent.tracker_store.retrieve(sender)
+                if tracker is None or not tracker.events:
+                    return _refused(404, "unknown_conversation", "no such conversation")
+                left = deadline - loop.time()
+                if len(tracker.events) > after or left <= 0:
+                    events = [event.as_dict() for event in tracker.events]
+                    return response.json({"messages": transcript(events, after), "next": len(events),
+                                          "paused": tracker.is_paused()})
+                with contextlib.suppress(asyncio.TimeoutError):  # Python 3.10: not yet the builtin
+                    await asyncio.wait_for(growth.event.wait(), min(left, self.recheck_seconds))
+            finally:
+                growth.readers -= 1
+                if not growth.readers and self._growth.get(sender) is growth:
+                    del self._growth[sender]
 
     @staticmethod
     def _events(do: str, name: str, text: str, tracker: Any, first: int) -> list[Event]:

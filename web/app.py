@@ -8,6 +8,7 @@ browser names.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -32,6 +33,7 @@ from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
 from web.push import StampWatcher
 from web.throttle import Clock, Throttle
+from web.upstream import Upstream
 
 log = logging.getLogger("web")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -45,7 +47,13 @@ PHONE_SEARCH = r"^(?:1\d{10}|1\d{2}\*{4}\d{4}|\d{4})$"
 HANDOFFS_PER_PAGE = 20
 # The desk's event stream: how often it looks at an open conversation, and sends a comment
 # when nothing happened (proxies close streams that stay silent).
-CONVERSATION_CHECK_SECONDS = 0.5
+# The desk's event stream: each open conversation long-polls Rasa (a wait per read, a pause after
+# a read that found nothing new), and the desk session is checked every SESSION_CHECK_SECONDS.
+CONVERSATION_WAIT_SECONDS = 20.0
+CONVERSATION_PAUSE_SECONDS = 0.2
+SESSION_CHECK_SECONDS = 1.0
+NEWS_BACKLOG = 64  # events a stream holds while its page is slow to read them
+RELAY_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
 LOGIN_FAILURES = 5  # per source address and per user name …
@@ -113,6 +121,10 @@ def known(value: str | None, words: Mapping[str, str], what: str) -> str | None:
     return value
 
 
+async def none() -> None:
+    """Nothing to ask, in an `asyncio.gather` of things to ask."""
+
+
 def content_security_policy(connect_to: str = "") -> str:
     """Scripts, styles and images from this server only, nothing inline, no framing."""
     return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -141,9 +153,12 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     # Read now too: a broken accounts file stops the start (ivr_config.loader.ConfigError).
     accounts: Accounts | None = load_accounts(settings.accounts_file) if settings.accounts_file else None
 
-    def risk_api() -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=settings.risk_api_url, timeout=10,
-                                 headers={"Authorization": f"Bearer {settings.risk_api_token}"})
+    risk_api = Upstream(settings.risk_api_url, settings.risk_api_token, timeout=10)
+    rasa_relay = Upstream(settings.rasa_internal_url, settings.rasa_desk_token, timeout=RELAY_TIMEOUT_SECONDS)
+    dialler = Upstream(settings.outbound_url, settings.outbound_desk_token, timeout=30)
+    app.router.on_shutdown.append(risk_api.aclose)
+    app.router.on_shutdown.append(rasa_relay.aclose)
+    app.router.on_shutdown.append(dialler.aclose)
 
     def source_of(request: Request) -> str:
         """The client's address; behind the proxy, the one it appended to X-Forwarded-For."""
@@ -245,9 +260,9 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                              "expires_in": issued.expires_at - int(now)}, headers=cors)
 
     @app.get("/desk", response_class=HTMLResponse)
-    def desk(request: Request, failed: bool = False) -> str:
+    async def desk(request: Request, failed: bool = False) -> str:
         agent = logged_in_agent(request)
-        return pages.desk_page(agent) if agent else pages.login_page(failed)
+        return pages.desk_page(agent, await first_page(agent)) if agent else pages.login_page(failed)
 
     @app.post("/desk/login")
     async def login(request: Request) -> Response:
@@ -295,8 +310,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     async def risk_call(method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            async with risk_api() as client:
-                return await client.request(method, path, **kwargs)
+            return await risk_api.client().request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise HTTPException(502, "risk API unavailable") from error
 
@@ -319,13 +333,14 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         return answer_json("risk API unavailable", answer, passed)
 
     async def relay(do: str, session_id: str, **fields: Any) -> dict[str, Any]:
-        """Rasa's live-agent route (bot/channels.py): join, say, leave, withdraw or read."""
+        """Rasa's live-agent route (bot/channels.py): join, say, leave, withdraw or read (a read
+        with `wait` answers when the conversation grows or the wait is over)."""
         if not settings.rasa_desk_token:
             raise HTTPException(503, "live chat not configured: set RASA_DESK_TOKEN")
         try:
-            async with httpx.AsyncClient(base_url=settings.rasa_internal_url, timeout=10) as client:
-                answer = await client.post("/webhooks/webchat/agent", json={"sender": session_id, "do": do, **fields},
-                                           headers={"Authorization": f"Bearer {settings.rasa_desk_token}"})
+            answer = await rasa_relay.client().post("/webhooks/webchat/agent",
+                                                    json={"sender": session_id, "do": do, **fields},
+                                                    timeout=RELAY_TIMEOUT_SECONDS + fields.get("wait", 0))
             if answer.status_code == 200:
                 return dict(answer.json())
         except (httpx.HTTPError, ValueError, TypeError) as error:
@@ -352,14 +367,41 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         supervisors."""
         return handoff.get("status") == "waiting" or handoff.get("agent") == agent.login or agent.may("supervise")
 
+    async def queue_page(agent: Agent, params: Mapping[str, str], offset: int) -> dict[str, Any]:
+        """One page of hand-overs (filtered by `params`) and the pending reviews, each only for a
+        role that works on it."""
+        page: dict[str, Any] = {"handoffs": [], "total": 0, "offset": offset, "page_size": HANDOFFS_PER_PAGE,
+                                "reviews": [], "mine": []}
+        handles, reviews = agent.may("handle"), agent.may("review")
+        # The three looks at the risk API go out together.
+        answer, mine, pending = await asyncio.gather(
+            risk_call("GET", "/handoffs", params={**params, "limit": HANDOFFS_PER_PAGE, "offset": offset})
+            if handles else none(),
+            # The agent's own open cases, whatever the filters: a phone call a queue member answered
+            # pops up on that agent's desk (the gateway reports AMI AgentConnect with the member name).
+            risk_call("GET", "/handoffs", params={"status": "accepted", "agent": agent.login,
+                                                  "limit": HANDOFFS_PER_PAGE}) if handles else none(),
+            risk_call("GET", "/reviews", params={"status": "pending"}) if reviews else none())
+        if answer is not None and mine is not None:
+            try:
+                page["total"] = int(answer.headers["x-total-count"])
+            except (KeyError, ValueError) as error:
+                raise HTTPException(502, "risk API unavailable") from error
+            page["handoffs"] = [for_desk(item) for item in risk_json(answer)]
+            page["mine"] = [for_desk(item) for item in risk_json(mine)]
+        if pending is not None:
+            page["reviews"] = [{**{key: item.get(key) for key in REVIEW_FIELDS},
+                                "action_name": labels.action_names().get(str(item.get("action")), labels.UNKNOWN)}
+                               for item in risk_json(pending)]
+        return page
+
     @app.get("/desk/api/queue")
     async def queue(request: Request, status: str = "waiting", channel: str | None = None,
                     priority: str | None = None, flow: str | None = None,
                     handoff_id: Annotated[str | None, Query(pattern=HANDOFF_ID)] = None,
                     phone: Annotated[str | None, Query(pattern=PHONE_SEARCH)] = None,
                     offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
-        """One page of hand-overs (filtered; by default the waiting ones) and the pending reviews,
-        each only for a role that works on it."""
+        """One page of hand-overs (filtered; by default the waiting ones) and the pending reviews."""
         agent = logged_in_agent(request)
         if agent is None:
             raise HTTPException(401, "login required")
@@ -367,28 +409,19 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                   "channel": known(channel, labels.CHANNELS, "channel"),
                   "priority": known(priority, labels.PRIORITIES, "priority"),
                   "flow": known(flow, flow_names, "flow"), "handoff_id": handoff_id, "phone": phone}
-        params = {key: value for key, value in wanted.items() if value is not None}
-        page: dict[str, Any] = {"handoffs": [], "total": 0, "offset": offset, "page_size": HANDOFFS_PER_PAGE,
-                                "reviews": [], "mine": []}
-        if agent.may("handle"):
-            answer = await risk_call("GET", "/handoffs", params={**params, "limit": HANDOFFS_PER_PAGE,
-                                                                  "offset": offset})
-            try:
-                page["total"] = int(answer.headers["x-total-count"])
-            except (KeyError, ValueError) as error:
-                raise HTTPException(502, "risk API unavailable") from error
-            page["handoffs"] = [for_desk(item) for item in risk_json(answer)]
-            # The agent's own open cases, whatever the filters: a phone call a queue member answered
-            # pops up on that agent's desk (the gateway reports AMI AgentConnect with the member name).
-            mine = await risk_call("GET", "/handoffs", params={"status": "accepted", "agent": agent.login,
-                                                               "limit": HANDOFFS_PER_PAGE})
-            page["mine"] = [for_desk(item) for item in risk_json(mine)]
-        if agent.may("review"):
-            reviews = risk_json(await risk_call("GET", "/reviews", params={"status": "pending"}))
-            page["reviews"] = [{**{key: item.get(key) for key in REVIEW_FIELDS},
-                                "action_name": labels.action_names().get(str(item.get("action")), labels.UNKNOWN)}
-                               for item in reviews]
-        return page
+        return await queue_page(agent, {key: value for key, value in wanted.items() if value is not None}, offset)
+
+    async def first_page(agent: Agent) -> dict[str, Any] | None:
+        """What the desk opens on (the waiting hand-overs' first page) and the desk stamp it shows,
+        sent with the page itself: no round trip before the agent sees the queue. None when the
+        risk API cannot say; the page then asks for it as for any other page."""
+        # Taken before the list (the watcher's last look, at most a watch interval old): a change
+        # after it reaches the page as a new stamp, never the other way round.
+        stamp = watcher.stamp or await desk_stamp()
+        try:
+            return {**await queue_page(agent, {"status": "waiting"}, 0), "stamp": stamp}
+        except HTTPException:
+            return None
 
     async def desk_stamp() -> str | None:
         try:
@@ -398,11 +431,29 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     watcher = StampWatcher(desk_stamp)
 
-    async def conversation_length(session_id: str, after: int) -> int:
-        try:
-            return int((await relay("read", session_id, after=after)).get("next", after))
-        except (HTTPException, TypeError, ValueError):
-            return after
+    async def conversation_growth(session_id: str, news: asyncio.Queue[str]) -> None:
+        """Long-polls Rasa's relay and tells the stream each time the conversation has new events:
+        a customer's line reaches the agent's page as soon as Rasa has it."""
+        length = 0
+        while True:
+            try:
+                grown = int((await relay("read", session_id, after=length,
+                                         wait=CONVERSATION_WAIT_SECONDS)).get("next", length))
+            except (HTTPException, TypeError, ValueError):
+                grown = length  # Rasa down or the conversation gone: look again after a pause
+            if grown != length:
+                length = grown
+                await news.put(f"event: conversation\ndata: {json.dumps({'next': length})}\n\n")
+            else:  # the wait ran out (or the read failed): no tight loop either way
+                await asyncio.sleep(CONVERSATION_PAUSE_SECONDS)
+
+    async def queue_changes(news: asyncio.Queue[str]) -> None:
+        stamp = None
+        while True:
+            changed = await watcher.next_change(stamp, KEEPALIVE_SECONDS)
+            if changed is not None:
+                stamp = changed
+                await news.put(f"event: queue\ndata: {json.dumps({'stamp': changed})}\n\n")
 
     @app.get("/desk/api/events")
     async def desk_events(request: Request,
@@ -421,28 +472,31 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 session_id = handoff["session_id"] if may_see(agent, handoff) else None
 
         async def stream() -> AsyncIterator[str]:
-            stamp, length, quiet = None, 0, 0.0
             yield "retry: 2000\n\n"
+            news: asyncio.Queue[str] = asyncio.Queue(maxsize=NEWS_BACKLOG)
             async with watcher.listening():
-                while True:
-                    wait = CONVERSATION_CHECK_SECONDS if session_id else KEEPALIVE_SECONDS
-                    changed = await watcher.next_change(stamp, wait)
-                    if logged_in_agent(request) is None or await request.is_disconnected():
-                        break
-                    said = False
-                    if changed is not None:
-                        stamp, said = changed, True
-                        yield f"event: queue\ndata: {json.dumps({'stamp': changed})}\n\n"
-                    if session_id is not None:
-                        now_length = await conversation_length(session_id, length)
-                        if now_length != length:
-                            length, said = now_length, True
-                            yield f"event: conversation\ndata: {json.dumps({'next': length})}\n\n"
-                    quiet = 0.0 if said else quiet + wait
-                    if quiet >= KEEPALIVE_SECONDS:
-                        quiet = 0.0
-                        yield ": keep-alive\n\n"
-                yield "event: ended\ndata: {}\n\n"
+                watches = [asyncio.create_task(queue_changes(news))]
+                if session_id is not None:
+                    watches.append(asyncio.create_task(conversation_growth(session_id, news)))
+                try:
+                    quiet = 0.0
+                    while True:
+                        try:
+                            said = await asyncio.wait_for(news.get(), SESSION_CHECK_SECONDS)
+                        except TimeoutError:
+                            said = None
+                        if logged_in_agent(request) is None or await request.is_disconnected():
+                            break
+                        quiet = 0.0 if said else quiet + SESSION_CHECK_SECONDS
+                        if said:
+                            yield said
+                        elif quiet >= KEEPALIVE_SECONDS:
+                            quiet = 0.0
+                            yield ": keep-alive\n\n"
+                    yield "event: ended\ndata: {}\n\n"
+                finally:
+                    for watch in watches:
+                        watch.cancel()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})  # nginx: pass each event on at once
@@ -540,9 +594,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         if not settings.outbound_desk_token:
             raise HTTPException(503, {"code": "not_configured", "message": "外呼服务未配置（OUTBOUND_DESK_TOKEN）。"})
         try:
-            async with httpx.AsyncClient(base_url=settings.outbound_url, timeout=30, headers={
-                    "Authorization": f"Bearer {settings.outbound_desk_token}"}) as client:
-                return await client.request(method, path, **kwargs)
+            return await dialler.client().request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise HTTPException(502, dialler_unavailable) from error
 

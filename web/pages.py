@@ -1,11 +1,14 @@
 """The HTML pages. Only fixed markup and escaped settings go in here: every message, name and
 summary reaches the page as JSON and is put in with textContent by the scripts. No inline
-script or style: the Content-Security-Policy (web/app.py) allows neither."""
+script or style: the Content-Security-Policy (web/app.py) allows neither (a JSON data block is
+not a script: the browser never runs it, desk.js reads it as text)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from html import escape
+from typing import Any
 
 from web import labels
 from web.accounts import Agent
@@ -67,9 +70,17 @@ QUICK_REPLIES = ("您好，请问有什么可以帮您？", "请稍等，我为�
                  "感谢您的耐心等待。")
 
 
-def desk_page(agent: Agent) -> str:
+def json_data_block(element_id: str, data: Any) -> str:
+    """`data` as a JSON block the page's scripts read. `<`, `>` and `&` are escaped inside the
+    strings so no text in it (a customer's words) can close the element or open markup."""
+    text = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script type="application/json" id="{escape(element_id, quote=True)}">{text}</script>'
+
+
+def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
     """The desk. Its filters offer the values web/labels.py names in Chinese; it opens on the
-    waiting hand-overs. Each role sees the parts it works in."""
+    waiting hand-overs, `first_page` of them sent with the page when the server has it. Each role
+    sees the parts it works in."""
     roles = "、".join(ROLE_NAMES[role] for role in sorted(agent.roles))
     handles, reviews = agent.may("handle"), agent.may("review")
     filters = "\n".join((
@@ -136,6 +147,7 @@ def desk_page(agent: Agent) -> str:
 {handoff_section}
 {review_section}
 </main>
+{json_data_block("first-page", first_page) if first_page else ""}
 <script src="/static/desk-dom.js" defer></script>
 <script src="/static/desk.js" defer></script>
 </body>

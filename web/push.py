@@ -25,6 +25,11 @@ class StampWatcher:
         self._listeners = 0
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def stamp(self) -> str | None:
+        """The last stamp seen (None before the first look)."""
+        return self._stamp
+
     async def _watch(self) -> None:
         while self._listeners:
             try:

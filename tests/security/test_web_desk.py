@@ -50,6 +50,7 @@ class FakeRiskApi:
     url: str
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     accepted: set[str] = field(default_factory=set)
+    summary: str = "…"  # of every hand-over it lists
 
     def forwarded_posts(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         """The POSTs that reached it, but for the audit of each log-in (POST /agents/<login>/sessions)."""
@@ -65,7 +66,7 @@ def _handler(record: FakeRiskApi) -> type[JsonPeer]:
                 self.answer([{"handoff_id": HANDOFF_ID, "session_id": SESSION_ID, "priority": "normal",
                                "flow": "callback_request", "customer_id": "C001", "verified_level": "none",
                                "channel": "voice", "status": "waiting", "agent": None, "reason": "asked",
-                               "summary": "…", "created_at": "now", "accepted_at": None}],
+                               "summary": record.summary, "created_at": "now", "accepted_at": None}],
                              headers={"X-Total-Count": "41"})
             else:
                 self.answer([])
@@ -208,9 +209,17 @@ async def test_the_cookie_is_secure_over_https_and_forwarded_proto_only_behind_t
 
 
 def inline_code(html: str) -> list[str]:
-    """Inline scripts, event handler attributes and style attributes: what the CSP forbids."""
-    return (re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", html) + re.findall(r"\son[a-z]+\s*=", html)
-            + re.findall(r"\sstyle\s*=", html) + re.findall(r"<style", html))
+    """Inline scripts, event handler attributes and style attributes: what the CSP forbids (a JSON
+    data block is not code: the browser never runs it)."""
+    return (re.findall(r"<script(?![^>]*\b(?:src=|type=\"application/json\"))[^>]*>", html)
+            + re.findall(r"\son[a-z]+\s*=", html) + re.findall(r"\sstyle\s*=", html) + re.findall(r"<style", html))
+
+
+def first_page_of(html: str) -> dict[str, Any]:
+    """The queue page the desk came with (its JSON data block)."""
+    blocks = re.findall(r'<script type="application/json" id="first-page">(.*?)</script>', html, re.S)
+    assert len(blocks) == 1, blocks
+    return dict(json.loads(blocks[0]))
 
 
 async def test_security_headers_on_every_response_and_no_inline_code(risk_api: FakeRiskApi) -> None:
@@ -304,11 +313,16 @@ async def test_the_queue_names_everything_in_chinese_and_forwards_only_filters_i
             refused = await browser.get("/desk/api/queue", params=crafted)
             assert refused.status_code == 422, (crafted, refused.text)
     forwarded = [parse_qs(urlsplit(path).query) for method, path, _ in risk_api.requests
-                 if path.startswith("/handoffs")]
-    # The page asked for, and the agent's own open cases (whatever the filters).
-    assert forwarded == [{"channel": ["outbound"], "priority": ["high"], "flow": ["callback_request"],
-                          "limit": ["20"], "offset": ["40"]},
-                         {"status": ["accepted"], "agent": [USER], "limit": ["20"]}]
+                 if path.startswith("/handoffs?")]
+    # The desk page came with its first page: the waiting ones and the agent's own open cases.
+    mine = {"status": ["accepted"], "agent": [USER], "limit": ["20"]}
+    assert sorted(forwarded[:2], key=str) == sorted([{"status": ["waiting"], "limit": ["20"], "offset": ["0"]},
+                                                     mine], key=str)
+    # Then the page asked for, and the agent's own open cases again (whatever the filters).
+    assert sorted(forwarded[2:], key=str) == sorted([{"channel": ["outbound"], "priority": ["high"],
+                                                      "flow": ["callback_request"], "limit": ["20"],
+                                                      "offset": ["40"]}, mine], key=str)
+    assert first_page_of(page.text)["handoffs"][0]["flow_name"] == "预约回电"
     assert queue.status_code == 200, queue.text
     body = queue.json()
     assert (body["total"], body["offset"], body["page_size"]) == (41, 40, 20)
@@ -319,6 +333,23 @@ async def test_the_queue_names_everything_in_chinese_and_forwards_only_filters_i
     for words in ("<option value=\"callback_request\">预约回电</option>", "<option value=\"outbound\">外呼</option>",
                   "<option value=\"waiting\" selected>等待中</option>", "<option value=\"emergency\">紧急</option>"):
         assert words in page.text
+
+
+async def test_the_desk_comes_with_its_first_page_and_a_summary_cannot_break_out_of_it(
+        risk_api: FakeRiskApi) -> None:
+    risk_api.summary = '客户说：</script><script>alert(1)</script><!-- & <img src=x onerror=alert(2)>'
+    app = create_app(settings_for(risk_api), Clock())
+    async with client(app) as browser:
+        await log_in(browser)
+        page = await browser.get("/desk")
+    assert page.status_code == 200
+    # Inside the block every < > & is escaped: the words cannot close it or open markup.
+    outside = re.sub(r'<script type="application/json" id="first-page">.*?</script>', "", page.text, flags=re.S)
+    assert inline_code(outside) == [] and "<img" not in page.text and "<!--" not in page.text
+    assert page.text.count("</script>") == outside.count("</script>") + 1
+    first = first_page_of(page.text)
+    assert first["handoffs"][0]["summary"] == risk_api.summary, "the customer's words arrive intact, as data"
+    assert (first["total"], first["offset"]) == (41, 0)
 
 
 async def test_agents_search_by_a_phone_number_form_and_nothing_else_is_forwarded(risk_api: FakeRiskApi) -> None:

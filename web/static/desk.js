@@ -25,6 +25,7 @@
   var pageSize = 20;
   var searchedId = "";
   var searchedPhone = ""; // whole, masked (138****5678) or the last four digits
+  var shownStamp = null; // the desk stamp of the last change the page was refreshed for
   var latest = 0; // the newest queue request: an older answer arriving late must not overwrite it
   var claiming = {}; // hand-over ids with a claim on its way: a redrawn card must not offer 接起 again
   var presenceSelect = document.getElementById("presence");
@@ -37,6 +38,7 @@
   var openId = null; // the hand-over whose conversation the panel shows
   var shownUpTo = 0; // the conversation's events already shown
   var reading = false;
+  var readAgain = false; // news came while a read was under way
   var mineList = document.getElementById("mine");
   var mineSeen = null; // ids of the agent's open cases at the last poll (null: none polled yet)
 
@@ -194,18 +196,23 @@
         poll();
         return;
       }
-      // Don't wipe a note an agent is typing: skip the refresh while a review card has focus.
-      if (reviewList && !reviewList.contains(document.activeElement)) {
-        replaceAll(reviewList, queue.reviews, reviewCard, "暂无待审核操作");
-      }
-      if (handoffList) {
-        replaceAll(handoffList, queue.handoffs, handoffCard, searchedId ? "没有这个编号的转人工"
-          : searchedPhone ? "没有这个手机号的转人工" : "没有符合条件的转人工");
-        showPage(queue);
-        showMine(queue.mine);
-      }
-      document.body.dataset.updated = String(Date.now());
+      show(queue);
     }).catch(function () { statusLine.textContent = "无法获取队列，正在重试…"; });
+  }
+
+  /* One page of hand-overs and the reviews on the page. */
+  function show(queue) {
+    // Don't wipe a note an agent is typing: skip the refresh while a review card has focus.
+    if (reviewList && !reviewList.contains(document.activeElement)) {
+      replaceAll(reviewList, queue.reviews, reviewCard, "暂无待审核操作");
+    }
+    if (handoffList) {
+      replaceAll(handoffList, queue.handoffs, handoffCard, searchedId ? "没有这个编号的转人工"
+        : searchedPhone ? "没有这个手机号的转人工" : "没有符合条件的转人工");
+      showPage(queue);
+      showMine(queue.mine);
+    }
+    document.body.dataset.updated = String(Date.now());
   }
 
   /* The agent's open cases. One that appears without this desk claiming it — a phone call the
@@ -268,8 +275,10 @@
   }
 
   function readConversation() {
-    if (!openId || reading) return;
+    if (!openId) return;
+    if (reading) { readAgain = true; return; } // news during a read: read once more after it
     reading = true;
+    readAgain = false;
     var wanted = openId;
     fetch("/desk/api/handoffs/" + encodeURIComponent(wanted) + "/conversation?after=" + shownUpTo,
       { credentials: "same-origin" }).then(function (response) {
@@ -283,7 +292,7 @@
       if (found.messages.length) transcript.scrollTop = transcript.scrollHeight;
       shownUpTo = found.next;
     }).catch(function () { panel.dataset.trouble = "true"; }) // the next read retries
-      .then(function () { reading = false; });
+      .then(function () { reading = false; if (readAgain) readConversation(); });
   }
 
   function openConversation(handoffId) {
@@ -418,12 +427,26 @@
       poll();
       setTimeout(function () { if (feed === opened) { feed = null; listen(); } }, 5000);
     });
-    feed.addEventListener("queue", poll);
+    feed.addEventListener("queue", function (event) {
+      var stamp = JSON.parse(event.data).stamp;
+      if (stamp === shownStamp) return; // what the page shows already (e.g. the page it came with)
+      shownStamp = stamp;
+      poll();
+    });
     feed.addEventListener("conversation", readConversation);
     feed.addEventListener("ended", function () { feed.close(); location.href = "/desk"; });
   }
 
-  poll();
+  // The first page comes with the page itself (no round trip before the agent sees the queue);
+  // without it (the risk API did not answer the server) the page asks.
+  var firstPage = document.getElementById("first-page");
+  if (firstPage) {
+    var first = JSON.parse(firstPage.textContent);
+    shownStamp = first.stamp;
+    show(first);
+  } else {
+    poll();
+  }
   listen();
   setInterval(poll, SAFETY_POLL_MS);
 })();

@@ -1,0 +1,87 @@
+"""The live-agent relay's long-polling read (bot/channels.py `LiveAgentRelay`), run in Rasa's own
+environment with Rasa's in-memory tracker and lock stores. Prints one JSON line for
+test_live_agent_relay.py. Every wait here is bounded; none is measured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+from rasa.core.lock_store import InMemoryLockStore
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot.channels import LiveAgentRelay
+
+SENDER = "conversation-under-test"
+BOUND_SECONDS = 10  # far beyond any answer here: reaching it means the read never woke
+
+
+def rasa() -> SimpleNamespace:
+    return SimpleNamespace(lock_store=InMemoryLockStore(), tracker_store=InMemoryTrackerStore(Domain.empty()))
+
+
+async def start(agent: SimpleNamespace) -> int:
+    tracker = DialogueStateTracker.from_events(SENDER, [ActionExecuted("action_listen"), UserUttered("转人工")])
+    await agent.tracker_store.save(tracker)
+    return len(tracker.events)
+
+
+async def customer_writes(agent: SimpleNamespace, text: str) -> None:
+    tracker = await agent.tracker_store.retrieve(SENDER)
+    tracker.update(UserUttered(text))
+    await agent.tracker_store.save(tracker)
+
+
+async def read(relay: LiveAgentRelay, agent: SimpleNamespace, after: int, wait: Any) -> dict[str, Any]:
+    answer = await asyncio.wait_for(relay.handle(agent, {"sender": SENDER, "do": "read", "after": after,
+                                                         "wait": wait}), BOUND_SECONDS)
+    return {"status": answer.status, **json.loads(answer.body)}
+
+
+async def woken() -> dict[str, Any]:
+    """A waiting read answers when this process hears the customer (no re-look would come in time)."""
+    agent, relay = rasa(), LiveAgentRelay(lambda: None, "webchat", recheck_seconds=3600)
+    length = await start(agent)
+    waiting = asyncio.create_task(read(relay, agent, length, 20))
+    for _ in range(20):  # let the read look once and start waiting
+        await asyncio.sleep(0)
+    waited = not waiting.done()
+    await customer_writes(agent, "我的账单不对")
+    relay.conversation_grew(SENDER)
+    answer = await waiting
+    return {"waited": waited, "answer": answer, "length": length, "left_waiting": len(relay._growth)}
+
+
+async def heard_elsewhere() -> dict[str, Any]:
+    """Another Rasa process stored the line (no wake-up here): the read's re-look finds it."""
+    agent, relay = rasa(), LiveAgentRelay(lambda: None, "webchat", recheck_seconds=0.01)
+    length = await start(agent)
+    waiting = asyncio.create_task(read(relay, agent, length, 20))
+    await asyncio.sleep(0.05)
+    await customer_writes(agent, "还在吗")
+    answer = await waiting
+    return {"answer": answer, "length": length, "left_waiting": len(relay._growth)}
+
+
+async def at_once_and_run_out() -> dict[str, Any]:
+    agent, relay = rasa(), LiveAgentRelay(lambda: None, "webchat", recheck_seconds=3600)
+    length = await start(agent)
+    already = await read(relay, agent, 0, 20)  # lines after 0 exist: no wait
+    ran_out = await read(relay, agent, length, 0.01)
+    malformed = [(await relay.handle(agent, {"sender": SENDER, "do": "read", "wait": wait})).status
+                 for wait in (-1, 26, "5", True, None)]
+    unknown = (await relay.handle(agent, {"sender": "nobody", "do": "read", "wait": 0.01})).status
+    return {"already": already, "ran_out": ran_out, "length": length, "malformed": malformed,
+            "unknown": unknown, "left_waiting": len(relay._growth)}
+
+
+SCENARIOS = {f.__name__: f for f in (woken, heard_elsewhere, at_once_and_run_out)}
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(SCENARIOS[sys.argv[1]]()), ensure_ascii=False))

@@ -1,0 +1,57 @@
+"""The desk learns of a customer's line as soon as Rasa has it: the live-agent relay's read waits
+for the conversation to grow (bot/channels.py), woken by the message in this process or finding
+it on its next look when another Rasa process took it. Run in Rasa's environment
+(relay_scenarios.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stack.services import RASA_VENV, ROOT
+
+RASA_PYTHON = RASA_VENV / "bin" / "python"
+SCENARIOS = Path(__file__).with_name("relay_scenarios.py")
+
+pytestmark = pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+
+
+def run(scenario: str) -> dict[str, Any]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), scenario], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def customer_lines(answer: dict[str, Any]) -> list[str]:
+    return [line["text"] for line in answer["messages"] if line["from"] == "customer"]
+
+
+def test_a_waiting_read_answers_with_the_customers_line_when_it_arrives() -> None:
+    seen = run("woken")
+    assert seen["waited"], "the read waited for a line instead of answering at once"
+    assert seen["answer"]["status"] == 200
+    assert customer_lines(seen["answer"]) == ["我的账单不对"]
+    assert seen["answer"]["next"] == seen["length"] + 1
+    assert seen["left_waiting"] == 0, "nothing kept for a conversation no read waits on"
+
+
+def test_a_line_another_rasa_process_took_is_found_on_the_next_look() -> None:
+    seen = run("heard_elsewhere")
+    assert customer_lines(seen["answer"]) == ["还在吗"]
+    assert seen["left_waiting"] == 0
+
+
+def test_a_read_answers_at_once_when_lines_exist_and_empty_when_the_wait_runs_out() -> None:
+    seen = run("at_once_and_run_out")
+    assert customer_lines(seen["already"]) == ["转人工"] and seen["already"]["next"] == seen["length"]
+    assert seen["ran_out"]["messages"] == [] and seen["ran_out"]["next"] == seen["length"]
+    assert seen["malformed"] == [400] * 5, "a wait below 0, above 25 s or not a number is refused"
+    assert seen["unknown"] == 404
+    assert seen["left_waiting"] == 0
