@@ -32,7 +32,7 @@ export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
 export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup voice-tools compile lint train run test bench voice-demo asterisk-sounds clean
+.PHONY: setup voice-tools compile lint train run test bench voice-demo asterisk-sounds prerender clean
 
 # requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
 # (regenerate with pip freeze after changing a .txt).
@@ -65,10 +65,12 @@ compile: $(SVC_VENV)/.installed
 
 lint: $(SVC_VENV)/.installed
 	$(SVC_PY) -m flowspec lint
+	$(SVC_PY) -m knowledge lint
 	$(SVC_VENV)/bin/ruff check .
 
 train: setup compile
 	$(SVC_PY) -m stack.train
+	$(SVC_PY) -m knowledge index
 
 run: train
 	$(SVC_PY) -m stack.run
@@ -93,6 +95,12 @@ voice-demo: train
 # voice: copy var/asterisk-sounds/* into Asterisk's data directory (ivr_config/README.md).
 asterisk-sounds: setup
 	$(SVC_PY) -m telephony.queue_sounds var/asterisk-sounds
+
+# Kokoro's renderings of every prompt the phone channel says (normal and slow) into var/tts-cache: about
+# an hour of one core the first time, then only what changed. The gateway also runs it in the background
+# at start; calls hear espeak-ng for a prompt until it is rendered (voice/README.md).
+prerender: setup
+	$(SVC_PY) -m voice.kokoro
 
 clean:
 	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache

@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from bench import asr_tts, barge_in, live_chat, nlu, telephony, voice_calls
+from bench import asr_tts, barge_in, knowledge, live_chat, nlu, quality_load, telephony, tts_quality, voice_calls
 from bench.stats import percentile
 from risk_api.demo import personas
-from stack.services import ROOT, Ports, Running, Secrets, stack, started
+from stack.services import ROOT, Ports, Running, Secrets, quality_inspection, stack, started
 from stack.train import train
 from trust import chat_session
 from web.chromium import launch
@@ -40,6 +40,7 @@ DESK_HANDOFFS = 2000  # a busy morning's queue
 DESK_LOADS = 11
 # The development accounts (ivr_config/agents.dev.yaml): `make bench` runs with IVR_ENV=development.
 DESK_LOGIN = {"user": "agent", "password": "dev-only-agent-password"}
+SUPERVISOR_LOGIN = {"user": "supervisor", "password": DESK_LOGIN["password"]}  # one development password
 MAX_SECONDS_PER_LOAD = 90
 
 
@@ -108,13 +109,16 @@ def dialogue_figures(rasa_url: str, web_url: str) -> dict[str, Any]:
 
 
 def with_assistant(measure: Callable[[Ports, Running], None]) -> None:
-    """Start the real stack (risk API, action server, Rasa, web) on free ports, run `measure`, stop it."""
+    """Start the real stack (risk API, action server, Rasa, web, quality inspection) on free ports,
+    run `measure`, stop it."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     ports = Ports.free()
     risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
                 "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl"),
                 "RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR": "100000"}  # load reuses the demo customers
-    with started(stack(ports, KEYS, risk_env, tracker_db=workdir / "tracker.sqlite3"), workdir) as running:
+    tracker_db = workdir / "tracker.sqlite3"
+    services = [*stack(ports, KEYS, risk_env, tracker_db=tracker_db), quality_inspection(ports, KEYS, tracker_db)]
+    with started(services, workdir) as running:
         measure(ports, running)
 
 
@@ -293,6 +297,10 @@ def write_report(results: dict[str, Any]) -> None:
     ]
     if results.get("nlu"):
         rows.append(nlu.report_row(results["nlu"]))
+    if results.get("knowledge"):
+        rows.append(knowledge.report_row(results["knowledge"]))
+    if results.get("quality"):
+        rows += quality_load.report_rows(results["quality"])
     for key, label in (("chat_1_client", "1 conversation"), ("chat_8_clients", "8 concurrent conversations")):
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
@@ -308,6 +316,11 @@ def write_report(results: dict[str, Any]) -> None:
                      "profiles: agent → customer / customer → agent, p50 (p95), target ≤ 1 s",
                      f"{chat['agent_to_customer_p50_ms']} ({chat['agent_to_customer_p95_ms']}) / "
                      f"{chat['customer_to_agent_p50_ms']} ({chat['customer_to_agent_p95_ms']}) ms"))
+    board = results.get("quality_board")
+    if board:
+        rows.append((f"Quality alert on the supervisors' board over {board['alerts']} distressed customers: "
+                     "Enter in the widget → alert on the board, p50 (max), target ≤ 2 s",
+                     f"{board['alert_p50_ms']} ({board['alert_max_ms']}) ms"))
     desk = results.get("desk")
     if desk:
         rows.append((f"Agent desk first page with {desk['waiting_handoffs']} waiting hand-overs, headless Chromium, "
@@ -375,6 +388,13 @@ def voice_report(voice: dict[str, Any]) -> str:
                  f"{whole['synthesis_to_first_frame']['p50_ms']:.0f} ms", ""))
     rows.append(("Speech synthesis of a typical reply (espeak-ng, cache miss / cache hit), p50",
                  f"{engines['tts_render_p50_ms']:.0f} / {engines['tts_cache_hit_p50_ms']:.2f} ms", ""))
+    quality = voice.get("tts_quality")
+    if quality:
+        rows.append((f"TTS intelligibility: Whisper base character error rate on {quality['prompts']} fixed prompts at "
+                     "8 kHz, Kokoro (pre-rendered) / espeak-ng (live)",
+                     f"{_percent(quality['kokoro_whisper_cer'])} / {_percent(quality['espeak_whisper_cer'])}", ""))
+        rows.append(("Kokoro pre-rendering: CPU per second of audio (one thread)",
+                     f"{quality['kokoro_cpu_seconds_per_audio_second']:.2f} s", ""))
     rows.append(("CPU per second of call, whole pipeline without a recogniser (noise suppression, VAD, "
                  "barge-in, turn taking, synthesis, output)", f"{capacity['cpu_seconds_per_call_second']:.3f} s", ""))
     rows.append(("CPU per second of audio, Vosk recogniser (Korean small model, 16 kHz)",
@@ -426,8 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     if not voice_only:
         results["training_seconds"] = round(training_seconds(), 1)
         results["nlu"] = nlu.figures()  # held-out accuracy and the sentence embedding's cost (bench/nlu.py)
+        results["knowledge"] = knowledge.figures()  # FAQ retrieval on held-out questions (bench/knowledge.py)
+        # Events/s the inspection keeps up with, a chat turn's added latency (bench/quality_load.py).
+        results["quality"] = quality_load.figures()
     # Before the stack starts, so that its processes do not share the CPU with these.
-    results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures()}
+    results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures(),
+                        "tts_quality": tts_quality.figures()}  # Whisper CER of Kokoro and espeak-ng prompts
     results["telephony"] = telephony.figures()
 
     def measure(ports: Ports, running: Running) -> None:
@@ -439,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         results["desk"] = desk_figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}")
         results["live_chat"] = live_chat.figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}",
                                                  KEYS.risk_desk, DESK_LOGIN)
+        results["quality_board"] = live_chat.alert_figures(f"http://127.0.0.1:{ports.web}", SUPERVISOR_LOGIN)
         results["voice"]["calls"] = voice_calls.figures(
             rasa_url, KEYS.rasa_gateway, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
 

@@ -192,11 +192,16 @@ def _agent_message(state: str, name: str, text: str, seq: int) -> BotUttered:
 
 def transcript(events: list[dict[str, Any]], after: int) -> list[dict[str, Any]]:
     """The conversation as the desk shows it, from event `after` on: the customer's messages,
-    the bot's, and the agent's (texts as the tracker store keeps them, personal data masked)."""
-    said = []
+    the bot's (with the knowledge base entry an answer came from), and the agent's (texts as the
+    tracker store keeps them, personal data masked)."""
+    said: list[dict[str, Any]] = []
     for index, event in enumerate(events[after:], start=after):
         kind, at = event.get("event"), event.get("timestamp")
-        live = ((event.get("data") or {}).get("custom") or {}).get("live_agent") if kind == "bot" else None
+        custom = ((event.get("data") or {}).get("custom") or {}) if kind == "bot" else {}
+        live = custom.get("live_agent")
+        if custom.get("knowledge") and said and said[-1]["from"] == "bot":
+            said[-1]["knowledge"] = custom["knowledge"]  # the entry the answer came from
+            continue
         if kind == "user" and event.get("text") and not str(event["text"]).startswith(("/", "EXTERNAL:")):
             said.append({"index": index, "from": "customer", "text": event["text"], "at": at})
         elif live:
@@ -286,7 +291,8 @@ class LiveAgentRelay:
                 if len(tracker.events) > after or left <= 0:
                     events = [event.as_dict() for event in tracker.events]
                     return response.json({"messages": transcript(events, after), "next": len(events),
-                                          "paused": tracker.is_paused()})
+                                          "paused": tracker.is_paused(),
+                                          "channel": tracker.get_latest_input_channel()})
                 with contextlib.suppress(asyncio.TimeoutError):  # Python 3.10: not yet the builtin
                     await asyncio.wait_for(growth.event.wait(), min(left, self.recheck_seconds))
             finally:

@@ -16,14 +16,12 @@ import hmac
 import io
 import logging
 import os
-import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
@@ -40,6 +38,7 @@ from risk_api.clock import SystemClock
 from telephony.ami import AmiClient, AmiConfig
 from trust.asgi import BearerGate, BodyLimit
 from trust.env_secrets import SecretError, optional_secret, require_secret
+from trust.serving import serving_http
 
 log = logging.getLogger("outbound")
 
@@ -256,27 +255,20 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
     dialer = Dialer(queue=queue, campaigns=campaigns, compliance=Compliance(policy), directory=directory,
                     originator=originator, clock=SystemClock(), number_key=settings.number_key,
                     settings=DialerSettings(owner=settings.owner, max_in_flight=settings.max_in_flight))
-    health = uvicorn.Server(uvicorn.Config(service_app(dialer, settings), host=settings.host,
-                                           port=settings.health_port, log_level="warning"))
-    health.install_signal_handlers = lambda: None  # our own handlers stop everything
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    health_task = asyncio.create_task(health.serve())
     try:
-        await dialer.run(stop, settings.tick_seconds)
-        # Calls being placed get a few seconds for their results (the stack kills a service that
-        # takes 20 s to stop); the rest are left to the leases: a claim returns to the queue, a
-        # dial in flight ends as `unknown` and its series goes on with the next attempt.
-        try:
-            await asyncio.wait_for(dialer.drain(), STOP_GRACE_SECONDS)
-        except asyncio.TimeoutError:
-            log.warning("stopping with %d dials unanswered: their leases settle them", len(dialer.tasks))
+        async with serving_http(service_app(dialer, settings), settings.host, settings.health_port, stop) as stop:
+            try:
+                await dialer.run(stop, settings.tick_seconds)
+                # Calls being placed get a few seconds for their results (the stack kills a service that
+                # takes 20 s to stop); the rest are left to the leases: a claim returns to the queue, a
+                # dial in flight ends as `unknown` and its series goes on with the next attempt.
+                try:
+                    await asyncio.wait_for(dialer.drain(), STOP_GRACE_SECONDS)
+                except asyncio.TimeoutError:
+                    log.warning("stopping with %d dials unanswered: their leases settle them", len(dialer.tasks))
+            finally:
+                await dialer.close()
     finally:
-        await dialer.close()
-        health.should_exit = True
-        await health_task
         await originator.close()
         if ami is not None:
             await ami.close()

@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowspec.model import RIGHT_PARTY
+
 RASA = "rasa"
 CALL = "call"
 # Slots whose values the rules and figures read; every other slot is kept by name only.
-KEPT_SLOTS = frozenset({"requested_slot", "verified_level", "channel", "priority_tier"})
+KEPT_SLOTS = frozenset({"requested_slot", "verified_level", "channel", "priority_tier", RIGHT_PARTY})
 HANDOFF_FIELDS = ("flow", "reason", "priority", "channel", "verified_level", "live")
 
 

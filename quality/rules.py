@@ -10,6 +10,10 @@ Which rule reads what (quality/events.py names the events):
 - recording_notice: a voice call's `bot_said` before the caller is heard;
 - identity_before_detail: a flow's outcome signal against the `verified_level` slot and the
   flow's declared `identity:` level;
+- outbound_window: the moment a conversation shows it is an outbound call (`call_started` or
+  the engine's `channel`), against the dialler's legal calling hours;
+- third_party_debt: an outbound call's bot and agent texts until the `right_party` slot
+  says `confirmed`;
 - transfer_ignored: requests for a person not followed by a hand-over before the next message;
 - request_failed_twice: a flow's failing outcomes.
 """
@@ -18,12 +22,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.redaction import REDACTED
-from flowspec.model import LEVELS, repository_flowset
+from flowspec.model import LEVELS, RIGHT_PARTY, repository_flowset
 from ivr_config.loader import load_yaml
+from outbound.compliance import DEFAULT_TIMEZONE, LEGAL_END, LEGAL_START
 from quality.events import CALL, StreamEvent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config" / "quality"
@@ -33,6 +40,11 @@ SILENCE_RULES = ("caller_silence", "bot_silence")
 # What ends the wait for the caller, and what starts the wait for the bot.
 _CALLER_HEARD = {"caller_started_speaking", "key"}
 _CALLER_DONE = {"caller_stopped_speaking", "key"}
+OUTBOUND_CHANNEL = "outbound"
+RIGHT_PARTY_CONFIRMED = "confirmed"
+# The customer's local time: the risk API gives every customer the dialler's default zone today
+# (risk_api/outbound.py CUSTOMER_TIMEZONE); the stream carries no zone of its own.
+CUSTOMER_ZONE = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class RuleSet:
     alert_at: str
     rules: dict[str, dict[str, Any]]
     forbidden: dict[str, list[str]]
+    debt_detail: list[str]
     anger: list[str]
     distress: list[str]
     figures: dict[str, Any]
@@ -58,8 +71,8 @@ def load_rules(path: Path | str = RULES_PATH) -> RuleSet:
     path = Path(path)
     data = load_yaml(path, CONFIG_DIR / "rules.schema.json")
     phrases = load_yaml(path.parent / data["phrases"], CONFIG_DIR / "phrases.schema.json")
-    return RuleSet(data["severities"], data["alert_at"], data["rules"], phrases["forbidden"], phrases["anger"],
-                   phrases["distress"], data["figures"])
+    return RuleSet(data["severities"], data["alert_at"], data["rules"], phrases["forbidden"], phrases["debt_detail"],
+                   phrases["anger"], phrases["distress"], data["figures"])
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ class Conversation:
     first_at: float
     last_at: float
     voice: bool = False
+    outbound: bool = False
+    right_party: str | None = None
     customer_spoke: bool = False
     hits: list[Hit] = field(default_factory=list)
     handoff_reasons: list[str] = field(default_factory=list)
@@ -146,10 +161,12 @@ class Inspector:
                 "broken": sorted({hit.rule for hit in conversation.hits}),
                 "hits": [hit.as_dict() for hit in conversation.hits]}
 
-    def forget_before(self, at: float) -> None:
-        """Conversations whose last event is older than `at` (the figures' retention)."""
-        for conversation_id in [c.id for c in self.conversations.values() if c.last_at < at]:
+    def forget_before(self, at: float) -> list[str]:
+        """Forget the conversations whose last event is older than `at` (retention); their ids."""
+        gone = [c.id for c in self.conversations.values() if c.last_at < at]
+        for conversation_id in gone:
             del self.conversations[conversation_id]
+        return gone
 
     # --- the phone gateway's call events ------------------------------------------------
 
@@ -157,12 +174,15 @@ class Inspector:
         found: list[tuple[str, str]] = []
         kind, data, at = event.kind, event.data, event.at
         conversation.voice = True
-        if kind == "call_started" and data.get("queue_returns"):
-            conversation.notice_heard = True  # back from the queue: it heard the notice when it began
+        if kind == "call_started":
+            if data.get("queue_returns"):
+                conversation.notice_heard = True  # back from the queue: it heard the notice when it began
+            if data.get("channel") == OUTBOUND_CHANNEL:
+                found += self._outbound(conversation, at)
         elif kind == "bot_said":
             notice = self.rules.rules["recording_notice"]["phrase"]
             conversation.notice_heard = conversation.notice_heard or notice in str(data.get("text", ""))
-            found += self._forbidden(str(data.get("text", "")))
+            found += self._said(conversation, str(data.get("text", "")))
         if kind in _CALLER_HEARD | {"call_ended"} and not conversation.notice_heard:
             found += self._once(conversation, "recording_notice", "录音提示未播放")
         if kind in _CALLER_HEARD:
@@ -215,10 +235,15 @@ class Inspector:
         data = event.data
         if event.kind == "user":
             conversation.customer_spoke = True
-            if data.get("channel") in ("voice", "outbound"):
+            if data.get("channel") in ("voice", OUTBOUND_CHANNEL):
                 conversation.voice = True
-            return self._customer_message(conversation, data)
-        if event.kind == "slot" and data.get("name") == "verified_level":
+            found = self._outbound(conversation, event.at) if data.get("channel") == OUTBOUND_CHANNEL else []
+            return found + self._customer_message(conversation, data)
+        if event.kind == "slot" and data.get("name") == "channel" and data.get("value") == OUTBOUND_CHANNEL:
+            return self._outbound(conversation, event.at)
+        if event.kind == "slot" and data.get("name") == RIGHT_PARTY:
+            conversation.right_party = data.get("value")
+        elif event.kind == "slot" and data.get("name") == "verified_level":
             conversation.verified_level = data.get("value") or "none"
         elif event.kind == "slot" and data.get("name") == "requested_slot":
             conversation.identity_asked |= data.get("value") in self.flows.identity_slots
@@ -248,8 +273,8 @@ class Inspector:
         return found
 
     def _bot_message(self, conversation: Conversation, data: dict[str, Any]) -> list[tuple[str, str]]:
-        found = self._forbidden(str(data.get("text") or ""))
-        found += self._forbidden(str((data.get("agent") or {}).get("text") or ""))
+        found = self._said(conversation, str(data.get("text") or ""))
+        found += self._said(conversation, str((data.get("agent") or {}).get("text") or ""))
         if data.get("handoff"):
             self._handed_over(conversation, str(data["handoff"].get("reason") or "未注明"))
         outcome, flow = data.get("outcome"), str(data.get("flow") or "")
@@ -265,6 +290,28 @@ class Inspector:
         return found
 
     # --- shared -------------------------------------------------------------------------
+
+    def _outbound(self, conversation: Conversation, at: float) -> list[tuple[str, str]]:
+        """The conversation turned out to be an outbound call: was it placed within the legal hours?"""
+        if conversation.outbound:
+            return []
+        conversation.outbound = True
+        local = datetime.fromtimestamp(at, CUSTOMER_ZONE).time()
+        if LEGAL_START <= local < LEGAL_END:
+            return []
+        return self._once(conversation, "outbound_window",
+                          f"外呼时间 {local:%H:%M}，不在 {LEGAL_START:%H:%M}-{LEGAL_END:%H:%M}（{DEFAULT_TIMEZONE}）")
+
+    def _said(self, conversation: Conversation, text: str) -> list[tuple[str, str]]:
+        """What the bot or an agent said: forbidden phrases, and debt detail to whoever answered
+        an outbound call before the right party was confirmed."""
+        found = self._forbidden(text)
+        if text and conversation.outbound and conversation.right_party != RIGHT_PARTY_CONFIRMED:
+            word = next((word for word in self.rules.debt_detail if word in text), None)
+            if word:
+                found += self._once(conversation, "third_party_debt",
+                                    f"未确认本人前提及“{word}”（{conversation.right_party or '未回答'}）")
+        return found
 
     def _forbidden(self, text: str) -> list[tuple[str, str]]:
         if not text or not self.rules.on("forbidden_phrase"):

@@ -2,6 +2,11 @@
 every event against the rules, keeps a score per conversation and a live alert feed, and
 serves them with the day's figures, on loopback.
 
+Its cursor and its hits are saved with the stream (quality/store.py): after a restart it rebuilds
+each conversation's state from the events it had read (without raising anything again), takes the
+hits and alerts as they were raised, and reads on from where it stopped. Conversations whose last
+event is older than `keep_days` leave memory and the database (events and hits).
+
 GET /health (open), and with `Authorization: Bearer $QUALITY_API_TOKEN`:
 /alerts?after=N, /conversations/{id}/score, /figures/daily.csv, /metrics (Prometheus text).
 """
@@ -12,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -22,15 +26,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import uvicorn
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from quality.cursor import StreamCursor
+from quality.events import StreamEvent
 from quality.figures import DailyFigures, daily_figures, figures_csv, prometheus_text
 from quality.rules import RULES_PATH, FlowFacts, Hit, Inspector, load_rules
-from quality.store import EventStore, SqlEventStore, events_url
+from quality.store import HIT_FIELDS, Progress, SqlEventStore, events_url
 from trust.asgi import BearerGate, BodyLimit
 from trust.env_secrets import SecretError, require_secret
+from trust.serving import serving_http
 
 log = logging.getLogger("quality")
 
@@ -39,6 +45,9 @@ TOKEN_ENV = "QUALITY_API_TOKEN"
 MAX_BODY = 1024  # every route is a GET
 ALERTS_KEPT = 1000
 READ_BATCH = 1000
+READER = "inspection"  # its row in quality_progress
+DEFAULT_KEEP_DAYS = 7
+RETENTION_EVERY_SECONDS = 600.0
 OPEN_PATHS = frozenset({"/health"})
 
 
@@ -53,7 +62,7 @@ class QualitySettings:
     rules_path: Path = RULES_PATH
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    keep_days: int = 7
+    keep_days: int = DEFAULT_KEEP_DAYS
     poll_seconds: float = 0.5
 
     @classmethod
@@ -62,7 +71,7 @@ class QualitySettings:
             token = require_secret(TOKEN_ENV, env)
         except SecretError as error:
             raise SettingsError(f"{error} ({TOKEN_ENV}: the bearer token the desk and monitoring use)") from None
-        port, keep = env.get("QUALITY_PORT", str(DEFAULT_PORT)), env.get("QUALITY_KEEP_DAYS", "7")
+        port, keep = env.get("QUALITY_PORT", str(DEFAULT_PORT)), env.get("QUALITY_KEEP_DAYS", str(DEFAULT_KEEP_DAYS))
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise SettingsError(f"QUALITY_PORT must be a port number, got {port!r}")
         if not keep.isdigit() or int(keep) < 1:
@@ -72,38 +81,112 @@ class QualitySettings:
 
 
 class Inspection:
-    """The stream read from a cursor into the inspector; critical hits become alerts."""
+    """The stream read from a cursor into the inspector; critical hits become alerts. `resume`
+    first (it rebuilds what a previous run had read), then `poll` again and again."""
 
-    def __init__(self, store: EventStore, inspector: Inspector, clock: Callable[[], float] = time.time,
-                 keep_days: int = 7) -> None:
+    def __init__(self, store: SqlEventStore, inspector: Inspector, clock: Callable[[], float] = time.time,
+                 keep_days: int = DEFAULT_KEEP_DAYS) -> None:
         self.store = store
         self.inspector = inspector
         self.clock = clock
         self.keep_days = keep_days
-        self.cursor = 0
+        self.cursor = StreamCursor()
         self.consumed = 0
         self.hits: Counter[tuple[str, str]] = Counter()
         self.alerts: deque[dict[str, Any]] = deque(maxlen=ALERTS_KEPT)
         self.alerts_raised = 0
+        self.resumed = False
+        self._unsaved: list[dict[str, Any]] = []  # hits found, not yet saved with the cursor
+        self._retention_due = 0.0
+
+    async def resume(self) -> int:
+        """Rebuild the state of what was read before (the events up to the saved cursor, checked
+        again without raising anything; the hits as saved), then go on from there. How many
+        events were replayed."""
+        saved = await asyncio.to_thread(self.store.progress, READER)
+        if saved is None:  # never read: from the oldest event kept
+            first = await asyncio.to_thread(self.store.first_position)
+            saved = Progress(position=(first or 1) - 1)
+            replayed = 0
+        else:
+            replayed = await self._replay(saved)
+        stored = await asyncio.to_thread(self.store.hits)
+        for conversation in self.inspector.conversations.values():
+            conversation.hits = []
+        for row in stored:
+            hit = Hit(**{name: row[name] for name in HIT_FIELDS if name != "seq"})
+            conversation = self.inspector.conversations.get(hit.conversation_id)
+            if conversation is not None:
+                conversation.hits.append(hit)
+            self.hits[(hit.rule, hit.severity)] += 1
+            if row["seq"] is not None:
+                self.alerts.append({"seq": row["seq"], **hit.as_dict()})
+        self.cursor = StreamCursor(saved)
+        self.alerts_raised = saved.alerts
+        self.resumed = True
+        log.info("resumed at position %d (%d waited for), %d events replayed, %d hits, %d alerts so far",
+                 saved.position, len(saved.pending), replayed, len(stored), saved.alerts)
+        return replayed
+
+    async def _replay(self, saved: Progress) -> int:
+        replayed, position = 0, 0
+        while position < saved.position:  # each batch moves `position` on: ends at the table's end
+            batch = await asyncio.to_thread(self.store.after, position, READ_BATCH)
+            if not batch:
+                break
+            for event in batch:
+                if event.id <= saved.position and event.id not in saved.pending:
+                    self.inspector.feed(event)
+                    replayed += 1
+            position = batch[-1].id
+        return replayed
 
     async def poll(self) -> int:
-        """Inspect what was stored since the cursor (read off the event loop); how many events."""
-        events = await asyncio.to_thread(self.store.after, self.cursor, READ_BATCH)
+        """Inspect what was stored since the cursor, and what filled a gap it had passed (read off
+        the event loop); save the cursor with the hits, then raise their alerts. How many events."""
+        read_from = self.cursor.snapshot()
+        late, fresh = await asyncio.to_thread(self._read, read_from)
+        events = self.cursor.advance(late, fresh, self.clock())
         for event in events:
-            for hit in self.inspector.feed(event):
-                self._count(hit)
-            self.cursor = event.id
+            self._unsaved += [self._numbered(hit) for hit in self.inspector.feed(event)]
         self.consumed += len(events)
-        if events:
-            self.inspector.forget_before(self.clock() - self.keep_days * 86400)
-        return len(events)
+        if self.cursor.progress != read_from or self._unsaved:
+            self.cursor.progress.alerts = self.alerts_raised
+            # Saved before anything is shown: a run that dies here raises these alerts once, next run.
+            await asyncio.to_thread(self.store.record, READER, self.cursor.snapshot(), self._unsaved)
+            for hit in self._unsaved:
+                if hit["seq"] is not None:
+                    self.alerts.append(hit)
+                    log.warning("alert %d: %s (%s) in a conversation", hit["seq"], hit["rule"], hit["severity"])
+            self._unsaved = []
+        await self._retain()
+        return len(fresh)
 
-    def _count(self, hit: Hit) -> None:
+    def _read(self, progress: Progress) -> tuple[list[StreamEvent], list[StreamEvent]]:
+        late = self.store.among(sorted(progress.pending)) if progress.pending else []
+        return late, self.store.after(progress.position, READ_BATCH)
+
+    def _numbered(self, hit: Hit) -> dict[str, Any]:
         self.hits[(hit.rule, hit.severity)] += 1
+        seq = None
         if self.inspector.rules.alerts(hit.severity):
             self.alerts_raised += 1
-            self.alerts.append({"seq": self.alerts_raised, **hit.as_dict()})
-            log.warning("alert %d: %s (%s) in a conversation", self.alerts_raised, hit.rule, hit.severity)
+            seq = self.alerts_raised
+        return {"seq": seq, **hit.as_dict()}
+
+    async def _retain(self) -> None:
+        """Now and then: conversations quiet for `keep_days` leave memory and the database."""
+        now = self.clock()
+        if now < self._retention_due:
+            return
+        self._retention_due = now + RETENTION_EVERY_SECONDS
+        gone = self.inspector.forget_before(now - self.keep_days * 86400)
+        if gone:
+            progress = self.cursor.progress
+            read_through = min(progress.pending, default=progress.position + 1) - 1
+            deleted = await asyncio.to_thread(self.store.forget, gone, read_through)
+            log.info("retention: %d conversations older than %d days deleted (%d events)", len(gone),
+                     self.keep_days, deleted)
 
     def alerts_after(self, seq: int) -> list[dict[str, Any]]:
         return [alert for alert in self.alerts if alert["seq"] > seq]
@@ -120,7 +203,7 @@ class Inspection:
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
         while not stop.is_set():
             try:
-                read = await self.poll()
+                read = await (self.poll() if self.resumed else self.resume())
             except Exception as error:  # the store is down: try again, keep serving what we have
                 log.error("event stream unreadable: %s", error)
                 read = 0
@@ -138,7 +221,9 @@ def create_app(inspection: Inspection, token: str) -> Any:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "cursor": inspection.cursor, "conversations": len(inspection.inspector.conversations)}
+        progress = inspection.cursor.progress
+        return {"status": "ok" if inspection.resumed else "resuming", "cursor": progress.position,
+                "waiting_for": len(progress.pending), "conversations": len(inspection.inspector.conversations)}
 
     @app.get("/alerts")
     def alerts(after: int = Query(0, ge=0)) -> dict[str, Any]:
@@ -173,17 +258,6 @@ async def serve(settings: QualitySettings, stop: asyncio.Event | None = None) ->
     inspection = Inspection(SqlEventStore(settings.events_url),
                             Inspector(load_rules(settings.rules_path), FlowFacts.from_repository()),
                             keep_days=settings.keep_days)
-    server = uvicorn.Server(uvicorn.Config(create_app(inspection, settings.token), host=settings.host,
-                                           port=settings.port, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # our own handlers stop everything
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    server_task = asyncio.create_task(server.serve())
-    log.info("quality inspection on http://%s:%d, rules %s", settings.host, settings.port, settings.rules_path)
-    try:
+    async with serving_http(create_app(inspection, settings.token), settings.host, settings.port, stop) as stop:
+        log.info("quality inspection on http://%s:%d, rules %s", settings.host, settings.port, settings.rules_path)
         await inspection.run(stop, settings.poll_seconds)
-    finally:
-        server.should_exit = True
-        await server_task

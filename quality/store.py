@@ -1,6 +1,8 @@
 """Where the inspection stream is kept: one table of events in order, SQLite by default, any
 SQLAlchemy URL (PostgreSQL) by QUALITY_EVENTS_URL. Writers are Rasa's broker and the phone
-gateway (each through an `EventWriter`, off the turn); the inspection service reads it by cursor.
+gateway (each through an `EventWriter`, off the turn); the inspection service reads it by cursor
+(quality/cursor.py) and keeps beside it, in the same database, how far it has read and the hits
+it found (`quality_progress`, `quality_hits`), so that a restart goes on where it stopped.
 
 Works with SQLAlchemy 1.4 (Rasa's environment) and 2.x (the services'). Nothing is connected
 before the first write or read, so a database that is down never fails a start.
@@ -11,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,16 +26,64 @@ URL_ENV = "QUALITY_EVENTS_URL"
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "var" / "quality" / "events.sqlite3"
 
 _METADATA = sa.MetaData()
+# 64-bit positions on PostgreSQL; SQLite's rowid is already 64-bit and only INTEGER is its alias.
+_POSITION = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+IN_CHUNK = 500  # ids per `IN (...)` (SQLite's variable limit, PostgreSQL's plan size)
 EVENTS = sa.Table(
     "quality_events", _METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # AUTOINCREMENT on SQLite: an id is never used twice, even once retention has deleted the
+    # newest rows (plain rowids would start again below the inspection's cursor).
+    sa.Column("id", _POSITION, primary_key=True, autoincrement=True),
     sa.Column("conversation_id", sa.String(255), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("data", sa.Text, nullable=False),
     sa.Index("quality_events_by_conversation", "conversation_id", "id"),
+    sqlite_autoincrement=True,
 )
+# What the inspection service found: every hit, with its alert's number when it raised one.
+HITS = sa.Table(
+    "quality_hits", _METADATA,
+    sa.Column("id", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(255), nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=True),
+    sa.Index("quality_hits_by_conversation", "conversation_id"),
+)
+# How far each reader of the stream has read (one row per reader).
+PROGRESS = sa.Table(
+    "quality_progress", _METADATA,
+    sa.Column("reader", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("pending", sa.Text, nullable=False),  # JSON {id: when first missed}
+    sa.Column("alerts", sa.Integer, nullable=False),
+)
+HIT_FIELDS = ("conversation_id", "rule", "severity", "at", "detail", "event_id", "seq")
+
+
+@dataclass
+class Progress:
+    """How far a reader has read: every position up to `position` is read except those `pending`
+    (missing when read past: a write still in flight or one rolled back, with when it was first
+    missed); and how many alerts it raised (their numbering goes on after a restart)."""
+
+    position: int = 0
+    pending: dict[int, float] = field(default_factory=dict)
+    alerts: int = 0
+
+
+def event_rows(events: Iterable[StreamEvent]) -> list[dict[str, Any]]:
+    return [{"conversation_id": event.conversation_id, "source": event.source, "kind": event.kind,
+             "at": event.at, "data": json.dumps(event.data, ensure_ascii=False)} for event in events]
+
+
+def _chunks(ids: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    return (ids[start:start + IN_CHUNK] for start in range(0, len(ids), IN_CHUNK))
 
 
 class EventStore(Protocol):
@@ -74,18 +125,76 @@ class SqlEventStore:
 
     def append(self, events: Sequence[StreamEvent]) -> None:
         self._prepare()
-        rows = [{"conversation_id": event.conversation_id, "source": event.source, "kind": event.kind,
-                 "at": event.at, "data": json.dumps(event.data, ensure_ascii=False)} for event in events]
         with self.engine.begin() as connection:
-            connection.execute(EVENTS.insert(), rows)
+            connection.execute(EVENTS.insert(), event_rows(events))
 
     def after(self, cursor: int, limit: int) -> list[StreamEvent]:
         self._prepare()
         query = sa.select(EVENTS).where(EVENTS.c.id > cursor).order_by(EVENTS.c.id).limit(limit)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [StreamEvent(row.conversation_id, row.source, row.kind, row.at, json.loads(row.data), row.id)
-                for row in rows]
+        return [_event(row) for row in rows]
+
+    # --- the inspection service's side ------------------------------------------------------
+
+    def among(self, ids: Sequence[int]) -> list[StreamEvent]:
+        """The events at these positions that are there now, in order."""
+        self._prepare()
+        with self.engine.connect() as connection:
+            rows = [row for chunk in _chunks(sorted(ids))
+                    for row in connection.execute(sa.select(EVENTS).where(EVENTS.c.id.in_(chunk)))]
+        return sorted((_event(row) for row in rows), key=lambda event: event.id)
+
+    def first_position(self) -> int | None:
+        self._prepare()
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.min(EVENTS.c.id))).scalar()
+
+    def progress(self, reader: str) -> Progress | None:
+        """Where `reader` stopped; None when it never read."""
+        self._prepare()
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(PROGRESS).where(PROGRESS.c.reader == reader)).first()
+        if row is None:
+            return None
+        pending = {int(position): float(since) for position, since in json.loads(row.pending).items()}
+        return Progress(row.position, pending, row.alerts)
+
+    def hits(self) -> list[dict[str, Any]]:
+        """Every hit kept, oldest first (`HIT_FIELDS`)."""
+        self._prepare()
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(HITS).order_by(HITS.c.id)).all()
+        return [{name: getattr(row, name) for name in HIT_FIELDS} for row in rows]
+
+    def record(self, reader: str, progress: Progress, hits: Sequence[Mapping[str, Any]]) -> None:
+        """The hits found and how far `reader` got, in one transaction: a restart never finds one
+        without the other (no hit raised twice, none lost)."""
+        self._prepare()
+        values = {"position": progress.position, "alerts": progress.alerts,
+                  "pending": json.dumps({str(position): since for position, since in progress.pending.items()})}
+        with self.engine.begin() as connection:
+            if hits:
+                connection.execute(HITS.insert(), [{name: hit[name] for name in HIT_FIELDS} for hit in hits])
+            updated = connection.execute(PROGRESS.update().where(PROGRESS.c.reader == reader).values(**values))
+            if updated.rowcount == 0:  # one reader writes its own row: no race on the insert
+                connection.execute(PROGRESS.insert().values(reader=reader, **values))
+
+    def forget(self, conversation_ids: Sequence[str], through: int) -> int:
+        """Delete these conversations' events up to position `through` (what was read; a message
+        that came since stays to be read) and their hits (retention); how many events went."""
+        self._prepare()
+        deleted = 0
+        with self.engine.begin() as connection:
+            for chunk in _chunks(list(conversation_ids)):
+                deleted += connection.execute(EVENTS.delete().where(
+                    EVENTS.c.conversation_id.in_(chunk), EVENTS.c.id <= through)).rowcount
+                connection.execute(HITS.delete().where(HITS.c.conversation_id.in_(chunk)))
+        return deleted
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _event(row: Any) -> StreamEvent:
+    return StreamEvent(row.conversation_id, row.source, row.kind, row.at, json.loads(row.data), row.id)

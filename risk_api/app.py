@@ -45,6 +45,7 @@ from risk_api.schemas import (
     HandoffRequest,
     HandoffResponse,
     HandoffStatus,
+    HandoffTakeover,
     HandoffView,
     HandoffWithdrawal,
     Health,
@@ -378,6 +379,12 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
         """The conversation's latest hand-over (any state) with its queue facts; 404 without one.
         In the body: a session id in no URL or access log."""
         return service.run(lambda s: records.handoff_of_session(s, body, service.clock.now()))
+
+    @desk.post("/handoffs/takeover", response_model=HandoffDetail)
+    def take_over(body: HandoffTakeover) -> dict[str, Any]:
+        """A supervisor takes the conversation over (its open hand-over, or a new one), at
+        emergency priority. In the body: a session id in no URL or access log."""
+        return service.run(lambda s: records.take_over(s, body, service.clock.now()))
 
     @desk.get("/handoffs/{handoff_id}", response_model=HandoffDetail)
     def get_handoff(handoff_id: HandoffPath) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from risk_api.schemas import (
     HandoffOfSession,
     HandoffRequest,
     HandoffResponse,
+    HandoffTakeover,
     HandoffWithdrawal,
     PreferencesRequest,
     PreferencesResponse,
@@ -46,6 +47,8 @@ HANDLING_SECONDS_DEFAULT = 180
 # The chat widget asks where its hand-over stands every few seconds (a hidden tab: about once a
 # minute); a waiting customer not heard from for this long has closed the page: abandoned.
 CHAT_CUSTOMER_GONE_SECONDS = 180
+# The flow a supervisor's take-over from the quality board is filed under (the desk names it).
+TAKEOVER_FLOW = "quality_takeover"
 SERVICE_OPENS = time(9)
 SERVICE_CLOSES = time(21)
 
@@ -386,6 +389,37 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
                  channel="agent", session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})
     return _view(session, handoff, now)
+
+
+def take_over(session: Session, request: HandoffTakeover, now: datetime) -> dict[str, Any]:
+    """The conversation's open hand-over, or a new one, accepted by the supervisor at emergency
+    priority. Another agent already holding it keeps it (409); the same supervisor asking again
+    gets it back."""
+    sweep_abandoned_chats(session, now)
+    handoff = session.scalar(select(Handoff).where(Handoff.session_id == request.session_id,
+                                                   Handoff.status.in_(("waiting", "accepted")))
+                             .order_by(Handoff.created_at.desc(), Handoff.id.desc()).limit(1).with_for_update())
+    if handoff is not None and handoff.status == "accepted":
+        if handoff.agent == request.agent:
+            return _detail(session, handoff, now)
+        raise conflict("handoff_taken", "这位客户已经由其他坐席接起。")
+    if handoff is None:
+        state = verification.live_session(session, request.session_id, now)
+        handoff = Handoff(id=new_id("H"), session_id=request.session_id, channel=request.channel,
+                          flow=TAKEOVER_FLOW, reason="质检告警接管", priority="emergency",
+                          summary=mask_text(f"质检告警（{request.alert}），主管接管了这段对话。"),
+                          customer_id=_session_customer(session, request.session_id, None, now),
+                          verified_level=state.level if state else "none", status="waiting", agent=None,
+                          created_at=now, accepted_at=None)
+        session.add(handoff)
+    handoff.priority = "emergency"
+    handoff.status = "accepted"
+    handoff.agent = request.agent
+    handoff.accepted_at = now
+    audit.record(session, at=now, kind="handoff_takeover", customer_id=handoff.customer_id,
+                 channel="agent", session_id=handoff.session_id,
+                 inputs={"handoff_id": handoff.id, "agent": request.agent, "alert": request.alert})
+    return _detail(session, handoff, now)
 
 
 def close_handoff(session: Session, handoff_id: str, request: HandoffClose,

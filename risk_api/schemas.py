@@ -401,6 +401,15 @@ class HandoffDoNotCall(Body):
     override: StrictBool = False  # the web server sets it only for supervisors
 
 
+class HandoffTakeover(Body):
+    """A supervisor takes a conversation over from the live quality board: the web server vouches
+    for the supervisor and found the conversation through an inspection alert."""
+    session_id: SessionId
+    channel: Channel
+    agent: AgentName  # the supervisor logged in to the desk
+    alert: ShortText  # the alert's rule, for the summary and the audit
+
+
 class HandoffOfSession(Body):
     session_id: SessionId
     seen: StrictBool = False  # asked by the customer's own widget: the customer is still there

@@ -200,6 +200,13 @@ def latest_model() -> Path:
     return models[-1]
 
 
+def quality_events_env(tracker_db: Path) -> dict[str, str]:
+    """A test's or benchmark's stack keeps its conversation events beside its tracker store."""
+    if tracker_db == DEFAULT_TRACKER_DB:
+        return {}
+    return {"QUALITY_EVENTS_URL": f"sqlite:///{tracker_db.with_name('quality-events.sqlite3')}"}
+
+
 def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = None,
           tracker_db: Path = DEFAULT_TRACKER_DB, web_env: Mapping[str, str] | None = None) -> list[Service]:
     """The services in start order: risk API, action server, Rasa, web chat and agent desk.
@@ -244,9 +251,7 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
             env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
                  "RASA_TRACKER_DB": str(tracker_db), "CHAT_ALLOWED_ORIGINS": origins,
-                 # A test's or benchmark's stack keeps its conversation events beside its tracker store.
-                 **({} if tracker_db == DEFAULT_TRACKER_DB else {
-                     "QUALITY_EVENTS_URL": f"sqlite:///{tracker_db.with_name('quality-events.sqlite3')}"}),
+                 **quality_events_env(tracker_db),
                  **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "rasa_desk", "action_server",
                             "chat_session", "tracker_store")},
             start_timeout_seconds=240,
@@ -259,7 +264,8 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
                  "RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_desk, "CHAT_ALLOWED_ORIGINS": origins,
                  "AGENT_ACCOUNTS_FILE": os.environ.get("AGENT_ACCOUNTS_FILE", ""),
                  "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}",
-                 **keys.env("chat_session", "rasa_desk", "outbound_desk"), **(web_env or {})},
+                 "QUALITY_URL": f"http://127.0.0.1:{ports.quality}",
+                 **keys.env("chat_session", "rasa_desk", "outbound_desk", "quality_api"), **(web_env or {})},
         ),
     ]
 
@@ -294,13 +300,15 @@ def outbound_dialer(ports: Ports, keys: Secrets) -> Service:
     )
 
 
-def quality_inspection(ports: Ports, keys: Secrets) -> Service:
+def quality_inspection(ports: Ports, keys: Secrets, tracker_db: Path = DEFAULT_TRACKER_DB) -> Service:
     """Quality inspection (quality/): reads the conversations' event stream (Rasa's broker and the
-    phone gateway write it), applies ivr_config/quality/ rules live, serves alerts, scores and figures."""
+    phone gateway write it), applies ivr_config/quality/ rules live, serves alerts, scores and figures.
+    `tracker_db`: the Rasa tracker store of the stack it inspects (a test's keeps its events beside it)."""
     return Service(
         "quality",
         [str(SERVICES_VENV / "bin" / "python"), "-m", "quality"],
         f"http://127.0.0.1:{ports.quality}/health",
-        env={"QUALITY_PORT": str(ports.quality), "PYTHONPATH": str(ROOT), **keys.env("quality_api")},
+        env={"QUALITY_PORT": str(ports.quality), "PYTHONPATH": str(ROOT), **keys.env("quality_api"),
+             **quality_events_env(tracker_db)},
         start_timeout_seconds=60,
     )

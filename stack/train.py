@@ -16,8 +16,8 @@ from pathlib import Path
 from stack.services import MODELS_DIR, RASA_VENV, ROOT
 
 BOT = ROOT / "bot"
-TRAINING_INPUTS = ["config.yml", "components.py", "domain.yml", "data/nlu.yml", "data/rules.yml", "jieba/userdict.txt",
-                   "../requirements/rasa.lock"]
+TRAINING_INPUTS = ["config.yml", "components.py", "embeddings.py", "domain.yml", "data/nlu.yml", "data/rules.yml",
+                   "jieba/userdict.txt", "../requirements/rasa.lock"]
 
 
 def inputs_hash() -> str:

@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import sys
 import time
 from collections import OrderedDict
@@ -37,7 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from quality.publisher import StreamCallEvents
@@ -64,6 +62,7 @@ from telephony.audiosocket import (
 from telephony.outcomes import OutcomeReporter, conversation_outcome
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
 from trust.env_secrets import SecretError, optional_secret
+from trust.serving import serving_http
 from voice.audio import TELEPHONE_RATE
 from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import load_voice_config
@@ -77,6 +76,7 @@ from voice.frames import (
     Keypress,
     TransferDeclined,
 )
+from voice.kokoro import start_prerender, stop_prerender
 
 log = logging.getLogger(__name__)
 
@@ -492,24 +492,17 @@ async def serve(settings: GatewaySettings) -> None:
     engines = VoiceEngines.load(load_voice_config(), settings.rasa_url)
     call_events = engines.call_events = StreamCallEvents(SqlEventStore(events_url()))  # quality inspection
     await engines.synthesizer.prerender(engines.config.turns.prompts.fixed(), TELEPHONE_RATE)
+    prerendering = await start_prerender(engines.config.kokoro)  # Kokoro's prompts, in the background
     rules = load_priority_rules(settings.priority_rules)
     ami = AmiClient(settings.ami) if settings.ami else None
     if ami is not None:
         await ami.connect(retry_in_background=True)
     gateway = Gateway(settings, engines, rules, ami)
     await gateway.start()
-    health = uvicorn.Server(uvicorn.Config(health_app(gateway), host=settings.host, port=settings.health_port,
-                                           log_level="warning"))
-    health.install_signal_handlers = lambda: None  # the gateway's own handlers stop everything
-    health_task = asyncio.create_task(health.serve())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    health.should_exit = True
-    await health_task
+    async with serving_http(health_app(gateway), settings.host, settings.health_port) as stop:
+        await stop.wait()
     await gateway.close()
+    await stop_prerender(prerendering)
     call_events.close()
 
 

@@ -3,11 +3,16 @@ action server and Rasa with the trained model.
 
 Started on free loopback ports, with a fresh SQLite database and SMS outbox in a temporary
 folder and fresh random secrets; logs land in that folder and are printed when a service fails.
+
+Tests marked `postgres` (the risk API's, the dialler's, the quality stream's PostgreSQL variants)
+run when RISK_API_TEST_PG_URL is set (`make test` starts a PostgreSQL); without it they are
+deselected, never skipped.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +22,17 @@ import httpx
 import pytest
 
 from stack.services import Ports, Secrets, stack, started
+from tests.risk_api.helpers import PG_URL_ENV
 from trust import chat_session
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(PG_URL_ENV):
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres")]
 
 SECRETS = Secrets.generated()
 RISK_ROLES = {"engine": SECRETS.risk_engine, "desk": SECRETS.risk_desk,

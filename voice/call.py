@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 from ivr_config.loader import ConfigError
 from voice.asr import Recognizer, load_recognizer
@@ -19,6 +19,7 @@ from voice.call_events import CallEvents, CallRecorder, NoCallEvents
 from voice.config import VoiceConfig
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, Hangup
+from voice.kokoro import rendered_prompts
 from voice.output import AudioOutput, AudioSink
 from voice.pipeline import Pipeline
 from voice.processors import AudioInput, SpeechDetection, SpeechRecognition, SpeechSynthesis
@@ -43,7 +44,8 @@ class VoiceEngines:
              channel_token: str | None = None) -> VoiceEngines:
         """`recognizer` overrides the configured one (tests and the demo without a Chinese model);
         `channel_token` Rasa's trusted-channel token (else RASA_CHANNEL_TOKEN)."""
-        return cls(config, recognizer or configured_recognizer(config), Synthesizer(config.tts),
+        prompts = rendered_prompts(config.kokoro, astuple(config.turns.prompts))
+        return cls(config, recognizer or configured_recognizer(config), Synthesizer(config.tts, prompts),
                    DialogueClient(rasa_url, channel_token))
 
     async def close(self) -> None:

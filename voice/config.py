@@ -22,6 +22,7 @@ from ivr_config.loader import ConfigError, field_name, load_yaml
 from voice.asr import AsrConfig
 from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
+from voice.kokoro import KokoroConfig
 from voice.tts import TtsConfig
 from voice.turns import TurnConfig
 from voice.whisper import WhisperConfig
@@ -38,6 +39,7 @@ class VoiceConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
+    kokoro: KokoroConfig = field(default_factory=KokoroConfig)
     turns: TurnConfig = field(default_factory=TurnConfig)
 
 

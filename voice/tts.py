@@ -1,4 +1,10 @@
-"""Speech synthesis for calls: pyttsx3 driving espeak-ng's Mandarin voice, with a cache.
+"""Speech synthesis for calls: prompts pre-rendered by Kokoro when there are, otherwise
+pyttsx3 driving espeak-ng's Mandarin voice, with a cache.
+
+Kokoro is too slow for live replies, so it renders the channel's prompts ahead of time
+(voice/rendered_prompts.py, voice/kokoro.py); every other text, and a prompt whose rendering is
+not there yet, is said by espeak-ng with the polyphone dictionary's pinyin for the words it
+would misread (voice/pronunciation.py).
 
 espeak-ng keeps its state (voice, callback, parameters) process-wide and pyttsx3 is not
 thread-safe, so every synthesis in the process runs on one dedicated worker thread that owns
@@ -32,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from voice.audio import read_wav, resample, samples
+from voice.pronunciation import Pronunciations, load_pronunciations
+from voice.rendered_prompts import RenderedPrompts
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +147,17 @@ def trim_silence(pcm: bytes, sample_rate: int) -> bytes:
 class Synthesizer:
     """Renders text to PCM at a call's rate; one per process is enough (the engine is shared anyway)."""
 
-    def __init__(self, config: TtsConfig | None = None) -> None:
+    def __init__(self, config: TtsConfig | None = None, prompts: RenderedPrompts | None = None,
+                 pronunciations: Pronunciations | None = None) -> None:
         self.config = config or TtsConfig()
+        self.prompts = prompts
+        self.pronunciations = pronunciations or load_pronunciations()
         self.synthesis_count = 0  # renders that reached espeak (cache misses)
+        self.prerendered_count = 0  # texts said from Kokoro's pre-rendered prompts
         self._cache: OrderedDict[tuple[str, int, bool], bytes] = OrderedDict()
-        self._pending: dict[tuple[str, int, bool], asyncio.Future[bytes]] = {}
+        # espeak-ng's renderings of prompts Kokoro has not rendered yet: used until it has.
+        self._stand_ins: OrderedDict[tuple[str, int, bool], bytes] = OrderedDict()
+        self._pending: dict[tuple[str, int, bool], asyncio.Future[tuple[bytes, bool]]] = {}
         self._closed = False
         # Fail at start-up, not on the first call, when espeak-ng or the voice is missing.
         _espeak_worker().submit(_engine_for, self.config.voice).result()
@@ -160,14 +174,13 @@ class Synthesizer:
             self._cache.move_to_end(key)
             return self._cache[key]
         pending = self._pending.get(key)
-        if pending is None:  # the same prompt asked for twice at once is synthesised once
-            loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(_espeak_worker(), self._synthesize, text, sample_rate, slow)
+        if pending is None:  # the same prompt asked for twice at once is rendered once
+            pending = asyncio.ensure_future(self._produce(text, sample_rate, slow))
             self._pending[key] = pending
             pending.add_done_callback(lambda _done: self._pending.pop(key, None))
         # shield: a caller cancelled by barge-in must not cancel the render others await.
-        pcm = await asyncio.shield(pending)
-        self._remember(key, pcm)
+        pcm, final = await asyncio.shield(pending)
+        self._remember(self._cache if final else self._stand_ins, key, pcm)
         return pcm
 
     async def prerender(self, texts: Iterable[str], sample_rate: int, slow: bool = False) -> None:
@@ -178,19 +191,45 @@ class Synthesizer:
         """Drop the cache; the shared espeak worker stays for other synthesizers in the process."""
         self._closed = True
         self._cache.clear()
+        self._stand_ins.clear()
+
+    async def _produce(self, text: str, sample_rate: int, slow: bool) -> tuple[bytes, bool]:
+        """The audio, and whether it is final: an espeak-ng rendering of a prompt Kokoro has not
+        rendered yet is only a stand-in, so the prompt switches to Kokoro's voice once it is there."""
+        loop = asyncio.get_running_loop()
+        if self.prompts is not None:
+            pieces = await loop.run_in_executor(None, self.prompts.pieces, text, slow)  # reads files
+            if pieces is not None:
+                audio = []
+                for piece in pieces:  # pre-rendered fixed parts, and the variable words said live
+                    if isinstance(piece, tuple):
+                        audio.append(resample(*piece, sample_rate))
+                    else:
+                        audio.append(await loop.run_in_executor(
+                            _espeak_worker(), self._synthesize, piece, sample_rate, slow))
+                self.prerendered_count += 1
+                return b"".join(audio), True
+        stand_in = self._stand_ins.get((text, sample_rate, slow))
+        if stand_in is not None:
+            return stand_in, False
+        pcm = await loop.run_in_executor(_espeak_worker(), self._synthesize, text, sample_rate, slow)
+        return pcm, self.prompts is None or not self.prompts.expects(text)
 
     def _synthesize(self, text: str, sample_rate: int, slow: bool) -> bytes:
         """On the worker thread."""
         engine = _engine_for(self.config.voice)
         words_per_minute = self.config.slow_rate if slow else self.config.rate
-        speech = engine.synthesize(text, words_per_minute, self.config.volume)
+        speech = engine.synthesize(self.pronunciations.for_espeak(text), words_per_minute, self.config.volume)
         self.synthesis_count += 1
         return resample(trim_silence(speech, ESPEAK_RATE), ESPEAK_RATE, sample_rate)
 
-    def _remember(self, key: tuple[str, int, bool], pcm: bytes) -> None:
+    def _remember(self, cache: OrderedDict[tuple[str, int, bool], bytes], key: tuple[str, int, bool],
+                  pcm: bytes) -> None:
         if self.config.cache_size <= 0:
             return
-        self._cache[key] = pcm
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.config.cache_size:
-            self._cache.popitem(last=False)
+        if cache is self._cache:
+            self._stand_ins.pop(key, None)
+        cache[key] = pcm
+        cache.move_to_end(key)
+        while len(cache) > self.config.cache_size:
+            cache.popitem(last=False)

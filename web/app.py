@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -31,7 +33,7 @@ from web import labels, pages
 from web.accounts import Accounts, Agent, load_accounts
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
-from web.push import StampWatcher
+from web.push import AlertFeed, StampWatcher
 from web.throttle import Clock, Throttle
 from web.upstream import Upstream
 
@@ -41,6 +43,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 # never reaches its URL.
 REVIEW_ID = r"^R-[0-9a-f]{20}$"
 HANDOFF_ID = r"^H-[0-9a-f]{20}$"
+CONVERSATION_REF = r"^Q-[0-9a-f]{20}$"
+CHAT_CHANNEL = "webchat"  # the widget's Rasa input channel (bot/channels.py WebChatInput)
 CAMPAIGN_ID = r"^[a-z][a-z0-9_]{0,47}$"  # a campaign's file name (ivr_config/campaign.schema.json)
 # The customer's number on file, whole, masked or its last four digits (risk_api.records.PHONE_SEARCH).
 PHONE_SEARCH = r"^(?:1\d{10}|1\d{2}\*{4}\d{4}|\d{4})$"
@@ -156,9 +160,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     risk_api = Upstream(settings.risk_api_url, settings.risk_api_token, timeout=10)
     rasa_relay = Upstream(settings.rasa_internal_url, settings.rasa_desk_token, timeout=RELAY_TIMEOUT_SECONDS)
     dialler = Upstream(settings.outbound_url, settings.outbound_desk_token, timeout=30)
+    quality = Upstream(settings.quality_url, settings.quality_api_token, timeout=10)
     app.router.on_shutdown.append(risk_api.aclose)
     app.router.on_shutdown.append(rasa_relay.aclose)
     app.router.on_shutdown.append(dialler.aclose)
+    app.router.on_shutdown.append(quality.aclose)
 
     def source_of(request: Request) -> str:
         """The client's address; behind the proxy, the one it appended to X-Forwarded-For."""
@@ -455,13 +461,98 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 stamp = changed
                 await news.put(f"event: queue\ndata: {json.dumps({'stamp': changed})}\n\n")
 
+    # --- The supervisors' live quality board: the inspection's alerts, pushed. ---
+
+    async def inspection_alerts(after: int) -> dict[str, Any] | None:
+        if not settings.quality_api_token:
+            return None
+        try:
+            answer = await quality.client().get("/alerts", params={"after": after})
+            return dict(answer.json()) if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, TypeError):
+            return None  # the inspection is down: the boards keep what they show
+
+    alert_feed = AlertFeed(inspection_alerts)
+
+    def conversation_ref(conversation_id: str) -> str:
+        """An opaque, stable reference: a conversation id (a chat's session) never reaches the browser."""
+        digest = hmac.new(settings.session_secret.encode(), conversation_id.encode(), hashlib.sha256).hexdigest()
+        return f"Q-{digest[:20]}"
+
+    def alerts_for_board(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [labels.alert_for_desk(alert, conversation_ref(str(alert["conversation_id"]))) for alert in alerts]
+
+    async def alert_news(news: asyncio.Queue[str]) -> None:
+        # First the recent ones (a board opening, or its stream opened again: the page keeps each once).
+        stamp, epoch, seen = None, alert_feed.epoch, 0
+        while True:
+            changed = await alert_feed.watcher.next_change(stamp, KEEPALIVE_SECONDS)
+            if changed is None:
+                continue
+            stamp = changed
+            if alert_feed.epoch != epoch:
+                epoch, seen = alert_feed.epoch, 0
+            fresh = alert_feed.after(seen)
+            if fresh:
+                seen = fresh[-1]["seq"]
+                await news.put(f"event: alerts\ndata: {json.dumps(alerts_for_board(fresh), ensure_ascii=False)}\n\n")
+
+    @app.get("/desk/api/quality/conversations/{ref}")
+    async def inspected_conversation(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)],
+                                     request: Request) -> dict[str, Any]:
+        """A conversation with a recent alert: what was said (masked, as the desk shows any
+        conversation) and every hit of the inspection, each with its rule in Chinese."""
+        require_agent(request, "supervise")
+        conversation_id = next((str(alert["conversation_id"]) for alert in alert_feed.recent
+                                if conversation_ref(str(alert["conversation_id"])) == ref), None)
+        if conversation_id is None:
+            raise HTTPException(404, {"code": "no_alert", "message": "没有这个会话的近期告警。"})
+        try:
+            scored = await quality.client().get(f"/conversations/{quote(conversation_id, safe='')}/score")
+            hits = scored.json().get("hits", []) if scored.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            hits = []
+        try:
+            said = await relay("read", conversation_id, after=0)
+        except HTTPException as error:
+            if error.status_code != 404:
+                raise
+            said = {"missing": True}
+        return {"messages": said.get("messages", []), "missing": bool(said.get("missing")),
+                "hits": [{"rule_name": labels.QUALITY_RULES.get(str(hit.get("rule")), "质检规则"),
+                          "severity": hit.get("severity"),
+                          "severity_name": labels.SEVERITIES.get(str(hit.get("severity")), labels.UNKNOWN),
+                          "detail": hit.get("detail"), "at": hit.get("at")} for hit in hits if isinstance(hit, dict)]}
+
+    @app.post("/desk/api/quality/conversations/{ref}/takeover")
+    async def take_over(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)], request: Request) -> JSONResponse:
+        """A supervisor takes an alerted chat over: its hand-over (an open one, or a new one at
+        emergency priority) becomes theirs and they join the conversation as for any claimed chat.
+        A phone call cannot be pulled from here (it reaches agents through the Asterisk queue)."""
+        supervisor = require_agent(request, "supervise")
+        alert = next((alert for alert in alert_feed.recent
+                      if conversation_ref(str(alert["conversation_id"])) == ref), None)
+        if alert is None:
+            raise HTTPException(404, {"code": "no_alert", "message": "没有这个会话的近期告警。"})
+        session_id = str(alert["conversation_id"])
+        said = await relay("read", session_id, after=0)
+        if said.get("channel") != CHAT_CHANNEL:
+            raise HTTPException(409, {"code": "not_a_chat", "message": "只能接管在线聊天；电话请通过坐席队列处理。"})
+        handoff = risk_json(await risk_call("POST", "/handoffs/takeover", json={
+            "session_id": session_id, "channel": "chat", "agent": supervisor.login,
+            "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")}),
+            passed=(409,))  # another agent holds it: the risk API's refusal, in Chinese
+        await relay("join", session_id, agent_name=supervisor.display_name)
+        return JSONResponse({"handoff": for_desk(handoff)})
+
     @app.get("/desk/api/events")
     async def desk_events(request: Request,
                           conversation: Annotated[str | None, Query(pattern=HANDOFF_ID)] = None) -> StreamingResponse:
         """Server-Sent Events: `queue` when the hand-overs or reviews changed (the page asks for its
         list again), `conversation` when the open conversation has new lines (one the agent may
-        see; any other is simply not watched), `ended` when the desk session is over. The stream
-        ends with the session."""
+        see; any other is simply not watched), `alerts` for supervisors when the quality
+        inspection raised alerts, `ended` when the desk session is over. The stream ends with the
+        session."""
         agent = logged_in_agent(request)
         if agent is None:
             raise HTTPException(401, "login required")
@@ -474,10 +565,14 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
             news: asyncio.Queue[str] = asyncio.Queue(maxsize=NEWS_BACKLOG)
-            async with watcher.listening():
+            async with contextlib.AsyncExitStack() as listening:
+                await listening.enter_async_context(watcher.listening())
                 watches = [asyncio.create_task(queue_changes(news))]
                 if session_id is not None:
                     watches.append(asyncio.create_task(conversation_growth(session_id, news)))
+                if agent.may("supervise") and settings.quality_api_token:
+                    await listening.enter_async_context(alert_feed.watcher.listening())
+                    watches.append(asyncio.create_task(alert_news(news)))
                 try:
                     quiet = 0.0
                     while True:

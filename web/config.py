@@ -48,6 +48,10 @@ class Settings:
     # token the campaigns page says it is not configured.
     outbound_url: str = "http://127.0.0.1:9094"
     outbound_desk_token: str | None = None
+    # The quality inspection service (quality/service.py) and its token: the supervisors' live
+    # board of alerts; without the token the board says it is not configured.
+    quality_url: str = "http://127.0.0.1:9095"
+    quality_api_token: str | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -69,4 +73,6 @@ class Settings:
             chat_wait_limit_seconds=int(env.get("CHAT_WAIT_LIMIT_SECONDS", 300)),
             outbound_url=env.get("OUTBOUND_URL", "http://127.0.0.1:9094"),
             outbound_desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
+            quality_url=env.get("QUALITY_URL", "http://127.0.0.1:9095"),
+            quality_api_token=optional_secret("QUALITY_API_TOKEN", env),
         )

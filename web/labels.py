@@ -16,13 +16,16 @@ DISPOSITIONS = {"resolved": "已解决", "callback_booked": "已预约回电", "
 LEVELS = {"none": "未核身", "L1": "基本核身(L1)", "L2": "短信核身(L2)"}
 # The flow engine hands over a question it could not place as flow "clarify" (bot/actions/handoff.py).
 UNPLACED_FLOW = "clarify"
+# A supervisor's take-over from the live quality board (risk_api/records.py TAKEOVER_FLOW).
+TAKEOVER_FLOW = "quality_takeover"
 UNKNOWN = "其他"
 
 
 @cache
 def flow_names() -> dict[str, str]:
     """Every flow id a hand-over may carry, with its name from the flow files."""
-    return {**{flow.id: flow.name for flow in repository_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题"}
+    return {**{flow.id: flow.name for flow in repository_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题",
+            TAKEOVER_FLOW: "质检告警接管"}
 
 
 @cache
@@ -83,3 +86,23 @@ def campaign_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
             "series": named(item.get("series"), SERIES), "calls": named(item.get("calls"), CALL_RESULTS),
             "outcomes": named(item.get("outcomes"), CALL_OUTCOMES), "skipped": named(item.get("skipped"), CALL_RULES),
             "deferred": named(item.get("deferred"), CALL_RULES)}
+
+
+# The live quality board (supervisors): the inspection's rules (ivr_config/quality/rules.yaml) and
+# severities in Chinese.
+QUALITY_RULES = {"caller_silence": "客户长时间沉默", "bot_silence": "机器人未应答", "repeated_barge_in": "客户多次插话",
+                 "fast_speech": "客户语速过快", "loudness_rising": "客户音量升高", "anger": "客户情绪激动",
+                 "distress": "客户情绪异常", "recording_notice": "未播放录音提示",
+                 "identity_before_detail": "未核身即告知账户信息", "forbidden_phrase": "出现禁用语",
+                 "transfer_ignored": "转人工请求被忽略", "request_failed_twice": "同一业务两次失败",
+                 "outbound_window": "外呼时段违规", "third_party_debt": "向第三方透露债务"}
+SEVERITIES = {"critical": "严重", "major": "较重", "minor": "轻微"}
+
+
+def alert_for_desk(item: Mapping[str, Any], conversation_ref: str) -> dict[str, Any]:
+    """A live alert as the board shows it: the conversation by an opaque reference (its id, a
+    chat's session, never reaches the browser), the rule and severity in Chinese."""
+    return {"seq": item.get("seq"), "conversation": conversation_ref, "severity": item.get("severity"),
+            "rule_name": QUALITY_RULES.get(str(item.get("rule")), "质检规则"),
+            "severity_name": SEVERITIES.get(str(item.get("severity")), UNKNOWN),
+            "detail": item.get("detail"), "at": item.get("at")}

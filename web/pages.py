@@ -133,6 +133,18 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
 </form>
 <button type="button" id="conversation-hide">收起</button>
 </section>""" if handles else ""
+    # Supervisors: the quality inspection's live alerts, pushed (desk.js), and the conversation
+    # of one with its hits.
+    quality_section = """<section id="quality-board" aria-labelledby="quality-title">
+<h2 id="quality-title">实时质检告警</h2>
+<ul id="alerts" class="cards alerts" aria-live="polite"><li class="empty">暂无告警</li></ul>
+<section id="inspected" aria-labelledby="inspected-title" hidden>
+<h3 id="inspected-title">告警会话</h3>
+<ul id="inspected-hits" class="hits"></ul>
+<ol id="inspected-transcript" class="transcript" role="log" aria-label="告警会话的对话记录"></ol>
+<button type="button" id="inspected-hide">收起</button>
+</section>
+</section>""" if agent.may("supervise") else ""
     review_section = """<section aria-labelledby="reviews-title">
 <h2 id="reviews-title">待审核的操作</h2>
 <ul id="reviews" class="cards" aria-live="polite"></ul>
@@ -144,6 +156,7 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
 <form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
 <p id="desk-status" role="status" aria-live="polite"></p>
 <main class="desk">
+{quality_section}
 {handoff_section}
 {review_section}
 </main>

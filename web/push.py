@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 STAMP_INTERVAL_SECONDS = 0.5
 log = logging.getLogger("web.push")
@@ -62,3 +64,40 @@ class StampWatcher:
             except TimeoutError:
                 return None
             return self._stamp
+
+
+RECENT_ALERTS = 200
+
+
+class AlertFeed:
+    """The quality inspection's live alerts for the supervisors' board. One watch per web process
+    asks the inspection for the alerts newer than the last it has, a few times a second while any
+    board listens, keeps the latest RECENT_ALERTS and wakes the boards (the same StampWatcher, its
+    stamp the last alert's number)."""
+
+    def __init__(self, fetch: Callable[[int], Awaitable[dict[str, Any] | None]],
+                 interval: float = STAMP_INTERVAL_SECONDS, keep: int = RECENT_ALERTS) -> None:
+        """`fetch(after)`: the inspection's answer `{"alerts": [...], "last": n}`, or None when it
+        cannot be had."""
+        self._fetch = fetch
+        self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.last = 0
+        self.epoch = 0  # counts the inspection's restarts: its numbering starts again
+        self.watcher = StampWatcher(self._look, interval)
+
+    async def _look(self) -> str | None:
+        answer = await self._fetch(self.last)
+        if answer is None:
+            return None
+        if int(answer.get("last", 0)) < self.last:  # restarted: what it numbers now is new
+            self.recent.clear()
+            self.last, self.epoch = 0, self.epoch + 1
+            return f"{self.epoch}:0"
+        for alert in answer.get("alerts", []):
+            if int(alert["seq"]) > self.last:
+                self.recent.append(alert)
+                self.last = int(alert["seq"])
+        return f"{self.epoch}:{self.last}"
+
+    def after(self, seq: int) -> list[dict[str, Any]]:
+        return [alert for alert in self.recent if alert["seq"] > seq]

@@ -20,13 +20,8 @@ from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.components import (
-    ENGINES,
-    EmbeddingCache,
-    Engine,
-    SentenceEmbeddingFeaturizer,
-    TextlessSafeLogisticRegression,
-)
+from bot.components import SentenceEmbeddingFeaturizer, TextlessSafeLogisticRegression
+from bot.embeddings import ENGINES, EmbeddingCache, Engine
 
 
 def featurizer(config: dict[str, Any]) -> SentenceEmbeddingFeaturizer:

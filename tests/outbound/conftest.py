@@ -2,23 +2,12 @@
 (marker `postgres`); without the URL the PostgreSQL variants are deselected, never skipped."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.outbound.helpers import PG_URL_ENV, database_url
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get(PG_URL_ENV):
-        return
-    deselected = [item for item in items if item.get_closest_marker("postgres")
-                  and "tests/outbound" in str(item.fspath)]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if item not in deselected]
+from tests.outbound.helpers import database_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

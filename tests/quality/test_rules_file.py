@@ -22,7 +22,7 @@ def copied(tmp_path: Path) -> Path:
 def test_the_shipped_rules_load_and_pass_the_check_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert load_rules(RULES_PATH).rules["recording_notice"]["phrase"] == "录音"
     assert main(["check"]) == 0
-    assert "12 rules, alerts at critical" in capsys.readouterr().out
+    assert "14 rules, alerts at critical" in capsys.readouterr().out
 
 
 def test_an_unknown_severity_names_the_file_and_the_rule(tmp_path: Path) -> None:
@@ -51,6 +51,7 @@ def test_yaml_that_does_not_parse_names_the_line(tmp_path: Path, capsys: pytest.
 
 def test_a_broken_word_list_names_its_own_file(tmp_path: Path) -> None:
     rules = copied(tmp_path)
-    (tmp_path / "phrases.yaml").write_text("forbidden: {threat: [上门催收]}\nanger: 垃圾\ndistress: []\n")
+    (tmp_path / "phrases.yaml").write_text(
+        "forbidden: {threat: [上门催收]}\ndebt_detail: [逾期]\nanger: 垃圾\ndistress: []\n")
     with pytest.raises(ConfigError, match=r"phrases\.yaml: anger: '垃圾' is not of type 'array'"):
         load_rules(rules)

@@ -3,8 +3,12 @@ gateway publish them: which rules fire, live (the hits as events arrive) and in 
 
 from __future__ import annotations
 
+import pytest
+
+from flowspec.model import RIGHT_PARTY, repository_flowset
+from flowspec.templates import render
 from quality.rules import FlowFacts, Inspector, load_rules
-from tests.quality.scripts import Script, inspect, rules_fired, stream, verified_bill_chat
+from tests.quality.scripts import START, Script, inspect, rules_fired, stream, verified_bill_chat
 
 
 def clean_call(conversation_id: str = "call-clean") -> Script:
@@ -128,3 +132,89 @@ def test_the_same_request_failing_twice_is_flagged() -> None:
               .user("再试一次提前还款", intent="early_repayment")
               .bot(flow="early_repayment", outcome="refused").listen())
     assert rules_fired(inspect(script), "chat-failing") == ["request_failed_twice"]
+
+
+# --- outbound calls: the legal calling hours, and nothing of the debt before the right party ---
+
+FLOWS = repository_flowset()
+CUSTOMER = {"customer": {"salutation": "杨先生"}}
+OPENING = render(FLOWS.flows["overdue_reminder"].raw["outbound_opening"]["voice"], CUSTOMER, voice=True)
+HOUR = 3600.0  # START is 08:00 in the customer's zone
+
+
+def outbound_call(conversation_id: str, start: float = START + 2 * HOUR, opening: str = OPENING) -> Script:
+    """The dialler's call as the gateway opens it: the notice, the flow's opening (the right-party
+    question), the engine on the `outbound` channel."""
+    return (Script(conversation_id, start, channel="outbound").call_opens()
+            .user("/overdue_reminder", intent="overdue_reminder").slot("channel", "outbound")
+            .slot("requested_slot", RIGHT_PARTY).bot_answers(opening))
+
+
+def test_a_clean_outbound_call_fires_nothing() -> None:
+    script = (outbound_call("out-clean").wait(1).caller_says("是我", 0.8, intent="affirm")
+              .slot(RIGHT_PARTY, "confirmed").slot("requested_slot", "customer_name").bot_answers("请问您的全名？")
+              .caller_says("杨明", 0.8, intent="inform").slot("verified_level", "L1").slot("requested_slot", None)
+              .bot_answers("您本期账单已逾期2天，应还1200元，请问今天方便还款吗？")
+              .bot(flow="overdue_reminder", outcome="answer").listen().wait(2).call("call_ended", reason="hangup"))
+    inspector = inspect(script)
+    assert rules_fired(inspector, "out-clean") == []
+    assert inspector.conversations["out-clean"].outbound
+
+
+def test_debt_detail_before_the_right_party_is_confirmed_is_a_critical_hit_when_said() -> None:
+    script = outbound_call("out-leak", opening="您好，您在我司的借款已逾期，请问是杨先生本人吗？")
+    inspector = Inspector(load_rules(), FlowFacts.from_repository())
+    live = [(event.source, event.kind, [hit.rule for hit in inspector.feed(event)]) for event in stream(script)]
+    # On the engine's message itself (the gateway's `bot_said` of the same words does not count it twice).
+    assert [entry for entry in live if entry[2]] == [("rasa", "bot", ["third_party_debt"])]
+    hit = inspector.conversations["out-leak"].hits[0]
+    assert hit.severity == "critical" and inspector.rules.alerts(hit.severity) and "逾期" in hit.detail
+
+
+def test_a_third_party_hears_the_neutral_message_but_an_agents_debt_talk_is_flagged() -> None:
+    third_party = FLOWS.right_party
+    neutral = (outbound_call("out-third-party").caller_says("他不在，我是他老婆", 1.5, intent="deny")
+               .slot(RIGHT_PARTY, "third_party").slot("requested_slot", "recall_allowed")
+               .bot_answers(render(third_party.slots["recall_allowed"].prompt.voice, CUSTOMER, voice=True))
+               .caller_says("可以", 0.6, intent="affirm")
+               .bot_answers(render(third_party.responses["third_party"].voice, CUSTOMER, voice=True)))
+    told = (outbound_call("out-told").caller_says("他不在，我是他老婆", 1.5, intent="deny")
+            .slot(RIGHT_PARTY, "third_party")
+            .bot(live_agent={"state": "message", "name": "王芳", "text": "你让他赶紧还钱，已经欠了三个月了", "seq": 1}))
+    inspector = inspect(neutral, told)
+    assert rules_fired(inspector, "out-third-party") == []
+    assert rules_fired(inspector, "out-told") == ["third_party_debt"]
+
+
+def test_an_inbound_caller_may_hear_debt_words_before_any_right_party_check() -> None:
+    script = (Script("call-inbound", channel="voice").call_opens().caller_says("我逾期了怎么办", 1.5)
+              .bot_answers("逾期后请尽快还款，以免产生罚息。"))
+    assert rules_fired(inspect(script), "call-inbound") == []
+
+
+@pytest.mark.parametrize(("local_hour", "fires"), [
+    (-0.01, True),  # 07:59:24
+    (0.0, False),  # 08:00
+    (12.99, False),  # 20:59:24
+    (13.0, True),  # 21:00: the legal hours end
+    (14.5, True),  # 22:30
+])
+def test_an_outbound_call_outside_the_legal_hours_is_a_critical_hit_at_its_start(local_hour: float,
+                                                                                 fires: bool) -> None:
+    inspector = Inspector(load_rules(), FlowFacts.from_repository())
+    events = stream(outbound_call("out-hours", start=START + local_hour * HOUR))
+    first = inspector.feed(events[0])  # call_started
+    for event in events[1:]:
+        assert "outbound_window" not in [hit.rule for hit in inspector.feed(event)], "once, at the start"
+    assert [hit.rule for hit in first] == (["outbound_window"] if fires else [])
+    if fires:
+        assert first[0].severity == "critical"
+
+
+def test_an_engine_only_outbound_conversation_is_checked_too_and_inbound_calls_at_night_are_not() -> None:
+    night = START + 15 * HOUR  # 23:00
+    engine_only = Script("out-engine", night, channel="outbound").user("/overdue_reminder", intent="overdue_reminder")
+    inbound = Script("call-night", night, channel="voice").call_opens().caller_says("查账单", 1.0)
+    inspector = inspect(engine_only, inbound)
+    assert rules_fired(inspector, "out-engine") == ["outbound_window"]
+    assert rules_fired(inspector, "call-night") == []

@@ -511,3 +511,43 @@ def test_do_not_call_needs_an_identified_customer_and_the_desks_token(api: Api) 
                          json={"agent": "a"}).status_code == 404
     assert api.http.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "a"}).status_code in (401, 403)
     assert api.desk.post(f"/handoffs/{handoff_id}/do-not-call", json={"agent": "a", "extra": 1}).status_code == 422
+
+
+def take_over(api: Api, session_id: str, agent: str, channel: str = "chat") -> httpx.Response:
+    return api.desk.post("/handoffs/takeover", json={"session_id": session_id, "channel": channel, "agent": agent,
+                                                     "alert": "客户情绪异常"})
+
+
+def test_a_supervisor_takes_over_a_conversation_without_a_handoff_at_emergency_priority(api: Api) -> None:
+    session_id = new_session()
+    taken = take_over(api, session_id, "supervisor-takeover-1")
+    assert taken.status_code == 200, taken.text
+    detail = taken.json()
+    assert (detail["status"], detail["agent"], detail["priority"], detail["flow"], detail["session_id"]) == (
+        "accepted", "supervisor-takeover-1", "emergency", "quality_takeover", session_id)
+    assert "客户情绪异常" in detail["summary"] and detail["verified_level"] == "none"
+    again = take_over(api, session_id, "supervisor-takeover-1")  # a second click: the same case back
+    assert again.status_code == 200 and again.json()["handoff_id"] == detail["handoff_id"]
+    assert len(api.sql("SELECT id FROM handoffs WHERE session_id = :s", s=session_id)) == 1
+    assert [json.loads(inputs)["agent"] for inputs in audit_of(api, session_id, "handoff_takeover")] == [
+        "supervisor-takeover-1"], "audited when it happened, once"
+    assert close(api, detail["handoff_id"], "supervisor-takeover-1").status_code == 200, "an ordinary case to close"
+
+
+def test_a_takeover_claims_the_waiting_handoff_and_leaves_one_another_agent_holds(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api, priority="normal")
+    taken = take_over(api, session_id, "supervisor-takeover-2")
+    assert taken.status_code == 200, taken.text
+    assert (taken.json()["handoff_id"], taken.json()["priority"], taken.json()["agent"]) == (
+        handoff_id, "emergency", "supervisor-takeover-2")
+    held = accepted_handoff(api, "agent-holding-3")
+    held_session = api.sql("SELECT session_id FROM handoffs WHERE id = :i", i=held)[0].session_id
+    refused = take_over(api, held_session, "supervisor-takeover-2")
+    assert refused.status_code == 409 and refused.json()["detail"]["code"] == "handoff_taken"
+    assert api.sql("SELECT agent FROM handoffs WHERE id = :i", i=held)[0].agent == "agent-holding-3"
+    for bad in ({"session_id": session_id, "channel": "fax", "agent": "s", "alert": "x"},
+                {"session_id": session_id, "channel": "chat", "agent": "", "alert": "x"},
+                {"session_id": session_id, "channel": "chat", "agent": "s"}):
+        assert api.desk.post("/handoffs/takeover", json=bad).status_code == 422, bad
+    assert api.http.post("/handoffs/takeover", json={"session_id": session_id, "channel": "chat", "agent": "s",
+                                                     "alert": "x"}).status_code in (401, 403, 404), "desk only"

@@ -66,13 +66,17 @@ def fake() -> Iterator[Fake]:
         yield record
 
 
+def web_settings(peer_url: str, **more: Any) -> Settings:
+    """The web server's settings with the risk API and Rasa's relay (and what `more` names) at `peer_url`."""
+    return Settings(host="127.0.0.1", port=0, rasa_url="http://127.0.0.1:5005", risk_api_url=peer_url,
+                    risk_api_token="a-desk-role-token-for-tests", accounts_file=str(accounts_file()),
+                    rasa_internal_url=peer_url, rasa_desk_token="a-rasa-desk-token-for-tests",
+                    session_secret="s" * 32, chat_session_secret="c" * 32, chat_allowed_origins=frozenset(), **more)
+
+
 @pytest.fixture
 def web(fake: Fake) -> Iterator[str]:
-    settings = Settings(host="127.0.0.1", port=0, rasa_url="http://127.0.0.1:5005", risk_api_url=fake.url,
-                        risk_api_token="a-desk-role-token-for-tests", accounts_file=str(accounts_file()),
-                        rasa_internal_url=fake.url, rasa_desk_token="a-rasa-desk-token-for-tests",
-                        session_secret="s" * 32, chat_session_secret="c" * 32, chat_allowed_origins=frozenset())
-    with serving_asgi(create_app(settings)) as url:
+    with serving_asgi(create_app(web_settings(fake.url))) as url:
         yield url
 
 

@@ -242,6 +242,7 @@ async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running
     """`make run`'s phone gateway as a process: no AMI configured, still answers AudioSocket."""
     for name in ("AUDIOSOCKET_HOST", "ASTERISK_AMI_HOST", "VOSK_MODEL_PATH"):  # the process inherits the shell's
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KOKORO_PRERENDER_AT_START", "0")  # no background Kokoro rendering in the test run
     rasa_port = int(running_stack.rasa_url.rsplit(":", 1)[1])
     risk_port = int(running_stack.risk_url.rsplit(":", 1)[1])
     ports = dataclasses.replace(Ports.free(), rasa=rasa_port, risk_api=risk_port)

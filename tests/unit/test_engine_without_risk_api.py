@@ -1,32 +1,17 @@
 """The flow engine when the risk-check API is down: the customer hears that nothing changed
 and is handed to a human; no exception escapes. The API address is a real loopback port with
-nothing listening, so the failure is a real refused connection, not a mock."""
+nothing listening (conftest.py `risk_api_down`), so the failure is a real refused connection,
+not a mock."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.actions import conversation
 from bot.actions.flow_engine import GENERATED_ACTIONS, FinishFlow
-
-
-@pytest.fixture
-def risk_api_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    monkeypatch.setenv("RISK_API_URL", f"http://127.0.0.1:{closed_port}")
-    monkeypatch.setenv("RISK_API_TOKEN", "unused")
-    conversation.risk_api.cache_clear()
-    yield
-    conversation.risk_api.cache_clear()
 
 
 def tracker(slots: dict[str, Any], text: str = "", intent: str = "inform") -> Tracker:

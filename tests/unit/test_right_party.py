@@ -16,6 +16,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from bot.actions.flow_engine import GENERATED_ACTIONS, FinishFlow
 from flowspec.model import RIGHT_PARTY, repository_flowset
 from flowspec.templates import render
+from quality.rules import load_rules
 from tests.unit import test_engine_identity as engine_tests
 from voice.turns import Prompts
 
@@ -28,8 +29,9 @@ CALLED = {"/customers/lookup": {"customer_id": "C100001", "salutation": "杨先�
 # The phone's own prompts an outbound call can play (no greeting or menu: the flow opens it).
 OUTBOUND_PROMPTS = ("disclosure", "no_input", "no_match", "invalid_key", "goodbye", "dialogue_down", "agents_busy",
                     "callback_offer", "requeue_offer", "callback_booked", "callback_failed")
-# Words that would tell a third party about the customer's debt or account.
-DEBT_WORDS = re.compile(r"逾期|欠|还款|还钱|账单|金额|催收|征信|元|借款|贷款|利息|罚息|到期")
+# Words that would tell a third party about the customer's debt or account: the quality
+# inspection's list (ivr_config/quality/phrases.yaml), which flags them live on a real call.
+DEBT_WORDS = re.compile("|".join(map(re.escape, load_rules().debt_detail)))
 
 
 def call(slots: dict[str, Any], text: str = "", intent: str = "inform", confidence: float = 0.99) -> Tracker:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from stack.services import ROOT, Ports, Running, Service, stack, started
+from stack.services import ROOT, Ports, Running, Service, quality_inspection, stack, started
 from tests.accounts import ACCOUNTS, accounts_file
 from tests.conftest import SECRETS, Stack
 from web.chromium import launch
@@ -62,6 +62,7 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
     tracker_db = workdir / "tracker.sqlite3"
     services = stack(ports, SECRETS, risk_env, tracker_db=tracker_db,
                      web_env={"AGENT_ACCOUNTS_FILE": str(accounts_file()), "CHAT_WAIT_LIMIT_SECONDS": "0"})
+    services.append(quality_inspection(ports, SECRETS, tracker_db))  # the supervisors' live board
     try:
         with started(services, workdir) as running:
             yield WebStack(f"http://127.0.0.1:{ports.rasa}", f"http://127.0.0.1:{ports.risk_api}",

@@ -255,6 +255,7 @@
     var who = message.from === "agent" ? FROM.agent + " " + (message.name || "") : FROM[message.from];
     item.appendChild(el("span", "who", who));
     item.appendChild(el("p", "", message.text));
+    if (message.knowledge) item.appendChild(el("span", "knowledge", "知识库 " + message.knowledge));
     if (message.at) item.appendChild(el("time", "", new Date(message.at * 1000).toLocaleTimeString("zh-CN")));
     return item;
   }
@@ -410,6 +411,98 @@
     next.addEventListener("click", function () { offset += pageSize; poll(); });
   }
 
+  /* --- Supervisors: the quality inspection's live alerts (pushed on the same stream), and one
+   * alert's conversation with each hit marked on the last line said before it. --- */
+  var MAX_ALERTS = 200;
+  var alertList = document.getElementById("alerts");
+  var inspected = document.getElementById("inspected");
+  var shownAlerts = {}; // a stream opened again sends the recent alerts again: each is shown once
+
+  function alertCard(alert) {
+    var card = el("li", "card severity-" + alert.severity);
+    card.appendChild(el("h3", "", alert.rule_name + " · " + alert.severity_name));
+    var facts = el("dl");
+    field(facts, "时间", new Date(alert.at * 1000).toLocaleTimeString("zh-CN"));
+    field(facts, "会话", alert.conversation);
+    field(facts, "详情", alert.detail);
+    card.appendChild(facts);
+    var open = el("button", "open", "查看会话");
+    open.type = "button";
+    open.addEventListener("click", function () { inspect(alert.conversation); });
+    card.appendChild(open);
+    var takeOver = el("button", "claim", "接管");
+    takeOver.type = "button";
+    takeOver.addEventListener("click", function () { takeOverConversation(alert.conversation, takeOver); });
+    card.appendChild(takeOver);
+    return card;
+  }
+
+  /* A chat with an alert: its hand-over becomes this supervisor's, the customer is told a person
+   * joined, and the conversation opens in the panel to write in. */
+  function takeOverConversation(ref, button) {
+    button.disabled = true;
+    fetch("/desk/api/quality/conversations/" + encodeURIComponent(ref) + "/takeover", {
+      method: "POST", credentials: "same-origin"
+    }).then(function (response) {
+      if (response.status === 401) { location.href = "/desk"; return null; }
+      return response.json().then(function (body) {
+        if (!response.ok) {
+          statusLine.textContent = "接管失败：" + failure(body, response.status);
+          button.disabled = false;
+          return;
+        }
+        statusLine.textContent = "已接管：" + body.handoff.flow_name + "（" + body.handoff.handoff_id + "）";
+        openConversation(body.handoff.handoff_id);
+        poll();
+      });
+    }).catch(function () { statusLine.textContent = "网络错误，请重试"; button.disabled = false; });
+  }
+
+  function showAlerts(event) {
+    var empty = alertList.querySelector(".empty");
+    JSON.parse(event.data).forEach(function (alert) {
+      var key = alert.seq + "/" + alert.conversation + "/" + alert.at;
+      if (shownAlerts[key]) return;
+      shownAlerts[key] = true;
+      if (empty) { alertList.removeChild(empty); empty = null; }
+      alertList.insertBefore(alertCard(alert), alertList.firstChild); // newest first
+    });
+    while (alertList.children.length > MAX_ALERTS) alertList.removeChild(alertList.lastChild);
+    document.body.dataset.alerts = String(alertList.querySelectorAll(".card").length);
+  }
+
+  function inspect(ref) {
+    fetch("/desk/api/quality/conversations/" + encodeURIComponent(ref), { credentials: "same-origin" })
+      .then(function (response) {
+        if (response.status === 401) { location.href = "/desk"; return null; }
+        return response.ok ? response.json() : null;
+      }).then(function (found) {
+        if (!found) { statusLine.textContent = "无法打开这段会话（告警已过期或服务不可用）"; return; }
+        var hits = document.getElementById("inspected-hits");
+        var lines = document.getElementById("inspected-transcript");
+        hits.textContent = "";
+        lines.textContent = "";
+        found.hits.forEach(function (hit) {
+          hits.appendChild(el("li", "", hit.rule_name + "（" + hit.severity_name + "）" + (hit.detail ? "：" + hit.detail : "")));
+        });
+        var items = found.messages.map(function (message) { return lines.appendChild(line(message)); });
+        if (found.missing) lines.appendChild(el("li", "empty", "没有这段对话的记录"));
+        found.hits.forEach(function (hit) {
+          var last = -1;
+          found.messages.forEach(function (message, index) { if (message.at <= hit.at) last = index; });
+          if (last < 0) return;
+          items[last].classList.add("said-hit");
+          items[last].appendChild(el("span", "hit-mark", "⚠ " + hit.rule_name));
+        });
+        document.getElementById("inspected-title").textContent = "告警会话 " + ref;
+        inspected.hidden = false;
+      }).catch(function () { statusLine.textContent = "网络错误，请重试"; });
+  }
+
+  if (inspected) {
+    document.getElementById("inspected-hide").addEventListener("click", function () { inspected.hidden = true; });
+  }
+
   /* --- Pushed updates: one stream, opened again for each conversation the panel shows. --- */
   var listening = null; // the conversation the stream is for ("" for none)
   function listen() {
@@ -434,6 +527,7 @@
       poll();
     });
     feed.addEventListener("conversation", readConversation);
+    if (alertList) feed.addEventListener("alerts", showAlerts);
     feed.addEventListener("ended", function () { feed.close(); location.href = "/desk"; });
   }
 

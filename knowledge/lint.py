@@ -1,0 +1,158 @@
+"""The knowledge base linter: every entries file against the schema and the rules below.
+
+Run with `python -m knowledge lint`; it prints every problem as `file: field: problem` and exits
+non-zero when there is any (`make lint`, and so `make test`, run it).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowspec.model import FLOWS_DIR, REPO_ROOT
+from knowledge.model import (
+    ENTRIES_DIR,
+    OUT_OF_SCOPE_FILE,
+    CategoryFile,
+    KnowledgeError,
+    entry_files,
+    load_category,
+    load_out_of_scope,
+    phrasing_key,
+)
+
+# Characters are counted (Chinese has no spaces). A spoken answer over ~120 characters lasts more than
+# about 30 seconds of speech: callers lose the thread.
+MAX_CHAT_CHARS = 300
+MAX_VOICE_CHARS = 120
+MAX_PHRASING_CHARS = 80
+URL = re.compile(r"https?://|www\.|[a-z0-9-]+\.(com|cn|net|org)\b", re.IGNORECASE)
+# Spoken answers are read by the speech synthesiser: digits must be written as words (二十四小时,
+# 百分之二十四), and brackets, slashes, currency and other symbols are not read aloud at all.
+SPOKEN_PUNCTUATION = set("，。、？！：；“”‘’…—")
+SPOKEN_LATIN_WORDS = {"APP"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        try:
+            where = self.path.relative_to(REPO_ROOT)
+        except ValueError:
+            where = self.path
+        return f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
+
+
+def _length(text: str) -> int:
+    return sum(1 for char in text if not char.isspace())
+
+
+def voice_problems(text: str) -> list[str]:
+    """Why a voice answer cannot be spoken as written; empty when it can."""
+    problems = []
+    if URL.search(text):
+        problems.append("has a web address: say where to find it instead (the APP, the official website)")
+    if any(char.isascii() and char.isdigit() for char in text):
+        problems.append("has digits: write numbers as they are read aloud (二十四小时, 百分之二十四)")
+    for word in re.findall(r"[A-Za-z]+", text):
+        if word not in SPOKEN_LATIN_WORDS:
+            problems.append(f"has the Latin word '{word}': only {', '.join(sorted(SPOKEN_LATIN_WORDS))} is spoken")
+    symbols = sorted({char for char in text if unicodedata.category(char)[0] in "PS"
+                      and char not in SPOKEN_PUNCTUATION and not char.isalnum()})
+    if symbols:
+        problems.append(f"has symbols not read aloud: {' '.join(symbols)}")
+    return problems
+
+
+def _check_file(category_file: CategoryFile, flow_ids: set[str]) -> list[Problem]:
+    problems = []
+    path = category_file.path
+    if category_file.category != path.stem:
+        problems.append(Problem(path, "category", f"'{category_file.category}' must equal the file name '{path.stem}'"))
+    for index, entry in enumerate(category_file.entries):
+        where = f"entries[{index}]"
+        if not entry.id.startswith(f"{category_file.category}."):
+            problems.append(Problem(path, f"{where}.id", f"'{entry.id}' must start with '{category_file.category}.'"))
+        if entry.flow is not None and entry.flow not in flow_ids:
+            problems.append(Problem(path, f"{where}.flow", f"'{entry.flow}' is not a flow in flows/"))
+        if entry.flow is not None and (entry.chat is not None or entry.voice is not None):
+            problems.append(Problem(path, where, f"points to the flow '{entry.flow}', which answers: "
+                                                 "no chat or voice answer here"))
+        if entry.flow is None and (entry.chat is None or entry.voice is None):
+            problems.append(Problem(path, where, "needs both a chat and a voice answer, or a flow"))
+        for number, text in enumerate(entry.phrasings):
+            if _length(text) > MAX_PHRASING_CHARS:
+                field = "question" if number == 0 else f"paraphrases[{number - 1}]"
+                problems.append(Problem(path, f"{where}.{field}",
+                                        f"{_length(text)} characters, over {MAX_PHRASING_CHARS}"))
+        if entry.chat is not None and _length(entry.chat) > MAX_CHAT_CHARS:
+            problems.append(Problem(path, f"{where}.chat", f"{_length(entry.chat)} characters, over {MAX_CHAT_CHARS}"))
+        if entry.voice is not None:
+            if _length(entry.voice) > MAX_VOICE_CHARS:
+                problems.append(Problem(path, f"{where}.voice",
+                                        f"{_length(entry.voice)} characters, over {MAX_VOICE_CHARS}"))
+            if entry.chat is not None and _length(entry.voice) > _length(entry.chat):
+                problems.append(Problem(path, f"{where}.voice", "longer than the chat answer: say it shorter"))
+            problems += [Problem(path, f"{where}.voice", problem) for problem in voice_problems(entry.voice)]
+    return problems
+
+
+def _check_phrasings(files: list[CategoryFile], out_of_scope: list[str], out_of_scope_path: Path) -> list[Problem]:
+    """No phrasing twice, within an entry, across entries or among the out-of-scope ones: the retriever
+    could not tell them apart."""
+    problems = []
+    first_seen: dict[str, tuple[str, Path]] = {}
+    for number, text in enumerate(out_of_scope):
+        key = phrasing_key(text)
+        if key in first_seen:
+            problems.append(Problem(out_of_scope_path, f"phrasings[{number}]", f"'{text}' is there twice"))
+        first_seen.setdefault(key, ("the out-of-scope phrasings", out_of_scope_path))
+    for category_file in files:
+        for index, entry in enumerate(category_file.entries):
+            for number, text in enumerate(entry.phrasings):
+                key = phrasing_key(text)
+                field = f"entries[{index}].{'question' if number == 0 else f'paraphrases[{number - 1}]'}"
+                if key in first_seen:
+                    owner, owner_path = first_seen[key]
+                    same = ("this entry" if owner == entry.id else OUT_OF_SCOPE_FILE if owner_path == out_of_scope_path
+                            else f"entry '{owner}'")
+                    problems.append(Problem(category_file.path, field,
+                                            f"'{text}' is the same phrasing as one of {same}"))
+                else:
+                    first_seen[key] = (entry.id, category_file.path)
+    return problems
+
+
+def lint(entries_dir: Path = ENTRIES_DIR, flows_dir: Path = FLOWS_DIR) -> list[Problem]:
+    """Every problem found, in file order; an empty list means the knowledge base is sound."""
+    problems: list[Problem] = []
+    flow_ids = {path.stem for path in flows_dir.glob("*.yml")}
+    paths = entry_files(entries_dir)
+    if not paths:
+        return [Problem(entries_dir, "", "no entries files (*.yaml)")]
+    files = []
+    for path in paths:
+        try:
+            files.append(load_category(path))
+        except KnowledgeError as error:
+            problems.append(Problem(path, "", str(error).removeprefix(f"{path}: ")))
+    seen_ids: dict[str, Path] = {}
+    for category_file in files:
+        problems += _check_file(category_file, flow_ids)
+        for index, entry in enumerate(category_file.entries):
+            if entry.id in seen_ids:
+                problems.append(Problem(category_file.path, f"entries[{index}].id",
+                                        f"'{entry.id}' is used twice (also in {seen_ids[entry.id].name})"))
+            seen_ids.setdefault(entry.id, category_file.path)
+    out_of_scope: list[str] = []
+    try:
+        out_of_scope = load_out_of_scope(entries_dir)
+    except KnowledgeError as error:
+        problems.append(Problem(entries_dir / OUT_OF_SCOPE_FILE, "", str(error).split(": ", 1)[1]))
+    return problems + _check_phrasings(files, out_of_scope, entries_dir / OUT_OF_SCOPE_FILE)
