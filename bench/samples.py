@@ -1,8 +1,8 @@
 """Deterministic test audio for the voice pipeline: Mandarin speech, noise, babble and echo.
 
-Speech comes from espeak-ng's Mandarin voice, noise from sox; renders are cached as WAV files
-under a directory (default var/test-audio/, git-ignored), so only the first run pays for the
-subprocesses. Everything is reproducible: sox runs in repeatable mode (-R), espeak-ng is
+Speech comes from espeak-ng's Mandarin voice (or Kokoro's, `natural_speech`), noise from sox;
+renders are cached as WAV files under a directory (default var/test-audio/, git-ignored), so
+only the first run pays for the subprocesses. Everything is reproducible: sox runs in repeatable mode (-R), espeak-ng is
 deterministic, and babble offsets come from a seeded generator.
 
 Levels: caller speech and the bot's playback are both normalised to SPEECH_LEVEL_DBFS over the
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.audio import FRAME_MS, TELEPHONE_RATE, frame_bytes, read_wav, resample, samples, to_pcm
+from voice.audio import FRAME_MS, TELEPHONE_RATE, frame_bytes, read_wav, resample, samples, to_pcm, write_wav
 from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState
 from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
+from voice.turn_models import SileroStream
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "var" / "test-audio"
@@ -111,6 +112,45 @@ def speech(sentence: str, rate: int = TELEPHONE_RATE, *, voice: str = "cmn", pit
     return normalised(pcm, rate)
 
 
+def natural_speech(sentence: str, rate: int = TELEPHONE_RATE, *, voice: str = "jf_gongitsune",
+                   cache_dir: Path = DEFAULT_CACHE) -> bytes:
+    """A sentence in Kokoro's voice (voice/kokoro.py: about a CPU-second per sentence the first
+    time, cached after), leading silence trimmed, at SPEECH_LEVEL_DBFS. Its intonation rises and
+    falls like a person's, which an end-of-turn model listens to and espeak-ng's does not."""
+    from voice.kokoro import KokoroConfig, KokoroVoice  # the model loads only when a sentence is rendered
+
+    def render(path: Path) -> None:
+        kokoro = KokoroVoice(KokoroConfig(voice=voice))
+        write_wav(path, kokoro.render(sentence, sample_rate=rate), rate)
+
+    pcm, _ = _cached(cache_dir, f"kokoro|{voice}|{rate}|{sentence}", render)
+    return normalised(_trim_leading_silence(pcm, rate), rate)
+
+
+def lengthen_pause(pcm: bytes, pause_s: float, rate: int = TELEPHONE_RATE) -> bytes:
+    """The clip with its longest pause inside the speech (frames below ONSET_THRESHOLD_DBFS)
+    made `pause_s` long: 我想查一下……我的账单 with the hesitation a caller may make."""
+    values = samples(pcm).astype(np.float64)
+    size = frame_bytes(rate) // 2
+    frames_count = values.size // size
+    energy = np.mean(values[: frames_count * size].reshape(-1, size) ** 2, axis=1)
+    quiet = 10.0 * np.log10(np.maximum(energy, 1e-12) / 32768.0**2) < ONSET_THRESHOLD_DBFS
+    loud = np.flatnonzero(~quiet)
+    best: tuple[int, int] = (0, 0)  # (first quiet frame, length) of the longest pause between loud frames
+    start: int | None = None
+    for index in range(int(loud[0]), int(loud[-1]) + 1) if loud.size else ():
+        if quiet[index] and start is None:
+            start = index
+        elif not quiet[index] and start is not None:
+            best = max(best, (start, index - start), key=lambda pause: pause[1])
+            start = None
+    if not best[1]:
+        raise ValueError("the clip has no pause inside its speech")
+    middle = (best[0] + best[1] // 2) * size
+    added = max(0, int(pause_s * rate) - best[1] * size)
+    return to_pcm(np.concatenate([values[:middle], np.zeros(added), values[middle:]]))
+
+
 def _sox_noise(kind: str, seconds: float, rate: int, cache_dir: Path) -> bytes:
     sox = _require("sox")
 
@@ -151,6 +191,14 @@ def noise(kind: str, seconds: float, rate: int = TELEPHONE_RATE, *, seed: int = 
         raise ValueError(f"at most {pool_seconds:.0f} s of {kind} noise per clip")
     offset = int(np.random.default_rng(seed).integers(0, pool.size - length + 1))
     return normalised(pool[offset:offset + length].tobytes(), rate)
+
+
+def chord(seconds: float, rate: int = TELEPHONE_RATE) -> bytes:
+    """Four notes held together (hold music, a television jingle), 5 dB below a caller: voiced
+    to webrtcvad, no speech to Silero."""
+    times = np.arange(int(seconds * rate)) / rate
+    notes = sum(np.sin(2 * np.pi * frequency * times) for frequency in (262, 330, 392, 523))
+    return normalised(to_pcm(notes * 1000), rate, SPEECH_LEVEL_DBFS - 5)
 
 
 def silence(seconds: float, rate: int = TELEPHONE_RATE) -> bytes:
@@ -262,10 +310,10 @@ class Outcome:
 
 
 def play(scenario: Scenario, detection: DetectionConfig | None = None,
-         barge_in: BargeInConfig | None = None) -> Outcome:
+         barge_in: BargeInConfig | None = None, onset: tuple[SileroStream, float] | None = None) -> Outcome:
     """Run a scenario through SpeechDetector and, while the bot "speaks" (the whole scenario),
-    BargeInDetector, the way the pipeline does frame by frame."""
-    detector = SpeechDetector(scenario.rate, detection)
+    BargeInDetector, the way the pipeline does frame by frame; `onset`: Silero confirms speech."""
+    detector = SpeechDetector(scenario.rate, detection, onset)
     barge_in_detector = BargeInDetector(scenario.rate, barge_in)
     bot_frames = frames(scenario.bot, scenario.rate) if scenario.bot is not None else []
     silent_frame = bytes(frame_bytes(scenario.rate))

@@ -10,7 +10,8 @@ available here, so what real recognition costs is added from bench/asr_tts.py's 
 - barge-in: the caller talks over the greeting; reaction = the end of the last greeting frame
   sent (its send time + 20 ms) minus the moment the caller's first speech frame was fed in;
 - reply: the moment the caller's last speech frame was fed in until the first frame of the
-  answer, split into endpointing, the Rasa turn and speech synthesis;
+  answer, split into endpointing, the Rasa turn and speech synthesis; with the shipped settings
+  (Smart Turn asked after a short silence) and again with the configured silence alone;
 - load: N concurrent calls (disclosure and greeting, speech over them, a turn, the reply):
   late frames of AudioOutput and this process's CPU per second of call.
 
@@ -271,6 +272,9 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
     pipeline CPU into an estimate of calls per machine with real speech recognition."""
     config = load_voice_config()
     barge_in = asyncio.run(_barge_in_figures(config, rasa_url, channel_token))
+    # The same calls with the turn ended by the configured silence alone (as before Smart Turn).
+    fixed_silence = dataclasses.replace(config, turn_models=dataclasses.replace(config.turn_models, smart_turn=False))
+    baseline = asyncio.run(_barge_in_figures(fixed_silence, rasa_url, channel_token))
     load = [asyncio.run(_load(config, rasa_url, channel_token, calls)) for calls in LOAD_CALLS]
     held = 0  # up to the first call count that failed: a later pass is luck, not capacity
     for run in load:
@@ -290,6 +294,8 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
             MACHINE_CORES * CPU_BUDGET / (cpu + CALLER_SPEECH_SHARE * vosk_real_time_factor))
     return {
         "barge_in_calls": barge_in,
+        "barge_in_calls_fixed_silence": {key: baseline[key] for key in (
+            "calls", "replies_measured", "end_of_speech_to_reply", "endpointing", "missed")},
         "load": load,
         "max_calls_held_in_one_process": held,
         "capacity": capacity,

@@ -12,6 +12,8 @@
 - `TextlessSafeLogisticRegression`: Rasa's logistic regression on sparse and dense sentence
   features together (dense ones scaled by `dense_weight`), which classifies an empty message as
   `nlu_fallback` instead of crashing.
+- `DistressPhrases`: a message holding a phrase of the distress word list is the `distress`
+  intent, whatever the classifier made of it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
@@ -238,3 +241,63 @@ class TextlessSafeLogisticRegression(LogisticRegressionClassifier):
                     message.set(INTENT_RANKING_KEY, [dict(NO_TEXT_INTENT), *(message.get(INTENT_RANKING_KEY) or [])],
                                 add_to_output=True)
         return messages
+
+
+# --- the distress word list ----------------------------------------------------------------------
+
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=False)
+class DistressPhrases(GraphComponent):
+    """A message that holds a phrase of the word list is `intent` (confidence 1), whatever the
+    classifier made of it: a customer who writes 我走投无路了 in the middle of a question about a
+    bill must not get a bill. Last in the pipeline, after the fallback classifier. The list is the
+    quality inspection's (`phrases_file`, key `phrase_list`: the compliance team keeps one list),
+    read when the model loads, so an edit needs a restart, not a retraining. Whitespace and
+    punctuation are ignored (不想 活了！).
+    """
+
+    @staticmethod
+    def get_default_config() -> dict[str, Any]:
+        return {"phrases_file": "ivr_config/quality/phrases.yaml", "phrase_list": "distress", "intent": "distress"}
+
+    def __init__(self, config: dict[str, Any], phrases: tuple[str, ...]) -> None:
+        self.intent = str(config["intent"])
+        self.phrases = phrases
+
+    @classmethod
+    def create(cls, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> DistressPhrases:
+        config = {**cls.get_default_config(), **config}
+        return cls(config, cls.read_phrases(config))
+
+    @classmethod
+    def read_phrases(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        path = ROOT / str(config["phrases_file"])
+        try:
+            listed = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(config["phrase_list"])
+        except (OSError, yaml.YAMLError) as error:
+            raise InvalidConfigException(f"{cls.__name__}: cannot read {path}: {error}") from error
+        if not isinstance(listed, list) or not listed or not all(isinstance(p, str) and p.strip() for p in listed):
+            raise InvalidConfigException(f"{cls.__name__}: {path} needs a non-empty list '{config['phrase_list']}'")
+        return tuple(_bare(phrase) for phrase in listed)
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        cls.read_phrases({**cls.get_default_config(), **config})
+
+    def matches(self, text: str) -> bool:
+        bare = _bare(text)
+        return any(phrase in bare for phrase in self.phrases)
+
+    def process(self, messages: list[Message]) -> list[Message]:
+        for message in messages:
+            if _has_text(message) and self.matches(message.get(TEXT)):
+                found = {"name": self.intent, "confidence": 1.0}
+                others = [entry for entry in message.get(INTENT_RANKING_KEY) or [] if entry.get("name") != self.intent]
+                message.set(INTENT, found, add_to_output=True)
+                message.set(INTENT_RANKING_KEY, [found, *others], add_to_output=True)
+        return messages
+
+
+def _bare(text: str) -> str:
+    """Letters and digits only, lower case: 不想 活了！ reads 不想活了."""
+    return "".join(character for character in text.lower() if character.isalnum())

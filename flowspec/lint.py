@@ -153,6 +153,7 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
             problems.append(FlowError(flow.path, "handoff.when", f"no slot '{condition.target}' in this flow"))
         if condition.kind == "fact" and condition.target.split(".")[0] not in flow.reads:
             problems.append(FlowError(flow.path, "handoff.when", f"'{condition.target}' is not from a read"))
+    problems += _check_branches(flow)
     tests = flow.raw.get("tests", {})
     for name in tests.get("say", {}):
         if name not in slot_names:
@@ -162,6 +163,35 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
         problems.append(FlowError(flow.path, "tests.say", f"no test answer for {missing_say}"))
     if acts and "deny_customer" not in tests and flow.identity == "L2":
         problems.append(FlowError(flow.path, "tests.deny_customer", "L2 flows with a risk action need one"))
+    return problems
+
+
+def _check_branches(flow: Flow) -> list[FlowError]:
+    """A branch reads this flow's own slots (a choice's own values) and reads, says its own
+    response, and goes on with another flow that exists (checked in `lint`)."""
+    problems = []
+    slots = {slot.name: slot for slot in flow.slots}
+    outcomes = Counter(branch.outcome for branch in flow.branches)
+    for index, branch in enumerate(flow.branches):
+        where = f"branches.{index}"
+        if branch.outcome not in flow.responses:
+            problems.append(FlowError(flow.path, f"{where}.outcome", f"no response '{branch.outcome}'"))
+        if outcomes[branch.outcome] > 1 and len({b.then for b in flow.branches if b.outcome == branch.outcome}) > 1:
+            problems.append(FlowError(flow.path, f"{where}.outcome",
+                                      f"'{branch.outcome}' goes on with different flows in two branches"))
+        if branch.then == flow.id:
+            problems.append(FlowError(flow.path, f"{where}.then", "a flow cannot go on with itself"))
+        for condition in branch.when:
+            if condition.kind == "fact" and condition.target.split(".")[0] not in flow.reads:
+                problems.append(FlowError(flow.path, f"{where}.when", f"'{condition.target}' is not from a read"))
+            if condition.kind != "slot":
+                continue
+            name, value = condition.slot_value
+            slot = slots.get(name)
+            if slot is None:
+                problems.append(FlowError(flow.path, f"{where}.when", f"no slot '{name}' in this flow"))
+            elif value is not None and value not in [str(c["value"]) for c in slot.options.get("choices", [])]:
+                problems.append(FlowError(flow.path, f"{where}.when", f"'{value}' is not a choice of '{name}'"))
     return problems
 
 
@@ -227,6 +257,8 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
             problems += _check_against_catalogue(flow, catalogue[flow.id])
         problems += _check_engine_rules(flow, identity_slot_names | reserved)
         problems += _check_risk_api_contract(flow)
+        problems += [FlowError(flow.path, f"branches.{index}.then", f"no flow '{branch.then}'")
+                     for index, branch in enumerate(flow.branches) if branch.then and branch.then not in flows]
 
     owner: dict[str, str] = {}
     intents_examples = {flow.id: flow.examples for flow in flows.values()}

@@ -137,6 +137,23 @@ class Condition:
             return cls(text)
         return cls("outcome", text.removeprefix("risk_"))
 
+    @property
+    def slot_value(self) -> tuple[str, str | None]:
+        """A `slot:` condition's slot and the value it must hold (`slot:plan=promise`); None: yes."""
+        name, equals, value = self.target.partition("=")
+        return name, value if equals else None
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One `branches` entry: when every condition holds once the customer has answered, the flow
+    ends with `outcome` (its response, and the outcome signalled) and the call goes on with the
+    flow `then`, if any."""
+
+    when: tuple[Condition, ...]
+    outcome: str
+    then: str | None = None
+
 
 @dataclass(frozen=True)
 class Handoff:
@@ -172,6 +189,7 @@ class Flow:
     item_formats: dict[str, str]
     path: Path
     raw: dict[str, Any]
+    branches: tuple[Branch, ...] = ()
 
     @property
     def form_name(self) -> str:
@@ -191,6 +209,10 @@ class Flow:
     @cached_property
     def slot_names(self) -> tuple[str, ...]:
         return tuple(slot.name for slot in self.slots)
+
+    def continues_with(self, outcome: str) -> str | None:
+        """The flow the call goes on with after `outcome` (its branch's `then`), if any."""
+        return next((branch.then for branch in self.branches if branch.outcome == outcome), None)
 
 
 @dataclass(frozen=True)
@@ -312,6 +334,8 @@ def load_flow(path: Path, validator: jsonschema.Draft202012Validator | None = No
         item_formats=data.get("item_formats", {}),
         path=path,
         raw=data,
+        branches=tuple(Branch(tuple(map(Condition.parse, branch["when"])), branch["outcome"], branch.get("then"))
+                       for branch in data.get("branches", ())),
     )
 
 

@@ -59,8 +59,10 @@ UPGRADABLE_FROM = ("1",)
 DEFAULT_DATABASE_URL = "sqlite:///var/outbound.sqlite3"
 RESULTS = ("answered", "no_answer", "busy", "failed", "machine", "unknown")
 # What the conversation came to, when the dialogue reports it (record_conversation_outcome).
-CONVERSATION_OUTCOMES = ("completed", "paid", "promise_to_pay", "refused", "callback_requested", "opted_out",
-                         "third_party", "third_party_refused", "wrong_number", "hung_up")
+# `paid`: the risk API shows the bill paid; `claims_paid`: the customer says so, the risk API does
+# not (yet); `handed_over`: a person took the call over, the end is theirs.
+CONVERSATION_OUTCOMES = ("completed", "paid", "claims_paid", "promise_to_pay", "refused", "callback_requested",
+                         "handed_over", "opted_out", "third_party", "third_party_refused", "wrong_number", "hung_up")
 NUMBER_BLOCKING_OUTCOMES = ("third_party_refused", "wrong_number")
 
 log = logging.getLogger(__name__)

@@ -457,7 +457,10 @@ class AudioSocketServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await handler_task
         except asyncio.CancelledError:
+            # The server is closing: the handler's own teardown (an outbound call's outcome report)
+            # runs now, before the gateway closes the clients it uses.
             handler_task.cancel()
+            await asyncio.wait({handler_task}, timeout=HANDLER_GRACE_SECONDS)
             raise
         except Exception:
             log.exception("call %s: handler failed", call.uuid)
@@ -477,6 +480,8 @@ class AudioSocketServer:
             await asyncio.wait(set(self._connections), timeout=HANDLER_GRACE_SECONDS + 1)
         for task in list(self._connections):
             task.cancel()
+        if self._connections:  # each cancelled call's teardown, bounded (see _run_call)
+            await asyncio.wait(set(self._connections), timeout=HANDLER_GRACE_SECONDS + 1)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

@@ -288,6 +288,9 @@ class PhoneCall(AudioSocketTransport):
         self.call = call
         self.facts = facts
         self.tier = tier
+        # What the gateway did with the call, for an outbound call's outcome (telephony/outcomes.py).
+        self.handed_over = False
+        self.callback_booked = False
 
     async def control(self, frame: Control) -> Frame | None:
         if frame.action == "handoff":
@@ -374,7 +377,8 @@ class Gateway:
             if outbound:
                 # Whatever ended the call; sent in the background, never holding up the teardown.
                 replies = [reply for _, reply in result.turns.turns] if result else []
-                self.reporter.report(audio.uuid, fields.get("OriginateId"), conversation_outcome(replies))
+                outcome = conversation_outcome(replies, phone.handed_over, phone.callback_booked)
+                self.reporter.report(audio.uuid, fields.get("OriginateId"), outcome)
 
     def _tier_named(self, name: str | None) -> Tier | None:
         try:
@@ -431,6 +435,7 @@ class Gateway:
             log.error("call %s: transfer failed (%s): offering a callback instead", phone.audio.uuid, error)
             return TransferDeclined(f"transfer failed: {error}")
         self.handovers += 1
+        phone.handed_over = True
         if self.outcomes is not None and handoff.get("handoff_id"):
             self.outcomes.queued(channel, str(handoff["handoff_id"]))
         if self.directory is not None:
@@ -450,6 +455,7 @@ class Gateway:
             phone.audio.uuid, phone.call.channel, number, str(details.get("preferred_time") or "尽快")))
         if scheduled is not None:
             self.callbacks += 1
+            phone.callback_booked = True
             log.info("call %s: callback booked for %s", phone.audio.uuid, scheduled.isoformat())
         return CallbackBooked(scheduled)
 

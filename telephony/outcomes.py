@@ -3,8 +3,10 @@
 
 The dialogue core's replies say what happened during the call: who answered (`party`, the
 right-party check of flows/shared/right_party.yml) and how each flow ended (`outcome` and its
-`flow`). When the call ends the gateway reduces them to one of the dialler's conversation outcomes;
-a call that ends before any of them is `hung_up`. The report goes in the background: a dialler
+`flow`; `then`: it went on with another flow). The gateway adds what it did itself: a transfer
+to the agents' queue (`handed_over`), a callback it booked (`callback_requested`). When the call
+ends it reduces them to one of the dialler's conversation outcomes; a call that ends before any
+of them is `hung_up`. The report goes in the background: a dialler
 that is slow or down never holds up a call's teardown. A few tries, then a log line; the logs
 name the attempt and the outcome, never the customer or a number.
 """
@@ -28,17 +30,23 @@ RIGHT_PARTY_ENDINGS = ("third_party", "third_party_refused", "wrong_number", "op
 # A flow that did what it is for (`done`), as the dialler counts it; any other is `completed`.
 DONE_BY_FLOW = {"promise_to_pay": "promise_to_pay", "callback_request": "callback_requested",
                 "unsubscribe_marketing": "opted_out"}
-# The strongest of what was seen wins: an opt-out stands whatever came after it, a promise says
-# more than a reminder listened to.
-PRECEDENCE = ("opted_out", "wrong_number", "third_party_refused", "third_party", "promise_to_pay",
-              "callback_requested", "refused", "completed")
+# Flow outcomes that are the dialler's own: `paid` once the risk API shows the bill paid,
+# `claims_paid` when the customer says so and it does not (flows/overdue_reminder.yml).
+OWN_OUTCOMES = ("paid", "claims_paid")
+# The strongest of what was seen wins: an opt-out stands whatever came after it, a payment the
+# risk API shows says more than a promise, a promise more than a reminder listened to; a person
+# who took the call over decides what comes of it after the bot.
+PRECEDENCE = ("opted_out", "wrong_number", "third_party_refused", "third_party", "paid", "promise_to_pay",
+              "claims_paid", "callback_requested", "handed_over", "refused", "completed")
 RETRY_DELAYS_SECONDS = (1.0, 5.0, 15.0)
 CLOSE_GRACE_SECONDS = 5.0
 
 
-def conversation_outcome(replies: Iterable[Reply]) -> str:
-    """One of CONVERSATION_OUTCOMES for the call's replies, in order."""
-    seen: set[str] = set()
+def conversation_outcome(replies: Iterable[Reply], handed_over: bool = False, callback_booked: bool = False) -> str:
+    """One of CONVERSATION_OUTCOMES for the call's replies, in order, and what the gateway did:
+    transferred the call to the agents' queue, booked a callback to the number."""
+    seen: set[str] = {name for name, done in (("handed_over", handed_over), ("callback_requested", callback_booked))
+                      if done}
     party: str | None = None
     for reply in replies:
         if reply.party:
@@ -49,8 +57,10 @@ def conversation_outcome(replies: Iterable[Reply]) -> str:
             seen.add(reply.outcome)
         elif reply.outcome == "done":
             seen.add(DONE_BY_FLOW.get(reply.flow or "", "completed"))
-        elif reply.outcome == "answer":
-            seen.add("completed")
+        elif reply.outcome in OWN_OUTCOMES:
+            seen.add(reply.outcome)
+        elif reply.outcome == "answer" or reply.then:
+            seen.add("completed")  # a reminder heard, whether or not it went on into another flow
         elif reply.outcome == "cancelled" and party == "confirmed":
             seen.add("refused")  # the customer declined; whoever else said 算了 refused nothing
     return next((outcome for outcome in PRECEDENCE if outcome in seen), "hung_up")
@@ -66,6 +76,7 @@ class OutcomeReporter:
                                        headers={"Authorization": f"Bearer {token}"}) if url and token else None
         self._retry_delays = tuple(retry_delays)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.reported = 0
 
     @property
@@ -82,6 +93,10 @@ class OutcomeReporter:
             return
         if not attempt_id:
             log.warning("call %s: outbound call without an OriginateId: outcome %s not reported", call_uuid, outcome)
+            return
+        if self._closing:
+            # A call torn down after the gateway began to stop: its client is (being) closed.
+            log.error("attempt %s: outcome %s not reported: the gateway is stopping", attempt_id, outcome)
             return
         task = asyncio.create_task(self._send(attempt_id, outcome), name=f"outcome-{attempt_id}")
         self._tasks.add(task)
@@ -111,7 +126,9 @@ class OutcomeReporter:
                   problem)
 
     async def close(self) -> None:
-        """Reports under way get a few seconds to finish; then they are given up (and logged as such)."""
+        """Reports under way get a few seconds to finish; then they are given up (and logged as such).
+        A report asked for from now on is logged, not sent."""
+        self._closing = True
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE_SECONDS)
             for task in pending:

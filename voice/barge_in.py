@@ -22,6 +22,15 @@ does not cut the bot off.
 
 Optionally the decision also waits for the recogniser: with `confirm_characters` = N, speech
 that qualifies is a CANDIDATE until a partial transcript holds N characters.
+
+Back-channels: a caller saying 嗯, 对, 好的 while the bot explains is listening, not interrupting.
+With `backchannel_max_ms` set, the speech processor holds a barge-in as a CANDIDATE (`hold`):
+it becomes a barge-in once it lasts longer than a back-channel, or once the recogniser's text
+holds a word
+that is not one (`is_backchannel`: nothing but the yes-words of flows/shared/answers.yml, 嗯嗯 and
+对对对 included, at most BACKCHANNEL_MAX_CHARACTERS); speech that ends sooner is judged by its
+final text (voice/processors.py): a back-channel is recorded as an acknowledgement and the bot
+goes on; other words (不对) interrupt then. Without a recogniser, length alone decides.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from enum import Enum
 
 import numpy as np
 
+from flowspec.model import load_answers
 from voice.audio import FRAME_MS, SILENCE_FLOOR_DBFS, level_dbfs
 from voice.detection import Detection, SpeechEvent
 
@@ -52,6 +62,7 @@ LOSS_BOT_DBFS = -40.0  # bot frames this loud show how much of the playback come
 LOSS_MIN_FRAMES = 25  # half a second of such frames before the measured loss replaces the assumed one
 LOSS_PERCENTILE = 10  # the loudest echo but for a few outliers; noise and double talk only lower it
 MAX_MEASURED_LOSS_DB = 30.0  # never count on more than this, however clean the line looked
+BACKCHANNEL_MAX_CHARACTERS = 4  # 对对对, 好的好的; a longer run of yes-words is an answer
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,15 @@ class BargeInConfig:
     echo_window_ms: int = 300
     noise_margin_db: float = 4.0
     confirm_characters: int = 0
+    backchannel_max_ms: int = 800  # speech this short may be a back-channel (the processor holds it); 0: off
 
     def __post_init__(self) -> None:
         if self.min_speech_ms < FRAME_MS or self.echo_window_ms < FRAME_MS:
             raise ValueError(f"min_speech_ms and echo_window_ms must be at least one frame ({FRAME_MS} ms)")
         if self.confirm_characters < 0:
             raise ValueError("confirm_characters must be 0 (off) or a positive number of characters")
+        if self.backchannel_max_ms and self.backchannel_max_ms < self.min_speech_ms:
+            raise ValueError("backchannel_max_ms must be 0 (off) or at least min_speech_ms")
 
 
 class BargeInState(Enum):
@@ -83,6 +97,23 @@ def count_characters(text: str) -> int:
     return sum(1 for character in text if character.isalnum() or unicodedata.category(character) == "Lo")
 
 
+def is_backchannel(text: str) -> bool:
+    """Whether `text` is only a listener's acknowledgement: yes-words of flows/shared/answers.yml
+    (嗯, 对, 是, 好的 …), repeated or combined (嗯嗯, 对对对, 嗯好的), at most
+    BACKCHANNEL_MAX_CHARACTERS characters; punctuation and spaces do not count."""
+    words = "".join(character for character in text if character.isalnum() or unicodedata.category(character) == "Lo")
+    if not words or len(words) > BACKCHANNEL_MAX_CHARACTERS:
+        return False
+    yes_words = sorted(load_answers().yes, key=len, reverse=True)  # the longest word first: 好的 before 好
+    position = 0
+    while position < len(words):
+        word = next((word for word in yes_words if words.startswith(word, position)), None)
+        if word is None:
+            return False
+        position += len(word)
+    return True
+
+
 class BargeInDetector:
     """One per call; `reset()` whenever the bot starts a new prompt or a turn ends."""
 
@@ -94,6 +125,7 @@ class BargeInDetector:
         self._bot_levels: deque[float] = deque(maxlen=history)
         self._line_levels: deque[float] = deque(maxlen=history)
         self._needed_frames = -(-self.config.min_speech_ms // FRAME_MS)
+        self._held_frames = 0  # frames since the pending candidate qualified
         self._recent: deque[bool] = deque(maxlen=SPEECH_WINDOW_FACTOR * self._needed_frames)
         # Properties of the line, kept across prompts: the echo path's delay and loss once measured.
         self.echo_delay_frames: int | None = None
@@ -202,26 +234,58 @@ class BargeInDetector:
             if detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
                 self._state = BargeInState.NONE  # the utterance ended unconfirmed: it was not words
                 self._recent.clear()
-            return BargeInState.NONE
-        threshold = max(self.echo_estimate_db + self.config.echo_margin_db,
-                        detection.noise_floor_db + self.config.noise_margin_db)
-        # Until the line's background is known, babble behind the caller cannot be told from them.
-        # The suppressed level, not the raw one, is compared: babble survives the VAD, and only
-        # the suppressor takes it (and not the caller) well below the floor.
-        qualifies = detection.speech and detection.noise_floor_settled and detection.level_db > threshold
+                return BargeInState.NONE
+            return self._outlasts_backchannel(detection)
+        qualifies = self._qualifies(detection)
         self._recent.append(qualifies)
         if not qualifies or sum(self._recent) < self._needed_frames:
             return BargeInState.NONE
         self._state = BargeInState.CANDIDATE if self.config.confirm_characters else BargeInState.BARGE_IN
-        log.debug("%s: %d frames above %.1f dBFS (echo estimate %.1f)", self._state.value, sum(self._recent),
-                  threshold, self.echo_estimate_db)
+        self._held_frames = 0
+        log.debug("%s: %d frames above the echo estimate %.1f dBFS", self._state.value, sum(self._recent),
+                  self.echo_estimate_db)
+        return self._state
+
+    def hold(self) -> None:
+        """Hold the barge-in just decided as a possible back-channel (`backchannel_max_ms`): a
+        CANDIDATE again, until the speech outlasts a back-channel or its words confirm it."""
+        if self._state is BargeInState.BARGE_IN:
+            self._state = BargeInState.CANDIDATE
+            self._held_frames = 0
+
+    def _qualifies(self, detection: Detection) -> bool:
+        """Whether this frame sounds like the caller: speech clearly above the bot's echo and the line's background."""
+        threshold = max(self.echo_estimate_db + self.config.echo_margin_db,
+                        detection.noise_floor_db + self.config.noise_margin_db)
+        # Until the line's background is known, babble behind the caller cannot be told from them.
+        # The suppressed level, not the raw one, is compared: babble survives the VAD, and only
+        # the suppressor takes it (and not the caller) well below the floor. confirmed_speech:
+        # with Silero on, it must hear speech too (a knock or a beep is voiced to webrtcvad).
+        return detection.confirmed_speech and detection.noise_floor_settled and detection.level_db > threshold
+
+    def _outlasts_backchannel(self, detection: Detection) -> BargeInState:
+        """A candidate held as a possible back-channel becomes a barge-in when the caller is still
+        speaking `backchannel_max_ms` after it qualified (the silence after 嗯 does not count).
+        Not when the configuration waits for recognised characters (`confirm_characters`)."""
+        self._held_frames += 1
+        config = self.config
+        if (not config.backchannel_max_ms or config.confirm_characters
+                or self._held_frames * FRAME_MS < config.backchannel_max_ms or not self._qualifies(detection)):
+            return BargeInState.NONE
+        self._state = BargeInState.BARGE_IN
+        log.debug("barge-in: speech went on %d ms, longer than a back-channel", self._held_frames * FRAME_MS)
         return self._state
 
     def confirm(self, partial_text: str) -> bool:
         """Whether this partial transcript confirms the pending candidate: True once, when it
-        holds `confirm_characters` characters (the caller is then barging in)."""
-        if self._state is not BargeInState.CANDIDATE or count_characters(partial_text) < self.config.confirm_characters:
+        holds `confirm_characters` characters (at least one) and, when back-channels are held,
+        is not one (the caller is then barging in)."""
+        if self._state is not BargeInState.CANDIDATE or count_characters(partial_text) < max(
+                1, self.config.confirm_characters):
+            return False
+        if self.config.backchannel_max_ms and is_backchannel(partial_text):
             return False
         self._state = BargeInState.BARGE_IN
         log.debug("barge-in confirmed by %r", partial_text)
         return True
+

@@ -24,6 +24,7 @@ from voice.output import AudioOutput, AudioSink
 from voice.pipeline import Pipeline
 from voice.processors import AudioInput, SpeechDetection, SpeechRecognition, SpeechSynthesis
 from voice.tts import Synthesizer
+from voice.turn_models import turn_models
 from voice.turns import TurnTaking
 from voice.whisper import WhisperRecognizer
 
@@ -86,7 +87,8 @@ async def run_call(engines: VoiceEngines, call: CallStarted, frames: AsyncIterat
     after_detection, after_recognition, after_turns = CallRecorder(engines.call_events).taps()
     pipeline = Pipeline([
         AudioInput(),
-        SpeechDetection(engines.config.detection, engines.config.barge_in),
+        SpeechDetection(engines.config.detection, engines.config.barge_in, turn_models(engines.config.turn_models),
+                        text_expected=engines.recognizer is not None),
         after_detection,
         SpeechRecognition(engines.recognizer, engines.config.asr.grammar_for_closed_questions),
         after_recognition,

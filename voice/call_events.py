@@ -1,6 +1,7 @@
 """What a call's pipeline tells the quality inspection (docs/quality.md): when each side starts
-and stops speaking, barge-ins, keys (never which digit), what the bot says and does, how fast
-and how loud the caller speaks, and the end of the call.
+and stops speaking, barge-ins, back-channels (嗯, 对 while the bot speaks), keys (never which
+digit), what the bot says and does, how fast and how loud the caller speaks, and the end of the
+call.
 
 `run_call` puts three `FrameTap`s in the pipeline (after speech detection: audio, speech,
 barge-ins, keys, the bot's playback; after recognition: final transcripts; after turn taking:
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from voice.frames import (
+    Acknowledgement,
     BotSpeech,
     BotStoppedSpeaking,
     CallStarted,
@@ -95,6 +97,9 @@ class CallRecorder:
                           level_dbfs=round(level, 1))
         elif isinstance(frame, Interruption):
             self._publish("barge_in", cause=frame.cause)
+        elif isinstance(frame, Acknowledgement):
+            # Only ever a yes-word (嗯, 对, 好的) or "": no personal data in it.
+            self._publish("acknowledgement", text=frame.text)
         elif isinstance(frame, Keypress):
             self._publish("key")  # which key is not kept: ID digits and codes are keyed
         elif isinstance(frame, BotSpeech) and not self._bot_speaking:

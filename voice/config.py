@@ -4,7 +4,7 @@ Each YAML section maps onto one engine's config dataclass, key for key, so the d
 the schema: the JSON schema the loader checks is derived from them, and an unknown key, a wrong
 type or broken YAML is an error naming the file and the field. The dataclasses' own checks
 (ranges, consistency) name the file and the section. `${NAME}` in a string is taken from the
-environment (the Vosk and Whisper model paths).
+environment (the Vosk and Whisper model paths, the turn models' folder).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
 from voice.kokoro import KokoroConfig
 from voice.tts import TtsConfig
+from voice.turn_models import TurnModelsConfig
 from voice.turns import TurnConfig
 from voice.whisper import WhisperConfig
 
@@ -41,6 +42,7 @@ class VoiceConfig:
     tts: TtsConfig = field(default_factory=TtsConfig)
     kokoro: KokoroConfig = field(default_factory=KokoroConfig)
     turns: TurnConfig = field(default_factory=TurnConfig)
+    turn_models: TurnModelsConfig = field(default_factory=TurnModelsConfig)
 
 
 def load_voice_config(path: Path = DEFAULT_PATH) -> VoiceConfig:

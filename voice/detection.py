@@ -7,10 +7,14 @@ reduction lowers recognition accuracy. Per 20 ms frame:
    this call's own background (frames at the background level, found by minimum statistics),
    kept up to date in a rolling buffer. To halve its CPU cost it works on 40 ms blocks, so the
    detections lag the input by one frame (20 ms).
-2. webrtcvad on the suppressed audio: is this frame voiced?
+2. webrtcvad on the suppressed audio: is this frame voiced? Optionally Silero VAD on the raw
+   audio must agree before a voiced frame counts towards a start or a barge-in
+   (`Detection.confirmed_speech`): webrtcvad calls hold music or a burst of noise voiced,
+   Silero does not (babble is speech to both).
 3. The endpointer: speech starts when enough of a short window is voiced (so a click or a
    single noisy frame does not open an utterance), ends after `speech_end_silence_ms` of
-   silence, and is cut at `max_utterance_ms`.
+   silence, and is cut at `max_utterance_ms`. The speech processor may end it earlier, on
+   Smart Turn's word after a short silence (`end_utterance`, voice/turn_models.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import webrtcvad
 from noisereduce.spectralgate.stationary import SpectralGateStationary
 
 from voice.audio import FRAME_MS, SILENCE_FLOOR_DBFS, frame_bytes, level_dbfs, samples, to_pcm
+from voice.turn_models import SileroStream
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +74,11 @@ class SpeechEvent(Enum):
 @dataclass
 class Detection:
     """What the detector concluded about one 20 ms frame (`frame_index`, counted from the
-    start or the last reset; it lags the frame just passed in by `SpeechDetector.lag_frames`)."""
+    start or the last reset; it lags the frame just passed in by `SpeechDetector.lag_frames`).
+    `confirmed_speech`: voiced and, with Silero on, Silero agrees (what may start speech)."""
 
     speech: bool
+    confirmed_speech: bool
     event: SpeechEvent | None
     level_db: float
     raw_level_db: float
@@ -151,12 +158,16 @@ class NoiseSuppressor:
 
 
 class SpeechDetector:
-    """Suppressor → webrtcvad → endpointer, one 20 ms frame at a time, for one call."""
+    """Suppressor → webrtcvad (→ Silero) → endpointer, one 20 ms frame at a time, for one call.
+    `onset`: the call's Silero stream and the probability a frame needs for its speech to count
+    towards a start; None: webrtcvad alone."""
 
-    def __init__(self, sample_rate: int, config: DetectionConfig | None = None) -> None:
+    def __init__(self, sample_rate: int, config: DetectionConfig | None = None,
+                 onset: tuple[SileroStream, float] | None = None) -> None:
         _check_rate(sample_rate)
         self.sample_rate = sample_rate
         self.config = config or DetectionConfig()
+        self._onset = onset
         self.frame_size = frame_bytes(sample_rate)
         self._vad = webrtcvad.Vad(self.config.vad_aggressiveness)
         self._suppressor = NoiseSuppressor(sample_rate, self.config) if self.config.noise_suppression else None
@@ -174,6 +185,16 @@ class SpeechDetector:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def silence_ms(self) -> int:
+        """Silence so far at the end of the open utterance."""
+        return self._silence_ms if self._in_speech else 0
+
+    @property
+    def utterance_ms(self) -> int:
+        """Length of the open utterance, from the start of the window that opened it."""
+        return self._utterance_ms if self._in_speech else 0
+
     def reset(self) -> None:
         """Forget the call so far: a new call, or the line changed (transfer, hold music ended)."""
         self._vad.set_mode(self.config.vad_aggressiveness)
@@ -187,6 +208,9 @@ class SpeechDetector:
         self._silence_ms = 0
         self._frames_done = 0
         self._pending_raw_levels: deque[float] = deque([SILENCE_FLOOR_DBFS] * self.lag_frames)
+        self._pending_probabilities: deque[float] = deque([0.0] * self.lag_frames)
+        if self._onset is not None:
+            self._onset[0].reset()
 
     def process(self, frame: bytes) -> Detection:
         if len(frame) != self.frame_size:
@@ -204,8 +228,15 @@ class SpeechDetector:
         # Until the suppressor has heard some background, the VAD would take loud noise for speech.
         warming_up = self._frames_done < self._warm_up_frames
         speech = not warming_up and self._vad.is_speech(suppressed, self.sample_rate)
-        event = self._endpoint(speech)
-        detection = Detection(speech=speech, event=event, level_db=level_dbfs(suppressed),
+        confirmed = speech
+        if self._onset is not None:
+            # Silero hears the raw frame now; the suppressed one is from a frame earlier.
+            stream, needed = self._onset
+            self._pending_probabilities.append(stream.feed(frame))
+            probability = self._pending_probabilities.popleft()
+            confirmed = speech and probability >= needed
+        event = self._endpoint(speech, confirmed)
+        detection = Detection(speech=speech, confirmed_speech=confirmed, event=event, level_db=level_dbfs(suppressed),
                               raw_level_db=self._pending_raw_levels.popleft(), noise_floor_db=noise_floor,
                               noise_floor_settled=self._frames_done * FRAME_MS >= NOISE_FLOOR_SETTLE_MS,
                               in_speech=self._in_speech, frame_index=self._frames_done)
@@ -220,10 +251,10 @@ class SpeechDetector:
         self._recent_levels.append(raw_level)
         return float(np.percentile(self._recent_levels, NOISE_FLOOR_PERCENTILE))
 
-    def _endpoint(self, speech: bool) -> SpeechEvent | None:
+    def _endpoint(self, speech: bool, confirmed: bool) -> SpeechEvent | None:
         config = self.config
         if not self._in_speech:
-            self._start_window.append(speech)
+            self._start_window.append(confirmed)
             if self._waiting_for_silence:
                 self._silence_ms = 0 if speech else self._silence_ms + FRAME_MS
                 if self._silence_ms < config.speech_end_silence_ms:
@@ -255,6 +286,12 @@ class SpeechDetector:
             self._waiting_for_silence = False
             self._utterance_ms = len(self._start_window) * FRAME_MS
             self._silence_ms = 0
+
+    def end_utterance(self) -> None:
+        """Close the open utterance now: Smart Turn judged the caller's turn complete before the
+        configured silence ran out. The next utterance starts as any other."""
+        if self._in_speech:
+            self._close_utterance()
 
     def _close_utterance(self) -> None:
         self._in_speech = False

@@ -4,8 +4,9 @@
 Every turn carries `metadata {channel: "voice", caller_number, priority_tier}` so the core
 uses the voice wording, skips asking for a number it already has and ranks the hand-over.
 The core's replies are texts plus custom payloads: `expect` (the question asked), `outcome`
-(a flow ended, with the `flow`), `party` (who answered an outbound call: the right-party check)
-and `handoff` (transfer to a human with a summary).
+(a flow ended, with the `flow`; `then`: the flow the conversation goes on with; `end_call`: the
+conversation is over, hang up after the reply), `party` (who answered an outbound call: the
+right-party check) and `handoff` (transfer to a human with a summary).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Reply:
     expect: dict[str, Any] | None = None
     outcome: str | None = None
     flow: str | None = None  # the flow whose outcome it is
+    then: str | None = None  # the flow that flow goes on with
+    end_call: bool = False  # nothing more to say: the channel ends the call after the texts
     party: str | None = None
     handoff: dict[str, Any] | None = None
 
@@ -44,7 +47,8 @@ class Reply:
             if "expect" in custom:
                 reply.expect = custom["expect"]
             if "outcome" in custom:
-                reply.outcome, reply.flow = custom["outcome"], custom.get("flow")
+                reply.outcome, reply.flow, reply.then = custom["outcome"], custom.get("flow"), custom.get("then")
+                reply.end_call = reply.end_call or bool(custom.get("end_call"))
             if "party" in custom:
                 reply.party = custom["party"]
             if "handoff" in custom:

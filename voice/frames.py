@@ -82,6 +82,14 @@ class UserStoppedSpeaking(Frame):
 
 
 @dataclass(frozen=True)
+class Acknowledgement(Frame):
+    """The caller said a back-channel (嗯, 对, 好的) while the bot spoke: it listens, the bot goes
+    on. `text` is the recogniser's (one of the yes-words), "" without a recogniser."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Transcript(Frame):
     """Recognised text: partials while the caller speaks, one final per utterance."""
 

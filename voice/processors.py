@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from voice.asr import RecognitionStream, Recognizer, grammar_for
 from voice.audio import TELEPHONE_RATE, FrameChunker, Resampler, clipping_ratio, frame_bytes
-from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState
+from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState, count_characters, is_backchannel
 from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
 from voice.frames import (
+    Acknowledgement,
     AnswerExpected,
     BotSpeech,
     BotStoppedSpeaking,
@@ -36,6 +37,7 @@ from voice.frames import (
 )
 from voice.pipeline import FrameProcessor
 from voice.tts import Synthesizer
+from voice.turn_models import EndOfTurn, SmartTurn, TurnModels, TurnModelsConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ CLIPPING_WARN_RATIO = 0.05
 # Decoding costs most of a frame's time in CPU; Vosk releases the GIL, so it runs beside the
 # event loop (one call's frames still decode in order: each is awaited before the next).
 RECOGNITION_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="asr")
+# Smart Turn decisions and model loading (ONNX Runtime releases the GIL).
+TURN_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="turn")
 
 
 class AudioInput(FrameProcessor):
@@ -86,23 +90,30 @@ class AudioInput(FrameProcessor):
 
 class SpeechDetection(FrameProcessor):
     """Tells when the caller starts and stops speaking. While the bot speaks, speech only
-    counts once it is a barge-in (and the prompt may be interrupted)."""
+    counts once it is a barge-in (and the prompt may be interrupted); a back-channel (嗯, 对)
+    becomes an `Acknowledgement` instead. With the turn models (voice/turn_models.py), Silero
+    must agree that speech started, and Smart Turn may end the caller's turn after a short
+    silence instead of the configured one. `text_expected`: a recogniser sends transcripts back."""
 
-    def __init__(self, detection: DetectionConfig, barge_in: BargeInConfig) -> None:
+    def __init__(self, detection: DetectionConfig, barge_in: BargeInConfig, models: TurnModels | None = None,
+                 text_expected: bool = False) -> None:
         super().__init__()
         self.detection_config = detection
         self.barge_in_config = barge_in
+        self.models = models
+        self.text_expected = text_expected
         self._detector: SpeechDetector | None = None
         self._barge_in: BargeInDetector | None = None
+        self._end_of_turn: EndOfTurn | None = None
         self._bot_speaking = False
         self._interruptible = True
         self._awaiting_confirmation = False
+        self._judging_final_text = False  # a held utterance ended: its final text says what it was
         self._in_utterance = False
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, CallStarted):
-            self._detector = SpeechDetector(frame.sample_rate, self.detection_config)
-            self._barge_in = BargeInDetector(frame.sample_rate, self.barge_in_config)
+            await self._start_call(frame.sample_rate)
         elif isinstance(frame, BotSpeech) and self._barge_in is not None:
             if not self._bot_speaking:
                 self._barge_in.reset()
@@ -111,8 +122,12 @@ class SpeechDetection(FrameProcessor):
         elif isinstance(frame, BotStoppedSpeaking):
             self._bot_speaking = False
         elif isinstance(frame, Transcript) and direction is Direction.UPSTREAM:
-            # Partials come back from the recogniser to confirm a barge-in candidate.
-            if self._awaiting_confirmation and self._barge_in and self._barge_in.confirm(frame.text):
+            # Partials come back from the recogniser to confirm a barge-in candidate; the final
+            # one to judge a held utterance that ended before it was confirmed.
+            if frame.final and self._judging_final_text:
+                self._judging_final_text = False
+                await self._judge_short_utterance(frame.text)
+            elif self._awaiting_confirmation and self._barge_in and self._barge_in.confirm(frame.text):
                 await self._interrupt()
             return
         elif isinstance(frame, InputAudio) and self._detector is not None:
@@ -121,39 +136,98 @@ class SpeechDetection(FrameProcessor):
             return
         await self.push(frame, direction)
 
+    async def _start_call(self, sample_rate: int) -> None:
+        onset = None
+        models = self.models
+        if models is not None:
+            loop = asyncio.get_running_loop()
+            if models.silero is not None:  # loading reads the model file: not on the event loop
+                stream = await loop.run_in_executor(TURN_THREADS, models.silero.stream, sample_rate)
+                onset = (stream, models.config.onset_probability) if stream is not None else None
+            if models.smart_turn is not None:
+                self._end_of_turn = self.end_of_turn(models.smart_turn, sample_rate, models.config)
+                # Load it now, while the greeting plays: the first decision need not wait for it.
+                loop.run_in_executor(TURN_THREADS, lambda: models.smart_turn.available)
+        self._detector = SpeechDetector(sample_rate, self.detection_config, onset)
+        self._barge_in = BargeInDetector(sample_rate, self.barge_in_config)
+
+    def end_of_turn(self, model: SmartTurn, sample_rate: int, config: TurnModelsConfig) -> EndOfTurn:
+        """The call's Smart Turn questions (the benchmark records them instead)."""
+        return EndOfTurn(model, sample_rate, config)
+
     async def _detect(self, pcm: bytes) -> None:
         assert self._detector is not None and self._barge_in is not None
         detection = self._detector.process(pcm)
+        if self._end_of_turn is not None:
+            self._end_of_turn.hear(pcm)
         if detection.event is SpeechEvent.STARTED and not self._bot_speaking and not self._in_utterance:
-            self._in_utterance = True
-            await self.push(UserStartedSpeaking())
+            await self._open_utterance()
         elif detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
-            self._awaiting_confirmation = False
-            if self._in_utterance:
-                self._in_utterance = False
-                cut = detection.event is SpeechEvent.CUT_AT_MAX_LENGTH
-                await self.push(UserStoppedSpeaking(cut_at_max_length=cut))
-            self._barge_in.reset()
+            await self._close_utterance(cut=detection.event is SpeechEvent.CUT_AT_MAX_LENGTH)
+        elif self._awaiting_confirmation:
+            if self._barge_in.caller_audio(detection) is BargeInState.BARGE_IN:  # longer than a back-channel
+                await self._interrupt()
         elif self._bot_speaking and self._interruptible and self.barge_in_config.enabled and not self._in_utterance:
             state = self._barge_in.caller_audio(detection)
+            if state is BargeInState.BARGE_IN and self.barge_in_config.backchannel_max_ms:
+                self._barge_in.hold()  # 嗯 or 对 must not stop the bot: wait until it is more than that
+                state = BargeInState.CANDIDATE
             if state is BargeInState.BARGE_IN:
                 await self._interrupt()
-            elif state is BargeInState.CANDIDATE and not self._awaiting_confirmation:
-                # The recogniser must run to confirm with text; its transcript only counts if
-                # the interruption is confirmed (TurnTaking drops talked-over speech).
+            elif state is BargeInState.CANDIDATE:
+                # The recogniser must run to confirm with text, or the speech must outlast a
+                # back-channel; its transcript only counts if the interruption is confirmed
+                # (TurnTaking drops talked-over speech).
                 self._awaiting_confirmation = True
-                self._in_utterance = True
                 self._detector.start_utterance()
-                await self.push(UserStartedSpeaking())
+                await self._open_utterance()
+        if self._in_utterance and self._end_of_turn is not None and self._end_of_turn.due(self._detector.silence_ms):
+            # Tens of ms of CPU: off the event loop; this call's next frames wait, other calls do not.
+            complete = await asyncio.get_running_loop().run_in_executor(TURN_THREADS, self._end_of_turn.complete)
+            if complete and self._detector.in_speech:
+                self._detector.end_utterance()
+                await self._close_utterance(cut=False)
+
+    async def _open_utterance(self) -> None:
+        assert self._detector is not None
+        self._in_utterance = True
+        if self._end_of_turn is not None:
+            self._end_of_turn.utterance_started(self._detector.utterance_ms)
+        await self.push(UserStartedSpeaking())
+
+    async def _close_utterance(self, cut: bool) -> None:
+        assert self._barge_in is not None
+        held, self._awaiting_confirmation = self._awaiting_confirmation, False
+        if held and self.barge_in_config.backchannel_max_ms:
+            if not self._bot_speaking:
+                await self._push_interruption()  # said as the bot finished: an answer, not a back-channel
+            elif self.text_expected:
+                self._judging_final_text = True
+            else:
+                await self.push(Acknowledgement(""))  # no words to go by: short is a back-channel
+        if self._in_utterance:
+            self._in_utterance = False
+            await self.push(UserStoppedSpeaking(cut_at_max_length=cut))
+        self._barge_in.reset()
+
+    async def _judge_short_utterance(self, text: str) -> None:
+        """A held utterance ended before it outlasted a back-channel: 嗯/对/好的 acknowledge, other
+        words interrupt now (so they count as the caller's turn), no words were noise."""
+        if is_backchannel(text):
+            await self.push(Acknowledgement(text))
+        elif count_characters(text) and self._bot_speaking and self._interruptible:
+            await self._push_interruption()
+
+    async def _push_interruption(self) -> None:
+        self._awaiting_confirmation = False
+        await self.push(Interruption("speech"))
 
     async def _interrupt(self) -> None:
         assert self._detector is not None
-        self._awaiting_confirmation = False
-        await self.push(Interruption("speech"))
+        await self._push_interruption()
         if not self._in_utterance:
-            self._in_utterance = True
             self._detector.start_utterance()  # the endpointer's start would come later: one utterance
-            await self.push(UserStartedSpeaking())
+            await self._open_utterance()
 
 
 class SpeechRecognition(FrameProcessor):
@@ -191,7 +265,11 @@ class SpeechRecognition(FrameProcessor):
             stream, self._stream = self._stream, None
             await self.push(frame, direction)
             text = await asyncio.get_running_loop().run_in_executor(RECOGNITION_THREADS, stream.finish)
-            await self.push(Transcript(text, final=True))
+            final = Transcript(text, final=True)
+            # Upstream first: speech detection judges a short utterance the bot talked over by its
+            # words (an interruption must reach the turn taking before the words do).
+            await self.push(final, Direction.UPSTREAM)
+            await self.push(final)
             return
         elif isinstance(frame, Hangup):
             self._stream = None

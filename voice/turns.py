@@ -18,6 +18,8 @@ core, and what the bot says back.
   that called us) and 2 waits in the queue again; no answer, or a call that came back
   `max_queue_returns` times, gets the callback and a polite end: never a loop of hand-overs.
 - Every call hears the recording notice once, whatever its tier, before anything else.
+- A reply that ends the conversation (`end_call`: an outbound call that reached a third party, a
+  wrong number or an opt-out) is played, then the bot hangs up: the caller need not.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from voice.dialogue import DialogueClient, DialogueUnavailable, Reply
 from voice.frames import (
+    Acknowledgement,
     AnswerExpected,
     BotSpeech,
     BotStoppedSpeaking,
@@ -167,6 +170,8 @@ class TurnTaking(FrameProcessor):
             self._mark("caller stopped speaking")
             if not self.speech_recognition:
                 self._on_final_transcript("")
+        elif isinstance(frame, Acknowledgement):
+            self._mark(f"caller acknowledged {frame.text!r}")  # the bot goes on; no turn
         elif isinstance(frame, Interruption):
             self._mark(f"barge-in ({frame.cause})")
             self._utterance_counts = True
@@ -301,7 +306,9 @@ class TurnTaking(FrameProcessor):
             await self._say(reply.texts)
             if reply.handoff is not None:
                 await self._hand_over(reply.handoff)
-            wordless_reply = not reply.texts and reply.handoff is None
+            elif reply.end_call:
+                await self._end_call()
+            wordless_reply = not reply.texts and reply.handoff is None and not reply.end_call
         if wordless_reply:
             # Nothing is played, so no end of playback will start the no-input count: start it here.
             self._arm_no_input()
@@ -413,6 +420,13 @@ class TurnTaking(FrameProcessor):
 
     async def _goodbye(self) -> None:
         await self.push(Speak(self.prompts.goodbye, interruptible=False))
+        await self.push(Control("hangup"))
+
+    async def _end_call(self) -> None:
+        """The core said the conversation is over, its goodbye included (an outbound call that
+        reached a third party, a wrong number or an opt-out): hang up once it is played."""
+        self._ended = True
+        self._cancel_timers()
         await self.push(Control("hangup"))
 
     # --- housekeeping ---------------------------------------------------------------------

@@ -63,8 +63,9 @@ CAMPAIGN_STATES = {"active": "进行中", "paused": "已暂停", "stopped": "已
 SERIES = {"active": "呼叫中", "answered": "已接通", "exhausted": "次数用完", "skipped": "已跳过", "removed": "已移除"}
 CALL_RESULTS = {"answered": "接通", "no_answer": "无人接听", "busy": "忙线", "failed": "呼叫失败",
                 "machine": "语音信箱", "unknown": "结果未知"}
-CALL_OUTCOMES = {"completed": "完成", "paid": "已还款", "promise_to_pay": "承诺还款", "refused": "拒绝",
-                 "callback_requested": "要求回电", "opted_out": "拒绝再来电", "third_party": "第三方接听",
+CALL_OUTCOMES = {"completed": "完成", "paid": "已还款", "claims_paid": "称已还款（未查到）",
+                 "promise_to_pay": "承诺还款", "refused": "拒绝", "callback_requested": "要求回电",
+                 "handed_over": "转人工", "opted_out": "拒绝再来电", "third_party": "第三方接听",
                  "third_party_refused": "第三方拒绝", "wrong_number": "号码错误", "hung_up": "中途挂断"}
 CALL_RULES = {"do_not_call": "免打扰", "third_party_refused": "第三方拒绝", "wrong_number": "号码错误",
               "not_selected": "已不在名单", "campaign_ended": "活动已结束", "unknown_timezone": "时区未知",

@@ -29,10 +29,20 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, risk_api
-from bot.actions.handoff import hand_off, hand_off_unavailable, slot_details
+from bot.actions.handoff import care_for_distress, hand_off, hand_off_unavailable, slot_details
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
-from flowspec.model import FLOW_STATE_SLOTS, L1_METHODS, RIGHT_PARTY, Condition, Flow, Response, Slot
+from flowspec.model import (
+    FLOW_STATE_SLOTS,
+    L1_METHODS,
+    RECALL_ALLOWED,
+    RIGHT_PARTY,
+    Branch,
+    Condition,
+    Flow,
+    Response,
+    Slot,
+)
 from flowspec.templates import lookup
 
 log = logging.getLogger("flow")
@@ -58,7 +68,7 @@ class FlowExit:
     """Why a form ends before its last question, kept in the `flow_exit` slot between the form's
     turn and the finish action (a slot holds text: `kind` or `kind:detail`)."""
 
-    kind: Literal["cancel", "handoff", "switch", "unavailable", "handed_off"]
+    kind: Literal["cancel", "handoff", "switch", "unavailable", "handed_off", "distress"]
     detail: str = ""  # handoff: the reason the agent reads; switch: the flow to go to
 
     def encode(self) -> str:
@@ -101,7 +111,9 @@ def required_slots(flow: Flow, values: dict[str, Any], channel: str, l1_method: 
     if values.get("flow_exit") or values.get("verification_locked") and flow.required_level != "none":
         return []
     check = flowset().right_party
-    if checks_right_party(flow, channel) and (check.pending(values) or check.outcome(values)):
+    if channel == "outbound" and check.outcome(values):
+        return []  # not the customer (third party, wrong number, opt-out): every flow ends with that
+    if checks_right_party(flow, channel) and check.pending(values):
         return check.pending(values)  # nothing else until the customer is on the line
     needed = flow.required_level
     required = []
@@ -223,6 +235,8 @@ class FlowFormValidator(Action, ABC):
         A yes/no question answered yes or no is an answer, whatever else the words say
         ("需要，转人工吧" to "shall I register it and transfer you?").
         """
+        if intent == "distress":
+            return FlowExit("distress")  # before anything else: 不想活了 is no 不 to a yes/no question
         slot = slot_definition(flow, requested)
         answers = validate(slot, Utterance(text, intent, flowset().banks)) is not None
         right_party = requested in flowset().right_party.slots
@@ -395,6 +409,11 @@ class FinishFlow(Action):
         escape = FlowExit.decode(tracker.get_slot("flow_exit"))
         per_flow = (*flow.slot_names, *FLOW_STATE_SLOTS)
         resets: list[EventType] = [SlotSet(name, None) for name in per_flow]
+        if tracker.get_slot(RIGHT_PARTY) == "confirmed":
+            # The subject that was confirmed for ends here: a later reminder asks who is on the line
+            # again. Any other answer stays until the call ends (required_slots): nobody who said
+            # 不是 gets a second chance to say 是 and hear the debt.
+            resets += [SlotSet(RIGHT_PARTY, None), SlotSet(RECALL_ALLOWED, None)]
         if escape and escape.kind == "switch":
             target = flowset().flows[escape.detail]
             turn.say(turn.response("switch_flow"), {"flow_name": target.name})
@@ -412,8 +431,13 @@ class FinishFlow(Action):
                     *(SlotSet(name, None) for name in forgotten),
                     FollowupAction(flow.form_name)]
         log.info("flow=%s session=%s outcome=%s", flow.id, turn.log_ref, outcome)
-        turn.signal({"flow": flow.id, "outcome": outcome})
-        return [*resets, *turn.events]
+        if outcome in flowset().right_party.responses:
+            # Not the customer's call: nothing more is said, and the phone hangs up after the goodbye.
+            turn.signal({"flow": flow.id, "outcome": outcome, "end_call": True})
+            return [*resets, *turn.events]
+        then = flow.continues_with(outcome)
+        turn.signal({"flow": flow.id, "outcome": outcome, **({"then": then} if then else {})})
+        return [*resets, *turn.events, *([FollowupAction(flowset().flows[then].form_name)] if then else [])]
 
     async def _run_flow(self, turn: Turn, flow: Flow, escape: FlowExit | None) -> str:
         base = {"flow_name": flow.name, "customer": {"salutation": "您"}}
@@ -427,10 +451,13 @@ class FinishFlow(Action):
         if kind == "unavailable":
             await hand_off_unavailable(turn, flow, base)
             return "unavailable"
+        if kind == "distress":
+            await care_for_distress(turn, flow, base)
+            return "handoff"
         if kind == "handed_off":
             return "handoff"
         check = flowset().right_party
-        if checks_right_party(flow, turn.channel) and (ended := check.outcome(turn.tracker.slots)):
+        if turn.channel == "outbound" and (ended := check.outcome(turn.tracker.slots)):
             turn.say(check.responses[ended], base)  # not the customer: nothing more is said
             return ended
         if not turn.identity.known and flow.required_level != NOT_VERIFIED:
@@ -469,6 +496,9 @@ class FinishFlow(Action):
         """Decide and act, or record; the key of the response to give."""
         if flow.confirm and turn.tracker.get_slot("confirmed") is False:
             return "cancelled"
+        branch = next((branch for branch in flow.branches if _branch_holds(branch, context, turn)), None)
+        if branch is not None:
+            return branch.outcome
         api = risk_api()
         if flow.act_params is not None:
             params = {key: _param(value, context) for key, value in flow.act_params.items()}
@@ -519,8 +549,7 @@ class FinishFlow(Action):
             if (
                 condition.kind == "always"
                 or (condition.kind == "outcome" and condition.target == outcome)
-                or (condition.kind == "fact" and _fact(context, condition.target))
-                or (condition.kind == "slot" and turn.tracker.get_slot(condition.target) is True)
+                or (condition.kind in ("fact", "slot") and _holds(condition, context, turn))
             ):
                 return True
         return False
@@ -541,11 +570,20 @@ def _param(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
-def _fact(context: dict[str, Any], dotted: str) -> bool:
-    try:
-        return bool(lookup(context, dotted))
-    except KeyError:
-        return False
+def _holds(condition: Condition, context: dict[str, Any], turn: Turn) -> bool:
+    """A `fact:<read>.<field>` (true in this turn's reads) or `slot:<name>` (yes) / `slot:<name>=<value>`."""
+    if condition.kind == "fact":
+        try:
+            return bool(lookup(context, condition.target))
+        except KeyError:
+            return False
+    name, value = condition.slot_value
+    held = turn.tracker.get_slot(name)
+    return held is True if value is None else held is not None and str(held) == value
+
+
+def _branch_holds(branch: Branch, context: dict[str, Any], turn: Turn) -> bool:
+    return all(_holds(condition, context, turn) for condition in branch.when)
 
 
 def _last_user_timestamp(tracker: Tracker) -> str:

@@ -37,7 +37,10 @@ OUTCOME_TEXT = {
     "locked": "身份核验连续三次未通过，已锁定30分钟",
     "unavailable": "系统异常未能办理，账户无变更",
     "escalated": "办理中途客户要求转人工",
+    "distress": "客户流露轻生或极端情绪，已安抚并告知求助热线，请立即接听关怀",
 }
+DISTRESS_REASON = "客户可能有危险（轻生或极端情绪）"
+
 
 
 def _mask(value: str) -> str:
@@ -164,6 +167,14 @@ def _wait_for_agent(turn: Turn, handoff: dict[str, Any], record: dict[str, Any])
     if isinstance(position, int) and isinstance(wait, int | float):
         turn.say(turn.response("queue_place"), {"queue": {"ahead": max(0, position - 1),
                                                           "minutes": max(1, math.ceil(wait / 60))}})
+
+
+async def care_for_distress(turn: Turn, flow: Flow | None, context: dict[str, Any]) -> None:
+    """A customer who may be in danger (the `distress` intent): whatever was under way stops, they
+    hear that someone cares and where help is (flows/shared/intents.yml), and a person takes over
+    at the highest priority, their flow's or not."""
+    turn.say(flowset().shared_intents["distress"].response, context)  # type: ignore[arg-type]
+    await hand_off(turn, flow, "distress", DISTRESS_REASON, "emergency", context, announce=False)
 
 
 async def hand_off_unavailable(turn: Turn, flow: Flow, context: dict[str, Any]) -> None:

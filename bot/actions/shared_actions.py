@@ -1,4 +1,5 @@
-"""Actions outside any flow: session start, clarification on low confidence, repeat."""
+"""Actions outside any flow: session start, clarification on low confidence, a customer in
+distress, repeat."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import Turn, flowset
-from bot.actions.handoff import hand_off
+from bot.actions.handoff import care_for_distress, hand_off
 from bot.actions.knowledge_answers import knowledge_answer
 from flowspec.model import Flow
 
@@ -116,6 +117,20 @@ class ActionClarify(Action):
             return []
         turn.say(turn.response("clarify_handoff"), {})
         await hand_off(turn, None, "escalated", "连续两次未能理解客户意图", "normal", {}, announce=False)
+        return turn.events
+
+
+class ActionDistress(Action):
+    """The customer may be in danger, outside any flow (in a flow, the form's validation ends it
+    the same way): care, where help is, and a person at the highest priority."""
+
+    def name(self) -> str:
+        return "action_distress"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> list[EventType]:
+        turn = await Turn.start(tracker, dispatcher)
+        await care_for_distress(turn, None, {})
         return turn.events
 
 

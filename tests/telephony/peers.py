@@ -16,6 +16,8 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from tests.waiting import BOUND_SECONDS
+
 
 @dataclass
 class AmiSession:
@@ -72,13 +74,13 @@ class AmiPeer:
     def actions_named(self, name: str) -> list[dict[str, str]]:
         return [action for action in self.actions if action.get("Action", "").lower() == name.lower()]
 
-    async def wait_for_action(self, name: str, count: int = 1, timeout: float = 3.0) -> list[dict[str, str]]:
+    async def wait_for_action(self, name: str, count: int = 1, timeout: float = BOUND_SECONDS) -> list[dict[str, str]]:
         deadline = time.monotonic() + timeout
         while len(self.actions_named(name)) < count and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return self.actions_named(name)
 
-    async def wait_for_login(self, count: int = 1, timeout: float = 3.0) -> bool:
+    async def wait_for_login(self, count: int = 1, timeout: float = BOUND_SECONDS) -> bool:
         deadline = time.monotonic() + timeout
         while self.logged_in_sessions() < count and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

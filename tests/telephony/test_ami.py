@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from telephony.ami import AmiClient, AmiConfig, AmiError, AmiLoginError, ChannelDirectory
 from tests.telephony.peers import AmiPeer
+from tests.waiting import BOUND_SECONDS, until, within
 
 
 def config_for(peer: AmiPeer, secret: str = "s3cret", **overrides: float) -> AmiConfig:
@@ -98,7 +98,7 @@ async def test_originate_returns_the_action_id_of_the_later_response_event(peer:
     assert originate["Async"] == "true" and originate["Timeout"] == "30000"
     assert sorted(originate["Variable"].split("|")) == ["IVR_CUSTOMER_ID=C100001", "IVR_FLOW=due_date_reminder"]
     await peer.emit("OriginateResponse", ActionID=action_id, Response="Success", Channel="PJSIP/trunk-02")
-    event = await asyncio.wait_for(events.get(), 2)
+    event = await within(events.get())
     assert event["ActionID"] == action_id and event["Response"] == "Success"
 
 
@@ -121,18 +121,16 @@ async def test_events_reach_asyncio_subscribers(peer: AmiPeer, client: AmiClient
     everything = client.subscribe()
     await peer.emit("DTMFEnd", Channel="PJSIP/a-1", Digit="5", Direction="Received")
     await peer.emit("Hangup", Channel="PJSIP/a-1", Cause="16", **{"Cause-txt": "Normal Clearing"})
-    hangup = await asyncio.wait_for(only_hangups.get(), 2)
+    hangup = await within(only_hangups.get())
     assert hangup == {"Event": "Hangup", "Channel": "PJSIP/a-1", "Cause": "16", "Cause-txt": "Normal Clearing"}
-    first, second = [await asyncio.wait_for(everything.get(), 2) for _ in range(2)]
+    first, second = [await within(everything.get()) for _ in range(2)]
     assert (first["Event"], first["Digit"], second["Event"]) == ("DTMFEnd", "5", "Hangup")
     assert only_hangups.empty()
 
 
 async def test_actions_while_disconnected_fail_fast(peer: AmiPeer, client: AmiClient) -> None:
     await peer.stop()
-    deadline = time.monotonic() + 3
-    while client.connected and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await until(lambda: not client.connected)
     with pytest.raises(AmiError, match="not connected"):
         await client.redirect("PJSIP/a-1", "ivr-handover", "agents")
     assert not peer.actions_named("Redirect"), "refused at once, not sent into a dead session"
@@ -149,23 +147,19 @@ async def test_ami_reconnects_with_backoff_after_the_connection_drops(peer: AmiP
     await client.connect()
     try:
         await peer.stop()  # Asterisk goes down: clients dropped, connections refused
-        deadline = time.monotonic() + 5
-        while len(waits) < 6 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(waits) >= 6)
         assert not client.connected
         # Backoff 0.05 s doubling to the 0.4 s cap (the delays asked for: no wall-clock measure).
         assert waits[:6] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
         await peer.start()  # back on the same port
-        assert await peer.wait_for_login(timeout=3)
-        deadline = time.monotonic() + 2
-        while not client.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert client.connected and client.reconnects == 1
+        assert await peer.wait_for_login()
+        await until(lambda: client.connected)
+        assert client.reconnects == 1
         assert len(peer.actions_named("Login")) == 2
         await client.setvar("PJSIP/a-1", "X", "1")
         events = client.subscribe({"UserEvent"})
         await peer.emit("UserEvent", UserEvent="IvrCall", Uuid="u-1", Channel="PJSIP/a-1")
-        assert (await asyncio.wait_for(events.get(), 2))["Uuid"] == "u-1"
+        assert (await within(events.get()))["Uuid"] == "u-1"
     finally:
         await client.close()
 
@@ -176,16 +170,13 @@ async def test_dropped_connection_fails_pending_actions_and_recovers(peer: AmiPe
     await peer.wait_for_action("Redirect")
     await peer.drop_connections()  # TCP drop while Asterisk keeps listening
     with pytest.raises(AmiError, match="Redirect: connection lost"):
-        await asyncio.wait_for(pending, 2)
-    assert await peer.wait_for_login(timeout=3)
-    deadline = time.monotonic() + 2
-    while not client.connected and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert client.connected
+        await within(pending)
+    assert await peer.wait_for_login()
+    await until(lambda: client.connected)
 
 
 async def test_keepalive_pings_an_idle_connection(peer: AmiPeer, client: AmiClient) -> None:
-    pings = await peer.wait_for_action("Ping", count=2, timeout=2)
+    pings = await peer.wait_for_action("Ping", count=2)
     assert len(pings) >= 2
     assert client.connected and client.reconnects == 0
 
@@ -194,7 +185,8 @@ async def test_channel_for_uuid_gives_caller_number(peer: AmiPeer, client: AmiCl
     directory = ChannelDirectory(client)
     directory.start()
     try:
-        waiting = asyncio.create_task(directory.channel_for("6b1c3f9e-aaaa-4bbb-8ccc-000000000001", timeout=2))
+        call_uuid = "6b1c3f9e-aaaa-4bbb-8ccc-000000000001"
+        waiting = asyncio.create_task(directory.channel_for(call_uuid, timeout=BOUND_SECONDS))
         await asyncio.sleep(0.05)  # the bot may ask before the event comes in
         await peer.emit("UserEvent", Channel="PJSIP/softphone-00000007", ChannelState="6", ChannelStateDesc="Up",
                         CallerIDNum="19900000001", CallerIDName="<unknown>", Uniqueid="1700000000.7",
@@ -206,10 +198,7 @@ async def test_channel_for_uuid_gives_caller_number(peer: AmiPeer, client: AmiCl
         again = await directory.channel_for("6b1c3f9e-aaaa-4bbb-8ccc-000000000001", timeout=0.1)
         assert again == info
         await peer.emit("Hangup", Channel="PJSIP/softphone-00000007", Uniqueid="1700000000.7")
-        deadline = time.monotonic() + 2
-        while directory.known(info.uuid) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert directory.known(info.uuid) is None
+        await until(lambda: directory.known(info.uuid) is None)
         with pytest.raises(AmiError, match="no IvrCall UserEvent for call 6b1c3f9e"):
             await directory.channel_for("6b1c3f9e-aaaa-4bbb-8ccc-000000000001", timeout=0.3)
     finally:
@@ -235,8 +224,8 @@ async def test_a_gateway_started_before_asterisk_connects_once_asterisk_is_up(pe
     assert not client.connected
     restarted = await AmiPeer(port=port).start()
     try:
-        assert await restarted.wait_for_login(timeout=5)
-        assert client.connected
+        assert await restarted.wait_for_login()
+        await until(lambda: client.connected)  # the peer saw the Login before the client read its answer
     finally:
         await client.close()
         await restarted.stop()

@@ -12,6 +12,7 @@ import pytest
 
 from bench.audiosocket_peer import FRAME_BYTES, AudioSocketPeer
 from bench.telephony import Echo
+from telephony import audiosocket
 from telephony.audiosocket import (
     AudioIn,
     AudioSocketCall,
@@ -27,6 +28,7 @@ from telephony.audiosocket import (
 )
 from telephony.gateway import AudioSocketTransport
 from tests.voice.virtual_time import VirtualTime
+from tests.waiting import BOUND_SECONDS, until
 from voice.frames import CallStarted, Control, Interruption, Keypress, OutputAudio
 from voice.output import AudioOutput
 from voice.pipeline import Pipeline
@@ -156,8 +158,7 @@ async def test_eof_without_hangup_frame_is_a_hangup(recording_server: AudioSocke
     await peer.close()
     events = await recorder.wait(peer.call_uuid)
     assert events[-1] == HangupIn(by_message=False)
-    await asyncio.sleep(0.05)
-    assert str(peer.call_uuid) not in recording_server.calls
+    await until(lambda: str(peer.call_uuid) not in recording_server.calls)
 
 
 async def test_call_is_keyed_by_the_uuid_string(recorder: Recorder) -> None:
@@ -261,11 +262,35 @@ async def test_handler_exception_is_logged_and_only_that_call_closed(caplog: pyt
 
 async def test_close_ends_all_calls(recording_server: AudioSocketServer, recorder: Recorder) -> None:
     peers = [await peer_of(recording_server) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(recording_server.calls) == 3)
     await recording_server.close()
     for peer in peers:
-        assert await peer.wait_closed_by_server(1)
+        assert await peer.wait_closed_by_server(BOUND_SECONDS)
         assert peer.received[-1].kind == 0x00
+
+
+async def test_close_returns_once_a_stubborn_handler_has_torn_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler deaf to the hang-up and slow to stop (a turn in flight) is cancelled, and close()
+    waits for its teardown: the gateway closes the clients that teardown uses (the outcome
+    report's) only afterwards."""
+    monkeypatch.setattr(audiosocket, "HANDLER_GRACE_SECONDS", 0.2)
+    torn_down: list[str] = []
+
+    async def stubborn(call: AudioSocketCall) -> None:
+        try:
+            await asyncio.Event().wait()  # the call's work: not ended by the hang-up
+        finally:
+            try:
+                await asyncio.Event().wait()  # teardown waiting on more: ended by close()'s cancellation
+            finally:
+                torn_down.append(call.uuid)
+
+    server = await serve(stubborn)
+    peer = await peer_of(server)
+    await until(lambda: bool(server.calls))
+    await server.close()
+    assert torn_down == [str(peer.call_uuid)]
+    assert await peer.wait_closed_by_server(BOUND_SECONDS)
 
 
 # --- outbound audio: the voice pipeline's output clock writing frames to the call -------------

@@ -34,6 +34,7 @@ from tests.conftest import SECRETS, Stack
 from tests.dialogue.conftest import CUSTOMERS
 from tests.loopback import JsonPeer, serving
 from tests.telephony.peers import AmiPeer
+from tests.waiting import until
 from voice.call import VoiceEngines
 from voice.config import load_voice_config
 from voice.dialogue import DialogueClient
@@ -42,6 +43,7 @@ from voice.tts import Synthesizer
 pytestmark = pytest.mark.stack
 
 BOT_PAUSE_SECONDS = 0.6  # the bot silent this long after speaking: the caller's turn
+TEARDOWN_BOUND_SECONDS = 90.0  # a call's end to its outcome report, with a turn in flight, on a loaded machine
 
 
 @dataclasses.dataclass
@@ -118,7 +120,7 @@ async def test_full_call_verifies_by_keypad_and_enters_the_priority_queue_with_i
     peer = await phone.dial(customer["phone"], channel="PJSIP/softphone-00000007")
     await converse(peer, phone, [samples.speech("我想查一下我的账单"), samples.speech(customer["name"]),
                                  customer["id_last4"], "0"])
-    redirects = await phone.ami.wait_for_action("Redirect", timeout=20)
+    redirects = await phone.ami.wait_for_action("Redirect")
     assert redirects and redirects[0]["Channel"] == "PJSIP/softphone-00000007"
     assert (redirects[0]["Context"], redirects[0]["Exten"]) == ("ivr-handover", "agents")
     variables = {action["Variable"]: action["Value"] for action in phone.ami.actions_named("Setvar")}
@@ -169,14 +171,10 @@ async def test_caller_hanging_up_mid_prompt_ends_only_that_session(phone: Phone)
     assert len(await leaving.wait_for_audio(3200, timeout=10)) >= 3200  # 0.2 s into the greeting
     await leaving.send_hangup()
     await leaving.close()
-    deadline = time.monotonic() + 5
-    while str(leaving.call_uuid) in phone.gateway.server.calls and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert str(leaving.call_uuid) not in phone.gateway.server.calls
+    await until(lambda: str(leaving.call_uuid) not in phone.gateway.server.calls)
     assert str(staying.call_uuid) in phone.gateway.server.calls
     heard_before = len(staying.audio_bytes())
-    await asyncio.sleep(0.5)
-    assert len(staying.audio_bytes()) > heard_before  # the other call's greeting goes on
+    await until(lambda: len(staying.audio_bytes()) > heard_before)  # the other call's greeting goes on
     await staying.close()
 
 
@@ -214,11 +212,11 @@ async def test_hangup_during_an_l2_account_action_leaves_nothing_half_done(
 
 async def test_ami_dropping_and_coming_back_keeps_the_phone_working(phone: Phone) -> None:
     await phone.ami.drop_connections()
-    assert await phone.ami.wait_for_login(count=1, timeout=10)
+    assert await phone.ami.wait_for_login(count=1)
     peer = await phone.dial(None, channel="PJSIP/softphone-after-drop")
     await bot_finished(peer, 0.0)
     await peer.send_dtmf("0")
-    redirects = await phone.ami.wait_for_action("Redirect", timeout=15)
+    redirects = await phone.ami.wait_for_action("Redirect")
     assert [action["Channel"] for action in redirects] == ["PJSIP/softphone-after-drop"]
 
 
@@ -231,10 +229,7 @@ async def test_fifty_concurrent_calls_are_each_greeted_and_end_cleanly(phone: Ph
     for peer in peers:
         await peer.send_hangup()
         await peer.close()
-    deadline = time.monotonic() + 15
-    while phone.gateway.server.calls and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert not phone.gateway.server.calls
+    await until(lambda: not phone.gateway.server.calls)
 
 
 async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running_stack: Stack, tmp_path: Path,
@@ -304,9 +299,9 @@ async def test_an_outbound_call_answered_by_a_third_party_reports_third_party_fo
         await bot_finished(peer, time.monotonic())
         await peer.send_hangup()
         await peer.close()
-        deadline = time.monotonic() + 30
-        while not Dialler.received and time.monotonic() < deadline:  # the call's end, then the report
-            await asyncio.sleep(0.1)
+        # The call's teardown, then the report: a turn still in flight at the hang-up is waited
+        # out (the 5 s handler grace, then up to 20 s for the turn), so the bound is the wide one.
+        await until(lambda: bool(Dialler.received), bound=TEARDOWN_BOUND_SECONDS)
         await phone.gateway.reporter.close()
     assert Dialler.received == [("/attempts/overdue_reminder:C1:2026-03-10:1/outcome", {"outcome": "third_party"})]
     tracker = running_stack.tracker(str(call_uuid))
@@ -377,11 +372,8 @@ def callback_audit(running_stack: Stack, call_uuid: str) -> list[dict[str, Any]]
 async def test_a_silent_caller_keeps_the_call_alive_with_the_bots_keepalive_frames(phone: Phone) -> None:
     peer = await phone.dial(None)
     await bot_finished(peer, 0.0)
-    for _ in range(200):  # a bound, not a timing: the first keep-alive follows the greeting
-        if peer.keepalives():
-            break
-        await asyncio.sleep(0.05)
-    assert peer.keepalives(), "silence frames while the bot listens (Asterisk drops 2 s of no activity)"
+    # Silence frames while the bot listens (Asterisk drops 2 s of no activity): the first follows the greeting.
+    await until(lambda: bool(peer.keepalives()))
     await peer.send_hangup()
     await peer.close()
 
@@ -434,16 +426,9 @@ async def test_a_transfer_is_counted_when_the_caller_hangs_up_before_asterisk_an
     await peer.send_dtmf("0")
     await phone.ami.wait_for_action("Redirect", timeout=30)
     await peer.close()  # the caller's leg goes before Asterisk's reply
-    for _ in range(200):
-        if not phone.gateway.server.calls:
-            break
-        await asyncio.sleep(0.05)
-    assert not phone.gateway.server.calls, "the call's pipeline is gone"
+    await until(lambda: not phone.gateway.server.calls)  # the call's pipeline is gone
     await phone.ami.release_held()
-    for _ in range(200):
-        if phone.gateway.handovers:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: phone.gateway.handovers > 0)
     assert phone.gateway.handovers == 1
 
 
@@ -452,10 +437,7 @@ async def handed_over(phone: Phone, peer: AudioSocketPeer) -> str:
     await bot_finished(peer, 0.0)
     await peer.send_dtmf("0")
     channel = f"PJSIP/softphone-{peer.call_uuid.hex[:8]}"
-    for _ in range(600):
-        if any(action["Channel"] == channel for action in phone.ami.actions_named("Redirect")):
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: any(action["Channel"] == channel for action in phone.ami.actions_named("Redirect")))
     return next(action["Value"] for action in phone.ami.actions_named("Setvar")
                 if action["Channel"] == channel and action["Variable"] == "IVR_HANDOFF_ID")
 

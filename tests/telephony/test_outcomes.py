@@ -56,9 +56,38 @@ THIRD_PARTY_CALL = [reply({"flow": "overdue_reminder", "expect": {"slot": "right
     ([reply({"party": "confirmed"}), reply({"flow": "overdue_reminder", "outcome": "cancelled"})], "refused"),
     ([reply({"flow": "overdue_reminder", "outcome": "cancelled"})], "hung_up"),
     ([reply({"party": "confirmed"}), reply({"flow": "overdue_reminder", "outcome": "refused"})], "hung_up"),
+    ([reply({"party": "confirmed"}), reply({"flow": "overdue_reminder", "outcome": "paid"})], "paid"),
+    ([reply({"party": "confirmed"}), reply({"flow": "overdue_reminder", "outcome": "claims_paid"})], "claims_paid"),
+    ([reply({"party": "confirmed"}),
+      reply({"flow": "overdue_reminder", "outcome": "promise", "then": "promise_to_pay"})], "completed"),
+    ([reply({"party": "confirmed"}),
+      reply({"flow": "overdue_reminder", "outcome": "promise", "then": "promise_to_pay"}),
+      reply({"flow": "promise_to_pay", "outcome": "done"})], "promise_to_pay"),
 ])
 def test_the_outcome_is_the_strongest_thing_the_dialogue_signalled(replies: list[Reply], outcome: str) -> None:
     assert conversation_outcome(replies) == outcome
+
+
+CONFIRMED_AND_HANDED_OVER = [
+    reply({"party": "confirmed"}),
+    reply({"flow": "overdue_reminder", "outcome": "handoff"}, {"handoff": {"reason": "转人工"}}),
+]
+
+
+@pytest.mark.parametrize(("replies", "handed_over", "callback_booked", "outcome"), [
+    (CONFIRMED_AND_HANDED_OVER, True, False, "handed_over"),
+    ([reply({"flow": "overdue_reminder", "expect": {"slot": "right_party"}})], True, False, "handed_over"),
+    (CONFIRMED_AND_HANDED_OVER, False, True, "callback_requested"),  # the transfer declined, a callback booked
+    (CONFIRMED_AND_HANDED_OVER, False, False, "hung_up"),  # declined, and the caller went before any callback
+    ([*THIRD_PARTY_CALL, reply({"flow": "overdue_reminder", "outcome": "third_party"})], True, False, "third_party"),
+    ([reply({"party": "confirmed"}), reply({"flow": "promise_to_pay", "outcome": "done"})], True, False,
+     "promise_to_pay"),
+])
+def test_what_the_gateway_did_with_the_call_counts_too(replies: list[Reply], handed_over: bool,
+                                                       callback_booked: bool, outcome: str) -> None:
+    """A transfer to the agents' queue or a callback the gateway booked is what the dialler hears,
+    unless the dialogue said something stronger before (a third party, a promise)."""
+    assert conversation_outcome(replies, handed_over, callback_booked) == outcome
 
 
 def test_the_outcomes_are_the_dialler_s_and_the_right_party_endings_the_flows() -> None:
@@ -128,3 +157,15 @@ async def test_without_a_dialler_configured_nothing_is_sent_and_the_log_says_so(
     assert "outcome hung_up not reported (OUTBOUND_URL / OUTBOUND_GATEWAY_TOKEN unset)" in caplog.text
     with pytest.raises(ValueError, match="not a conversation outcome"):
         reporter.report("call-uuid-3", "c:C100000:2026-03-13:1", "delighted")
+
+
+async def test_a_call_torn_down_after_the_reporter_closed_is_logged_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    """A call whose teardown comes after the gateway began to stop: no request on a closed client."""
+    FlakyDialler.failures, FlakyDialler.received = 0, []
+    with serving(FlakyDialler) as url:
+        reporter = OutcomeReporter(url, GATEWAY_TOKEN, retry_delays=(0,))
+        await reporter.close()
+        reporter.report("call-uuid-4", "c:C100000:2026-03-13:1", "third_party")
+        await reporter.close()
+    assert FlakyDialler.received == [] and reporter.reported == 0
+    assert "attempt c:C100000:2026-03-13:1: outcome third_party not reported: the gateway is stopping" in caplog.text

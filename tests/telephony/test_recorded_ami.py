@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import pytest
 
 from telephony.ami import AmiClient, AmiConfig, AmiError, ChannelDirectory, Event, Response
 from telephony.gateway import QueueWatch
 from tests.telephony.replay import RECORDINGS, ReplayAmiPeer, Session
+from tests.waiting import BOUND_SECONDS, until, within
 
 # No skip: CI has ../shared beside the repository; without the recordings these tests fail loudly.
 assert (RECORDINGS / "README.md").is_file(), f"no recorded AMI sessions in {RECORDINGS} (set ASTERISK_SESSIONS_DIR)"
@@ -26,21 +26,7 @@ GREETING = "inbound-greeting-hangup.ami.txt"
 HANDOVER = "inbound-dtmf-handover-agent-answers.ami.txt"
 ABANDON = "inbound-queue-abandon.ami.txt"
 ORIGINATE = "originate-outbound.ami.txt"
-TIMEOUT = 20.0  # generous: only a hung replay should ever reach it
-
-T = TypeVar("T")
-
-
-async def within(awaitable: Awaitable[T]) -> T:
-    return await asyncio.wait_for(awaitable, TIMEOUT)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Until `condition` holds: state the client updates on its own task after an event."""
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-    await within(poll())
+TIMEOUT = BOUND_SECONDS  # the client's action timeout and the directory's waits: only a hung replay reaches it
 
 
 @contextlib.asynccontextmanager

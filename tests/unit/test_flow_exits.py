@@ -42,3 +42,9 @@ def test_an_unsure_guess_or_a_yes_no_answer_stays_in_the_form() -> None:
 def test_an_exit_survives_the_slot_it_travels_in(escape_: FlowExit) -> None:
     assert FlowExit.decode(escape_.encode()) == escape_
     assert FlowExit.decode(None) is None and FlowExit.decode("") is None
+
+
+def test_distress_ends_the_form_before_anything_else_is_read_into_it() -> None:
+    # 不想活了 holds 不: to a yes/no question it would otherwise be an answer.
+    assert escape("wants_human", "我真的不想活了", "distress", 1.0) == FlowExit("distress")
+    assert escape("complaint_text", "被逼得活不下去了", "distress", 1.0) == FlowExit("distress")

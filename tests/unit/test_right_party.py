@@ -114,8 +114,10 @@ def test_before_the_customer_is_confirmed_no_other_flow_is_opened(risk_api: type
 ])
 def test_a_call_that_is_not_the_customers_ends_with_its_outcome_and_nothing_read(
         risk_api: type[RiskApiPlayer], answers: dict[str, str], outcome: str, words: str) -> None:
-    _, dispatcher = run("action_finish_flow", call({"active_flow": "overdue_reminder", **answers}))
+    slots, dispatcher = run("action_finish_flow", call({"active_flow": "overdue_reminder", **answers}))
     assert custom(dispatcher, "outcome") == [outcome]
+    assert custom(dispatcher, "end_call") == [True], "the phone hangs up after the goodbye"
+    assert RIGHT_PARTY not in slots, "the answer stays for the rest of the call"
     assert words in engine_tests.said(dispatcher)
     assert not DEBT_WORDS.search(engine_tests.said(dispatcher))
     assert not any(path.startswith("/customers/") for path in risk_api.seen), "nothing of the account is read"
@@ -166,3 +168,32 @@ def test_an_out_of_scope_question_before_the_check_gets_no_list_of_account_servi
         {"active_flow": "overdue_reminder", "requested_slot": RIGHT_PARTY, "reprompts": 0}, "今天天气怎么样",
         "out_of_scope"))
     assert not DEBT_WORDS.search(engine_tests.said(dispatcher)) and slots["requested_slot"] == RIGHT_PARTY
+
+
+@pytest.mark.parametrize("answers", [
+    {RIGHT_PARTY: "third_party", "recall_allowed": "agreed"},
+    {RIGHT_PARTY: "wrong_number"},
+    {RIGHT_PARTY: "opted_out"},
+])
+@pytest.mark.parametrize("next_flow", ["bill_inquiry", "overdue_reminder", "promise_to_pay"])
+def test_whoever_is_not_the_customer_gets_no_other_flow_on_that_call(
+        risk_api: type[RiskApiPlayer], answers: dict[str, str], next_flow: str) -> None:
+    """After 不是本人 the call is over whatever is said next: no identity question that a family
+    member could answer, no second chance to say 是 to the opening, nothing read."""
+    outcome = FLOWS.right_party.outcome(answers)
+    risk_api.post_answers = CALLED
+    slots, _ = run(f"validate_{next_flow}_form", call(answers, f"/{next_flow}", next_flow))
+    assert slots["requested_slot"] is None
+    _, dispatcher = run("action_finish_flow", call({"active_flow": next_flow, **answers}))
+    assert custom(dispatcher, "outcome") == [outcome] and custom(dispatcher, "end_call") == [True]
+    assert not DEBT_WORDS.search(engine_tests.said(dispatcher))
+    assert not any(path.startswith("/customers/C") for path in risk_api.seen), "nothing of the account is read"
+
+
+def test_a_confirmed_customer_is_forgotten_when_the_reminder_hands_over_to_another_subject(
+        risk_api: type[RiskApiPlayer]) -> None:
+    """转人工, 算了 or another request: the subject the customer was confirmed for is over."""
+    state = {"active_flow": "overdue_reminder", RIGHT_PARTY: "confirmed", "flow_exit": "switch:bill_inquiry"}
+    slots, dispatcher = run("action_finish_flow", call(state))
+    assert slots[RIGHT_PARTY] is None and slots["recall_allowed"] is None
+    assert not custom(dispatcher, "end_call")

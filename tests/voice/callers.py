@@ -17,7 +17,9 @@ from voice.frames import Frame, Hangup, InputAudio, Keypress
 class ScriptedCaller:
     """What the caller does, on the call's clock: audio from `pcm` from the start, then silence
     until `until(audio_ended_at)` says the call is done or `max_seconds` pass; `keys` are
-    (second, digit). Times are `time.monotonic()`."""
+    (second, digit). Times are `time.monotonic()`. The timetable starts once `start_when()`
+    holds (silence until then, within `max_seconds`): tests start it with the bot's first frame,
+    so "1.5 s into the greeting" stays so when a busy machine is slow to render it."""
 
     pcm: bytes
     sample_rate: int
@@ -25,8 +27,10 @@ class ScriptedCaller:
     max_seconds: float = 30.0
     hang_up_at: float | None = None
     until: Callable[[float], bool] = lambda audio_ended_at: False
+    start_when: Callable[[], bool] = lambda: True
     started_at: float = 0.0
     audio_ended_at: float | None = None
+    hung_up: float | None = None  # when it hung up (`time.monotonic()`)
 
     async def frames(self) -> AsyncIterator[Frame]:
         size = frame_bytes(self.sample_rate)
@@ -34,10 +38,17 @@ class ScriptedCaller:
         keys = sorted(self.keys)
         loop = asyncio.get_running_loop()
         start = loop.time()
+        for index in range(int(self.max_seconds / period)):
+            if self.start_when():
+                break
+            yield InputAudio(bytes(size), self.sample_rate)
+            await asyncio.sleep(max(0.0, start + (index + 1) * period - loop.time()))
+        start = loop.time()
         self.started_at = time.monotonic()
         for index in range(int(self.max_seconds / period)):
             now = index * period
             if self.hang_up_at is not None and now >= self.hang_up_at:
+                self.hung_up = time.monotonic()
                 yield Hangup("caller hung up")
                 return
             while keys and keys[0][0] <= now:

