@@ -395,6 +395,7 @@ class Answers:
     yes: tuple[str, ...]
     no: tuple[str, ...]
     digits: dict[str, int]
+    not_digits: tuple[str, ...] = ()  # longest first: the parser drops them before reading digits
 
 
 @cache
@@ -410,7 +411,11 @@ def load_answers(path: Path = SHARED_DIR / "answers.yml") -> Answers:
         raise FlowError(path, "digits", "must map single characters to the digits 0-9")
     if overlap := set(data["affirm"]) & set(data["deny"]):
         raise FlowError(path, "affirm", f"words both yes and no: {sorted(overlap)}")
-    return Answers(tuple(data["affirm"]), tuple(data["deny"]), dict(digits))
+    not_digits = data.get("not_digits", [])
+    if not isinstance(not_digits, list) or not all(isinstance(w, str) and len(w) > 1 for w in not_digits):
+        raise FlowError(path, "not_digits", "must be a list of words of two characters or more")
+    return Answers(tuple(data["affirm"]), tuple(data["deny"]), dict(digits),
+                   tuple(sorted(not_digits, key=len, reverse=True)))
 
 
 @cache

@@ -30,6 +30,7 @@ from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, risk_api
 from bot.actions.handoff import care_for_distress, hand_off, hand_off_unavailable, slot_details
+from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
 from flowspec.model import (
@@ -50,6 +51,10 @@ CONFIRM_SLOT = "confirmed"
 MAX_MISSES = 3
 SWITCH_CONFIDENCE = 0.8
 ASIDE_CONFIDENCE = 0.9
+# A message that asks something (等一下，提前还要手续费吗): mid-flow, the knowledge base may answer it.
+# 继续 / 接着来 / 那继续吧 instead of an answer: the customer is ready to go on (after a side question).
+CARRY_ON = re.compile(r"^[那好嗯的吧啊，,。 ]*(继续|接着)")
+QUESTION = re.compile(r"[吗呢？?]|怎么|多少|什么|哪|几[天号点个]|是否|能不能|可不可以|是不是|有没有|要不要|为什么|如何")
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
 # Values of these slot types may be logged; names, numbers and free text are personal data.
 LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"}
@@ -168,9 +173,13 @@ class FlowFormValidator(Action, ABC):
             self._prefill(flow, text, intent, values, set_slot)
         elif requested:
             escape = self._escape(flow, requested, text, intent, confidence, turn.input_source)
-            if escape:
+            if escape and escape.kind == "switch" and await self._side_question(turn, flow, requested, text, intent):
+                pass  # a question on another flow's topic, answered on the side: this flow goes on
+            elif escape:
                 set_slot("flow_exit", escape.encode())
-            elif intent == "repeat" or self._aside(turn, intent, confidence, requested):
+            elif (intent == "repeat" or self._aside(turn, intent, confidence, requested)
+                  or self._carry_on(turn, flow, requested, text, intent)
+                  or await self._side_question(turn, flow, requested, text, intent)):
                 pass  # the form asks the same question again
             else:
                 await self._take_answer(turn, flow, requested, text, intent, values, set_slot, l1_method)
@@ -264,6 +273,36 @@ class FlowFormValidator(Action, ABC):
             turn.say(shared.response, {})
             return True
         return False
+
+    @staticmethod
+    def _carry_on(turn: Turn, flow: Flow, requested: str, text: str, intent: str | None) -> bool:
+        """"那继续吧" where an answer was expected: "we go on", and the question again (not "not
+        understood"). To a yes/no question 继续 is an answer (the validator's to read)."""
+        slot = slot_definition(flow, requested)
+        if not CARRY_ON.search(text) or len(text) > 10 or slot.type == "yes_no":
+            return False
+        if validate(slot, Utterance(text, intent, flowset().banks)) is not None:
+            return False
+        turn.say(turn.response("resume_flow"), {})
+        return True
+
+    async def _side_question(self, turn: Turn, flow: Flow, requested: str, text: str, intent: str | None) -> bool:
+        """A question asked instead of an answer ("等一下，我先问下提前还要手续费吗" at the code
+        step): the knowledge base's answer when it is sure, then "we go on", and the form asks its
+        question again. Its answers are the same for everyone: identity is neither needed nor given.
+        Not before the right party is on the line, not for an entry that is another flow's request
+        (that is a switch), not for what answers the question."""
+        if not QUESTION.search(text) or requested in flowset().right_party.slots:
+            return False
+        if validate(slot_definition(flow, requested), Utterance(text, intent, flowset().banks)) is not None:
+            return False
+        answer = await knowledge_answer(text, turn.channel)
+        if not answer or not answer.text or answer.flow or answer.confidence < DIRECT_ANSWER_CONFIDENCE:
+            return False
+        turn.dispatcher.utter_message(text=answer.text)
+        turn.signal({"knowledge": answer.entry_id})
+        turn.say(turn.response("resume_flow"), {})
+        return True
 
     async def _take_answer(self, turn: Turn, flow: Flow, requested: str, text: str,
                            intent: str | None, values: dict[str, Any], set_slot: Any, l1_method: str) -> None:

@@ -157,13 +157,17 @@ def _next_month_day(today: dt.date, day: int) -> dt.date:
 
 
 def parse_digits(text: str) -> str:
-    """Every digit said, typed or pressed, in order: 幺三八 → 138; keeps X for ID numbers."""
+    """Every digit said, typed or pressed, in order: 幺三八 → 138; keeps X for ID numbers. Numerals
+    inside words that are no number (等一下, 一直) are not digits."""
+    answers = load_answers()
+    for word in answers.not_digits:
+        text = text.replace(word, " ")
     out = []
     for char in text:
         if char.isdecimal():  # also full-width １２３, written back as ASCII
             out.append(str(int(char)))
-        elif char in (digits := load_answers().digits):
-            out.append(str(digits[char]))
+        elif char in answers.digits:
+            out.append(str(answers.digits[char]))
         elif char in "xX叉":
             out.append("X")
     return "".join(out)

@@ -13,7 +13,7 @@ from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import Turn, flowset
 from bot.actions.handoff import care_for_distress, hand_off
-from bot.actions.knowledge_answers import knowledge_answer
+from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
 from flowspec.model import Flow
 
 CHANNELS = ("voice", "chat", "outbound")
@@ -21,11 +21,6 @@ MISSES_BEFORE_HANDOFF = 2
 # A flow the NLU gives less than this is not worth offering (the fallback threshold is 0.15:
 # below it anything is a guess, but two close guesses are still the customer's likely request).
 MIN_CHOICE_CONFIDENCE = 0.05
-# What the NLU could not place is often vague ("那个账户的事") or not ours: the knowledge base's own
-# threshold (0.83, calibrated on well-formed questions) answers 17 % of the validation split's
-# out-of-KB questions; at 0.86 it answers 3 % of them, 85 % of in-KB ones right, 5.5 % wrong
-# (tests/knowledge/held_out.yaml, validation split). Below it, an answer is not offered.
-DIRECT_ANSWER_CONFIDENCE = 0.86
 
 
 class ActionSessionStart(Action):

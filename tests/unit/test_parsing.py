@@ -60,3 +60,9 @@ def test_no_date_in_plain_words() -> None:
 ])
 def test_digits_spoken_typed_or_pressed(said: str, digits: str) -> None:
     assert parse_digits(said) == digits
+
+
+@pytest.mark.parametrize(("said", "digits"), [("等一下", ""), ("我一直用的是幺三八零零", "13800"),
+                                              ("一一三五", "1135"), ("稍等一会儿，验证码是四五六", "456")])
+def test_numerals_inside_words_that_are_no_number_are_not_digits(said: str, digits: str) -> None:
+    assert parse_digits(said) == digits

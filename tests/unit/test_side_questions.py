@@ -1,0 +1,73 @@
+"""Conversation repair inside a flow: a question asked instead of an answer gets the knowledge
+base's answer and the flow goes on where it was (the same question again); "那继续吧" goes on
+without "not understood". Never before the right party is on the line, never for what answers
+the question, and a request that is another flow's stays a switch. Driven through the flows'
+form validators with rasa-sdk's tracker and the knowledge base index `make train` builds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from bot.actions import flow_engine
+from bot.actions.conversation import flowset
+from knowledge.model import load_entries
+
+pytestmark = pytest.mark.usefixtures("risk_api_down", "knowledge_base")
+FEE_ANSWER = next(entry for entry in load_entries() if entry.id == "early_repayment.fee")
+GO_ON = flowset().responses["resume_flow"]
+
+
+def answer(flow_id: str, requested: str, text: str, intent: str = "nlu_fallback", confidence: float = 0.5,
+           channel: str = "chat", **slots: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What the bot says and the slots it sets when `text` comes while `requested` is asked."""
+    message = {"text": text, "intent": {"name": intent, "confidence": confidence}}
+    events = [{"event": "user", "text": text, "parse_data": message, "timestamp": 1.0}]
+    tracker = Tracker("session-side", {"channel": channel, "requested_slot": requested, **slots}, message, events,
+                      False, None, {"name": f"{flow_id}_form"}, "action_listen")
+    dispatcher = CollectingDispatcher()
+    validator = getattr(flow_engine, f"Validate_{flow_id}")()
+    events_out = asyncio.run(validator.run(dispatcher, tracker, {}))
+    return dispatcher.messages, {event["name"]: event["value"] for event in events_out if event.get("event") == "slot"}
+
+
+def texts(said: list[dict[str, Any]]) -> list[str]:
+    return [message["text"] for message in said if message.get("text")]
+
+
+@pytest.mark.parametrize("channel", ["chat", "voice"])
+def test_a_question_instead_of_a_rating_is_answered_and_the_rating_asked_again(channel: str) -> None:
+    said, slots = answer("satisfaction_survey", "rating", "等一下，我先问下提前还款要手续费吗", channel=channel)
+    fee = FEE_ANSWER.chat if channel == "chat" else FEE_ANSWER.voice
+    assert texts(said) == [fee, GO_ON.chat if channel == "chat" else GO_ON.voice]
+    assert {"knowledge": "early_repayment.fee"} in [message.get("custom") for message in said]
+    assert slots.get("rating") is None and not slots.get("flow_exit")
+    assert slots["requested_slot"] == "rating"
+
+
+def test_carry_on_goes_on_without_not_understood() -> None:
+    said, slots = answer("satisfaction_survey", "rating", "那继续吧")
+    assert texts(said) == [GO_ON.chat]
+    assert slots["requested_slot"] == "rating" and slots.get("rating") is None
+
+
+def test_what_answers_the_question_is_an_answer_however_it_is_worded() -> None:
+    said, slots = answer("satisfaction_survey", "rating", "五分吧，还有什么吗")
+    assert slots.get("rating") == 5, said
+    assert FEE_ANSWER.chat not in texts(said)
+
+
+def test_another_flows_request_stays_a_switch() -> None:
+    # 怎么查账单 is the knowledge base's bill_inquiry entry: a request for that flow, not a side answer.
+    said, slots = answer("satisfaction_survey", "rating", "我先问下怎么查账单呢",
+                         intent="bill_inquiry", confidence=0.95)
+    assert slots.get("flow_exit") == "switch:bill_inquiry", said
+
+
+def test_before_the_right_party_is_on_the_line_nothing_is_answered_on_the_side() -> None:
+    said, slots = answer("overdue_reminder", "right_party", "提前还款要手续费吗", channel="outbound")
+    assert FEE_ANSWER.voice not in texts(said) and GO_ON.voice not in texts(said)
