@@ -33,6 +33,7 @@ from bot.actions.handoff import care_for_distress, hand_off, hand_off_unavailabl
 from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
+from bot.metrics import record_nlu_confidence
 from flowspec.model import (
     FLOW_STATE_SLOTS,
     L1_METHODS,
@@ -52,6 +53,8 @@ MAX_MISSES = 3
 SWITCH_CONFIDENCE = 0.8
 ASIDE_CONFIDENCE = 0.9
 # A message that asks something (等一下，提前还要手续费吗): mid-flow, the knowledge base may answer it.
+# 不对 / 说错了 / 卡号说错了, then the right answer: a correction of the answer given last.
+CORRECTION = re.compile(r"^[^，,。]{0,6}?(不对|说错了|搞错了|弄错了|写错了|输错了|错了|更正一下|更正)[，,。 ]*")
 # 继续 / 接着来 / 那继续吧 instead of an answer: the customer is ready to go on (after a side question).
 CARRY_ON = re.compile(r"^[那好嗯的吧啊，,。 ]*(继续|接着)")
 QUESTION = re.compile(r"[吗呢？?]|怎么|多少|什么|哪|几[天号点个]|是否|能不能|可不可以|是不是|有没有|要不要|为什么|如何")
@@ -165,6 +168,7 @@ class FlowFormValidator(Action, ABC):
         text = (message.get("text") or "").strip()
         intent = (message.get("intent") or {}).get("name")
         confidence = float((message.get("intent") or {}).get("confidence") or 0.0)
+        record_nlu_confidence(turn.channel, message)
         requested = values.get("requested_slot")
 
         if requested is None:  # the form is starting: nothing has been asked yet
@@ -173,12 +177,16 @@ class FlowFormValidator(Action, ABC):
             self._prefill(flow, text, intent, values, set_slot)
         elif requested:
             escape = self._escape(flow, requested, text, intent, confidence, turn.input_source)
-            if escape and escape.kind == "switch" and await self._side_question(turn, flow, requested, text, intent):
+            corrects = escape is not None and escape.kind in ("cancel", "switch")
+            if corrects and self._correction(turn, flow, requested, text, set_slot):
+                pass  # "不对，我叫…": the earlier answer corrected (not a 不对 that cancels), this question again
+            elif escape and escape.kind == "switch" and await self._side_question(turn, flow, requested, text, intent):
                 pass  # a question on another flow's topic, answered on the side: this flow goes on
             elif escape:
                 set_slot("flow_exit", escape.encode())
             elif (intent == "repeat" or self._aside(turn, intent, confidence, requested)
                   or self._carry_on(turn, flow, requested, text, intent)
+                  or self._correction(turn, flow, requested, text, set_slot)
                   or await self._side_question(turn, flow, requested, text, intent)):
                 pass  # the form asks the same question again
             else:
@@ -273,6 +281,31 @@ class FlowFormValidator(Action, ABC):
             turn.say(shared.response, {})
             return True
         return False
+
+    @staticmethod
+    def _correction(turn: Turn, flow: Flow, requested: str, text: str, set_slot: Any) -> bool:
+        """"不对，我叫杨测戊" / "卡号说错了，是…" while the next question is asked: the answer given last
+        (before this question) is replaced when the rest of the message is a valid answer to it, and
+        the question is asked again. Not an identity answer the risk API has already verified, and
+        not while a free-text answer is asked (anything is an answer to it)."""
+        marker = CORRECTION.match(text)
+        rest = text[marker.end():].strip() if marker else ""
+        if not rest or slot_definition(flow, requested).type == "text":
+            return False
+        identity = {slot.name for slot in flowset().identity_slots}
+        verified = level_rank(turn.tracker.get_slot("verified_level")) >= level_rank(flow.required_level)
+        answerable = {*flow.slot_names, *(() if verified else identity)} - {requested}
+        earlier = next((event["name"] for event in reversed(turn.tracker.events)
+                        if event.get("event") == "slot" and event.get("name") in answerable
+                        and event.get("value") is not None), None)
+        if earlier is None:
+            return False
+        value = validate(slot_definition(flow, earlier), Utterance(rest, None, flowset().banks))
+        if value is None:
+            return False
+        set_slot(earlier, value)
+        turn.say(turn.response("corrected"), {})
+        return True
 
     @staticmethod
     def _carry_on(turn: Turn, flow: Flow, requested: str, text: str, intent: str | None) -> bool:

@@ -1,8 +1,9 @@
 """Conversation repair inside a flow: a question asked instead of an answer gets the knowledge
 base's answer and the flow goes on where it was (the same question again); "那继续吧" goes on
-without "not understood". Never before the right party is on the line, never for what answers
-the question, and a request that is another flow's stays a switch. Driven through the flows'
-form validators with rasa-sdk's tracker and the knowledge base index `make train` builds."""
+without "not understood"; "不对，…" corrects the answer given last. Never before the right party
+is on the line, never for what answers the question, and a request that is another flow's stays
+a switch. Driven through the flows' form validators with rasa-sdk's tracker and the knowledge base
+index `make train` builds."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ GO_ON = flowset().responses["resume_flow"]
 
 
 def answer(flow_id: str, requested: str, text: str, intent: str = "nlu_fallback", confidence: float = 0.5,
-           channel: str = "chat", **slots: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """What the bot says and the slots it sets when `text` comes while `requested` is asked."""
+           channel: str = "chat", before: list[dict[str, Any]] | None = None,
+           **slots: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What the bot says and the slots it sets when `text` comes while `requested` is asked (after
+    the events `before`)."""
     message = {"text": text, "intent": {"name": intent, "confidence": confidence}}
-    events = [{"event": "user", "text": text, "parse_data": message, "timestamp": 1.0}]
+    events = [*(before or []), {"event": "user", "text": text, "parse_data": message, "timestamp": 1.0}]
     tracker = Tracker("session-side", {"channel": channel, "requested_slot": requested, **slots}, message, events,
                       False, None, {"name": f"{flow_id}_form"}, "action_listen")
     dispatcher = CollectingDispatcher()
@@ -71,3 +74,20 @@ def test_another_flows_request_stays_a_switch() -> None:
 def test_before_the_right_party_is_on_the_line_nothing_is_answered_on_the_side() -> None:
     said, slots = answer("overdue_reminder", "right_party", "提前还款要手续费吗", channel="outbound")
     assert FEE_ANSWER.voice not in texts(said) and GO_ON.voice not in texts(said)
+
+
+
+def test_a_correction_replaces_the_answer_given_last_and_asks_the_question_again() -> None:
+    earlier = [{"event": "slot", "name": "complaint_text", "value": "扣款扣错了"}]
+    said, slots = answer("complaint", "wants_human", "不对，我是说上个月扣了两次款", intent="deny", confidence=0.9,
+                         before=earlier, complaint_text="扣款扣错了")
+    assert slots["complaint_text"] == "我是说上个月扣了两次款" and not slots.get("flow_exit"), said
+    assert texts(said) == [flowset().responses["corrected"].chat]
+    assert slots["requested_slot"] == "wants_human" and slots.get("wants_human") is None
+
+
+def test_a_bare_no_is_no_correction() -> None:
+    earlier = [{"event": "slot", "name": "complaint_text", "value": "扣款扣错了"}]
+    said, slots = answer("complaint", "wants_human", "不对", intent="deny", confidence=0.9,
+                         before=earlier, complaint_text="扣款扣错了")
+    assert "complaint_text" not in slots and slots.get("wants_human") is False, said
