@@ -27,6 +27,11 @@ export OUTBOUND_DESK_TOKEN ?= dev-only-outbound-desk-token
 export QUALITY_API_TOKEN ?= dev-only-quality-api-token
 export OUTBOUND_GATEWAY_TOKEN ?= dev-only-outbound-gateway-token
 export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
+export METRICS_TOKEN ?= dev-only-metrics-token
+export GATEWAY_DESK_TOKEN ?= dev-only-gateway-desk-token
+# Only `make run SCALE=n`: the Redis lock store's password and the conversations' PostgreSQL role's.
+export REDIS_PASSWORD ?= dev-only-redis-password
+export RASA_TRACKER_DB_PASSWORD ?= dev-only-tracker-db-password
 # The agent desk's accounts: development ones (password dev-only-agent-password), refused
 # outside IVR_ENV=development; a deployment names its own file.
 export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
@@ -53,7 +58,10 @@ $(SVC_VENV)/.installed: requirements/services.txt requirements/services.lock
 # to test and benchmark also the espeak-ng and sox commands (test callers' speech and noise),
 # Debian's Chromium and a Chinese font (browser tests, widget benchmark).
 VOICE_PACKAGES := libespeak-ng1
-TEST_PACKAGES := espeak-ng sox chromium fonts-wqy-microhei
+# docker-compose: `docker-compose config` checks deploy/docker-compose.yml (tests/deploy/).
+TEST_PACKAGES := espeak-ng sox chromium fonts-wqy-microhei haproxy redis-server docker-compose
+# The scaled topology (`make run SCALE=n`): the load balancer and the lock store.
+SCALE_PACKAGES := haproxy redis-server
 
 voice-tools:
 	bash scripts/ensure_debian_packages.sh $(VOICE_PACKAGES)
@@ -79,8 +87,17 @@ train: setup compile
 	$(SVC_PY) -m stack.train
 	$(SVC_PY) -m knowledge index
 
+# `make run SCALE=n` (n ≥ 2): n Rasa processes and n action servers behind HAProxy, conversations
+# in PostgreSQL (role and database rasa_tracker, set up like the tests' one), locks in Redis.
 run: train
+ifdef SCALE
+	bash scripts/ensure_debian_packages.sh $(SCALE_PACKAGES)
+	tracker_url="$$(RISK_API_PG_ROLE=rasa_tracker RISK_API_PG_PASSWORD="$$RASA_TRACKER_DB_PASSWORD" \
+		RISK_API_PG_DATABASE=rasa_tracker bash scripts/ensure_postgres.sh)" && \
+		RASA_TRACKER_DB_URL="$$tracker_url" $(SVC_PY) -m stack.run --scale $(SCALE)
+else
 	$(SVC_PY) -m stack.run
+endif
 
 # The PostgreSQL URL is taken in the same shell so that a failed set-up stops the target.
 test: train lint

@@ -14,7 +14,21 @@ requirements/rasa.txt pins python-socketio 5.8.)
 
 Rasa's Agent wraps the tracker store in a fail-safe wrapper that, when the database fails,
 logs the database's error (SQL parameters, sender id and all) and carries on with an in-memory
-store; `bot.tracker_store.refusing_fail_safe` makes such a turn fail instead.
+store; `bot.tracker_store.refusing_fail_safe` makes such a turn fail instead. A turn that fails
+because its conversation's stores cannot be reached (the tracker store's database, or the Redis
+lock store of the scaled topology) is answered 503 with a JSON error saying which, logged in one
+line without the conversation id, instead of Sanic's bare 500 and a trace; on the widget's
+socket, which has no status, the customer is told to send it again. PostgreSQL connections
+are checked before use, so the first turn after the database is back does not fail on a
+connection the outage broke.
+
+Rasa's ticket lock (the Redis lock store of the scaled topology) lets a waiting turn's ticket
+expire like a holder's: a turn queued behind a process killed mid-turn, its ticket issued about
+when the dead one's was, expires with it and then waits for ever. Here a waiting turn keeps its
+ticket alive while it waits (only a holder that stops loses its ticket), and waits at most
+MAX_LOCK_WAITS polls.
+
+Rasa's telemetry (usage events, crash reports with tracebacks sent to Rasa's servers) is off.
 
 `run` gets its HTTP API token and CORS origins here from the environment (RASA_API_TOKEN,
 CHAT_ALLOWED_ORIGINS) rather than on the command line, where any local user could read the token.
@@ -24,24 +38,33 @@ token or not, and no request body may exceed 1 MiB (docs/security.md).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import os
 import sys
+import time
 from typing import Any
 
 import rasa.core.run
+import rasa.core.tracker_store
 from jsonschema import ValidationError
 from jsonschema.validators import validator_for
 from rasa.__main__ import main as rasa_main
 from rasa.core.actions.action import RemoteAction
 from rasa.core.agent import Agent
+from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketIOOutput
+from rasa.core.lock import TicketLock
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.shared.constants import DOCS_BASE_URL
+from rasa.telemetry import TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE
+from redis.exceptions import RedisError
 from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from bot.tracker_store import refusing_fail_safe
+from bot.tracker_store import TrackerStoreUnavailable, refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
 
@@ -49,6 +72,15 @@ _SCHEMA = RemoteAction.action_response_format_spec()
 PUBLIC_PREFIXES = ("/webhooks/", "/socket.io")
 MAX_REQUEST_BYTES = 1024 * 1024
 _configure_app = rasa.core.run.configure_app
+_engine_kwargs = rasa.core.tracker_store.create_engine_kwargs
+_handle_message = Agent.handle_message
+RETRY_AFTER_SECONDS = 5
+# LockError: Rasa's wrapper of a Redis failure on taking the lock; RedisError: on releasing it.
+STORE_ERRORS = (TrackerStoreUnavailable, LockError, RedisError)
+# A turn waits at most this many polls (1 s each) for the turns ahead of it: a few dead tickets' lifetimes.
+MAX_LOCK_WAITS = 3 * int(LOCK_LIFETIME)
+STORE_DOWN_TEXT = "抱歉，系统暂时繁忙，您刚才的消息没有收到，请稍后再发一次。"
+log = logging.getLogger(__name__)
 _VALIDATOR = validator_for(_SCHEMA)(_SCHEMA)
 
 
@@ -81,10 +113,74 @@ def _operator_api_from_loopback_only(request: Request) -> HTTPResponse | None:
                          status=403)
 
 
+class ConversationBusy(LockError):
+    """A turn waited MAX_LOCK_WAITS polls for the turns of its conversation ahead of it."""
+
+
+def _what_failed(error: Exception) -> str:
+    if isinstance(error, TrackerStoreUnavailable):
+        return "tracker store (conversations) is unavailable"
+    if isinstance(error, ConversationBusy):
+        return "conversation is still busy with earlier messages"
+    return "lock store (Redis) is unavailable"
+
+
+def _store_unavailable(request: Request, error: Exception) -> HTTPResponse:
+    """A turn its conversation's stores could not serve: a clear 503 (the client may try again)."""
+    what = _what_failed(error)
+    log.error("%s %s refused: the %s (%s)", request.method, request.path, what, type(error).__name__)
+    return response.json({"error": "store_unavailable", "message": f"the assistant's {what}; try again shortly"},
+                         status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _handle_message_telling_the_widget(self: Agent, message: UserMessage) -> Any:
+    """Rasa's `handle_message`; a widget's turn its stores could not serve is refused to the
+    customer in words (HTTP channels get the 503 of `_store_unavailable`)."""
+    try:
+        return await _handle_message(self, message)
+    except STORE_ERRORS as error:
+        if not isinstance(message.output_channel, SocketIOOutput):
+            raise
+        log.error("a widget message refused: the %s (%s)", _what_failed(error), type(error).__name__)
+        await message.output_channel.send_text_message(message.sender_id, STORE_DOWN_TEXT)
+        return None
+
+
+async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ticket: int,
+                                       wait_time_in_seconds: float) -> TicketLock:
+    """Rasa's `LockStore._acquire_lock`, the waiting ticket renewed at every poll."""
+    for _ in range(MAX_LOCK_WAITS):
+        lock = self.get_lock(conversation_id)
+        if lock is None:
+            break
+        if not lock.is_locked(ticket):
+            return lock
+        await asyncio.sleep(wait_time_in_seconds)
+        lock = self.get_lock(conversation_id)
+        if lock is None:
+            break
+        lock.remove_expired_tickets()
+        for waiting in lock.tickets:
+            if waiting.number == ticket:
+                waiting.expires = time.time() + LOCK_LIFETIME
+        self.save_lock(lock)
+    raise ConversationBusy("could not acquire the conversation's lock")
+
+
+def _engine_kwargs_checking_connections(url: Any) -> dict[str, Any]:
+    """Rasa's engine settings, with a pooled PostgreSQL connection checked before each use."""
+    kwargs = _engine_kwargs(url)
+    if rasa.core.tracker_store.is_postgresql_url(url):
+        kwargs["pool_pre_ping"] = True
+    return kwargs
+
+
 def _configure_closed_app(*args: Any, **kwargs: Any) -> Sanic:
     app = _configure_app(*args, **kwargs)
     app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
     app.register_middleware(_operator_api_from_loopback_only, "request")
+    for error in STORE_ERRORS:
+        app.error_handler.add(error, _store_unavailable)
     return app
 
 
@@ -95,11 +191,16 @@ def _closed_api_arguments() -> list[str]:
 
 
 if __name__ == "__main__":
+    # Rasa's telemetry would send usage events and crash reports (tracebacks) to Rasa's servers.
+    os.environ[TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE] = "false"
     install_log_masking()
     validator_for(_SCHEMA).check_schema(_SCHEMA)  # once, as Rasa would on every call
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     SocketIOOutput.send_custom_json = _send_custom_json  # type: ignore[method-assign]
     Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
+    rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
+    Agent.handle_message = _handle_message_telling_the_widget  # type: ignore[method-assign]
+    LockStore._acquire_lock = _acquire_lock_keeping_ticket  # type: ignore[method-assign]
     sys.argv[0] = "rasa"
     if sys.argv[1:2] == ["run"]:
         sys.argv += _closed_api_arguments()

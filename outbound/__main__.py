@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 from flowspec.model import FlowError, load_flowset
@@ -12,8 +11,8 @@ from ivr_config.loader import ConfigError
 from outbound.campaigns import CAMPAIGNS_DIR, load_campaigns, load_policy
 from outbound.queue import QueueSchemaError
 from outbound.service import OutboundSettings, SettingsError, serve
-from risk_api.masking import install_log_masking
 from telephony.ami import AmiLoginError
+from trust.log_format import LogFormatError, configure_logging
 
 
 def check(directory: str) -> int:
@@ -35,12 +34,11 @@ def main(argv: list[str]) -> int:
     if argv:
         print(__doc__, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    install_log_masking()  # a number never reaches a log line, whoever writes it
     try:
+        configure_logging("outbound")  # a number never reaches a log line, whoever writes it
         settings = OutboundSettings.from_env()
         asyncio.run(serve(settings))
-    except (SettingsError, ConfigError, FlowError, QueueSchemaError, AmiLoginError) as error:
+    except (SettingsError, ConfigError, FlowError, QueueSchemaError, AmiLoginError, LogFormatError) as error:
         print(f"outbound: {error}", file=sys.stderr)
         return 2
     return 0

@@ -6,11 +6,20 @@ have `outbound` in its channels) and the legal limits (calling hours within 08:0
 CSV selection is read here too: a missing header, a malformed or duplicate id is refused with
 the CSV's file and line; ids the risk API does not know are refused when the campaign is
 planned (`outbound.dialer`), naming the same. Every error names the file and the field.
+
+What an answering machine gets (`machine:`, default `hangup`): nothing, or a short message that
+whoever plays the voicemail back may hear, so it may hold no word of the debt-detail list
+(ivr_config/quality/phrases.yaml `debt_detail`). The message is rendered ahead of time into an
+Asterisk sound by `make asterisk-sounds` (telephony/queue_sounds.py) under `machine_prompt()`'s
+name, which changes with the text: an edited message that was not rendered again plays nothing
+(the dialplan hangs up), never the old text.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +30,7 @@ from typing import Any
 from flowspec.model import FlowSet
 from ivr_config.loader import ConfigError, load_yaml
 from outbound.compliance import LEGAL_END, LEGAL_START, CompliancePolicy, PolicyError, parse_time
+from quality.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS_DIR = ROOT / "ivr_config" / "campaigns"
@@ -29,6 +39,7 @@ POLICY_FILE = "policy.yaml"
 POLICY_SCHEMA_PATH = CAMPAIGNS_DIR / "policy.schema.json"
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")  # the risk API's ids (C100001), at most 16 characters
 RESULTS_RETRIED = ("busy", "no_answer", "failed", "machine", "unknown")
+MACHINE_MESSAGE_MAX_CHARACTERS = 60  # Chinese characters: about 15 s of speech, a voicemail's short note
 
 
 class CampaignError(ConfigError):
@@ -99,6 +110,15 @@ class Caps:
 
 
 @dataclass(frozen=True)
+class MachineBehaviour:
+    """What an answering machine gets: `hangup`, or `message` (`prompt` plays `text`)."""
+
+    behaviour: str = "hangup"
+    text: str = ""
+    prompt: str = ""  # the sound Asterisk plays (sounds/zh/<prompt>.wav)
+
+
+@dataclass(frozen=True)
 class Campaign:
     id: str
     name: str
@@ -114,6 +134,7 @@ class Campaign:
     starts_on: date | None = None
     ends_on: date | None = None
     path: Path | None = None
+    machine: MachineBehaviour = MachineBehaviour()
 
     def runs_on(self, day: date) -> bool:
         return (self.starts_on is None or day >= self.starts_on) and (self.ends_on is None or day <= self.ends_on)
@@ -165,6 +186,7 @@ def load_campaign(path: Path | str, flows: FlowSet) -> Campaign:
         max_channels=data["pacing"]["max_channels"],
         blackout_dates=_dates(data.get("blackout_dates", []), where),
         starts_on=starts_on, ends_on=ends_on, path=path,
+        machine=_machine(data.get("machine"), data["id"], where),
     )
 
 
@@ -248,6 +270,40 @@ def _selection(data: dict[str, Any], campaign_path: Path) -> Selection:
         raise CampaignError(f"{campaign_path}: selection.customer_ids_csv: no file {csv_path}")
     ids, lines = read_customer_csv(csv_path)
     return Selection(customer_ids=ids, csv_path=csv_path, csv_lines=lines)
+
+
+def machine_prompt(campaign_id: str, text: str) -> str:
+    """The sound name of a campaign's machine message; a digest of the text keeps a stale
+    rendering from ever playing for a changed message."""
+    return f"ivr-machine-{campaign_id}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+@functools.cache
+def debt_words() -> tuple[str, ...]:
+    """The debt-detail list of the quality inspection: the one list of what a third party must not hear."""
+    return tuple(load_rules().debt_detail)
+
+
+def _machine(data: Mapping[str, Any] | None, campaign_id: str, where: str) -> MachineBehaviour:
+    if data is None:
+        return MachineBehaviour()
+    behaviour, text = data["behaviour"], (data.get("message") or "").strip()
+    if behaviour == "hangup":
+        if text:
+            raise CampaignError(f"{where}: machine.message: given, but machine.behaviour is 'hangup': "
+                                "set behaviour: message to leave it, or remove the message")
+        return MachineBehaviour()
+    if not text:
+        raise CampaignError(f"{where}: machine.message: behaviour 'message' needs the text to leave")
+    length = len(re.sub(r"\s", "", text))
+    if length > MACHINE_MESSAGE_MAX_CHARACTERS:
+        raise CampaignError(f"{where}: machine.message: {length} characters; a machine's message is at most "
+                            f"{MACHINE_MESSAGE_MAX_CHARACTERS}")
+    found = [word for word in debt_words() if word in text]
+    if found:
+        raise CampaignError(f"{where}: machine.message: contains the debt detail {'、'.join(found)}; whoever plays "
+                            "the voicemail back may not be the customer (ivr_config/quality/phrases.yaml debt_detail)")
+    return MachineBehaviour("message", text, machine_prompt(campaign_id, text))
 
 
 def _time(value: Any, where: str, name: str) -> time:

@@ -34,6 +34,7 @@ from outbound.directory import (
     UnknownCustomer,
     number_ref,
 )
+from outbound.metrics import CONVERSATION_OUTCOMES, DIAL_ATTEMPTS
 from outbound.originator import DialRequest, DialResult, Originator
 from outbound.queue import Claimed, Contact, Planned, Queue
 from risk_api.clock import CHINA_TZ, Clock
@@ -69,6 +70,7 @@ class Dialer:
         self.dials = 0
         self._plan_checked: dict[str, datetime] = {}  # campaign -> when this dialler last asked to plan it
         originator.on_call_end(self._call_ended)
+        originator.on_machine(self._machine_answered)
 
     @property
     def owner(self) -> str:
@@ -195,9 +197,11 @@ class Dialer:
         decision = self._decide(claimed, campaign, details)
         if decision is None or not decision.allowed:
             return
-        request = DialRequest(claimed.attempt_id, campaign.id, campaign.flow, claimed.customer_id, details.phone)
+        request = DialRequest(claimed.attempt_id, campaign.id, campaign.flow, claimed.customer_id, details.phone,
+                              campaign.machine.behaviour, campaign.machine.prompt)
         del details  # the number lives on only in the request, for this one Originate
         result = await self.originator.dial(request)
+        DIAL_ATTEMPTS.labels(campaign.id, result.result).inc()
         now = self.clock.now()
         if result.result == "not_sent":
             log.warning("attempt %s: not sent (%s): back in the queue", claimed.attempt_id, result.reason)
@@ -222,6 +226,10 @@ class Dialer:
     def _call_ended(self, attempt_id: str) -> None:
         self.queue.call_ended(attempt_id, self.clock.now())
 
+    def _machine_answered(self, attempt_id: str, detail: str) -> None:
+        if self.queue.machine(attempt_id, self.campaigns, detail, self.clock.now()):
+            log.info("attempt %s: machine", attempt_id)
+
     # --- after the call -----------------------------------------------------------------------
 
     async def record_conversation_outcome(self, attempt_id: str, outcome: str) -> bool:
@@ -230,6 +238,8 @@ class Dialer:
         False: no such attempt."""
         now = self.clock.now()
         attempt = self.queue.record_conversation_outcome(attempt_id, outcome, now)
+        if attempt is not None:
+            CONVERSATION_OUTCOMES.labels(attempt.campaign_id, outcome).inc()
         if attempt is not None and outcome == "opted_out":
             await self._report_opt_outs(now)
         return attempt is not None

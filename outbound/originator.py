@@ -7,6 +7,8 @@ context with the channel variables the dialplan and the phone gateway read:
     IVR_CUSTOMER_ID   the customer called (the gateway looks them up by id, not by caller ID)
     IVR_ORIGINATE_ID  the attempt id (the dialplan's UserEvent repeats it as OriginateId)
     IVR_CAMPAIGN      the campaign
+    IVR_MACHINE       what an answering machine gets: hangup | message (the campaign's `machine:`)
+    IVR_MACHINE_PROMPT  with `message`: the sound the dialplan plays to the machine
 
 and waits for Asterisk's `OriginateResponse`, matched by the ActionID `originate()` returns
 (Asterisk 22, recorded in ../shared/asterisk-sessions/originate-outbound.ami.txt):
@@ -22,6 +24,11 @@ What the dialler learns from `dial()`: `answered`, `no_answer`, `busy`, `failed`
 Originate may have been placed but no response came: AMI dropped, timed out) or `not_sent`
 (certainly nothing reached Asterisk). Only `not_sent` lets the attempt be dialled again.
 The dial channel carries the number: it is never logged or stored.
+
+Answering machines: the dialplan runs `AMD()` on the answered call; on MACHINE it raises
+`UserEvent(IvrMachine, OriginateId: <attempt id>, AmdCause: ...)` and never reaches the bot.
+The OriginateResponse (Success) may come before or after it; `on_machine` listeners hear of it
+whichever way round, and its channel's Hangup is followed like an answered call's.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ OUTBOUND_EXTEN = "s"
 EARLY_EVENTS = 1000  # OriginateResponses that came before their originate() returned
 ANSWERED_CALLS = 10000  # Uniqueids of answered calls whose Hangup we wait for
 REASONS = {"4": "answered", "5": "busy", "3": "no_answer", "1": "no_answer", "8": "failed", "0": "failed"}
+MACHINE_EVENT = "IvrMachine"  # the dialplan's UserEvent name (ivr_config/asterisk/extensions.conf)
 REASON_TEXT = {"0": "failed (no such endpoint or channel unavailable)", "1": "hung up before answering",
                "3": "rang without an answer", "4": "answered", "5": "busy", "8": "congestion"}
 
@@ -54,6 +62,8 @@ class DialRequest:
     flow: str
     customer_id: str
     number: str = field(repr=False)
+    machine: str = "hangup"  # the campaign's machine behaviour: hangup | message
+    machine_prompt: str = ""  # with `message`: the sound to play
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,10 @@ class Originator(Protocol):
         """`listener(attempt_id)` when an answered call hangs up."""
         ...
 
+    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+        """`listener(attempt_id, detail)` when the dialplan found an answering machine on a call."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -102,6 +116,9 @@ class NullOriginator:
     def on_call_end(self, listener: Callable[[str], None]) -> None:
         pass
 
+    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -122,11 +139,12 @@ class AmiOriginator:
     def __init__(self, client: AmiClient, settings: DialSettings) -> None:
         self.client = client
         self.settings = settings
-        self._events = client.subscribe({"OriginateResponse", "Hangup"})
+        self._events = client.subscribe({"OriginateResponse", "Hangup", "UserEvent"})
         self._waiting: dict[str, asyncio.Future[Event]] = {}
         self._early: OrderedDict[str, Event] = OrderedDict()
         self._answered: OrderedDict[str, str] = OrderedDict()  # Uniqueid -> attempt id
         self._listeners: list[Callable[[str], None]] = []
+        self._machine_listeners: list[Callable[[str, str], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -144,12 +162,17 @@ class AmiOriginator:
     def on_call_end(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
 
+    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+        self._machine_listeners.append(listener)
+
     async def dial(self, request: DialRequest) -> DialResult:
         if not self.client.connected:
             # Checked with no await before the action: AmiClient refuses before sending anything.
             return DialResult("not_sent", "AMI not connected")
         variables = {"IVR_FLOW": request.flow, "IVR_CUSTOMER_ID": request.customer_id,
                      "IVR_ORIGINATE_ID": request.attempt_id, "IVR_CAMPAIGN": request.campaign_id,
+                     "IVR_MACHINE": request.machine,
+                     **({"IVR_MACHINE_PROMPT": request.machine_prompt} if request.machine == "message" else {}),
                      **self.settings.variables}
         try:
             action_id = await self.client.originate(
@@ -184,11 +207,31 @@ class AmiOriginator:
             result = REASONS.get(reason, "failed")
             result = "failed" if result == "answered" else result  # a Failure is never an answer
         if result == "answered" and uniqueid:
-            self._answered[uniqueid] = request.attempt_id
-            while len(self._answered) > ANSWERED_CALLS:
-                self._answered.popitem(last=False)
+            self._follow_hangup(uniqueid, request.attempt_id)
         text = f"OriginateResponse {event.get('Response', '?')}, reason {reason}: {REASON_TEXT.get(reason, 'unknown')}"
         return DialResult(result, text, action_id, uniqueid)
+
+    def _follow_hangup(self, uniqueid: str, attempt_id: str) -> None:
+        self._answered[uniqueid] = attempt_id
+        while len(self._answered) > ANSWERED_CALLS:
+            self._answered.popitem(last=False)
+
+    def _machine(self, event: Event) -> None:
+        attempt = event.get("OriginateId", "")
+        if not attempt:
+            log.warning("%s UserEvent without an OriginateId: ignored", MACHINE_EVENT)
+            return
+        uniqueid = event.get("Uniqueid")
+        if uniqueid:  # the OriginateResponse may never come: follow the machine's channel from here
+            self._follow_hangup(uniqueid, attempt)
+        cause = event.get("AmdCause", "")[:40] or "?"
+        behaviour = event.get("Behaviour") if event.get("Behaviour") in ("hangup", "message") else "hangup"
+        detail = f"answering machine (AMD {cause}), behaviour {behaviour}: the call never reached the bot"
+        for listener in self._machine_listeners:
+            try:
+                listener(attempt, detail)
+            except Exception:
+                log.exception("machine listener failed")
 
     async def _consume(self) -> None:
         while True:
@@ -202,6 +245,10 @@ class AmiOriginator:
                         except Exception:
                             log.exception("call-end listener failed")
                 continue
+            if event.get("Event") == "UserEvent":
+                if event.get("UserEvent") == MACHINE_EVENT:
+                    self._machine(event)
+                continue  # other UserEvents (IvrCall) are the gateway's
             action_id = event.get("ActionID", "")
             future = self._waiting.get(action_id)
             if future is not None and not future.done():

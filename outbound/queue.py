@@ -456,7 +456,8 @@ class Queue:
         return int(session.scalar(select(func.count()).select_from(Attempt).where(
             Attempt.campaign_id == campaign_id,
             or_(Attempt.status.in_(("claimed", "dialling")),
-                (Attempt.result == "answered") & Attempt.call_ended_at.is_(None)
+                # A machine's channel stays up while it hears the campaign's message.
+                Attempt.result.in_(("answered", "machine")) & Attempt.call_ended_at.is_(None)
                 & (Attempt.ended_at > now - max_call)))) or 0)
 
     def renew(self, owner: str, attempt_ids: Iterable[str], now: datetime, lease: timedelta) -> None:
@@ -587,6 +588,11 @@ class Queue:
             if attempt is None:
                 return False
             late = attempt.status == "ended" and attempt.result == "unknown" and result != "unknown"
+            if attempt.status == "ended" and attempt.result == "machine" and result == "answered":
+                # The dialplan's machine event came before the OriginateResponse: keep the ids only.
+                attempt.action_id = action_id or attempt.action_id
+                attempt.uniqueid = uniqueid or attempt.uniqueid
+                return False
             if attempt.status != "dialling" and not late:
                 log.warning("attempt %s: result %s ignored (attempt is %s)", attempt_id, result, attempt.status)
                 return False
@@ -623,6 +629,30 @@ class Queue:
             wait = campaign.attempts.backoff(attempt.result or "failed", attempt.number)
             session.add(_new_attempt(member.id, attempt.campaign_id, attempt.customer_id, attempt.cycle,
                                      attempt.number + 1, now + wait, now))
+
+    def machine(self, attempt_id: str, campaigns: Mapping[str, Campaign], detail: str, now: datetime) -> bool:
+        """Asterisk's AMD() found an answering machine on the attempt's call (the dialplan's
+        UserEvent, correlated by OriginateId). It may come before the OriginateResponse (the attempt
+        is still `dialling`) or after it (`answered`, or `unknown` if the wait ran out): the attempt
+        ends as `machine` either way, an "answered" series is reopened, and the series goes on with
+        the campaign's retry rules. Idempotent: False when nothing changed (repeat, unknown id)."""
+        with self.transaction() as session:
+            attempt = session.get(Attempt, attempt_id, with_for_update=True)
+            if attempt is None or attempt.result == "machine":
+                return False
+            ended = attempt.status == "ended" and attempt.result in ("answered", "unknown")
+            if attempt.status != "dialling" and not ended:
+                log.warning("attempt %s: machine ignored (attempt is %s)", attempt_id, attempt.status)
+                return False
+            reopen = attempt.result == "answered"
+            attempt.status, attempt.result, attempt.reason = "ended", "machine", detail[:200]
+            attempt.ended_at = attempt.ended_at or now
+            attempt.lease_owner = attempt.lease_until = None
+            member = session.get(Member, attempt.member_id, with_for_update=True)
+            if reopen and member is not None and member.status == "answered":
+                member.status, member.ended_at = "active", None
+            self._follow_up(session, attempt, campaigns.get(attempt.campaign_id), now)
+            return True
 
     def reap(self, now: datetime, campaigns: Mapping[str, Campaign]) -> Reaped:
         """Expired leases: a claimed attempt goes back to the queue (nothing was sent); a dialling

@@ -38,6 +38,7 @@ from risk_api.clock import SystemClock
 from telephony.ami import AmiClient, AmiConfig
 from trust.asgi import BearerGate, BodyLimit
 from trust.env_secrets import SecretError, optional_secret, require_secret
+from trust.metrics import MetricsEndpoint, metrics_token
 from trust.serving import serving_http
 
 log = logging.getLogger("outbound")
@@ -71,6 +72,7 @@ class OutboundSettings:
     owner: str = ""
     tick_seconds: float = 1.0
     max_in_flight: int = 50
+    metrics_token: str | None = field(default=None, repr=False)  # METRICS_TOKEN: GET /metrics
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OutboundSettings:
@@ -80,6 +82,10 @@ class OutboundSettings:
         except SecretError as error:
             raise SettingsError(f"{error} (RISK_API_TOKEN: the risk API's dialer-role token; OUTBOUND_NUMBER_KEY: "
                                 "the key of the numbers' digests in the dialler's database)") from None
+        try:
+            monitoring = metrics_token(env)
+        except SecretError as error:
+            raise SettingsError(str(error)) from None
         ami = None
         if env.get("ASTERISK_AMI_SECRET"):
             try:
@@ -104,7 +110,7 @@ class OutboundSettings:
             campaigns_dir=Path(env.get("OUTBOUND_CAMPAIGNS_DIR") or CAMPAIGNS_DIR),
             ami=ami, dial=dial,
             owner=(env.get("OUTBOUND_DIALER_ID") or f"{socket.gethostname()}:{os.getpid()}")[:64],
-            max_in_flight=_number(env, "OUTBOUND_MAX_IN_FLIGHT", 50, 1, 1000))
+            max_in_flight=_number(env, "OUTBOUND_MAX_IN_FLIGHT", 50, 1, 1000), metrics_token=monitoring)
 
     def dialling_off_reason(self) -> str | None:
         if self.ami is None:
@@ -163,6 +169,7 @@ def service_app(dialer: Dialer, settings: OutboundSettings) -> FastAPI:
                        refusal=lambda limit: {"detail": f"request body over {limit} bytes"})
     app.add_middleware(BearerGate, tokens=[token for token in (settings.desk_token, settings.gateway_token) if token],
                        open_paths=("/health",), refusal={"detail": "a caller's token is required"})
+    app.add_middleware(MetricsEndpoint, service="outbound", token=settings.metrics_token)
 
     def campaign_named(campaign_id: str) -> Any:
         campaign = dialer.campaigns.get(campaign_id)

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 from flowspec.model import FlowError
 from ivr_config.loader import ConfigError
 from quality.rules import RULES_PATH, load_rules
 from quality.service import QualitySettings, SettingsError, serve
-from risk_api.masking import install_log_masking
+from trust.log_format import LogFormatError, configure_logging
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +26,10 @@ def main(argv: list[str]) -> int:
     if argv:
         print(__doc__, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    install_log_masking()
     try:
+        configure_logging("quality")
         asyncio.run(serve(QualitySettings.from_env()))
-    except (SettingsError, ConfigError, FlowError) as error:
+    except (SettingsError, ConfigError, FlowError, LogFormatError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return 2
     return 0

@@ -3,11 +3,11 @@
 
 Rasa calls `publish` for every new event of a turn while it saves the tracker; `publish` only
 queues the event (quality/writer.py). The writer thread holds each conversation's events until
-its turn ends (`action_listen`), so that the customer's message that gave a one-time code or ID
-digits is recognised whichever event of the turn shows it, then protects them exactly as the
-tracker store does (bot/redaction.py; here the answers to every identity question lose their
-text, not only codes and ID digits), keeps only what the rules read (quality/events.py) and
-stores them (quality/store.py; QUALITY_EVENTS_URL, else SQLite under var/quality/).
+its turn ends (`action_listen`, or the pause of a hand-over to a person), so that the customer's
+message that gave a one-time code or ID digits is recognised whichever event of the turn shows
+it, then protects them exactly as the tracker store does (bot/redaction.py; here the answers to
+every identity question lose their text, not only codes and ID digits), keeps only what the rules
+read (quality/events.py) and stores them (quality/store.py; QUALITY_EVENTS_URL, else SQLite under var/quality/).
 
 Rasa-free on purpose (Rasa loads a broker by its class path and calls `from_endpoint_config`,
 `publish`, `is_ready` and `close`), so the services' Python tests it as it runs.
@@ -28,6 +28,7 @@ from quality.store import EventStore, SqlEventStore, events_url
 from quality.writer import DEFAULT_CAPACITY, EventWriter
 
 TURN_END_ACTION = "action_listen"
+PAUSED = "pause"  # Rasa's ConversationPaused
 MAX_HELD_EVENTS = 200  # a turn that never ends (a crashed action) is stored anyway
 REMEMBERED_CONVERSATIONS = 50_000
 
@@ -48,7 +49,11 @@ class RasaTurns:
         conversation = str(item.get("sender_id") or "?")
         held = self._held.setdefault(conversation, [])
         held.append(item)
-        turn_over = item.get("event") == "action" and item.get("name") == TURN_END_ACTION
+        # A turn ends when the bot listens again, or when it hands the chat to a person (Rasa pauses
+        # the conversation and listens no more: the customer in distress who was handed over must
+        # reach the supervisors' board now, not at the next turn that never comes).
+        turn_over = (item.get("event") == "action" and item.get("name") == TURN_END_ACTION) \
+            or item.get("event") == PAUSED
         return self._release(conversation) if turn_over or len(held) >= MAX_HELD_EVENTS else []
 
     def rest(self) -> list[StreamEvent]:

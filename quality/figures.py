@@ -1,6 +1,6 @@
 """The day's service figures from the inspected conversations (docs/quality.md): containment,
 hand-over rate and reasons, identity pass rate, average handling time, barge-in and silence
-rates, the top low-confidence utterances (as stored: masked). As CSV and Prometheus text.
+rates, the top low-confidence utterances (as stored: masked). As CSV and Prometheus metrics.
 
 A conversation counts on the day (in the figures' time zone) of its first event, once the
 customer said or keyed something (a chat opened and left empty is not a conversation).
@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from quality.rules import SILENCE_RULES, Conversation
 
@@ -112,29 +114,21 @@ _GAUGES = {"conversations": "Conversations today", "containment_rate": "Share re
            "barge_in_rate": "Share of calls with a barge-in", "silence_rate": "Share of calls with a long silence"}
 
 
-def _escape(label: str) -> str:
-    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def prometheus_text(today: DailyFigures | None, hits: Counter[tuple[str, str]], alerts: int, consumed: int,
-                    conversations: int) -> str:
-    """Today's figures as gauges, and the inspection's own counters."""
-    lines = ["# HELP quality_events_consumed_total Stream events inspected since start",
-             "# TYPE quality_events_consumed_total counter", f"quality_events_consumed_total {consumed}",
-             "# HELP quality_alerts_total Live alerts raised since start", "# TYPE quality_alerts_total counter",
-             f"quality_alerts_total {alerts}",
-             "# HELP quality_conversations_tracked Conversations in the inspection's memory",
-             "# TYPE quality_conversations_tracked gauge", f"quality_conversations_tracked {conversations}",
-             "# HELP quality_rule_hits_total Rule hits since start", "# TYPE quality_rule_hits_total counter"]
-    lines += [f'quality_rule_hits_total{{rule="{rule}",severity="{severity}"}} {count}'
-              for (rule, severity), count in sorted(hits.items())]
-    for name, help_text in _GAUGES.items():
-        value = getattr(today, name) if today else 0
-        lines += [f"# HELP quality_today_{name} {help_text}", f"# TYPE quality_today_{name} gauge",
-                  f"quality_today_{name} {value}"]
-    if today:
-        lines += ["# HELP quality_today_handovers_by_reason Hand-overs today by reason",
-                  "# TYPE quality_today_handovers_by_reason gauge"]
-        lines += [f'quality_today_handovers_by_reason{{reason="{_escape(reason)}"}} {count}'
-                  for reason, count in today.handover_reasons]
-    return "\n".join(lines) + "\n"
+def metric_families(today: DailyFigures | None, hits: Counter[tuple[str, str]], alerts: int, consumed: int,
+                    conversations: int) -> list[Metric]:
+    """Today's figures as gauges, and the inspection's own counters (served by trust/metrics.py)."""
+    consumed_family = CounterMetricFamily("quality_events_consumed", "Stream events inspected since start",
+                                          value=consumed)
+    alerts_family = CounterMetricFamily("quality_alerts", "Live alerts raised since start", value=alerts)
+    tracked = GaugeMetricFamily("quality_conversations_tracked", "Conversations in the inspection's memory",
+                                value=conversations)
+    hits_family = CounterMetricFamily("quality_rule_hits", "Rule hits since start", labels=["rule", "severity"])
+    for (rule, severity), count in sorted(hits.items()):
+        hits_family.add_metric([rule, severity], count)
+    families: list[Metric] = [consumed_family, alerts_family, tracked, hits_family]
+    families += [GaugeMetricFamily(f"quality_today_{name}", help_text, value=getattr(today, name) if today else 0)
+                 for name, help_text in _GAUGES.items()]
+    reasons = GaugeMetricFamily("quality_today_handovers_by_reason", "Hand-overs today by reason", labels=["reason"])
+    for reason, count in today.handover_reasons if today else ():
+        reasons.add_metric([reason], count)
+    return [*families, reasons]

@@ -8,7 +8,8 @@ hits and alerts as they were raised, and reads on from where it stopped. Convers
 event is older than `keep_days` leave memory and the database (events and hits).
 
 GET /health (open), and with `Authorization: Bearer $QUALITY_API_TOKEN`:
-/alerts?after=N, /conversations/{id}/score, /figures/daily.csv, /metrics (Prometheus text).
+/alerts?after=N, /conversations/{id}/score, /figures/daily.csv; /metrics with $METRICS_TOKEN
+(trust/metrics.py).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
+from prometheus_client.core import Metric
 
 from quality.cursor import StreamCursor
 from quality.events import StreamEvent
-from quality.figures import DailyFigures, daily_figures, figures_csv, prometheus_text
+from quality.figures import DailyFigures, daily_figures, figures_csv, metric_families
 from quality.rules import RULES_PATH, FlowFacts, Hit, Inspector, load_rules
 from quality.store import HIT_FIELDS, Progress, SqlEventStore, events_url
 from trust.asgi import BearerGate, BodyLimit
 from trust.env_secrets import SecretError, require_secret
+from trust.metrics import MetricsEndpoint, metrics_token
 from trust.serving import serving_http
 
 log = logging.getLogger("quality")
@@ -64,20 +67,26 @@ class QualitySettings:
     port: int = DEFAULT_PORT
     keep_days: int = DEFAULT_KEEP_DAYS
     poll_seconds: float = 0.5
+    metrics_token: str | None = field(default=None, repr=False)  # METRICS_TOKEN: GET /metrics
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> QualitySettings:
         try:
             token = require_secret(TOKEN_ENV, env)
         except SecretError as error:
-            raise SettingsError(f"{error} ({TOKEN_ENV}: the bearer token the desk and monitoring use)") from None
+            raise SettingsError(f"{error} ({TOKEN_ENV}: the bearer token the desk uses)") from None
+        try:
+            monitoring = metrics_token(env)
+        except SecretError as error:
+            raise SettingsError(str(error)) from None
         port, keep = env.get("QUALITY_PORT", str(DEFAULT_PORT)), env.get("QUALITY_KEEP_DAYS", str(DEFAULT_KEEP_DAYS))
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise SettingsError(f"QUALITY_PORT must be a port number, got {port!r}")
         if not keep.isdigit() or int(keep) < 1:
             raise SettingsError(f"QUALITY_KEEP_DAYS must be a whole number of days (1 or more), got {keep!r}")
         return cls(token=token, events_url=events_url(env), rules_path=Path(env.get("QUALITY_RULES") or RULES_PATH),
-                   host=env.get("QUALITY_HOST", "127.0.0.1"), port=int(port), keep_days=int(keep))
+                   host=env.get("QUALITY_HOST", "127.0.0.1"), port=int(port), keep_days=int(keep),
+                   metrics_token=monitoring)
 
 
 class Inspection:
@@ -212,11 +221,23 @@ class Inspection:
                     await asyncio.wait_for(stop.wait(), poll_seconds)
 
 
+class InspectionMetrics:
+    """The inspection's counters and today's figures, read at each scrape."""
+
+    def __init__(self, inspection: Inspection) -> None:
+        self.inspection = inspection
+
+    def collect(self) -> list[Metric]:
+        inspection = self.inspection
+        return metric_families(inspection.today(), inspection.hits, inspection.alerts_raised, inspection.consumed,
+                               len(inspection.inspector.conversations))
+
+
 def _refusal(code: str, message: str) -> dict[str, Any]:
     return {"detail": {"code": code, "message": message}}
 
 
-def create_app(inspection: Inspection, token: str) -> Any:
+def create_app(inspection: Inspection, token: str, monitoring_token: str | None = None) -> Any:
     app = FastAPI(title="quality inspection", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/health")
@@ -241,16 +262,13 @@ def create_app(inspection: Inspection, token: str) -> Any:
     def daily() -> PlainTextResponse:
         return PlainTextResponse(figures_csv(inspection.days()), media_type="text/csv; charset=utf-8")
 
-    @app.get("/metrics")
-    def metrics() -> PlainTextResponse:
-        text = prometheus_text(inspection.today(), inspection.hits, inspection.alerts_raised, inspection.consumed,
-                               len(inspection.inspector.conversations))
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
     app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY,
                        refusal=lambda limit: _refusal("too_large", f"请求体超过 {limit} 字节。"))
     app.add_middleware(BearerGate, tokens=[token], open_paths=OPEN_PATHS,
                        refusal=_refusal("unauthorized", "缺少或错误的访问令牌。"))
+    # Outside the desk's gate: /metrics has the monitoring token of its own.
+    app.add_middleware(MetricsEndpoint, service="quality", token=monitoring_token,
+                       collectors=[InspectionMetrics(inspection)])
     return app
 
 
@@ -258,6 +276,7 @@ async def serve(settings: QualitySettings, stop: asyncio.Event | None = None) ->
     inspection = Inspection(SqlEventStore(settings.events_url),
                             Inspector(load_rules(settings.rules_path), FlowFacts.from_repository()),
                             keep_days=settings.keep_days)
-    async with serving_http(create_app(inspection, settings.token), settings.host, settings.port, stop) as stop:
+    app = create_app(inspection, settings.token, settings.metrics_token)
+    async with serving_http(app, settings.host, settings.port, stop) as stop:
         log.info("quality inspection on http://%s:%d, rules %s", settings.host, settings.port, settings.rules_path)
         await inspection.run(stop, settings.poll_seconds)

@@ -1,38 +1,27 @@
 """`python -m risk_api`: serve the API on RISK_API_HOST:RISK_API_PORT (127.0.0.1:8400)."""
 from __future__ import annotations
 
-import copy
 import sys
-from typing import Any
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
 
 from risk_api.app import create_app
 from risk_api.config import ConfigError, Settings
 from risk_api.db import SchemaVersionError
 from risk_api.rules import RulesConfigError
-
-
-def logging_config() -> dict[str, Any]:
-    """uvicorn's logging plus number masking on every handler, and our own logger."""
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"mask": {"()": "risk_api.masking.MaskingLogFilter"}}
-    for handler in config["handlers"].values():
-        handler["filters"] = ["mask"]
-    config["loggers"]["risk_api"] = {"handlers": ["default"], "level": "INFO",
-                                     "propagate": False}
-    return config
+from trust.log_format import LogFormatError, configure_logging
 
 
 def main() -> int:
     try:
+        # Masked lines in LOG_FORMAT (text or json); uvicorn's own lines go through the same handler.
+        configure_logging("risk_api")
         settings = Settings.from_env()
         app = create_app(settings)
-    except (ConfigError, RulesConfigError, SchemaVersionError) as exc:
+    except (ConfigError, RulesConfigError, SchemaVersionError, LogFormatError) as exc:
         print(f"risk_api: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=logging_config())
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
     return 0
 
 

@@ -19,6 +19,7 @@ from risk_api.clock import Clock, SystemClock
 from risk_api.config import Settings
 from risk_api.db import SCHEMA_VERSION, Customer, Database
 from risk_api.errors import ApiError, api_error_handler, not_found, unauthorized, unknown_customer
+from risk_api.metrics import HANDOFFS_CREATED, RISK_DECISIONS, WaitingHandoffs
 from risk_api.reads import READS, summary
 from risk_api.rules import RiskAction, load_rules
 from risk_api.schemas import (
@@ -42,6 +43,7 @@ from risk_api.schemas import (
     HandoffDetail,
     HandoffDoNotCall,
     HandoffOfSession,
+    HandoffRaisePriority,
     HandoffRequest,
     HandoffResponse,
     HandoffStatus,
@@ -74,6 +76,7 @@ from risk_api.schemas import (
 )
 from risk_api.sms import SmsMessage, SmsSender, load_sender
 from trust.asgi import BearerGate, BodyLimit
+from trust.metrics import MetricsEndpoint
 
 log = logging.getLogger("risk_api")
 T = TypeVar("T")
@@ -172,6 +175,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY, refusal=_body_too_large)
     app.add_middleware(BearerGate, tokens=tokens.values(), open_paths=OPEN_PATHS,
                        refusal=_error_body(unauthorized()))
+    # Outside the callers' gate: /metrics has the monitoring token of its own.
+    app.add_middleware(MetricsEndpoint, service="risk_api", token=settings.metrics_token,
+                       collectors=[WaitingHandoffs(service.run)])
     return app
 
 
@@ -282,8 +288,10 @@ def _verification_routes(api: APIRouter, service: Service) -> None:
 def _decision_routes(api: APIRouter, desk: APIRouter, service: Service) -> None:
     @api.post("/customers/{customer_id}/decisions", response_model=DecisionResponse)
     def decide(customer_id: CustomerPath, body: DecisionRequest) -> DecisionResponse:
-        return service.run(lambda s: decisions.decide(s, service.rules, customer_id, body,
-                                                      service.clock.now()))
+        decided = service.run(lambda s: decisions.decide(s, service.rules, customer_id, body,
+                                                         service.clock.now()))
+        RISK_DECISIONS.labels(decided.action, decided.decision).inc()
+        return decided
 
     @api.post("/customers/{customer_id}/actions/{action}", response_model=ActionResponse)
     def act(customer_id: CustomerPath, action: RiskAction, body: ActionRequest,
@@ -346,7 +354,9 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
 
     @api.post("/handoffs", response_model=HandoffResponse)
     def create_handoff(body: HandoffRequest) -> HandoffResponse:
-        return service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
+        created = service.run(lambda s: records.create_handoff(s, body, service.clock.now()))
+        HANDOFFS_CREATED.labels(body.priority, body.channel).inc()
+        return created
 
     @desk.get("/handoffs", response_model=list[HandoffView])
     def list_handoffs(response: Response, status: HandoffStatus | None = None,
@@ -385,6 +395,12 @@ def _record_routes(api: APIRouter, desk: APIRouter, callbacks: APIRouter, servic
         """A supervisor takes the conversation over (its open hand-over, or a new one), at
         emergency priority. In the body: a session id in no URL or access log."""
         return service.run(lambda s: records.take_over(s, body, service.clock.now()))
+
+    @desk.post("/handoffs/raise-priority", response_model=HandoffDetail)
+    def raise_priority(body: HandoffRaisePriority) -> dict[str, Any]:
+        """A supervisor moves the conversation's waiting hand-over to emergency priority without
+        taking it (a call waiting in Asterisk's queue). In the body: a session id in no URL."""
+        return service.run(lambda s: records.raise_priority(s, body, service.clock.now()))
 
     @desk.get("/handoffs/{handoff_id}", response_model=HandoffDetail)
     def get_handoff(handoff_id: HandoffPath) -> dict[str, Any]:

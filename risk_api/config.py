@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trust.env_secrets import SecretError, optional_secret
+from trust.metrics import metrics_token
 
 DEFAULT_DATABASE_URL = "sqlite:///var/risk_api.sqlite3"
 DEFAULT_OUTBOX = "var/sms_outbox.jsonl"
@@ -30,6 +31,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8400
     otp_sends_per_customer_hour: int = 5
+    metrics_token: str | None = field(default=None, repr=False)  # METRICS_TOKEN: GET /metrics
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -37,6 +39,7 @@ class Settings:
             token = optional_secret("RISK_API_ENGINE_TOKEN", env) or optional_secret("RISK_API_TOKEN", env)
             roles = {role: value for role in ROLES
                      if (value := optional_secret(f"RISK_API_{role.upper()}_TOKEN", env)) is not None}
+            monitoring = metrics_token(env)
         except SecretError as error:
             raise ConfigError(str(error)) from error
         if not token:
@@ -56,6 +59,7 @@ class Settings:
         return cls(
             token=token,
             role_tokens=roles,
+            metrics_token=monitoring,
             database_url=env.get("RISK_API_DATABASE_URL") or DEFAULT_DATABASE_URL,
             sms_outbox=Path(env.get("RISK_API_SMS_OUTBOX") or DEFAULT_OUTBOX),
             rules_path=Path(env.get("RISK_API_RULES") or DEFAULT_RULES),

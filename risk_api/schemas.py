@@ -410,6 +410,14 @@ class HandoffTakeover(Body):
     alert: ShortText  # the alert's rule, for the summary and the audit
 
 
+class HandoffRaisePriority(Body):
+    """A supervisor moves a waiting conversation (a phone call in the agents' queue) to the front
+    from the live quality board, without taking it: the web server vouches for the supervisor."""
+    session_id: SessionId
+    agent: AgentName  # the supervisor logged in to the desk
+    alert: ShortText  # the alert's rule, for the audit
+
+
 class HandoffOfSession(Body):
     session_id: SessionId
     seen: StrictBool = False  # asked by the customer's own widget: the customer is still there

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +36,8 @@ class Service:
     cwd: Path = ROOT
     env: Mapping[str, str] = field(default_factory=dict)
     start_timeout_seconds: float = 30.0
+    # A service that speaks no HTTP (Redis) says it is ready through this instead of `health_url`.
+    ready: Callable[[], bool] | None = None
 
     def start(self, log_dir: Path) -> subprocess.Popen[bytes]:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -50,14 +52,17 @@ class Service:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {process.returncode}")
-            try:
-                with urllib.request.urlopen(self.health_url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.ready() if self.ready else self._answers_health_check():
+                return
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not healthy at {self.health_url} after {self.start_timeout_seconds:.0f}s")
+
+    def _answers_health_check(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
 
 @dataclass
@@ -71,24 +76,31 @@ class Running:
         return [name for name, process in self.processes.items() if process.poll() is not None]
 
 
+# A stage of the start: one service, or several started together (n Rasa processes load their
+# models in parallel) and all healthy before the next stage.
+Stage = Service | tuple[Service, ...]
+
+
 @contextmanager
-def started(services: list[Service], log_dir: Path) -> Iterator[Running]:
-    """Start the services in order, each healthy before the next; stop them all on exit.
+def started(stages: Sequence[Stage], log_dir: Path) -> Iterator[Running]:
+    """Start the stages in order, each healthy before the next; stop them all on exit.
 
     A service that fails to start raises RuntimeError with the end of its log.
     """
     running = Running()
     try:
-        for service in services:
+        for stage in stages:
+            group = stage if isinstance(stage, tuple) else (stage,)
             began = time.perf_counter()
-            process = service.start(log_dir)
-            running.processes[service.name] = process
-            try:
-                service.wait_healthy(process)
-            except RuntimeError as error:
-                log_tail = (log_dir / f"{service.name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{error}\n--- end of {service.name}.log ---\n{log_tail}") from None
-            running.start_seconds[service.name] = time.perf_counter() - began
+            for service in group:
+                running.processes[service.name] = service.start(log_dir)
+            for service in group:
+                try:
+                    service.wait_healthy(running.processes[service.name])
+                except RuntimeError as error:
+                    log_tail = (log_dir / f"{service.name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{error}\n--- end of {service.name}.log ---\n{log_tail}") from None
+                running.start_seconds[service.name] = time.perf_counter() - began
         yield running
     finally:
         for process in reversed(running.processes.values()):
@@ -159,6 +171,8 @@ class Secrets:
     outbound_desk: str  # web server (agent desk) -> the dialler's campaign routes
     outbound_gateway: str  # phone gateway -> the dialler's outcome route (what each answered call came to)
     quality_api: str  # web server / operators -> the quality inspection service
+    metrics: str  # the monitoring system -> every service's /metrics (Rasa itself has none)
+    gateway_desk: str  # web server -> the phone gateways' queue route (a supervisor raises a waiting call)
 
     ENV_NAMES = {
         "risk_engine": "RISK_API_ENGINE_TOKEN", "risk_desk": "RISK_API_DESK_TOKEN",
@@ -168,6 +182,7 @@ class Secrets:
         "chat_session": "CHAT_SESSION_SECRET", "tracker_store": "TRACKER_STORE_KEY",
         "outbound_number": "OUTBOUND_NUMBER_KEY", "outbound_desk": "OUTBOUND_DESK_TOKEN",
         "outbound_gateway": "OUTBOUND_GATEWAY_TOKEN", "quality_api": "QUALITY_API_TOKEN",
+        "metrics": "METRICS_TOKEN", "gateway_desk": "GATEWAY_DESK_TOKEN",
     }
 
     @classmethod
@@ -207,6 +222,38 @@ def quality_events_env(tracker_db: Path) -> dict[str, str]:
     return {"QUALITY_EVENTS_URL": f"sqlite:///{tracker_db.with_name('quality-events.sqlite3')}"}
 
 
+def action_server(name: str, port: int, ports: Ports, keys: Secrets) -> Service:
+    """An action server on `port` (the scaled topology runs several behind the balancer)."""
+    return Service(
+        name,
+        [str(SERVICES_VENV / "bin" / "python"), "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(port)],
+        f"http://127.0.0.1:{port}/health",
+        env={"RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_engine,
+             "SANIC_HOST": "127.0.0.1", **keys.env("action_server", "metrics")},
+    )
+
+
+def rasa_server(name: str, host: str, port: int, ports: Ports, keys: Secrets, store_env: Mapping[str, str],
+                endpoints: str = "endpoints.yml") -> Service:
+    """A Rasa process on `host:port` calling the action server(s) at `ports.actions`; `endpoints`
+    (in bot/) names its tracker and lock stores, `store_env` their settings."""
+    return Service(
+        name,
+        # The launcher adds --auth-token and --cors from the environment (not visible in ps).
+        [str(RASA_VENV / "bin" / "python"), "-m", "bot.rasa_launcher", "run", "--enable-api",
+         "-i", host, "--port", str(port), "--model", str(latest_model()),
+         "--endpoints", endpoints, "--credentials", "credentials.yml"],
+        f"http://127.0.0.1:{port}/",  # answers once the model is loaded (before_server_start)
+        cwd=ROOT / "bot",
+        # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
+        env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
+             "CHAT_ALLOWED_ORIGINS": chat_origins(ports), **store_env,
+             **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "rasa_desk", "action_server",
+                        "chat_session", "tracker_store")},
+        start_timeout_seconds=240,
+    )
+
+
 def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = None,
           tracker_db: Path = DEFAULT_TRACKER_DB, web_env: Mapping[str, str] | None = None) -> list[Service]:
     """The services in start order: risk API, action server, Rasa, web chat and agent desk.
@@ -222,7 +269,8 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
     rasa_url = f"http://127.0.0.1:{ports.rasa}"
     origins = chat_origins(ports)
     risk_env = {"RISK_API_HOST": "127.0.0.1", "RISK_API_PORT": str(ports.risk_api),
-                **keys.env("risk_engine", "risk_desk", "risk_gateway", "risk_dialer"), **(risk_api_env or {})}
+                **keys.env("risk_engine", "risk_desk", "risk_gateway", "risk_dialer", "metrics"),
+                **(risk_api_env or {})}
     python = str(SERVICES_VENV / "bin" / "python")
     return [
         Service(
@@ -232,30 +280,9 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             env=risk_env,
             start_timeout_seconds=60,
         ),
-        Service(
-            "actions",
-            [python, "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(ports.actions)],
-            f"http://127.0.0.1:{ports.actions}/health",
-            env={"RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_engine, "SANIC_HOST": "127.0.0.1",
-                 **keys.env("action_server")},
-        ),
-        Service(
-            "rasa",
-            # The launcher adds --auth-token and --cors from the environment (not visible in ps).
-            [str(RASA_VENV / "bin" / "python"), "-m", "bot.rasa_launcher", "run", "--enable-api",
-             "-i", os.environ.get("RASA_HOST", "127.0.0.1"), "--port", str(ports.rasa),
-             "--model", str(latest_model()),
-             "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
-            f"{rasa_url}/",  # answers once the model is loaded (before_server_start)
-            cwd=ROOT / "bot",
-            # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
-            env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
-                 "RASA_TRACKER_DB": str(tracker_db), "CHAT_ALLOWED_ORIGINS": origins,
-                 **quality_events_env(tracker_db),
-                 **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "rasa_desk", "action_server",
-                            "chat_session", "tracker_store")},
-            start_timeout_seconds=240,
-        ),
+        action_server("actions", ports.actions, ports, keys),
+        rasa_server("rasa", os.environ.get("RASA_HOST", "127.0.0.1"), ports.rasa, ports, keys,
+                    {"RASA_TRACKER_DB": str(tracker_db), **quality_events_env(tracker_db)}),
         Service(
             "web",
             [python, "-m", "web"],
@@ -265,23 +292,30 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
                  "AGENT_ACCOUNTS_FILE": os.environ.get("AGENT_ACCOUNTS_FILE", ""),
                  "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}",
                  "QUALITY_URL": f"http://127.0.0.1:{ports.quality}",
-                 **keys.env("chat_session", "rasa_desk", "outbound_desk", "quality_api"), **(web_env or {})},
+                 "GATEWAY_URLS": f"http://127.0.0.1:{ports.gateway_health}",
+                 **keys.env("chat_session", "rasa_desk", "outbound_desk", "quality_api", "metrics", "gateway_desk"),
+                 **(web_env or {})},
         ),
     ]
 
 
-def phone_gateway(ports: Ports, keys: Secrets) -> Service:
-    """Asterisk's AudioSocket calls into the voice pipeline (AMI from ASTERISK_AMI_* when set)."""
+def phone_gateway(ports: Ports, keys: Secrets, name: str = "phone_gateway", health_port: int | None = None,
+                  share_port: bool = False) -> Service:
+    """Asterisk's AudioSocket calls into the voice pipeline (AMI from ASTERISK_AMI_* when set).
+    `share_port`: one of several gateway processes on the one AudioSocket address (SO_REUSEPORT),
+    each with its own health port."""
+    health = health_port or ports.gateway_health
     return Service(
-        "phone_gateway",
+        name,
         [str(SERVICES_VENV / "bin" / "python"), "-m", "telephony.gateway"],
-        f"http://127.0.0.1:{ports.gateway_health}/health",
+        f"http://127.0.0.1:{health}/health",
         env={"AUDIOSOCKET_HOST": os.environ.get("AUDIOSOCKET_HOST", "127.0.0.1"),
-             "AUDIOSOCKET_PORT": str(ports.audiosocket),
-             "GATEWAY_HEALTH_PORT": str(ports.gateway_health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
+             "AUDIOSOCKET_PORT": str(ports.audiosocket), "AUDIOSOCKET_SHARE_PORT": "1" if share_port else "0",
+             "GATEWAY_HEALTH_PORT": str(health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
              "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_gateway,
              "RASA_CHANNEL_TOKEN": keys.rasa_gateway, "PYTHONPATH": str(ROOT),
-             "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}", **keys.env("outbound_gateway")},
+             "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}",
+             **keys.env("outbound_gateway", "metrics", "gateway_desk")},
     )
 
 
@@ -295,7 +329,7 @@ def outbound_dialer(ports: Ports, keys: Secrets) -> Service:
         f"http://127.0.0.1:{ports.outbound_health}/health",
         env={"RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_dialer,
              "OUTBOUND_HEALTH_PORT": str(ports.outbound_health), "PYTHONPATH": str(ROOT),
-             **keys.env("outbound_number", "outbound_desk", "outbound_gateway")},
+             **keys.env("outbound_number", "outbound_desk", "outbound_gateway", "metrics")},
         start_timeout_seconds=60,
     )
 
@@ -308,7 +342,7 @@ def quality_inspection(ports: Ports, keys: Secrets, tracker_db: Path = DEFAULT_T
         "quality",
         [str(SERVICES_VENV / "bin" / "python"), "-m", "quality"],
         f"http://127.0.0.1:{ports.quality}/health",
-        env={"QUALITY_PORT": str(ports.quality), "PYTHONPATH": str(ROOT), **keys.env("quality_api"),
+        env={"QUALITY_PORT": str(ports.quality), "PYTHONPATH": str(ROOT), **keys.env("quality_api", "metrics"),
              **quality_events_env(tracker_db)},
         start_timeout_seconds=60,
     )

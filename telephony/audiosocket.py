@@ -360,7 +360,9 @@ async def _refuse(writer: asyncio.StreamWriter) -> None:
 
 
 class AudioSocketServer:
-    """Accepts Asterisk's AudioSocket connections and runs `handler(call)` for each."""
+    """Accepts Asterisk's AudioSocket connections and runs `handler(call)` for each. With
+    `share_port`, several processes (one per core) listen on the same address (SO_REUSEPORT) and
+    the kernel spreads the new calls over them; each must share it."""
 
     def __init__(
         self,
@@ -372,8 +374,10 @@ class AudioSocketServer:
         max_calls: int = DEFAULT_MAX_CALLS,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        share_port: bool = False,
     ) -> None:
         self.handler = handler
+        self.share_port = share_port
         self.host = host
         self.port = port
         self.max_payload = max_payload
@@ -386,7 +390,8 @@ class AudioSocketServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port,
+                                                  reuse_port=self.share_port or None)
         self.port = self._server.sockets[0].getsockname()[1]  # the real one when port=0
         log.info("AudioSocket server listening on %s:%d", self.host, self.port)
 

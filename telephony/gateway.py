@@ -36,12 +36,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 
 from quality.publisher import StreamCallEvents
 from quality.store import SqlEventStore, events_url
-from risk_api.masking import install_log_masking
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
+from telephony import metrics as call_metrics
 from telephony.ami import (
     CORRELATION_EVENT,
     DIRECTORY_SIZE,
@@ -61,7 +62,10 @@ from telephony.audiosocket import (
 )
 from telephony.outcomes import OutcomeReporter, conversation_outcome
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
+from trust.asgi import BearerGate, BodyLimit
 from trust.env_secrets import SecretError, optional_secret
+from trust.log_format import LogFormatError, configure_logging, log_context
+from trust.metrics import MetricsEndpoint, metrics_token
 from trust.serving import serving_http
 from voice.audio import TELEPHONE_RATE
 from voice.call import CallResult, VoiceEngines, run_call
@@ -85,6 +89,7 @@ CHANNEL_LOOKUP_SECONDS = 2.0
 HANDOVER_CONTEXT = "ivr-handover"
 HANDOVER_EXTEN = "agents"
 AGENT_QUEUE = "agents"
+MAX_CONTROL_BODY = 1024  # a call id in JSON
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,12 @@ class GatewaySettings:
     priority_rules: Path = DEFAULT_RULES_PATH
     health_port: int = 9093
     max_calls: int = DEFAULT_MAX_CALLS
+    share_port: bool = False  # one of several gateway processes on the AudioSocket address (SO_REUSEPORT)
     outbound_url: str | None = None  # the dialler, told each outbound call's outcome
     outbound_token: str | None = dataclasses.field(default=None, repr=False)
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)  # monitoring's, for /metrics
+    # The web server's, for moving a waiting call up the agents' queue; unset: nobody may.
+    desk_token: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -111,8 +120,13 @@ class GatewaySettings:
         max_calls = env.get("AUDIOSOCKET_MAX_CALLS", str(DEFAULT_MAX_CALLS))
         if not max_calls.isdigit() or int(max_calls) < 1:
             raise ValueError(f"AUDIOSOCKET_MAX_CALLS must be a positive whole number, got {max_calls!r}")
+        share_port = env.get("AUDIOSOCKET_SHARE_PORT", "0")
+        if share_port not in ("0", "1"):
+            raise ValueError(f"AUDIOSOCKET_SHARE_PORT must be 0 or 1, got {share_port!r}")
         try:
             outbound_token = optional_secret("OUTBOUND_GATEWAY_TOKEN", env)
+            monitoring_token = metrics_token(env)
+            desk_token = optional_secret("GATEWAY_DESK_TOKEN", env)
         except SecretError as error:
             raise ValueError(str(error)) from None
         return cls(
@@ -121,7 +135,9 @@ class GatewaySettings:
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
             priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
             health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")), max_calls=int(max_calls),
-            outbound_url=env.get("OUTBOUND_URL", "").strip() or None, outbound_token=outbound_token)
+            share_port=share_port == "1",
+            outbound_url=env.get("OUTBOUND_URL", "").strip() or None, outbound_token=outbound_token,
+            metrics_token=monitoring_token, desk_token=desk_token)
 
 
 class CallerLookup:
@@ -227,9 +243,7 @@ class QueueOutcomes:
         self._task = asyncio.create_task(self._consume(), name="queue-outcomes")
 
     def queued(self, channel: str, handoff_id: str) -> None:
-        self._handoffs[channel] = handoff_id
-        while len(self._handoffs) > DIRECTORY_SIZE:
-            self._handoffs.popitem(last=False)
+        _remember(self._handoffs, channel, handoff_id)
 
     async def _consume(self) -> None:
         while True:
@@ -244,6 +258,77 @@ class QueueOutcomes:
     async def close(self) -> None:
         self._task.cancel()
         self._ami.unsubscribe(self._events)
+
+
+class NotQueued(Exception):
+    """The call is not one this gateway handed to the agents' queue, or it no longer waits there."""
+
+
+class QueuedCalls:
+    """The calls this gateway handed to the agents' queue and which wait there now (from
+    QueueCallerJoin until QueueCallerLeave), so that a supervisor may move one up the queue."""
+
+    def __init__(self, ami: AmiClient, top_tier: Tier) -> None:
+        self._ami = ami
+        self._top_tier = top_tier  # priority.yaml's highest
+        self._channels: OrderedDict[str, str] = OrderedDict()  # call UUID -> channel, as handed over
+        # Channels in the agents' queue now: every join, ours or not (its event may come before
+        # the transfer's bookkeeping), each until it leaves.
+        self._waiting: OrderedDict[str, None] = OrderedDict()
+        self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave"})
+        self._task = asyncio.create_task(self._consume(), name="queued-calls")
+
+    def handed_over(self, call_uuid: str, channel: str) -> None:
+        _remember(self._channels, call_uuid, channel)
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._events.get()
+            if event.get("Queue") != AGENT_QUEUE:
+                continue
+            if event.get("Event") == "QueueCallerJoin":
+                _remember(self._waiting, event.get("Channel", ""), None)
+            else:
+                self._waiting.pop(event.get("Channel", ""), None)
+
+    def waiting(self, channel: str) -> bool:
+        """Asterisk said the channel joined the agents' queue and has not said it left."""
+        return channel in self._waiting
+
+    async def raise_priority(self, call_uuid: str) -> int:
+        """The call to the highest tier's priority, moved up at once (`Immediate`), and that tier
+        on its channel (`IVR_TIER`: back from the queue unanswered, it waits again as raised); the
+        priority set. NotQueued for a call not waiting; AmiError when Asterisk is unreachable."""
+        channel = self._channels.get(call_uuid)
+        if channel is None or not self.waiting(channel):
+            raise NotQueued(call_uuid)
+        try:
+            await self._ami.queue_change_priority_caller(AGENT_QUEUE, channel, self._top_tier.queue_priority)
+        except AmiError as error:
+            if not error.response:
+                raise  # no answer: not connected, or it timed out
+            # Asterisk answered that it has no such caller: it left before the leave event came.
+            log.info("call %s: no longer in queue %s: %s", call_uuid, AGENT_QUEUE, error)
+            self._waiting.pop(channel, None)
+            raise NotQueued(call_uuid) from error
+        log.info("call %s: raised to priority %d in queue %s", call_uuid, self._top_tier.queue_priority, AGENT_QUEUE)
+        try:
+            await self._ami.setvar(channel, "IVR_TIER", self._top_tier.name)
+        except AmiError as error:  # raised all the same; only a later return from the queue forgets it
+            log.warning("call %s: tier %s not kept on the channel: %s", call_uuid, self._top_tier.name, error)
+        return self._top_tier.queue_priority
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._ami.unsubscribe(self._events)
+
+
+def _remember(entries: OrderedDict[str, Any], key: str, value: Any) -> None:
+    """Newest last, at most DIRECTORY_SIZE entries (a real Asterisk's leave events free them too)."""
+    entries.pop(key, None)
+    entries[key] = value
+    while len(entries) > DIRECTORY_SIZE:
+        entries.popitem(last=False)
 
 
 class AudioSocketTransport:
@@ -311,9 +396,10 @@ class Gateway:
         self.queues = QueueWatch(ami) if ami else None
         self.callers = CallerLookup(settings.risk_api_url, settings.risk_api_token)
         self.outcomes = QueueOutcomes(ami, self.callers) if ami else None
+        self.waiting_calls = QueuedCalls(ami, rules.tiers[0]) if ami else None
         self.reporter = OutcomeReporter(settings.outbound_url, settings.outbound_token)
         self.server = AudioSocketServer(self.handle_call, settings.host, settings.port,
-                                        max_calls=settings.max_calls)
+                                        max_calls=settings.max_calls, share_port=settings.share_port)
         self.handovers = 0
         self.callbacks = 0
 
@@ -371,9 +457,12 @@ class Gateway:
             await self.callers.vouch_for_line(audio.uuid, call.channel, caller_number)
         phone = PhoneCall(self, audio, channel, call, facts, tier)
         result: CallResult | None = None
+        call_metrics.call_began(call.channel)
         try:
-            result = await run_call(self.engines, call, phone.frames(), phone)
+            with log_context(call_id=audio.uuid):
+                result = await run_call(self.engines, call, phone.frames(), phone)
         finally:
+            call_metrics.call_ended(call.channel, result)
             if outbound:
                 # Whatever ended the call; sent in the background, never holding up the teardown.
                 replies = [reply for _, reply in result.turns.turns] if result else []
@@ -438,6 +527,8 @@ class Gateway:
         phone.handed_over = True
         if self.outcomes is not None and handoff.get("handoff_id"):
             self.outcomes.queued(channel, str(handoff["handoff_id"]))
+        if self.waiting_calls is not None:
+            self.waiting_calls.handed_over(phone.audio.uuid, channel)
         if self.directory is not None:
             self.directory.forget(phone.audio.uuid)  # if it comes back, its new UserEvent tells how
         log.info("call %s: handed over to queue %s at priority %d (tier %s)%s: %s", phone.audio.uuid,
@@ -461,7 +552,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.server.close()
-        for part in (self.directory, self.queues, self.outcomes, self.callers, self.reporter):
+        for part in (self.directory, self.queues, self.outcomes, self.waiting_calls, self.callers, self.reporter):
             if part is not None:
                 await part.close()
         if self.ami is not None:
@@ -469,9 +560,20 @@ class Gateway:
         await self.engines.close()
 
 
+class QueuedCall(BaseModel):
+    """A call by its UUID (the conversation's id): in the body, in no URL or access log."""
+    model_config = ConfigDict(extra="forbid")
+    call_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+def _refusal(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status, {"code": code, "message": message})
+
+
 def health_app(gateway: Gateway) -> FastAPI:
-    """`GET /health` for the stack's start-up check and for monitoring."""
-    app = FastAPI(title="phone gateway", docs_url=None, redoc_url=None)
+    """`GET /health` for the stack's start-up check and for monitoring (open, like /metrics with
+    its own token); `POST /queue/priority` for the web server only (GATEWAY_DESK_TOKEN)."""
+    app = FastAPI(title="phone gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -481,7 +583,32 @@ def health_app(gateway: Gateway) -> FastAPI:
                 "handovers": gateway.handovers, "callbacks": gateway.callbacks,
                 "outcomes_reported": gateway.reporter.reported}
 
+    @app.post("/queue/priority")
+    async def raise_priority(body: QueuedCall) -> dict[str, Any]:
+        """A supervisor moves a call waiting in the agents' queue to the front (the highest
+        tier's priority); 404 for a call this gateway did not queue or that no longer waits."""
+        if gateway.waiting_calls is None or gateway.ami is None or not gateway.ami.connected:
+            raise _refusal(503, "ami_unavailable", "电话系统（Asterisk AMI）未连接，暂时无法调整排队优先级。")
+        try:
+            priority = await gateway.waiting_calls.raise_priority(body.call_id)
+        except NotQueued:
+            raise _refusal(404, "not_queued", "这通电话不在坐席队列中等待。") from None
+        except AmiError as error:
+            log.error("call %s: priority not raised: %s", body.call_id, error)
+            raise _refusal(503, "ami_unavailable", "电话系统（Asterisk AMI）无响应，暂时无法调整排队优先级。") from None
+        return {"queue": AGENT_QUEUE, "priority": priority}
+
+    # Outermost last: no token → 401 before the body is read; then the size limit.
+    app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_CONTROL_BODY, refusal=_too_large)
+    desk_token = gateway.settings.desk_token
+    app.add_middleware(BearerGate, tokens=[desk_token] if desk_token else [], open_paths=("/health",),
+                       refusal={"detail": {"code": "unauthorized", "message": "需要网关令牌。"}})
+    app.add_middleware(MetricsEndpoint, service="gateway", token=gateway.settings.metrics_token)
     return app
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return {"detail": {"code": "too_large", "message": f"请求体超过 {limit} 字节。"}}
 
 
 def _count(text: str | None) -> int:
@@ -513,11 +640,10 @@ async def serve(settings: GatewaySettings) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    install_log_masking()
     try:
+        configure_logging("gateway")
         settings = GatewaySettings.from_env()
-    except ValueError as error:
+    except (ValueError, LogFormatError) as error:
         print(f"phone gateway: {error}", file=sys.stderr)
         return 2
     asyncio.run(serve(settings))

@@ -1,13 +1,16 @@
-"""The sounds Asterisk plays without the bot: the agents' queue's announcement and hold music, and
-the apologies of the failover path (ivr_config/asterisk/extensions.conf, queues.conf,
-musiconhold.conf). Prompts are rendered with the bot's own voice (voice/tts.py, settings from
-ivr_config/voice.yaml), so callers hear the same voice with or without the bot.
+"""The sounds Asterisk plays without the bot: the agents' queue's announcement and hold music, the
+apologies of the failover path (ivr_config/asterisk/extensions.conf, queues.conf,
+musiconhold.conf) and each outbound campaign's message to an answering machine (its
+`machine.message`, under the name `outbound.campaigns.machine_prompt` gives the dialler).
+Prompts are rendered with the bot's own voice (voice/tts.py, settings from ivr_config/voice.yaml),
+so callers hear the same voice with or without the bot.
 
 `python -m telephony.queue_sounds <output dir>` (`make asterisk-sounds`) writes a tree laid out
 like Asterisk's data directory (/var/lib/asterisk), to be copied there:
 
     sounds/zh/<name>.wav       Playback() and periodic-announce names (the dialplan sets
-                               CHANNEL(language)=zh, so Asterisk looks in sounds/zh/)
+                               CHANNEL(language)=zh, so Asterisk looks in sounds/zh/), and
+                               ivr-machine-<campaign>-<digest>: the campaigns' machine messages
     moh/ivr-hold/<name>.wav    hold music of the musiconhold.conf class ivr-hold
 
 Every file is 8 kHz 16-bit mono PCM WAV: Asterisk's `wav` format (format_wav), the rate of the
@@ -23,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowspec.model import load_flowset
+from outbound.campaigns import CAMPAIGNS_DIR, load_campaigns
 from voice.audio import FULL_SCALE, TELEPHONE_RATE, to_pcm, write_wav
 from voice.config import load_voice_config
 from voice.tts import Synthesizer, TtsConfig, TtsUnavailable
@@ -67,10 +72,19 @@ def hold_tones(sample_rate: int = TELEPHONE_RATE, phrases: int = 4) -> bytes:
     return to_pcm(np.tile(phrase, phrases) * _HOLD_PEAK * FULL_SCALE)
 
 
+def sounds(campaigns_dir: Path = CAMPAIGNS_DIR) -> dict[str, str]:
+    """Every sound to render, name -> words: PROMPTS and the campaigns' machine messages (loaded,
+    so checked: short, no debt detail)."""
+    machine = {campaign.machine.prompt: campaign.machine.text
+               for campaign in load_campaigns(load_flowset(), campaigns_dir).values()
+               if campaign.machine.behaviour == "message"}
+    return {**PROMPTS, **machine}
+
+
 async def _render_prompts(synthesizer: Synthesizer, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in PROMPTS.items():
+    for name, text in sounds().items():
         path = folder / f"{name}.wav"
         write_wav(path, await synthesizer.render(text, TELEPHONE_RATE), TELEPHONE_RATE)
         written.append(path)

@@ -79,6 +79,15 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def bearer_matches(authorization: bytes, tokens: Collection[bytes]) -> bool:
+    """`Authorization: Bearer <one of tokens>`; no token: False."""
+    scheme, _, presented = authorization.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    # Compare with every token, not stopping at a match: the time says nothing of which.
+    return sum(hmac.compare_digest(presented.strip(), token) for token in tokens) == 1
+
+
 class BearerGate:
     """401 unless the request carries one of the service's bearer tokens; outside `BodyLimit`,
     so an unauthenticated client cannot make the service read a body at all. Which caller may
@@ -92,12 +101,7 @@ class BearerGate:
         self.refusal = refusal
 
     def _authenticated(self, scope: Scope) -> bool:
-        header = _header(scope, b"authorization") or b""
-        scheme, _, presented = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        # Compare with every token, not stopping at a match: the time says nothing of which.
-        return sum(hmac.compare_digest(presented.strip(), token) for token in self.tokens) == 1
+        return bearer_matches(_header(scope, b"authorization") or b"", self.tokens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths or self._authenticated(scope):

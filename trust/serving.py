@@ -39,7 +39,8 @@ async def serving_http(app: Any, host: str, port: int, stop: asyncio.Event | Non
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    server = _EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    # log_config=None: uvicorn's lines go to the root logger, in the service's format (trust/log_format.py).
+    server = _EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None))
     server_task = asyncio.create_task(server.serve(), name=f"http-{host}:{port}")
     try:
         yield stop

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flowspec.model import load_answers
+from flowspec.slot_types import types_with
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ _UNKNOWN_WORD = "[unk]"
 # Always in a grammar so that a caller stuck on a closed question can still get out of it.
 ESCAPE_PHRASES = ("转人工", "人工", "人工服务", "重复", "再说一遍", "没听清")
 _CHINESE_NUMERALS = ("一", "二", "三", "四", "五", "六", "七", "八", "九", "十")
-_DIGIT_TYPES = {"digits", "phone"}
 
 
 class AsrModelError(RuntimeError):
@@ -220,7 +220,7 @@ def grammar_for(expect: dict[str, Any]) -> list[str] | None:
     kind = expect.get("type")
     if kind == "yes_no":
         phrases = [*load_answers().yes, *load_answers().no]  # the words the dialogue core accepts
-    elif kind in _DIGIT_TYPES:
+    elif kind in types_with("digits"):
         phrases = list(load_answers().digits)
     elif kind == "choice" and int(expect.get("choices", 0)) > 0:
         phrases = [phrase for number in _numerals(int(expect["choices"]))

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowspec.slot_types import types_with
 from voice.dialogue import DialogueClient, DialogueUnavailable, Reply
 from voice.frames import (
     Acknowledgement,
@@ -56,8 +57,8 @@ from voice.pipeline import FrameProcessor
 
 log = logging.getLogger(__name__)
 
-DIGIT_ANSWERS = ("digits", "phone")
-KEYED_ANSWERS = ("yes_no", "choice", "rating")
+DIGIT_ANSWERS = types_with("digits")  # flowspec/slot_types.py
+KEYED_ANSWERS = types_with("key")
 
 
 @dataclass(frozen=True)

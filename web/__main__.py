@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import uvicorn
 
 from ivr_config.loader import ConfigError
-from risk_api.masking import install_log_masking
+from trust.log_format import LogFormatError, configure_logging
 from web.app import create_app
 from web.config import Settings
 
 
 def main() -> int:
     try:
+        # A chat text or a login name in an error log stays masked (LOG_FORMAT: text or json).
+        configure_logging("web", level=logging.WARNING)
         settings = Settings.from_environment()
-    except RuntimeError as error:  # trust.env_secrets.SecretError: missing or development secret
+    except (RuntimeError, LogFormatError) as error:  # trust.env_secrets.SecretError, a bad LOG_FORMAT
         print(f"web server not started: {error}", file=sys.stderr)
         return 2
-    install_log_masking()  # a chat text or a login name in an error log stays masked
     try:
         app = create_app(settings)
     except ConfigError as error:  # the agents' accounts file
@@ -26,7 +28,8 @@ def main() -> int:
         return 2
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-* from any loopback client;
     # the app decides itself, from WEB_BEHIND_PROXY, whether to believe them.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", log_config=None,
+                proxy_headers=False)
     return 0
 
 

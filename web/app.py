@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,10 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trust import chat_session
 from trust.asgi import BodyLimit
+from trust.metrics import MetricsEndpoint
 from web import labels, pages
 from web.accounts import Accounts, Agent, load_accounts
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
+from web.metrics import DESK_STREAMS, RELAY_LATENCY, RELAYED
 from web.push import AlertFeed, StampWatcher
 from web.throttle import Clock, Throttle
 from web.upstream import Upstream
@@ -57,6 +60,8 @@ CONVERSATION_WAIT_SECONDS = 20.0
 CONVERSATION_PAUSE_SECONDS = 0.2
 SESSION_CHECK_SECONDS = 1.0
 NEWS_BACKLOG = 64  # events a stream holds while its page is slow to read them
+MAX_KNOWN_CONVERSATIONS = 4096  # alerted conversations whose kind (chat or call) is remembered
+KIND_LOOKUP_SECONDS = 1.0  # asking Rasa whether an alerted conversation is a chat or a call
 RELAY_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
@@ -161,10 +166,14 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     rasa_relay = Upstream(settings.rasa_internal_url, settings.rasa_desk_token, timeout=RELAY_TIMEOUT_SECONDS)
     dialler = Upstream(settings.outbound_url, settings.outbound_desk_token, timeout=30)
     quality = Upstream(settings.quality_url, settings.quality_api_token, timeout=10)
+    # AMI's own action timeout is 10 s: a gateway answers before this gives up.
+    phone_gateways = [Upstream(url, settings.gateway_desk_token, timeout=15) for url in settings.gateway_urls]
     app.router.on_shutdown.append(risk_api.aclose)
     app.router.on_shutdown.append(rasa_relay.aclose)
     app.router.on_shutdown.append(dialler.aclose)
     app.router.on_shutdown.append(quality.aclose)
+    for phone_gateway in phone_gateways:
+        app.router.on_shutdown.append(phone_gateway.aclose)
 
     def source_of(request: Request) -> str:
         """The client's address; behind the proxy, the one it appended to X-Forwarded-For."""
@@ -344,12 +353,16 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         if not settings.rasa_desk_token:
             raise HTTPException(503, "live chat not configured: set RASA_DESK_TOKEN")
         try:
-            answer = await rasa_relay.client().post("/webhooks/webchat/agent",
-                                                    json={"sender": session_id, "do": do, **fields},
-                                                    timeout=RELAY_TIMEOUT_SECONDS + fields.get("wait", 0))
+            with RELAY_LATENCY.labels(do).time():
+                answer = await rasa_relay.client().post("/webhooks/webchat/agent",
+                                                        json={"sender": session_id, "do": do, **fields},
+                                                        timeout=RELAY_TIMEOUT_SECONDS + fields.get("wait", 0))
+            RELAYED.labels(do, str(answer.status_code)).inc()
             if answer.status_code == 200:
                 return dict(answer.json())
         except (httpx.HTTPError, ValueError, TypeError) as error:
+            if isinstance(error, httpx.HTTPError):  # no answer at all (an unreadable one is counted)
+                RELAYED.labels(do, "unreachable").inc()
             raise HTTPException(502, "assistant unavailable") from error
         if answer.status_code == 404:  # the conversation is gone (retention) or never reached Rasa
             raise HTTPException(404, {"code": "no_conversation", "message": "找不到这段对话的记录。"})
@@ -479,8 +492,35 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         digest = hmac.new(settings.session_secret.encode(), conversation_id.encode(), hashlib.sha256).hexdigest()
         return f"Q-{digest[:20]}"
 
-    def alerts_for_board(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [labels.alert_for_desk(alert, conversation_ref(str(alert["conversation_id"]))) for alert in alerts]
+    conversation_kinds: OrderedDict[str, str] = OrderedDict()  # conversation id -> "chat" or "call"
+
+    async def conversation_kind(conversation_id: str) -> str | None:
+        """A chat (the widget's channel) or a call, as Rasa knows the conversation; None when it
+        cannot say now (asked again with the next alert)."""
+        kind = conversation_kinds.get(conversation_id)
+        if kind is None:
+            try:  # bounded: a slow Rasa must not hold the alerts back from the boards
+                said = await asyncio.wait_for(relay("read", conversation_id, after=0), KIND_LOOKUP_SECONDS)
+            except (HTTPException, TimeoutError):
+                return None
+            kind = conversation_kinds[conversation_id] = "chat" if said.get("channel") == CHAT_CHANNEL else "call"
+            while len(conversation_kinds) > MAX_KNOWN_CONVERSATIONS:
+                conversation_kinds.popitem(last=False)
+        return kind
+
+    async def alerts_for_board(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each alert with what the board offers for it: 接管 for a chat, 提高优先级 for a call."""
+        conversations = list(dict.fromkeys(str(alert["conversation_id"]) for alert in alerts))
+        kinds = dict(zip(conversations, await asyncio.gather(*map(conversation_kind, conversations)), strict=True))
+        return [{**labels.alert_for_desk(alert, conversation_ref(str(alert["conversation_id"]))),
+                 "kind": kinds[str(alert["conversation_id"])]} for alert in alerts]
+
+    def alerted_conversation(ref: str) -> dict[str, Any]:
+        alert = next((alert for alert in alert_feed.recent
+                      if conversation_ref(str(alert["conversation_id"])) == ref), None)
+        if alert is None:
+            raise HTTPException(404, {"code": "no_alert", "message": "没有这个会话的近期告警。"})
+        return dict(alert)
 
     async def alert_news(news: asyncio.Queue[str]) -> None:
         # First the recent ones (a board opening, or its stream opened again: the page keeps each once).
@@ -495,7 +535,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             fresh = alert_feed.after(seen)
             if fresh:
                 seen = fresh[-1]["seq"]
-                await news.put(f"event: alerts\ndata: {json.dumps(alerts_for_board(fresh), ensure_ascii=False)}\n\n")
+                shown = json.dumps(await alerts_for_board(fresh), ensure_ascii=False)
+                await news.put(f"event: alerts\ndata: {shown}\n\n")
 
     @app.get("/desk/api/quality/conversations/{ref}")
     async def inspected_conversation(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)],
@@ -503,10 +544,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         """A conversation with a recent alert: what was said (masked, as the desk shows any
         conversation) and every hit of the inspection, each with its rule in Chinese."""
         require_agent(request, "supervise")
-        conversation_id = next((str(alert["conversation_id"]) for alert in alert_feed.recent
-                                if conversation_ref(str(alert["conversation_id"])) == ref), None)
-        if conversation_id is None:
-            raise HTTPException(404, {"code": "no_alert", "message": "没有这个会话的近期告警。"})
+        conversation_id = str(alerted_conversation(ref)["conversation_id"])
         try:
             scored = await quality.client().get(f"/conversations/{quote(conversation_id, safe='')}/score")
             hits = scored.json().get("hits", []) if scored.status_code == 200 else []
@@ -530,10 +568,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         emergency priority) becomes theirs and they join the conversation as for any claimed chat.
         A phone call cannot be pulled from here (it reaches agents through the Asterisk queue)."""
         supervisor = require_agent(request, "supervise")
-        alert = next((alert for alert in alert_feed.recent
-                      if conversation_ref(str(alert["conversation_id"])) == ref), None)
-        if alert is None:
-            raise HTTPException(404, {"code": "no_alert", "message": "没有这个会话的近期告警。"})
+        alert = alerted_conversation(ref)
         session_id = str(alert["conversation_id"])
         said = await relay("read", session_id, after=0)
         if said.get("channel") != CHAT_CHANNEL:
@@ -544,6 +579,45 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             passed=(409,))  # another agent holds it: the risk API's refusal, in Chinese
         await relay("join", session_id, agent_name=supervisor.display_name)
         return JSONResponse({"handoff": for_desk(handoff)})
+
+    @app.post("/desk/api/quality/conversations/{ref}/priority")
+    async def raise_priority(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)],
+                             request: Request) -> JSONResponse:
+        """A supervisor moves an alerted call waiting for an agent to the front: its hand-over to
+        emergency priority (risk API, audited; still any agent's to take), then the call up
+        Asterisk's queue (the phone gateway). A chat is taken over instead."""
+        supervisor = require_agent(request, "supervise")
+        alert = alerted_conversation(ref)
+        if not settings.gateway_desk_token or not phone_gateways:
+            raise HTTPException(503, {"code": "gateway_not_configured",
+                                      "message": "电话网关未配置（GATEWAY_DESK_TOKEN），无法调整排队优先级。"})
+        session_id = str(alert["conversation_id"])
+        if await conversation_kind(session_id) == "chat":
+            raise HTTPException(409, {"code": "not_a_call", "message": "在线聊天无需排队优先级，请直接接管。"})
+        handoff = risk_json(await risk_call("POST", "/handoffs/raise-priority", json={
+            "session_id": session_id, "agent": supervisor.login,
+            "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")}),
+            passed=(404, 409))  # nothing waiting, or an agent already has it: the risk API's Chinese
+        queued = await raise_in_queue(session_id)
+        return JSONResponse({"handoff": for_desk(handoff),
+                             "queue_priority": queued.get("priority") if isinstance(queued, dict) else None})
+
+    async def raise_in_queue(call_id: str) -> Any:
+        """Each gateway in turn until the one holding the call moves it up; 404 only when every
+        gateway answered that it does not hold it, else the first other refusal (503: AMI or a
+        gateway down)."""
+        refusals: list[HTTPException] = []
+        for phone_gateway in phone_gateways:
+            try:
+                moved = await phone_gateway.client().post("/queue/priority", json={"call_id": call_id})
+                return answer_json("phone gateway unavailable", moved, passed=(404, 503))
+            except httpx.HTTPError as error:
+                log.error("phone gateway unreachable: %s", type(error).__name__)
+                refusals.append(HTTPException(503, {"code": "gateway_unavailable",
+                                                    "message": "电话网关无法连接，排队优先级未调整，请稍后再试。"}))
+            except HTTPException as refusal:
+                refusals.append(refusal)
+        raise next((refusal for refusal in refusals if refusal.status_code != 404), refusals[0])
 
     @app.get("/desk/api/events")
     async def desk_events(request: Request,
@@ -563,9 +637,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 session_id = handoff["session_id"] if may_see(agent, handoff) else None
 
         async def stream() -> AsyncIterator[str]:
-            yield "retry: 2000\n\n"
             news: asyncio.Queue[str] = asyncio.Queue(maxsize=NEWS_BACKLOG)
             async with contextlib.AsyncExitStack() as listening:
+                listening.enter_context(DESK_STREAMS.track_inprogress())  # open from its first byte on
+                yield "retry: 2000\n\n"
                 await listening.enter_async_context(watcher.listening())
                 watches = [asyncio.create_task(queue_changes(news))]
                 if session_id is not None:
@@ -814,4 +889,6 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         await relay("withdraw", session_id)
         return chat_answer(request, {"withdrawn": True})
 
+    # Outermost: /metrics has the monitoring token of its own, and every answer is timed.
+    app.add_middleware(MetricsEndpoint, service="web", token=settings.metrics_token)
     return app

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trust.env_secrets import optional_secret, require_secret
+from trust.metrics import metrics_token
 
 _TRUE = {"1", "true", "yes"}
 
@@ -52,6 +53,12 @@ class Settings:
     # board of alerts; without the token the board says it is not configured.
     quality_url: str = "http://127.0.0.1:9095"
     quality_api_token: str | None = None
+    # The phone gateways' control routes (telephony/gateway.py health app; a deployment runs several,
+    # each holds its own calls) and the token they know the web server by: a supervisor raises a
+    # waiting call's priority; without the token the board says it is not configured.
+    gateway_urls: tuple[str, ...] = ("http://127.0.0.1:9093",)
+    gateway_desk_token: str | None = None
+    metrics_token: str | None = None  # METRICS_TOKEN: GET /metrics for the monitoring system
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -75,4 +82,7 @@ class Settings:
             outbound_desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
             quality_url=env.get("QUALITY_URL", "http://127.0.0.1:9095"),
             quality_api_token=optional_secret("QUALITY_API_TOKEN", env),
+            gateway_urls=tuple(env.get("GATEWAY_URLS", "").split()) or ("http://127.0.0.1:9093",),
+            gateway_desk_token=optional_secret("GATEWAY_DESK_TOKEN", env),
+            metrics_token=metrics_token(env),
         )

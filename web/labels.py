@@ -18,6 +18,8 @@ LEVELS = {"none": "未核身", "L1": "基本核身(L1)", "L2": "短信核身(L2)
 UNPLACED_FLOW = "clarify"
 # A supervisor's take-over from the live quality board (risk_api/records.py TAKEOVER_FLOW).
 TAKEOVER_FLOW = "quality_takeover"
+# A customer in distress outside any flow (bot/actions/handoff.py care_for_distress).
+DISTRESS_FLOW = "distress"
 UNKNOWN = "其他"
 
 
@@ -25,7 +27,7 @@ UNKNOWN = "其他"
 def flow_names() -> dict[str, str]:
     """Every flow id a hand-over may carry, with its name from the flow files."""
     return {**{flow.id: flow.name for flow in repository_flowset().flows.values()}, UNPLACED_FLOW: "未识别的问题",
-            TAKEOVER_FLOW: "质检告警接管"}
+            TAKEOVER_FLOW: "质检告警接管", DISTRESS_FLOW: "情绪关怀（可能有危险）"}
 
 
 @cache

@@ -20,6 +20,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from bot.actions.risk_client import RiskApiClient, RiskApiRefused, RiskApiUnavailable
+from bot.metrics import record_flow_signal
 from flowspec.model import LEVELS, Flow, FlowSet, Response, repository_flowset
 from flowspec.templates import TemplateError, render
 from trust.logs import session_ref
@@ -123,6 +124,7 @@ class Turn:
     def signal(self, payload: dict[str, Any]) -> None:
         """Machine-readable news for the channel (what is asked, outcome, handoff)."""
         self.dispatcher.utter_message(json_message=payload)
+        record_flow_signal(self.channel, payload)
 
     async def customer_context(self) -> dict[str, Any]:
         """The verified customer's summary for templates; a neutral salutation otherwise."""

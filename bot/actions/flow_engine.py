@@ -32,7 +32,7 @@ from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, ri
 from bot.actions.handoff import care_for_distress, hand_off, hand_off_unavailable, slot_details
 from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
-from bot.actions.validators import PREFILLABLE_TYPES, Utterance, validate
+from bot.actions.validators import Utterance, validate
 from bot.metrics import record_nlu_confidence
 from flowspec.model import (
     FLOW_STATE_SLOTS,
@@ -45,6 +45,7 @@ from flowspec.model import (
     Response,
     Slot,
 )
+from flowspec.slot_types import SLOT_TYPES
 from flowspec.templates import lookup
 
 log = logging.getLogger("flow")
@@ -59,8 +60,6 @@ CORRECTION = re.compile(r"^[^，,。]{0,6}?(不对|说错了|搞错了|弄错了
 CARRY_ON = re.compile(r"^[那好嗯的吧啊，,。 ]*(继续|接着)")
 QUESTION = re.compile(r"[吗呢？?]|怎么|多少|什么|哪|几[天号点个]|是否|能不能|可不可以|是不是|有没有|要不要|为什么|如何")
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
-# Values of these slot types may be logged; names, numbers and free text are personal data.
-LOGGABLE_TYPES = {"amount", "days", "date", "yes_no", "choice", "rating", "bank"}
 # The risk API's L1 methods (flowspec.model.L1_METHODS): number, name and ID last 4; or, when the
 # risk API offers it (a keypad-only call whose line the phone gateway vouched for), the call's line
 # and ID last 6.
@@ -240,7 +239,7 @@ class FlowFormValidator(Action, ABC):
                  set_slot: Any) -> None:
         said = Utterance(text, intent, flowset().banks, answering=False)
         for slot in flow.slots:
-            if slot.type in PREFILLABLE_TYPES and values.get(slot.name) is None:
+            if SLOT_TYPES[slot.type].prefillable and values.get(slot.name) is None:
                 value = validate(slot, said)
                 if value is not None:
                     set_slot(slot.name, value)
@@ -352,7 +351,7 @@ class FlowFormValidator(Action, ABC):
             return
         set_slot("reprompts", 0)
         set_slot(requested, value)
-        shown = f"{requested}={value}" if slot.type in LOGGABLE_TYPES else requested
+        shown = f"{requested}={value}" if SLOT_TYPES[slot.type].loggable else requested
         log.info("flow=%s slot=%s filled", flow.id, shown)
         try:
             await self._verify_if_ready(turn, flow, values, set_slot, l1_method)

@@ -17,15 +17,12 @@ from rasa_sdk.events import ConversationPaused
 from bot.actions.conversation import Turn, flowset, higher_priority, risk_api
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from flowspec.model import Flow
+from flowspec.slot_types import SLOT_TYPES
 from flowspec.templates import format_value
 
 log = logging.getLogger("flow")
 LEVEL_TEXT = {"L2": "已完成短信验证码核验", "L1": "已完成基本身份核验", "none": "未核验身份"}
 CHANNEL_TEXT = {"voice": "电话", "outbound": "外呼回访", "chat": "在线客服"}
-SLOT_TYPE_LABELS = {
-    "amount": "金额", "days": "天数", "date": "日期", "yes_no": "确认", "digits": "号码",
-    "phone": "手机号", "choice": "选择", "rating": "评分", "bank": "银行", "text": "说明",
-}
 OUTCOME_TEXT = {
     "answer": "已为客户解答",
     "done": "已办理完成",
@@ -40,6 +37,7 @@ OUTCOME_TEXT = {
     "distress": "客户流露轻生或极端情绪，已安抚并告知求助热线，请立即接听关怀",
 }
 DISTRESS_REASON = "客户可能有危险（轻生或极端情绪）"
+UNPLACED = "clarify"  # the desk's "未识别的问题": a hand-over outside any flow
 
 
 
@@ -54,8 +52,8 @@ def slot_details(flow: Flow | None, turn: Turn) -> str:
         value = turn.tracker.get_slot(slot.name)
         if value is None:
             continue
-        label = slot.options.get("label", SLOT_TYPE_LABELS[slot.type])
-        if slot.type in ("digits", "phone"):
+        label = slot.options.get("label", SLOT_TYPES[slot.type].label)
+        if SLOT_TYPES[slot.type].masked:
             shown = _mask(str(value))
         elif slot.type == "choice":
             shown = next((c["say"] for c in slot.options["choices"] if c["value"] == value), str(value))
@@ -122,12 +120,13 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
 
 
 async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, priority: str,
-                   context: dict[str, Any], announce: bool = True) -> None:
-    """Record the hand-over, tell the customer (unless already told), signal the channel."""
+                   context: dict[str, Any], announce: bool = True, topic: str = UNPLACED) -> None:
+    """Record the hand-over, tell the customer (unless already told), signal the channel. Outside
+    a flow, `topic` names it for the desk (web/labels.py)."""
     tier = higher_priority(priority, turn.tracker.get_slot("priority_tier"))
     summary = await compose_summary(turn, flow, outcome, reason, context)
     handoff: dict[str, Any] = {
-        "flow": flow.id if flow else "clarify",
+        "flow": flow.id if flow else topic,
         "reason": reason,
         "priority": tier,
         "summary": summary,
@@ -174,7 +173,7 @@ async def care_for_distress(turn: Turn, flow: Flow | None, context: dict[str, An
     hear that someone cares and where help is (flows/shared/intents.yml), and a person takes over
     at the highest priority, their flow's or not."""
     turn.say(flowset().shared_intents["distress"].response, context)  # type: ignore[arg-type]
-    await hand_off(turn, flow, "distress", DISTRESS_REASON, "emergency", context, announce=False)
+    await hand_off(turn, flow, "distress", DISTRESS_REASON, "emergency", context, announce=False, topic="distress")
 
 
 async def hand_off_unavailable(turn: Turn, flow: Flow, context: dict[str, Any]) -> None:

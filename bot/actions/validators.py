@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.actions.parsing import parse_amount, parse_date, parse_days, parse_digits
 from flowspec.model import Slot, load_answers
+from flowspec.slot_types import SLOT_TYPES
 
 RATING_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "非常不满意": 1, "不满意": 2}
 NAME_FILLERS = re.compile(r"^(我叫|我是|名字是|姓名是|叫|是)|[，。,.!！\s]")
@@ -129,9 +130,8 @@ VALIDATORS: dict[str, Callable[[Slot, Utterance], Any]] = {
     "bank": validate_bank,
     "text": validate_text,
 }
-# Types whose value can be taken from the very message that starts a flow ("推迟两天").
-# Not banks: "我那张工行卡想换掉" names the old card, not the new one.
-PREFILLABLE_TYPES = {"amount", "days", "date"}
+if set(VALIDATORS) != set(SLOT_TYPES):  # a type added to the registry needs its validator, and back
+    raise ImportError(f"validators {sorted(VALIDATORS)} do not match the slot types {sorted(SLOT_TYPES)}")
 
 
 def validate(slot: Slot, said: Utterance) -> Any:

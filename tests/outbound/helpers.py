@@ -165,6 +165,7 @@ class ScriptedOriginator:
         self.hang: Callable[[DialRequest], bool] = lambda request: False
         self.die_before_send: Callable[[DialRequest], bool] = lambda request: False
         self.listeners: list[Callable[[str], None]] = []
+        self.machine_listeners: list[Callable[[str, str], None]] = []
         self.stuck = 0  # dials waiting forever (hang / die_before_send)
         self._forever = asyncio.Event()
 
@@ -193,9 +194,17 @@ class ScriptedOriginator:
         return DialResult(result, f"scripted {result}", f"action-{len(self.sent)}",
                           f"uid-{len(self.sent)}" if result == "answered" else None)
 
+    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+        self.machine_listeners.append(listener)
+
     def hang_up(self, attempt_id: str) -> None:
         for listener in self.listeners:
             listener(attempt_id)
+
+    def machine(self, attempt_id: str, detail: str = "answering machine (scripted)") -> None:
+        """The dialplan's AMD found a machine on this attempt's call."""
+        for listener in self.machine_listeners:
+            listener(attempt_id, detail)
 
     async def close(self) -> None:
         pass

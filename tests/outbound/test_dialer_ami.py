@@ -122,8 +122,11 @@ async def test_a_campaign_day_through_the_risk_api_and_ami(rig: Rig, risk_api: s
     originates = rig.peer.actions_named("Originate")
     for action in originates:
         sent = variables(action)
-        assert set(sent) == {"IVR_FLOW", "IVR_CUSTOMER_ID", "IVR_ORIGINATE_ID", "IVR_CAMPAIGN"}
+        assert set(sent) == {"IVR_FLOW", "IVR_CUSTOMER_ID", "IVR_ORIGINATE_ID", "IVR_CAMPAIGN", "IVR_MACHINE",
+                             "IVR_MACHINE_PROMPT"}
         assert (sent["IVR_FLOW"], sent["IVR_CAMPAIGN"]) == ("due_date_reminder", "due_date_reminder")
+        assert (sent["IVR_MACHINE"], sent["IVR_MACHINE_PROMPT"]) == (
+            "message", rig.dialer.campaigns["due_date_reminder"].machine.prompt)
         assert sent["IVR_ORIGINATE_ID"] == f"due_date_reminder:{sent['IVR_CUSTOMER_ID']}:2026-03-13:1"
         assert action["Channel"] == f"PJSIP/{PHONES[sent['IVR_CUSTOMER_ID']]}@trunk"
         assert (action["Context"], action["Exten"], action["Async"]) == ("ivr-outbound", "s", "true")

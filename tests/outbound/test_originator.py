@@ -2,8 +2,8 @@
 against the AMI test peer (refusals, silence, an event before its response, AMI down).
 
 The recording (originate-outbound.ami.txt, session `originator`) was made before the dialler
-existed and has no `IVR_CAMPAIGN` variable: the replayed session gets exactly that one line added
-to each recorded Originate, after `IVR_ORIGINATE_ID`. Everything else (fields, values, order,
+existed and has no `IVR_CAMPAIGN` and `IVR_MACHINE` variables: the replayed session gets exactly
+those two lines added to each recorded Originate, after `IVR_ORIGINATE_ID`. Everything else (fields, values, order,
 Asterisk's responses and events) is replayed as recorded; the replay fails the test on any other
 difference.
 """
@@ -29,13 +29,14 @@ assert (RECORDINGS / "README.md").is_file(), f"no recorded AMI sessions in {RECO
 
 
 def with_campaign_variable(session: Session) -> Session:
-    """The recorded session, each Originate with `Variable: IVR_CAMPAIGN=<campaign>` added."""
+    """The recorded session, each Originate with `Variable: IVR_CAMPAIGN=<campaign>` and
+    `Variable: IVR_MACHINE=hangup` (the default machine behaviour) added."""
     messages = []
     for message in session.messages:
         if message.direction == CLIENT and message.action == "Originate":
             lines = list(message.lines)
             at = next(i for i, line in enumerate(lines) if line.startswith("Variable: IVR_ORIGINATE_ID="))
-            lines.insert(at + 1, f"Variable: IVR_CAMPAIGN={CAMPAIGN}")
+            lines[at + 1:at + 1] = [f"Variable: IVR_CAMPAIGN={CAMPAIGN}", "Variable: IVR_MACHINE=hangup"]
             message = replace(message, lines=tuple(lines))
         messages.append(message)
     return Session(session.name, session.description, tuple(messages))
@@ -137,7 +138,8 @@ async def test_the_originate_carries_the_campaign_flow_customer_and_attempt(peer
         "PJSIP/19900000003@trunk", "ivr-outbound", "s", "1", "true", "30000")
     assert sent["Variable"].split("|") == [
         "IVR_FLOW=overdue_reminder", "IVR_CUSTOMER_ID=C100003",
-        "IVR_ORIGINATE_ID=overdue_reminder:C100003:2026-03-08:1", "IVR_CAMPAIGN=overdue_reminder"]
+        "IVR_ORIGINATE_ID=overdue_reminder:C100003:2026-03-08:1", "IVR_CAMPAIGN=overdue_reminder",
+        "IVR_MACHINE=hangup"]
     await peer.emit("OriginateResponse", ActionID=sent["ActionID"], **recorded_response("Success", "4"))
     result = await within(dialling)
     assert (result.result, result.uniqueid, result.action_id) == ("answered", "1796110481.5", sent["ActionID"])

@@ -7,7 +7,7 @@ import io
 from collections import Counter
 from datetime import date
 
-from quality.figures import daily_figures, figures_csv, prometheus_text
+from quality.figures import daily_figures, figures_csv, metric_families
 from tests.quality.scripts import START, Script, inspect, verified_bill_chat
 
 HANDOFF = {"flow": "transfer_to_agent", "reason": "客户要求人工", "priority": "normal", "channel": "chat"}
@@ -62,11 +62,13 @@ def test_the_csv_has_one_row_per_day_with_the_reasons_spelt_out() -> None:
     assert rows[0]["handover_reasons"] == "客户要求人工=3; 身份核验未通过=1"
 
 
-def test_prometheus_text_carries_todays_figures_and_the_rule_hits() -> None:
+def test_metrics_carry_todays_figures_and_the_rule_hits() -> None:
     inspector = inspect(*seeded_day())
     today = daily_figures(inspector.conversations.values(), "Asia/Shanghai", top=10)[0]
-    text = prometheus_text(today, Counter({("caller_silence", "minor"): 1}), 0, 99, 14)
-    assert "quality_today_containment_rate 0.6667\n" in text
-    assert 'quality_rule_hits_total{rule="caller_silence",severity="minor"} 1\n' in text
-    assert 'quality_today_handovers_by_reason{reason="客户要求人工"} 3\n' in text
-    assert "quality_events_consumed_total 99\n" in text
+    families = metric_families(today, Counter({("caller_silence", "minor"): 1}), 0, 99, 14)
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in families for sample in family.samples}
+    assert samples[("quality_today_containment_rate", ())] == 0.6667
+    assert samples[("quality_rule_hits_total", (("rule", "caller_silence"), ("severity", "minor")))] == 1
+    assert samples[("quality_today_handovers_by_reason", (("reason", "客户要求人工"),))] == 3
+    assert samples[("quality_events_consumed_total", ())] == 99

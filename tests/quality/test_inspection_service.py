@@ -1,6 +1,6 @@
 """The inspection service over a real (temporary SQLite) event store: it reads from its cursor,
-raises alerts for critical hits, scores conversations, serves figures and metrics, only with
-its bearer token, and refuses a development token outside development."""
+raises alerts for critical hits, scores conversations, serves figures (with its bearer token) and
+metrics (with the monitoring token), and refuses a development token outside development."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from tests.quality.scripts import START, Script, stream, verified_bill_chat
 
 TOKEN = "test-quality-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+METRICS_TOKEN = "test-metrics-token-0123456789"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @pytest.fixture
@@ -45,8 +47,9 @@ async def test_the_service_reads_the_stream_incrementally_and_alerts_on_critical
     assert client.get("/conversations/nobody/score", headers=AUTH).status_code == 404
     daily = client.get("/figures/daily.csv", headers=AUTH)
     assert daily.headers["content-type"].startswith("text/csv") and "2026-01-01,2," in daily.text
-    metrics = client.get("/metrics", headers=AUTH).text
-    assert "quality_today_conversations 2\n" in metrics and "quality_alerts_total 1\n" in metrics
+    assert client.get("/metrics", headers=AUTH).status_code == 401  # the desk's token is not the monitoring one
+    metrics = TestClient(create_app(inspection, TOKEN, METRICS_TOKEN)).get("/metrics", headers=METRICS_AUTH).text
+    assert "quality_today_conversations 2.0\n" in metrics and "quality_alerts_total 1.0\n" in metrics
 
 
 def test_every_route_but_health_needs_the_token(store: SqlEventStore) -> None:

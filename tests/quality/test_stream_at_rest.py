@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from quality.broker import InspectionEventBroker
+from quality.broker import InspectionEventBroker, RasaTurns
 from quality.publisher import StreamCallEvents
 from quality.store import SqlEventStore
 from tests.quality.scripts import Script
@@ -57,3 +57,18 @@ def test_what_the_bot_says_on_a_call_is_masked_and_keys_are_never_stored(tmp_pat
     stored = stored_bytes(database)
     assert PHONE not in stored and "138****5678" in stored
     assert "call-pii call key {}" in stored
+
+
+def test_a_turn_that_hands_the_chat_to_a_person_is_released_without_a_next_turn() -> None:
+    """A chat handed to an agent ends its turn with Rasa's pause, not action_listen: its events
+    (the customer's words that raised an alert) go to the inspection at once."""
+    turns = RasaTurns()
+    conversation = {"sender_id": "c-handed-over", "timestamp": 1.0}
+    held = [turns.feed({**conversation, "event": "user", "text": "我真的走投无路了",
+                        "parse_data": {"intent": {"name": "distress", "confidence": 1.0}}, "metadata": {}}),
+            turns.feed({**conversation, "event": "action", "name": "action_distress"}),
+            turns.feed({**conversation, "event": "bot", "text": "听到您这么说，我很担心您。", "data": {}})]
+    assert held == [[], [], []], "held until the turn ends"
+    released = turns.feed({**conversation, "event": "pause"})
+    assert [event.kind for event in released] == ["user", "action", "bot", "pause"]
+    assert released[0].data["text"] == "我真的走投无路了"

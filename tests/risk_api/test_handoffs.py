@@ -551,3 +551,50 @@ def test_a_takeover_claims_the_waiting_handoff_and_leaves_one_another_agent_hold
         assert api.desk.post("/handoffs/takeover", json=bad).status_code == 422, bad
     assert api.http.post("/handoffs/takeover", json={"session_id": session_id, "channel": "chat", "agent": "s",
                                                      "alert": "x"}).status_code in (401, 403, 404), "desk only"
+
+
+def raise_priority(api: Api, session_id: str, agent: str = "supervisor-raise") -> httpx.Response:
+    return api.desk.post("/handoffs/raise-priority", json={"session_id": session_id, "agent": agent,
+                                                           "alert": "客户情绪异常"})
+
+
+def test_a_supervisor_raises_a_waiting_call_to_emergency_without_taking_it_once_in_the_audit(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api, channel="voice", priority="normal")
+    ahead, _ = new_handoff(api, channel="voice", priority="high")  # later, but more urgent: ahead
+    before = api.desk.get(f"/handoffs/{handoff_id}").json()
+    raised = raise_priority(api, session_id)
+    assert raised.status_code == 200, raised.text
+    detail = raised.json()
+    assert (detail["handoff_id"], detail["status"], detail["agent"], detail["priority"]) == (
+        handoff_id, "waiting", None, "emergency")
+    assert detail["position"] < before["position"], "moved ahead of the high one"
+    assert api.desk.get(f"/handoffs/{ahead}").json()["position"] > detail["position"]
+    again = raise_priority(api, session_id, "supervisor-other")  # a second click, or a second supervisor
+    assert again.status_code == 200 and again.json()["priority"] == "emergency"
+    audited = [json.loads(inputs) for inputs in audit_of(api, session_id, "handoff_priority_raised")]
+    assert audited == [{"handoff_id": handoff_id, "agent": "supervisor-raise", "alert": "客户情绪异常",
+                        "previous_priority": "normal"}], "audited when it changed, once"
+    accepted = api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-raise"})
+    assert accepted.status_code == 200, "still waiting for any agent to take"
+
+
+def test_raising_needs_a_waiting_handoff_one_no_agent_holds_and_the_desks_token(api: Api) -> None:
+    assert raise_priority(api, new_session()).json()["detail"]["code"] == "no_waiting_handoff"
+    assert raise_priority(api, new_session()).status_code == 404
+    held = accepted_handoff(api, "agent-holding-raise", channel="voice")
+    held_session = api.sql("SELECT session_id FROM handoffs WHERE id = :i", i=held)[0].session_id
+    refused = raise_priority(api, held_session)
+    assert refused.status_code == 409 and refused.json()["detail"]["code"] == "handoff_taken"
+    assert api.sql("SELECT priority FROM handoffs WHERE id = :i", i=held)[0].priority == "normal"
+    assert close(api, held, "agent-holding-raise").status_code == 200
+    assert raise_priority(api, held_session).status_code == 404, "closed: nothing waits"
+    assert audit_of(api, held_session, "handoff_priority_raised") == []
+    _, session_id = new_handoff(api, channel="voice")
+    for bad in ({"session_id": session_id, "agent": "", "alert": "x"}, {"session_id": session_id, "agent": "s"},
+                {"session_id": session_id, "agent": "s", "alert": "x", "priority": "normal"}):
+        assert api.desk.post("/handoffs/raise-priority", json=bad).status_code == 422, bad
+    body = {"session_id": session_id, "agent": "s", "alert": "x"}
+    for caller in (api.http, api.gateway):
+        assert caller.post("/handoffs/raise-priority", json=body).status_code == 403, "desk only"
+    assert httpx.post(f"{api.base_url}/handoffs/raise-priority", json=body).status_code == 401
+    assert api.sql("SELECT priority FROM handoffs WHERE session_id = :s", s=session_id)[0].priority == "normal"

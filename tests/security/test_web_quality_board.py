@@ -14,14 +14,20 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from stack.services import free_port
 from tests.accounts import AGENT, SUPERVISOR
 from tests.loopback import JsonPeer, serving, serving_asgi
 from tests.security.test_web_desk_events import READ_TIMEOUT_S, Events, logged_in, web_settings
+from trust.env_secrets import SecretError
 from web.app import create_app
+from web.config import Settings
 
 CONVERSATION = "chat-session-9f8e7d6c5b4a"  # a chat's Rasa sender: never to be seen by a browser
 CALL = "call-0a1b2c3d4e5f"  # a phone call's
+FORGOTTEN = "chat-session-gone"  # a conversation Rasa no longer has (retention)
 TAKEN_OVER = "H-00000000000000000000"
+RAISED = "H-11111111111111111111"
+GATEWAY_TOKEN = "a-gateway-desk-token-for-tests"
 QUALITY_TOKEN = "a-quality-token-for-tests"
 
 
@@ -38,7 +44,10 @@ class Fake:
     down: bool = False
     stamp: str = "stamp-1"  # the risk API's desk stamp
     tokens: set[str] = field(default_factory=set)  # the bearer tokens the inspection was asked with
-    posts: list[tuple[str, Any]] = field(default_factory=list)  # what reached the risk API and the relay
+    posts: list[tuple[str, Any]] = field(default_factory=list)  # what reached the risk API, relay and gateway
+    raise_refused: tuple[int, str] | None = None  # the risk API's refusal of a raise: (status, code)
+    gateway_answer: tuple[int, dict[str, Any]] = (200, {"queue": "agents", "priority": 50})
+    gateway_tokens: set[str] = field(default_factory=set)  # the bearer tokens the gateway was asked with
 
 
 def _handler(fake: Fake) -> type[JsonPeer]:
@@ -64,11 +73,24 @@ def _handler(fake: Fake) -> type[JsonPeer]:
         def do_POST(self) -> None:  # noqa: N802
             body = self.body()
             fake.posts.append((self.path, body))
-            if self.path == "/webhooks/webchat/agent" and body["do"] == "read":
+            if self.path == "/webhooks/webchat/agent" and body["sender"] == FORGOTTEN:
+                self.answer({"detail": "no such conversation"}, 404)
+            elif self.path == "/webhooks/webchat/agent" and body["do"] == "read":
                 self.answer({"next": 3, "channel": "webchat" if body["sender"] == CONVERSATION else "trusted",
                              "messages": [{"index": 1, "from": "bot", "text": "您好", "at": 1_700_000_000.0},
                                           {"index": 2, "from": "customer", "text": "我不想活了",
                                            "at": 1_700_000_001.2}]})
+            elif self.path == "/handoffs/raise-priority":
+                if fake.raise_refused is not None:
+                    status, code = fake.raise_refused
+                    self.answer({"detail": {"code": code, "message": "风控接口的说明"}}, status)
+                    return
+                self.answer({"handoff_id": RAISED, "session_id": body["session_id"], "status": "waiting",
+                             "agent": None, "channel": "voice", "priority": "emergency", "flow": "human_handoff",
+                             "summary": "客户要求人工", "verified_level": "none"})
+            elif self.path == "/queue/priority":
+                fake.gateway_tokens.add(self.headers.get("Authorization", ""))
+                self.answer(fake.gateway_answer[1], fake.gateway_answer[0])
             elif self.path == "/handoffs/takeover":
                 self.answer({"handoff_id": TAKEN_OVER, "session_id": body["session_id"], "status": "accepted",
                              "agent": body["agent"], "channel": "chat", "priority": "emergency",
@@ -89,7 +111,8 @@ def fake() -> Iterator[Fake]:
 
 @pytest.fixture
 def web(fake: Fake) -> Iterator[str]:
-    settings = web_settings(fake.url, quality_url=fake.url, quality_api_token=QUALITY_TOKEN)
+    settings = web_settings(fake.url, quality_url=fake.url, quality_api_token=QUALITY_TOKEN,
+                            gateway_urls=(fake.url,), gateway_desk_token=GATEWAY_TOKEN)
     with serving_asgi(create_app(settings)) as url:
         yield url
 
@@ -166,3 +189,88 @@ def test_a_supervisor_takes_over_an_alerted_chat_but_not_a_call(fake: Fake, web:
     assert takeovers == [{"session_id": CONVERSATION, "channel": "chat", "agent": SUPERVISOR, "alert": "客户情绪异常"}]
     joins = [body for path, body in fake.posts if path == "/webhooks/webchat/agent" and body["do"] == "join"]
     assert [(body["sender"], body["agent_name"]) for body in joins] == [(CONVERSATION, "测主管")]
+
+
+def posted(fake: Fake, path: str) -> list[Any]:
+    return [body for at, body in fake.posts if at == path]
+
+
+def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(fake: Fake, web: str) -> None:
+    fake.alerts = [alert(1), alert(2, conversation=CALL), alert(3, conversation=FORGOTTEN)]
+    with logged_in(web, SUPERVISOR) as board, board.stream("GET", "/desk/api/events") as response:
+        shown = next_alerts(Events(response))
+        assert [item["kind"] for item in shown] == ["chat", "call", None], "unknown: the board's default (接管)"
+        chat, call, _ = (item["conversation"] for item in shown)
+        with logged_in(web, AGENT) as desk:
+            assert desk.post(f"/desk/api/quality/conversations/{call}/priority").status_code == 403
+        refused = board.post(f"/desk/api/quality/conversations/{chat}/priority")
+        assert refused.status_code == 409 and refused.json()["detail"]["code"] == "not_a_call"
+        raised = board.post(f"/desk/api/quality/conversations/{call}/priority")
+        assert raised.status_code == 200, raised.text
+        answer = raised.json()
+        assert (answer["handoff"]["handoff_id"], answer["handoff"]["priority_name"], answer["queue_priority"]) == (
+            RAISED, "紧急", 50)
+        assert CALL not in raised.text
+        assert board.post("/desk/api/quality/conversations/Q-0123456789abcdef0123/priority").status_code == 404
+        assert board.post(f"/desk/api/quality/conversations/{CALL}/priority").status_code == 422
+    assert httpx.post(f"{web}/desk/api/quality/conversations/{call}/priority",
+                      timeout=READ_TIMEOUT_S).status_code == 401
+    assert posted(fake, "/handoffs/raise-priority") == [
+        {"session_id": CALL, "agent": SUPERVISOR, "alert": "客户情绪异常"}]
+    assert posted(fake, "/queue/priority") == [{"call_id": CALL}]
+    assert fake.gateway_tokens == {f"Bearer {GATEWAY_TOKEN}"}
+
+
+def test_a_raise_refused_or_a_gateway_down_says_so_in_chinese(fake: Fake, web: str) -> None:
+    fake.alerts = [alert(1, conversation=CALL)]
+    with logged_in(web, SUPERVISOR) as board, board.stream("GET", "/desk/api/events") as response:
+        (call,) = (item["conversation"] for item in next_alerts(Events(response)))
+        fake.raise_refused = (409, "handoff_taken")  # an agent answered it meanwhile
+        taken = board.post(f"/desk/api/quality/conversations/{call}/priority")
+        assert taken.status_code == 409 and taken.json()["detail"]["code"] == "handoff_taken"
+        assert posted(fake, "/queue/priority") == [], "the queue is left alone"
+        fake.raise_refused = None
+        for status, code in ((404, "not_queued"), (503, "ami_unavailable")):
+            fake.gateway_answer = (status, {"detail": {"code": code, "message": "网关的说明"}})
+            answer = board.post(f"/desk/api/quality/conversations/{call}/priority")
+            assert answer.status_code == status and answer.json()["detail"] == {"code": code, "message": "网关的说明"}
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    fake.gateway_answer = (404, {"detail": {"code": "not_queued", "message": "这通电话不在坐席队列中等待。"}})
+    for gateways, status, code in (((down,), 503, "gateway_unavailable"),
+                                   ((fake.url, down), 503, "gateway_unavailable"),  # the one down may hold it
+                                   ((fake.url, fake.url), 404, "not_queued"),  # every gateway: not held here
+                                   ((fake.url,), 503, "gateway_not_configured")):
+        settings = web_settings(fake.url, quality_url=fake.url, quality_api_token=QUALITY_TOKEN, gateway_urls=gateways,
+                                gateway_desk_token=GATEWAY_TOKEN if code != "gateway_not_configured" else None)
+        with serving_asgi(create_app(settings)) as other, logged_in(other, SUPERVISOR) as board, \
+                board.stream("GET", "/desk/api/events") as response:
+            next_alerts(Events(response))
+            answer = board.post(f"/desk/api/quality/conversations/{call}/priority")
+            assert answer.status_code == status and answer.json()["detail"]["code"] == code, answer.text
+            assert "网关" in answer.json()["detail"]["message"] or code == "not_queued"
+
+
+def test_the_gateway_that_holds_the_call_answers_among_several(fake: Fake) -> None:
+    fake.alerts = [alert(1, conversation=CALL)]
+    down = f"http://127.0.0.1:{free_port()}"
+    with serving(_handler(Fake(gateway_answer=(404, {"detail": {"code": "not_queued", "message": "不在"}})))) as other:
+        settings = web_settings(fake.url, quality_url=fake.url, quality_api_token=QUALITY_TOKEN,
+                                gateway_urls=(other, fake.url, down), gateway_desk_token=GATEWAY_TOKEN)
+        with serving_asgi(create_app(settings)) as web, logged_in(web, SUPERVISOR) as board, \
+                board.stream("GET", "/desk/api/events") as response:
+            (call,) = (item["conversation"] for item in next_alerts(Events(response)))
+            raised = board.post(f"/desk/api/quality/conversations/{call}/priority")
+            assert raised.status_code == 200, raised.text
+            assert raised.json()["queue_priority"] == 50
+    assert posted(fake, "/queue/priority") == [{"call_id": CALL}]
+
+
+def test_the_gateways_and_their_token_come_from_the_environment_and_no_development_token_outside_it() -> None:
+    env = {"RISK_API_TOKEN": "r" * 20, "CHAT_SESSION_SECRET": "c" * 32,
+           "GATEWAY_URLS": " http://127.0.0.1:9093  http://127.0.0.1:9193 ", "GATEWAY_DESK_TOKEN": "g" * 20}
+    settings = Settings.from_environment(env)
+    assert settings.gateway_urls == ("http://127.0.0.1:9093", "http://127.0.0.1:9193")
+    assert settings.gateway_desk_token == "g" * 20
+    assert Settings.from_environment({**env, "GATEWAY_URLS": ""}).gateway_urls == ("http://127.0.0.1:9093",)
+    with pytest.raises(SecretError, match="GATEWAY_DESK_TOKEN"):
+        Settings.from_environment({**env, "GATEWAY_DESK_TOKEN": "dev-only-gateway-desk-token"})

@@ -120,9 +120,10 @@ def empty_conditions(value: str, joinempty: bool) -> set[str]:
 
 
 def referenced_sounds() -> set[str]:
-    """Every sound the configuration plays: Playback() files and the queue's announcements."""
+    """Every sound the configuration plays by name: Playback() files and the queue's announcements
+    (a name in a variable, a campaign's machine message, is the dialler's: tests/outbound)."""
     names = {name for step in dialplan().values() if step.app == "Playback"
-             for name in step.data.split(",")[0].split("&")}
+             for name in step.data.split(",")[0].split("&") if not name.startswith("${")}
     return (names | set(queue_settings().get("periodic-announce", "").split(","))) - {""}
 
 

@@ -423,3 +423,32 @@ async def test_a_caller_who_sends_nothing_gets_keepalive_frames_within_asterisks
     assert len(sent_at) >= 10 / 0.5 - 1 and max(gaps) < 2.0, gaps
     assert len(peer.keepalives()) == len(sent_at) and all(m.payload == bytes(320) for m in peer.keepalives())
     assert not peer.audio(), "keep-alive frames are silence"
+
+
+# --- one address, several gateway processes -------------------------------------------------------
+
+async def test_gateways_sharing_the_audiosocket_port_each_take_some_of_the_calls() -> None:
+    """SO_REUSEPORT: two servers (as two gateway processes would) on one address; the kernel spreads
+    the connections by their source port, so 24 calls all landing on one would be a 1 in 8 million
+    chance. Every call is served exactly once; a server that does not share cannot bind there."""
+    first, second = Recorder(), Recorder()
+    one = AudioSocketServer(first, host="127.0.0.1", port=0, share_port=True)
+    await one.start()
+    other = AudioSocketServer(second, host="127.0.0.1", port=one.port, share_port=True)
+    await other.start()
+    try:
+        calls = [uuid.uuid4() for _ in range(24)]
+        for call_uuid in calls:
+            peer = await AudioSocketPeer("127.0.0.1", one.port, call_uuid).connect()
+            await peer.send_hangup()
+            await peer.close()
+        await until(lambda: len(first.events) + len(second.events) == len(calls))
+        assert first.events and second.events, "both processes take calls"
+        assert set(first.events) | set(second.events) == {str(call_uuid) for call_uuid in calls}
+        assert not set(first.events) & set(second.events)
+        alone = AudioSocketServer(Recorder(), host="127.0.0.1", port=one.port)
+        with pytest.raises(OSError):
+            await alone.start()
+    finally:
+        await one.close()
+        await other.close()

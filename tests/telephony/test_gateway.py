@@ -33,6 +33,7 @@ from telephony.priority import load_priority_rules
 from tests.conftest import SECRETS, Stack
 from tests.dialogue.conftest import CUSTOMERS
 from tests.loopback import JsonPeer, serving
+from tests.observability.scrape import refusals, scrape, value
 from tests.telephony.peers import AmiPeer
 from tests.waiting import until
 from voice.call import VoiceEngines
@@ -248,8 +249,49 @@ async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running
         assert len(await peer.wait_for_audio(8000, timeout=15)) >= 8000
         await peer.send_hangup()
         await peer.close()
+        health_url = f"http://127.0.0.1:{ports.gateway_health}"
+        assert refusals(health_url, SECRETS.risk_gateway) == [401, 401, 401], "monitoring's token only"
+        await until(lambda: value(scrape(health_url, SECRETS.metrics), "ivr_gateway_calls_active") == 0)
+        assert value(scrape(health_url, SECRETS.metrics), "ivr_gateway_calls_total", channel="voice") == 1
     log = (tmp_path / "phone_gateway.log").read_text(encoding="utf-8")
     assert "speech recognition is off" in log and "AMI is off" in log
+
+
+async def test_a_killed_gateway_process_ends_its_calls_and_the_others_take_the_new_ones(
+        running_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateway processes on one AudioSocket address (SO_REUSEPORT, as `make run SCALE=2`
+    starts them): the kernel spreads the calls; one killed mid-call closes its calls' sockets
+    (Asterisk hangs up on EOF) and every new call is greeted by the other."""
+    for name in ("AUDIOSOCKET_HOST", "ASTERISK_AMI_HOST", "VOSK_MODEL_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KOKORO_PRERENDER_AT_START", "0")
+    ports = dataclasses.replace(Ports.free(), rasa=int(running_stack.rasa_url.rsplit(":", 1)[1]),
+                                risk_api=int(running_stack.risk_url.rsplit(":", 1)[1]))
+    health = {"gw1": ports.gateway_health, "gw2": Ports.free().gateway_health}
+    gateways = tuple(phone_gateway(ports, SECRETS, name, port, share_port=True) for name, port in health.items())
+
+    def calls_held(name: str) -> int:
+        return int(httpx.get(f"http://127.0.0.1:{health[name]}/health", timeout=5).json()["calls"])
+
+    with started([gateways], tmp_path) as running:
+        peers = []
+        while len(peers) < 24 and not (peers and all(calls_held(name) for name in health)):
+            peer = await AudioSocketPeer("127.0.0.1", ports.audiosocket).connect()
+            await peer.wait_for_audio(1600, timeout=15)  # greeted: the call is up in one process
+            peers.append(peer)
+        assert all(calls_held(name) for name in health), "the kernel gave both processes calls"
+        victim = "gw1"
+        running.processes[victim].kill()
+        running.processes[victim].wait(timeout=30)
+        ended = await asyncio.gather(*(peer.wait_closed_by_server(5) for peer in peers))
+        assert any(ended) and not all(ended), "the killed process's calls ended, the other's go on"
+        for _ in range(6):
+            newcomer = await AudioSocketPeer("127.0.0.1", ports.audiosocket).connect()
+            assert len(await newcomer.wait_for_audio(1600, timeout=15)) >= 1600, "greeted by the survivor"
+            await newcomer.send_hangup()
+            await newcomer.close()
+        for peer in peers:
+            await peer.close()
 
 
 async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_identity(

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telephony.queue_sounds import HOLD_MUSIC, LANGUAGE, MOH_CLASS, PROMPTS, main
+from flowspec.model import load_flowset
+from outbound.campaigns import load_campaigns
+from telephony.queue_sounds import HOLD_MUSIC, LANGUAGE, MOH_CLASS, PROMPTS, main, sounds
 from tests.telephony.test_asterisk_config import moh_directory, referenced_sounds
 from voice.audio import FULL_SCALE, TELEPHONE_RATE, level_dbfs, samples
 
@@ -44,13 +46,13 @@ def longest_quiet_seconds(pcm: bytes) -> float:
 
 def test_writes_one_file_per_prompt_and_the_hold_music(rendered: Path) -> None:
     files = {path.relative_to(rendered).as_posix() for path in rendered.rglob("*") if path.is_file()}
-    assert files == {f"sounds/{LANGUAGE}/{name}.wav" for name in PROMPTS} | {f"moh/{MOH_CLASS}/{HOLD_MUSIC}.wav"}
+    assert files == {f"sounds/{LANGUAGE}/{name}.wav" for name in sounds()} | {f"moh/{MOH_CLASS}/{HOLD_MUSIC}.wav"}
 
 
-@pytest.mark.parametrize("name", sorted(PROMPTS))
+@pytest.mark.parametrize("name", sorted(sounds()))
 def test_each_prompt_is_audible_speech_as_long_as_its_words(rendered: Path, name: str) -> None:
     pcm = read_wav(rendered / "sounds" / LANGUAGE / f"{name}.wav")
-    syllables = len(re.findall(r"[\u4e00-\u9fff]", PROMPTS[name]))
+    syllables = len(re.findall(r"[\u4e00-\u9fff]", sounds()[name]))
     # A calm IVR pace: between 2 and 6 syllables a second, pauses included.
     assert syllables / 6 < seconds(pcm) < syllables / 2
     assert level_dbfs(pcm) > -30
@@ -77,3 +79,11 @@ def test_every_sound_the_configuration_plays_is_rendered(rendered: Path) -> None
         assert (rendered / "sounds" / LANGUAGE / f"{name}.wav").is_file(), f"{name} is not rendered"
     # musiconhold.conf's directory is relative to Asterisk's data directory, which `rendered` mirrors.
     assert [path.name for path in (rendered / moh_directory()).glob("*.wav")] == [f"{HOLD_MUSIC}.wav"]
+
+
+def test_each_campaign_message_to_a_machine_is_rendered_under_the_name_the_dialler_sends(rendered: Path) -> None:
+    messages = [c.machine for c in load_campaigns(load_flowset()).values() if c.machine.behaviour == "message"]
+    assert messages, "no shipped campaign leaves a message: nothing to check"
+    for machine in messages:
+        assert machine.prompt not in PROMPTS
+        assert (rendered / "sounds" / LANGUAGE / f"{machine.prompt}.wav").is_file(), machine.prompt

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
@@ -48,11 +49,13 @@ def test_outside_a_flow_the_customer_hears_where_help_is_and_a_person_comes_at_o
     assert said[0]["text"] == (care.chat if channel == "chat" else care.voice)
     assert help_line in said[0]["text"]
     handoff = handoff_of(said)
-    assert (handoff["priority"], handoff["reason"]) == ("emergency", DISTRESS_REASON)
+    assert (handoff["flow"], handoff["priority"], handoff["reason"]) == ("distress", "emergency", DISTRESS_REASON)
     assert "轻生或极端情绪" in handoff["summary"]
 
 
 def test_in_a_flow_the_form_ends_with_the_same_care_instead_of_the_flows_own_ending() -> None:
+    counted = {"flow": "complaint", "outcome": "handoff", "channel": "chat"}
+    before = REGISTRY.get_sample_value("ivr_bot_flow_outcomes_total", counted) or 0.0
     said = run(FinishFlow(), "chat",
                "我不想活了", active_flow="complaint", flow_exit=FlowExit("distress").encode())
     assert "12356" in said[0]["text"]
@@ -60,6 +63,7 @@ def test_in_a_flow_the_form_ends_with_the_same_care_instead_of_the_flows_own_end
     assert (handoff["flow"], handoff["priority"]) == ("complaint", "emergency")
     outcome = [message["custom"] for message in said if (message.get("custom") or {}).get("outcome")]
     assert outcome == [{"flow": "complaint", "outcome": "handoff"}]
+    assert REGISTRY.get_sample_value("ivr_bot_flow_outcomes_total", counted) == before + 1, "the metric the board reads"
 
 
 def test_whoever_answered_an_outbound_call_hears_nothing_of_an_account() -> None:

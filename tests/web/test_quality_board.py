@@ -44,8 +44,10 @@ def test_a_customer_in_distress_raises_an_alert_the_supervisor_opens_and_takes_o
         expect(board.locator("#inspected-hits")).to_contain_text("客户情绪异常（严重）")
         board.screenshot(path=str(artifact("quality-board-alert")), full_page=True)
 
+        # The assistant already handed the customer over (distress: emergency); the supervisor takes
+        # that hand-over, no second one.
         alert.get_by_role("button", name="接管").click()
-        expect(board.locator("#desk-status")).to_contain_text("已接管：质检告警接管")
+        expect(board.locator("#desk-status")).to_contain_text("已接管：情绪关怀（可能有危险）")
         customer = widget.page
         expect(customer.locator(".fin-chat-system").last).to_contain_text(f"我是人工客服{display_name(SUPERVISOR)}")
         reply = board.get_by_label("回复客户", exact=False)

@@ -430,11 +430,36 @@
     open.type = "button";
     open.addEventListener("click", function () { inspect(alert.conversation); });
     card.appendChild(open);
-    var takeOver = el("button", "claim", "接管");
-    takeOver.type = "button";
-    takeOver.addEventListener("click", function () { takeOverConversation(alert.conversation, takeOver); });
-    card.appendChild(takeOver);
+    // A chat is taken over; a call waits in Asterisk's queue and is moved to its front instead.
+    var isCall = alert.kind === "call";
+    var act = el("button", "claim", isCall ? "提高优先级" : "接管");
+    act.type = "button";
+    act.addEventListener("click", function () {
+      if (isCall) raisePriority(alert.conversation, act); else takeOverConversation(alert.conversation, act);
+    });
+    card.appendChild(act);
     return card;
+  }
+
+  /* A call with an alert, waiting for an agent: its hand-over goes to emergency and the call to the
+   * front of the agents' queue; any agent still takes it. */
+  function raisePriority(ref, button) {
+    button.disabled = true;
+    fetch("/desk/api/quality/conversations/" + encodeURIComponent(ref) + "/priority", {
+      method: "POST", credentials: "same-origin"
+    }).then(function (response) {
+      if (response.status === 401) { location.href = "/desk"; return null; }
+      return response.json().then(function (body) {
+        if (!response.ok) {
+          statusLine.textContent = "提高优先级失败：" + failure(body, response.status);
+          button.disabled = false;
+          return;
+        }
+        statusLine.textContent = "已提高优先级：" + body.handoff.priority_name + "（" + body.handoff.handoff_id + "）";
+        button.textContent = "已提高优先级";
+        poll();
+      });
+    }).catch(function () { statusLine.textContent = "网络错误，请重试"; button.disabled = false; });
   }
 
   /* A chat with an alert: its hand-over becomes this supervisor's, the customer is told a person

@@ -1,0 +1,14 @@
+"""The dialler's metrics (trust/metrics.py serves them): dial attempts and what the answered
+calls' conversations came to, by campaign (a campaign file's id, never a customer)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+# result: answered | no_answer | busy | failed | unknown | not_sent (outbound/originator.py).
+DIAL_ATTEMPTS = Counter("ivr_outbound_attempts_total", "Outbound dial attempts, by campaign and result",
+                        ["campaign", "result"])
+# outcome: one of outbound.queue.CONVERSATION_OUTCOMES, as the phone gateway reports it.
+CONVERSATION_OUTCOMES = Counter("ivr_outbound_conversation_outcomes_total",
+                                "What answered outbound calls came to, by campaign and outcome",
+                                ["campaign", "outcome"])
