@@ -310,7 +310,7 @@ def phone_gateway(ports: Ports, keys: Secrets, name: str = "phone_gateway", heal
         [str(SERVICES_VENV / "bin" / "python"), "-m", "telephony.gateway"],
         f"http://127.0.0.1:{health}/health",
         env={"AUDIOSOCKET_HOST": os.environ.get("AUDIOSOCKET_HOST", "127.0.0.1"),
-             "AUDIOSOCKET_PORT": str(ports.audiosocket), "AUDIOSOCKET_SHARE_PORT": "1" if share_port else "0",
+             "AUDIOSOCKET_PORT": str(ports.audiosocket), "AUDIOSOCKET_SHARED": "1" if share_port else "0",
              "GATEWAY_HEALTH_PORT": str(health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
              "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_gateway,
              "RASA_CHANNEL_TOKEN": keys.rasa_gateway, "PYTHONPATH": str(ROOT),

@@ -102,6 +102,9 @@ class GatewaySettings:
     ami: AmiConfig | None
     priority_rules: Path = DEFAULT_RULES_PATH
     health_port: int = 9093
+    # The health/metrics/queue routes' address: AUDIOSOCKET_HOST unless GATEWAY_HEALTH_HOST says
+    # otherwise (a container exposes them to the web server, never the AudioSocket).
+    health_host: str | None = None
     max_calls: int = DEFAULT_MAX_CALLS
     share_port: bool = False  # one of several gateway processes on the AudioSocket address (SO_REUSEPORT)
     outbound_url: str | None = None  # the dialler, told each outbound call's outcome
@@ -120,9 +123,9 @@ class GatewaySettings:
         max_calls = env.get("AUDIOSOCKET_MAX_CALLS", str(DEFAULT_MAX_CALLS))
         if not max_calls.isdigit() or int(max_calls) < 1:
             raise ValueError(f"AUDIOSOCKET_MAX_CALLS must be a positive whole number, got {max_calls!r}")
-        share_port = env.get("AUDIOSOCKET_SHARE_PORT", "0")
+        share_port = env.get("AUDIOSOCKET_SHARED", "0")
         if share_port not in ("0", "1"):
-            raise ValueError(f"AUDIOSOCKET_SHARE_PORT must be 0 or 1, got {share_port!r}")
+            raise ValueError(f"AUDIOSOCKET_SHARED must be 0 or 1, got {share_port!r}")
         try:
             outbound_token = optional_secret("OUTBOUND_GATEWAY_TOKEN", env)
             monitoring_token = metrics_token(env)
@@ -135,6 +138,7 @@ class GatewaySettings:
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
             priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
             health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")), max_calls=int(max_calls),
+            health_host=env.get("GATEWAY_HEALTH_HOST", "").strip() or None,
             share_port=share_port == "1",
             outbound_url=env.get("OUTBOUND_URL", "").strip() or None, outbound_token=outbound_token,
             metrics_token=monitoring_token, desk_token=desk_token)
@@ -632,7 +636,7 @@ async def serve(settings: GatewaySettings) -> None:
         await ami.connect(retry_in_background=True)
     gateway = Gateway(settings, engines, rules, ami)
     await gateway.start()
-    async with serving_http(health_app(gateway), settings.host, settings.health_port) as stop:
+    async with serving_http(health_app(gateway), settings.health_host or settings.host, settings.health_port) as stop:
         await stop.wait()
     await gateway.close()
     await stop_prerender(prerendering)
