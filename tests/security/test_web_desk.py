@@ -411,13 +411,14 @@ def web_env(**overrides: str) -> dict[str, str]:
                 "AGENT_ACCOUNTS_FILE": str(accounts_file()), "WEB_SESSION_SECRET": "w" * 32,
                 "CHAT_SESSION_SECRET": "c" * 32,
                 "RASA_DESK_TOKEN": "a-rasa-desk-token-for-tests", "OUTBOUND_DESK_TOKEN": "an-outbound-token-for-tests",
-                "QUALITY_API_TOKEN": "a-quality-token-for-tests"})
+                "QUALITY_API_TOKEN": "a-quality-token-for-tests", "METRICS_TOKEN": "a-metrics-token-for-tests",
+                "GATEWAY_DESK_TOKEN": "a-gateway-desk-token-for-tests"})
     env.update(overrides)
     return env
 
 
 @pytest.mark.parametrize("name", ["WEB_SESSION_SECRET", "CHAT_SESSION_SECRET", "RISK_API_TOKEN", "RASA_DESK_TOKEN",
-                                  "OUTBOUND_DESK_TOKEN", "QUALITY_API_TOKEN"])
+                                  "OUTBOUND_DESK_TOKEN", "QUALITY_API_TOKEN", "METRICS_TOKEN", "GATEWAY_DESK_TOKEN"])
 def test_development_secrets_stop_the_server_outside_development(name: str) -> None:
     done = subprocess.run([str(SERVICES_VENV / "bin" / "python"), "-m", "web"], cwd=ROOT,
                           env=web_env(**{name: "dev-only-agent-password"}), capture_output=True, text=True,

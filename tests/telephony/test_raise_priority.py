@@ -196,6 +196,8 @@ def test_the_desk_token_is_a_secret_refused_as_a_development_value_outside_devel
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RISK_API_TOKEN", "a-risk-token-for-tests")
     monkeypatch.delenv("IVR_ENV", raising=False)
+    for other in ("OUTBOUND_GATEWAY_TOKEN", "METRICS_TOKEN"):  # `make test` exports development values
+        monkeypatch.delenv(other, raising=False)
     monkeypatch.setenv("GATEWAY_DESK_TOKEN", "dev-only-gateway-desk-token")
     with pytest.raises(ValueError, match="GATEWAY_DESK_TOKEN"):
         GatewaySettings.from_env()
