@@ -276,8 +276,10 @@ class DistressPhrases(GraphComponent):
             listed = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(config["phrase_list"])
         except (OSError, yaml.YAMLError) as error:
             raise InvalidConfigException(f"{cls.__name__}: cannot read {path}: {error}") from error
-        if not isinstance(listed, list) or not listed or not all(isinstance(p, str) and p.strip() for p in listed):
-            raise InvalidConfigException(f"{cls.__name__}: {path} needs a non-empty list '{config['phrase_list']}'")
+        # A phrase of punctuation alone would be "" once bare, and "" is in every message.
+        if not isinstance(listed, list) or not listed or not all(isinstance(p, str) and _bare(p) for p in listed):
+            raise InvalidConfigException(f"{cls.__name__}: {path} needs a non-empty list '{config['phrase_list']}' "
+                                         "of phrases with letters or digits")
         return tuple(_bare(phrase) for phrase in listed)
 
     @classmethod

@@ -592,7 +592,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             raise HTTPException(503, {"code": "gateway_not_configured",
                                       "message": "电话网关未配置（GATEWAY_DESK_TOKEN），无法调整排队优先级。"})
         session_id = str(alert["conversation_id"])
-        if await conversation_kind(session_id) == "chat":
+        kind = await conversation_kind(session_id)
+        if kind is None:  # Rasa could not say: never raise (and probe the gateways with) what may be a chat
+            raise HTTPException(503, {"code": "conversation_unknown",
+                                      "message": "暂时无法确认这是电话还是在线聊天，请稍后重试。"})
+        if kind == "chat":
             raise HTTPException(409, {"code": "not_a_call", "message": "在线聊天无需排队优先级，请直接接管。"})
         handoff = risk_json(await risk_call("POST", "/handoffs/raise-priority", json={
             "session_id": session_id, "agent": supervisor.login,

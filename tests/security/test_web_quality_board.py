@@ -200,11 +200,14 @@ def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(
     with logged_in(web, SUPERVISOR) as board, board.stream("GET", "/desk/api/events") as response:
         shown = next_alerts(Events(response))
         assert [item["kind"] for item in shown] == ["chat", "call", None], "unknown: the board's default (接管)"
-        chat, call, _ = (item["conversation"] for item in shown)
+        chat, call, unknown = (item["conversation"] for item in shown)
         with logged_in(web, AGENT) as desk:
             assert desk.post(f"/desk/api/quality/conversations/{call}/priority").status_code == 403
         refused = board.post(f"/desk/api/quality/conversations/{chat}/priority")
         assert refused.status_code == 409 and refused.json()["detail"]["code"] == "not_a_call"
+        # Rasa cannot say whether it is a call: nothing is raised, no gateway is asked.
+        unsure = board.post(f"/desk/api/quality/conversations/{unknown}/priority")
+        assert unsure.status_code == 503 and unsure.json()["detail"]["code"] == "conversation_unknown"
         raised = board.post(f"/desk/api/quality/conversations/{call}/priority")
         assert raised.status_code == 200, raised.text
         answer = raised.json()
