@@ -43,6 +43,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
+from bot.socket_rooms import shared_rooms
 from flowspec.model import FLOW_STATE_SLOTS, repository_flowset
 from trust import chat_session
 from trust.env_secrets import optional_secret, require_secret
@@ -124,8 +125,10 @@ class WebChatInput(SocketIOInput):
     def blueprint(self, on_new_message: OnMessage) -> Blueprint:
         origins = allowed_origins()
         # An empty list would switch engine.io's origin check off: no origin is allowed then.
+        # Several Rasa processes (REDIS_HOST set) share the rooms over Redis: an agent's line
+        # written on one process reaches the customer's socket on another (bot/socket_rooms.py).
         sio = AsyncServer(async_mode="sanic", cors_allowed_origins=origins or ["null-origin-only"],
-                          max_http_buffer_size=MAX_SOCKET_PAYLOAD_BYTES)
+                          max_http_buffer_size=MAX_SOCKET_PAYLOAD_BYTES, client_manager=shared_rooms())
         webhook = SocketBlueprint(sio, self.socketio_path, "webchat_webhook", __name__)
         self.sio = sio
         tokens: dict[str, str] = {}  # socket id -> the token it proved its session with

@@ -5,7 +5,9 @@ multi-machine deployment uses:
   store (bot/tracker_store.py) Rasa's SQL settings with dialect postgresql. The quality stream's
   events go to the same database (their own tables).
 - Redis holds the conversations' locks (Rasa's RedisLockStore), so one turn of a conversation
-  runs at a time whichever process serves it.
+  runs at a time whichever process serves it, and carries the widget's socket.io rooms between
+  the processes (bot/socket_rooms.py, JSON only), so an agent's line written on one process
+  reaches the customer's websocket open on another.
 - n Rasa processes and n action servers behind HAProxy (stack/haproxy.cfg.template): health
   checks, round robin, no stickiness. The rest of the stack (web server, phone gateway) reaches
   Rasa at the balancer's address, which is `Ports.rasa`; operators reach each Rasa process's

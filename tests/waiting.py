@@ -5,6 +5,7 @@ never red; how long anything took is never asserted (speed belongs in bench/).""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -23,3 +24,12 @@ async def until(condition: Callable[[], bool], bound: float = BOUND_SECONDS) -> 
         while not condition():
             await asyncio.sleep(0.01)
     await within(poll(), bound)
+
+
+def until_true(condition: Callable[[], bool], bound: float = BOUND_SECONDS) -> None:
+    """`until` for a test without an event loop: state another thread updates, polled every 10 ms."""
+    for _ in range(int(bound / 0.01)):
+        if condition():
+            return
+        time.sleep(0.01)
+    assert condition(), f"waited {bound} s in vain"

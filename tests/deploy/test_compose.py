@@ -22,6 +22,7 @@ from tests.deploy.topology import (
     module_of,
     option,
     path_port,
+    port_setting,
     required_variables,
     resolved_compose,
     stack_services,
@@ -52,7 +53,7 @@ def test_services_run_the_stack_commands_on_its_ports(resolved: dict[str, Any]) 
         for replica, name in enumerate(TOPOLOGY[component][0]):
             deployed = resolved["services"][name]
             assert module_of(deployed["command"]) == module_of(service.command), name
-            found = {key: str(value) for key, value in deployed["environment"].items() if key.endswith("_PORT")}
+            found = {key: str(value) for key, value in deployed["environment"].items() if port_setting(key)}
             if (port := option(deployed["command"], "--port")) is not None:
                 found["--port"] = port
             found["health"] = str(path_port(deployed["healthcheck"]["test"][-1]))

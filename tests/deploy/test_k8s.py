@@ -21,6 +21,7 @@ from tests.deploy.topology import (
     module_of,
     option,
     path_port,
+    port_setting,
     stack_services,
 )
 
@@ -52,7 +53,7 @@ def test_containers_run_the_stack_commands_on_its_ports() -> None:
             container = k8s_container(workload, name)
             assert module_of(container["command"]) == module_of(service.command), name
             found = {item["name"]: item["value"] for item in container.get("env", [])
-                     if item["name"].endswith("_PORT") and "value" in item}
+                     if port_setting(item["name"]) and "value" in item}
             if (port := option(container["command"], "--port")) is not None:
                 found["--port"] = port
             found["health"] = str(probe_port(container["readinessProbe"]))

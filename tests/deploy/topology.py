@@ -16,7 +16,8 @@ DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 K8S_DIR = DEPLOY / "k8s"
 # Each process of `make run` and where it runs: compose services; Kubernetes (workload, container).
-# A second gateway listens on the first one's ports + GATEWAY_PORT_STEP (they share Asterisk's loopback).
+# The gateways share Asterisk's loopback: all listen on the dialplan's AudioSocket address
+# (SO_REUSEPORT), each answers health on the first one's port + GATEWAY_PORT_STEP × its rank.
 TOPOLOGY: dict[str, tuple[list[str], list[tuple[str, str]]]] = {
     "risk_api": (["risk-api"], [("risk-api", "risk-api")]),
     "actions": (["actions-1", "actions-2"], [("actions", "actions")]),
@@ -100,11 +101,27 @@ def path_port(url: str) -> int:
     return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
 
+def port_setting(name: str) -> bool:
+    """A setting of where a process listens: a port, or whether it shares it (AUDIOSOCKET_SHARED)."""
+    return name.endswith(("_PORT", "_SHARED"))
+
+
+def replica_service(component: str, service: Service, replica: int) -> Service:
+    """The stack's process as its replica n (0-based) runs: the gateways as `make run SCALE=n`
+    runs them (stack/run.py), on the one AudioSocket port, each with its own health port."""
+    if component != "phone_gateway":
+        return service
+    ports = Ports()
+    return phone_gateway(ports, Secrets.generated(), health_port=ports.gateway_health + GATEWAY_PORT_STEP * replica,
+                         share_port=len(TOPOLOGY[component][0]) > 1)
+
+
 def expected_ports(service: Service, replica: int, component: str) -> dict[str, str]:
-    """The port settings the stack gives `service` (its env's *_PORT, its --port), for replica n (0-based)."""
-    step = GATEWAY_PORT_STEP * replica if component == "phone_gateway" else 0
-    wanted = {name: str(int(value) + step) for name, value in service.env.items() if name.endswith("_PORT")}
+    """Where the stack has `service` listen (its env's port settings, its --port, its health
+    port), for replica n (0-based)."""
+    service = replica_service(component, service, replica)
+    wanted = {name: value for name, value in service.env.items() if port_setting(name)}
     if (port := option(service.command, "--port")) is not None:
         wanted["--port"] = port
-    wanted["health"] = str(path_port(service.health_url) + step)
+    wanted["health"] = str(path_port(service.health_url))
     return wanted

@@ -9,8 +9,14 @@ from datetime import date
 
 from quality.figures import daily_figures, figures_csv, metric_families
 from tests.quality.scripts import START, Script, inspect, verified_bill_chat
-
-HANDOFF = {"flow": "transfer_to_agent", "reason": "客户要求人工", "priority": "normal", "channel": "chat"}
+from tests.quality.seeded_day import (
+    barge_in_call,
+    empty_chat,
+    failed_identity_chat,
+    plain_call,
+    silent_then_transfer_call,
+    transfer_chat,
+)
 
 
 def seeded_day() -> list[Script]:
@@ -24,20 +30,10 @@ def seeded_day() -> list[Script]:
     name question, so its text was never stored.
     Plus one chat on 2026-01-02."""
     scripts = [verified_bill_chat(f"verified-{n}") for n in range(6)]
-    scripts += [Script(f"transfer-{n}").user("转人工", intent="transfer_to_agent").wait(4)
-                .bot("正在为您转接", handoff=HANDOFF).listen() for n in range(2)]
-    scripts.append(Script("not-verified").user("查账单").wait(1).slot("requested_slot", "customer_name")
-                   .bot("请问您的姓名？").listen().wait(9).user("嗯那个啥", intent="inform", confidence=0.3).wait(1)
-                   .bot("转人工", handoff={**HANDOFF, "reason": "身份核验未通过"}).listen())
-    scripts.append(Script("empty").session_starts())
-    calls = [Script(name, channel="voice").call_opens().wait(1) for name in ("call-plain", "call-barge", "call-quiet")]
-    calls[0].caller_says("嗯那个啥", 2.0, confidence=0.3).bot_answers("好的").wait(1).call("call_ended")
-    calls[1].call("barge_in", cause="speech").caller_says("额度", 2.0, confidence=0.5).bot_answers("好的").wait(1)
-    calls[1].call("call_ended")
-    calls[2].wait(8).caller_says("转人工", 2.0, intent="transfer_to_agent").wait(0.8)
-    calls[2].bot("正在为您转接", handoff={**HANDOFF, "channel": "voice"}).listen()
-    calls[2].call("control_handoff", reason="客户要求人工", flow="transfer_to_agent").wait(1).call("call_ended")
-    scripts += calls
+    scripts += [transfer_chat(f"transfer-{n}", START) for n in range(2)]
+    scripts += [failed_identity_chat("not-verified", START), empty_chat("empty", START)]
+    scripts += [plain_call("call-plain", START), barge_in_call("call-barge", START),
+                silent_then_transfer_call("call-quiet", START)]
     scripts.append(verified_bill_chat("next-day", start=START + 86400))
     return scripts
 

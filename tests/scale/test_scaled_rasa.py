@@ -5,7 +5,9 @@ locks in Redis. Chats get their session from the web server, as the widget does,
 public chat channel (REST, or the widget's socket.io websocket through the balancer).
 
 Shown: a conversation whose turns alternate between the processes runs its flow to the end; the
-balancer forwards only the channels and logs no query string nor conversation id; a Rasa process
+balancer forwards only the channels and logs no query string nor conversation id; an agent's
+line written on one process reaches the customer's websocket on the other (socket.io rooms shared
+over Redis, JSON only: a pickle published there is refused, never run); a Rasa process
 killed mid-turn (SIGKILL, holding the conversation's lock) leaves the turn sent again to the
 other once the lock's lifetime is over, the conversation intact;
 with Redis stopped, or PostgreSQL unreachable, a turn is refused at once with a 503 saying which
@@ -16,7 +18,9 @@ unreachable at start stops a Rasa process with a clear error instead of a wait.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import secrets
 import signal
 import time
@@ -55,6 +59,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.stack]
 FLOW = load_flowset().flows["check_credit_limit"]  # identity first, then the risk API: state across turns
 PROCESSES = 2
 TURN_TIMEOUT_SECONDS = 30.0
+ROOMS_CHANNEL = "xiaoan-webchat"  # bot/socket_rooms.py's CHANNEL (that module needs Rasa's venv)
 
 
 @dataclass
@@ -187,6 +192,71 @@ def test_the_balancer_serves_only_the_channels(scaled: ScaledStack) -> None:
     balancer_log = balancer_log_once(scaled, "<refused>")
     assert chat.sender not in balancer_log and SECRETS.rasa_api not in balancer_log
     assert "POST /webhooks/chat/webhook 200" in balancer_log
+
+
+def relay_to(process_url: str, body: dict[str, Any]) -> None:
+    """What the web server sends for the agent desk, to this Rasa process (`LiveAgentRelay`)."""
+    answer = httpx.post(f"{process_url}/webhooks/webchat/agent", json=body,
+                        headers={"Authorization": f"Bearer {SECRETS.rasa_desk}"}, timeout=TURN_TIMEOUT_SECONDS)
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_agents_line_reaches_the_widget_connected_to_another_process(scaled: ScaledStack) -> None:
+    """The customer's websocket is open on the first process; the desk's relay lands on the
+    second: the join and the agent's words reach the widget (the rooms shared over Redis)."""
+    token, sender = web_chat_session(scaled)
+    widget = WidgetSocket(scaled.process_urls[0], scaled.web_url, token)
+    try:
+        widget.say(FLOW.examples[0])
+        assert widget.asked() == "phone_number"
+        relay_to(scaled.process_urls[1], {"sender": sender, "do": "join", "agent_name": "王"})
+        assert widget.bot_message()["custom"]["live_agent"]["state"] == "joined"
+        line = "请稍等，我来查一下"
+        relay_to(scaled.process_urls[1], {"sender": sender, "do": "say", "agent_name": "王", "text": line})
+        said = widget.bot_message()["custom"]["live_agent"]
+        assert (said["state"], said["text"]) == ("message", line)
+    finally:
+        widget.close()
+
+
+class WritesAFile:
+    """Unpickled, it creates `path`: what an attacker with access to Redis would send."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return open, (str(self.path), "w")
+
+
+def publish_to_rooms(scaled: ScaledStack, payload: str) -> int:
+    """PUBLISH on the rooms' Redis channel; how many Rasa processes are subscribed."""
+    reply = redis_replies(scaled.redis_port, scaled.redis_password, ("PUBLISH", ROOMS_CHANNEL, payload))[-1]
+    assert reply.startswith(b":"), reply
+    return int(reply[1:])
+
+
+def test_a_pickle_published_to_the_rooms_is_refused_not_run(scaled: ScaledStack, tmp_path: Path) -> None:
+    """A pickle whose unpickling writes a file, published where the processes share their rooms:
+    refused and logged; the JSON emit published after it reaches the widget, and no file appears."""
+    unpickled_here, sent = tmp_path / "unpickled-here", tmp_path / "written-by-rasa"
+    pickle.loads(pickle.dumps(WritesAFile(unpickled_here), protocol=0)).close()
+    assert unpickled_here.exists()  # the payload is live: an unpickler runs it
+    token, sender = web_chat_session(scaled)
+    widget = WidgetSocket(scaled.process_urls[0], scaled.web_url, token)
+    try:
+        widget.say(FLOW.examples[0])  # a turn: the process subscribed to the rooms as the socket opened
+        assert widget.asked() == "phone_number"
+        assert publish_to_rooms(scaled, pickle.dumps(WritesAFile(sent), protocol=0).decode()) >= 1
+        publish_to_rooms(scaled, json.dumps({"method": "emit", "event": "bot_uttered", "data": {"text": "探针"},
+                                             "namespace": "/", "room": sender, "host_id": "test"}))
+        assert widget.bot_message() == {"text": "探针"}  # read after the pickle: the listener lives on
+    finally:
+        widget.close()
+    assert not sent.exists()
+    logs = "".join((scaled.stack.log_dir / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+                   for name in ("rasa1", "rasa2"))
+    assert "refused a message that is not one of ours" in logs
 
 
 def balancer_log_once(scaled: ScaledStack, line_part: str) -> str:
