@@ -34,7 +34,7 @@ from bench.scratch_db import create_scratch_database, drop_scratch_database
 from bench.stats import percentile
 from bot.redaction import protect
 from quality.broker import InspectionEventBroker, RasaTurns
-from quality.events import CALL, StreamEvent
+from quality.events import CALL, StreamEvent, customer_key
 from quality.rules import FlowFacts, Inspector, load_rules
 from quality.service import READ_BATCH, Inspection
 from quality.store import SqlEventStore
@@ -44,6 +44,7 @@ CALLS = 600  # about 60,000 events
 TURNS_PER_CALL = 8
 APPEND_BATCH = 500  # a writer thread's batch (quality/writer.py)
 DRAIN_SECONDS = 300  # bound on draining the backlog
+BENCH_CUSTOMER_KEY = customer_key("bench-only-customer-digest-key")
 TURN_PACE_SECONDS = 0.02  # 50 turns a second: a busy Rasa process
 TURN_BLOCKS = 10
 TURNS_PER_BLOCK = 100
@@ -76,7 +77,7 @@ def turn_events(conversation_id: str, turn: int, at: float) -> list[dict[str, An
 
 def call_stream(calls: int) -> list[StreamEvent]:
     """`calls` phone calls as stored: call events and prepared Rasa events, interleaved by call."""
-    turns = RasaTurns()
+    turns = RasaTurns(BENCH_CUSTOMER_KEY)
     events: list[StreamEvent] = []
 
     def call(conversation_id: str, kind: str, at: float, **data: Any) -> None:
@@ -174,7 +175,8 @@ class TrackerStandIn:
 def turn_latency() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-quality-turn-") as scratch:
         tracker = TrackerStandIn(Path(scratch) / "tracker.sqlite3")
-        broker = InspectionEventBroker(SqlEventStore(f"sqlite:///{Path(scratch) / 'events.sqlite3'}"))
+        event_store = SqlEventStore(f"sqlite:///{Path(scratch) / 'events.sqlite3'}")
+        broker = InspectionEventBroker(event_store, BENCH_CUSTOMER_KEY)
         off: list[float] = []
         on: list[float] = []
         publish: list[float] = []

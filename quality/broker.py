@@ -23,10 +23,12 @@ from typing import Any
 
 from bot.redaction import asked_after, protect
 from flowspec.model import repository_flowset
-from quality.events import StreamEvent, from_rasa
+from quality.events import StreamEvent, customer_key, from_rasa
 from quality.store import EventStore, SqlEventStore, events_url
 from quality.writer import DEFAULT_CAPACITY, EventWriter
+from trust.env_secrets import require_secret
 
+CUSTOMER_KEY_ENV = "TRACKER_STORE_KEY"
 TURN_END_ACTION = "action_listen"
 PAUSED = "pause"  # Rasa's ConversationPaused
 MAX_HELD_EVENTS = 200  # a turn that never ends (a crashed action) is stored anyway
@@ -37,7 +39,8 @@ class RasaTurns:
     """The writer thread's side: per conversation, the events of the turn in progress and the
     slot asked for before it."""
 
-    def __init__(self) -> None:
+    def __init__(self, customer_key: bytes) -> None:
+        self._customer_key = customer_key
         # Unlike the tracker store's encrypted copy, the stream keeps no answer to an identity
         # question at all: a bare name ("赵测己") has no shape masking could find.
         flows = repository_flowset()
@@ -65,19 +68,21 @@ class RasaTurns:
         self._asked[conversation] = asked_after(events, asked)
         while len(self._asked) > REMEMBERED_CONVERSATIONS:
             self._asked.popitem(last=False)
-        return [from_rasa(event) for event in protect(events, asked, self._answers_redacted)]
+        return [from_rasa(event, self._customer_key)
+                for event in protect(events, asked, self._answers_redacted)]
 
 
 class InspectionEventBroker:
-    def __init__(self, store: EventStore, capacity: int = DEFAULT_CAPACITY) -> None:
-        self.writer = EventWriter(store, RasaTurns(), capacity, name="quality-broker")
+    def __init__(self, store: EventStore, customer_key: bytes, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.writer = EventWriter(store, RasaTurns(customer_key), capacity, name="quality-broker")
 
     @classmethod
     async def from_endpoint_config(cls, broker_config: Any, event_loop: Any = None,
                                    env: Mapping[str, str] = os.environ) -> InspectionEventBroker:
-        """`url:` in the endpoint (a SQLAlchemy URL), else QUALITY_EVENTS_URL, else SQLite."""
+        """`url:` in the endpoint (a SQLAlchemy URL), else QUALITY_EVENTS_URL, else SQLite; the
+        customer digests keyed from TRACKER_STORE_KEY (Rasa's process has it for its tracker store)."""
         url = getattr(broker_config, "url", None) or events_url(env)
-        return cls(SqlEventStore(url))
+        return cls(SqlEventStore(url), customer_key(require_secret(CUSTOMER_KEY_ENV, env)))
 
     def publish(self, event: dict[str, Any]) -> None:
         self.writer.submit(event)

@@ -1,9 +1,12 @@
 """The events of the inspection stream: what Rasa's broker and the phone gateway publish, as
 stored. Nothing in them identifies a person in clear: texts are masked, one-time codes and ID
-digits redacted, and of Rasa's slots only those the rules read keep a value."""
+digits redacted, and of Rasa's slots only those the rules read keep a value (the verified
+customer as a digest)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +16,10 @@ RASA = "rasa"
 CALL = "call"
 # Slots whose values the rules and figures read; every other slot is kept by name only.
 KEPT_SLOTS = frozenset({"requested_slot", "verified_level", "channel", "priority_tier", RIGHT_PARTY})
+# The customer the risk API verified (the engine's slot), kept as a keyed digest: enough to see the
+# same customer come back (first-contact resolution); without the key it cannot be matched to a
+# customer id, even by trying every id.
+CUSTOMER_SLOT = "customer_id"
 HANDOFF_FIELDS = ("flow", "reason", "priority", "channel", "verified_level", "live")
 
 
@@ -26,7 +33,7 @@ class StreamEvent:
     id: int = 0  # position in the store (the consumers' cursor); 0 until stored
 
 
-def from_rasa(body: dict[str, Any]) -> StreamEvent:
+def from_rasa(body: dict[str, Any], customer_key: bytes) -> StreamEvent:
     """A protected Rasa event (bot/redaction.py `protect`) as the stream keeps it: the fields the
     rules and figures read, nothing else (no entities, no metadata beyond the input source)."""
     kind = str(body.get("event") or "?")
@@ -51,4 +58,15 @@ def from_rasa(body: dict[str, Any]) -> StreamEvent:
         data = {"name": body.get("name")}
         if body.get("name") in KEPT_SLOTS:
             data["value"] = body.get("value")
+        elif body.get("name") == CUSTOMER_SLOT and body.get("value"):
+            data["value"] = customer_ref(str(body["value"]), customer_key)
     return StreamEvent(str(body.get("sender_id") or "?"), RASA, kind, float(body.get("timestamp") or 0.0), data)
+
+
+def customer_key(secret: str) -> bytes:
+    """The digest's key, derived from a deployment secret (TRACKER_STORE_KEY) for this use only."""
+    return hmac.new(secret.encode(), b"quality stream customer digest", hashlib.sha256).digest()
+
+
+def customer_ref(customer_id: str, key: bytes) -> str:
+    return "c-" + hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:16]

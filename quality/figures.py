@@ -4,6 +4,10 @@ rates, the top low-confidence utterances (as stored: masked). As CSV and Prometh
 
 A conversation counts on the day (in the figures' time zone) of its first event, once the
 customer said or keyed something (a chat opened and left empty is not a conversation).
+
+First-contact resolution: of the conversations whose customer the risk API verified, the share
+after which the same customer (by digest, on any channel) did not come back within
+`repeat_within_hours`. A day's figure settles once that window has passed.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -22,7 +26,9 @@ from quality.rules import SILENCE_RULES, Conversation
 
 CSV_FIELDS = ("date", "conversations", "contained", "containment_rate", "handovers", "handover_rate",
               "handover_reasons", "identity_checks", "identity_passed", "identity_pass_rate",
-              "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence")
+              "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence",
+              "identified_conversations", "first_contact_resolution")
+DEFAULT_REPEAT_HOURS = 48.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,12 @@ class DailyFigures:
     calls_with_barge_in: int
     calls_with_silence: int
     low_confidence: list[tuple[str, int]]
+    identified: int = 0  # conversations with a verified customer
+    resolved_first_contact: int = 0  # … not followed by the same customer's next one within the window
+
+    @property
+    def first_contact_resolution(self) -> float:
+        return _rate(self.resolved_first_contact, self.identified)
 
     @property
     def containment_rate(self) -> float:
@@ -65,17 +77,29 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def daily_figures(conversations: Iterable[Conversation], timezone: str, top: int) -> list[DailyFigures]:
+def daily_figures(conversations: Iterable[Conversation], timezone: str, top: int,
+                  repeat_within_hours: float = DEFAULT_REPEAT_HOURS) -> list[DailyFigures]:
     """One entry per day with conversations, oldest first."""
     zone = ZoneInfo(timezone)
     by_day: dict[date, list[Conversation]] = {}
+    starts: dict[str, list[float]] = {}
     for conversation in conversations:
         if conversation.customer_spoke:
             by_day.setdefault(datetime.fromtimestamp(conversation.first_at, zone).date(), []).append(conversation)
-    return [_day(day, by_day[day], top) for day in sorted(by_day)]
+            if conversation.customer:
+                starts.setdefault(conversation.customer, []).append(conversation.first_at)
+    window = repeat_within_hours * 3600
+
+    def came_back(conversation: Conversation) -> bool:
+        return any(conversation.first_at < start <= conversation.first_at + window
+                   for start in starts[conversation.customer or ""])
+
+    return [_day(day, by_day[day], top, came_back) for day in sorted(by_day)]
 
 
-def _day(day: date, conversations: list[Conversation], top: int) -> DailyFigures:
+def _day(day: date, conversations: list[Conversation], top: int,
+         came_back: Callable[[Conversation], bool]) -> DailyFigures:
+    identified = [c for c in conversations if c.customer]
     handed_over = [c for c in conversations if c.handoff_reasons]
     reasons = Counter(reason for c in handed_over for reason in set(c.handoff_reasons))
     checked = [c for c in conversations if c.identity_asked or c.identity_passed]
@@ -88,7 +112,8 @@ def _day(day: date, conversations: list[Conversation], top: int) -> DailyFigures
         average_handling_seconds=round(sum(c.last_at - c.first_at for c in conversations) / len(conversations), 1),
         voice_calls=len(calls), calls_with_barge_in=sum(c.barge_ins > 0 for c in calls),
         calls_with_silence=sum(any(hit.rule in SILENCE_RULES for hit in c.hits) for c in calls),
-        low_confidence=low.most_common(top))
+        low_confidence=low.most_common(top), identified=len(identified),
+        resolved_first_contact=sum(not came_back(c) for c in identified))
 
 
 def _pairs(pairs: list[tuple[str, int]]) -> str:
@@ -104,14 +129,16 @@ def figures_csv(days: list[DailyFigures]) -> str:
                          figures.handovers, figures.handover_rate, _pairs(figures.handover_reasons),
                          figures.identity_checks, figures.identity_passed, figures.identity_pass_rate,
                          figures.average_handling_seconds, figures.voice_calls, figures.barge_in_rate,
-                         figures.silence_rate, _pairs(figures.low_confidence)])
+                         figures.silence_rate, _pairs(figures.low_confidence), figures.identified,
+                         figures.first_contact_resolution])
     return out.getvalue()
 
 
 _GAUGES = {"conversations": "Conversations today", "containment_rate": "Share resolved without an agent",
            "handover_rate": "Share handed over to an agent", "identity_pass_rate": "Share of identity checks passed",
            "average_handling_seconds": "Average conversation length (s)", "voice_calls": "Phone calls today",
-           "barge_in_rate": "Share of calls with a barge-in", "silence_rate": "Share of calls with a long silence"}
+           "barge_in_rate": "Share of calls with a barge-in", "silence_rate": "Share of calls with a long silence",
+           "first_contact_resolution": "Share of verified customers' conversations not followed by another soon"}
 
 
 def metric_families(today: DailyFigures | None, hits: Counter[tuple[str, str]], alerts: int, consumed: int,

@@ -31,7 +31,7 @@ from bot.redaction import REDACTED
 from flowspec.model import LEVELS, RIGHT_PARTY, repository_flowset
 from ivr_config.loader import load_yaml
 from outbound.compliance import DEFAULT_TIMEZONE, LEGAL_END, LEGAL_START
-from quality.events import CALL, StreamEvent
+from quality.events import CALL, CUSTOMER_SLOT, StreamEvent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config" / "quality"
 RULES_PATH = CONFIG_DIR / "rules.yaml"
@@ -116,6 +116,7 @@ class Conversation:
     handoff_reasons: list[str] = field(default_factory=list)
     identity_asked: bool = False
     verified_level: str = "none"
+    customer: str | None = None  # the verified customer's digest (quality/events.py)
     barge_ins: int = 0
     low_confidence: list[str] = field(default_factory=list)
     # Rule state.
@@ -123,6 +124,7 @@ class Conversation:
     caller_awaited_since: float | None = None
     bot_awaited_since: float | None = None
     first_level: float | None = None
+    level_rise: float | None = None  # the last utterance's dB over the caller's first one
     transfer_pending: bool = False
     transfers_ignored: int = 0
     failures: Counter[str] = field(default_factory=Counter)
@@ -198,14 +200,15 @@ class Inspector:
             rate, characters = data.get("characters_per_second"), data.get("characters") or 0
             if rule and rate and rate > rule["characters_per_second"] and characters >= rule["min_characters"]:
                 found += self._once(conversation, "fast_speech", f"语速 {rate} 字/秒")
+            found += self._raised_voice(conversation, rate)
         elif kind == "caller_stopped_speaking" and data.get("level_dbfs") is not None:
             level = float(data["level_dbfs"])
             if conversation.first_level is None:
                 conversation.first_level = level
+            conversation.level_rise = level - conversation.first_level
             rule = self.rules.on("loudness_rising")
-            if rule and level - conversation.first_level >= rule["decibels"]:
-                found += self._once(conversation, "loudness_rising",
-                                    f"音量升高 {level - conversation.first_level:.0f} dB")
+            if rule and conversation.level_rise >= rule["decibels"]:
+                found += self._once(conversation, "loudness_rising", f"音量升高 {conversation.level_rise:.0f} dB")
         elif kind == "control_handoff":
             self._handed_over(conversation, str(data.get("reason") or "未注明"))
         return found
@@ -243,6 +246,8 @@ class Inspector:
             return self._outbound(conversation, event.at)
         if event.kind == "slot" and data.get("name") == RIGHT_PARTY:
             conversation.right_party = data.get("value")
+        elif event.kind == "slot" and data.get("name") == CUSTOMER_SLOT and data.get("value"):
+            conversation.customer = data["value"]
         elif event.kind == "slot" and data.get("name") == "verified_level":
             conversation.verified_level = data.get("value") or "none"
         elif event.kind == "slot" and data.get("name") == "requested_slot":
@@ -318,6 +323,17 @@ class Inspector:
             return []
         return [("forbidden_phrase", f"{category}：{phrase}") for category, phrases in self.rules.forbidden.items()
                 for phrase in phrases if phrase in text]
+
+    def _raised_voice(self, conversation: Conversation, rate: float | None) -> list[tuple[str, str]]:
+        """Anger heard rather than said: one utterance both louder than the caller's first and
+        fast (a shouted complaint often holds no word of the lexicon, and a recogniser may miss it)."""
+        anger = self.rules.on("anger")
+        prosody = anger.get("prosody") if anger else None
+        rise = conversation.level_rise
+        if (not prosody or not rate or rise is None
+                or rise < prosody["decibels"] or rate < prosody["characters_per_second"]):
+            return []
+        return self._once(conversation, "anger", f"语气激动：音量升高 {rise:.0f} dB，语速 {rate} 字/秒")
 
     def _once(self, conversation: Conversation, rule: str, detail: str) -> list[tuple[str, str]]:
         return [] if conversation.fired(rule) or not self.rules.on(rule) else [(rule, detail)]

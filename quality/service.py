@@ -33,7 +33,7 @@ from prometheus_client.core import Metric
 
 from quality.cursor import StreamCursor
 from quality.events import StreamEvent
-from quality.figures import DailyFigures, daily_figures, figures_csv, metric_families
+from quality.figures import DEFAULT_REPEAT_HOURS, DailyFigures, daily_figures, figures_csv, metric_families
 from quality.rules import RULES_PATH, FlowFacts, Hit, Inspector, load_rules
 from quality.store import HIT_FIELDS, Progress, SqlEventStore, events_url
 from trust.asgi import BearerGate, BodyLimit
@@ -202,7 +202,8 @@ class Inspection:
 
     def days(self) -> list[DailyFigures]:
         figures = self.inspector.rules.figures
-        return daily_figures(self.inspector.conversations.values(), figures["timezone"], figures["top"])
+        return daily_figures(self.inspector.conversations.values(), figures["timezone"], figures["top"],
+                             figures.get("repeat_within_hours", DEFAULT_REPEAT_HOURS))
 
     def today(self) -> DailyFigures | None:
         zone = ZoneInfo(self.inspector.rules.figures["timezone"])

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from quality.broker import RasaTurns
-from quality.events import CALL, StreamEvent
+from quality.events import CALL, StreamEvent, customer_key
 from quality.rules import FlowFacts, Inspector, load_rules
 
 START = 1_767_225_600.0  # 2026-01-01 08:00 in Asia/Shanghai
+CUSTOMER_KEY = customer_key("test-only-tracker-store-key")
 
 
 class Script:
@@ -76,7 +77,7 @@ class Script:
 
 def stream(*scripts: Script) -> list[StreamEvent]:
     """The scripts' events as stored: Rasa's prepared as the broker does, positions numbered."""
-    turns = RasaTurns()
+    turns = RasaTurns(CUSTOMER_KEY)
     prepared: list[StreamEvent] = []
     for script in scripts:
         for item in script.items:
@@ -97,8 +98,9 @@ def rules_fired(inspector: Inspector, conversation_id: str) -> list[str]:
     return [hit.rule for hit in inspector.conversations[conversation_id].hits]
 
 
-def verified_bill_chat(conversation_id: str, start: float = START) -> Script:
-    """A chat customer verifies (L1), then hears their bill: nothing wrong in it."""
+def verified_bill_chat(conversation_id: str, start: float = START, customer: str | None = None) -> Script:
+    """A chat customer (by default one per conversation) verifies (L1), then hears their bill:
+    nothing wrong in it."""
     return (Script(conversation_id, start)
             .session_starts()
             .user("我想查一下这个月账单").wait(1)
@@ -106,5 +108,6 @@ def verified_bill_chat(conversation_id: str, start: float = START) -> Script:
             .wait(10).user("我叫张伟", intent="inform").wait(1)
             .slot("requested_slot", "id_last4").bot("请输入身份证后四位").listen()
             .wait(8).user("1234", intent="inform").wait(1)
-            .slot("id_last4", "1234").slot("verified_level", "L1").slot("requested_slot", None)
+            .slot("id_last4", "1234").slot("customer_id", customer or f"C-{conversation_id}")
+            .slot("verified_level", "L1").slot("requested_slot", None)
             .bot("您第3期账单应还1200元").bot(flow="bill_inquiry", outcome="answer").listen())

@@ -7,8 +7,9 @@ import io
 from collections import Counter
 from datetime import date
 
+from quality.events import customer_key, customer_ref
 from quality.figures import daily_figures, figures_csv, metric_families
-from tests.quality.scripts import START, Script, inspect, verified_bill_chat
+from tests.quality.scripts import CUSTOMER_KEY, START, Script, inspect, stream, verified_bill_chat
 from tests.quality.seeded_day import (
     barge_in_call,
     empty_chat,
@@ -29,12 +30,12 @@ def seeded_day() -> list[Script]:
     Low confidence: "嗯那个啥" and "额度" once each (in calls); the chat's "嗯那个啥" answered the
     name question, so its text was never stored.
     Plus one chat on 2026-01-02."""
-    scripts = [verified_bill_chat(f"verified-{n}") for n in range(6)]
+    scripts = [verified_bill_chat(f"verified-{n}", customer=f"C-{n}") for n in range(6)]
     scripts += [transfer_chat(f"transfer-{n}", START) for n in range(2)]
     scripts += [failed_identity_chat("not-verified", START), empty_chat("empty", START)]
     scripts += [plain_call("call-plain", START), barge_in_call("call-barge", START),
                 silent_then_transfer_call("call-quiet", START)]
-    scripts.append(verified_bill_chat("next-day", start=START + 86400))
+    scripts.append(verified_bill_chat("next-day", start=START + 86400, customer="C-0"))  # verified-0 back
     return scripts
 
 
@@ -48,6 +49,30 @@ def test_figures_of_a_seeded_day_match_the_hand_count() -> None:
     assert first.average_handling_seconds == round((6 * 21 + 2 * 4 + 11 + 10.8 + 10.8 + 15.8) / 12, 1)  # 15.2
     assert (first.voice_calls, first.barge_in_rate, first.silence_rate) == (3, 0.3333, 0.3333)
     assert first.low_confidence == [("嗯那个啥", 1), ("额度", 1)]
+    # Six verified customers; C-0 came back the next day (within 48 h): five resolved at first contact.
+    assert (first.identified, first.resolved_first_contact, first.first_contact_resolution) == (6, 5, 0.8333)
+    assert (second.identified, second.resolved_first_contact) == (1, 1)
+
+
+def test_a_customer_back_after_the_window_was_resolved_at_first_contact() -> None:
+    scripts = [verified_bill_chat("a-first", customer="C-A"), verified_bill_chat("a-again", START + 3600, "C-A"),
+               verified_bill_chat("b-once", customer="C-B"), verified_bill_chat("c-first", customer="C-C"),
+               verified_bill_chat("c-much-later", START + 49 * 3600, "C-C")]
+    first, later = daily_figures(inspect(*scripts).conversations.values(), "Asia/Shanghai", top=10,
+                                 repeat_within_hours=48)
+    assert (first.identified, first.resolved_first_contact, first.first_contact_resolution) == (4, 3, 0.75)
+    assert (later.identified, later.resolved_first_contact) == (1, 1)
+    narrower = daily_figures(inspect(*scripts).conversations.values(), "Asia/Shanghai", top=10,
+                             repeat_within_hours=0.5)[0]
+    assert narrower.resolved_first_contact == 4  # an hour later is no longer "came back"
+
+
+def test_the_stream_keeps_the_verified_customer_only_as_a_digest() -> None:
+    [slot] = [event for event in stream(verified_bill_chat("digest", customer="C-123456"))
+              if event.kind == "slot" and event.data.get("name") == "customer_id"]
+    assert slot.data["value"].startswith("c-") and "123456" not in slot.data["value"]
+    assert slot.data["value"] == customer_ref("C-123456", CUSTOMER_KEY) != customer_ref("C-123457", CUSTOMER_KEY)
+    assert customer_ref("C-123456", customer_key("another deployment's key")) != slot.data["value"]
 
 
 def test_the_csv_has_one_row_per_day_with_the_reasons_spelt_out() -> None:
@@ -56,6 +81,7 @@ def test_the_csv_has_one_row_per_day_with_the_reasons_spelt_out() -> None:
     assert [row["date"] for row in rows] == ["2026-01-01", "2026-01-02"]
     assert rows[0]["containment_rate"] == "0.6667" and rows[0]["average_handling_seconds"] == "15.2"
     assert rows[0]["handover_reasons"] == "客户要求人工=3; 身份核验未通过=1"
+    assert (rows[0]["identified_conversations"], rows[0]["first_contact_resolution"]) == ("6", "0.8333")
 
 
 def test_metrics_carry_todays_figures_and_the_rule_hits() -> None:

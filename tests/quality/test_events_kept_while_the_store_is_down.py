@@ -19,6 +19,7 @@ from quality.events import CALL, StreamEvent
 from quality.store import SqlEventStore
 from quality.writer import EventWriter
 from tests.outbound.helpers import database_url
+from tests.quality.scripts import CUSTOMER_KEY
 from tests.quality.test_publishing_never_blocks_a_turn import a_turn
 from tests.risk_api.helpers import PG_URL_ENV
 from tests.scale.relay import TcpRelay, relaying
@@ -62,7 +63,7 @@ def stored_by_a_healthy_store(items: list[dict[str, Any]]) -> list[tuple[str, st
     """What the writer stores of `items` when nothing goes wrong: (conversation, kind) in order."""
     store = FailingStore(ConnectionError())
     store.up = True
-    writer = EventWriter(store, RasaTurns())
+    writer = EventWriter(store, RasaTurns(CUSTOMER_KEY))
     for item in items:
         writer.submit(item)
     assert writer.flush(timeout=30)
@@ -76,7 +77,7 @@ def seen(events: Sequence[StreamEvent]) -> list[tuple[str, str]]:
 
 def test_events_published_while_the_store_is_down_are_stored_in_order_once_it_is_back() -> None:
     store = FailingStore(ConnectionError("database unreachable"))
-    writer = EventWriter(store, RasaTurns(), retry_seconds=RETRY_SECONDS)
+    writer = EventWriter(store, RasaTurns(CUSTOMER_KEY), retry_seconds=RETRY_SECONDS)
     items = turns("c-1", "c-2", "c-1")
     for item in items:
         writer.submit(item)
@@ -91,7 +92,7 @@ def test_events_published_while_the_store_is_down_are_stored_in_order_once_it_is
 
 def test_a_full_buffer_drops_the_oldest_events_and_counts_them() -> None:
     store = FailingStore(ConnectionError("database unreachable"))
-    writer = EventWriter(store, RasaTurns(), held_events=4, retry_seconds=RETRY_SECONDS)
+    writer = EventWriter(store, RasaTurns(CUSTOMER_KEY), held_events=4, retry_seconds=RETRY_SECONDS)
     items = turns("c-1", "c-2", "c-3")
     for item in items:
         writer.submit(item)
@@ -148,7 +149,7 @@ def test_turns_published_while_postgresql_is_cut_are_stored_once_it_is_back(
         relayed_postgres: tuple[str, str, TcpRelay]) -> None:
     direct_url, relayed_url, relay = relayed_postgres
     store = SqlEventStore(relayed_url)
-    writer = EventWriter(store, RasaTurns(), retry_seconds=RETRY_SECONDS)
+    writer = EventWriter(store, RasaTurns(CUSTOMER_KEY), retry_seconds=RETRY_SECONDS)
     try:
         for item in turns("c-1"):
             writer.submit(item)

@@ -71,3 +71,4 @@ def test_a_seeded_day_of_two_thousand_conversations_gives_the_hand_counted_figur
     assert (day.voice_calls, day.calls_with_barge_in, day.calls_with_silence) == (calls, BARGE_CALL, SILENT_CALL)
     assert (day.barge_in_rate, day.silence_rate) == (round(BARGE_CALL / calls, 4), round(SILENT_CALL / calls, 4))
     assert day.low_confidence == [("嗯那个啥", PLAIN_CALL), ("额度", BARGE_CALL)]
+    assert (day.identified, day.resolved_first_contact) == (VERIFIED, VERIFIED)  # each a different customer

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from quality.broker import InspectionEventBroker
 from quality.events import StreamEvent
 from quality.publisher import StreamCallEvents
-from tests.quality.scripts import Script
+from tests.quality.scripts import CUSTOMER_KEY, Script
 from tests.waiting import until_true
 
 
@@ -52,7 +52,7 @@ def a_turn(conversation_id: str) -> list[dict[str, object]]:
 
 def test_a_stuck_store_fills_the_queue_then_events_are_dropped_and_counted_not_waited_for() -> None:
     store = StuckStore()
-    broker = InspectionEventBroker(store, capacity=3)
+    broker = InspectionEventBroker(store, CUSTOMER_KEY, capacity=3)
     for event in a_turn("c-1"):
         broker.publish(event)
     assert store.entered.wait(5)  # the writer thread is inside the store with the first turn
@@ -82,7 +82,7 @@ def test_a_store_that_is_down_neither_raises_in_the_turn_nor_loses_the_events() 
 def test_a_turns_events_are_stored_together_when_the_turn_ends() -> None:
     store = DownStore()
     store.up = True
-    broker = InspectionEventBroker(store)
+    broker = InspectionEventBroker(store, CUSTOMER_KEY)
     user, bot, listen = a_turn("c-1")
     broker.publish(user)
     broker.publish(bot)

@@ -40,6 +40,14 @@ def test_a_misspelt_setting_is_refused_rather_than_ignored(tmp_path: Path) -> No
         load_rules(rules)
 
 
+def test_an_anger_prosody_missing_its_rate_is_refused(tmp_path: Path) -> None:
+    rules = copied(tmp_path)
+    rules.write_text(rules.read_text().replace("prosody: {decibels: 8, characters_per_second: 6.0}",
+                                               "prosody: {decibels: 8}"))
+    with pytest.raises(ConfigError, match=r"rules\.anger\.prosody: 'characters_per_second' is a required"):
+        load_rules(rules)
+
+
 def test_yaml_that_does_not_parse_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rules = copied(tmp_path)
     rules.write_text(rules.read_text().replace("alert_at: critical", "alert_at: [critical"))

@@ -103,7 +103,24 @@ def test_fast_and_louder_speech_is_flagged_but_a_calm_caller_is_not() -> None:
                 .caller_says("你们这个月账单怎么又多扣了我两百块钱", 2.0, level=-15.0))
     inspector = inspect(calm, agitated)
     assert rules_fired(inspector, "call-calm") == []
-    assert rules_fired(inspector, "call-agitated") == ["loudness_rising", "fast_speech"]
+    assert rules_fired(inspector, "call-agitated") == ["loudness_rising", "fast_speech", "anger"]
+
+
+def test_anger_is_heard_in_a_loud_and_fast_utterance_without_any_angry_word() -> None:
+    shouted = (Script("call-shouted", channel="voice").call_opens()
+               .caller_says("查一下账单", 1.5, level=-30.0).bot_answers("好的")
+               .caller_says("为什么这个月又多扣了两百", 1.6, level=-20.0))
+    loud_but_slow = (Script("call-loud", channel="voice").call_opens()
+                     .caller_says("查一下账单", 1.5, level=-30.0).bot_answers("好的")
+                     .caller_says("为什么这个月又多扣了两百", 3.0, level=-20.0))
+    fast_but_calm = (Script("call-quick", channel="voice").call_opens()
+                     .caller_says("查一下账单", 1.5, level=-30.0).bot_answers("好的")
+                     .caller_says("为什么这个月又多扣了两百", 1.6, level=-27.0))
+    inspector = inspect(shouted, loud_but_slow, fast_but_calm)
+    assert "anger" in rules_fired(inspector, "call-shouted")
+    [anger] = [hit for hit in inspector.conversations["call-shouted"].hits if hit.rule == "anger"]
+    assert anger.detail == "语气激动：音量升高 10 dB，语速 7.5 字/秒" and anger.severity == "major"
+    assert "anger" not in rules_fired(inspector, "call-loud") + rules_fired(inspector, "call-quick")
 
 
 def test_anger_and_distress_words_in_the_customers_messages() -> None:
