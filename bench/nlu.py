@@ -171,6 +171,12 @@ def worker_figures(model: Path, config_path: Path) -> dict[str, Any]:
             "embedding": _embedding_cost(featurizer, texts)}
 
 
+def worker_parse(model: Path, texts_path: Path) -> list[str]:
+    """The intent the model gives each text of a JSON list."""
+    texts = json.loads(texts_path.read_text(encoding="utf-8"))
+    return [result["intent"]["name"] for result in _parse_all(model, texts)]
+
+
 def _ranked(result: dict[str, Any]) -> list[tuple[str, float]]:
     ranking = [(entry["name"], float(entry["confidence"])) for entry in result.get("intent_ranking") or []
                if entry["name"] != FALLBACK]
@@ -216,7 +222,7 @@ def _write_nlu(path: Path, examples: dict[str, list[str]]) -> None:
                     encoding="utf-8")
 
 
-def _in_rasa(*args: str) -> dict[str, Any]:
+def _in_rasa(*args: str) -> Any:
     from stack.services import RASA_VENV
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -241,6 +247,11 @@ def figures(model: Path | None = None, config: Path | None = None) -> dict[str, 
     """Held-out figures of a trained model (default: the current one, with bot/config.yml)."""
     model = model or current_model()
     return _in_rasa("figures", str(model), str(config or ROOT / "bot" / "config.yml"))
+
+
+def parse_in_rasa(texts_path: Path, model: Path | None = None) -> list[str]:
+    """The intents the current model gives the texts of a JSON list (bench/spoken_requests.py)."""
+    return _in_rasa("parse", str(model or current_model()), str(texts_path))
 
 
 def _train_nlu(config: Path, data: Path, out: Path, from_scratch: bool = True) -> float:
@@ -318,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, *rest = args.worker
         if kind == "figures":
             result = worker_figures(Path(rest[0]), Path(rest[1]))
+        elif kind == "parse":
+            result = worker_parse(Path(rest[0]), Path(rest[1]))
         else:
             result = worker_thresholds(Path(rest[0]), Path(rest[1]), float(rest[2]))
     elif args.choose_threshold:

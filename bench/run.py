@@ -30,6 +30,7 @@ from bench import (
     live_chat,
     nlu,
     quality_load,
+    spoken_requests,
     telephony,
     tts_quality,
     turn_taking,
@@ -419,6 +420,14 @@ def voice_report(voice: dict[str, Any]) -> str:
                      f"{_percent(quality['kokoro_whisper_cer'])} / {_percent(quality['espeak_whisper_cer'])}", ""))
         rows.append(("Kokoro pre-rendering: CPU per second of audio (one thread)",
                      f"{quality['kokoro_cpu_seconds_per_audio_second']:.2f} s", ""))
+    spoken = voice.get("spoken_requests")
+    if spoken:
+        rows.append((f"Spoken requests → flow: {spoken['requests']} held-out requests (one per intent) in Kokoro's "
+                     "voice at 8 kHz, heard by Whisper base, then classified: intent accuracy typed / spoken "
+                     "with heard_terms / spoken without (CER with / without; Whisper CPU per request p50)",
+                     f"{spoken['typed_accuracy']:.3f} / {spoken['spoken_accuracy']:.3f} / "
+                     f"{spoken['spoken_raw_accuracy']:.3f} ({_percent(spoken['character_error_rate'])} / "
+                     f"{_percent(spoken['character_error_rate_raw'])}; {spoken['whisper_cpu_seconds_p50']:.2f} s)", ""))
     rows.append(("CPU per second of call, whole pipeline without a recogniser (noise suppression, VAD, "
                  "barge-in, turn taking, synthesis, output)", f"{capacity['cpu_seconds_per_call_second']:.3f} s", ""))
     rows.append(("CPU per second of audio, Vosk recogniser (Korean small model, 16 kHz)",
@@ -509,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     # Before the stack starts, so that its processes do not share the CPU with these.
     results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures(),
                         "tts_quality": tts_quality.figures(),  # Whisper CER of Kokoro and espeak-ng prompts
-                        "turn_taking": turn_taking.figures()}  # Smart Turn, Silero onset, back-channels
+                        "turn_taking": turn_taking.figures(),  # Smart Turn, Silero onset, back-channels
+                        "spoken_requests": spoken_requests.figures()}  # Kokoro → Whisper → the intent
     results["telephony"] = telephony.figures()
 
     def measure(ports: Ports, running: Running) -> None:

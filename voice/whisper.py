@@ -42,6 +42,7 @@ import numpy as np
 
 from voice.asr import AsrModelError, RecognitionStream, remove_cjk_spaces
 from voice.audio import FULL_SCALE, samples
+from voice.heard_terms import default_heard_terms
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ class WhisperRecognizer:
             return ""
         future.add_done_callback(self._release)  # the slot is held until the worker is really done
         try:
-            return clean_text(future.result(timeout=RESULT_TIMEOUT_S))
+            # The business's words put back where Whisper wrote a near homophone (账单, not 障碳).
+            return default_heard_terms().correct(clean_text(future.result(timeout=RESULT_TIMEOUT_S)))
         except TimeoutError:
             log.error("whisper took over %.0f s for one utterance: not recognised", RESULT_TIMEOUT_S)
         except BrokenProcessPool:
