@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -105,17 +106,35 @@ def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
     }
 
 
-def dialogue_figures(rasa_url: str, web_url: str) -> dict[str, Any]:
+def cpu_seconds(running: Running) -> dict[str, float]:
+    """CPU each started service has used so far (user + system, its waited-for children too),
+    from /proc: the bench runs on Linux."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, process in running.processes.items():
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return used
+
+
+def dialogue_figures(rasa_url: str, web_url: str, running: Running) -> dict[str, Any]:
     parse = []
     with httpx.Client(base_url=rasa_url, params={"token": KEYS.rasa_api}, timeout=30) as client:
         for _ in range(50):
             began = time.perf_counter()
             client.post("/model/parse", json={"text": "我想提前还清贷款"}).raise_for_status()
             parse.append(time.perf_counter() - began)
+    single = chat_load(rasa_url, 1)
+    before = cpu_seconds(running)
+    loaded = chat_load(rasa_url, 8)
+    after = cpu_seconds(running)
     return {
         "parse_p50_ms": round(statistics.median(parse) * 1000, 1),
-        "chat_1_client": chat_load(rasa_url, 1),
-        "chat_8_clients": chat_load(rasa_url, 8),
+        "chat_1_client": single,
+        "chat_8_clients": loaded,
+        # Where a chat turn's CPU goes, service by service, under the 8-client load.
+        "cpu_ms_per_turn_8_clients": {name: round(1000 * (after[name] - before[name]) / loaded["turns"], 1)
+                                      for name in after if name in before},
         "web_widget": web_widget_figures(web_url),
     }
 
@@ -324,6 +343,11 @@ def write_report(results: dict[str, Any]) -> None:
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
                      f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s"))
+    per_turn = dialogue.get("cpu_ms_per_turn_8_clients")
+    if per_turn:
+        rows.append(("CPU per REST chat turn by service, 8 concurrent conversations (/proc, user + system)",
+                     ", ".join(f"{name} {ms} ms" for name, ms in sorted(per_turn.items(), key=lambda item: -item[1]))
+                     + f" — {sum(per_turn.values()):.0f} ms in all"))
     widget = dialogue["web_widget"]
     rows.append(("Chat widget page weight (page + widget.js + widget.css, uncompressed)",
                  f"{widget['page_weight_bytes'] / 1024:.1f} KiB"))
@@ -527,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         if not voice_only:
             results["dialogue"] = {**{f"{name}_start_seconds": round(seconds, 1)
                                       for name, seconds in running.start_seconds.items()},
-                                   **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}")}
+                                   **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}", running)}
         results["desk"] = desk_figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}")
         results["live_chat"] = live_chat.figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}",
                                                  KEYS.risk_desk, DESK_LOGIN)
