@@ -22,7 +22,7 @@ HEADER = (
 )
 # Shared intents answered by the engine rather than by a fixed response.
 SHARED_ACTIONS = {"repeat": "action_repeat", "distress": "action_distress", "affirm": "utter_how_can_help",
-                  "inform": "utter_how_can_help", "deny": "utter_goodbye"}
+                  "inform": "utter_how_can_help", "deny": "utter_goodbye", "out_of_scope": "action_out_of_scope"}
 PRODUCT_WORDS = ("提前还款", "提前还清", "结清证明", "还款日", "最低还款", "临时额度", "自动扣款",
                  "验证码", "身份证", "银行卡", "征信", "罚息", "年化利率", "分期", "延期还款", "人工客服")
 
@@ -65,7 +65,8 @@ def build_domain(flowset: FlowSet) -> dict[str, Any]:
         responses[f"utter_{key}"] = _variations(flowset.responses[key])
     ask_slots = [*slot_names, "confirmed"]
     actions = [
-        "action_session_start", "action_finish_flow", "action_clarify", "action_distress", "action_repeat",
+        "action_session_start", "action_finish_flow", "action_clarify", "action_out_of_scope", "action_distress",
+        "action_repeat",
         *(f"validate_{flow.form_name}" for flow in flows),
         *(f"action_ask_{name}" for name in ask_slots),
     ]

@@ -1,5 +1,5 @@
-"""Actions outside any flow: session start, clarification on low confidence, a customer in
-distress, repeat."""
+"""Actions outside any flow: session start, clarification on low confidence, out of scope, a
+customer in distress, repeat."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bot.actions.conversation import Turn, flowset
 from bot.actions.handoff import care_for_distress, hand_off
 from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
 from flowspec.model import Flow
+from knowledge.retrieval import Answer
 
 CHANNELS = ("voice", "chat", "outbound")
 MISSES_BEFORE_HANDOFF = 2
@@ -74,6 +75,45 @@ def likely_flows(message: dict[str, Any]) -> list[Flow]:
     return likely if len(likely) == 2 else []
 
 
+def guarded(turn: Turn, tracker: Tracker) -> bool:
+    """An outbound call before the customer is confirmed on the line: whoever answered hears
+    nothing that hints at an account (no answer, no flow named)."""
+    return turn.channel == "outbound" and tracker.get_slot("right_party") != "confirmed"
+
+
+async def answered_from_knowledge(turn: Turn, tracker: Tracker) -> tuple[bool, Answer | None]:
+    """Whether the knowledge base answered the customer's message (said, with the entry for
+    agents and metrics), and what it found either way."""
+    text = str((tracker.latest_message or {}).get("text") or "")
+    answer = (await knowledge_answer(text, turn.channel)
+              if text and not text.startswith("/") and not guarded(turn, tracker) else None)
+    if answer and answer.text and answer.confidence >= DIRECT_ANSWER_CONFIDENCE:
+        turn.dispatcher.utter_message(text=answer.text)
+        turn.signal({"knowledge": answer.entry_id})
+        return True, answer
+    return False, answer
+
+
+class ActionOutOfScope(Action):
+    """The NLU is sure no flow fits: the knowledge base's answer when it has one (有没有线下网点,
+    通话有没有录音 are questions of this business the classifier calls out of scope), else what
+    the assistant can do."""
+
+    def name(self) -> str:
+        return "action_out_of_scope"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> list[EventType]:
+        turn = await Turn.start(tracker, dispatcher)
+        answered, _ = await answered_from_knowledge(turn, tracker)
+        if answered:
+            return []
+        services = flowset().shared_intents["out_of_scope"].response
+        # Whoever answered an outbound call before the check hears no list of account services.
+        turn.say(turn.response("clarify") if guarded(turn, tracker) or not services else services, {})
+        return []
+
+
 class ActionClarify(Action):
     """Low NLU confidence: the knowledge base's answer when it has one; else ask which of the
     likely flows (or to rephrase) once, and on the second miss in a row, hand off."""
@@ -84,21 +124,14 @@ class ActionClarify(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: DomainDict) -> list[EventType]:
         turn = await Turn.start(tracker, dispatcher)
-        text = str((tracker.latest_message or {}).get("text") or "")
-        # An outbound call before the customer is confirmed on the line: whoever answered hears
-        # nothing that hints at an account (no answer, no flow named), only the rephrase prompt.
-        guarded = turn.channel == "outbound" and tracker.get_slot("right_party") != "confirmed"
-        answer = (await knowledge_answer(text, turn.channel)
-                  if text and not text.startswith("/") and not guarded else None)
-        if answer and answer.text and answer.confidence >= DIRECT_ANSWER_CONFIDENCE:
-            # A question the knowledge base answers: its answer, with the entry for agents and metrics.
-            dispatcher.utter_message(text=answer.text)
-            turn.signal({"knowledge": answer.entry_id})
+        answered, answer = await answered_from_knowledge(turn, tracker)
+        if answered:
             return []
+        guarded_call = guarded(turn, tracker)
         if misses_in_a_row(tracker.events) < MISSES_BEFORE_HANDOFF:
             flows = flowset().flows
             known = answer.flow if answer and answer.flow in flows else None
-            likely = [flows[known]] if known else [] if guarded else likely_flows(tracker.latest_message or {})
+            likely = [flows[known]] if known else [] if guarded_call else likely_flows(tracker.latest_message or {})
             # The chat's buttons start the flow (its intent) or hand over; the voice names them.
             buttons = tuple({"title": flow.name, "payload": f"/{flow.id}"} for flow in likely)
             person = {"title": "都不是，转人工", "payload": "/transfer_to_agent"}
