@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -37,8 +38,10 @@ from bench import (
     turn_taking,
     voice_calls,
 )
+from bench.scratch_db import create_scratch_database, drop_scratch_database
 from bench.stats import percentile
 from risk_api.demo import personas
+from stack.scaled import ScaledPorts, SharedStores, scaled_stack
 from stack.services import ROOT, Ports, Running, Secrets, quality_inspection, stack, started
 from stack.train import train
 from trust import chat_session
@@ -47,6 +50,8 @@ from web.chromium import launch
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
 KEYS = Secrets.generated()
+PG_URL_ENV = "RISK_API_TEST_PG_URL"  # the PostgreSQL `make bench` starts
+SCALED_PROCESSES = 2  # the cores of the machine the figures are measured on
 CONVERSATIONS_PER_CLIENT = 6
 PAGE_LOADS = 5
 DESK_HANDOFFS = 2000  # a busy morning's queue
@@ -144,13 +149,44 @@ def with_assistant(measure: Callable[[Ports, Running], None]) -> None:
     run `measure`, stop it."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     ports = Ports.free()
-    risk_env = {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
-                "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl"),
-                "RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR": "100000"}  # load reuses the demo customers
     tracker_db = workdir / "tracker.sqlite3"
-    services = [*stack(ports, KEYS, risk_env, tracker_db=tracker_db), quality_inspection(ports, KEYS, tracker_db)]
+    services = [*stack(ports, KEYS, _bench_risk_env(workdir), tracker_db=tracker_db),
+                quality_inspection(ports, KEYS, tracker_db)]
     with started(services, workdir) as running:
         measure(ports, running)
+
+
+def _bench_risk_env(workdir: Path) -> dict[str, str]:
+    return {"RISK_API_DATABASE_URL": f"sqlite:///{workdir / 'risk.sqlite3'}",
+            "RISK_API_SMS_OUTBOX": str(workdir / "outbox.jsonl"),
+            "RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR": "100000"}  # load reuses the demo customers
+
+
+def scaled_chat_figures(pg_admin_url: str) -> dict[str, Any]:
+    """The 8-conversation chat load on the scaled topology (PostgreSQL tracker store, Redis lock
+    store, HAProxy) with 1 and with SCALED_PROCESSES Rasa processes and action servers, in the same
+    run: turns/s, p50/p95 and the CPU all the stack's processes spend per turn."""
+    figures: dict[str, Any] = {}
+    for processes in (1, SCALED_PROCESSES):
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-scaled-{processes}-"))
+        database_url, database = create_scratch_database(pg_admin_url, "bench_scaled")
+        ports, scaled = Ports.free(), ScaledPorts.free(processes)
+        stores = SharedStores(database_url, secrets.token_hex(16))
+        try:
+            with started(scaled_stack(ports, scaled, KEYS, stores, workdir, _bench_risk_env(workdir)),
+                         workdir) as running:
+                before = cpu_seconds(running)
+                load = chat_load(f"http://127.0.0.1:{ports.rasa}", 8)
+                after = cpu_seconds(running)
+            spent = sum(after[name] - before[name] for name in after if name in before)
+            figures[f"rasa_{processes}"] = {**load, "cpu_ms_per_turn": round(1000 * spent / load["turns"], 1)}
+        finally:
+            drop_scratch_database(pg_admin_url, database)
+    single, scaled_out = figures["rasa_1"], figures[f"rasa_{SCALED_PROCESSES}"]
+    figures["processes"] = SCALED_PROCESSES
+    figures["turns_per_second_ratio"] = round(scaled_out["turns_per_second"] / single["turns_per_second"], 2)
+    figures["p95_ratio"] = round(scaled_out["p95_ms"] / single["p95_ms"], 2)
+    return figures
 
 
 def web_widget_figures(web_url: str) -> dict[str, Any]:
@@ -343,6 +379,17 @@ def write_report(results: dict[str, Any]) -> None:
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
                      f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s"))
+    scaled = results.get("scaled_chat")
+    if scaled:
+        n = scaled["processes"]
+        for key, label in (("rasa_1", "1 Rasa process"), (f"rasa_{n}", f"{n} Rasa processes")):
+            load = scaled[key]
+            rows.append((f"REST chat turn, 8 concurrent conversations, scaled topology (PostgreSQL, Redis, HAProxy), "
+                         f"{label}: p50 / p95, CPU per turn (all processes)",
+                         f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s, "
+                         f"{load['cpu_ms_per_turn']} ms"))
+        rows.append((f"… {n} processes against 1, same run: turns/s ratio / p95 ratio",
+                     f"{scaled['turns_per_second_ratio']} / {scaled['p95_ratio']}"))
     per_turn = dialogue.get("cpu_ms_per_turn_8_clients")
     if per_turn:
         rows.append(("CPU per REST chat turn by service, 8 concurrent conversations (/proc, user + system)",
@@ -562,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     with_assistant(measure)
     if not voice_only:
         results["risk_api"] = risk_api_figures()
+        # 1 and n Rasa processes on PostgreSQL + Redis behind HAProxy (stack/scaled.py).
+        results["scaled_chat"] = scaled_chat_figures(os.environ[PG_URL_ENV])
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_report(results)
     print(json.dumps(results, indent=2, ensure_ascii=False))
