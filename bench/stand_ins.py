@@ -27,6 +27,8 @@ class ScriptedRecognizer:
     for is kept in `grammars`, so tests can check that closed questions were constrained.
     """
 
+    hears_names = True  # it says whatever name the test scripted
+
     def __init__(self, utterances: list[str], sample_rate: int = 16000, ms_per_character: int = 100) -> None:
         self.sample_rate = sample_rate
         self.grammars: list[list[str] | None] = []

@@ -4,9 +4,9 @@ pipeline, and AMI carries the call control.
 For every AudioSocket connection:
 1. the call UUID is matched to its Asterisk channel (the dialplan's `UserEvent(IvrCall)`), which
    gives the caller's number; the number is looked up in the risk-check API (salutation, age,
-   persona tags) and counts toward L1 in the dialogue core; without a speech recogniser (keypad
-   only) the gateway also vouches for the number to the risk API itself, so that the caller, who
-   cannot say a name, may prove L1 with it and ID digits on the keypad;
+   persona tags) and counts toward L1 in the dialogue core; without a recogniser that hears names
+   (keypad only, or Whisper) the gateway also vouches for the number to the risk API itself, so
+   that the caller, who cannot say a name to it, may prove L1 with it and ID digits on the keypad;
 2. `ivr_config/priority.yaml` gives the call a tier (emergency, care, VIP, repeat caller…);
 3. the call runs through the voice pipeline until the caller hangs up or is handed over;
 4. a hand-over attaches the dialogue core's summary to the channel (`IVR_SUMMARY`,
@@ -455,9 +455,10 @@ class Gateway:
         log.info("call %s: channel=%s direction=%s tier=%s known_customer=%s queue_returns=%d", audio.uuid,
                  channel.channel if channel else None, "outbound" if outbound else "inbound", tier.name,
                  customer is not None, queue_returns)
-        if caller_number and self.engines.recognizer is None:
+        if caller_number and not (self.engines.recognizer and self.engines.recognizer.hears_names):
             # The network's number (or the one an outbound call dialled), from us, never from the
-            # conversation: a keypad-only caller's L1 without the name they cannot say.
+            # conversation: L1 without a name the caller cannot key (keypad only) or a recogniser
+            # cannot be trusted with (Whisper).
             await self.callers.vouch_for_line(audio.uuid, call.channel, caller_number)
         phone = PhoneCall(self, audio, channel, call, facts, tier)
         result: CallResult | None = None

@@ -62,6 +62,9 @@ class RecognitionStream(Protocol):
 
 class Recognizer(Protocol):
     sample_rate: int
+    # Whether a caller's spoken name can be trusted to it for identity (L1 by phone, name and ID
+    # digits); when not, the phone gateway vouches for the line so the caller proves L1 by keypad.
+    hears_names: bool
 
     def stream(self, grammar: list[str] | None = None) -> RecognitionStream:
         """A stream for one utterance, free or limited to the grammar's phrases."""
@@ -118,6 +121,8 @@ class VoskRecognizer:
     nothing longer fits). Phrases that cannot be written with known words are left out with a
     warning instead of being silently ignored by Vosk.
     """
+
+    hears_names = True
 
     def __init__(self, model_path: str | Path, sample_rate: int = 16000) -> None:
         path = Path(model_path).expanduser()
