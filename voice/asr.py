@@ -247,13 +247,14 @@ def _numerals(count: int) -> list[str]:
     return spoken
 
 
-RECOGNIZERS = ("vosk", "whisper", "none")
+RECOGNIZERS = ("auto", "vosk", "whisper", "none")
 
 
 @dataclass(frozen=True)
 class AsrConfig:
-    # vosk: streaming, off without a model path; whisper: open questions only (voice/whisper.py); none: keypad only
-    recognizer: str = "vosk"
+    # auto: vosk when a Vosk model is configured, else whisper; vosk: streaming, off without a model
+    # path; whisper: open questions only (voice/whisper.py); none: keypad only
+    recognizer: str = "auto"
     model_path: str | None = None
     sample_rate: int = 16000  # what vosk-model-small-cn-0.22 was trained on; calls are resampled up
     grammar_for_closed_questions: bool = True

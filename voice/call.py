@@ -58,13 +58,18 @@ class VoiceEngines:
 
 def configured_recognizer(config: VoiceConfig) -> Recognizer | None:
     """The recogniser `asr.recognizer` names; None means keypad only. A configured model that
-    cannot be used raises AsrModelError at start-up rather than turning speech off silently."""
-    if config.asr.recognizer == "whisper":
+    cannot be used raises AsrModelError at start-up rather than turning speech off silently.
+    `auto`: Vosk when its Chinese model is configured (streaming, grammars), else Whisper, the one
+    Mandarin recogniser installable from the package registry."""
+    wanted = config.asr.recognizer
+    if wanted == "auto":
+        wanted = "vosk" if config.asr.model_path else "whisper"
+    if wanted == "whisper":
         if config.barge_in.confirm_characters:  # confirmation waits for partial text Whisper never gives
             raise ConfigError(f"asr.recognizer whisper gives no partial text: barge_in.confirm_characters must be "
                               f"0, not {config.barge_in.confirm_characters}, or no barge-in is ever confirmed")
         return WhisperRecognizer(config.whisper)
-    if config.asr.recognizer == "none":
+    if wanted == "none":
         log.info("speech recognition is off (asr.recognizer: none): callers use the keypad")
         return None
     return load_recognizer(config.asr)

@@ -204,6 +204,10 @@ class TurnTaking(FrameProcessor):
             log.info("call %s: speech not recognised after %d rephrase(s), handing over", self._call_id,
                      self.config.max_no_match_rephrases)
             self._submit("/transfer_to_agent", "no_match")
+        elif self._expect is None:
+            # Not understood with no question pending (the greeting, "anything else?"): the keypad
+            # menu too, which a caller the recogniser does not hear can still use.
+            self._spawn(self._say([self.prompts.no_match, self.prompts.keypad_menu]))
         else:
             self._spawn(self._say([self.prompts.no_match, *self._last_question]))
 

