@@ -162,8 +162,27 @@ class ActionDistress(Action):
         return turn.events
 
 
+SENTENCE_ENDS = "。！？；"
+
+
+def unheard_part(said: list[str], metadata: dict[str, Any]) -> str | None:
+    """On the phone, after the caller cut the bot short: from the sentence they cut into to the
+    end of what the bot had to say (the phone gateway sends what was playing and how much of it
+    was heard). None when there is no such report, or it is not the end of what the bot said."""
+    heard = metadata.get("heard")
+    if not isinstance(heard, dict):
+        return None
+    text, part = heard.get("text"), heard.get("heard")
+    if not (isinstance(text, str) and isinstance(part, str) and text and text.startswith(part)
+            and "".join(said).endswith(text)):
+        return None
+    cut = max(part.rfind(end) for end in SENTENCE_ENDS) + 1  # the start of the sentence cut into
+    return text[cut:] or None
+
+
 class ActionRepeat(Action):
-    """再说一遍: say again what the bot said last turn."""
+    """再说一遍: say again what the bot said last turn — on the phone, after a barge-in, from the
+    sentence the caller cut into (what came before it was heard)."""
 
     def name(self) -> str:
         return "action_repeat"
@@ -179,7 +198,12 @@ class ActionRepeat(Action):
                     break
             elif event.get("event") == "bot" and users_seen == 1 and event.get("text"):
                 said.append(event)
-        for event in reversed(said):
+        said.reverse()
+        unheard = unheard_part([event["text"] for event in said], (tracker.latest_message or {}).get("metadata") or {})
+        if unheard:
+            dispatcher.utter_message(text=unheard)
+            return []
+        for event in said:
             dispatcher.utter_message(text=event["text"])
         if not said:
             turn = await Turn.start(tracker, dispatcher)
