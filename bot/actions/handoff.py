@@ -38,6 +38,9 @@ OUTCOME_TEXT = {
 }
 DISTRESS_REASON = "客户可能有危险（轻生或极端情绪）"
 UNPLACED = "clarify"  # the desk's "未识别的问题": a hand-over outside any flow
+DISTRESS = "distress"  # the desk's "情绪关怀（可能有危险）": a customer in distress outside any flow
+# What the agent's note says was asked, for a hand-over outside any flow (by its topic).
+TOPIC_TEXT = {UNPLACED: "咨询未识别的问题", DISTRESS: "联系，流露出轻生或极端情绪"}
 
 
 
@@ -91,7 +94,7 @@ def _earlier_requests(turn: Turn, flow_id: str | None) -> str:
 
 
 async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: str,
-                          context: dict[str, Any]) -> str:
+                          context: dict[str, Any], topic: str = UNPLACED) -> str:
     """The agent's note. Uses what the flow already read (customer, profile) before asking again."""
     customer = context.get("customer") or {}
     if "masked_name" not in customer:
@@ -104,8 +107,8 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
             parts.append(f"，{profile['repayment_record_text'].rstrip('。.')}")
         except (RiskApiUnavailable, RiskApiRefused, KeyError) as error:
             log.info("no repayment record for the summary: %s", error)
-    topic = f"「{flow.name}」" if flow else "未识别的问题"
-    parts.append(f"。此次通过{CHANNEL_TEXT.get(turn.channel, turn.channel)}咨询{topic}")
+    asked = f"咨询「{flow.name}」" if flow else TOPIC_TEXT.get(topic, TOPIC_TEXT[UNPLACED])
+    parts.append(f"。此次通过{CHANNEL_TEXT.get(turn.channel, turn.channel)}{asked}")
     words = _first_words(turn, flow.id if flow else None)
     if words:
         parts.append(f"，客户原话：“{words[:80]}”")
@@ -124,7 +127,7 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
     """Record the hand-over, tell the customer (unless already told), signal the channel. Outside
     a flow, `topic` names it for the desk (web/labels.py)."""
     tier = higher_priority(priority, turn.tracker.get_slot("priority_tier"))
-    summary = await compose_summary(turn, flow, outcome, reason, context)
+    summary = await compose_summary(turn, flow, outcome, reason, context, topic)
     handoff: dict[str, Any] = {
         "flow": flow.id if flow else topic,
         "reason": reason,
@@ -173,7 +176,7 @@ async def care_for_distress(turn: Turn, flow: Flow | None, context: dict[str, An
     hear that someone cares and where help is (flows/shared/intents.yml), and a person takes over
     at the highest priority, their flow's or not."""
     turn.say(flowset().shared_intents["distress"].response, context)  # type: ignore[arg-type]
-    await hand_off(turn, flow, "distress", DISTRESS_REASON, "emergency", context, announce=False, topic="distress")
+    await hand_off(turn, flow, "distress", DISTRESS_REASON, "emergency", context, announce=False, topic=DISTRESS)
 
 
 async def hand_off_unavailable(turn: Turn, flow: Flow, context: dict[str, Any]) -> None:

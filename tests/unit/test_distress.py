@@ -51,6 +51,8 @@ def test_outside_a_flow_the_customer_hears_where_help_is_and_a_person_comes_at_o
     handoff = handoff_of(said)
     assert (handoff["flow"], handoff["priority"], handoff["reason"]) == ("distress", "emergency", DISTRESS_REASON)
     assert "轻生或极端情绪" in handoff["summary"]
+    # What the agent reads first names the danger, not "an unplaced question".
+    assert "流露出轻生或极端情绪" in handoff["summary"] and "未识别的问题" not in handoff["summary"]
 
 
 def test_in_a_flow_the_form_ends_with_the_same_care_instead_of_the_flows_own_ending() -> None:
