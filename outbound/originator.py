@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from telephony.ami import AmiClient, AmiError, Event
+from telephony.ami import AmiClient, AmiError, Event, consume_events
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class AmiOriginator:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._consume(), name="originate-responses")
+        self._task = asyncio.create_task(consume_events(self._events, self._take, "originate responses"),
+                                         name="originate-responses")
 
     @property
     def ready(self) -> bool:
@@ -233,30 +234,28 @@ class AmiOriginator:
             except Exception:
                 log.exception("machine listener failed")
 
-    async def _consume(self) -> None:
-        while True:
-            event = await self._events.get()
-            if event.get("Event") == "Hangup":
-                attempt = self._answered.pop(event.get("Uniqueid", ""), None)
-                if attempt is not None:
-                    for listener in self._listeners:
-                        try:
-                            listener(attempt)
-                        except Exception:
-                            log.exception("call-end listener failed")
-                continue
-            if event.get("Event") == "UserEvent":
-                if event.get("UserEvent") == MACHINE_EVENT:
-                    self._machine(event)
-                continue  # other UserEvents (IvrCall) are the gateway's
-            action_id = event.get("ActionID", "")
-            future = self._waiting.get(action_id)
-            if future is not None and not future.done():
-                future.set_result(event)
-            elif action_id:
-                self._early[action_id] = event
-                while len(self._early) > EARLY_EVENTS:
-                    self._early.popitem(last=False)
+    def _take(self, event: Event) -> None:
+        if event.get("Event") == "Hangup":
+            attempt = self._answered.pop(event.get("Uniqueid", ""), None)
+            if attempt is not None:
+                for listener in self._listeners:
+                    try:
+                        listener(attempt)
+                    except Exception:
+                        log.exception("call-end listener failed")
+            return
+        if event.get("Event") == "UserEvent":
+            if event.get("UserEvent") == MACHINE_EVENT:
+                self._machine(event)
+            return  # other UserEvents (IvrCall) are the gateway's
+        action_id = event.get("ActionID", "")
+        future = self._waiting.get(action_id)
+        if future is not None and not future.done():
+            future.set_result(event)
+        elif action_id:
+            self._early[action_id] = event
+            while len(self._early) > EARLY_EVENTS:
+                self._early.popitem(last=False)
 
     async def close(self) -> None:
         self.client.unsubscribe(self._events)

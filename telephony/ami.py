@@ -32,7 +32,7 @@ import os
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ from voice.clock import Sleep
 log = logging.getLogger(__name__)
 
 CORRELATION_EVENT = "IvrCall"  # the UserEvent name the dialplan raises before AudioSocket
+# Not an Asterisk event: dispatched after each reconnect, so that a watcher of Asterisk's state
+# asks for it again: the events sent while the connection was down are lost.
+SESSION_RESUMED = "IvrAmiSessionResumed"
 EVENT_QUEUE_SIZE = 1000
 DIRECTORY_SIZE = 10000  # remembered calls; a real Asterisk also sends Hangup to free entries
 
@@ -186,10 +189,37 @@ class AmiClient:
             raise AmiError(f"{name}: not connected to Asterisk at {self.config.host}:{self.config.port}")
         return await self._send(self._session, name, fields, variables, timeout)
 
-    async def _send(self, session: AMIClient, name: str, fields: Mapping[str, Any] | None = None,
-                    variables: Mapping[str, str] | None = None, timeout: float | None = None) -> Response:
-        assert self._loop is not None
+    async def list_action(self, name: str, fields: Mapping[str, Any] | None, complete_event: str,
+                          timeout: float | None = None) -> list[Event]:
+        """A list action (QueueStatus, Status…): the events Asterisk sends for it, each carrying
+        its ActionID, up to `complete_event`. AmiError when not connected, refused or not complete
+        within the timeout."""
+        if self._session is None:
+            raise AmiError(f"{name}: not connected to Asterisk at {self.config.host}:{self.config.port}")
         action_id = f"ivr-{uuid.uuid4().hex}"
+        replies = self.subscribe()  # before sending: the list may follow the response at once
+        wait = timeout if timeout is not None else self.config.action_timeout_seconds
+        try:
+            async with asyncio.timeout(wait):
+                await self._send(self._session, name, fields, action_id=action_id)
+                items: list[Event] = []
+                while True:
+                    event = await replies.get()
+                    if event.get("ActionID") != action_id:
+                        continue
+                    if event.get("Event") == complete_event:
+                        return items
+                    items.append(event)
+        except TimeoutError:
+            raise AmiError(f"{name}: the list did not end with {complete_event} within {wait:g} s") from None
+        finally:
+            self.unsubscribe(replies)
+
+    async def _send(self, session: AMIClient, name: str, fields: Mapping[str, Any] | None = None,
+                    variables: Mapping[str, str] | None = None, timeout: float | None = None,
+                    action_id: str | None = None) -> Response:
+        assert self._loop is not None
+        action_id = action_id or f"ivr-{uuid.uuid4().hex}"
         action = SimpleAction(name, **{key: value for key, value in (fields or {}).items() if value is not None})
         action.keys["ActionID"] = action_id
         action.variables = dict(variables or {})
@@ -289,6 +319,7 @@ class AmiClient:
                     log.warning("AMI reconnect failed (next try in %.1f s): %s", delay, error)
                     continue
                 self.reconnects += 1
+                self._dispatch({"Event": SESSION_RESUMED})
                 break
 
     def _connection_lost(self, session: AMIClient, error: object) -> None:
@@ -443,8 +474,23 @@ class ChannelDirectory:
 
     async def _consume(self) -> None:
         assert self._queue is not None
-        while True:
-            self.record(await self._queue.get())
+        await consume_events(self._queue, self.record, "channel directory")
+
+
+async def consume_events(events: asyncio.Queue[Event], handle: Callable[[Event], Awaitable[None] | None],
+                         watcher: str) -> None:
+    """Hand each event to `handle`, for ever. An event it fails on is logged (its name and the
+    error's type only: the fields carry callers' numbers) and the next one is handled: one odd
+    event must not end the watch for the life of the process."""
+    while True:
+        event = await events.get()
+        try:
+            handled = handle(event)
+            if handled is not None:
+                await handled
+        except Exception as error:
+            log.error("%s: a %s event failed (%s); going on with the next", watcher, event.get("Event", "?"),
+                      type(error).__name__)
 
 
 def _known(value: str | None) -> str | None:

@@ -46,11 +46,14 @@ from telephony import metrics as call_metrics
 from telephony.ami import (
     CORRELATION_EVENT,
     DIRECTORY_SIZE,
+    SESSION_RESUMED,
     AmiClient,
     AmiConfig,
     AmiError,
     ChannelDirectory,
     ChannelInfo,
+    Event,
+    consume_events,
 )
 from telephony.audiosocket import (
     DEFAULT_MAX_CALLS,
@@ -220,14 +223,16 @@ class QueueWatch:
     def __init__(self, ami: AmiClient) -> None:
         self.waiting: dict[str, int] = {}
         self._ami = ami
-        self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon"})
-        self._task = asyncio.create_task(self._consume(), name="queue-watch")
+        self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", SESSION_RESUMED})
+        self._task = asyncio.create_task(consume_events(self._events, self._take, "queue watch"), name="queue-watch")
 
-    async def _consume(self) -> None:
-        while True:
-            event = await self._events.get()
-            if event.get("Count", "").isdigit():
-                self.waiting[event.get("Queue", "")] = int(event["Count"])
+    async def _take(self, event: Event) -> None:
+        if event.get("Event") == SESSION_RESUMED:  # what changed while AMI was down: ask Asterisk
+            queues = await self._ami.list_action("QueueStatus", None, "QueueStatusComplete")
+            self.waiting = {params.get("Queue", ""): int(params["Calls"]) for params in queues
+                            if params.get("Event") == "QueueParams" and params.get("Calls", "").isdigit()}
+        elif event.get("Count", "").isdigit():
+            self.waiting[event.get("Queue", "")] = int(event["Count"])
 
     async def close(self) -> None:
         self._task.cancel()
@@ -244,20 +249,19 @@ class QueueOutcomes:
         self._ami = ami
         self._handoffs: OrderedDict[str, str] = OrderedDict()  # channel -> hand-over id
         self._events = ami.subscribe({"AgentConnect", "QueueCallerAbandon"})
-        self._task = asyncio.create_task(self._consume(), name="queue-outcomes")
+        self._task = asyncio.create_task(consume_events(self._events, self._take, "queue outcomes"),
+                                         name="queue-outcomes")
 
     def queued(self, channel: str, handoff_id: str) -> None:
         _remember(self._handoffs, channel, handoff_id)
 
-    async def _consume(self) -> None:
-        while True:
-            event = await self._events.get()
-            handoff_id = self._handoffs.pop(event.get("Channel", ""), None)
-            if handoff_id is None:
-                continue  # not a hand-over of ours (or an agent's second leg)
-            connected = event.get("Event") == "AgentConnect"
-            await self._callers.handoff_call_state(handoff_id, "connected" if connected else "abandoned",
-                                                   event.get("MemberName") if connected else None)
+    async def _take(self, event: Event) -> None:
+        handoff_id = self._handoffs.pop(event.get("Channel", ""), None)
+        if handoff_id is None:
+            return  # not a hand-over of ours (or an agent's second leg)
+        connected = event.get("Event") == "AgentConnect"
+        await self._callers.handoff_call_state(handoff_id, "connected" if connected else "abandoned",
+                                               event.get("MemberName") if connected else None)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -279,21 +283,26 @@ class QueuedCalls:
         # Channels in the agents' queue now: every join, ours or not (its event may come before
         # the transfer's bookkeeping), each until it leaves.
         self._waiting: OrderedDict[str, None] = OrderedDict()
-        self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave"})
-        self._task = asyncio.create_task(self._consume(), name="queued-calls")
+        self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave", SESSION_RESUMED})
+        self._task = asyncio.create_task(consume_events(self._events, self._take, "queued calls"),
+                                         name="queued-calls")
 
     def handed_over(self, call_uuid: str, channel: str) -> None:
         _remember(self._channels, call_uuid, channel)
 
-    async def _consume(self) -> None:
-        while True:
-            event = await self._events.get()
-            if event.get("Queue") != AGENT_QUEUE:
-                continue
-            if event.get("Event") == "QueueCallerJoin":
-                _remember(self._waiting, event.get("Channel", ""), None)
-            else:
-                self._waiting.pop(event.get("Channel", ""), None)
+    async def _take(self, event: Event) -> None:
+        if event.get("Event") == SESSION_RESUMED:
+            # Joins and leaves missed while AMI was down: the queue as Asterisk has it now (the
+            # events queued meanwhile are applied after it, in order).
+            entries = await self._ami.list_action("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete")
+            self._waiting = OrderedDict((entry.get("Channel", ""), None) for entry in entries
+                                        if entry.get("Event") == "QueueEntry" and entry.get("Queue") == AGENT_QUEUE)
+        elif event.get("Queue") != AGENT_QUEUE:
+            return
+        elif event.get("Event") == "QueueCallerJoin":
+            _remember(self._waiting, event.get("Channel", ""), None)
+        else:
+            self._waiting.pop(event.get("Channel", ""), None)
 
     def waiting(self, channel: str) -> bool:
         """Asterisk said the channel joined the agents' queue and has not said it left."""

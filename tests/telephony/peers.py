@@ -34,6 +34,7 @@ class AmiPeer:
     failing_actions: dict[str, str] = field(default_factory=dict)  # action name -> error message
     silent_actions: set[str] = field(default_factory=set)  # actions never answered
     held_actions: set[str] = field(default_factory=set)  # answered only on release_held()
+    queues: dict[str, list[str]] = field(default_factory=dict)  # queue -> channels waiting (QueueStatus)
     port: int = 0
     version: str = "9.0.0"
     actions: list[dict[str, str]] = field(default_factory=list)
@@ -109,7 +110,7 @@ class AmiPeer:
                 if action.get("Action") in self.held_actions:
                     self._held.append((writer, answer))
                     continue
-                writer.write(answer)
+                writer.write(answer + self._list_events(session, action))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -139,7 +140,35 @@ class AmiPeer:
             return ["Response: Success", *action_id, f"Variable: {action.get('Variable', '')}", f"Value: {value}"]
         if name.lower() == "originate":
             return ["Response: Success", *action_id, "Message: Originate successfully queued"]
+        if name.lower() == "queuestatus":
+            return ["Response: Success", *action_id, "EventList: start", "Message: Queue status will follow"]
         return ["Response: Success", *action_id, "Message: OK"]
+
+
+    def _list_events(self, session: AmiSession, action: dict[str, str]) -> bytes:
+        """QueueStatus's list after its response (docs.asterisk.org, AMI Actions/QueueStatus and
+        the QueueParams/QueueEntry/QueueStatusComplete events): per queue its parameters and one
+        entry per waiting caller, each with the action's ActionID, then the completion."""
+        if action.get("Action", "").lower() != "queuestatus" or not session.username:
+            return b""
+        action_id = [f"ActionID: {action['ActionID']}"] if "ActionID" in action else []
+        wanted = action.get("Queue")
+        listed = 0
+        out = b""
+        for queue, channels in self.queues.items():
+            if wanted and queue != wanted:
+                continue
+            out += _message(["Event: QueueParams", f"Queue: {queue}", "Max: 0", "Strategy: ringall",
+                             f"Calls: {len(channels)}", "Holdtime: 0", "TalkTime: 0", "Completed: 0", "Abandoned: 0",
+                             "ServiceLevel: 0", "ServicelevelPerf: 0.0", "Weight: 0", *action_id])
+            listed += 1
+            for position, channel in enumerate(channels, start=1):
+                out += _message(["Event: QueueEntry", f"Queue: {queue}", f"Position: {position}",
+                                 f"Channel: {channel}", "Uniqueid: 1700000000.1", "CallerIDNum: <unknown>",
+                                 "CallerIDName: <unknown>", "Wait: 5", "Priority: 0", *action_id])
+                listed += 1
+        return out + _message(["Event: QueueStatusComplete", *action_id, "EventList: Complete",
+                               f"ListItems: {listed}"])
 
 
 def _message(lines: list[str]) -> bytes:

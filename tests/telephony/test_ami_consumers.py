@@ -1,0 +1,97 @@
+"""The gateway's and the dialler's AMI watchers: one event they fail on does not end the watch,
+and after a reconnect the queue state is asked of Asterisk again (QueueStatus), since the events
+sent while the connection was down are lost. Against AmiPeer, the fake Asterisk Manager."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telephony.ami import AmiClient, AmiConfig, AmiError, Event, consume_events
+from telephony.gateway import AGENT_QUEUE, QueuedCalls, QueueWatch
+from telephony.priority import load_priority_rules
+from tests.telephony.peers import AmiPeer
+from tests.waiting import until, within
+
+CALLER = "13812345678"
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[AmiPeer]:
+    fake = await AmiPeer().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def client(peer: AmiPeer) -> AsyncIterator[AmiClient]:
+    ami = AmiClient(AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret="s3cret",
+                              reconnect_min_seconds=0.05, reconnect_max_seconds=0.2, keepalive_seconds=0.3,
+                              action_timeout_seconds=2.0))
+    await ami.connect()
+    yield ami
+    await ami.close()
+
+
+async def test_an_event_the_handler_fails_on_is_logged_without_its_fields_and_the_next_is_handled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    handled: list[str] = []
+
+    async def handle(event: Event) -> None:
+        if event.get("Event") == "QueueCallerJoin" and "Position" not in event:
+            raise KeyError(event["CallerIDNum"])  # an error whose text would carry the number
+        handled.append(event["Event"])
+
+    watch = asyncio.create_task(consume_events(events, handle, "test watch"))
+    for event in ({"Event": "QueueCallerJoin", "CallerIDNum": CALLER}, {"Event": "QueueCallerLeave"}):
+        events.put_nowait(event)
+    with caplog.at_level(logging.ERROR, logger="telephony.ami"):
+        await until(lambda: handled == ["QueueCallerLeave"])
+    watch.cancel()
+    [record] = [record for record in caplog.records if "test watch" in record.getMessage()]
+    assert "QueueCallerJoin" in record.getMessage() and "KeyError" in record.getMessage()
+    assert CALLER not in record.getMessage() and not record.exc_info
+
+
+async def test_a_list_action_collects_only_its_own_events_up_to_the_completion(
+        peer: AmiPeer, client: AmiClient) -> None:
+    peer.queues = {AGENT_QUEUE: ["PJSIP/caller-1", "PJSIP/caller-2"], "vip": ["PJSIP/caller-3"]}
+    listed = await within(client.list_action("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete"))
+    assert [(event["Event"], event.get("Channel")) for event in listed] == [
+        ("QueueParams", None), ("QueueEntry", "PJSIP/caller-1"), ("QueueEntry", "PJSIP/caller-2")]
+    (action,) = peer.actions_named("QueueStatus")
+    assert {event["ActionID"] for event in listed} == {action["ActionID"]}
+
+
+async def test_a_list_that_never_completes_is_an_error_not_a_hang(peer: AmiPeer, client: AmiClient) -> None:
+    with pytest.raises(AmiError, match="did not end with NoSuchComplete"):
+        await within(client.list_action("QueueStatus", None, "NoSuchComplete", timeout=0.3))
+
+
+async def test_after_a_reconnect_the_queue_is_what_asterisk_says_not_what_was_missed(
+        peer: AmiPeer, client: AmiClient) -> None:
+    calls = QueuedCalls(client, load_priority_rules().tiers[0])
+    queues = QueueWatch(client)
+    try:
+        calls.handed_over("call-left", "PJSIP/left-1")
+        calls.handed_over("call-joined", "PJSIP/joined-1")
+        await peer.emit("QueueCallerJoin", Queue=AGENT_QUEUE, Channel="PJSIP/left-1", Position="1", Count="1")
+        await until(lambda: calls.waiting("PJSIP/left-1") and queues.waiting.get(AGENT_QUEUE) == 1)
+        # AMI drops; meanwhile the first caller leaves the queue and another joins: no events reach us.
+        await peer.drop_connections()
+        await until(lambda: not client.connected)
+        peer.queues = {AGENT_QUEUE: ["PJSIP/joined-1"], "vip": []}
+        await until(lambda: client.connected and client.reconnects == 1)
+        await until(lambda: calls.waiting("PJSIP/joined-1"))
+        assert not calls.waiting("PJSIP/left-1")
+        await until(lambda: queues.waiting == {AGENT_QUEUE: 1, "vip": 0})
+        # The live events go on from there.
+        await peer.emit("QueueCallerLeave", Queue=AGENT_QUEUE, Channel="PJSIP/joined-1", Count="0")
+        await until(lambda: not calls.waiting("PJSIP/joined-1") and queues.waiting[AGENT_QUEUE] == 0)
+    finally:
+        await calls.close()
+        await queues.close()
