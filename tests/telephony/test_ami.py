@@ -19,13 +19,6 @@ def config_for(peer: AmiPeer, secret: str = "s3cret", **overrides: float) -> Ami
 
 
 @pytest.fixture
-async def peer() -> AsyncIterator[AmiPeer]:
-    fake = await AmiPeer().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def client(peer: AmiPeer) -> AsyncIterator[AmiClient]:
     ami = AmiClient(config_for(peer))
     await ami.connect()

@@ -10,27 +10,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telephony.ami import AmiClient, AmiConfig, AmiError, Event, consume_events
+from telephony.ami import AmiClient, AmiError, Event, consume_events
 from telephony.gateway import AGENT_QUEUE, QueuedCalls, QueueWatch
 from telephony.priority import load_priority_rules
 from tests.telephony.peers import AmiPeer
+from tests.telephony.test_ami import config_for
 from tests.waiting import until, within
 
 CALLER = "13812345678"
 
 
 @pytest.fixture
-async def peer() -> AsyncIterator[AmiPeer]:
-    fake = await AmiPeer().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def client(peer: AmiPeer) -> AsyncIterator[AmiClient]:
-    ami = AmiClient(AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret="s3cret",
-                              reconnect_min_seconds=0.05, reconnect_max_seconds=0.2, keepalive_seconds=0.3,
-                              action_timeout_seconds=2.0))
+    ami = AmiClient(config_for(peer, action_timeout_seconds=2.0))
     await ami.connect()
     yield ami
     await ami.close()
