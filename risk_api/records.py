@@ -426,7 +426,8 @@ def take_over(session: Session, request: HandoffTakeover, now: datetime) -> dict
 def raise_priority(session: Session, request: HandoffRaisePriority, now: datetime) -> dict[str, Any]:
     """The conversation's waiting hand-over to emergency priority, left waiting for the next agent
     (for a call, the gateway moves it up Asterisk's queue). 404 without a waiting or held one, 409
-    when an agent holds it; asked again, the same answer and one audit entry."""
+    when an agent holds it; asked again, the same answer and one audit entry. `check_only`: the
+    same answers, nothing changed."""
     sweep_abandoned_chats(session, now)
     handoff = session.scalar(select(Handoff).where(Handoff.session_id == request.session_id,
                                                    Handoff.status.in_(("waiting", "accepted")))
@@ -435,6 +436,8 @@ def raise_priority(session: Session, request: HandoffRaisePriority, now: datetim
         raise not_found("no_waiting_handoff", "这个会话没有正在排队的转人工。")
     if handoff.status == "accepted":
         raise conflict("handoff_taken", "这位客户已经由坐席接起，无需再提高优先级。")
+    if request.check_only:
+        return _detail(session, handoff, now)
     if handoff.priority != "emergency":
         audit.record(session, at=now, kind="handoff_priority_raised", customer_id=handoff.customer_id,
                      channel="agent", session_id=handoff.session_id,

@@ -416,6 +416,9 @@ class HandoffRaisePriority(Body):
     session_id: SessionId
     agent: AgentName  # the supervisor logged in to the desk
     alert: ShortText  # the alert's rule, for the audit
+    # Only say whether it may be raised (404/409 as for a raise), changing and auditing nothing:
+    # the web server checks first, moves the call up Asterisk's queue, then records the raise.
+    check_only: bool = False
 
 
 class HandoffOfSession(Body):

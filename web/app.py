@@ -598,11 +598,20 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                                       "message": "暂时无法确认这是电话还是在线聊天，请稍后重试。"})
         if kind == "chat":
             raise HTTPException(409, {"code": "not_a_call", "message": "在线聊天无需排队优先级，请直接接管。"})
-        handoff = risk_json(await risk_call("POST", "/handoffs/raise-priority", json={
-            "session_id": session_id, "agent": supervisor.login,
-            "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")}),
-            passed=(404, 409))  # nothing waiting, or an agent already has it: the risk API's Chinese
+        raise_request = {"session_id": session_id, "agent": supervisor.login,
+                         "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")}
+        # Checked, moved, then recorded: a raise the queue did not make is never on record (and
+        # nothing waiting, or an agent already having it, leaves the queue alone): the risk API's Chinese.
+        risk_json(await risk_call("POST", "/handoffs/raise-priority", json={**raise_request, "check_only": True}),
+                  passed=(404, 409))
         queued = await raise_in_queue(session_id)
+        try:
+            handoff = risk_json(await risk_call("POST", "/handoffs/raise-priority", json=raise_request),
+                                passed=(404, 409))
+        except HTTPException as refusal:
+            log.error("call raised in the queue, but its record failed: %s", refusal.status_code)
+            raise HTTPException(502, {"code": "raised_not_recorded", "message": (
+                "电话已在队列中提前，但优先级记录未能保存，请稍后刷新或联系管理员。")}) from None
         return JSONResponse({"handoff": for_desk(handoff),
                              "queue_priority": queued.get("priority") if isinstance(queued, dict) else None})
 

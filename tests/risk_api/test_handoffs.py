@@ -578,6 +578,17 @@ def test_a_supervisor_raises_a_waiting_call_to_emergency_without_taking_it_once_
     assert accepted.status_code == 200, "still waiting for any agent to take"
 
 
+def test_a_check_only_raise_answers_as_a_raise_would_and_changes_nothing(api: Api) -> None:
+    handoff_id, session_id = new_handoff(api, channel="voice", priority="normal")
+    body = {"session_id": session_id, "agent": "supervisor-check", "alert": "客户情绪异常", "check_only": True}
+    checked = api.desk.post("/handoffs/raise-priority", json=body)
+    assert checked.status_code == 200 and checked.json()["priority"] == "normal"
+    assert api.sql("SELECT priority FROM handoffs WHERE id = :i", i=handoff_id)[0].priority == "normal"
+    assert audit_of(api, session_id, "handoff_priority_raised") == []
+    nothing = api.desk.post("/handoffs/raise-priority", json={**body, "session_id": new_session()})
+    assert nothing.status_code == 404 and nothing.json()["detail"]["code"] == "no_waiting_handoff"
+
+
 def test_raising_needs_a_waiting_handoff_one_no_agent_holds_and_the_desks_token(api: Api) -> None:
     assert raise_priority(api, new_session()).json()["detail"]["code"] == "no_waiting_handoff"
     assert raise_priority(api, new_session()).status_code == 404

@@ -48,6 +48,7 @@ class Fake:
     raise_refused: tuple[int, str] | None = None  # the risk API's refusal of a raise: (status, code)
     gateway_answer: tuple[int, dict[str, Any]] = (200, {"queue": "agents", "priority": 50})
     gateway_tokens: set[str] = field(default_factory=set)  # the bearer tokens the gateway was asked with
+    record_down: bool = False  # the risk API answers a raise's check but cannot record it
 
 
 def _handler(fake: Fake) -> type[JsonPeer]:
@@ -84,6 +85,9 @@ def _handler(fake: Fake) -> type[JsonPeer]:
                 if fake.raise_refused is not None:
                     status, code = fake.raise_refused
                     self.answer({"detail": {"code": code, "message": "风控接口的说明"}}, status)
+                    return
+                if fake.record_down and not body.get("check_only"):
+                    self.answer({"detail": "database unavailable"}, 503)
                     return
                 self.answer({"handoff_id": RAISED, "session_id": body["session_id"], "status": "waiting",
                              "agent": None, "channel": "voice", "priority": "emergency", "flow": "human_handoff",
@@ -218,9 +222,12 @@ def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(
         assert board.post(f"/desk/api/quality/conversations/{CALL}/priority").status_code == 422
     assert httpx.post(f"{web}/desk/api/quality/conversations/{call}/priority",
                       timeout=READ_TIMEOUT_S).status_code == 401
-    assert posted(fake, "/handoffs/raise-priority") == [
-        {"session_id": CALL, "agent": SUPERVISOR, "alert": "客户情绪异常"}]
+    # Checked, moved up the queue, then recorded.
+    raise_request = {"session_id": CALL, "agent": SUPERVISOR, "alert": "客户情绪异常"}
+    assert posted(fake, "/handoffs/raise-priority") == [{**raise_request, "check_only": True}, raise_request]
     assert posted(fake, "/queue/priority") == [{"call_id": CALL}]
+    assert [path for path, _ in fake.posts if path in ("/handoffs/raise-priority", "/queue/priority")] == [
+        "/handoffs/raise-priority", "/queue/priority", "/handoffs/raise-priority"]
     assert fake.gateway_tokens == {f"Bearer {GATEWAY_TOKEN}"}
 
 
@@ -237,6 +244,13 @@ def test_a_raise_refused_or_a_gateway_down_says_so_in_chinese(fake: Fake, web: s
             fake.gateway_answer = (status, {"detail": {"code": code, "message": "网关的说明"}})
             answer = board.post(f"/desk/api/quality/conversations/{call}/priority")
             assert answer.status_code == status and answer.json()["detail"] == {"code": code, "message": "网关的说明"}
+        # The queue refused both times: only checks reached the risk API, no raise is on record.
+        assert all(body.get("check_only") for body in posted(fake, "/handoffs/raise-priority"))
+        fake.gateway_answer = (200, {"queue": "agents", "priority": 50})
+        fake.record_down = True  # moved up the queue, then the record fails: said, not hidden
+        answer = board.post(f"/desk/api/quality/conversations/{call}/priority")
+        assert answer.status_code == 502 and answer.json()["detail"]["code"] == "raised_not_recorded"
+        fake.record_down = False
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     fake.gateway_answer = (404, {"detail": {"code": "not_queued", "message": "这通电话不在坐席队列中等待。"}})
     for gateways, status, code in (((down,), 503, "gateway_unavailable"),
