@@ -26,7 +26,8 @@ Rasa's ticket lock (the Redis lock store of the scaled topology) lets a waiting 
 expire like a holder's: a turn queued behind a process killed mid-turn, its ticket issued about
 when the dead one's was, expires with it and then waits for ever. Here a waiting turn keeps its
 ticket alive while it waits (only a holder that stops loses its ticket), and waits at most
-MAX_LOCK_WAITS polls.
+MAX_LOCK_WAITS polls. The renewal is an optimistic Redis transaction: it never writes back a lock
+another process changed since it read it (a finished holder's ticket, a newcomer's ticket lost).
 
 Rasa's telemetry (usage events, crash reports with tracebacks sent to Rasa's servers) is off.
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import sys
@@ -56,10 +58,10 @@ from rasa.core.agent import Agent
 from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketIOOutput
 from rasa.core.lock import TicketLock
-from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockStore
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.telemetry import TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -79,6 +81,7 @@ RETRY_AFTER_SECONDS = 5
 STORE_ERRORS = (TrackerStoreUnavailable, LockError, RedisError)
 # A turn waits at most this many polls (1 s each) for the turns ahead of it: a few dead tickets' lifetimes.
 MAX_LOCK_WAITS = 3 * int(LOCK_LIFETIME)
+RENEW_ATTEMPTS = 5  # optimistic transactions a renewal tries per poll while other processes write the lock
 STORE_DOWN_TEXT = "抱歉，系统暂时繁忙，您刚才的消息没有收到，请稍后再发一次。"
 log = logging.getLogger(__name__)
 _VALIDATOR = validator_for(_SCHEMA)(_SCHEMA)
@@ -122,6 +125,8 @@ def _what_failed(error: Exception) -> str:
         return "tracker store (conversations) is unavailable"
     if isinstance(error, ConversationBusy):
         return "conversation is still busy with earlier messages"
+    if isinstance(error, TicketLost):
+        return "turn lost its place behind the conversation's earlier messages"
     return "lock store (Redis) is unavailable"
 
 
@@ -146,24 +151,63 @@ async def _handle_message_telling_the_widget(self: Agent, message: UserMessage) 
         return None
 
 
+class TicketLost(LockError):
+    """A waiting turn's ticket (or the whole lock) was gone from the lock store: its place in the
+    conversation's queue is lost, and the turn is refused rather than run out of order."""
+
+
+def _renewed(lock: TicketLock, ticket: int) -> bool:
+    """The waiting ticket's lifetime renewed and the expired ones removed; False if it is gone."""
+    lock.remove_expired_tickets()
+    mine = [waiting for waiting in lock.tickets if waiting.number == ticket]
+    for waiting in mine:
+        waiting.expires = time.time() + LOCK_LIFETIME
+    return bool(mine)
+
+
+def _renew_ticket(store: LockStore, conversation_id: str, ticket: int) -> bool:
+    """Renew a waiting ticket; False when it (or the lock) is gone. On Redis in one optimistic
+    transaction (WATCH … MULTI/EXEC): a lock another process changed between our read and our
+    write is read again, never overwritten, so a finished holder's ticket is never written back
+    and a ticket issued meanwhile never dropped."""
+    if not isinstance(store, RedisLockStore):  # one process: no await between the read and the write
+        lock = store.get_lock(conversation_id)
+        if lock is None or not _renewed(lock, ticket):
+            return False
+        store.save_lock(lock)
+        return True
+    key = store.key_prefix + conversation_id
+    with store.red.pipeline() as transaction:
+        for _ in range(RENEW_ATTEMPTS):
+            try:
+                transaction.watch(key)
+                stored = transaction.get(key)
+                if stored is None:
+                    return False
+                lock = TicketLock.from_dict(json.loads(stored))
+                if not _renewed(lock, ticket):
+                    return False
+                transaction.multi()
+                transaction.set(key, lock.dumps())
+                transaction.execute()
+                return True
+            except WatchError:  # changed meanwhile: read it again
+                continue
+    return True  # busy with other writers: still there, renewed at the next poll
+
+
 async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ticket: int,
                                        wait_time_in_seconds: float) -> TicketLock:
     """Rasa's `LockStore._acquire_lock`, the waiting ticket renewed at every poll."""
     for _ in range(MAX_LOCK_WAITS):
         lock = self.get_lock(conversation_id)
         if lock is None:
-            break
+            raise TicketLost("the conversation's lock is gone from the lock store")
         if not lock.is_locked(ticket):
             return lock
         await asyncio.sleep(wait_time_in_seconds)
-        lock = self.get_lock(conversation_id)
-        if lock is None:
-            break
-        lock.remove_expired_tickets()
-        for waiting in lock.tickets:
-            if waiting.number == ticket:
-                waiting.expires = time.time() + LOCK_LIFETIME
-        self.save_lock(lock)
+        if not _renew_ticket(self, conversation_id, ticket):  # synchronous, as Rasa's own lock store calls
+            raise TicketLost("the waiting turn's ticket is gone from the lock store")
     raise ConversationBusy("could not acquire the conversation's lock")
 
 

@@ -1,0 +1,39 @@
+"""A turn waiting for its conversation's lock keeps its ticket alive without ever writing back a
+lock another Rasa process changed meanwhile (bot/rasa_launcher.py), against a real Redis (Debian's
+redis-server, as the scaled topology runs it) from Rasa's environment (lock_scenarios.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stack.scaled import redis_server
+from stack.services import RASA_VENV, ROOT, free_port, started
+
+RASA_PYTHON = RASA_VENV / "bin" / "python"
+SCENARIOS = ROOT / "tests" / "scale" / "lock_scenarios.py"
+
+
+@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+def test_a_waiting_ticket_is_renewed_without_resurrecting_or_dropping_other_processes_tickets(
+        tmp_path: Path) -> None:
+    port, password = free_port(), secrets.token_hex(16)
+    with started([redis_server(port, password, tmp_path)], tmp_path):
+        done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), str(port), password], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # The holder finished between the renewal's read and write: its ticket stays gone.
+    assert seen["finished_renewed"] is True and seen["finished_tickets"] == [1]
+    # A newcomer took ticket 2 meanwhile: it is kept, and the waiter's ticket lives on.
+    assert seen["newcomer_renewed"] is True and seen["newcomer_tickets"] == [0, 1, 2]
+    # Issued together with 20 s each; the waiter's renewed to the full lock lifetime from now.
+    assert seen["renewed_lifetime_s"] >= seen["lifetime"] - 20 - 1
+    # The lock is gone: the waiter is told its place is lost (not that the conversation is busy).
+    assert seen["gone_renewed"] is False
