@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from socketio.asyncio_manager import AsyncManager
 from socketio.asyncio_pubsub_manager import AsyncPubSubManager
 
+from ivr_config.environment import port_number
 from trust.env_secrets import require_secret
 
 log = logging.getLogger(__name__)
@@ -140,4 +141,4 @@ def shared_rooms(env: Mapping[str, str] = os.environ) -> JsonRedisManager | None
     host = env.get("REDIS_HOST", "").strip()
     if not host:
         return None
-    return JsonRedisManager(host, int(env.get("REDIS_PORT", "6379")), require_secret("REDIS_PASSWORD", env))
+    return JsonRedisManager(host, port_number(env, "REDIS_PORT", 6379), require_secret("REDIS_PASSWORD", env))

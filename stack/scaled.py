@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ivr_config.environment import port_number
 from stack.services import Ports, Secrets, Service, Stage, action_server, free_port, rasa_server, stack
 
 HAPROXY = "/usr/sbin/haproxy"  # Debian's haproxy and redis-server (the Makefile installs them)
@@ -59,11 +60,11 @@ class ScaledPorts:
     def from_environment(cls, scale: int, env: Mapping[str, str] = os.environ) -> ScaledPorts:
         """RASA_PROCESS_PORT_BASE + 1…n, ACTION_SERVER_PORT_BASE + 1…n, REDIS_PORT,
         GATEWAY_HEALTH_PORT_BASE + 1…n."""
-        rasa_base = int(env.get("RASA_PROCESS_PORT_BASE", 5100))
-        actions_base = int(env.get("ACTION_SERVER_PORT_BASE", 5150))
-        gateway_base = int(env.get("GATEWAY_HEALTH_PORT_BASE", 9200))
+        rasa_base = port_number(env, "RASA_PROCESS_PORT_BASE", 5100)
+        actions_base = port_number(env, "ACTION_SERVER_PORT_BASE", 5150)
+        gateway_base = port_number(env, "GATEWAY_HEALTH_PORT_BASE", 9200)
         return cls(tuple(rasa_base + i for i in range(1, scale + 1)),
-                   tuple(actions_base + i for i in range(1, scale + 1)), int(env.get("REDIS_PORT", 6380)),
+                   tuple(actions_base + i for i in range(1, scale + 1)), port_number(env, "REDIS_PORT", 6380),
                    tuple(gateway_base + i for i in range(1, scale + 1)))
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ivr_config.environment import port_number
 from trust.env_secrets import require_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,14 +142,14 @@ class Ports:
     @classmethod
     def from_environment(cls) -> Ports:
         return cls(
-            rasa=int(os.environ.get("RASA_PORT", 5005)),
-            actions=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
-            risk_api=int(os.environ.get("RISK_API_PORT", 8400)),
-            web=int(os.environ.get("WEB_PORT", 8080)),
-            audiosocket=int(os.environ.get("AUDIOSOCKET_PORT", 9092)),
-            gateway_health=int(os.environ.get("GATEWAY_HEALTH_PORT", 9093)),
-            outbound_health=int(os.environ.get("OUTBOUND_HEALTH_PORT", 9094)),
-            quality=int(os.environ.get("QUALITY_PORT", 9095)),
+            rasa=port_number(os.environ, "RASA_PORT", 5005),
+            actions=port_number(os.environ, "ACTION_SERVER_PORT", 5055),
+            risk_api=port_number(os.environ, "RISK_API_PORT", 8400),
+            web=port_number(os.environ, "WEB_PORT", 8080),
+            audiosocket=port_number(os.environ, "AUDIOSOCKET_PORT", 9092),
+            gateway_health=port_number(os.environ, "GATEWAY_HEALTH_PORT", 9093),
+            outbound_health=port_number(os.environ, "OUTBOUND_HEALTH_PORT", 9094),
+            quality=port_number(os.environ, "QUALITY_PORT", 9095),
         )
 
 

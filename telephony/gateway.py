@@ -39,6 +39,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from ivr_config.environment import port_number
 from quality.publisher import StreamCallEvents
 from quality.store import SqlEventStore, events_url
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
@@ -136,11 +137,11 @@ class GatewaySettings:
         except SecretError as error:
             raise ValueError(str(error)) from None
         return cls(
-            host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=int(env.get("AUDIOSOCKET_PORT", "9092")),
+            host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=port_number(env, "AUDIOSOCKET_PORT", 9092),
             rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
             priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
-            health_port=int(env.get("GATEWAY_HEALTH_PORT", "9093")), max_calls=int(max_calls),
+            health_port=port_number(env, "GATEWAY_HEALTH_PORT", 9093), max_calls=int(max_calls),
             health_host=env.get("GATEWAY_HEALTH_HOST", "").strip() or None,
             share_port=share_port == "1",
             outbound_url=env.get("OUTBOUND_URL", "").strip() or None, outbound_token=outbound_token,

@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from ivr_config.environment import EnvironmentValueError
 from ivr_config.loader import ConfigError
 from trust.log_format import LogFormatError, configure_logging
 from web.app import create_app
@@ -18,7 +19,7 @@ def main() -> int:
         # A chat text or a login name in an error log stays masked (LOG_FORMAT: text or json).
         configure_logging("web", level=logging.WARNING)
         settings = Settings.from_environment()
-    except (RuntimeError, LogFormatError) as error:  # trust.env_secrets.SecretError, a bad LOG_FORMAT
+    except (RuntimeError, LogFormatError, EnvironmentValueError) as error:  # SecretError, a bad LOG_FORMAT or number
         print(f"web server not started: {error}", file=sys.stderr)
         return 2
     try:

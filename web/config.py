@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ivr_config.environment import port_number, whole_number
 from trust.env_secrets import optional_secret, require_secret
 from trust.metrics import metrics_token
 
@@ -65,7 +66,7 @@ class Settings:
         """Raises trust.env_secrets.SecretError for a missing secret or a development one outside development."""
         return cls(
             host=env.get("WEB_HOST", "127.0.0.1"),
-            port=int(env.get("WEB_PORT", 8080)),
+            port=port_number(env, "WEB_PORT", 8080),
             rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
             risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"),
             risk_api_token=require_secret("RISK_API_TOKEN", env),
@@ -75,9 +76,9 @@ class Settings:
             session_secret=optional_secret("WEB_SESSION_SECRET", env) or secrets.token_hex(32),
             chat_session_secret=require_secret("CHAT_SESSION_SECRET", env),
             chat_allowed_origins=frozenset(env.get("CHAT_ALLOWED_ORIGINS", "").split()),
-            chat_sessions_per_source=int(env.get("CHAT_SESSIONS_PER_SOURCE", 10)),
+            chat_sessions_per_source=whole_number(env, "CHAT_SESSIONS_PER_SOURCE", 10, minimum=1),
             behind_proxy=env.get("WEB_BEHIND_PROXY", "").strip().lower() in _TRUE,
-            chat_wait_limit_seconds=int(env.get("CHAT_WAIT_LIMIT_SECONDS", 300)),
+            chat_wait_limit_seconds=whole_number(env, "CHAT_WAIT_LIMIT_SECONDS", 300, minimum=1),
             outbound_url=env.get("OUTBOUND_URL", "http://127.0.0.1:9094"),
             outbound_desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
             quality_url=env.get("QUALITY_URL", "http://127.0.0.1:9095"),
