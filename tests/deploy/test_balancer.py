@@ -125,6 +125,18 @@ def test_an_oversized_body_is_refused_before_rasa(balancer) -> None:
         assert connection.recv(64).startswith(b"HTTP/1.1 413")
 
 
+def test_a_chunked_body_that_could_not_be_weighed_is_refused_before_rasa_and_the_actions(balancer) -> None:
+    urls, seen, _ = balancer
+    reached_before = len(seen)
+    for url, path in ((urls["rasa"], b"/webhooks/chat/webhook"), (urls["actions"], b"/webhook")):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n100000\r\n{")
+            assert connection.recv(64).startswith(b"HTTP/1.1 411")
+    assert len(seen) == reached_before, "no backend saw them"
+
+
 def test_the_log_has_paths_without_query_strings(balancer) -> None:
     urls, _, log = balancer
     logged_before = len(log.read_text().splitlines())
