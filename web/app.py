@@ -62,6 +62,9 @@ SESSION_CHECK_SECONDS = 1.0
 NEWS_BACKLOG = 64  # events a stream holds while its page is slow to read them
 MAX_KNOWN_CONVERSATIONS = 4096  # alerted conversations whose kind (chat or call) is remembered
 KIND_LOOKUP_SECONDS = 1.0  # asking Rasa whether an alerted conversation is a chat or a call
+# How long a conversation Rasa could not place is not asked about again: a board opening, each
+# new alert and each click would otherwise ask a Rasa that is down (or has forgotten it) every time.
+KIND_UNKNOWN_SECONDS = 10.0
 RELAY_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
@@ -493,16 +496,23 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         return f"Q-{digest[:20]}"
 
     conversation_kinds: OrderedDict[str, str] = OrderedDict()  # conversation id -> "chat" or "call"
+    unplaced_until: OrderedDict[str, float] = OrderedDict()  # conversation id -> when to ask Rasa again
 
     async def conversation_kind(conversation_id: str) -> str | None:
         """A chat (the widget's channel) or a call, as Rasa knows the conversation; None when it
-        cannot say now (asked again with the next alert)."""
+        cannot say now (asked again after KIND_UNKNOWN_SECONDS)."""
         kind = conversation_kinds.get(conversation_id)
         if kind is None:
+            if unplaced_until.get(conversation_id, 0.0) > time.monotonic():
+                return None
             try:  # bounded: a slow Rasa must not hold the alerts back from the boards
                 said = await asyncio.wait_for(relay("read", conversation_id, after=0), KIND_LOOKUP_SECONDS)
             except (HTTPException, TimeoutError):
+                unplaced_until[conversation_id] = time.monotonic() + KIND_UNKNOWN_SECONDS
+                while len(unplaced_until) > MAX_KNOWN_CONVERSATIONS:
+                    unplaced_until.popitem(last=False)
                 return None
+            unplaced_until.pop(conversation_id, None)
             kind = conversation_kinds[conversation_id] = "chat" if said.get("channel") == CHAT_CHANNEL else "call"
             while len(conversation_kinds) > MAX_KNOWN_CONVERSATIONS:
                 conversation_kinds.popitem(last=False)

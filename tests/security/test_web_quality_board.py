@@ -19,6 +19,7 @@ from tests.accounts import AGENT, SUPERVISOR
 from tests.loopback import JsonPeer, serving, serving_asgi
 from tests.security.test_web_desk_events import READ_TIMEOUT_S, Events, logged_in, web_settings
 from trust.env_secrets import SecretError
+from web import app as web_app
 from web.app import create_app
 from web.config import Settings
 
@@ -199,7 +200,9 @@ def posted(fake: Fake, path: str) -> list[Any]:
     return [body for at, body in fake.posts if at == path]
 
 
-def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(fake: Fake, web: str) -> None:
+def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(
+        fake: Fake, web: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web_app, "KIND_UNKNOWN_SECONDS", 3600.0)  # not asked again within the test, however slow
     fake.alerts = [alert(1), alert(2, conversation=CALL), alert(3, conversation=FORGOTTEN)]
     with logged_in(web, SUPERVISOR) as board, board.stream("GET", "/desk/api/events") as response:
         shown = next_alerts(Events(response))
@@ -212,6 +215,9 @@ def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(
         # Rasa cannot say whether it is a call: nothing is raised, no gateway is asked.
         unsure = board.post(f"/desk/api/quality/conversations/{unknown}/priority")
         assert unsure.status_code == 503 and unsure.json()["detail"]["code"] == "conversation_unknown"
+        # Rasa could not place it: not asked again for a while (the board's listing asked once).
+        assert [body["do"] for body in posted(fake, "/webhooks/webchat/agent") if body["sender"] == FORGOTTEN] == [
+            "read"]
         raised = board.post(f"/desk/api/quality/conversations/{call}/priority")
         assert raised.status_code == 200, raised.text
         answer = raised.json()
