@@ -294,7 +294,7 @@ class FlowFormValidator(Action, ABC):
         identity = {slot.name for slot in flowset().identity_slots}
         verified = level_rank(turn.tracker.get_slot("verified_level")) >= level_rank(flow.required_level)
         answerable = {*flow.slot_names, *(() if verified else identity)} - {requested}
-        earlier = next((event["name"] for event in reversed(turn.tracker.events)
+        earlier = next((event["name"] for event in _since_the_form_began(turn.tracker.events, flow.form_name)
                         if event.get("event") == "slot" and event.get("name") in answerable
                         and event.get("value") is not None), None)
         if earlier is None:
@@ -684,3 +684,15 @@ def _generate_actions() -> list[type[Action]]:
 
 
 GENERATED_ACTIONS = _generate_actions()
+
+
+def _since_the_form_began(events: list[dict[str, Any]], form: str) -> list[dict[str, Any]]:
+    """The conversation's events back to this form's activation, latest first: an answer given in
+    an earlier flow (partial_prepayment's amount) is not this flow's to correct (promise_to_pay
+    has not asked its amount yet)."""
+    latest_first: list[dict[str, Any]] = []
+    for event in reversed(events):
+        if event.get("event") == "active_loop" and event.get("name") == form:
+            break
+        latest_first.append(event)
+    return latest_first

@@ -91,3 +91,19 @@ def test_a_bare_no_is_no_correction() -> None:
     said, slots = answer("complaint", "wants_human", "不对", intent="deny", confidence=0.9,
                          before=earlier, complaint_text="扣款扣错了")
     assert "complaint_text" not in slots and slots.get("wants_human") is False, said
+
+
+def test_an_answer_given_in_an_earlier_flow_is_not_corrected_in_this_one() -> None:
+    # partial_prepayment set an amount; promise_to_pay began since and asks its date first: "不对，是五千"
+    # corrects nothing it was told (its own amount has not been asked).
+    earlier_flow = [{"event": "slot", "name": "amount", "value": 3000},
+                    {"event": "active_loop", "name": "promise_to_pay_form"}]
+    said, slots = answer("promise_to_pay", "date", "不对，是五千", intent="deny", confidence=0.9, before=earlier_flow)
+    assert "amount" not in slots and flowset().responses["corrected"].chat not in texts(said), said
+
+
+def test_an_answer_given_in_this_flow_is_corrected() -> None:
+    this_flow = [{"event": "active_loop", "name": "promise_to_pay_form"},
+                 {"event": "slot", "name": "amount", "value": 3000}]
+    said, slots = answer("promise_to_pay", "date", "不对，是五千", intent="deny", confidence=0.9, before=this_flow)
+    assert slots.get("amount") == 5000 and flowset().responses["corrected"].chat in texts(said), said
