@@ -14,7 +14,7 @@ RUN apt-get update \
 
 WORKDIR /app
 # Dependencies first, so code changes do not reinstall them.
-COPY Makefile ./
+COPY Makefile package.json package-lock.json ./
 COPY requirements/ requirements/
 COPY scripts/ scripts/
 RUN make setup PY310=/usr/local/bin/python3.10 PY311=/usr/bin/python3.11

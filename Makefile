@@ -73,7 +73,17 @@ voice-tools:
 turn-models: $(SVC_VENV)/.installed
 	$(SVC_PY) -m voice.turn_models --optional
 
-setup: $(RASA_VENV)/.installed $(SVC_VENV)/.installed voice-tools turn-models
+# The desk's charts: Chart.js (MIT) from the npm registry, pinned by package-lock.json, served by
+# the web server itself (no CDN) with its licence. Debian's node and npm only when none is there.
+DESK_CHARTS := web/static/vendor/chart.umd.js
+$(DESK_CHARTS): package.json package-lock.json
+	command -v npm >/dev/null || bash scripts/ensure_debian_packages.sh nodejs npm
+	npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p web/static/vendor
+	cp node_modules/chart.js/dist/chart.umd.js $@
+	cp node_modules/chart.js/LICENSE.md web/static/vendor/chart.js.LICENSE.md
+
+setup: $(RASA_VENV)/.installed $(SVC_VENV)/.installed voice-tools turn-models $(DESK_CHARTS)
 
 compile: $(SVC_VENV)/.installed
 	$(SVC_PY) -m flowspec compile

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -120,17 +121,27 @@ def _pairs(pairs: list[tuple[str, int]]) -> str:
     return "; ".join(f"{text}={count}" for text, count in pairs)
 
 
+def figures_row(figures: DailyFigures) -> dict[str, Any]:
+    """One day's figures by the CSV's column names (reasons and utterances as [text, count] pairs):
+    the CSV's row and the desk's charts (GET /figures/daily.json)."""
+    return {"date": figures.day.isoformat(), "conversations": figures.conversations, "contained": figures.contained,
+            "containment_rate": figures.containment_rate, "handovers": figures.handovers,
+            "handover_rate": figures.handover_rate, "handover_reasons": figures.handover_reasons,
+            "identity_checks": figures.identity_checks, "identity_passed": figures.identity_passed,
+            "identity_pass_rate": figures.identity_pass_rate,
+            "average_handling_seconds": figures.average_handling_seconds, "voice_calls": figures.voice_calls,
+            "barge_in_rate": figures.barge_in_rate, "silence_rate": figures.silence_rate,
+            "low_confidence": figures.low_confidence, "identified_conversations": figures.identified,
+            "first_contact_resolution": figures.first_contact_resolution}
+
+
 def figures_csv(days: list[DailyFigures]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for figures in days:
-        writer.writerow([figures.day.isoformat(), figures.conversations, figures.contained, figures.containment_rate,
-                         figures.handovers, figures.handover_rate, _pairs(figures.handover_reasons),
-                         figures.identity_checks, figures.identity_passed, figures.identity_pass_rate,
-                         figures.average_handling_seconds, figures.voice_calls, figures.barge_in_rate,
-                         figures.silence_rate, _pairs(figures.low_confidence), figures.identified,
-                         figures.first_contact_resolution])
+        row = figures_row(figures)
+        writer.writerow([_pairs(row[name]) if isinstance(row[name], list) else row[name] for name in CSV_FIELDS])
     return out.getvalue()
 
 

@@ -8,8 +8,8 @@ hits and alerts as they were raised, and reads on from where it stopped. Convers
 event is older than `keep_days` leave memory and the database (events and hits).
 
 GET /health (open), and with `Authorization: Bearer $QUALITY_API_TOKEN`:
-/alerts?after=N, /conversations/{id}/score, /figures/daily.csv; /metrics with $METRICS_TOKEN
-(trust/metrics.py).
+/alerts?after=N, /conversations/{id}/score, /figures/daily.csv, /figures/daily.json?days=N; /metrics
+with $METRICS_TOKEN (trust/metrics.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from prometheus_client.core import Metric
 
 from quality.cursor import StreamCursor
 from quality.events import StreamEvent
-from quality.figures import DEFAULT_REPEAT_HOURS, DailyFigures, daily_figures, figures_csv, metric_families
+from quality.figures import (
+    DEFAULT_REPEAT_HOURS,
+    DailyFigures,
+    daily_figures,
+    figures_csv,
+    figures_row,
+    metric_families,
+)
 from quality.rules import RULES_PATH, FlowFacts, Hit, Inspector, load_rules
 from quality.store import HIT_FIELDS, Progress, SqlEventStore, events_url
 from trust.asgi import BearerGate, BodyLimit
@@ -50,6 +57,7 @@ ALERTS_KEPT = 1000
 READ_BATCH = 1000
 READER = "inspection"  # its row in quality_progress
 DEFAULT_KEEP_DAYS = 7
+MAX_FIGURE_DAYS = 90  # a chart's longest span (the days kept are fewer by default: QUALITY_KEEP_DAYS)
 RETENTION_EVERY_SECONDS = 600.0
 OPEN_PATHS = frozenset({"/health"})
 
@@ -262,6 +270,11 @@ def create_app(inspection: Inspection, token: str, monitoring_token: str | None 
     @app.get("/figures/daily.csv")
     def daily() -> PlainTextResponse:
         return PlainTextResponse(figures_csv(inspection.days()), media_type="text/csv; charset=utf-8")
+
+    @app.get("/figures/daily.json")
+    def daily_json(days: int = Query(14, ge=1, le=MAX_FIGURE_DAYS)) -> dict[str, Any]:
+        """The last `days` days with conversations, oldest first (the desk's charts)."""
+        return {"days": [figures_row(figures) for figures in inspection.days()[-days:]]}
 
     app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY,
                        refusal=lambda limit: _refusal("too_large", f"请求体超过 {limit} 字节。"))

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
@@ -65,6 +65,7 @@ KIND_LOOKUP_SECONDS = 1.0  # asking Rasa whether an alerted conversation is a ch
 # How long a conversation Rasa could not place is not asked about again: a board opening, each
 # new alert and each click would otherwise ask a Rasa that is down (or has forgotten it) every time.
 KIND_UNKNOWN_SECONDS = 10.0
+MAX_FIGURE_DAYS = 90  # the quality service's longest span
 RELAY_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
@@ -572,6 +573,37 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                           "severity_name": labels.SEVERITIES.get(str(hit.get("severity")), labels.UNKNOWN),
                           "detail": hit.get("detail"), "at": hit.get("at")} for hit in hits if isinstance(hit, dict)]}
 
+    def supervisors_page(request: Request, refused: str, render: Callable[[Agent], str]) -> Response:
+        """A page for supervisors: the login page for nobody, a 403 page for an agent."""
+        agent = logged_in_agent(request)
+        if agent is None:
+            return RedirectResponse("/desk", status_code=303)
+        if not agent.may("supervise"):
+            return HTMLResponse(pages.forbidden_page(refused), status_code=403)
+        return HTMLResponse(render(agent))
+
+    @app.get("/desk/figures", response_class=HTMLResponse)
+    def figures_page(request: Request) -> Response:
+        charts = (STATIC / "vendor" / "chart.umd.js").is_file()
+        return supervisors_page(request, "只有主管可以查看服务指标。", lambda agent: pages.figures_page(agent, charts))
+
+    @app.get("/desk/api/quality/figures")
+    async def daily_figures(request: Request,
+                            days: Annotated[int, Query(ge=1, le=MAX_FIGURE_DAYS)] = 14) -> dict[str, Any]:
+        """The inspection's daily figures for the charts (supervisors), oldest first."""
+        require_agent(request, "supervise")
+        if not settings.quality_api_token:
+            raise HTTPException(503, {"code": "quality_not_configured",
+                                      "message": "质检服务未配置（QUALITY_API_TOKEN），暂无服务指标。"})
+        try:
+            answer = await quality.client().get("/figures/daily.json", params={"days": days})
+        except httpx.HTTPError as error:
+            log.error("quality inspection unreachable: %s", type(error).__name__)
+            raise HTTPException(503, {"code": "quality_unavailable",
+                                      "message": "质检服务暂时无法连接，请稍后再试。"}) from None
+        figures = answer_json("quality inspection unavailable", answer)
+        return {"days": figures.get("days", []) if isinstance(figures, dict) else []}
+
     @app.post("/desk/api/quality/conversations/{ref}/takeover")
     async def take_over(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)], request: Request) -> JSONResponse:
         """A supervisor takes an alerted chat over: its hand-over (an open one, or a new one at
@@ -793,12 +825,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     @app.get("/desk/campaigns", response_class=HTMLResponse)
     def campaigns_page(request: Request) -> Response:
-        agent = logged_in_agent(request)
-        if agent is None:
-            return RedirectResponse("/desk", status_code=303)
-        if not agent.may("supervise"):
-            return HTMLResponse(pages.forbidden_page(), status_code=403)
-        return HTMLResponse(pages.campaigns_page(agent))
+        return supervisors_page(request, "只有主管可以管理外呼活动。", pages.campaigns_page)
 
     @app.get("/desk/api/campaigns")
     async def campaigns(request: Request) -> list[dict[str, Any]]:

@@ -152,7 +152,7 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
     return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
 <body data-agent="{escape(agent.login, quote=True)}">
 <header><h1>坐席工作台</h1><span>{escape(roles)}：{escape(agent.display_name)}</span>{presence}
-{'<a href="/desk/campaigns">外呼活动</a>' if agent.may("supervise") else ""}
+{'<a href="/desk/campaigns">外呼活动</a> <a href="/desk/figures">服务指标</a>' if agent.may("supervise") else ""}
 <form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
 <p id="desk-status" role="status" aria-live="polite"></p>
 <main class="desk">
@@ -168,9 +168,41 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
 """
 
 
-def forbidden_page() -> str:
-    return _HEAD.format(title="无权访问", extra='<link rel="stylesheet" href="/static/desk.css">') + """
-<body><main class="login"><h1>无权访问</h1><p>只有主管可以管理外呼活动。</p><p><a href="/desk">返回工作台</a></p></main>
+def forbidden_page(why: str) -> str:
+    return _HEAD.format(title="无权访问", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body><main class="login"><h1>无权访问</h1><p>{escape(why)}</p><p><a href="/desk">返回工作台</a></p></main>
+</body>
+</html>
+"""
+
+
+def _supervisors_head(title: str, agent: Agent) -> str:
+    """A supervisors' page up to its status line: the title, who is logged in, the way back."""
+    return _HEAD.format(title=title, extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body data-agent="{escape(agent.login, quote=True)}">
+<header><h1>{title}</h1><span>主管：{escape(agent.display_name)}</span><a href="/desk">返回工作台</a>
+<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>"""
+
+
+def figures_page(agent: Agent, charts: bool) -> str:
+    """The service figures for supervisors, day by day: figures.js draws them with Chart.js (served
+    from /static/vendor, no CDN; `charts` False when it was not installed: the table alone)."""
+    chart_script = '<script src="/static/vendor/chart.umd.js" defer></script>\n' if charts else ""
+    return _supervisors_head("服务指标", agent) + f"""
+<p id="figures-status" role="status" aria-live="polite"></p>
+<main class="desk figures">
+<section aria-labelledby="rates-title"><h2 id="rates-title">自助解决、转人工与核身（按日）</h2>
+<canvas id="rates-chart" role="img" aria-label="每日比率折线图"></canvas></section>
+<section aria-labelledby="calls-title"><h2 id="calls-title">电话：打断与静默（按日）</h2>
+<canvas id="calls-chart" role="img" aria-label="每日电话比率折线图"></canvas></section>
+<section aria-labelledby="reasons-title"><h2 id="reasons-title">转人工原因（所选天数合计）</h2>
+<canvas id="reasons-chart" role="img" aria-label="转人工原因柱状图"></canvas></section>
+<section aria-labelledby="table-title"><h2 id="table-title">每日数据</h2>
+<table id="figures-table"><thead><tr><th>日期</th><th>会话</th><th>自助解决率</th><th>转人工率</th>
+<th>核身通过率</th><th>首次解决率</th><th>平均处理时长（秒）</th><th>电话</th></tr></thead><tbody></tbody></table>
+<h3>低置信度的客户原话（可补充知识库与训练数据）</h3><ul id="low-confidence"></ul></section>
+</main>
+{chart_script}<script src="/static/figures.js" defer></script>
 </body>
 </html>
 """
@@ -179,10 +211,7 @@ def forbidden_page() -> str:
 def campaigns_page(agent: Agent) -> str:
     """Outbound campaigns for supervisors: progress and outcomes, start / pause / stop, CSV export.
     campaigns.js fills the table from /desk/api/campaigns."""
-    return _HEAD.format(title="外呼活动", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
-<body data-agent="{escape(agent.login, quote=True)}">
-<header><h1>外呼活动</h1><span>主管：{escape(agent.display_name)}</span><a href="/desk">返回工作台</a>
-<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
+    return _supervisors_head("外呼活动", agent) + """
 <p id="campaigns-status" role="status" aria-live="polite"></p>
 <main class="desk">
 <section aria-labelledby="campaigns-title">

@@ -55,7 +55,7 @@ async def test_the_service_reads_the_stream_incrementally_and_alerts_on_critical
 def test_every_route_but_health_needs_the_token(store: SqlEventStore) -> None:
     client = TestClient(create_app(inspection_of(store), TOKEN))
     assert client.get("/health").status_code == 200
-    for path in ("/alerts", "/conversations/x/score", "/figures/daily.csv", "/metrics"):
+    for path in ("/alerts", "/conversations/x/score", "/figures/daily.csv", "/figures/daily.json", "/metrics"):
         assert client.get(path).status_code == 401
         assert client.get(path, headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
     refused = client.request("GET", "/alerts", headers=AUTH, content=b"x" * 5000)
@@ -70,3 +70,21 @@ def test_settings_refuse_a_development_token_outside_development() -> None:
     settings = QualitySettings.from_env({"QUALITY_API_TOKEN": "dev-only-quality-api-token", "IVR_ENV": "development",
                                          "QUALITY_EVENTS_URL": "sqlite:///x.sqlite3"})
     assert settings.events_url == "sqlite:///x.sqlite3" and settings.host == "127.0.0.1"
+
+
+async def test_the_daily_figures_as_json_for_the_desks_charts(store: SqlEventStore) -> None:
+    inspection = inspection_of(store)
+    store.append(stream(verified_bill_chat("day-one"), verified_bill_chat("day-two", START + 86400),
+                        verified_bill_chat("day-three", START + 2 * 86400)))
+    await inspection.poll()
+    client = TestClient(create_app(inspection, TOKEN))
+    days = client.get("/figures/daily.json", headers=AUTH).json()["days"]
+    assert [day["date"] for day in days] == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert days[0]["conversations"] == 1 and days[0]["containment_rate"] == 1.0
+    assert days[0]["identity_pass_rate"] == 1.0 and days[0]["first_contact_resolution"] == 1.0
+    assert isinstance(days[0]["handover_reasons"], list)  # [reason, count] pairs, not the CSV's text
+    last_two = client.get("/figures/daily.json?days=2", headers=AUTH).json()["days"]
+    assert [day["date"] for day in last_two] == ["2026-01-02", "2026-01-03"]
+    for bad in ("0", "91", "many"):
+        assert client.get(f"/figures/daily.json?days={bad}", headers=AUTH).status_code == 422
+
