@@ -34,7 +34,7 @@ from outbound.directory import (
     UnknownCustomer,
     number_ref,
 )
-from outbound.metrics import CONVERSATION_OUTCOMES, DIAL_ATTEMPTS
+from outbound.metrics import ANSWERING_MACHINES, CONVERSATION_OUTCOMES, DIAL_ATTEMPTS
 from outbound.originator import DialRequest, DialResult, Originator
 from outbound.queue import Claimed, Contact, Planned, Queue
 from risk_api.clock import CHINA_TZ, Clock
@@ -227,7 +227,9 @@ class Dialer:
         self.queue.call_ended(attempt_id, self.clock.now())
 
     def _machine_answered(self, attempt_id: str, detail: str) -> None:
-        if self.queue.machine(attempt_id, self.campaigns, detail, self.clock.now()):
+        campaign_id = self.queue.machine(attempt_id, self.campaigns, detail, self.clock.now())
+        if campaign_id is not None:
+            ANSWERING_MACHINES.labels(campaign_id).inc()
             log.info("attempt %s: machine", attempt_id)
 
     # --- after the call -----------------------------------------------------------------------

@@ -630,20 +630,21 @@ class Queue:
             session.add(_new_attempt(member.id, attempt.campaign_id, attempt.customer_id, attempt.cycle,
                                      attempt.number + 1, now + wait, now))
 
-    def machine(self, attempt_id: str, campaigns: Mapping[str, Campaign], detail: str, now: datetime) -> bool:
+    def machine(self, attempt_id: str, campaigns: Mapping[str, Campaign], detail: str, now: datetime) -> str | None:
         """Asterisk's AMD() found an answering machine on the attempt's call (the dialplan's
         UserEvent, correlated by OriginateId). It may come before the OriginateResponse (the attempt
         is still `dialling`) or after it (`answered`, or `unknown` if the wait ran out): the attempt
         ends as `machine` either way, an "answered" series is reopened, and the series goes on with
-        the campaign's retry rules. Idempotent: False when nothing changed (repeat, unknown id)."""
+        the campaign's retry rules. The attempt's campaign when it changed; None when nothing did
+        (a repeat, an unknown id)."""
         with self.transaction() as session:
             attempt = session.get(Attempt, attempt_id, with_for_update=True)
             if attempt is None or attempt.result == "machine":
-                return False
+                return None
             ended = attempt.status == "ended" and attempt.result in ("answered", "unknown")
             if attempt.status != "dialling" and not ended:
                 log.warning("attempt %s: machine ignored (attempt is %s)", attempt_id, attempt.status)
-                return False
+                return None
             reopen = attempt.result == "answered"
             attempt.status, attempt.result, attempt.reason = "ended", "machine", detail[:200]
             attempt.ended_at = attempt.ended_at or now
@@ -652,7 +653,7 @@ class Queue:
             if reopen and member is not None and member.status == "answered":
                 member.status, member.ended_at = "active", None
             self._follow_up(session, attempt, campaigns.get(attempt.campaign_id), now)
-            return True
+            return attempt.campaign_id
 
     def reap(self, now: datetime, campaigns: Mapping[str, Campaign]) -> Reaped:
         """Expired leases: a claimed attempt goes back to the queue (nothing was sent); a dialling

@@ -88,3 +88,14 @@ async def test_attempts_and_conversation_outcomes_are_counted_by_campaign(dialli
     assert value(after, "ivr_http_requests_total", **route) == value(before, "ivr_http_requests_total", **route) + 1
     text = repr(after)
     assert answered.attempt_id not in text and "19900000000" not in text and "C100000" not in text
+    # The other answered call was an answering machine (AMD, after the OriginateResponse): still one
+    # of the answered attempts, and counted as a machine, once however often it is said.
+    machine = next(sent for sent in dialling.originator.sent if sent.customer_id not in ("C100001",
+                                                                                         answered.customer_id))
+    dialling.originator.machine(machine.attempt_id)
+    dialling.originator.machine(machine.attempt_id)
+    later = scrape(dialling.url)
+    assert value(later, "ivr_outbound_answering_machines_total", campaign=CAMPAIGN) \
+        == value(before, "ivr_outbound_answering_machines_total", campaign=CAMPAIGN) + 1
+    assert value(later, "ivr_outbound_attempts_total", campaign=CAMPAIGN, result="answered") \
+        == value(after, "ivr_outbound_attempts_total", campaign=CAMPAIGN, result="answered")
