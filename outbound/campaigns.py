@@ -110,6 +110,15 @@ class Caps:
 
 
 @dataclass(frozen=True)
+class AgentPacing:
+    """Calls at once for a campaign that hands customers to people: at most `calls_per_agent` per
+    agent free in Asterisk's `queue` (outbound/agents.py)."""
+
+    queue: str
+    calls_per_agent: float
+
+
+@dataclass(frozen=True)
 class MachineBehaviour:
     """What an answering machine gets: `hangup`, or `message` (`prompt` plays `text`)."""
 
@@ -135,6 +144,7 @@ class Campaign:
     ends_on: date | None = None
     path: Path | None = None
     machine: MachineBehaviour = MachineBehaviour()
+    agent_pacing: AgentPacing | None = None
 
     def runs_on(self, day: date) -> bool:
         return (self.starts_on is None or day >= self.starts_on) and (self.ends_on is None or day <= self.ends_on)
@@ -187,6 +197,8 @@ def load_campaign(path: Path | str, flows: FlowSet) -> Campaign:
         blackout_dates=_dates(data.get("blackout_dates", []), where),
         starts_on=starts_on, ends_on=ends_on, path=path,
         machine=_machine(data.get("machine"), data["id"], where),
+        agent_pacing=(AgentPacing(data["pacing"]["agents"]["queue"], float(data["pacing"]["agents"]["calls_per_agent"]))
+                      if "agents" in data["pacing"] else None),
     )
 
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -57,8 +58,12 @@ class DialerSettings:
 class Dialer:
     def __init__(self, *, queue: Queue, campaigns: Mapping[str, Campaign], compliance: Compliance,
                  directory: CustomerDirectory, originator: Originator, clock: Clock, number_key: bytes,
-                 settings: DialerSettings | None = None) -> None:
+                 settings: DialerSettings | None = None,
+                 agents_free: Callable[[str], int | None] = lambda queue: None) -> None:
         self.queue = queue
+        # Agents free in an Asterisk queue now, None when unknown (outbound/agents.py AgentWatch).
+        self.agents_free = agents_free
+        self.agent_paced_out: dict[str, str] = {}  # campaign -> why it dials nothing now (health)
         self.campaigns = dict(campaigns)
         self.compliance = compliance
         self.directory = directory
@@ -88,10 +93,31 @@ class Dialer:
         if not self.originator.ready:
             return
         room = self.settings.max_in_flight - len(self.tasks)
-        for claimed in self.queue.claim(self.owner, now, self.settings.lease, room, self.settings.max_call):
+        for claimed in self.queue.claim(self.owner, now, self.settings.lease, room, self.settings.max_call,
+                                        self._agent_limits()):
             task = asyncio.create_task(self._work(claimed), name=f"attempt {claimed.attempt_id}")
             self.tasks[claimed.attempt_id] = task
             task.add_done_callback(lambda _, key=claimed.attempt_id: self.tasks.pop(key, None))
+
+    def _agent_limits(self) -> dict[str, int]:
+        """The calls at once each agent-paced campaign may have: calls_per_agent × the agents free
+        in its queue; 0 while that is unknown (AMI down, not yet synced), said once per change."""
+        limits: dict[str, int] = {}
+        for campaign in self.campaigns.values():
+            pacing = campaign.agent_pacing
+            if pacing is None:
+                continue
+            free = self.agents_free(pacing.queue)
+            limits[campaign.id] = 0 if free is None else math.floor(free * pacing.calls_per_agent)
+            why = (f"agents of queue {pacing.queue} unknown (AMI down or not yet synced)" if free is None
+                   else f"no agent free in queue {pacing.queue}" if limits[campaign.id] == 0 else None)
+            if why and self.agent_paced_out.get(campaign.id) != why:
+                log.warning("campaign %s dials nothing now: %s", campaign.id, why)
+            if why:
+                self.agent_paced_out[campaign.id] = why
+            else:
+                self.agent_paced_out.pop(campaign.id, None)
+        return limits
 
     async def drain(self) -> None:
         """Until every attempt this dialler works on is done (tests; a graceful stop)."""

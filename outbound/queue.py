@@ -420,10 +420,12 @@ class Queue:
     # --- claiming -----------------------------------------------------------------------------
 
     def claim(self, owner: str, now: datetime, lease: timedelta, limit: int,
-              max_call: timedelta = timedelta(minutes=20)) -> list[Claimed]:
+              max_call: timedelta = timedelta(minutes=20),
+              channel_limits: Mapping[str, int] | None = None) -> list[Claimed]:
         """Up to `limit` due attempts for `owner`, most important campaign first, each campaign
         within its `max_channels` (attempts claimed or dialling, and answered calls not yet hung up,
-        counted over every dialler)."""
+        counted over every dialler) and, for those named in `channel_limits`, within that too
+        (a campaign paced to the agents free now)."""
         if limit <= 0:
             return []
         claimed: list[Claimed] = []
@@ -432,8 +434,8 @@ class Queue:
                 select(CampaignRow).where(CampaignRow.state == "active")
                 .order_by(CampaignRow.priority.desc(), CampaignRow.id).with_for_update()))
             for campaign in campaigns:
-                room = min(campaign.max_channels - self._busy(session, campaign.id, now, max_call),
-                           limit - len(claimed))
+                channels = min(campaign.max_channels, (channel_limits or {}).get(campaign.id, campaign.max_channels))
+                room = min(channels - self._busy(session, campaign.id, now, max_call), limit - len(claimed))
                 if room <= 0:
                     continue
                 rows = session.scalars(

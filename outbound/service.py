@@ -28,6 +28,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flowspec.model import load_flowset
+from outbound.agents import AgentWatch
 from outbound.campaigns import CAMPAIGNS_DIR, load_campaigns, load_policy
 from outbound.compliance import Compliance
 from outbound.dialer import Dialer, DialerSettings
@@ -182,7 +183,8 @@ def service_app(dialer: Dialer, settings: OutboundSettings) -> FastAPI:
         return {"status": "ok", "dialler": dialer.owner, "dialling": dialer.originator.ready,
                 "originator": dialer.originator.description,
                 "campaigns": dialer.queue.campaign_states(), "attempts": dialer.queue.counts(),
-                "in_flight": len(dialer.tasks), "dials": dialer.dials}
+                "in_flight": len(dialer.tasks), "dials": dialer.dials,
+                "paced_to_agents_out": dialer.agent_paced_out}
 
     @desk.get("/campaigns")
     def campaigns() -> list[dict[str, Any]]:
@@ -243,6 +245,7 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
     queue.prepare()
     directory = RiskApiDirectory(settings.risk_api_url, settings.risk_api_token)
     ami: AmiClient | None = None
+    agent_watch: AgentWatch | None = None
     originator: Originator
     off = settings.dialling_off_reason()
     if off is None:
@@ -252,6 +255,10 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
         ami_originator.start()
         await ami.connect(retry_in_background=True)  # AMI down at start: the queue waits for it
         originator = ami_originator
+        paced = {c.agent_pacing.queue for c in campaigns.values() if c.agent_pacing is not None}
+        if paced:
+            agent_watch = AgentWatch(ami, paced)
+            agent_watch.start()
         log.info("dialling through %s, channel %s", originator.description,
                  settings.dial.channel.replace("{number}", "<number>"))
     else:
@@ -261,7 +268,8 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
                                          for c in campaigns.values()) or "none")
     dialer = Dialer(queue=queue, campaigns=campaigns, compliance=Compliance(policy), directory=directory,
                     originator=originator, clock=SystemClock(), number_key=settings.number_key,
-                    settings=DialerSettings(owner=settings.owner, max_in_flight=settings.max_in_flight))
+                    settings=DialerSettings(owner=settings.owner, max_in_flight=settings.max_in_flight),
+                    agents_free=agent_watch.available if agent_watch else lambda queue: None)
     try:
         async with serving_http(service_app(dialer, settings), settings.host, settings.health_port, stop) as stop:
             try:
@@ -277,6 +285,8 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
                 await dialer.close()
     finally:
         await originator.close()
+        if agent_watch is not None:
+            await agent_watch.close()
         if ami is not None:
             await ami.close()
         await directory.close()

@@ -35,6 +35,7 @@ class AmiPeer:
     silent_actions: set[str] = field(default_factory=set)  # actions never answered
     held_actions: set[str] = field(default_factory=set)  # answered only on release_held()
     queues: dict[str, list[str]] = field(default_factory=dict)  # queue -> channels waiting (QueueStatus)
+    members: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # queue -> its members' fields
     port: int = 0
     version: str = "9.0.0"
     actions: list[dict[str, str]] = field(default_factory=list)
@@ -155,13 +156,19 @@ class AmiPeer:
         wanted = action.get("Queue")
         listed = 0
         out = b""
-        for queue, channels in self.queues.items():
+        for queue in dict.fromkeys([*self.queues, *self.members]):
             if wanted and queue != wanted:
                 continue
+            channels = self.queues.get(queue, [])
             out += _message(["Event: QueueParams", f"Queue: {queue}", "Max: 0", "Strategy: ringall",
                              f"Calls: {len(channels)}", "Holdtime: 0", "TalkTime: 0", "Completed: 0", "Abandoned: 0",
                              "ServiceLevel: 0", "ServicelevelPerf: 0.0", "Weight: 0", *action_id])
             listed += 1
+            for member in self.members.get(queue, []):
+                out += _message(["Event: QueueMember", f"Queue: {queue}",
+                                 *(f"{key}: {value}" for key, value in member.items() if key not in ("Event", "Queue")),
+                                 *action_id])
+                listed += 1
             for position, channel in enumerate(channels, start=1):
                 out += _message(["Event: QueueEntry", f"Queue: {queue}", f"Position: {position}",
                                  f"Channel: {channel}", "Uniqueid: 1700000000.1", "CallerIDNum: <unknown>",
