@@ -4,7 +4,9 @@
 set -euo pipefail
 missing=()
 for package in "$@"; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  # A tool already on PATH (npm bundled with a nodesource nodejs, say) counts as installed: the
+  # Debian package would conflict with it.
+  dpkg -s "$package" >/dev/null 2>&1 || command -v "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -35,7 +35,8 @@ KNOWN_INSTRUCTIONS = {"FROM", "RUN", "COPY", "WORKDIR", "USER", "ENV", "EXPOSE"}
 # Modules the image runs at build with a venv's python (each one this repository's).
 KNOWN_MODULES = {"voice.turn_models", "flowspec", "stack.train", "knowledge"}
 # What the build context leaves out (deploy/Dockerfile.dockerignore), and never copied here.
-CONTEXT_EXCLUDED = {".git", ".venv", ".venv-services", "var", "bot/models", "__pycache__", ".pytest_cache"}
+CONTEXT_EXCLUDED = {".git", ".venv", ".venv-services", "var", "bot/models", "__pycache__", ".pytest_cache",
+                    "node_modules", "web/static/vendor"}
 STEP_TIMEOUT_SECONDS = 3600
 
 
@@ -83,6 +84,11 @@ def kind(command: list[str]) -> str:
         return "user"
     if words[:2] == ["mkdir", "-p"]:
         return "mkdir"
+    if words[:2] == ["npm", "ci"]:
+        return "npm"
+    if words[:1] == ["cp"] and len(words) == 3 and not any(word.startswith(("/", "-")) or ".." in word
+                                                           for word in words[1:]):
+        return "copy"  # within the WORKDIR only
     raise StepError(f"unknown RUN command: {shlex.join(command)}")
 
 

@@ -33,4 +33,4 @@ def test_a_missing_copy_source_and_an_unknown_step_are_caught(tmp_path: Path) ->
 
 def test_the_build_context_leaves_out_venvs_state_and_models() -> None:
     ignored = set((DEPLOY / "Dockerfile.dockerignore").read_text().split())
-    assert {".venv", ".venv-services", "var", "bot/models", ".git"} <= ignored
+    assert {".venv", ".venv-services", "var", "bot/models", ".git", "node_modules", "web/static/vendor"} <= ignored
