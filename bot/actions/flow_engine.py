@@ -285,14 +285,17 @@ class FlowFormValidator(Action, ABC):
     def _correction(turn: Turn, flow: Flow, requested: str, text: str, set_slot: Any) -> bool:
         """"不对，我叫杨测戊" / "卡号说错了，是…" while the next question is asked: the answer given last
         (before this question) is replaced when the rest of the message is a valid answer to it, and
-        the question is asked again. Not an identity answer the risk API has already verified, and
-        not while a free-text answer is asked (anything is an answer to it)."""
+        the question is asked again. Not an identity answer once the risk API has verified any
+        level (L1 on the way to L2 included), and not while a free-text answer is asked (anything is
+        an answer to it)."""
         marker = CORRECTION.match(text)
         rest = text[marker.end():].strip() if marker else ""
         if not rest or slot_definition(flow, requested).type == "text":
             return False
         identity = {slot.name for slot in flowset().identity_slots}
-        verified = level_rank(turn.tracker.get_slot("verified_level")) >= level_rank(flow.required_level)
+        # Identity answers only until the risk API has verified any level with them: a name
+        # "corrected" after L1 would be said corrected while the session stays verified as before.
+        verified = level_rank(turn.tracker.get_slot("verified_level")) >= level_rank("L1")
         answerable = {*flow.slot_names, *(() if verified else identity)} - {requested}
         earlier = next((event["name"] for event in _since_the_form_began(turn.tracker.events, flow.form_name)
                         if event.get("event") == "slot" and event.get("name") in answerable

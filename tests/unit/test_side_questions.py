@@ -107,3 +107,14 @@ def test_an_answer_given_in_this_flow_is_corrected() -> None:
                  {"event": "slot", "name": "amount", "value": 3000}]
     said, slots = answer("promise_to_pay", "date", "不对，是五千", intent="deny", confidence=0.9, before=this_flow)
     assert slots.get("amount") == 5000 and flowset().responses["corrected"].chat in texts(said), said
+
+
+def test_a_name_corrected_after_l1_is_no_correction_the_session_stays_as_verified() -> None:
+    # L1 passed with the name given; at the code step (L2) "不对，我叫…" would be said corrected while
+    # the risk API's session stays verified with the first name: it is not taken as a correction.
+    earlier = [{"event": "active_loop", "name": "change_bank_card_form"},
+               {"event": "slot", "name": "customer_name", "value": "赵测己"},
+               {"event": "slot", "name": "verified_level", "value": "L1"}]
+    said, slots = answer("change_bank_card", "otp_code", "不对，我叫杨测戊", intent="deny", confidence=0.9,
+                         before=earlier, verified_level="L1", customer_name="赵测己")
+    assert "customer_name" not in slots and flowset().responses["corrected"].chat not in texts(said), said
