@@ -78,7 +78,7 @@ class Settings:
             chat_allowed_origins=frozenset(env.get("CHAT_ALLOWED_ORIGINS", "").split()),
             chat_sessions_per_source=whole_number(env, "CHAT_SESSIONS_PER_SOURCE", 10, minimum=1),
             behind_proxy=env.get("WEB_BEHIND_PROXY", "").strip().lower() in _TRUE,
-            chat_wait_limit_seconds=whole_number(env, "CHAT_WAIT_LIMIT_SECONDS", 300, minimum=1),
+            chat_wait_limit_seconds=whole_number(env, "CHAT_WAIT_LIMIT_SECONDS", 300),  # 0: any wait is too long
             outbound_url=env.get("OUTBOUND_URL", "http://127.0.0.1:9094"),
             outbound_desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
             quality_url=env.get("QUALITY_URL", "http://127.0.0.1:9095"),
