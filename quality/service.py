@@ -31,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 from prometheus_client.core import Metric
 
+from ivr_config.environment import EnvironmentValueError, port_number
 from quality.cursor import StreamCursor
 from quality.events import StreamEvent
 from quality.figures import (
@@ -87,13 +88,15 @@ class QualitySettings:
             monitoring = metrics_token(env)
         except SecretError as error:
             raise SettingsError(str(error)) from None
-        port, keep = env.get("QUALITY_PORT", str(DEFAULT_PORT)), env.get("QUALITY_KEEP_DAYS", str(DEFAULT_KEEP_DAYS))
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise SettingsError(f"QUALITY_PORT must be a port number, got {port!r}")
+        try:
+            port = port_number(env, "QUALITY_PORT", DEFAULT_PORT)
+        except EnvironmentValueError as error:
+            raise SettingsError(str(error)) from None
+        keep = env.get("QUALITY_KEEP_DAYS", str(DEFAULT_KEEP_DAYS))
         if not keep.isdigit() or int(keep) < 1:
             raise SettingsError(f"QUALITY_KEEP_DAYS must be a whole number of days (1 or more), got {keep!r}")
         return cls(token=token, events_url=events_url(env), rules_path=Path(env.get("QUALITY_RULES") or RULES_PATH),
-                   host=env.get("QUALITY_HOST", "127.0.0.1"), port=int(port), keep_days=int(keep),
+                   host=env.get("QUALITY_HOST", "127.0.0.1"), port=port, keep_days=int(keep),
                    metrics_token=monitoring)
 
 

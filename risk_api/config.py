@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr_config.environment import EnvironmentValueError, port_number
 from trust.env_secrets import SecretError, optional_secret
 from trust.metrics import metrics_token
 
@@ -53,9 +54,10 @@ class Settings:
         otp_text = env.get("RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR", "5")
         if not otp_text.isdigit() or int(otp_text) < 1:
             raise ConfigError(f"RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR must be a positive whole number, got {otp_text!r}")
-        port_text = env.get("RISK_API_PORT", "8400")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(f"RISK_API_PORT must be a port number, got {port_text!r}")
+        try:
+            port = port_number(env, "RISK_API_PORT", 8400)
+        except EnvironmentValueError as error:
+            raise ConfigError(str(error)) from None
         return cls(
             token=token,
             role_tokens=roles,
@@ -65,6 +67,6 @@ class Settings:
             rules_path=Path(env.get("RISK_API_RULES") or DEFAULT_RULES),
             sms_sender=env.get("RISK_API_SMS_SENDER") or None,
             host=env.get("RISK_API_HOST") or "127.0.0.1",
-            port=int(port_text),
+            port=port,
             otp_sends_per_customer_hour=int(otp_text),
         )

@@ -39,6 +39,7 @@ from typing import Any
 from asterisk.ami import AMIClient, SimpleAction
 from asterisk.ami.action import Action
 
+from ivr_config.environment import port_number
 from voice.clock import Sleep
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,7 @@ class AmiConfig:
         if not secret:
             raise ValueError("ASTERISK_AMI_SECRET is not set: put the secret of the [ivr-bot] user of "
                              "manager.conf in the gateway's environment")
-        port = env.get("ASTERISK_AMI_PORT", "5038")
-        if not port.isdigit():
-            raise ValueError(f"ASTERISK_AMI_PORT must be a port number, got {port!r}")
-        return cls(host=env.get("ASTERISK_AMI_HOST", "127.0.0.1"), port=int(port),
+        return cls(host=env.get("ASTERISK_AMI_HOST", "127.0.0.1"), port=port_number(env, "ASTERISK_AMI_PORT", 5038),
                    username=env.get("ASTERISK_AMI_USERNAME", "ivr-bot"), secret=secret)
 
 

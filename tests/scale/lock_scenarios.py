@@ -18,7 +18,9 @@ from bot import rasa_launcher
 from bot.rasa_launcher import _renew_ticket
 
 
-def between_read_and_write(other_process: Callable[[], None]) -> Callable[[dict[str, Any]], TicketLock]:
+def renewed_while(waiter: RedisLockStore, conversation: str, ticket: int, other_process: Callable[[], None]) -> bool:
+    """The waiter's renewal with `other_process` writing the lock between the renewal's first
+    read and its write."""
     original = TicketLock.from_dict
     done = False
 
@@ -29,7 +31,11 @@ def between_read_and_write(other_process: Callable[[], None]) -> Callable[[dict[
             other_process()
         return original(data)
 
-    return from_dict
+    TicketLock.from_dict = from_dict  # type: ignore[assignment,method-assign]
+    try:
+        return _renew_ticket(waiter, conversation, ticket)
+    finally:
+        TicketLock.from_dict = original  # type: ignore[method-assign]
 
 
 def tickets(store: RedisLockStore, conversation: str) -> list[int] | None:
@@ -41,22 +47,17 @@ def main(port: int, password: str) -> None:
     waiter = RedisLockStore(port=port, password=password)
     other = RedisLockStore(port=port, password=password)  # another Rasa process
     seen: dict[str, Any] = {}
-    original = TicketLock.from_dict
 
     # The holder (ticket 0, another process) finishes while the waiter (ticket 1) renews.
     other.issue_ticket("finished", 20)
     waiter.issue_ticket("finished", 20)
-    TicketLock.from_dict = between_read_and_write(lambda: other.finish_serving("finished", 0))  # type: ignore
-    seen["finished_renewed"] = _renew_ticket(waiter, "finished", 1)
-    TicketLock.from_dict = original  # type: ignore[method-assign]
+    seen["finished_renewed"] = renewed_while(waiter, "finished", 1, lambda: other.finish_serving("finished", 0))
     seen["finished_tickets"] = tickets(waiter, "finished")
 
     # A third turn takes a ticket (2) while the waiter (1) renews.
     other.issue_ticket("newcomer", 20)
     waiter.issue_ticket("newcomer", 20)
-    TicketLock.from_dict = between_read_and_write(lambda: other.issue_ticket("newcomer", 20))  # type: ignore
-    seen["newcomer_renewed"] = _renew_ticket(waiter, "newcomer", 1)
-    TicketLock.from_dict = original  # type: ignore[method-assign]
+    seen["newcomer_renewed"] = renewed_while(waiter, "newcomer", 1, lambda: other.issue_ticket("newcomer", 20))
     seen["newcomer_tickets"] = tickets(waiter, "newcomer")
     lock = waiter.get_lock("newcomer")
     seen["renewed_lifetime_s"] = round(max(t.expires for t in lock.tickets if t.number == 1)  # type: ignore[union-attr]
