@@ -8,7 +8,8 @@ hits and alerts as they were raised, and reads on from where it stopped. Convers
 event is older than `keep_days` leave memory and the database (events and hits).
 
 GET /health (open), and with `Authorization: Bearer $QUALITY_API_TOKEN`:
-/alerts?after=N, /conversations/{id}/score, /figures/daily.csv, /figures/daily.json?days=N; /metrics
+/alerts?after=N, /conversations/{id}/score (the hits a review dismissed not counted), the reviews'
+routes (quality/reviews.py), /figures/daily.csv, /figures/daily.json?days=N; /metrics
 with $METRICS_TOKEN (trust/metrics.py).
 """
 
@@ -42,6 +43,7 @@ from quality.figures import (
     figures_row,
     metric_families,
 )
+from quality.reviews import add_review_routes, body_limit, reviewed_score, steps_of
 from quality.rules import RULES_PATH, FlowFacts, Hit, Inspector, load_rules
 from quality.store import HIT_FIELDS, Progress, SqlEventStore, events_url
 from trust.asgi import BearerGate, BodyLimit
@@ -53,7 +55,7 @@ log = logging.getLogger("quality")
 
 DEFAULT_PORT = 9095
 TOKEN_ENV = "QUALITY_API_TOKEN"
-MAX_BODY = 1024  # every route is a GET
+MAX_BODY = 1024  # every route but the reviews' (quality/reviews.py) is a GET
 ALERTS_KEPT = 1000
 READ_BATCH = 1000
 READER = "inspection"  # its row in quality_progress
@@ -268,7 +270,7 @@ def create_app(inspection: Inspection, token: str, monitoring_token: str | None 
         conversation = inspection.inspector.conversations.get(conversation_id)
         if conversation is None:
             raise HTTPException(404, _refusal("not_found", "没有这个会话的质检记录。")["detail"])
-        return inspection.inspector.score(conversation)
+        return reviewed_score(inspection, conversation, steps_of(inspection.store, conversation_id))
 
     @app.get("/figures/daily.csv")
     def daily() -> PlainTextResponse:
@@ -279,7 +281,8 @@ def create_app(inspection: Inspection, token: str, monitoring_token: str | None 
         """The last `days` days with conversations, oldest first (the desk's charts)."""
         return {"days": [figures_row(figures) for figures in inspection.days()[-days:]]}
 
-    app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_BODY,
+    add_review_routes(app, inspection)
+    app.add_middleware(BodyLimit, limit_for=lambda path: body_limit(path, MAX_BODY),
                        refusal=lambda limit: _refusal("too_large", f"请求体超过 {limit} 字节。"))
     app.add_middleware(BearerGate, tokens=[token], open_paths=OPEN_PATHS,
                        refusal=_refusal("unauthorized", "缺少或错误的访问令牌。"))

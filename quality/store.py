@@ -2,7 +2,8 @@
 SQLAlchemy URL (PostgreSQL) by QUALITY_EVENTS_URL. Writers are Rasa's broker and the phone
 gateway (each through an `EventWriter`, off the turn); the inspection service reads it by cursor
 (quality/cursor.py) and keeps beside it, in the same database, how far it has read and the hits
-it found (`quality_progress`, `quality_hits`), so that a restart goes on where it stopped.
+it found (`quality_progress`, `quality_hits`), so that a restart goes on where it stopped; and
+the supervisors' reviews of those hits and the agents' appeals (`quality_reviews`, quality/reviews.py).
 
 Works with SQLAlchemy 1.4 (Rasa's environment) and 2.x (the services'). Nothing is connected
 before the first write or read, so a database that is down never fails a start.
@@ -64,6 +65,25 @@ PROGRESS = sa.Table(
     sa.Column("alerts", sa.Integer, nullable=False),
 )
 HIT_FIELDS = ("conversation_id", "rule", "severity", "at", "detail", "event_id", "seq")
+# Every step of a hit's review, appeal and its decision: who, when, why. A hit is named by its
+# number in its conversation (hits are only ever added, in order, and reloaded in that order) with
+# its rule and event to check it is the same hit. One row per step and hit: of two supervisors
+# deciding at once, the database lets one win.
+REVIEWS = sa.Table(
+    "quality_reviews", _METADATA,
+    sa.Column("id", _POSITION, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.String(255), nullable=False),
+    sa.Column("hit", sa.Integer, nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("step", sa.String(16), nullable=False),  # review, appeal, decision
+    sa.Column("outcome", sa.String(16), nullable=False),  # confirmed/dismissed, appealed, upheld/rejected
+    sa.Column("actor", sa.String(64), nullable=False),  # the desk login
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.UniqueConstraint("conversation_id", "hit", "step", name="quality_reviews_one_step_per_hit"),
+)
+REVIEW_FIELDS = ("conversation_id", "hit", "rule", "event_id", "step", "outcome", "actor", "at", "reason")
 
 
 @dataclass
@@ -180,9 +200,27 @@ class SqlEventStore:
             if updated.rowcount == 0:  # one reader writes its own row: no race on the insert
                 connection.execute(PROGRESS.insert().values(reader=reader, **values))
 
+    def review_steps(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's review steps, oldest first (`REVIEW_FIELDS`)."""
+        self._prepare()
+        query = sa.select(REVIEWS).where(REVIEWS.c.conversation_id == conversation_id).order_by(REVIEWS.c.id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [{name: getattr(row, name) for name in REVIEW_FIELDS} for row in rows]
+
+    def add_review_step(self, step: Mapping[str, Any]) -> bool:
+        """Keep one step; False when this hit already has this step (someone else was first)."""
+        self._prepare()
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(REVIEWS.insert().values(**{name: step[name] for name in REVIEW_FIELDS}))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
     def forget(self, conversation_ids: Sequence[str], through: int) -> int:
         """Delete these conversations' events up to position `through` (what was read; a message
-        that came since stays to be read) and their hits (retention); how many events went."""
+        that came since stays to be read), their hits and reviews (retention); how many events went."""
         self._prepare()
         deleted = 0
         with self.engine.begin() as connection:
@@ -190,6 +228,7 @@ class SqlEventStore:
                 deleted += connection.execute(EVENTS.delete().where(
                     EVENTS.c.conversation_id.in_(chunk), EVENTS.c.id <= through)).rowcount
                 connection.execute(HITS.delete().where(HITS.c.conversation_id.in_(chunk)))
+                connection.execute(REVIEWS.delete().where(REVIEWS.c.conversation_id.in_(chunk)))
         return deleted
 
     def close(self) -> None:

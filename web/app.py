@@ -26,7 +26,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from trust import chat_session
 from trust.asgi import BodyLimit
@@ -113,6 +113,25 @@ class ReviewVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     approve: bool
     note: str = Field(default="", max_length=500)
+
+
+# A step of the review of a quality hit (quality/reviews.py): the hit by its number in the
+# conversation, a reason of up to 500 characters. The person is the one logged in.
+QualityReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class HitAppeal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hit: int = Field(ge=0, le=100_000)
+    reason: QualityReason
+
+
+class HitReview(HitAppeal):
+    verdict: Literal["confirmed", "dismissed"]
+
+
+class AppealDecision(HitAppeal):
+    outcome: Literal["upheld", "rejected"]
 
 
 def body_limit_for(path: str) -> int:
@@ -549,29 +568,144 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 shown = json.dumps(await alerts_for_board(fresh), ensure_ascii=False)
                 await news.put(f"event: alerts\ndata: {shown}\n\n")
 
-    @app.get("/desk/api/quality/conversations/{ref}")
-    async def inspected_conversation(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)],
-                                     request: Request) -> dict[str, Any]:
-        """A conversation with a recent alert: what was said (masked, as the desk shows any
-        conversation) and every hit of the inspection, each with its rule in Chinese."""
-        require_agent(request, "supervise")
-        conversation_id = str(alerted_conversation(ref)["conversation_id"])
+    # Conversations opened from their hand-over (refs the desk gave out besides the alerts'):
+    # the review and appeal steps name them by the same opaque reference.
+    opened_conversations: OrderedDict[str, str] = OrderedDict()
+
+    def conversation_of(ref: str) -> str:
+        conversation_id = opened_conversations.get(ref)
+        return conversation_id if conversation_id is not None else str(alerted_conversation(ref)["conversation_id"])
+
+    async def conversation_agent(session_id: str) -> str | None:
+        """Who held the conversation's latest hand-over; None when no agent took part."""
         try:
-            scored = await quality.client().get(f"/conversations/{quote(conversation_id, safe='')}/score")
-            hits = scored.json().get("hits", []) if scored.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
-            hits = []
+            handoff = risk_json(await risk_call("POST", "/handoffs/of-session", json={"session_id": session_id}),
+                                passed=(404,))
+        except HTTPException as error:
+            if error.status_code == 404:
+                return None
+            raise
+        return str(handoff.get("agent") or "") or None
+
+    def may_appeal(agent: Agent, held_by: str | None) -> bool:
+        """The agent whose conversation it was appeals its hits; when no agent took part (the
+        assistant alone), anyone who handles conversations may. A supervisor other than the
+        appellant decides."""
+        return agent.may("handle") and held_by in (None, agent.login)
+
+    async def quality_call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not settings.quality_api_token:
+            raise HTTPException(503, {"code": "quality_not_configured",
+                                      "message": "质检服务未配置（QUALITY_API_TOKEN），暂无质检数据与服务指标。"})
+        try:
+            return await quality.client().request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            log.error("quality inspection unreachable: %s", type(error).__name__)
+            raise HTTPException(503, {"code": "quality_unavailable",
+                                      "message": "质检服务暂时无法连接，请稍后再试。"}) from None
+
+    def name_of(login: str) -> str:
+        holder = accounts.get(login) if accounts else None
+        return holder.display_name if holder else login
+
+    async def quality_view(agent: Agent, conversation_id: str, ref: str) -> dict[str, Any]:
+        """What was said (masked, as the desk shows any conversation) and every hit of the
+        inspection with its review and appeal, in Chinese, each with the steps this person may
+        take on it. Supervisors see any conversation they have a reference to, an agent only one
+        they could appeal."""
+        try:
+            held_by, known = await conversation_agent(conversation_id), True
+        except HTTPException:
+            if not agent.may("supervise"):
+                raise
+            held_by, known = None, False  # the risk API is down: no appeal offered meanwhile
+        appeals = known and may_appeal(agent, held_by)
+        if not agent.may("supervise") and not appeals:
+            raise HTTPException(403, {"code": "not_your_conversation",
+                                      "message": "只能查看自己接待过的会话的质检结果。"})
+        try:
+            review = answer_json("quality inspection unavailable",
+                                 await quality_call("GET", f"/conversations/{quote(conversation_id, safe='')}/review"))
+        except HTTPException:
+            review = {}  # not inspected (yet), or the inspection is down: the transcript alone
         try:
             said = await relay("read", conversation_id, after=0)
         except HTTPException as error:
             if error.status_code != 404:
                 raise
             said = {"missing": True}
-        return {"messages": said.get("messages", []), "missing": bool(said.get("missing")),
-                "hits": [{"rule_name": labels.QUALITY_RULES.get(str(hit.get("rule")), "质检规则"),
-                          "severity": hit.get("severity"),
-                          "severity_name": labels.SEVERITIES.get(str(hit.get("severity")), labels.UNKNOWN),
-                          "detail": hit.get("detail"), "at": hit.get("at")} for hit in hits if isinstance(hit, dict)]}
+        review = review if isinstance(review, dict) else {}
+        hits = []
+        for hit in (item for item in review.get("hits", []) if isinstance(item, dict)):
+            appellant = next((step.get("by") for step in hit.get("steps", []) if step.get("step") == "appeal"), None)
+            state = hit.get("state")
+            may = [step for step, allowed in (
+                ("review", agent.may("supervise") and state == "open"),
+                ("appeal", appeals and state == "confirmed"),
+                ("decide", agent.may("supervise") and state == "appealed" and appellant != agent.login)) if allowed]
+            hits.append({**labels.hit_for_desk(hit, name_of), "may": may})
+        return {"ref": ref, "messages": said.get("messages", []), "missing": bool(said.get("missing")),
+                "score": review.get("score"), "hits": hits}
+
+    @app.get("/desk/api/quality/conversations/{ref}")
+    async def inspected_conversation(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)],
+                                     request: Request) -> dict[str, Any]:
+        """A conversation with a recent alert, or one opened from its hand-over: what was said and
+        every hit with its review."""
+        agent = logged_in_agent(request)
+        if agent is None:
+            raise HTTPException(401, "login required")
+        if not agent.may("handle"):
+            raise HTTPException(403, "your role may not do this")
+        return await quality_view(agent, conversation_of(ref), ref)
+
+    @app.get("/desk/api/handoffs/{handoff_id}/quality")
+    async def handoff_quality(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)],
+                              request: Request) -> dict[str, Any]:
+        """The quality view of a hand-over's conversation, with the reference to review or appeal it by."""
+        agent = require_agent(request, "handle")
+        handoff = await handoff_of(handoff_id)
+        if not may_see(agent, handoff):
+            raise HTTPException(403, "another agent holds this case")
+        session_id = str(handoff["session_id"])
+        ref = conversation_ref(session_id)
+        opened_conversations[ref] = session_id
+        opened_conversations.move_to_end(ref)
+        while len(opened_conversations) > MAX_KNOWN_CONVERSATIONS:
+            opened_conversations.popitem(last=False)
+        return await quality_view(agent, session_id, ref)
+
+    async def review_step(conversation_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One step of a hit's review at the inspection; its refusals (in Chinese) passed on."""
+        answer = await quality_call("POST", f"/conversations/{quote(conversation_id, safe='')}/{path}", json=body)
+        reviewed = answer_json("quality inspection unavailable", answer, passed=(400, 403, 404, 409, 503))
+        return {"score": reviewed.get("score") if isinstance(reviewed, dict) else None}
+
+    @app.post("/desk/api/quality/conversations/{ref}/review")
+    async def review_hit(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)], review: HitReview,
+                         request: Request) -> dict[str, Any]:
+        """A supervisor confirms or dismisses one hit, with a reason."""
+        supervisor = require_agent(request, "supervise")
+        return await review_step(conversation_of(ref), "review", {**review.model_dump(), "by": supervisor.login})
+
+    @app.post("/desk/api/quality/conversations/{ref}/appeal")
+    async def appeal_hit(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)], appeal: HitAppeal,
+                         request: Request) -> dict[str, Any]:
+        """The agent of the conversation (anyone who handles conversations, when no agent took
+        part) appeals a confirmed hit once, with a reason."""
+        agent = require_agent(request, "handle")
+        conversation_id = conversation_of(ref)
+        if not may_appeal(agent, await conversation_agent(conversation_id)):
+            raise HTTPException(403, {"code": "not_your_conversation", "message": "只有接待这段会话的坐席可以申诉。"})
+        return await review_step(conversation_id, "appeal", {**appeal.model_dump(), "by": agent.login})
+
+    @app.post("/desk/api/quality/conversations/{ref}/appeal/decision")
+    async def decide_appeal(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)], decision: AppealDecision,
+                            request: Request) -> dict[str, Any]:
+        """A supervisor other than the appellant upholds (the hit is dismissed) or rejects an appeal."""
+        supervisor = require_agent(request, "supervise")
+        return await review_step(conversation_of(ref), "appeal/decision",
+                                 {**decision.model_dump(), "by": supervisor.login})
 
     def supervisors_page(request: Request, refused: str, render: Callable[[Agent], str]) -> Response:
         """A page for supervisors: the login page for nobody, a 403 page for an agent."""
@@ -592,15 +726,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                             days: Annotated[int, Query(ge=1, le=MAX_FIGURE_DAYS)] = 14) -> dict[str, Any]:
         """The inspection's daily figures for the charts (supervisors), oldest first."""
         require_agent(request, "supervise")
-        if not settings.quality_api_token:
-            raise HTTPException(503, {"code": "quality_not_configured",
-                                      "message": "质检服务未配置（QUALITY_API_TOKEN），暂无服务指标。"})
-        try:
-            answer = await quality.client().get("/figures/daily.json", params={"days": days})
-        except httpx.HTTPError as error:
-            log.error("quality inspection unreachable: %s", type(error).__name__)
-            raise HTTPException(503, {"code": "quality_unavailable",
-                                      "message": "质检服务暂时无法连接，请稍后再试。"}) from None
+        answer = await quality_call("GET", "/figures/daily.json", params={"days": days})
         figures = answer_json("quality inspection unavailable", answer)
         return {"days": figures.get("days", []) if isinstance(figures, dict) else []}
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -109,3 +109,25 @@ def alert_for_desk(item: Mapping[str, Any], conversation_ref: str) -> dict[str, 
             "rule_name": QUALITY_RULES.get(str(item.get("rule")), "质检规则"),
             "severity_name": SEVERITIES.get(str(item.get("severity")), UNKNOWN),
             "detail": item.get("detail"), "at": item.get("at")}
+
+
+# The review and appeal of a conversation's hits (quality/reviews.py), in Chinese.
+REVIEW_STATES = {"open": "待复核", "confirmed": "已确认", "dismissed": "已撤销", "appealed": "申诉中",
+                 "upheld": "申诉成立，已撤销", "rejected": "申诉驳回，维持"}
+REVIEW_STEPS = {"review": "复核", "appeal": "申诉", "decision": "裁定"}
+REVIEW_OUTCOMES = {"confirmed": "确认", "dismissed": "撤销", "appealed": "提出申诉", "upheld": "成立",
+                   "rejected": "驳回"}
+
+
+def hit_for_desk(item: Mapping[str, Any], name_of: Callable[[str], str]) -> dict[str, Any]:
+    """A hit as the transcript view shows it: its rule, severity and review state in Chinese, and
+    each step with who took it (`name_of`: a login's display name), when and why."""
+    return {"hit": item.get("hit"), "severity": item.get("severity"), "state": item.get("state"),
+            "rule_name": QUALITY_RULES.get(str(item.get("rule")), "质检规则"),
+            "severity_name": SEVERITIES.get(str(item.get("severity")), UNKNOWN),
+            "state_name": REVIEW_STATES.get(str(item.get("state")), UNKNOWN),
+            "detail": item.get("detail"), "at": item.get("at"),
+            "steps": [{"step_name": REVIEW_STEPS.get(str(step.get("step")), UNKNOWN),
+                       "outcome_name": REVIEW_OUTCOMES.get(str(step.get("outcome")), UNKNOWN),
+                       "by_name": name_of(str(step.get("by"))), "at": step.get("at"), "reason": step.get("reason")}
+                      for step in item.get("steps") or [] if isinstance(step, Mapping)]}

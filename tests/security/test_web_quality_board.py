@@ -66,9 +66,10 @@ def _handler(fake: Fake) -> type[JsonPeer]:
                 after = int(parse_qs(path.query)["after"][0])
                 self.answer({"alerts": [item for item in fake.alerts if item["seq"] > after],
                              "last": max([item["seq"] for item in fake.alerts], default=0)})
-            elif path.path == f"/conversations/{CONVERSATION}/score":
-                self.answer({"score": 60, "hits": [{"rule": "distress", "severity": "critical",
-                                                    "at": 1_700_000_001.5, "detail": "不想活了"}]})
+            elif path.path == f"/conversations/{CONVERSATION}/review":
+                self.answer({"score": 60, "hits": [{"hit": 0, "rule": "distress", "severity": "critical",
+                                                    "at": 1_700_000_001.5, "detail": "不想活了", "state": "open",
+                                                    "steps": []}]})
             else:
                 self.answer([])
 
@@ -96,6 +97,9 @@ def _handler(fake: Fake) -> type[JsonPeer]:
             elif self.path == "/queue/priority":
                 fake.gateway_tokens.add(self.headers.get("Authorization", ""))
                 self.answer(fake.gateway_answer[1], fake.gateway_answer[0])
+            elif self.path == "/handoffs/of-session":  # the supervisor took every conversation over
+                self.answer({"handoff_id": TAKEN_OVER, "session_id": body["session_id"], "status": "accepted",
+                             "agent": SUPERVISOR, "channel": "chat", "priority": "emergency"})
             elif self.path == "/handoffs/takeover":
                 self.answer({"handoff_id": TAKEN_OVER, "session_id": body["session_id"], "status": "accepted",
                              "agent": body["agent"], "channel": "chat", "priority": "emergency",
@@ -145,7 +149,8 @@ def test_alerts_reach_supervisors_named_in_chinese_and_never_with_the_conversati
         assert CONVERSATION not in opened.text
         found = opened.json()
         assert [line["text"] for line in found["messages"]] == ["您好", "我不想活了"]
-        assert [(hit["rule_name"], hit["severity_name"]) for hit in found["hits"]] == [("客户情绪异常", "严重")]
+        assert [(hit["rule_name"], hit["severity_name"], hit["state_name"], hit["may"]) for hit in found["hits"]] == [
+            ("客户情绪异常", "严重", "待复核", ["review"])]
     assert fake.tokens == {f"Bearer {QUALITY_TOKEN}"}
 
 

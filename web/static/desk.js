@@ -497,35 +497,133 @@
   }
 
   function inspect(ref) {
-    fetch("/desk/api/quality/conversations/" + encodeURIComponent(ref), { credentials: "same-origin" })
-      .then(function (response) {
-        if (response.status === 401) { location.href = "/desk"; return null; }
-        return response.ok ? response.json() : null;
-      }).then(function (found) {
-        if (!found) { statusLine.textContent = "无法打开这段会话（告警已过期或服务不可用）"; return; }
-        var hits = document.getElementById("inspected-hits");
-        var lines = document.getElementById("inspected-transcript");
-        hits.textContent = "";
-        lines.textContent = "";
-        found.hits.forEach(function (hit) {
-          hits.appendChild(el("li", "", hit.rule_name + "（" + hit.severity_name + "）" + (hit.detail ? "：" + hit.detail : "")));
+    openInspected("/desk/api/quality/conversations/" + encodeURIComponent(ref), "告警会话 " + ref);
+  }
+
+  /* The transcript with the hits marked, each hit with its review: its state, every step taken
+   * (who, when, why) and the steps this person may take, each with a reason (复核 by supervisors;
+   * 申诉 by the agent whose conversation it was; 裁定 by a supervisor other than the appellant). */
+  var STEP_CHOICES = {
+    review: [["review", "verdict", "confirmed", "确认违规"], ["review", "verdict", "dismissed", "撤销（误报）"]],
+    appeal: [["appeal", null, null, "申诉"]],
+    decide: [["appeal/decision", "outcome", "upheld", "申诉成立"], ["appeal/decision", "outcome", "rejected", "驳回申诉"]]
+  };
+
+  /* The view: the quality board's on a supervisor's desk; on an agent's, the same under the
+   * conversation panel (an agent has no board). */
+  function inspectedView() {
+    var view = document.getElementById("inspected");
+    if (view || !panel) return view;
+    view = el("section");
+    view.id = "inspected";
+    view.setAttribute("aria-labelledby", "inspected-title");
+    view.appendChild(el("h3", "", "质检结果")).id = "inspected-title";
+    view.appendChild(el("ul", "hits")).id = "inspected-hits";
+    var lines = view.appendChild(el("ol", "transcript"));
+    lines.id = "inspected-transcript";
+    lines.setAttribute("aria-label", "质检会话的对话记录");
+    var hide = view.appendChild(el("button", "", "收起"));
+    hide.type = "button";
+    hide.addEventListener("click", function () { view.hidden = true; });
+    panel.appendChild(view);
+    return view;
+  }
+
+  function stepTime(at) {
+    return new Date(at * 1000).toLocaleString("zh-CN");
+  }
+
+  function hitItem(hit, ref, title) {
+    var item = el("li", "hit state-" + hit.state);
+    item.appendChild(el("span", "", hit.rule_name + "（" + hit.severity_name + "）" + (hit.detail ? "：" + hit.detail : "")));
+    item.appendChild(el("span", "hit-state", hit.state_name));
+    if (hit.steps.length) {
+      var steps = item.appendChild(el("ol", "hit-steps"));
+      hit.steps.forEach(function (step) {
+        steps.appendChild(el("li", "", step.step_name + " · " + step.outcome_name + " · " + step.by_name + " · "
+          + stepTime(step.at) + "：" + step.reason));
+      });
+    }
+    if (!hit.may.length) return item;
+    var actions = item.appendChild(el("div", "hit-actions"));
+    var reason = actions.appendChild(el("input", "note"));
+    reason.maxLength = 500;
+    reason.placeholder = "理由（必填，500 字以内）";
+    reason.setAttribute("aria-label", "理由：" + hit.rule_name);
+    hit.may.forEach(function (may) {
+      STEP_CHOICES[may].forEach(function (choice) {
+        var button = actions.appendChild(el("button", "", choice[3]));
+        button.type = "button";
+        button.setAttribute("aria-label", choice[3] + "：" + hit.rule_name);
+        button.addEventListener("click", function () {
+          var body = { hit: hit.hit, reason: reason.value.trim() };
+          if (choice[1]) body[choice[1]] = choice[2];
+          takeStep(ref, choice[0], body, actions, title);
         });
-        var items = found.messages.map(function (message) { return lines.appendChild(line(message)); });
-        if (found.missing) lines.appendChild(el("li", "empty", "没有这段对话的记录"));
-        found.hits.forEach(function (hit) {
-          var last = -1;
-          found.messages.forEach(function (message, index) { if (message.at <= hit.at) last = index; });
-          if (last < 0) return;
-          items[last].classList.add("said-hit");
-          items[last].appendChild(el("span", "hit-mark", "⚠ " + hit.rule_name));
-        });
-        document.getElementById("inspected-title").textContent = "告警会话 " + ref;
-        inspected.hidden = false;
-      }).catch(function () { statusLine.textContent = "网络错误，请重试"; });
+      });
+    });
+    return item;
+  }
+
+  function takeStep(ref, path, body, actions, title) {
+    if (!body.reason) { statusLine.textContent = "请先填写理由"; return; }
+    actions.querySelectorAll("button").forEach(function (button) { button.disabled = true; });
+    post("/desk/api/quality/conversations/" + encodeURIComponent(ref) + "/" + path, body).then(function (result) {
+      if (!result) return;
+      statusLine.textContent = result.ok ? "已保存，会话质检得分 " + result.body.score
+        : "操作失败：" + failure(result.body, result.status);
+      openInspected("/desk/api/quality/conversations/" + encodeURIComponent(ref), title);
+    }).catch(function () {
+      statusLine.textContent = "网络错误，请重试";
+      actions.querySelectorAll("button").forEach(function (button) { button.disabled = false; });
+    });
+  }
+
+  function openInspected(url, title) {
+    fetch(url, { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) { location.href = "/desk"; return null; }
+      return response.json().then(function (body) {
+        if (response.ok) return body;
+        statusLine.textContent = "无法打开这段会话：" + failure(body, response.status);
+        return null;
+      });
+    }).then(function (found) {
+      if (!found) return;
+      var view = inspectedView();
+      var hits = document.getElementById("inspected-hits");
+      var lines = document.getElementById("inspected-transcript");
+      hits.textContent = "";
+      lines.textContent = "";
+      found.hits.forEach(function (hit) { hits.appendChild(hitItem(hit, found.ref, title)); });
+      if (!found.hits.length) hits.appendChild(el("li", "empty", "没有质检结果"));
+      var items = found.messages.map(function (message) { return lines.appendChild(line(message)); });
+      if (found.missing) lines.appendChild(el("li", "empty", "没有这段对话的记录"));
+      found.hits.forEach(function (hit) {
+        var last = -1;
+        found.messages.forEach(function (message, index) { if (message.at <= hit.at) last = index; });
+        if (last < 0) return;
+        items[last].classList.add("said-hit");
+        items[last].appendChild(el("span", "hit-mark", "⚠ " + hit.rule_name));
+      });
+      document.getElementById("inspected-title").textContent = title
+        + (found.score === null || found.score === undefined ? "" : " · 质检得分 " + found.score);
+      view.hidden = false;
+    }).catch(function () { statusLine.textContent = "网络错误，请重试"; });
   }
 
   if (inspected) {
     document.getElementById("inspected-hide").addEventListener("click", function () { inspected.hidden = true; });
+  }
+
+  /* Any conversation a hand-over opens: its quality results, to review or appeal. */
+  if (panel) {
+    var qualityButton = el("button", "", "质检复核");
+    qualityButton.type = "button";
+    qualityButton.id = "conversation-quality";
+    qualityButton.addEventListener("click", function () {
+      if (openId) openInspected("/desk/api/handoffs/" + encodeURIComponent(openId) + "/quality", "会话 " + openId + " 的质检结果");
+    });
+    panel.insertBefore(qualityButton, document.getElementById("conversation-hide"));
   }
 
   /* --- Pushed updates: one stream, opened again for each conversation the panel shows. --- */

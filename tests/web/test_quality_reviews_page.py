@@ -1,0 +1,65 @@
+"""Review and appeal on the desk page, in headless Chromium: a supervisor opens a hand-over's
+quality results and dismisses a hit with a reason; the agent whose conversation it was appeals a
+confirmed one. Against the real web app and inspection service on loopback, a fake risk API and
+Rasa relay (tests/security/test_web_quality_reviews.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.accounts import AGENT, PASSWORD, SUPERVISOR
+from tests.security.test_web_desk_events import logged_in
+from tests.security.test_web_quality_reviews import HELD, HELD_CASE, desk_with_inspection, step
+from tests.web.conftest import artifact
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[str]:
+    with desk_with_inspection(tmp_path) as (url, _):
+        yield url
+
+
+def open_quality(page: Page, web: str, user: str) -> None:
+    assert page.context.request.post(f"{web}/desk/login", form={"user": user, "password": PASSWORD}).ok
+    page.goto(f"{web}/desk")
+    page.locator(f"#handoffs .card[data-handoff-id='{HELD_CASE}']").get_by_role("button", name="查看对话").click()
+    page.get_by_role("button", name="质检复核").click()
+
+
+def test_a_supervisor_dismisses_a_hit_and_the_agent_appeals_a_confirmed_one(web: str, page: Page,
+                                                                            browser: Browser) -> None:
+    open_quality(page, web, SUPERVISOR)
+    anger = page.locator("#inspected-hits .hit").filter(has_text="客户情绪激动")
+    expect(anger.locator(".hit-state")).to_have_text("待复核")
+    expect(page.locator("#inspected-title")).to_contain_text("质检得分 5")
+    anger.get_by_role("button", name="撤销（误报）：客户情绪激动").click()
+    expect(page.locator("#desk-status")).to_contain_text("请先填写理由")  # nothing sent without one
+    anger.get_by_label("理由：客户情绪激动").fill("客户反问，不是投诉")
+    anger.get_by_role("button", name="撤销（误报）：客户情绪激动").click()
+    dismissed = page.locator("#inspected-hits .hit.state-dismissed")
+    expect(dismissed).to_contain_text("复核 · 撤销 · 测主管")
+    expect(dismissed).to_contain_text("客户反问，不是投诉")
+    expect(dismissed.get_by_role("button")).to_have_count(0)
+    expect(page.locator("#inspected-title")).to_contain_text("质检得分 20")
+    assert HELD not in page.content()
+
+    with logged_in(web, SUPERVISOR) as board:  # the insult confirmed, straight through the API
+        ref = board.get(f"/desk/api/handoffs/{HELD_CASE}/quality").json()["ref"]
+        assert step(board, ref, "review", hit=2, verdict="confirmed", reason="确有此语").status_code == 200
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1024, "height": 768})
+    try:
+        desk = context.new_page()
+        open_quality(desk, web, AGENT)
+        insult = desk.locator("#conversation #inspected-hits .hit").filter(has_text="出现禁用语")
+        expect(insult.locator(".hit-state")).to_have_text("已确认")
+        expect(desk.locator("#inspected-hits").get_by_role("button", name="确认违规：客户情绪激动")).to_have_count(0)
+        insult.get_by_label("理由：出现禁用语").fill("这是客户的原话，我在复述")
+        insult.get_by_role("button", name="申诉：出现禁用语").click()
+        expect(desk.locator("#inspected-hits .hit.state-appealed")).to_contain_text("申诉 · 提出申诉 · 小测")
+        desk.screenshot(path=str(artifact("quality-review-appealed")), full_page=True)
+    finally:
+        context.close()
