@@ -138,17 +138,19 @@ def parsed(model: type[Parsed], body: bytes) -> Parsed:
         raise refused(400, "bad_request", "请求内容不正确：" + ("、".join(fields) or "请求体")) from None
 
 
+def inspected(inspection: Inspection, conversation_id: str) -> Conversation:
+    """The conversation the inspection holds; 404 when it holds none (never inspected, or gone at retention)."""
+    conversation = inspection.inspector.conversations.get(conversation_id)
+    if conversation is None:
+        raise refused(404, "not_found", "没有这个会话的质检记录。")
+    return conversation
+
+
 def add_review_routes(app: FastAPI, inspection: Inspection) -> None:
     store = inspection.store
 
-    def conversation_of(conversation_id: str) -> Conversation:
-        conversation = inspection.inspector.conversations.get(conversation_id)
-        if conversation is None:
-            raise refused(404, "not_found", "没有这个会话的质检记录。")
-        return conversation
-
     async def take(conversation_id: str, step: Step, name: str, outcome: str) -> dict[str, Any]:
-        conversation = conversation_of(conversation_id)
+        conversation = inspected(inspection, conversation_id)
         if step.hit >= len(conversation.hits):
             raise refused(404, "no_hit", "这个会话没有这条质检结果。")
         hit = conversation.hits[step.hit]
@@ -178,7 +180,7 @@ def add_review_routes(app: FastAPI, inspection: Inspection) -> None:
 
     @app.get("/conversations/{conversation_id}/review")
     async def review(conversation_id: str) -> dict[str, Any]:
-        conversation = conversation_of(conversation_id)
+        conversation = inspected(inspection, conversation_id)
         return review_view(inspection, conversation, await asyncio.to_thread(steps_of, store, conversation_id))
 
     @app.post("/conversations/{conversation_id}/review")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
 from fastapi.responses import PlainTextResponse
 from prometheus_client.core import Metric
 
@@ -43,7 +43,7 @@ from quality.figures import (
     figures_row,
     metric_families,
 )
-from quality.reviews import add_review_routes, body_limit, reviewed_score, steps_of
+from quality.reviews import add_review_routes, body_limit, inspected, reviewed_score, steps_of
 from quality.rules import RULES_PATH, FlowFacts, Hit, Inspector, load_rules
 from quality.store import HIT_FIELDS, Progress, SqlEventStore, events_url
 from trust.asgi import BearerGate, BodyLimit
@@ -267,9 +267,7 @@ def create_app(inspection: Inspection, token: str, monitoring_token: str | None 
 
     @app.get("/conversations/{conversation_id}/score")
     def score(conversation_id: str) -> dict[str, Any]:
-        conversation = inspection.inspector.conversations.get(conversation_id)
-        if conversation is None:
-            raise HTTPException(404, _refusal("not_found", "没有这个会话的质检记录。")["detail"])
+        conversation = inspected(inspection, conversation_id)
         return reviewed_score(inspection, conversation, steps_of(inspection.store, conversation_id))
 
     @app.get("/figures/daily.csv")
