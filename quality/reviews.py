@@ -15,7 +15,8 @@ anyone who handles conversations may, since the hits are then the assistant's an
 able to challenge a false one. `by` is the desk's login of the person acting. Here: the order of
 the steps, each step once per hit, and nobody deciding their own appeal.
 
-Reasons are free text (1-500 characters), kept and shown on the desk, never logged.
+Reasons are free text (1-500 characters), kept masked (a phone, card or ID number typed in is
+not kept in clear), shown on the desk, never logged.
 
 GET /conversations/{id}/review; POST /conversations/{id}/review {hit, verdict, reason, by},
 /conversations/{id}/appeal {hit, reason, by}, /conversations/{id}/appeal/decision
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from quality.rules import Conversation, Hit
 from quality.store import SqlEventStore
+from risk_api.masking import mask_text
 
 if TYPE_CHECKING:
     from quality.service import Inspection
@@ -166,8 +168,11 @@ def add_review_routes(app: FastAPI, inspection: Inspection) -> None:
                 raise refused(409, "no_appeal", "这条质检结果没有待裁定的申诉。")
             if next(s["actor"] for s in own if s["step"] == "appeal") == step.by:
                 raise refused(403, "own_appeal", "申诉须由申诉人以外的主管裁定。")
+        # A reason is a person's free text: a customer's phone, card or ID number typed into it is
+        # masked before it is kept, as every other text of the stream is.
         row = {"conversation_id": conversation_id, "hit": step.hit, "rule": hit.rule, "event_id": hit.event_id,
-               "step": name, "outcome": outcome, "actor": step.by, "at": inspection.clock(), "reason": step.reason}
+               "step": name, "outcome": outcome, "actor": step.by, "at": inspection.clock(),
+               "reason": mask_text(step.reason)}
         try:
             kept = await asyncio.to_thread(store.add_review_step, row)
         except sa.exc.SQLAlchemyError as error:

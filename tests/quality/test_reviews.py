@@ -165,3 +165,12 @@ async def test_bad_or_huge_input_is_refused_with_a_clear_status(any_store: SqlEv
     service_lines = [record.getMessage() for record in caplog.records if record.name.startswith("quality")]
     assert "quality hit review: confirmed (anger)" in service_lines
     assert not any("长长" in line or CHAT in line for line in service_lines)
+
+
+async def test_a_phone_number_typed_into_a_reason_is_kept_masked(any_store: SqlEventStore) -> None:
+    any_store.append(stream(three_hits()))
+    client = await served(any_store)
+    answer = step(client, "review", hit=0, verdict="dismissed", reason="客户手机13812345678已核实", by="supervisor")
+    assert answer.status_code == 200
+    kept = any_store.review_steps(CHAT)[0]["reason"]
+    assert "13812345678" not in kept and kept.startswith("客户手机"), kept
