@@ -4,7 +4,8 @@ and the control frames that tell every processor a turn changed.
 Frames travel downstream (caller → recogniser → dialogue → speech → caller's ear) or upstream
 (what the caller's ear actually got, back to the processors that need to know). Interruption
 is a frame, not a flag: a processor that holds queued work drops it when an `Interruption`
-passes, so barge-in means the same thing everywhere.
+passes, so barge-in means the same thing everywhere. `Interruption` is a system frame: it
+overtakes whatever waits in a processor's queue.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class Direction(Enum):
 @dataclass(frozen=True)
 class Frame:
     """Base of every frame."""
+
+
+@dataclass(frozen=True)
+class SystemFrame(Frame):
+    """Acted on at once: overtakes the frames queued before a processor (voice/pipeline.py), as
+    Pipecat's system frames do. A turn change must not wait behind audio still being decoded."""
 
 
 # --- from the caller ------------------------------------------------------------------------
@@ -143,7 +150,7 @@ class AnswerExpected(Frame):
 # --- turn changes ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Interruption(Frame):
+class Interruption(SystemFrame):
     """The caller barged in (speech or a key): stop playback now, drop queued speech."""
 
     cause: str

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 PRE_ROLL_MS = 400
 CLIPPING_WARN_RATIO = 0.05
 # Decoding costs most of a frame's time in CPU; Vosk releases the GIL, so it runs beside the
-# event loop (one call's frames still decode in order: each is awaited before the next).
+# event loop (one call's frames still decode in order: the recognition's queue hands them over
+# one at a time, voice/pipeline.py).
 RECOGNITION_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="asr")
 # Smart Turn decisions and model loading (ONNX Runtime releases the GIL).
 TURN_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="turn")
@@ -233,6 +234,7 @@ class SpeechDetection(FrameProcessor):
 class SpeechRecognition(FrameProcessor):
     def __init__(self, recognizer: Recognizer | None, use_grammars: bool = True) -> None:
         super().__init__()
+        self.queued = recognizer is not None  # decoding waits on the recogniser: detection must not
         self.recognizer = recognizer
         self.use_grammars = use_grammars
         self._resampler: Resampler | None = None

@@ -26,6 +26,7 @@ async def listen(pcm: bytes, rate: int, said: list[str], chunk: int = 320) -> Co
     await pipeline.send(CallStarted("bad-input", 8000))
     for start in range(0, len(pcm), chunk):
         await pipeline.send(InputAudio(pcm[start:start + chunk], rate))
+        await pipeline.idle()  # the recogniser keeps up, as with a caller's 20 ms frames
     await pipeline.close()
     return collector
 

@@ -185,6 +185,7 @@ async def while_the_bot_speaks(caller_speech: bytes, said: list[str] | None,
         if index < len(bot_frames) and not collector.of(Interruption):
             await detection.process(BotSpeech(bot_frames[index], interruptible=True), Direction.UPSTREAM)
         await pipeline.send(InputAudio(frame, 8000))
+        await pipeline.idle()  # the recogniser keeps up, as with a caller's 20 ms frames
     await pipeline.close()
     return collector, events
 

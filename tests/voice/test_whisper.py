@@ -101,11 +101,13 @@ def die(model_dir: str, threads: int, pcm: bytes) -> str:
 # --- helpers ------------------------------------------------------------------------------------
 
 async def say(pipeline: Pipeline, pcm: bytes) -> None:
-    """One utterance as the endpointer hands it over: start, 20 ms frames at 8 kHz, stop."""
+    """One utterance as the endpointer hands it over (start, 20 ms frames at 8 kHz, stop), and
+    until the recognition's queue has taken it all."""
     await pipeline.send(UserStartedSpeaking())
     for frame in samples.frames(pcm, 8000):
         await pipeline.send(InputAudio(frame, 8000))
     await pipeline.send(UserStoppedSpeaking())
+    await pipeline.idle()
 
 
 def recognition_pipeline(recognizer: WhisperRecognizer) -> tuple[Pipeline, Collector]:

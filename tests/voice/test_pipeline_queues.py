@@ -1,0 +1,146 @@
+"""A queue per processor (voice/pipeline.py): speech detection goes on while the recogniser
+decodes, a barge-in overtakes the audio queued behind a slow decode, a hang-up waits for it. The
+recogniser here is held on a latch the test opens, so nothing depends on how fast the machine is."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bench import samples
+from tests.voice.collector import Collector
+from voice.barge_in import BargeInConfig
+from voice.detection import DetectionConfig
+from voice.frames import (
+    BotSpeech,
+    CallStarted,
+    Direction,
+    Hangup,
+    InputAudio,
+    Interruption,
+    Transcript,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+from voice.pipeline import Pipeline
+from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
+
+SAID = "我想查一下我的账单"
+LATCH_BOUND_SECONDS = 60  # a held decode gives up after this: a broken test ends, it never passes by it
+# Feeding a call's audio takes well under a second here; were `send` to wait for the held decode
+# (no queue), it would wait for the latch: the bound turns that hang into a failure.
+FEED_BOUND_SECONDS = 30
+
+
+class HeldRecognizer:
+    """Every decode waits until the test opens the latch, as a recogniser on a busy machine."""
+
+    sample_rate = 16000
+    hears_names = True
+
+    def __init__(self) -> None:
+        self.latch = threading.Event()
+        self.decoding = threading.Event()  # a decode has started (and waits on the latch)
+
+    def stream(self, grammar: list[str] | None = None) -> _HeldStream:
+        return _HeldStream(self)
+
+
+class _HeldStream:
+    def __init__(self, recognizer: HeldRecognizer) -> None:
+        self._recognizer = recognizer
+
+    def accept(self, pcm: bytes) -> str | None:
+        self._recognizer.decoding.set()
+        self._recognizer.latch.wait(LATCH_BOUND_SECONDS)
+        return None
+
+    def finish(self) -> str:
+        self._recognizer.latch.wait(LATCH_BOUND_SECONDS)
+        return SAID
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldRecognizer]:
+    recognizer = HeldRecognizer()
+    yield recognizer
+    recognizer.latch.set()  # no decode thread left waiting after the test
+
+
+def call(recognizer: HeldRecognizer) -> tuple[Pipeline, SpeechDetection, Collector, SpeechRecognition, Collector]:
+    detection = SpeechDetection(DetectionConfig(), BargeInConfig(), text_expected=True)
+    seen, recognition, collector = Collector(pass_on=True), SpeechRecognition(recognizer), Collector()
+    return Pipeline([AudioInput(), detection, seen, recognition, collector]), detection, seen, recognition, collector
+
+
+async def until_decoding(recognizer: HeldRecognizer) -> None:
+    while not recognizer.decoding.is_set():
+        await asyncio.sleep(0.01)
+
+
+async def feed(pipeline: Pipeline, pcm: bytes, recognizer: HeldRecognizer,
+               detection: SpeechDetection | None = None, bot_pcm: bytes = b"", collector: Collector | None = None
+               ) -> None:
+    """The caller's audio frame by frame (the bot's own, `bot_pcm`, as the echo reference until a
+    barge-in), then until the first decode is held."""
+    async def frames() -> None:
+        bot_frames = samples.frames(bot_pcm) if bot_pcm else []
+        for index, frame in enumerate(samples.frames(pcm)):
+            if detection is not None and collector is not None and index < len(bot_frames) \
+                    and not collector.of(Interruption):
+                await detection.receive(BotSpeech(bot_frames[index], interruptible=True), Direction.UPSTREAM)
+            await pipeline.send(InputAudio(frame, 8000))
+            await asyncio.sleep(0)  # the recognition's task may start its decode
+        await until_decoding(recognizer)
+
+    await asyncio.wait_for(frames(), FEED_BOUND_SECONDS)
+
+
+async def test_speech_detection_goes_on_while_the_recogniser_is_held(held: HeldRecognizer) -> None:
+    pipeline, _, seen, recognition, collector = call(held)
+    await pipeline.send(CallStarted("queues", 8000))
+    await feed(pipeline, samples.silence(1.0) + samples.speech(SAID) + samples.silence(1.5), held)
+    # The caller's whole utterance was detected, start to end, while the first decode is held.
+    assert len(seen.of(UserStartedSpeaking)) == 1 and len(seen.of(UserStoppedSpeaking)) == 1
+    assert recognition.busy and collector.of(Transcript) == []
+    held.latch.set()
+    await pipeline.idle()
+    assert collector.finals() == [SAID]  # nothing was lost while it waited
+    assert not recognition.busy
+    await pipeline.close()
+
+
+async def test_a_barge_in_overtakes_the_audio_queued_behind_a_slow_decode(held: HeldRecognizer) -> None:
+    pipeline, detection, _, recognition, collector = call(held)
+    await pipeline.send(CallStarted("queues-barge-in", 8000))
+    prompt = samples.bot_prompt()
+    line = samples.mix(samples.scaled(samples.delayed(prompt, 0.06), -20.0),
+                       samples.silence(1.5) + samples.natural_speech("我想查一下我的账单，还有额度。"))
+    line += samples.silence(1.5)  # the prompt outlasts the caller's words: after it, the end of the turn
+    await feed(pipeline, line, held, detection, prompt, collector)
+    # Behind the held decode, the caller's audio waits in the recognition's queue; the barge-in did not.
+    assert recognition.busy
+    assert collector.of(Interruption) == [Interruption("speech")]
+    assert collector.of(Transcript) == []
+    held.latch.set()
+    await pipeline.idle()
+    assert collector.finals() == [SAID]
+    await pipeline.close()
+
+
+async def test_words_said_before_a_hang_up_are_still_understood(held: HeldRecognizer) -> None:
+    """A confirmation said just before hanging up is decoded and reaches the turn taking before
+    the hang-up does (tests/telephony/test_gateway.py: the action then completes, not half done)."""
+    pipeline, _, _, recognition, collector = call(held)
+    await pipeline.send(CallStarted("queues-hang-up", 8000))
+    await feed(pipeline, samples.silence(1.0) + samples.speech(SAID) + samples.silence(1.5), held)
+    await pipeline.send(Hangup("caller hung up"))
+    assert collector.of(Hangup) == [] and recognition.busy  # in order: behind the words
+    held.latch.set()
+    await pipeline.idle()
+    ends = [frame for frame in collector.frames if isinstance(frame, (Transcript, Hangup))]
+    assert ends == [Transcript(SAID, final=True), Hangup("caller hung up")]
+    await pipeline.close()
