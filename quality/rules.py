@@ -11,7 +11,8 @@ Which rule reads what (quality/events.py names the events):
 - identity_before_detail: a flow's outcome signal against the `verified_level` slot and the
   flow's declared `identity:` level;
 - outbound_window: the moment a conversation shows it is an outbound call (`call_started` or
-  the engine's `channel`), against the dialler's legal calling hours;
+  the engine's `channel`), against the dialler's legal calling hours in the customer's time zone
+  (`call_started`'s `timezone`, from the risk API; else China's);
 - third_party_debt: an outbound call's bot and agent texts until the `right_party` slot
   says `confirmed`;
 - transfer_ignored: requests for a person not followed by a hand-over before the next message;
@@ -30,7 +31,7 @@ from zoneinfo import ZoneInfo
 from bot.redaction import REDACTED
 from flowspec.model import LEVELS, RIGHT_PARTY, repository_flowset
 from ivr_config.loader import load_yaml
-from outbound.compliance import DEFAULT_TIMEZONE, LEGAL_END, LEGAL_START
+from outbound.compliance import DEFAULT_TIMEZONE, LEGAL_END, LEGAL_START, timezone_of
 from quality.events import CALL, CUSTOMER_SLOT, StreamEvent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config" / "quality"
@@ -42,9 +43,6 @@ _CALLER_HEARD = {"caller_started_speaking", "key"}
 _CALLER_DONE = {"caller_stopped_speaking", "key"}
 OUTBOUND_CHANNEL = "outbound"
 RIGHT_PARTY_CONFIRMED = "confirmed"
-# The customer's local time: the risk API gives every customer the dialler's default zone today
-# (risk_api/outbound.py CUSTOMER_TIMEZONE); the stream carries no zone of its own.
-CUSTOMER_ZONE = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ class Inspector:
             if data.get("queue_returns"):
                 conversation.notice_heard = True  # back from the queue: it heard the notice when it began
             if data.get("channel") == OUTBOUND_CHANNEL:
-                found += self._outbound(conversation, at)
+                found += self._outbound(conversation, at, str(data.get("timezone") or DEFAULT_TIMEZONE))
         elif kind == "bot_said":
             notice = self.rules.rules["recording_notice"]["phrase"]
             conversation.notice_heard = conversation.notice_heard or notice in str(data.get("text", ""))
@@ -296,16 +294,21 @@ class Inspector:
 
     # --- shared -------------------------------------------------------------------------
 
-    def _outbound(self, conversation: Conversation, at: float) -> list[tuple[str, str]]:
-        """The conversation turned out to be an outbound call: was it placed within the legal hours?"""
+    def _outbound(self, conversation: Conversation, at: float,
+                  zone_name: str = DEFAULT_TIMEZONE) -> list[tuple[str, str]]:
+        """The conversation turned out to be an outbound call: was it placed within the legal hours
+        of the customer's local time? (A zone the tz database does not know counts as China's.)"""
         if conversation.outbound:
             return []
         conversation.outbound = True
-        local = datetime.fromtimestamp(at, CUSTOMER_ZONE).time()
+        zone = timezone_of(zone_name)
+        if zone is None:
+            zone_name, zone = DEFAULT_TIMEZONE, ZoneInfo(DEFAULT_TIMEZONE)
+        local = datetime.fromtimestamp(at, zone).time()
         if LEGAL_START <= local < LEGAL_END:
             return []
         return self._once(conversation, "outbound_window",
-                          f"外呼时间 {local:%H:%M}，不在 {LEGAL_START:%H:%M}-{LEGAL_END:%H:%M}（{DEFAULT_TIMEZONE}）")
+                          f"外呼时间 {local:%H:%M}（{zone_name}），不在 {LEGAL_START:%H:%M}-{LEGAL_END:%H:%M}")
 
     def _said(self, conversation: Conversation, text: str) -> list[tuple[str, str]]:
         """What the bot or an agent said: forbidden phrases, and debt detail to whoever answered

@@ -31,13 +31,14 @@ from sqlalchemy.schema import CreateColumn
 
 from risk_api.clock import CHINA_TZ
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Older versions are upgraded in place (prepare_schema), step by step; any other version is refused.
-UPGRADABLE_FROM = ("1", "2", "3")
+UPGRADABLE_FROM = ("1", "2", "3", "4")
 # What schema version 2 added to the hand-overs of version 1 (all nullable: old rows keep theirs).
 V2_HANDOFF_COLUMNS = ("closed_at", "closed_by", "disposition", "close_note", "customer_note")
 # … and version 3 to those of version 2.
 V3_HANDOFF_COLUMNS = ("customer_seen_at",)
+DEFAULT_CUSTOMER_TIMEZONE = "Asia/Shanghai"
 
 log = logging.getLogger("risk_api.db")
 
@@ -94,6 +95,9 @@ class Customer(Base):
     device_changed_on: Mapped[date | None]
     usual_lat: Mapped[float]
     usual_lon: Mapped[float]
+    # Where the customer lives (IANA zone): the outbound calling window is their local time.
+    # Schema version 5; the customers of older databases are in China's zone.
+    timezone: Mapped[str] = mapped_column(String(40), server_default=DEFAULT_CUSTOMER_TIMEZONE)
     other_lender_applications: Mapped[list[Any]]  # ISO dates of applications elsewhere
     credit_limit_fen: Mapped[int]
     temp_limit_fen: Mapped[int]
@@ -385,7 +389,7 @@ class Database:
     def prepare_schema(self, seed: Callable[[Session], None]) -> bool:
         """Create and seed the schema of an empty database in one transaction (True: created),
         or check that an existing database has this code's schema version, upgrading an older
-        one (version 1, 2 or 3) in place first (one transaction: all of the upgrade or none of it)."""
+        one (version 1 to 4) in place first (one transaction: all of the upgrade or none of it)."""
         tables = set(inspect(self.engine).get_table_names())
         if not tables:
             with self.transaction() as session:
@@ -412,7 +416,9 @@ class Database:
                         _upgrade_1_to_2(session.connection())
                     if found in ("1", "2"):
                         _add_handoff_columns(session.connection(), V3_HANDOFF_COLUMNS)
-                    Base.metadata.tables[VouchedLine.__tablename__].create(session.connection())  # version 4
+                    if found in ("1", "2", "3"):
+                        Base.metadata.tables[VouchedLine.__tablename__].create(session.connection())  # version 4
+                    _add_columns(session.connection(), Customer.__tablename__, ("timezone",))  # version 5
                 except DBAPIError as error:  # rolled back as the exception leaves the transaction
                     raise SchemaVersionError(
                         f"{where}: the upgrade from schema version {found} to {SCHEMA_VERSION} failed and "
@@ -457,10 +463,15 @@ def _upgrade_1_to_2(connection: Connection) -> None:
 
 def _add_handoff_columns(connection: Connection, names: tuple[str, ...]) -> None:
     """New nullable hand-over columns (version 3: customer_seen_at); old rows keep their values."""
-    handoffs = Base.metadata.tables[Handoff.__tablename__]
+    _add_columns(connection, Handoff.__tablename__, names)
+
+
+def _add_columns(connection: Connection, table_name: str, names: tuple[str, ...]) -> None:
+    """New columns, nullable or with a server default (old rows take it), as the model declares them."""
+    table = Base.metadata.tables[table_name]
     for name in names:
-        column = CreateColumn(handoffs.columns[name]).compile(dialect=connection.dialect)
-        connection.exec_driver_sql(f"ALTER TABLE {handoffs.name} ADD COLUMN {column}")
+        column = CreateColumn(table.columns[name]).compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column}")
 
 
 def lock_customer(session: Session, customer_id: str) -> Customer | None:

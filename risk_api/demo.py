@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from risk_api.clock import CHINA_TZ
 from risk_api.dates import add_months, add_working_days
-from risk_api.db import Application, Card, Customer, Installment, LedgerEntry, Loan
+from risk_api.db import DEFAULT_CUSTOMER_TIMEZONE, Application, Card, Customer, Installment, LedgerEntry, Loan
 
 SEED = 20240917
 PERSONA_TAGS = (
@@ -34,6 +34,9 @@ BANKS = (("招商银行", "6214"), ("中国建设银行", "6217"), ("中国工�
          ("中国农业银行", "6228"), ("中国银行", "6216"), ("交通银行", "6225"))
 CITIES = ((39.90, 116.40), (31.23, 121.47), (23.13, 113.26), (30.57, 104.07), (34.34, 108.94))
 LOAN_PERIODS = 12
+# Customers living outside China's time zone, by their occurrence within their tag: the sixth of
+# each tag lives in Xinjiang on local time, the seventh in London (outbound calls keep their hours).
+TIMEZONE_BY_OCCURRENCE = {5: "Asia/Urumqi", 6: "Europe/London"}
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ def _customer(person: Identity, draws: _Draws, now: datetime) -> Customer:
         device_changed_on=today - timedelta(
             days=2 if tag == "recent_device_change" else draws.device_age_days),
         usual_lat=draws.city[0], usual_lon=draws.city[1],
+        timezone=TIMEZONE_BY_OCCURRENCE.get(person.occurrence, DEFAULT_CUSTOMER_TIMEZONE),
         other_lender_applications=[(today - timedelta(days=d)).isoformat() for d in lender_days],
         credit_limit_fen=(200000 if tag == "vip" else draws.limit_yuan) * 100,
         temp_limit_fen=temp_limit_fen, temp_limit_expires_on=temp_expires,

@@ -27,9 +27,8 @@ from risk_api.db import Customer, Installment, Loan, lock_customer
 from risk_api.errors import unknown_customer
 from risk_api.schemas import Body, CustomerId
 
-# The risk API knows no customer's time zone yet: every customer is in China time. The dialler
-# checks the calling hours in the zone given here, so a zone per customer needs no dialler change.
-CUSTOMER_TIMEZONE = "Asia/Shanghai"
+# Each customer's time zone (customers.timezone) goes with them: the dialler checks the calling
+# hours in the customer's local time.
 MAX_IDS = 2000  # a CSV's ids per request (the dialler sends 1,000): well inside the 64 KiB body limit
 
 
@@ -151,7 +150,7 @@ def _in_stage(due: date, today: date, criteria: Criteria) -> bool:
 
 
 def _selected(customer: Customer, due: date | None) -> dict[str, Any]:
-    return {"customer_id": customer.id, "reference": due.isoformat() if due else None, "timezone": CUSTOMER_TIMEZONE,
+    return {"customer_id": customer.id, "reference": due.isoformat() if due else None, "timezone": customer.timezone,
             "do_not_call": customer.do_not_call, "marketing_opt_out": customer.marketing_opt_out,
             "account_status": customer.account_status}
 
@@ -191,7 +190,7 @@ def contact(session: Session, body: ContactRequest, now: datetime) -> dict[str, 
         selected = due is not None and _in_stage(due, now.date(), body.selection)
     audit.record(session, at=now, kind="outbound_contact", customer_id=customer.id, channel="outbound",
                  inputs={"phone": customer.phone, "selected": selected})  # masked by audit.record
-    return {"customer_id": customer.id, "phone": customer.phone, "timezone": CUSTOMER_TIMEZONE,
+    return {"customer_id": customer.id, "phone": customer.phone, "timezone": customer.timezone,
             "do_not_call": customer.do_not_call, "marketing_opt_out": customer.marketing_opt_out,
             "selected": selected, "reference": reference}
 

@@ -55,6 +55,7 @@ def summary(customer: Customer, today: date) -> dict[str, Any]:
         "vip": customer.vip, "hardship": customer.hardship, "do_not_call": customer.do_not_call,
         "marketing_opt_out": customer.marketing_opt_out,
         "account_status": customer.account_status, "tags": [customer.persona],
+        "timezone": customer.timezone,
     }
 
 

@@ -79,6 +79,7 @@ class CustomerSummary(BaseModel):
     marketing_opt_out: bool
     account_status: Literal["active", "frozen", "closed"]
     tags: list[str]
+    timezone: str  # IANA zone of where the customer lives (outbound calling hours are local)
 
 
 class LookupRequest(Body):

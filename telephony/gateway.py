@@ -461,7 +461,7 @@ class Gateway:
             salutation=customer.get("salutation") if customer else None,
             priority_tier=tier.handoff_priority, short_greeting=tier.short_greeting or tier.skip_menus,
             slow_speech="elderly" in facts.tags, channel="outbound" if outbound else "voice", opening=opening,
-            queue_returns=queue_returns)
+            queue_returns=queue_returns, customer_timezone=customer.get("timezone") if outbound and customer else None)
         log.info("call %s: channel=%s direction=%s tier=%s known_customer=%s queue_returns=%d", audio.uuid,
                  channel.channel if channel else None, "outbound" if outbound else "inbound", tier.name,
                  customer is not None, queue_returns)

@@ -81,7 +81,8 @@ class CallRecorder:
         if isinstance(frame, CallStarted):
             self.call_id = frame.call_id
             self._publish("call_started", channel=frame.channel, priority_tier=frame.priority_tier,
-                          queue_returns=frame.queue_returns, known_caller=frame.salutation is not None)
+                          queue_returns=frame.queue_returns, known_caller=frame.salutation is not None,
+                          timezone=frame.customer_timezone)
         elif isinstance(frame, InputAudio) and self._speaking_since is not None:
             samples = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float64)
             self._energy += float(np.sum(samples * samples))

@@ -50,6 +50,7 @@ class CallStarted(Frame):
     channel: str = "voice"  # or "outbound" for reminder calls
     opening: str | None = None  # outbound: what starts the conversation (e.g. "/overdue_reminder")
     queue_returns: int = 0  # times this call came back from the agents' queue unanswered
+    customer_timezone: str | None = None  # outbound: where the customer lives (the risk API's IANA zone)
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,9 @@ class Script:
         return self
 
     # A phone call's usual moments.
-    def call_opens(self) -> Script:
+    def call_opens(self, timezone: str | None = None) -> Script:
         return (self.call("call_started", channel=self.channel, priority_tier="normal", queue_returns=0,
-                          known_caller=True)
+                          known_caller=True, timezone=timezone)
                 .call("bot_said", text="为保障您的权益，本次通话可能会被录音。", interruptible=False)
                 .call("bot_started_speaking").wait(3).call("bot_stopped_speaking"))
 

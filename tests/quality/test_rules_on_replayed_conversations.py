@@ -159,10 +159,11 @@ OPENING = render(FLOWS.flows["overdue_reminder"].raw["outbound_opening"]["voice"
 HOUR = 3600.0  # START is 08:00 in the customer's zone
 
 
-def outbound_call(conversation_id: str, start: float = START + 2 * HOUR, opening: str = OPENING) -> Script:
+def outbound_call(conversation_id: str, start: float = START + 2 * HOUR, opening: str = OPENING,
+                  timezone: str | None = None) -> Script:
     """The dialler's call as the gateway opens it: the notice, the flow's opening (the right-party
     question), the engine on the `outbound` channel."""
-    return (Script(conversation_id, start, channel="outbound").call_opens()
+    return (Script(conversation_id, start, channel="outbound").call_opens(timezone)
             .user("/overdue_reminder", intent="overdue_reminder").slot("channel", "outbound")
             .slot("requested_slot", RIGHT_PARTY).bot_answers(opening))
 
@@ -226,6 +227,21 @@ def test_an_outbound_call_outside_the_legal_hours_is_a_critical_hit_at_its_start
     assert [hit.rule for hit in first] == (["outbound_window"] if fires else [])
     if fires:
         assert first[0].severity == "critical"
+
+
+@pytest.mark.parametrize(("timezone", "beijing_hour", "fires", "shown"), [
+    ("Asia/Urumqi", 1.0, True, "07:00（Asia/Urumqi）"),  # 09:00 in Beijing is 07:00 in Urumqi
+    ("Asia/Urumqi", 13.5, False, None),  # 21:30 in Beijing, 19:30 there
+    ("Europe/London", 13.5, False, None),  # 13:30 in London (winter)
+    ("Mars/Olympus", 13.5, True, "21:30（Asia/Shanghai）"),  # a zone no one knows: China's
+])
+def test_an_outbound_call_keeps_the_legal_hours_of_the_customers_own_time_zone(
+        timezone: str, beijing_hour: float, fires: bool, shown: str | None) -> None:
+    inspector = Inspector(load_rules(), FlowFacts.from_repository())
+    first = inspector.feed(stream(outbound_call("out-zone", START + beijing_hour * HOUR, timezone=timezone))[0])
+    assert [hit.rule for hit in first] == (["outbound_window"] if fires else [])
+    if shown:
+        assert shown in first[0].detail
 
 
 def test_an_engine_only_outbound_conversation_is_checked_too_and_inbound_calls_at_night_are_not() -> None:

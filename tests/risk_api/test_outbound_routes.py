@@ -111,10 +111,13 @@ def test_due_in_three_days_selects_the_due_soon_customers_without_personal_data(
     selected = dialer.all_selected(due_in_days=3)
     assert {c["customer_id"] for c in selected} == ids("due_soon")
     due = (TODAY + timedelta(days=3)).isoformat()
+    zones = {person["customer_id"]: demo.TIMEZONE_BY_OCCURRENCE.get(occurrence, "Asia/Shanghai")
+             for occurrence, person in enumerate(demo.customers_with_tag("due_soon"))}
     for customer in selected:
         assert customer == {"customer_id": customer["customer_id"], "reference": due,
-                            "timezone": "Asia/Shanghai", "do_not_call": False, "marketing_opt_out": False,
-                            "account_status": "active"}
+                            "timezone": zones[customer["customer_id"]], "do_not_call": False,
+                            "marketing_opt_out": False, "account_status": "active"}
+    assert {"Asia/Urumqi", "Europe/London"} < {c["timezone"] for c in selected}, "each customer's own zone"
     assert not re.search(r"1[0-9]{10}", response.text), "no phone number in a selection"
     assert not any(person["name"] in response.text for person in demo.customers_with_tag("due_soon"))
 

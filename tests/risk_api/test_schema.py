@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from risk_api.app import create_app
 from risk_api.clock import ShiftedClock
 from risk_api.config import Settings
 from risk_api.db import (
+    DEFAULT_CUSTOMER_TIMEZONE,
     SCHEMA_VERSION,
     V2_HANDOFF_COLUMNS,
     V3_HANDOFF_COLUMNS,
@@ -22,6 +24,7 @@ from risk_api.db import (
     LocalDateTime,
     SchemaVersionError,
 )
+from risk_api.demo import CUSTOMERS_PER_TAG, PERSONA_TAGS, seed
 from tests.risk_api.helpers import DESK_TOKEN, TOKEN, serve
 
 # Schema version 1 as it was released: every table of today but agent_presence and vouched_lines
@@ -80,6 +83,7 @@ def make_v1_database(url: str, clock: ShiftedClock, version: str = "1") -> list[
     ]
     with engine_of(url) as engine, engine.begin() as connection:
         V1.create_all(connection)
+        connection.execute(text("ALTER TABLE customers DROP COLUMN timezone"))  # version 5
         connection.execute(V1.tables["schema_meta"].insert().values(key="schema_version", value=version))
         connection.execute(V1_HANDOFFS.insert(), rows)
     return rows
@@ -169,20 +173,42 @@ def test_a_version_2_database_is_upgraded_in_place_and_keeps_its_handoffs(empty_
         assert connection.scalar(text("SELECT count(*) FROM handoffs WHERE customer_seen_at IS NOT NULL")) == 0
 
 
-def test_a_version_3_database_is_upgraded_with_the_table_of_vouched_lines(empty_database: str) -> None:
-    database = Database(empty_database)
+CUSTOMER_ROWS = "SELECT id, name, phone, credit_limit_fen FROM customers ORDER BY id"
+
+
+def upgraded_from_today_less(url: str, version: str, *undone: str) -> list[tuple[Any, ...]]:
+    """Today's schema, seeded, with what later versions added undone (`undone` statements) and
+    labelled `version`, then started on: the customers before the upgrade."""
+    database = Database(url)
     try:
-        assert database.prepare_schema(lambda _: None) is True
-        with engine_of(empty_database) as engine, engine.begin() as connection:
-            # Version 3: today's schema but the lines the phone gateway vouched for (version 4).
-            Base.metadata.tables["vouched_lines"].drop(connection)
-            connection.execute(text("UPDATE schema_meta SET value = '3' WHERE key = 'schema_version'"))
+        assert database.prepare_schema(lambda session: seed(session, ShiftedClock().now())) is True
+        with engine_of(url) as engine, engine.begin() as connection:
+            before = [tuple(row) for row in connection.execute(text(CUSTOMER_ROWS))]
+            for statement in undone:
+                connection.execute(text(statement))
+            connection.execute(text("UPDATE schema_meta SET value = :v WHERE key = 'schema_version'"), {"v": version})
         assert database.prepare_schema(never_seed) is False
     finally:
         database.engine.dispose()
-    assert schema_version(empty_database) == str(SCHEMA_VERSION)
+    assert schema_version(url) == str(SCHEMA_VERSION)
+    return before
+
+
+def test_a_version_3_database_is_upgraded_with_the_table_of_vouched_lines(empty_database: str) -> None:
+    # Version 3: today's but the lines the phone gateway vouched for (4) and the customers' time zones (5).
+    upgraded_from_today_less(empty_database, "3", "DROP TABLE vouched_lines",
+                             "ALTER TABLE customers DROP COLUMN timezone")
     with engine_of(empty_database) as engine:
         assert "vouched_lines" in inspect(engine).get_table_names()
+
+
+def test_a_version_4_database_gives_its_customers_chinas_time_zone_and_keeps_them(empty_database: str) -> None:
+    before = upgraded_from_today_less(empty_database, "4", "ALTER TABLE customers DROP COLUMN timezone")
+    with engine_of(empty_database) as engine, engine.connect() as connection:
+        after = [tuple(row) for row in connection.execute(text(CUSTOMER_ROWS))]
+        zones = connection.execute(text("SELECT DISTINCT timezone FROM customers")).scalars().all()
+    assert len(before) == CUSTOMERS_PER_TAG * len(PERSONA_TAGS) and after == before, "every customer as they were"
+    assert zones == [DEFAULT_CUSTOMER_TIMEZONE]
 
 
 def test_a_database_of_an_unknown_schema_version_is_refused_untouched(empty_database: str) -> None:

@@ -24,7 +24,7 @@ import pytest
 from bench import samples
 from bench.audiosocket_peer import AudioSocketPeer
 from bench.stand_ins import ScriptedRecognizer
-from risk_api.demo import customers_with_tag
+from risk_api.demo import TIMEZONE_BY_OCCURRENCE, customers_with_tag
 from stack.services import Ports, phone_gateway, started
 from telephony.ami import AmiClient, AmiConfig
 from telephony.gateway import Gateway, GatewaySettings
@@ -316,6 +316,37 @@ async def test_outbound_reminder_call_opens_its_flow_and_names_no_debt_before_id
     assert first_user["metadata"]["channel"] == "outbound"
     said = " ".join(event.get("text") or "" for event in tracker["events"] if event["event"] == "bot")
     assert customer["salutation"] in said and "逾期" not in said and "元" not in said, said
+
+
+async def test_an_outbound_calls_start_carries_the_customers_own_time_zone_for_the_inspection(
+        phone: Phone) -> None:
+    """The legal calling hours are the customer's local ones (quality's `outbound_window`): the zone
+    comes from the risk API's record of the customer the dialler named, never from the channel."""
+    class Recorded:
+        started: list[dict[str, Any]] = []
+
+        def publish(self, call_id: str, kind: str, at: float, data: dict[str, Any]) -> None:
+            if kind == "call_started":
+                Recorded.started.append(data)
+
+    phone.gateway.engines.call_events = Recorded()
+    in_xinjiang = customers_with_tag("overdue")[next(o for o, zone in TIMEZONE_BY_OCCURRENCE.items()
+                                                     if zone == "Asia/Urumqi")]
+    call_uuid = uuid.uuid4()
+    await phone.ami.emit("UserEvent", UserEvent="IvrCall", Uuid=str(call_uuid), Direction="outbound",
+                         Channel="PJSIP/trunk-0000000c", CallerIDNum="4000", Flow="overdue_reminder",
+                         CustomerId=in_xinjiang["customer_id"], OriginateId="test-originate-zone", Timezone="UTC")
+    peer = await AudioSocketPeer("127.0.0.1", phone.gateway.server.port, call_uuid).connect()
+    await bot_finished(peer, 0.0)
+    await peer.send_hangup()
+    await peer.close()
+    inbound = await phone.dial(customers_with_tag("overdue")[0]["phone"])
+    await bot_finished(inbound, 0.0)
+    await inbound.send_hangup()
+    await inbound.close()
+    await until(lambda: len(Recorded.started) == 2)
+    assert [(data["channel"], data["timezone"]) for data in Recorded.started] == [
+        ("outbound", "Asia/Urumqi"), ("voice", None)], "an inbound call's hours are not the inspection's concern"
 
 
 async def test_an_outbound_call_answered_by_a_third_party_reports_third_party_for_its_attempt(
