@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from telephony.ami import SESSION_RESUMED, AmiClient, AmiError, Event, consume_events
+from telephony.ami import SESSION_RESUMED, AmiClient, Event, consume_events
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,9 @@ class AgentWatch:
 
     async def _resync(self) -> None:
         for queue in sorted(self._queues):
-            try:
-                listed = await self._ami.list_action("QueueStatus", {"Queue": queue}, "QueueStatusComplete")
-            except AmiError as error:
-                log.warning("agents of queue %s unknown: %s", queue, error)
+            listed = await self._ami.resync("QueueStatus", {"Queue": queue}, "QueueStatusComplete")
+            if listed is None:
+                log.warning("agents of queue %s unknown: Asterisk did not list them", queue)
                 self._free.pop(queue, None)
                 continue
             self._free[queue] = {_member(event): _free(event) for event in listed

@@ -49,6 +49,7 @@ CORRELATION_EVENT = "IvrCall"  # the UserEvent name the dialplan raises before A
 # asks for it again: the events sent while the connection was down are lost.
 SESSION_RESUMED = "IvrAmiSessionResumed"
 EVENT_QUEUE_SIZE = 1000
+RESYNC_TRIES = 5  # a list action after a reconnect (resync), before the watcher says it does not know
 DIRECTORY_SIZE = 10000  # remembered calls; a real Asterisk also sends Hangup to free entries
 
 
@@ -212,6 +213,26 @@ class AmiClient:
             raise AmiError(f"{name}: the list did not end with {complete_event} within {wait:g} s") from None
         finally:
             self.unsubscribe(replies)
+
+    async def resync(self, name: str, fields: Mapping[str, Any] | None, complete_event: str) -> list[Event] | None:
+        """A list action that syncs a watcher's state, at start or after a reconnect (what changed
+        while the connection was down): asked again on failure (Asterisk busy just after a
+        restart), `reconnect_min_seconds`
+        doubling up to RESYNC_TRIES tries, while connected; None when it never answered (a
+        connection lost meanwhile brings another SESSION_RESUMED, hence another resync)."""
+        delay = self.config.reconnect_min_seconds
+        for attempt in range(1, RESYNC_TRIES + 1):
+            try:
+                return await self.list_action(name, fields, complete_event)
+            except AmiError as error:
+                if attempt == RESYNC_TRIES or not self.connected:
+                    log.error("%s to sync with Asterisk failed (%d tries): %s", name, attempt, error)
+                    return None
+                log.warning("%s to sync with Asterisk failed (try %d, again in %.1f s): %s", name, attempt,
+                            delay, error)
+            await self._sleep(delay)
+            delay = min(delay * 2, self.config.reconnect_max_seconds)
+        return None
 
     async def _send(self, session: AMIClient, name: str, fields: Mapping[str, Any] | None = None,
                     variables: Mapping[str, str] | None = None, timeout: float | None = None,

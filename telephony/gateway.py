@@ -229,7 +229,9 @@ class QueueWatch:
 
     async def _take(self, event: Event) -> None:
         if event.get("Event") == SESSION_RESUMED:  # what changed while AMI was down: ask Asterisk
-            queues = await self._ami.list_action("QueueStatus", None, "QueueStatusComplete")
+            queues = await self._ami.resync("QueueStatus", None, "QueueStatusComplete")
+            if queues is None:
+                return  # unanswered: the counts known so far; each join or leave carries its queue's count
             self.waiting = {params.get("Queue", ""): int(params["Calls"]) for params in queues
                             if params.get("Event") == "QueueParams" and params.get("Calls", "").isdigit()}
         elif event.get("Count", "").isdigit():
@@ -282,8 +284,9 @@ class QueuedCalls:
         self._top_tier = top_tier  # priority.yaml's highest
         self._channels: OrderedDict[str, str] = OrderedDict()  # call UUID -> channel, as handed over
         # Channels in the agents' queue now: every join, ours or not (its event may come before
-        # the transfer's bookkeeping), each until it leaves.
-        self._waiting: OrderedDict[str, None] = OrderedDict()
+        # the transfer's bookkeeping), each until it leaves. None: not known (Asterisk did not
+        # answer QueueStatus after a reconnect), Asterisk itself then says whether a call waits.
+        self._waiting: OrderedDict[str, None] | None = OrderedDict()
         self._events = ami.subscribe({"QueueCallerJoin", "QueueCallerLeave", SESSION_RESUMED})
         self._task = asyncio.create_task(consume_events(self._events, self._take, "queued calls"),
                                          name="queued-calls")
@@ -295,10 +298,11 @@ class QueuedCalls:
         if event.get("Event") == SESSION_RESUMED:
             # Joins and leaves missed while AMI was down: the queue as Asterisk has it now (the
             # events queued meanwhile are applied after it, in order).
-            entries = await self._ami.list_action("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete")
-            self._waiting = OrderedDict((entry.get("Channel", ""), None) for entry in entries
-                                        if entry.get("Event") == "QueueEntry" and entry.get("Queue") == AGENT_QUEUE)
-        elif event.get("Queue") != AGENT_QUEUE:
+            entries = await self._ami.resync("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete")
+            self._waiting = None if entries is None else OrderedDict(
+                (entry.get("Channel", ""), None) for entry in entries
+                if entry.get("Event") == "QueueEntry" and entry.get("Queue") == AGENT_QUEUE)
+        elif event.get("Queue") != AGENT_QUEUE or self._waiting is None:
             return
         elif event.get("Event") == "QueueCallerJoin":
             _remember(self._waiting, event.get("Channel", ""), None)
@@ -306,8 +310,9 @@ class QueuedCalls:
             self._waiting.pop(event.get("Channel", ""), None)
 
     def waiting(self, channel: str) -> bool:
-        """Asterisk said the channel joined the agents' queue and has not said it left."""
-        return channel in self._waiting
+        """Asterisk said the channel joined the agents' queue and has not said it left (or the
+        queue is not known since a reconnect: Asterisk's answer to the move decides)."""
+        return self._waiting is None or channel in self._waiting
 
     async def raise_priority(self, call_uuid: str) -> int:
         """The call to the highest tier's priority, moved up at once (`Immediate`), and that tier
@@ -323,7 +328,8 @@ class QueuedCalls:
                 raise  # no answer: not connected, or it timed out
             # Asterisk answered that it has no such caller: it left before the leave event came.
             log.info("call %s: no longer in queue %s: %s", call_uuid, AGENT_QUEUE, error)
-            self._waiting.pop(channel, None)
+            if self._waiting is not None:
+                self._waiting.pop(channel, None)
             raise NotQueued(call_uuid) from error
         log.info("call %s: raised to priority %d in queue %s", call_uuid, self._top_tier.queue_priority, AGENT_QUEUE)
         try:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from telephony.ami import AmiClient, AmiError, Event, consume_events
-from telephony.gateway import AGENT_QUEUE, QueuedCalls, QueueWatch
+from telephony.ami import RESYNC_TRIES, AmiClient, AmiError, Event, consume_events
+from telephony.gateway import AGENT_QUEUE, NotQueued, QueuedCalls, QueueWatch
 from telephony.priority import load_priority_rules
 from tests.telephony.peers import AmiPeer
 from tests.telephony.test_ami import config_for
@@ -87,3 +87,46 @@ async def test_after_a_reconnect_the_queue_is_what_asterisk_says_not_what_was_mi
     finally:
         await calls.close()
         await queues.close()
+
+
+async def test_a_resync_asterisk_does_not_answer_is_asked_again_and_until_then_asterisk_decides(
+        peer: AmiPeer) -> None:
+    """Just after a reconnect Asterisk may be too busy to list its queue: the watcher asks again
+    (backing off on the client's sleep), and while it does not know which calls wait it does not
+    refuse to move one: Asterisk's answer to the move decides."""
+    slept: list[float] = []
+    silent_tries = [3]  # QueueStatus goes unanswered this many times
+
+    async def sleep(delay: float) -> None:  # the client's backoff: recorded, not waited
+        slept.append(delay)
+        if len(peer.actions_named("QueueStatus")) >= silent_tries[0]:
+            peer.silent_actions.discard("QueueStatus")
+        await asyncio.sleep(0)
+
+    client = AmiClient(config_for(peer, action_timeout_seconds=0.5, reconnect_min_seconds=0.05), sleep=sleep)
+    await client.connect()
+    calls = QueuedCalls(client, load_priority_rules().tiers[0])
+    try:
+        calls.handed_over("call-1", "PJSIP/waiting-1")
+        peer.silent_actions.add("QueueStatus")
+        peer.queues = {AGENT_QUEUE: ["PJSIP/waiting-1"]}
+        await peer.drop_connections()
+        await until(lambda: client.reconnects == 1)
+        await until(lambda: calls.waiting("PJSIP/waiting-1") and not calls.waiting("PJSIP/gone-1"))
+        assert len(peer.actions_named("QueueStatus")) >= 4
+        assert slept[1:4] == [0.05, 0.1, 0.2], "after the reconnect's own wait, backing off between the tries"
+        # Never answering: after RESYNC_TRIES the watcher does not know, and lets Asterisk decide.
+        silent_tries[0] = 10**6
+        peer.silent_actions.add("QueueStatus")
+        before = len(peer.actions_named("QueueStatus"))
+        await peer.drop_connections()
+        await until(lambda: client.reconnects == 2)
+        await until(lambda: calls.waiting("PJSIP/gone-1"))
+        assert len(peer.actions_named("QueueStatus")) == before + RESYNC_TRIES
+        peer.failing_actions["QueueChangePriorityCaller"] = "Unable to change priority caller on queue: No such caller"
+        with pytest.raises(NotQueued):
+            await within(calls.raise_priority("call-1"))
+        assert len(peer.actions_named("QueueChangePriorityCaller")) == 1, "asked of Asterisk, which said no"
+    finally:
+        await calls.close()
+        await client.close()
