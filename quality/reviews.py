@@ -18,7 +18,10 @@ the steps, each step once per hit, and nobody deciding their own appeal.
 Reasons are free text (1-500 characters), kept masked (a phone, card or ID number typed in is
 not kept in clear), shown on the desk, never logged.
 
-GET /conversations/{id}/review; POST /conversations/{id}/review {hit, verdict, reason, by},
+GET /reviews/pending: the conversations with a hit awaiting a supervisor (to review, or an appeal
+to decide), the worst first, then the latest (the desk's list of work: a conversation the assistant
+handled alone has no hand-over to open it by). GET /conversations/{id}/review; POST
+/conversations/{id}/review {hit, verdict, reason, by},
 /conversations/{id}/appeal {hit, reason, by}, /conversations/{id}/appeal/decision
 {hit, outcome, reason, by} (each answers the conversation's review as GET does). A bad body is a
 400, one over REVIEW_MAX_BODY a 413, an unknown conversation or hit a 404, a step out of order a 409.
@@ -29,13 +32,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from quality.rules import Conversation, Hit
+from quality.rules import SEVERITIES, Conversation, Hit
 from quality.store import SqlEventStore
 from risk_api.masking import mask_text
 
@@ -51,6 +56,8 @@ LOGIN = r"^[a-z0-9][a-z0-9._-]{1,31}$"  # ivr_config/agents.schema.json
 OPEN, CONFIRMED, DISMISSED, APPEALED, UPHELD, REJECTED = (
     "open", "confirmed", "dismissed", "appealed", "upheld", "rejected")
 STANDING = frozenset({OPEN, CONFIRMED, APPEALED, REJECTED})  # the states whose hit costs points
+AWAITING_SUPERVISOR = (OPEN, APPEALED)  # a review to make, an appeal to decide
+PENDING_LIMIT = 500  # the longest list one request answers
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX)]
 
@@ -86,14 +93,21 @@ def refused(status: int, code: str, message: str) -> HTTPException:
     return HTTPException(status, {"code": code, "message": message})
 
 
-def steps_of(store: SqlEventStore, conversation_id: str) -> list[dict[str, Any]]:
-    """The conversation's review steps; 503 while the database is down (the hits are in memory,
-    but a score without its reviews would be wrong)."""
+@contextmanager
+def steps_readable() -> Iterator[None]:
+    """503 while the database is down (the hits are in memory, but a score or a list of work
+    without the reviews would be wrong)."""
     try:
-        return store.review_steps(conversation_id)
+        yield
     except sa.exc.SQLAlchemyError as error:
         log.error("review steps unreadable: %s", type(error).__name__)
         raise refused(503, "store_unavailable", "质检数据库暂时不可用，请稍后再试。") from None
+
+
+def steps_of(store: SqlEventStore, conversation_id: str) -> list[dict[str, Any]]:
+    """The conversation's review steps (503 while the database is down)."""
+    with steps_readable():
+        return store.review_steps(conversation_id)
 
 
 def state_of(steps: list[dict[str, Any]]) -> str:
@@ -130,6 +144,27 @@ def review_view(inspection: Inspection, conversation: Conversation, steps: list[
                                 "at": step["at"], "reason": step["reason"]} for step in own]})
     return {"conversation_id": conversation.id, "score": reviewed_score(inspection, conversation, steps)["score"],
             "hits": hits}
+
+
+def pending_reviews(inspection: Inspection, steps: dict[str, list[dict[str, Any]]], limit: int) -> dict[str, Any]:
+    """The conversations with hits awaiting a supervisor: per conversation how many wait for a
+    review and for a decision, their worst severity and rules; worst first, then the latest."""
+    pending = []
+    for conversation in inspection.inspector.conversations.values():
+        own = steps.get(conversation.id, [])
+        waiting = [(hit, state) for number, hit in enumerate(conversation.hits)
+                   if (state := state_of(hit_steps(hit, number, own))) in AWAITING_SUPERVISOR]
+        if not waiting:
+            continue
+        pending.append({
+            "conversation_id": conversation.id, "last_at": conversation.last_at,
+            "channel": "outbound" if conversation.outbound else "voice" if conversation.voice else "chat",
+            "to_review": sum(state == OPEN for _, state in waiting),
+            "appealed": sum(state == APPEALED for _, state in waiting),
+            "worst": max((hit.severity for hit, _ in waiting), key=SEVERITIES.index),
+            "rules": list(dict.fromkeys(hit.rule for hit, _ in waiting))})
+    pending.sort(key=lambda item: (-SEVERITIES.index(item["worst"]), -item["last_at"]))
+    return {"conversations": pending[:limit], "total": len(pending)}
 
 
 def parsed(model: type[Parsed], body: bytes) -> Parsed:
@@ -182,6 +217,12 @@ def add_review_routes(app: FastAPI, inspection: Inspection) -> None:
             raise refused(409, "already_decided", "这一步刚由他人完成，请刷新后查看。")
         log.info("quality hit %s: %s (%s)", name, outcome, hit.rule)  # never the reason, nor the conversation
         return review_view(inspection, conversation, [*steps, row])
+
+    @app.get("/reviews/pending")
+    async def pending(limit: int = Query(100, ge=1, le=PENDING_LIMIT)) -> dict[str, Any]:
+        with steps_readable():
+            steps = await asyncio.to_thread(store.review_steps_by_conversation)
+        return pending_reviews(inspection, steps, limit)
 
     @app.get("/conversations/{conversation_id}/review")
     async def review(conversation_id: str) -> dict[str, Any]:

@@ -202,10 +202,19 @@ class SqlEventStore:
 
     def review_steps(self, conversation_id: str) -> list[dict[str, Any]]:
         """The conversation's review steps, oldest first (`REVIEW_FIELDS`)."""
+        return self._review_steps(sa.select(REVIEWS).where(REVIEWS.c.conversation_id == conversation_id))
+
+    def review_steps_by_conversation(self) -> dict[str, list[dict[str, Any]]]:
+        """Every review step kept, by conversation, oldest first (retention bounds them)."""
+        by_conversation: dict[str, list[dict[str, Any]]] = {}
+        for step in self._review_steps(sa.select(REVIEWS)):
+            by_conversation.setdefault(step["conversation_id"], []).append(step)
+        return by_conversation
+
+    def _review_steps(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
         self._prepare()
-        query = sa.select(REVIEWS).where(REVIEWS.c.conversation_id == conversation_id).order_by(REVIEWS.c.id)
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(query.order_by(REVIEWS.c.id)).all()
         return [{name: getattr(row, name) for name in REVIEW_FIELDS} for row in rows]
 
     def add_review_step(self, step: Mapping[str, Any]) -> bool:

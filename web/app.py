@@ -66,6 +66,7 @@ KIND_LOOKUP_SECONDS = 1.0  # asking Rasa whether an alerted conversation is a ch
 # new alert and each click would otherwise ask a Rasa that is down (or has forgotten it) every time.
 KIND_UNKNOWN_SECONDS = 10.0
 MAX_FIGURE_DAYS = 90  # the quality service's longest span
+PENDING_SHOWN = 100  # conversations awaiting review on the board (the worst first)
 RELAY_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
@@ -572,6 +573,15 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     # the review and appeal steps name them by the same opaque reference.
     opened_conversations: OrderedDict[str, str] = OrderedDict()
 
+    def remember(conversation_id: str) -> str:
+        """The reference the desk gives out for a conversation (its hand-over, the list of work)."""
+        ref = conversation_ref(conversation_id)
+        opened_conversations[ref] = conversation_id
+        opened_conversations.move_to_end(ref)
+        while len(opened_conversations) > MAX_KNOWN_CONVERSATIONS:
+            opened_conversations.popitem(last=False)
+        return ref
+
     def conversation_of(ref: str) -> str:
         conversation_id = opened_conversations.get(ref)
         return conversation_id if conversation_id is not None else str(alerted_conversation(ref)["conversation_id"])
@@ -668,12 +678,20 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         if not may_see(agent, handoff):
             raise HTTPException(403, "another agent holds this case")
         session_id = str(handoff["session_id"])
-        ref = conversation_ref(session_id)
-        opened_conversations[ref] = session_id
-        opened_conversations.move_to_end(ref)
-        while len(opened_conversations) > MAX_KNOWN_CONVERSATIONS:
-            opened_conversations.popitem(last=False)
-        return await quality_view(agent, session_id, ref)
+        return await quality_view(agent, session_id, remember(session_id))
+
+    @app.get("/desk/api/quality/pending")
+    async def pending_reviews(request: Request) -> dict[str, Any]:
+        """The supervisors' list of work: conversations with hits to review or appeals to decide,
+        the worst first (those the assistant handled alone too: they have no hand-over to open)."""
+        require_agent(request, "supervise")
+        answer = await quality_call("GET", "/reviews/pending", params={"limit": PENDING_SHOWN})
+        pending = answer_json("quality inspection unavailable", answer)
+        if not isinstance(pending, dict):
+            return {"conversations": [], "total": 0}
+        return {"conversations": [labels.pending_for_desk(item, remember(str(item["conversation_id"])))
+                                  for item in pending.get("conversations", []) if isinstance(item, dict)],
+                "total": pending.get("total", 0)}
 
     async def review_step(conversation_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One step of a hit's review at the inspection; its refusals (in Chinese) passed on."""

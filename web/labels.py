@@ -111,6 +111,18 @@ def alert_for_desk(item: Mapping[str, Any], conversation_ref: str) -> dict[str, 
             "detail": item.get("detail"), "at": item.get("at")}
 
 
+CONVERSATION_CHANNELS = {"chat": "在线", "voice": "来电", "outbound": "外呼"}
+
+
+def pending_for_desk(item: Mapping[str, Any], conversation_ref: str) -> dict[str, Any]:
+    """A conversation awaiting review as the board lists it: by its opaque reference, in Chinese."""
+    return {"conversation": conversation_ref, "severity": item.get("worst"),
+            "severity_name": SEVERITIES.get(str(item.get("worst")), UNKNOWN),
+            "channel_name": CONVERSATION_CHANNELS.get(str(item.get("channel")), UNKNOWN),
+            "to_review": item.get("to_review"), "appealed": item.get("appealed"), "at": item.get("last_at"),
+            "rule_names": [QUALITY_RULES.get(str(rule), "质检规则") for rule in item.get("rules") or []]}
+
+
 # The review and appeal of a conversation's hits (quality/reviews.py), in Chinese.
 REVIEW_STATES = {"open": "待复核", "confirmed": "已确认", "dismissed": "已撤销", "appealed": "申诉中",
                  "upheld": "申诉成立，已撤销", "rejected": "申诉驳回，维持"}

@@ -133,11 +133,16 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
 </form>
 <button type="button" id="conversation-hide">收起</button>
 </section>""" if handles else ""
-    # Supervisors: the quality inspection's live alerts, pushed (desk.js), and the conversation
-    # of one with its hits.
+    # Supervisors: the quality inspection's live alerts, pushed (desk.js), the conversations
+    # awaiting review, and the conversation of one with its hits.
     quality_section = """<section id="quality-board" aria-labelledby="quality-title">
 <h2 id="quality-title">实时质检告警</h2>
 <ul id="alerts" class="cards alerts" aria-live="polite"><li class="empty">暂无告警</li></ul>
+<section id="pending-reviews" aria-labelledby="pending-title">
+<h3 id="pending-title">待复核的会话</h3>
+<button type="button" id="pending-refresh">刷新</button>
+<ul id="pending" class="cards alerts"><li class="empty">暂无待复核的会话</li></ul>
+</section>
 <section id="inspected" aria-labelledby="inspected-title" hidden>
 <h3 id="inspected-title">告警会话</h3>
 <ul id="inspected-hits" class="hits"></ul>

@@ -174,3 +174,39 @@ async def test_a_phone_number_typed_into_a_reason_is_kept_masked(any_store: SqlE
     assert answer.status_code == 200
     kept = any_store.review_steps(CHAT)[0]["reason"]
     assert "13812345678" not in kept and kept.startswith("客户手机"), kept
+
+
+async def test_the_list_of_work_holds_what_awaits_a_supervisor_worst_first(any_store: SqlEventStore) -> None:
+    """Conversations the assistant handled alone have no hand-over to be opened by: the list is
+    how a supervisor finds them. A conversation leaves it once each hit is reviewed, and comes
+    back while an appeal awaits a decision."""
+    angry_only = Script("chat-angry", START + 600).session_starts().user("气死我了，怎么还没到账").listen()
+    clean = Script("chat-clean", START + 900).session_starts().user("查账单").bot("好的").listen()
+    any_store.append(stream(three_hits(), angry_only, clean))
+    client = await served(any_store)
+
+    def pending(**params: Any) -> Any:
+        answer = client.get("/reviews/pending", headers=AUTH, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    listed = pending()
+    assert [(item["conversation_id"], item["worst"], item["to_review"], item["appealed"], item["rules"])
+            for item in listed["conversations"]] == [
+        (CHAT, "critical", 3, 0, ["anger", "identity_before_detail", "forbidden_phrase"]),
+        ("chat-angry", "major", 1, 0, ["anger"])], "the critical first, though the other is later"
+    assert listed["total"] == 2 and listed["conversations"][0]["channel"] == "chat"
+    one = pending(limit=1)
+    assert (len(one["conversations"]), one["total"]) == (1, 2)
+
+    for hit, verdict in ((0, "dismissed"), (1, "confirmed"), (2, "confirmed")):
+        assert step(client, "review", hit=hit, verdict=verdict, reason="确认", by="supervisor").status_code == 200
+    assert [item["conversation_id"] for item in pending()["conversations"]] == ["chat-angry"]
+    assert step(client, "appeal", hit=1, reason="已核身", by="agent").status_code == 200
+    back = pending()["conversations"][0]
+    assert (back["conversation_id"], back["to_review"], back["appealed"], back["rules"]) == (
+        CHAT, 0, 1, ["identity_before_detail"])
+
+    for bad in ({"limit": 0}, {"limit": 501}, {"limit": "x"}):
+        assert client.get("/reviews/pending", headers=AUTH, params=bad).status_code == 422, bad
+    assert client.get("/reviews/pending").status_code == 401

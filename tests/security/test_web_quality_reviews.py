@@ -33,6 +33,7 @@ QUALITY_TOKEN = "a-quality-token-for-tests"
 HELD = "chat-held-by-the-agent"  # a chat session: never to be seen by a browser
 WAITING = "chat-nobody-took"  # handed over, never taken: no agent took part
 OWN = "chat-the-supervisor-took"
+ALONE = "chat-the-assistant-alone"  # never handed over: only the list of work opens it
 HANDOFFS = {"H-00000000000000000001": (HELD, "closed", AGENT), "H-00000000000000000002": (WAITING, "waiting", None),
             "H-00000000000000000003": (OWN, "closed", SUPERVISOR)}
 BY_SESSION = {session: (handoff_id, status, agent) for handoff_id, (session, status, agent) in HANDOFFS.items()}
@@ -68,7 +69,10 @@ def _handler(fake: Fake) -> type[JsonPeer]:
             body = self.body()
             if self.path == "/handoffs/of-session":
                 fake.asked.append(body["session_id"])
-                self.answer(handoff(BY_SESSION[body["session_id"]][0]))
+                if body["session_id"] in BY_SESSION:
+                    self.answer(handoff(BY_SESSION[body["session_id"]][0]))
+                else:  # the assistant alone: no hand-over
+                    self.answer({"detail": {"code": "not_found", "message": "没有转人工记录。"}}, status=404)
             elif self.path == "/webhooks/webchat/agent":
                 self.answer({"next": 2, "channel": "webchat",
                              "messages": [{"index": 1, "from": "customer", "text": "气死我了，查账单", "at": START}]})
@@ -80,9 +84,9 @@ def _handler(fake: Fake) -> type[JsonPeer]:
 
 @contextmanager
 def desk_with_inspection(tmp_path: Path) -> Iterator[tuple[str, Fake]]:
-    """The desk, and the inspection having read three conversations with three hits each."""
+    """The desk, and the inspection having read four conversations with three hits each."""
     store = SqlEventStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    store.append(stream(three_hits(HELD), three_hits(WAITING), three_hits(OWN)))
+    store.append(stream(three_hits(HELD), three_hits(WAITING), three_hits(OWN), three_hits(ALONE)))
     inspection = Inspection(store, Inspector(load_rules(), FlowFacts.from_repository()), clock=lambda: START + 3600)
 
     async def read() -> None:  # as its run loop would, before the desk asks
@@ -176,6 +180,34 @@ def test_a_supervisor_who_appealed_does_not_decide_the_appeal(web: tuple[str, Fa
         assert opened(board, OWN_CASE)["hits"][1]["may"] == []
         refused = step(board, ref, "appeal/decision", hit=1, outcome="upheld", reason="自己裁定")
         assert refused.status_code == 403 and refused.json()["detail"]["code"] == "own_appeal"
+
+
+def test_a_conversation_no_hand_over_opens_is_reviewed_from_the_list_of_work(web: tuple[str, Fake]) -> None:
+    url, _ = web
+    with logged_in(url, SUPERVISOR) as board, logged_in(url, AGENT) as desk:
+        listed = board.get("/desk/api/quality/pending")
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["total"] == 4
+        assert not any(session in listed.text for session in (HELD, WAITING, OWN, ALONE)), "references only"
+        item = listed.json()["conversations"][0]
+        assert (item["severity_name"], item["channel_name"], item["to_review"], item["appealed"]) == (
+            "严重", "在线", 3, 0)
+        assert item["rule_names"] == ["客户情绪激动", "未核身即告知账户信息", "出现禁用语"]
+        handed_over = {opened(board, case)["ref"] for case in (HELD_CASE, WAITING_CASE, OWN_CASE)}
+        (alone,) = {entry["conversation"] for entry in listed.json()["conversations"]} - handed_over
+        shown = board.get(f"/desk/api/quality/conversations/{alone}").json()
+        assert [hit["may"] for hit in shown["hits"]] == [["review"]] * 3
+        for hit in range(3):
+            assert step(board, alone, "review", hit=hit, verdict="confirmed", reason="确认").status_code == 200
+        assert alone not in [entry["conversation"] for entry in board.get("/desk/api/quality/pending").json()[
+            "conversations"]], "reviewed: off the list"
+        # The assistant's own hits: any agent may appeal, and the appeal puts it back on the list.
+        assert step(desk, alone, "appeal", hit=2, reason="模板话术，非辱骂").status_code == 200
+        back = next(entry for entry in board.get("/desk/api/quality/pending").json()["conversations"]
+                    if entry["conversation"] == alone)
+        assert (back["to_review"], back["appealed"]) == (0, 1)
+        assert desk.get("/desk/api/quality/pending").status_code == 403, "the list is the supervisors'"
+    assert httpx.get(f"{url}/desk/api/quality/pending").status_code == 401
 
 
 def test_bad_input_unknown_conversations_and_other_roles_are_refused(web: tuple[str, Fake],

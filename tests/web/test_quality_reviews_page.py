@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.accounts import AGENT, PASSWORD, SUPERVISOR
 from tests.security.test_web_desk_events import logged_in
-from tests.security.test_web_quality_reviews import HELD, HELD_CASE, desk_with_inspection, step
+from tests.security.test_web_quality_reviews import ALONE, HELD, HELD_CASE, desk_with_inspection, step
 from tests.web.conftest import artifact
 
 
@@ -63,3 +63,26 @@ def test_a_supervisor_dismisses_a_hit_and_the_agent_appeals_a_confirmed_one(web:
         desk.screenshot(path=str(artifact("quality-review-appealed")), full_page=True)
     finally:
         context.close()
+
+
+def test_the_board_lists_the_conversations_awaiting_review_and_one_reviewed_leaves_it(web: str, page: Page) -> None:
+    assert page.context.request.post(f"{web}/desk/login", form={"user": SUPERVISOR, "password": PASSWORD}).ok
+    page.goto(f"{web}/desk")
+    pending = page.locator("#pending .card")
+    expect(pending).to_have_count(4)
+    expect(page.locator("body")).to_have_attribute("data-pending", "4")
+    first = pending.first
+    expect(first.locator("h3")).to_have_text("在线 · 严重")
+    expect(first).to_contain_text("客户情绪激动、未核身即告知账户信息、出现禁用语")
+    first.get_by_role("button", name="复核会话").click()
+    hits = page.locator("#inspected-hits .hit")
+    expect(hits).to_have_count(3)
+    for rule in ("客户情绪激动", "未核身即告知账户信息", "出现禁用语"):
+        hit = hits.filter(has_text=rule)
+        hit.get_by_label(f"理由：{rule}").fill("已核实")
+        hit.get_by_role("button", name=f"确认违规：{rule}").click()
+        expect(hit.locator(".hit-state")).to_have_text("已确认")
+    expect(pending).to_have_count(3)  # reviewed through: off the list, without reloading the page
+    expect(page.locator("body")).to_have_attribute("data-pending", "3")
+    page.screenshot(path=str(artifact("quality-pending-reviews")), full_page=True)
+    assert all(session not in page.content() for session in (HELD, ALONE))

@@ -494,10 +494,62 @@
     });
     while (alertList.children.length > MAX_ALERTS) alertList.removeChild(alertList.lastChild);
     document.body.dataset.alerts = String(alertList.querySelectorAll(".card").length);
+    loadPending(); // an alert is a hit: its conversation now awaits review
   }
 
   function inspect(ref) {
     openInspected("/desk/api/quality/conversations/" + encodeURIComponent(ref), "告警会话 " + ref);
+  }
+
+  /* Supervisors: the conversations whose hits await a review or an appeal's decision, the worst
+   * first (those the assistant handled alone too: no hand-over opens them). Fetched when the board
+   * opens, on 刷新, as alerts come and after each step taken. */
+  var pendingList = document.getElementById("pending");
+
+  function pendingCard(item) {
+    var card = el("li", "card severity-" + item.severity);
+    card.appendChild(el("h3", "", item.channel_name + " · " + item.severity_name));
+    var facts = el("dl");
+    field(facts, "最近", new Date(item.at * 1000).toLocaleString("zh-CN"));
+    field(facts, "待复核", String(item.to_review));
+    field(facts, "待裁定申诉", String(item.appealed));
+    field(facts, "规则", item.rule_names.join("、"));
+    card.appendChild(facts);
+    var open = el("button", "open", "复核");
+    open.type = "button";
+    open.setAttribute("aria-label", "复核会话 " + item.conversation);
+    open.addEventListener("click", function () {
+      openInspected("/desk/api/quality/conversations/" + encodeURIComponent(item.conversation),
+        "待复核会话 " + item.conversation);
+    });
+    card.appendChild(open);
+    return card;
+  }
+
+  function loadPending() {
+    if (!pendingList) return;
+    fetch("/desk/api/quality/pending", { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) { location.href = "/desk"; return; }
+      return response.json().then(function (body) {
+        pendingList.textContent = "";
+        if (!response.ok) { // the inspection is down or not configured: say so, show nothing stale
+          pendingList.appendChild(el("li", "empty", "无法读取待复核的会话：" + failure(body, response.status)));
+          return;
+        }
+        body.conversations.forEach(function (item) { pendingList.appendChild(pendingCard(item)); });
+        if (!body.conversations.length) pendingList.appendChild(el("li", "empty", "暂无待复核的会话"));
+        if (body.total > body.conversations.length) {
+          pendingList.appendChild(el("li", "empty", "共 " + body.total + " 个，此处列出最严重的 "
+            + body.conversations.length + " 个"));
+        }
+        document.body.dataset.pending = String(body.total);
+      });
+    }).catch(function () { statusLine.textContent = "网络错误，待复核列表未更新"; });
+  }
+
+  if (pendingList) {
+    document.getElementById("pending-refresh").addEventListener("click", loadPending);
+    loadPending();
   }
 
   /* The transcript with the hits marked, each hit with its review: its state, every step taken
@@ -573,6 +625,7 @@
       statusLine.textContent = result.ok ? "已保存，会话质检得分 " + result.body.score
         : "操作失败：" + failure(result.body, result.status);
       openInspected("/desk/api/quality/conversations/" + encodeURIComponent(ref), title);
+      loadPending();
     }).catch(function () {
       statusLine.textContent = "网络错误，请重试";
       actions.querySelectorAll("button").forEach(function (button) { button.disabled = false; });
