@@ -22,6 +22,7 @@ from flowspec.model import (
     SHARED_INTENTS,
     Flow,
     FlowError,
+    Slot,
     _schema,
     load_flow,
     load_responses,
@@ -114,6 +115,13 @@ def _check_identity_proofs(flow: Flow) -> list[FlowError]:
     return problems
 
 
+def _check_help(flow: Flow) -> list[FlowError]:
+    """A slot's help is said as it is, before the question's context is gathered: no placeholders."""
+    slots = [*flow.slots, *(Slot.from_yaml(slot) for slot in flow.raw.get("identity_slots", []))]
+    return [FlowError(flow.path, f"slots.{slot.name}.help", "says no {placeholder}: it is said as written")
+            for slot in slots if slot.help and (placeholders(slot.help.voice) or placeholders(slot.help.chat))]
+
+
 def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowError]:
     problems = []
     acts = flow.risk != "-" and flow.risk not in RISK_DONE_BY_IDENTITY_STEP
@@ -148,6 +156,7 @@ def _check_engine_rules(flow: Flow, identity_slot_names: set[str]) -> list[FlowE
                     FlowError(flow.path, where, f"{{{placeholder}}} is not a slot, read or engine value")
                 )
     problems += _check_transfer_announced_once(flow)
+    problems += _check_help(flow)
     for condition in flow.handoff.when if flow.handoff else ():
         if condition.kind == "slot" and condition.target not in slot_names:
             problems.append(FlowError(flow.path, "handoff.when", f"no slot '{condition.target}' in this flow"))
@@ -202,7 +211,8 @@ def _templates(flow: Flow) -> list[tuple[str, str]]:
     if flow.confirm:
         found += [("confirm.voice", flow.confirm.voice), ("confirm.chat", flow.confirm.chat)]
     for slot in flow.slots:
-        found += [(f"slots.{slot.name}.prompt", slot.prompt.voice), (f"slots.{slot.name}.prompt", slot.prompt.chat)]
+        for key, response in slot.wordings().items():
+            found += [(f"slots.{slot.name}.{key}", response.voice), (f"slots.{slot.name}.{key}", response.chat)]
     return found
 
 

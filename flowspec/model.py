@@ -92,10 +92,12 @@ class Slot:
     options: dict[str, Any] = field(default_factory=dict)
     proves: str | None = None  # an identity slot: which verification input it is
     secret: bool = False  # used once, never stored
+    reprompt: Response | None = None  # the question in other words, once an answer was not understood
+    help: Response | None = None  # for a customer who does not know the answer (我不知道 / 忘了)
 
     @classmethod
     def from_yaml(cls, data: dict[str, Any]) -> Slot:
-        known = {"name", "type", "prompt", "channels", "level", "proves", "secret"}
+        known = {"name", "type", "prompt", "channels", "level", "proves", "secret", "reprompt", "help"}
         return cls(
             name=data["name"],
             type=data["type"],
@@ -105,7 +107,14 @@ class Slot:
             options={k: v for k, v in data.items() if k not in known},
             proves=data.get("proves"),
             secret=bool(data.get("secret", False)),
+            reprompt=Response.from_yaml(data["reprompt"]) if data.get("reprompt") else None,
+            help=Response.from_yaml(data["help"]) if data.get("help") else None,
         )
+
+    def wordings(self) -> dict[str, Response]:
+        """What may be said for this slot, by key: its prompt, its reprompt and help when it has them."""
+        said = {"prompt": self.prompt, "reprompt": self.reprompt, "help": self.help}
+        return {key: response for key, response in said.items() if response is not None}
 
     def asked_on(self, channel: str) -> bool:
         return not self.channels or channel in self.channels

@@ -85,8 +85,9 @@ def voice_wordings(prompts: Iterable[str]) -> list[str]:
             continue
         found += [response.voice for response in flow.responses.values()]
         found += [flow.confirm.voice] if flow.confirm else []
-        found += [slot.prompt.voice for slot in flow.slots if slot.asked_on("voice")]
-    found += [slot.prompt.voice for slot in flowset.identity_slots if slot.asked_on("voice")]
+        found += [said.voice for slot in flow.slots if slot.asked_on("voice") for said in slot.wordings().values()]
+    found += [said.voice for slot in flowset.identity_slots if slot.asked_on("voice")
+              for said in slot.wordings().values()]
     return list(dict.fromkeys(text.strip() for text in found if text and text.strip()))
 
 

@@ -58,6 +58,9 @@ ASIDE_CONFIDENCE = 0.9
 CORRECTION = re.compile(r"^[^，,。]{0,6}?(不对|说错了|搞错了|弄错了|写错了|输错了|错了|更正一下|更正)[，,。 ]*")
 # 继续 / 接着来 / 那继续吧 instead of an answer: the customer is ready to go on (after a side question).
 CARRY_ON = re.compile(r"^[那好嗯的吧啊，,。 ]*(继续|接着)")
+# 我不知道 / 忘了 / 没收到 instead of an answer: the slot's help, then the question again.
+DONT_KNOW = re.compile(r"不知道|不清楚|不记得|记不得|记不清|忘了|忘记了|想不起|找不到|没收到|没有收到|收不到|没看到")
+DONT_KNOW_MAX_CHARS = 16  # longer, it says something else (不知道为什么扣了两次款)
 QUESTION = re.compile(r"[吗呢？?]|怎么|多少|什么|哪|几[天号点个]|是否|能不能|可不可以|是不是|有没有|要不要|为什么|如何")
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
 # The risk API's L1 methods (flowspec.model.L1_METHODS): number, name and ID last 4; or, when the
@@ -179,12 +182,15 @@ class FlowFormValidator(Action, ABC):
             corrects = escape is not None and escape.kind in ("cancel", "switch")
             if corrects and self._correction(turn, flow, requested, text, set_slot):
                 pass  # "不对，我叫…": the earlier answer corrected (not a 不对 that cancels), this question again
+            elif corrects and self._dont_know(turn, flow, requested, text, intent, values, set_slot):
+                pass  # 不知道 / 验证码没收到 read as a deny or another flow's request: the help, not an exit
             elif escape and escape.kind == "switch" and await self._side_question(turn, flow, requested, text, intent):
                 pass  # a question on another flow's topic, answered on the side: this flow goes on
             elif escape:
                 set_slot("flow_exit", escape.encode())
             elif (intent == "repeat" or self._aside(turn, intent, confidence, requested)
                   or self._carry_on(turn, flow, requested, text, intent)
+                  or self._dont_know(turn, flow, requested, text, intent, values, set_slot)
                   or self._correction(turn, flow, requested, text, set_slot)
                   or await self._side_question(turn, flow, requested, text, intent)):
                 pass  # the form asks the same question again
@@ -321,6 +327,28 @@ class FlowFormValidator(Action, ABC):
         turn.say(turn.response("resume_flow"), {})
         return True
 
+    @staticmethod
+    def _dont_know(turn: Turn, flow: Flow, requested: str, text: str, intent: str | None,
+                   values: dict[str, Any], set_slot: Any) -> bool:
+        """"我不知道" / "忘了" / "验证码没收到" where an answer was expected: the slot's `help` (where
+        to find it; a code is sent again as its question is asked again), else the shared `no_help`,
+        then the question again. It counts as a miss: a customer who cannot answer reaches a person
+        after MAX_MISSES. A free-text answer may say 不知道 itself: only a text slot with a help
+        reads it as not knowing."""
+        slot = slot_definition(flow, requested)
+        if (len(text) > DONT_KNOW_MAX_CHARS or not DONT_KNOW.search(text) or any(c.isdigit() for c in text)
+                or (slot.type == "text" and slot.help is None)):
+            return False
+        if slot.type != "text" and validate(slot, Utterance(text, intent, flowset().banks)) is not None:
+            return False
+        misses = int(values.get("reprompts") or 0) + 1
+        set_slot("reprompts", misses)
+        if misses >= MAX_MISSES:
+            set_slot("flow_exit", FlowExit("handoff", "客户无法提供所需信息").encode())
+        else:
+            turn.say(slot.help or turn.response("no_help", flow), {})
+        return True
+
     async def _side_question(self, turn: Turn, flow: Flow, requested: str, text: str, intent: str | None) -> bool:
         """A question asked instead of an answer ("等一下，我先问下提前还要手续费吗" at the code
         step): the knowledge base's answer when it is sure, then "we go on", and the form asks its
@@ -437,7 +465,8 @@ class AskSlot(Action, ABC):
         turn = await Turn.start(tracker, dispatcher)
         flow = flowset().flows[tracker.get_slot("active_flow")]
         slot = slot_definition(flow, self.slot_name)
-        prompt = slot.prompt
+        # Asked again after an answer not understood (or "I don't know"): in other words, when it has them.
+        prompt = slot.reprompt if slot.reprompt and tracker.get_slot("reprompts") else slot.prompt
         try:
             if slot.name in flowset().right_party.slots:
                 # Whoever answered may not be the customer: whom we call (X先生/女士), nothing else.

@@ -1,10 +1,12 @@
 """Conversation repair through the real stack: at an identity step of an L2 flow, a question
 asked instead of the answer gets the knowledge base's answer and the same step again; "那继续吧"
 goes on with it, and the flow still needs the identity it needed. A name corrected at the next
-step ("不对，我叫…") is the name the risk API verifies."""
+step ("不对，我叫…") is the name the risk API verifies. "我忘了" at an identity step gets where to
+find the answer, and "验证码没收到" a new code."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -53,3 +55,30 @@ def test_a_name_corrected_at_the_next_step_is_the_name_the_risk_api_verifies(run
     customs = (reply.get("custom") or {} for reply in finished)
     outcomes = [custom["outcome"] for custom in customs if "outcome" in custom]
     assert outcomes == ["answer"], session.dump()
+
+
+def codes_sent(stack: Stack, phone: str) -> int:
+    lines = stack.outbox.read_text(encoding="utf-8").splitlines() if stack.outbox.exists() else []
+    return sum(1 for line in lines if json.loads(line).get("to") == phone and json.loads(line).get("code"))
+
+
+@pytest.mark.stack
+def test_not_knowing_an_identity_answer_gets_where_to_find_it_and_a_code_not_received_comes_again(
+        running_stack: Stack) -> None:
+    flows = repository_flowset()
+    identity = {slot.name: slot for slot in flows.identity_slots}
+    persona = CUSTOMERS.for_flow(flows.flows["change_bank_card"])  # an L2 flow: the code step too
+    session = ChatSession(running_stack)
+    assert asked(session.send("/change_bank_card")) == ["phone_number"], session.dump()
+    assert asked(session.send(persona["phone"])) == ["customer_name"], session.dump()
+    assert asked(session.send(persona["name"])) == ["id_last4"], session.dump()
+    forgot = session.send("我忘了身份证后四位")
+    assert texts(forgot) == [identity["id_last4"].help.chat, identity["id_last4"].reprompt.chat], session.dump()
+    assert asked(forgot) == ["id_last4"], session.dump()
+    assert asked(session.send(persona["id_last4"])) == ["otp_code"], session.dump()
+    sent = codes_sent(running_stack, persona["phone"])
+    missing = session.send("验证码没收到")
+    assert texts(missing)[0] == identity["otp_code"].help.chat and asked(missing) == ["otp_code"], session.dump()
+    assert codes_sent(running_stack, persona["phone"]) == sent + 1, "a new code, as the help says"
+    code = running_stack.latest_otp(persona["phone"])
+    assert asked(session.send(code)) == ["bank"], session.dump()  # verified: the flow's own questions

@@ -151,3 +151,18 @@ def test_the_identity_slots_names_come_from_the_identity_flow() -> None:
     assert flows.identity_slot("otp") == "otp_code" and flows.identity_slot("name") == "customer_name"
     assert flows.secret_slot_names == {"otp_code", "id_last4", "id_last6"}
     assert flows.reverify_slot_names == ("customer_name", "id_last4", "id_last6", "otp_code")
+
+
+def test_a_slots_help_says_no_placeholder_and_its_reprompt_names_known_ones(flows_copy: Path) -> None:
+    def code_help_with_a_placeholder(data: dict) -> None:
+        slot = next(slot for slot in data["identity_slots"] if slot["name"] == "otp_code")
+        slot["help"] = {"voice": "验证码发到{otp.masked_phone}了", "chat": "验证码发到{otp.masked_phone}了"}
+
+    edit(flows_copy, "identity_verification", code_help_with_a_placeholder)
+    assert "slots.otp_code.help: says no {placeholder}" in only_problem(flows_copy)
+
+
+def test_a_slots_reprompt_placeholder_must_name_a_slot_read_or_engine_value(flows_copy: Path) -> None:
+    edit(flows_copy, "change_bank_card",
+         lambda data: data["slots"][0].update(reprompt={"voice": "请说开户银行", "chat": "请输入{bnak}"}))
+    assert "{bnak}" in only_problem(flows_copy)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flowspec.model import repository_flowset
 from voice.audio import resample
 from voice.pronunciation import Pronunciations
 from voice.rendered_prompts import PromptCache, RenderedPrompts, Template, texts_to_render, voice_wordings
@@ -84,6 +85,9 @@ def test_the_wordings_cover_the_channel_prompts_and_the_flows() -> None:
     assert wordings[0] == "渠道自己的提示。"
     assert "请问还有什么可以帮您？" in wordings  # flows/shared/responses.yml, voice
     assert QUEUE in wordings
+    code = next(slot for slot in repository_flowset().identity_slots if slot.name == "otp_code")
+    assert code.help and code.reprompt and {code.help.voice, code.reprompt.voice} < set(wordings), \
+        "a slot's help and reprompt are said too"
     assert all("{" not in text for text in texts_to_render(wordings))
     assert len(wordings) == len(set(wordings))
 
