@@ -1,6 +1,7 @@
-"""The action server's metrics (served on its `/metrics` by rasa_sdk_plugins): how flow turns end
-and how sure the NLU was of the messages that ran the flows. Labels are flow ids and outcomes from
-the flow files and the channel, never a sender id or a message."""
+"""The action server's metrics (served on its `/metrics` by rasa_sdk_plugins): how flow turns end,
+which knowledge-base entries answered, and how sure the NLU was of the messages that ran the flows.
+Labels are flow ids, outcomes and entry ids from the flow and knowledge files and the channel,
+never a sender id or a message."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 
 FLOW_OUTCOMES = Counter("ivr_bot_flow_outcomes_total", "Flow turns that ended, by flow, outcome and channel",
                         ["flow", "outcome", "channel"])
+KNOWLEDGE_ANSWERS = Counter("ivr_bot_knowledge_answers_total",
+                            "Answers said from the knowledge base, by entry id and channel", ["entry", "channel"])
 NLU_CONFIDENCE = Histogram("ivr_bot_nlu_confidence",
                            "Intent confidence of the user messages that ran a flow action, by channel",
                            ["channel"], buckets=CONFIDENCE_BUCKETS)
@@ -25,10 +28,13 @@ def channel_label(channel: str | None) -> str:
 
 
 def record_flow_signal(channel: str | None, signal: Mapping[str, Any]) -> None:
-    """Counts a `Turn.signal` payload that ends a flow turn (`flow` and `outcome`); others pass."""
-    flow, outcome = signal.get("flow"), signal.get("outcome")
+    """Counts a `Turn.signal` payload that ends a flow turn (`flow` and `outcome`) or says an answer
+    came from the knowledge base (`knowledge`: its entry id); others pass."""
+    flow, outcome, entry = signal.get("flow"), signal.get("outcome"), signal.get("knowledge")
     if isinstance(flow, str) and isinstance(outcome, str):
         FLOW_OUTCOMES.labels(flow, outcome, channel_label(channel)).inc()
+    if isinstance(entry, str):
+        KNOWLEDGE_ANSWERS.labels(entry, channel_label(channel)).inc()
 
 
 def record_nlu_confidence(channel: str | None, latest_message: Mapping[str, Any] | None) -> None:

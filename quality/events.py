@@ -48,6 +48,8 @@ def from_rasa(body: dict[str, Any], customer_key: bytes) -> StreamEvent:
         data = {"text": body.get("text") or ""}
         if custom.get("outcome"):
             data |= {"flow": custom.get("flow"), "outcome": custom["outcome"]}
+        if isinstance(custom.get("knowledge"), str):
+            data["knowledge"] = custom["knowledge"]  # the knowledge-base entry the answer came from
         if isinstance(custom.get("handoff"), dict):
             data["handoff"] = {key: custom["handoff"].get(key) for key in HANDOFF_FIELDS}
         if isinstance(custom.get("live_agent"), dict):

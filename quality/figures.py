@@ -1,6 +1,7 @@
 """The day's service figures from the inspected conversations (docs/quality.md): containment,
 hand-over rate and reasons, identity pass rate, average handling time, barge-in and silence
-rates, the top low-confidence utterances (as stored: masked). As CSV and Prometheus metrics.
+rates, the top low-confidence utterances (as stored: masked) and the knowledge-base entries that
+answered most (entry ids: what customers ask, to review the answers). As CSV and Prometheus metrics.
 
 A conversation counts on the day (in the figures' time zone) of its first event, once the
 customer said or keyed something (a chat opened and left empty is not a conversation).
@@ -16,7 +17,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +29,7 @@ from quality.rules import SILENCE_RULES, Conversation
 CSV_FIELDS = ("date", "conversations", "contained", "containment_rate", "handovers", "handover_rate",
               "handover_reasons", "identity_checks", "identity_passed", "identity_pass_rate",
               "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence",
-              "identified_conversations", "first_contact_resolution")
+              "identified_conversations", "first_contact_resolution", "knowledge_answers")
 DEFAULT_REPEAT_HOURS = 48.0
 
 
@@ -48,6 +49,7 @@ class DailyFigures:
     low_confidence: list[tuple[str, int]]
     identified: int = 0  # conversations with a verified customer
     resolved_first_contact: int = 0  # … not followed by the same customer's next one within the window
+    knowledge_answers: list[tuple[str, int]] = field(default_factory=list)  # the entries that answered most
 
     @property
     def first_contact_resolution(self) -> float:
@@ -106,6 +108,7 @@ def _day(day: date, conversations: list[Conversation], top: int,
     checked = [c for c in conversations if c.identity_asked or c.identity_passed]
     calls = [c for c in conversations if c.voice]
     low = Counter(text for c in conversations for text in c.low_confidence)
+    answered = Counter(entry for c in conversations for entry in c.knowledge)
     return DailyFigures(
         day=day, conversations=len(conversations), contained=len(conversations) - len(handed_over),
         handovers=len(handed_over), handover_reasons=reasons.most_common(top),
@@ -114,7 +117,7 @@ def _day(day: date, conversations: list[Conversation], top: int,
         voice_calls=len(calls), calls_with_barge_in=sum(c.barge_ins > 0 for c in calls),
         calls_with_silence=sum(any(hit.rule in SILENCE_RULES for hit in c.hits) for c in calls),
         low_confidence=low.most_common(top), identified=len(identified),
-        resolved_first_contact=sum(not came_back(c) for c in identified))
+        resolved_first_contact=sum(not came_back(c) for c in identified), knowledge_answers=answered.most_common(top))
 
 
 def _pairs(pairs: list[tuple[str, int]]) -> str:
@@ -132,7 +135,8 @@ def figures_row(figures: DailyFigures) -> dict[str, Any]:
             "average_handling_seconds": figures.average_handling_seconds, "voice_calls": figures.voice_calls,
             "barge_in_rate": figures.barge_in_rate, "silence_rate": figures.silence_rate,
             "low_confidence": figures.low_confidence, "identified_conversations": figures.identified,
-            "first_contact_resolution": figures.first_contact_resolution}
+            "first_contact_resolution": figures.first_contact_resolution,
+            "knowledge_answers": figures.knowledge_answers}
 
 
 def figures_csv(days: list[DailyFigures]) -> str:

@@ -117,6 +117,7 @@ class Conversation:
     customer: str | None = None  # the verified customer's digest (quality/events.py)
     barge_ins: int = 0
     low_confidence: list[str] = field(default_factory=list)
+    knowledge: list[str] = field(default_factory=list)  # entries of the knowledge base that answered
     # Rule state.
     notice_heard: bool = False
     caller_awaited_since: float | None = None
@@ -280,6 +281,8 @@ class Inspector:
         found += self._said(conversation, str((data.get("agent") or {}).get("text") or ""))
         if data.get("handoff"):
             self._handed_over(conversation, str(data["handoff"].get("reason") or "未注明"))
+        if data.get("knowledge"):
+            conversation.knowledge.append(str(data["knowledge"]))
         outcome, flow = data.get("outcome"), str(data.get("flow") or "")
         detail_rule, failing = self.rules.on("identity_before_detail"), self.rules.on("request_failed_twice")
         required = self.flows.levels.get(flow, "none")

@@ -66,6 +66,7 @@ def test_metrics_carry_the_flow_engine_families(action_server: str) -> None:
     text = httpx.get(f"{action_server}/metrics", headers=METRICS_AUTH).text
     assert "# TYPE ivr_bot_flow_outcomes_total counter" in text
     assert "# TYPE ivr_bot_nlu_confidence histogram" in text
+    assert "# TYPE ivr_bot_knowledge_answers_total counter" in text
 
 
 def sample(name: str, labels: dict[str, str]) -> float:
@@ -81,6 +82,10 @@ def test_flow_signals_and_confidence_are_counted_with_bounded_labels() -> None:
     record_flow_signal("13812345678", {"flow": "bill_inquiry", "outcome": "answered"})  # never a label of its own
     assert sample("ivr_bot_flow_outcomes_total", ended) == before + 1
     assert sample("ivr_bot_flow_outcomes_total", forged) == before_forged + 1
+    answered = {"entry": "early_repayment.fee", "channel": "chat"}
+    answers_before = sample("ivr_bot_knowledge_answers_total", answered)
+    record_flow_signal("chat", {"knowledge": "early_repayment.fee"})
+    assert sample("ivr_bot_knowledge_answers_total", answered) == answers_before + 1
 
     count_before = sample("ivr_bot_nlu_confidence_count", {"channel": "chat"})
     low_before = sample("ivr_bot_nlu_confidence_bucket", {"channel": "chat", "le": "0.5"})

@@ -94,3 +94,18 @@ def test_metrics_carry_todays_figures_and_the_rule_hits() -> None:
     assert samples[("quality_rule_hits_total", (("rule", "caller_silence"), ("severity", "minor")))] == 1
     assert samples[("quality_today_handovers_by_reason", (("reason", "客户要求人工"),))] == 3
     assert samples[("quality_events_consumed_total", ())] == 99
+
+
+def test_the_knowledge_base_entries_that_answered_are_counted_per_day() -> None:
+    fee = [Script(f"fee-{n}").session_starts().user("提前还要手续费吗").wait(1)
+           .bot("以您的借款合同为准。", knowledge="early_repayment.fee").listen() for n in range(3)]
+    both = (Script("both").session_starts().user("逾期会上征信吗").wait(1)
+            .bot("逾期记录会报送征信。", knowledge="credit_report.overdue").user("那提前还呢").wait(1)
+            .bot("以您的借款合同为准。", knowledge="early_repayment.fee").listen())
+    unanswered = Script("none").session_starts().user("查账单").wait(1).bot("好的").listen()
+    [day] = daily_figures(inspect(*fee, both, unanswered).conversations.values(), "Asia/Shanghai", top=10)
+    assert day.knowledge_answers == [("early_repayment.fee", 4), ("credit_report.overdue", 1)]
+    [row] = csv.DictReader(io.StringIO(figures_csv([day])))
+    assert row["knowledge_answers"] == "early_repayment.fee=4; credit_report.overdue=1"
+    assert daily_figures(inspect(*fee).conversations.values(), "Asia/Shanghai", top=1)[0].knowledge_answers == [
+        ("early_repayment.fee", 3)]

@@ -54,10 +54,15 @@
       cell(row, String(day.voice_calls));
       body.appendChild(row);
     });
-    var list = document.getElementById("low-confidence");
+    counted("low-confidence", days.length ? days[days.length - 1].low_confidence : []);
+    counted("knowledge-answers", days.length ? days[days.length - 1].knowledge_answers || [] : []);
+  }
+
+  /* The latest day's [text, count] pairs as a list: what customers said, or the entries that answered. */
+  function counted(id, pairs) {
+    var list = document.getElementById(id);
     list.textContent = "";
-    var latest = days.length ? days[days.length - 1].low_confidence : [];
-    latest.forEach(function (pair) {
+    pairs.forEach(function (pair) {
       var item = document.createElement("li");
       item.textContent = pair[0] + "（" + pair[1] + " 次）";
       list.appendChild(item);
