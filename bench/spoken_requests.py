@@ -29,6 +29,7 @@ from bench.samples import natural_speech
 from bench.stats import percentile
 from bench.whisper_asr import THREADS, character_error_rate
 from voice.audio import resample
+from voice.config import load_voice_config
 from voice.heard_terms import default_heard_terms
 from voice.whisper import clean_text, model_directory, transcribe
 
@@ -45,11 +46,11 @@ def requests() -> list[tuple[str, str]]:
     return chosen
 
 
-def heard(text: str, cpu_seconds: list[float]) -> str:
+def heard(text: str, cpu_seconds: list[float], prompt: str) -> str:
     """Whisper's text as the worker's settings and clean_text give it, before heard_terms."""
     pcm = resample(natural_speech(text, PHONE_RATE), PHONE_RATE, RECOGNISER_RATE)
     started = time.process_time()
-    result = clean_text(transcribe(str(model_directory(None)), THREADS, pcm))
+    result = clean_text(transcribe(str(model_directory(None)), THREADS, pcm, prompt))
     cpu_seconds.append(time.process_time() - started)
     return result
 
@@ -58,12 +59,14 @@ def _accuracy(chosen: list[tuple[str, str]], intents: list[str]) -> list[bool]:
     return [nlu.is_right(gold, got) for (_, gold), got in zip(chosen, intents, strict=True)]
 
 
-def figures() -> dict[str, Any]:
+def figures(prompt: str | None = None) -> dict[str, Any]:
+    """`prompt`: Whisper's initial prompt; None: voice.yaml's."""
+    prompt = load_voice_config().whisper.prompt if prompt is None else prompt
     chosen = requests()
     terms = default_heard_terms()
     transcribe(str(model_directory(None)), THREADS, bytes(3200))  # load the model outside the figures
     cpu: list[float] = []
-    raw = [heard(text, cpu) for text, _ in chosen]
+    raw = [heard(text, cpu, prompt) for text, _ in chosen]
     corrected = [terms.correct(text) for text in raw]
     typed = [text for text, _ in chosen]
     # The typed requests through heard_terms too: a correction that broke right text would show.

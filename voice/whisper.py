@@ -83,6 +83,8 @@ class WhisperConfig:
     workers: int = 1  # processes, each holding its own copy of the model (about 330 MB)
     threads_per_worker: int = 2  # one utterance: about 1 CPU-second, 0.6 s on two threads
     max_in_flight: int = 1  # utterances with the pool (running or queued); one more is "not recognised"
+    # Whisper's initial prompt: the business's words, so that 账单 is not 障碍 ("" for none).
+    prompt: str = ""
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_in_flight"):
@@ -91,8 +93,10 @@ class WhisperConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-def transcribe(model_dir: str, threads: int, pcm: bytes) -> str:
-    """Whisper's raw text for 16 kHz PCM; runs in a pool worker (the model stays loaded there)."""
+def transcribe(model_dir: str, threads: int, pcm: bytes, prompt: str = "") -> str:
+    """Whisper's raw text for 16 kHz PCM; runs in a pool worker (the model stays loaded there).
+    `prompt`: the initial prompt, whose words Whisper then prefers; a text that only lists them
+    back (额度、验证码、 for a bare 嗯) is the prompt echoed, not speech: "" then."""
     model = _worker_models.get((model_dir, threads))
     if model is None:
         from faster_whisper import WhisperModel  # only worker processes load Whisper
@@ -106,9 +110,17 @@ def transcribe(model_dir: str, threads: int, pcm: bytes) -> str:
     # faster-whisper) skips noise the endpointer let through instead of letting Whisper invent words.
     segments, _ = model.transcribe(
         audio, language="zh", beam_size=1, temperature=0.0, without_timestamps=True,
-        condition_on_previous_text=False, vad_filter=True,
+        condition_on_previous_text=False, vad_filter=True, initial_prompt=prompt or None,
         max_new_tokens=max(MIN_NEW_TOKENS, int(TOKENS_PER_SECOND * seconds)))
-    return "".join(segment.text for segment in segments if segment.compression_ratio <= MAX_COMPRESSION_RATIO)
+    text = "".join(segment.text for segment in segments if segment.compression_ratio <= MAX_COMPRESSION_RATIO)
+    return "" if prompt and echoes_prompt(text, prompt) else text
+
+
+def echoes_prompt(text: str, prompt: str) -> bool:
+    """Two or more of the prompt's terms, and no other word (额度、验证码 � for a bare 不是)."""
+    terms = set(re.findall(r"\w+", prompt))
+    pieces = re.findall(r"\w+", text)
+    return len(pieces) >= 2 and all(piece in terms for piece in pieces)
 
 
 def clean_text(text: str) -> str:
@@ -184,7 +196,9 @@ class WhisperRecognizer:
             self._in_flight += 1
             pool = self._pool
         try:
-            future = pool.submit(self._transcriber, str(self.model_dir), self.config.threads_per_worker, pcm)
+            prompted = {"prompt": self.config.prompt} if self.config.prompt else {}
+            future = pool.submit(self._transcriber, str(self.model_dir), self.config.threads_per_worker, pcm,
+                                 **prompted)
         except BrokenProcessPool:  # a worker died while no utterance was waiting for it
             self._release()
             self._replace_pool(pool)

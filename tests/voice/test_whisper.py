@@ -47,6 +47,7 @@ from voice.whisper import (
     WhisperRecognizer,
     assemble_model,
     clean_text,
+    echoes_prompt,
     model_directory,
     transcribe,
 )
@@ -90,6 +91,10 @@ def answer_yes(model_dir: str, threads: int, pcm: bytes) -> str:
     return "是的"
 
 
+def tell_the_prompt(model_dir: str, threads: int, pcm: bytes, prompt: str = "") -> str:
+    return f"提示是{prompt}" if prompt else "没有提示"
+
+
 def crash(model_dir: str, threads: int, pcm: bytes) -> str:
     raise RuntimeError("the model could not be loaded")
 
@@ -122,7 +127,7 @@ def recognizer() -> Iterator[WhisperRecognizer]:
     loaded.close()
 
 
-def double(transcriber, **settings: int) -> WhisperRecognizer:
+def double(transcriber, **settings: int | str) -> WhisperRecognizer:
     return WhisperRecognizer(WhisperConfig(**settings), transcriber=transcriber)
 
 
@@ -234,6 +239,27 @@ def test_closed_questions_are_left_to_the_keypad() -> None:
         assert open_stream.finish() == "是的"  # the same worker, asked on an open question
     finally:
         answering.close()
+
+
+def test_the_configured_prompt_reaches_the_worker_and_none_is_sent_without_one() -> None:
+    for settings, heard in (({"prompt": "转人工"}, "提示是转人工"), ({}, "没有提示")):
+        recogniser = double(tell_the_prompt, **settings)
+        try:
+            assert recogniser.recognise(bytes(3200)) == heard
+        finally:
+            recogniser.close()
+
+
+@pytest.mark.parametrize(("whisper_wrote", "echo"), [
+    ("额度、验证码、", True),  # a bare 嗯, heard as the prompt's list
+    ("还款，额度", True),
+    ("额度、验证码 \ufffd", True),  # a bare 不是, with a character Whisper could not decode
+    ("转人工。", False),  # one term alone is what was said (帮我转人工)
+    ("验证码、抹收到", False),  # 验证码没收到: a word not in the prompt
+    ("我要转人工", False),
+])
+def test_a_text_that_only_lists_the_prompts_terms_back_is_the_prompt_echoed(whisper_wrote: str, echo: bool) -> None:
+    assert echoes_prompt(whisper_wrote, "客服热线：查账单、还款、提前还款、额度、验证码、征信、转人工。") is echo
 
 
 def test_a_failing_worker_gives_empty_text_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
