@@ -188,9 +188,11 @@ class FlowFormValidator(Action, ABC):
                 pass  # a question on another flow's topic, answered on the side: this flow goes on
             elif escape:
                 set_slot("flow_exit", escape.encode())
-            elif (intent == "repeat" or self._aside(turn, intent, confidence, requested)
-                  or self._carry_on(turn, flow, requested, text, intent)
+            elif (intent == "repeat"
+                  # before the shared asides: 我不知道 read as out_of_scope still gets this question's help
                   or self._dont_know(turn, flow, requested, text, intent, values, set_slot)
+                  or self._aside(turn, intent, confidence, requested)
+                  or self._carry_on(turn, flow, requested, text, intent)
                   or self._correction(turn, flow, requested, text, set_slot)
                   or await self._side_question(turn, flow, requested, text, intent)):
                 pass  # the form asks the same question again

@@ -49,7 +49,7 @@ def asked(flow_id: str, slot: str, channel: str = "chat", **slots: Any) -> list[
 
 
 @pytest.mark.parametrize(("text", "intent"), [
-    ("我不知道", "deny"), ("忘了", "nlu_fallback"), ("这个我真不清楚啊", "deny")])
+    ("我不知道", "deny"), ("忘了", "nlu_fallback"), ("这个我真不清楚啊", "deny"), ("不记得了", "out_of_scope")])
 def test_not_knowing_a_rating_gets_the_shared_help_and_the_question_again(text: str, intent: str) -> None:
     said, slots = answer("satisfaction_survey", "rating", text, intent=intent, confidence=0.95)
     assert said == [NO_HELP.chat]
