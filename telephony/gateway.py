@@ -245,13 +245,19 @@ class QueueWatch:
 class QueueOutcomes:
     """Tells the risk API what Asterisk's queue did with each phone hand-over: a queue member
     answered (AgentConnect) or the caller hung up waiting (QueueCallerAbandon), so the agent
-    desk's waiting list is the queue's."""
+    desk's waiting list is the queue's.
+
+    While AMI was down those events are lost: after a reconnect the queue is asked (QueueStatus)
+    and a hand-over whose call no longer waits there is counted as `unknown` and logged, not
+    reported: answered or abandoned cannot be told afterwards, and the record stays as it was
+    for an agent to close."""
 
     def __init__(self, ami: AmiClient, callers: CallerLookup) -> None:
         self._callers = callers
         self._ami = ami
         self._handoffs: OrderedDict[str, str] = OrderedDict()  # channel -> hand-over id
-        self._events = ami.subscribe({"AgentConnect", "QueueCallerAbandon"})
+        self.unknown = 0  # hand-overs whose call left the queue while AMI was down
+        self._events = ami.subscribe({"AgentConnect", "QueueCallerAbandon", SESSION_RESUMED})
         self._task = asyncio.create_task(consume_events(self._events, self._take, "queue outcomes"),
                                          name="queue-outcomes")
 
@@ -259,12 +265,26 @@ class QueueOutcomes:
         _remember(self._handoffs, channel, handoff_id)
 
     async def _take(self, event: Event) -> None:
+        if event.get("Event") == SESSION_RESUMED:
+            await self._resync()
+            return
         handoff_id = self._handoffs.pop(event.get("Channel", ""), None)
         if handoff_id is None:
             return  # not a hand-over of ours (or an agent's second leg)
         connected = event.get("Event") == "AgentConnect"
         await self._callers.handoff_call_state(handoff_id, "connected" if connected else "abandoned",
                                                event.get("MemberName") if connected else None)
+
+    async def _resync(self) -> None:
+        entries = await self._ami.resync("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete")
+        if entries is None:
+            return  # not known: each hand-over keeps waiting for its own event
+        waiting = {entry.get("Channel") for entry in entries if entry.get("Event") == "QueueEntry"}
+        gone = [channel for channel in self._handoffs if channel not in waiting]
+        for channel in gone:
+            log.warning("hand-over %s: its call left the queue while AMI was down; answered or abandoned is "
+                        "not known, the record is left for an agent to close", self._handoffs.pop(channel))
+        self.unknown += len(gone)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -602,7 +622,8 @@ def health_app(gateway: Gateway) -> FastAPI:
                 "speech_recognition": gateway.engines.recognizer is not None,
                 "ami_connected": gateway.ami.connected if gateway.ami else None,
                 "handovers": gateway.handovers, "callbacks": gateway.callbacks,
-                "outcomes_reported": gateway.reporter.reported}
+                "outcomes_reported": gateway.reporter.reported,
+                "handover_outcomes_unknown": gateway.outcomes.unknown if gateway.outcomes else 0}
 
     @app.post("/queue/priority")
     async def raise_priority(body: QueuedCall) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from telephony.ami import RESYNC_TRIES, AmiClient, AmiError, Event, consume_events
-from telephony.gateway import AGENT_QUEUE, NotQueued, QueuedCalls, QueueWatch
+from telephony.gateway import AGENT_QUEUE, NotQueued, QueuedCalls, QueueOutcomes, QueueWatch
 from telephony.priority import load_priority_rules
 from tests.telephony.peers import AmiPeer
 from tests.telephony.test_ami import config_for
@@ -130,3 +130,28 @@ async def test_a_resync_asterisk_does_not_answer_is_asked_again_and_until_then_a
     finally:
         await calls.close()
         await client.close()
+
+
+async def test_a_hand_over_whose_call_left_the_queue_while_ami_was_down_is_counted_unknown_not_guessed(
+        peer: AmiPeer, client: AmiClient) -> None:
+    class Risk:
+        reported: list[tuple[str, str, str | None]] = []
+
+        async def handoff_call_state(self, handoff_id: str, state: str, agent: str | None) -> None:
+            Risk.reported.append((handoff_id, state, agent))
+
+    outcomes = QueueOutcomes(client, Risk())  # type: ignore[arg-type]
+    try:
+        outcomes.queued("PJSIP/left-1", "H-left")
+        outcomes.queued("PJSIP/waiting-1", "H-waiting")
+        await peer.drop_connections()
+        await until(lambda: not client.connected)
+        peer.queues = {AGENT_QUEUE: ["PJSIP/waiting-1"]}  # the first call left meanwhile: answered? abandoned?
+        await until(lambda: client.connected and outcomes.unknown == 1)
+        assert Risk.reported == [], "nothing said that Asterisk did not say"
+        await peer.emit("AgentConnect", Queue=AGENT_QUEUE, Channel="PJSIP/left-1", MemberName="小李")  # too late
+        await peer.emit("AgentConnect", Queue=AGENT_QUEUE, Channel="PJSIP/waiting-1", MemberName="小王")
+        await until(lambda: Risk.reported == [("H-waiting", "connected", "小王")])  # events in order: both read
+        assert outcomes.unknown == 1
+    finally:
+        await outcomes.close()
