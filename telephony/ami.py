@@ -119,6 +119,7 @@ class AmiClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: AMIClient | None = None
         self._pending: dict[str, _Pending] = {}
+        self._resyncs: dict[tuple[Any, ...], asyncio.Future[list[Event] | None]] = {}  # asked now, by list
         self._subscribers: dict[asyncio.Queue[Event], frozenset[str] | None] = {}
         self._lost = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -216,10 +217,21 @@ class AmiClient:
 
     async def resync(self, name: str, fields: Mapping[str, Any] | None, complete_event: str) -> list[Event] | None:
         """A list action that syncs a watcher's state, at start or after a reconnect (what changed
-        while the connection was down): asked again on failure (Asterisk busy just after a
-        restart), `reconnect_min_seconds`
-        doubling up to RESYNC_TRIES tries, while connected; None when it never answered (a
-        connection lost meanwhile brings another SESSION_RESUMED, hence another resync)."""
+        while the connection was down); None when Asterisk never answered (a connection lost
+        meanwhile brings another SESSION_RESUMED, hence another resync). Watchers asking the same
+        while one is asked share its answer: after a reconnect Asterisk is asked once, not once
+        per watcher."""
+        key = (name, tuple(sorted((fields or {}).items())), complete_event)
+        asked = self._resyncs.get(key)
+        if asked is None:
+            asked = self._resyncs[key] = asyncio.ensure_future(self._ask_until_answered(name, fields, complete_event))
+            asked.add_done_callback(lambda _: self._resyncs.pop(key, None))
+        return await asyncio.shield(asked)  # a watcher cancelled does not cancel the others' answer
+
+    async def _ask_until_answered(self, name: str, fields: Mapping[str, Any] | None,
+                                  complete_event: str) -> list[Event] | None:
+        """Asked again on failure (Asterisk busy just after a restart), `reconnect_min_seconds`
+        doubling, up to RESYNC_TRIES tries while connected."""
         delay = self.config.reconnect_min_seconds
         for attempt in range(1, RESYNC_TRIES + 1):
             try:

@@ -93,6 +93,8 @@ CHANNEL_LOOKUP_SECONDS = 2.0
 HANDOVER_CONTEXT = "ivr-handover"
 HANDOVER_EXTEN = "agents"
 AGENT_QUEUE = "agents"
+# Every queue's callers, as the queue watchers ask after a reconnect: one list, asked once for all.
+ALL_QUEUES = ("QueueStatus", None, "QueueStatusComplete")
 MAX_CONTROL_BODY = 1024  # a call id in JSON
 
 
@@ -229,7 +231,7 @@ class QueueWatch:
 
     async def _take(self, event: Event) -> None:
         if event.get("Event") == SESSION_RESUMED:  # what changed while AMI was down: ask Asterisk
-            queues = await self._ami.resync("QueueStatus", None, "QueueStatusComplete")
+            queues = await self._ami.resync(*ALL_QUEUES)
             if queues is None:
                 return  # unanswered: the counts known so far; each join or leave carries its queue's count
             self.waiting = {params.get("Queue", ""): int(params["Calls"]) for params in queues
@@ -276,10 +278,11 @@ class QueueOutcomes:
                                                event.get("MemberName") if connected else None)
 
     async def _resync(self) -> None:
-        entries = await self._ami.resync("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete")
+        entries = await self._ami.resync(*ALL_QUEUES)
         if entries is None:
             return  # not known: each hand-over keeps waiting for its own event
-        waiting = {entry.get("Channel") for entry in entries if entry.get("Event") == "QueueEntry"}
+        waiting = {entry.get("Channel") for entry in entries
+                   if entry.get("Event") == "QueueEntry" and entry.get("Queue") == AGENT_QUEUE}
         gone = [channel for channel in self._handoffs if channel not in waiting]
         for channel in gone:
             log.warning("hand-over %s: its call left the queue while AMI was down; answered or abandoned is "
@@ -318,7 +321,7 @@ class QueuedCalls:
         if event.get("Event") == SESSION_RESUMED:
             # Joins and leaves missed while AMI was down: the queue as Asterisk has it now (the
             # events queued meanwhile are applied after it, in order).
-            entries = await self._ami.resync("QueueStatus", {"Queue": AGENT_QUEUE}, "QueueStatusComplete")
+            entries = await self._ami.resync(*ALL_QUEUES)
             self._waiting = None if entries is None else OrderedDict(
                 (entry.get("Channel", ""), None) for entry in entries
                 if entry.get("Event") == "QueueEntry" and entry.get("Queue") == AGENT_QUEUE)

@@ -689,8 +689,9 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         pending = answer_json("quality inspection unavailable", answer)
         if not isinstance(pending, dict):
             return {"conversations": [], "total": 0}
-        return {"conversations": [labels.pending_for_desk(item, remember(str(item["conversation_id"])))
-                                  for item in pending.get("conversations", []) if isinstance(item, dict)],
+        return {"conversations": [labels.pending_for_desk(item, remember(item["conversation_id"]))
+                                  for item in pending.get("conversations", [])
+                                  if isinstance(item, dict) and isinstance(item.get("conversation_id"), str)],
                 "total": pending.get("total", 0)}
 
     async def review_step(conversation_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class Fake:
     gateway_answer: tuple[int, dict[str, Any]] = (200, {"queue": "agents", "priority": 50})
     gateway_tokens: set[str] = field(default_factory=set)  # the bearer tokens the gateway was asked with
     record_down: bool = False  # the risk API answers a raise's check but cannot record it
+    pending: Any = field(default_factory=dict)  # the inspection's list of work
 
 
 def _handler(fake: Fake) -> type[JsonPeer]:
@@ -70,6 +71,8 @@ def _handler(fake: Fake) -> type[JsonPeer]:
                 self.answer({"score": 60, "hits": [{"hit": 0, "rule": "distress", "severity": "critical",
                                                     "at": 1_700_000_001.5, "detail": "不想活了", "state": "open",
                                                     "steps": []}]})
+            elif path.path == "/reviews/pending":
+                self.answer(fake.pending)
             else:
                 self.answer([])
 
@@ -169,6 +172,21 @@ def test_an_agent_gets_no_alerts_and_cannot_open_an_alerted_conversation(fake: F
         assert board.get("/desk/api/quality/conversations/Q-0123456789abcdef0123").status_code == 404
         assert board.get(f"/desk/api/quality/conversations/{CONVERSATION}").status_code == 422
     assert httpx.get(f"{web}/desk/api/quality/conversations/{ref}", timeout=READ_TIMEOUT_S).status_code == 401
+
+
+def test_a_list_of_work_with_malformed_entries_shows_the_good_ones(fake: Fake, web: str) -> None:
+    good = {"conversation_id": CONVERSATION, "worst": "critical", "channel": "chat", "to_review": 1, "appealed": 0,
+            "last_at": 1_700_000_001.5, "rules": ["distress"]}
+    fake.pending = {"conversations": [good, {"worst": "critical"}, {"conversation_id": 7}, "chat-x", None],
+                    "total": 5}
+    with logged_in(web, SUPERVISOR) as board:
+        listed = board.get("/desk/api/quality/pending")
+        assert listed.status_code == 200, listed.text
+        (item,) = listed.json()["conversations"]
+        assert item["conversation"].startswith("Q-") and CONVERSATION not in listed.text
+        assert item["rule_names"] == ["客户情绪异常"]
+        fake.pending = ["not", "a", "list of work"]
+        assert board.get("/desk/api/quality/pending").json() == {"conversations": [], "total": 0}
 
 
 def test_an_inspection_down_or_restarted_does_not_end_the_board(fake: Fake, web: str) -> None:

@@ -66,27 +66,35 @@ async def test_a_list_that_never_completes_is_an_error_not_a_hang(peer: AmiPeer,
 
 async def test_after_a_reconnect_the_queue_is_what_asterisk_says_not_what_was_missed(
         peer: AmiPeer, client: AmiClient) -> None:
+    class Risk:
+        async def handoff_call_state(self, handoff_id: str, state: str, agent: str | None) -> None:
+            raise AssertionError("no outcome is known here")
+
     calls = QueuedCalls(client, load_priority_rules().tiers[0])
     queues = QueueWatch(client)
+    outcomes = QueueOutcomes(client, Risk())  # type: ignore[arg-type]
     try:
         calls.handed_over("call-left", "PJSIP/left-1")
         calls.handed_over("call-joined", "PJSIP/joined-1")
+        outcomes.queued("PJSIP/left-1", "H-left")
         await peer.emit("QueueCallerJoin", Queue=AGENT_QUEUE, Channel="PJSIP/left-1", Position="1", Count="1")
         await until(lambda: calls.waiting("PJSIP/left-1") and queues.waiting.get(AGENT_QUEUE) == 1)
         # AMI drops; meanwhile the first caller leaves the queue and another joins: no events reach us.
         await peer.drop_connections()
         await until(lambda: not client.connected)
-        peer.queues = {AGENT_QUEUE: ["PJSIP/joined-1"], "vip": []}
+        peer.queues = {AGENT_QUEUE: ["PJSIP/joined-1"], "vip": ["PJSIP/vip-1"]}
         await until(lambda: client.connected and client.reconnects == 1)
         await until(lambda: calls.waiting("PJSIP/joined-1"))
-        assert not calls.waiting("PJSIP/left-1")
-        await until(lambda: queues.waiting == {AGENT_QUEUE: 1, "vip": 0})
+        assert not calls.waiting("PJSIP/left-1") and not calls.waiting("PJSIP/vip-1"), "the agents' queue only"
+        await until(lambda: queues.waiting == {AGENT_QUEUE: 1, "vip": 1} and outcomes.unknown == 1)
+        assert len(peer.actions_named("QueueStatus")) == 1, "three watchers, one question to Asterisk"
         # The live events go on from there.
         await peer.emit("QueueCallerLeave", Queue=AGENT_QUEUE, Channel="PJSIP/joined-1", Count="0")
         await until(lambda: not calls.waiting("PJSIP/joined-1") and queues.waiting[AGENT_QUEUE] == 0)
     finally:
         await calls.close()
         await queues.close()
+        await outcomes.close()
 
 
 async def test_a_resync_asterisk_does_not_answer_is_asked_again_and_until_then_asterisk_decides(
