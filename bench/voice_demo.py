@@ -89,7 +89,7 @@ def main() -> int:
             resources.enter_context(started(stack(ports, keys, env, tracker_db=workdir / "tracker.sqlite3"), workdir))
             rasa_url = f"http://127.0.0.1:{ports.rasa}"
         else:
-            keys = Secrets.from_environment()
+            keys = Secrets.from_env()
         return asyncio.run(demo(args.wav, args.out, rasa_url, keys.rasa_gateway, args.say, args.keys,
                                 args.caller_number))
 

@@ -23,7 +23,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
@@ -45,6 +45,7 @@ from socketio import AsyncServer
 
 from bot.socket_rooms import shared_rooms
 from flowspec.model import FLOW_STATE_SLOTS, repository_flowset
+from ivr_config import environment
 from trust import chat_session
 from trust.env_secrets import optional_secret, require_secret
 from trust.logs import session_ref
@@ -78,9 +79,9 @@ AGENT_JOINED = "您好，我是人工客服{name}，很高兴为您服务。"
 AGENT_LEFT = "人工客服已结束本次服务，感谢您的耐心。"
 
 
-def allowed_origins() -> list[str]:
+def allowed_origins(env: Mapping[str, str] = os.environ) -> list[str]:
     """Web origins that may embed the widget (CHAT_ALLOWED_ORIGINS, space-separated)."""
-    return os.environ.get("CHAT_ALLOWED_ORIGINS", "").split()
+    return list(environment.words(env, "CHAT_ALLOWED_ORIGINS"))
 
 
 def _text(value: Any) -> str | None:

@@ -42,6 +42,7 @@ from scipy.sparse import csr_matrix, hstack, vstack
 
 from bot.embeddings import EmbeddingCache, EmbeddingConfigError, Engine
 from bot.embeddings import engine_for as embedding_engine_for
+from ivr_config import environment
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class SentenceEmbeddingFeaturizer(DenseFeaturizer, GraphComponent):
         return f"{SOURCE_DIGEST}:{engine_for({**cls.get_default_config(), **config}).key}"
 
     def cache_dir(self) -> Path:
-        return Path(self._config.get("cache_dir") or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+        return Path(self._config.get("cache_dir") or environment.path(os.environ, CACHE_ENV, DEFAULT_CACHE_DIR))
 
     def _featurize(self, messages: Iterable[Message], embed: Callable[[list[str]], np.ndarray]) -> None:
         with_text = [message for message in messages if _has_text(message)]

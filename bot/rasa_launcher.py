@@ -66,6 +66,7 @@ from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from bot.channels import allowed_origins
 from bot.tracker_store import TrackerStoreUnavailable, refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
@@ -230,7 +231,7 @@ def _configure_closed_app(*args: Any, **kwargs: Any) -> Sanic:
 
 def _closed_api_arguments() -> list[str]:
     """Rasa's HTTP API needs the token; only the configured web origins get CORS."""
-    origins = os.environ.get("CHAT_ALLOWED_ORIGINS", "").split()
+    origins = allowed_origins()
     return ["--auth-token", require_secret("RASA_API_TOKEN"), "--cors", *(origins or ["null"])]
 
 

@@ -52,6 +52,7 @@ from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy.orm import Session
 
 from bot.redaction import REQUESTED_SLOT, protect, secret_slots
+from ivr_config import environment
 from trust.env_secrets import require_secret
 from trust.logs import session_ref
 
@@ -95,10 +96,7 @@ def _derive(secret: str, purpose: bytes, length: int) -> bytes:
 
 
 def retention_days(env: Mapping[str, str] = os.environ) -> int:
-    raw = env.get(RETENTION_ENV, "").strip() or str(DEFAULT_RETENTION_DAYS)
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{RETENTION_ENV} must be a whole number of days (1 or more), not {raw!r}")
-    return int(raw)
+    return environment.whole_number(env, RETENTION_ENV, DEFAULT_RETENTION_DAYS, minimum=1)
 
 
 def _asked_at(events: list[Event]) -> str | None:

@@ -34,6 +34,7 @@ from scipy.sparse import csr_matrix
 
 from bot.embeddings import EmbeddingCache, Engine, engine_for
 from flowspec.model import FLOWS_DIR, REPO_ROOT
+from ivr_config import environment
 from ivr_config.loader import load_yaml
 from knowledge.lint import lint
 from knowledge.model import (
@@ -208,7 +209,7 @@ class Retriever:
         self.entries_dir = entries_dir
         self.flows_dir = flows_dir
         self.settings = settings or Settings.load()
-        self.index_dir = Path(index_dir or os.environ.get(INDEX_DIR_ENV) or DEFAULT_INDEX_DIR)
+        self.index_dir = Path(index_dir or environment.path(os.environ, INDEX_DIR_ENV, DEFAULT_INDEX_DIR))
         self.query_engine: Engine = engine_for({**self.settings.engine, "prefix": "query: "})
         self.passage_engine: Engine = engine_for({**self.settings.engine, "prefix": "passage: "})
         self._refresh_lock = threading.Lock()

@@ -7,12 +7,13 @@ import asyncio
 import sys
 
 from flowspec.model import FlowError, load_flowset
+from ivr_config.environment import SettingsError
 from ivr_config.loader import ConfigError
 from outbound.campaigns import CAMPAIGNS_DIR, load_campaigns, load_policy
 from outbound.queue import QueueSchemaError
-from outbound.service import OutboundSettings, SettingsError, serve
+from outbound.service import OutboundSettings, serve
 from telephony.ami import AmiLoginError
-from trust.log_format import LogFormatError, configure_logging
+from trust.log_format import configure_logging
 
 
 def check(directory: str) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> int:
         configure_logging("outbound")  # a number never reaches a log line, whoever writes it
         settings = OutboundSettings.from_env()
         asyncio.run(serve(settings))
-    except (SettingsError, ConfigError, FlowError, QueueSchemaError, AmiLoginError, LogFormatError) as error:
+    except (SettingsError, ConfigError, FlowError, QueueSchemaError, AmiLoginError) as error:
         print(f"outbound: {error}", file=sys.stderr)
         return 2
     return 0

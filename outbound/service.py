@@ -28,6 +28,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flowspec.model import load_flowset
+from ivr_config import environment
+from ivr_config.environment import SettingsError
 from outbound.agents import AgentWatch
 from outbound.campaigns import CAMPAIGNS_DIR, load_campaigns, load_policy
 from outbound.compliance import Compliance
@@ -51,10 +53,6 @@ AttemptPath = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_:.\-]{1,104}$")]  #
 MAX_BODY = 1024  # a start / pause / stop and the agent's login; an outcome
 CSV_COLUMNS = ("campaign", "customer_id", "cycle", "status", "calls", "result", "outcome", "skipped_by",
                "created_at", "ended_at")
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -83,35 +81,27 @@ class OutboundSettings:
         except SecretError as error:
             raise SettingsError(f"{error} (RISK_API_TOKEN: the risk API's dialer-role token; OUTBOUND_NUMBER_KEY: "
                                 "the key of the numbers' digests in the dialler's database)") from None
-        try:
-            monitoring = metrics_token(env)
-        except SecretError as error:
-            raise SettingsError(str(error)) from None
-        ami = None
-        if env.get("ASTERISK_AMI_SECRET"):
-            try:
-                ami = AmiConfig.from_env(env)
-            except ValueError as error:
-                raise SettingsError(str(error)) from None
+        ami = AmiConfig.from_env(env) if environment.text(env, "ASTERISK_AMI_SECRET") else None
         dial = None
-        channel = env.get("OUTBOUND_DIAL_CHANNEL", "").strip()
+        channel = environment.text(env, "OUTBOUND_DIAL_CHANNEL")
         if channel:
             if "{number}" not in channel:
                 raise SettingsError(f"OUTBOUND_DIAL_CHANNEL must contain {{number}} (e.g. PJSIP/{{number}}@trunk), "
                                     f"got {channel!r}")
-            dial = DialSettings(channel=channel, caller_id=env.get("OUTBOUND_CALLER_ID") or None,
-                                ring_seconds=_number(env, "OUTBOUND_RING_SECONDS", 30, 5, 120))
+            dial = DialSettings(channel=channel, caller_id=environment.optional_text(env, "OUTBOUND_CALLER_ID"),
+                                ring_seconds=environment.whole_number(env, "OUTBOUND_RING_SECONDS", 30, 5, 120))
         return cls(
-            risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token,
+            risk_api_url=environment.text(env, "RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token,
             number_key=number_key.encode(), desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
             gateway_token=optional_secret("OUTBOUND_GATEWAY_TOKEN", env),
-            host=env.get("OUTBOUND_HOST", "127.0.0.1").strip(),
-            database_url=env.get("OUTBOUND_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            health_port=_number(env, "OUTBOUND_HEALTH_PORT", DEFAULT_HEALTH_PORT, 1, 65535),
-            campaigns_dir=Path(env.get("OUTBOUND_CAMPAIGNS_DIR") or CAMPAIGNS_DIR),
+            host=environment.text(env, "OUTBOUND_HOST", "127.0.0.1"),
+            database_url=environment.text(env, "OUTBOUND_DATABASE_URL", DEFAULT_DATABASE_URL),
+            health_port=environment.port_number(env, "OUTBOUND_HEALTH_PORT", DEFAULT_HEALTH_PORT),
+            campaigns_dir=environment.path(env, "OUTBOUND_CAMPAIGNS_DIR", CAMPAIGNS_DIR),
             ami=ami, dial=dial,
-            owner=(env.get("OUTBOUND_DIALER_ID") or f"{socket.gethostname()}:{os.getpid()}")[:64],
-            max_in_flight=_number(env, "OUTBOUND_MAX_IN_FLIGHT", 50, 1, 1000), metrics_token=monitoring)
+            owner=environment.text(env, "OUTBOUND_DIALER_ID", f"{socket.gethostname()}:{os.getpid()}")[:64],
+            max_in_flight=environment.whole_number(env, "OUTBOUND_MAX_IN_FLIGHT", 50, 1, 1000),
+            metrics_token=metrics_token(env))
 
     def dialling_off_reason(self) -> str | None:
         if self.ami is None:
@@ -119,13 +109,6 @@ class OutboundSettings:
         if self.dial is None:
             return "no dial channel (OUTBOUND_DIAL_CHANNEL unset, e.g. PJSIP/{number}@trunk)"
         return None
-
-
-def _number(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = env.get(name, str(default)).strip()
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise SettingsError(f"{name} must be a whole number {low}-{high}, got {text!r}")
-    return int(text)
 
 
 class CampaignControlRequest(BaseModel):

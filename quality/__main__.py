@@ -7,10 +7,11 @@ import asyncio
 import sys
 
 from flowspec.model import FlowError
+from ivr_config.environment import SettingsError
 from ivr_config.loader import ConfigError
 from quality.rules import RULES_PATH, load_rules
-from quality.service import QualitySettings, SettingsError, serve
-from trust.log_format import LogFormatError, configure_logging
+from quality.service import QualitySettings, serve
+from trust.log_format import configure_logging
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
     try:
         configure_logging("quality")
         asyncio.run(serve(QualitySettings.from_env()))
-    except (SettingsError, ConfigError, FlowError, LogFormatError) as error:
+    except (SettingsError, ConfigError, FlowError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return 2
     return 0

@@ -18,8 +18,8 @@ the steps, each step once per hit, and nobody deciding their own appeal.
 Reasons are free text (1-500 characters), kept masked (a phone, card or ID number typed in is
 not kept in clear), shown on the desk, never logged.
 
-GET /reviews/pending: the conversations with a hit awaiting a supervisor (to review, or an appeal
-to decide), the worst first, then the latest (the desk's list of work: a conversation the assistant
+GET /reviews/pending?limit=&offset=: the conversations with a hit awaiting a supervisor (to review,
+or an appeal to decide), the worst first, then the latest (the desk's list of work: a conversation the assistant
 handled alone has no hand-over to open it by). GET /conversations/{id}/review; POST
 /conversations/{id}/review {hit, verdict, reason, by},
 /conversations/{id}/appeal {hit, reason, by}, /conversations/{id}/appeal/decision
@@ -146,9 +146,11 @@ def review_view(inspection: Inspection, conversation: Conversation, steps: list[
             "hits": hits}
 
 
-def pending_reviews(inspection: Inspection, steps: dict[str, list[dict[str, Any]]], limit: int) -> dict[str, Any]:
+def pending_reviews(inspection: Inspection, steps: dict[str, list[dict[str, Any]]], limit: int,
+                    offset: int = 0) -> dict[str, Any]:
     """The conversations with hits awaiting a supervisor: per conversation how many wait for a
-    review and for a decision, their worst severity and rules; worst first, then the latest."""
+    review and for a decision, their worst severity and rules; worst first, then the latest (the
+    conversation id keeps the order of equals, hence pages, stable); `limit` from `offset` on."""
     pending = []
     for conversation in inspection.inspector.conversations.values():
         own = steps.get(conversation.id, [])
@@ -163,8 +165,8 @@ def pending_reviews(inspection: Inspection, steps: dict[str, list[dict[str, Any]
             "appealed": sum(state == APPEALED for _, state in waiting),
             "worst": max((hit.severity for hit, _ in waiting), key=SEVERITIES.index),
             "rules": list(dict.fromkeys(hit.rule for hit, _ in waiting))})
-    pending.sort(key=lambda item: (-SEVERITIES.index(item["worst"]), -item["last_at"]))
-    return {"conversations": pending[:limit], "total": len(pending)}
+    pending.sort(key=lambda item: (-SEVERITIES.index(item["worst"]), -item["last_at"], item["conversation_id"]))
+    return {"conversations": pending[offset:offset + limit], "total": len(pending), "offset": offset}
 
 
 def parsed(model: type[Parsed], body: bytes) -> Parsed:
@@ -219,10 +221,11 @@ def add_review_routes(app: FastAPI, inspection: Inspection) -> None:
         return review_view(inspection, conversation, [*steps, row])
 
     @app.get("/reviews/pending")
-    async def pending(limit: int = Query(100, ge=1, le=PENDING_LIMIT)) -> dict[str, Any]:
+    async def pending(limit: int = Query(100, ge=1, le=PENDING_LIMIT),
+                      offset: int = Query(0, ge=0, le=1_000_000)) -> dict[str, Any]:
         with steps_readable():
             steps = await asyncio.to_thread(store.review_steps_by_conversation)
-        return pending_reviews(inspection, steps, limit)
+        return pending_reviews(inspection, steps, limit, offset)
 
     @app.get("/conversations/{conversation_id}/review")
     async def review(conversation_id: str) -> dict[str, Any]:

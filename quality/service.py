@@ -32,7 +32,8 @@ from fastapi import FastAPI, Query
 from fastapi.responses import PlainTextResponse
 from prometheus_client.core import Metric
 
-from ivr_config.environment import EnvironmentValueError, port_number
+from ivr_config import environment
+from ivr_config.environment import SettingsError, port_number
 from quality.cursor import StreamCursor
 from quality.events import StreamEvent
 from quality.figures import (
@@ -65,10 +66,6 @@ RETENTION_EVERY_SECONDS = 600.0
 OPEN_PATHS = frozenset({"/health"})
 
 
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it."""
-
-
 @dataclass(frozen=True)
 class QualitySettings:
     token: str = field(repr=False)
@@ -86,20 +83,12 @@ class QualitySettings:
             token = require_secret(TOKEN_ENV, env)
         except SecretError as error:
             raise SettingsError(f"{error} ({TOKEN_ENV}: the bearer token the desk uses)") from None
-        try:
-            monitoring = metrics_token(env)
-        except SecretError as error:
-            raise SettingsError(str(error)) from None
-        try:
-            port = port_number(env, "QUALITY_PORT", DEFAULT_PORT)
-        except EnvironmentValueError as error:
-            raise SettingsError(str(error)) from None
-        keep = env.get("QUALITY_KEEP_DAYS", str(DEFAULT_KEEP_DAYS))
-        if not keep.isdigit() or int(keep) < 1:
-            raise SettingsError(f"QUALITY_KEEP_DAYS must be a whole number of days (1 or more), got {keep!r}")
-        return cls(token=token, events_url=events_url(env), rules_path=Path(env.get("QUALITY_RULES") or RULES_PATH),
-                   host=env.get("QUALITY_HOST", "127.0.0.1"), port=port, keep_days=int(keep),
-                   metrics_token=monitoring)
+        return cls(token=token, events_url=events_url(env),
+                   rules_path=environment.path(env, "QUALITY_RULES", RULES_PATH),
+                   host=environment.text(env, "QUALITY_HOST", "127.0.0.1"),
+                   port=port_number(env, "QUALITY_PORT", DEFAULT_PORT),
+                   keep_days=environment.whole_number(env, "QUALITY_KEEP_DAYS", DEFAULT_KEEP_DAYS, minimum=1),
+                   metrics_token=metrics_token(env))
 
 
 class Inspection:

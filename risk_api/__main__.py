@@ -5,11 +5,12 @@ import sys
 
 import uvicorn
 
+from ivr_config.environment import SettingsError
 from risk_api.app import create_app
-from risk_api.config import ConfigError, Settings
+from risk_api.config import Settings
 from risk_api.db import SchemaVersionError
 from risk_api.rules import RulesConfigError
-from trust.log_format import LogFormatError, configure_logging
+from trust.log_format import configure_logging
 
 
 def main() -> int:
@@ -18,7 +19,7 @@ def main() -> int:
         configure_logging("risk_api")
         settings = Settings.from_env()
         app = create_app(settings)
-    except (ConfigError, RulesConfigError, SchemaVersionError, LogFormatError) as exc:
+    except (SettingsError, RulesConfigError, SchemaVersionError) as exc:
         print(f"risk_api: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)

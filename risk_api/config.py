@@ -6,18 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ivr_config.environment import EnvironmentValueError, port_number
-from trust.env_secrets import SecretError, optional_secret
+from ivr_config import environment
+from ivr_config.environment import SettingsError
+from trust.env_secrets import optional_secret
 from trust.metrics import metrics_token
 
 DEFAULT_DATABASE_URL = "sqlite:///var/risk_api.sqlite3"
 DEFAULT_OUTBOX = "var/sms_outbox.jsonl"
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 ROLES = ("desk", "gateway", "dialer")
-
-
-class ConfigError(RuntimeError):
-    """A setting is missing or malformed; the message says which and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -36,37 +33,27 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        try:
-            token = optional_secret("RISK_API_ENGINE_TOKEN", env) or optional_secret("RISK_API_TOKEN", env)
-            roles = {role: value for role in ROLES
-                     if (value := optional_secret(f"RISK_API_{role.upper()}_TOKEN", env)) is not None}
-            monitoring = metrics_token(env)
-        except SecretError as error:
-            raise ConfigError(str(error)) from error
+        token = optional_secret("RISK_API_ENGINE_TOKEN", env) or optional_secret("RISK_API_TOKEN", env)
+        roles = {role: value for role in ROLES
+                 if (value := optional_secret(f"RISK_API_{role.upper()}_TOKEN", env)) is not None}
         if not token:
-            raise ConfigError(
+            raise SettingsError(
                 "RISK_API_TOKEN is not set (nor RISK_API_ENGINE_TOKEN): the engine authenticates with "
                 "this bearer token and the service has no default. Start it as: "
                 "RISK_API_ENGINE_TOKEN=<secret> python -m risk_api"
             )
         if len({token, *roles.values()}) != len(roles) + 1:
-            raise ConfigError("every caller role needs its own token (RISK_API_*_TOKEN values must differ)")
-        otp_text = env.get("RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR", "5")
-        if not otp_text.isdigit() or int(otp_text) < 1:
-            raise ConfigError(f"RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR must be a positive whole number, got {otp_text!r}")
-        try:
-            port = port_number(env, "RISK_API_PORT", 8400)
-        except EnvironmentValueError as error:
-            raise ConfigError(str(error)) from None
+            raise SettingsError("every caller role needs its own token (RISK_API_*_TOKEN values must differ)")
         return cls(
             token=token,
             role_tokens=roles,
-            metrics_token=monitoring,
-            database_url=env.get("RISK_API_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            sms_outbox=Path(env.get("RISK_API_SMS_OUTBOX") or DEFAULT_OUTBOX),
-            rules_path=Path(env.get("RISK_API_RULES") or DEFAULT_RULES),
-            sms_sender=env.get("RISK_API_SMS_SENDER") or None,
-            host=env.get("RISK_API_HOST") or "127.0.0.1",
-            port=port,
-            otp_sends_per_customer_hour=int(otp_text),
+            metrics_token=metrics_token(env),
+            database_url=environment.text(env, "RISK_API_DATABASE_URL", DEFAULT_DATABASE_URL),
+            sms_outbox=environment.path(env, "RISK_API_SMS_OUTBOX", DEFAULT_OUTBOX),
+            rules_path=environment.path(env, "RISK_API_RULES", DEFAULT_RULES),
+            sms_sender=environment.optional_text(env, "RISK_API_SMS_SENDER"),
+            host=environment.text(env, "RISK_API_HOST", "127.0.0.1"),
+            port=environment.port_number(env, "RISK_API_PORT", 8400),
+            otp_sends_per_customer_hour=environment.whole_number(env, "RISK_API_OTP_SENDS_PER_CUSTOMER_HOUR", 5,
+                                                                 minimum=1),
         )

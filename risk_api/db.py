@@ -304,7 +304,8 @@ class Handoff(Base):
     summary: Mapped[str] = mapped_column(String(2000))
     customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
     verified_level: Mapped[str | None] = mapped_column(String(4))
-    # waiting → accepted → closed; waiting → abandoned (the caller hung up in the queue)
+    # waiting → accepted → closed; waiting → abandoned (the caller hung up in the queue);
+    # waiting → unknown (the call left the queue unseen) → accepted → closed
     status: Mapped[str] = mapped_column(String(10), index=True)
     agent: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]

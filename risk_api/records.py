@@ -381,14 +381,16 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
     if handoff is None:
         raise _unknown_handoff()
     _refuse_if_ended(handoff)
-    if handoff.status != "waiting":
+    # Unknown: the agent who did answer the call (or a supervisor tidying up) takes it to close it.
+    if handoff.status not in ("waiting", "unknown"):
         raise conflict("handoff_taken", "这位客户已经由其他坐席接起。")
+    was = {"was": handoff.status} if handoff.status == "unknown" else {}
     handoff.status = "accepted"
     handoff.agent = request.agent
     handoff.accepted_at = now
     audit.record(session, at=now, kind="handoff_accept", customer_id=handoff.customer_id,
                  channel="agent", session_id=handoff.session_id,
-                 inputs={"handoff_id": handoff_id, "agent": request.agent})
+                 inputs={"handoff_id": handoff_id, "agent": request.agent, **was})
     return _view(session, handoff, now)
 
 
@@ -454,7 +456,7 @@ def close_handoff(session: Session, handoff_id: str, request: HandoffClose,
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None:
         raise _unknown_handoff()
-    if handoff.status == "waiting":
+    if handoff.status in ("waiting", "unknown"):
         raise conflict("handoff_not_accepted", "这条转人工还没有坐席接起，接起后才能结束。")
     _refuse_if_ended(handoff)
     if handoff.agent != request.agent and not request.override:
@@ -521,17 +523,19 @@ def withdraw_handoff(session: Session, handoff_id: str, request: HandoffWithdraw
 def phone_handoff_state(session: Session, handoff_id: str, request: HandoffCallState,
                         now: datetime) -> dict[str, Any]:
     """A phone hand-over leaves the waiting list when a queue member answers (accepted by that
-    agent) or the caller hangs up while waiting (abandoned, ended now)."""
+    agent), the caller hangs up while waiting (abandoned, ended now), or the call left the queue
+    while the gateway could not see it (unknown: not ended, off the waiting list, for an agent to
+    take and close)."""
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None or handoff.channel not in ("voice", "outbound"):
         raise _unknown_handoff()
     if handoff.status != "waiting":
         raise conflict("handoff_closed", "这条转人工记录已经结束。")
     connected = request.state == "connected"
-    handoff.status = "accepted" if connected else "abandoned"
+    handoff.status = {"connected": "accepted", "abandoned": "abandoned", "unknown": "unknown"}[request.state]
     handoff.agent = request.agent if connected else None
     handoff.accepted_at = now if connected else None
-    handoff.closed_at = None if connected else now
+    handoff.closed_at = now if request.state == "abandoned" else None
     audit.record(session, at=now, kind=f"handoff_{request.state}", customer_id=handoff.customer_id,
                  channel=handoff.channel, session_id=handoff.session_id,
                  inputs={"handoff_id": handoff_id, "agent": request.agent})

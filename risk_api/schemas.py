@@ -348,7 +348,7 @@ class HandoffResponse(QueueFacts):
     handoff_id: str
 
 
-HandoffStatus = Literal["waiting", "accepted", "closed", "abandoned"]
+HandoffStatus = Literal["waiting", "accepted", "closed", "abandoned", "unknown"]
 Disposition = Literal["resolved", "callback_booked", "ticket", "escalated"]
 
 
@@ -455,8 +455,9 @@ class AgentPresenceView(BaseModel):
 
 
 class HandoffCallState(Body):
-    """What Asterisk's queue did with a phone hand-over (the gateway reports it from AMI)."""
-    state: Literal["connected", "abandoned"]
+    """What Asterisk's queue did with a phone hand-over (the gateway reports it from AMI); unknown:
+    the call left the queue while the gateway could not see it (answered or abandoned, not known)."""
+    state: Literal["connected", "abandoned", "unknown"]
     agent: AgentName | None = None  # the queue member who answered
 
 

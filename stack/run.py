@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ivr_config import environment
 from stack.scaled import ScaledPorts, SharedStores, scaled_stack
 from stack.services import (
     ROOT,
@@ -43,11 +44,11 @@ def stages(ports: Ports, keys: Secrets, scale: int) -> list[Stage]:
     if scale < 2:
         core: list[Stage] = list(stack(ports, keys))
     else:
-        url = os.environ.get("RASA_TRACKER_DB_URL", "").strip()
+        url = environment.text(os.environ, "RASA_TRACKER_DB_URL")
         if not url:
             raise SecretError("RASA_TRACKER_DB_URL (the PostgreSQL database of the conversations) is not set")
         stores = SharedStores(url, require_secret("REDIS_PASSWORD"))
-        scaled = ScaledPorts.from_environment(scale)
+        scaled = ScaledPorts.from_env(scale)
         gateway_urls = " ".join(f"http://127.0.0.1:{health}" for health in scaled.gateway_health)
         core = scaled_stack(ports, scaled, keys, stores, SCALED_RUN_DIR, web_env={"GATEWAY_URLS": gateway_urls})
         quality = dataclasses.replace(quality, env={**quality.env, **stores.quality_env()})
@@ -69,14 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be 1 or more")
-    ports = Ports.from_environment()
     try:
-        keys = Secrets.from_environment()
+        ports = Ports.from_env()
+        keys = Secrets.from_env()
         plan = stages(ports, keys, args.scale)
     except SecretError as error:
         print(f"{error} (the Makefile sets development values)", file=sys.stderr)
         return 2
-    except ValueError as error:
+    except ValueError as error:  # a setting (SettingsError) or the scaled topology's
         print(f"cannot start: {error}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ivr_config import environment
 from ivr_config.environment import port_number
 from stack.services import Ports, Secrets, Service, Stage, action_server, free_port, rasa_server, stack
 
@@ -57,7 +58,7 @@ class ScaledPorts:
                    tuple(free_port() for _ in range(scale)))
 
     @classmethod
-    def from_environment(cls, scale: int, env: Mapping[str, str] = os.environ) -> ScaledPorts:
+    def from_env(cls, scale: int, env: Mapping[str, str] = os.environ) -> ScaledPorts:
         """RASA_PROCESS_PORT_BASE + 1…n, ACTION_SERVER_PORT_BASE + 1…n, REDIS_PORT,
         GATEWAY_HEALTH_PORT_BASE + 1…n."""
         rasa_base = port_number(env, "RASA_PROCESS_PORT_BASE", 5100)
@@ -150,7 +151,7 @@ def redis_server(port: int, password: str, run_dir: Path) -> Service:
 def load_balancer(ports: Ports, scaled: ScaledPorts, run_dir: Path) -> Service:
     """HAProxy: the channels of the Rasa processes on RASA_HOST:`ports.rasa`, the action servers
     on 127.0.0.1:`ports.actions`. Ready once a Rasa process passed its health check."""
-    host = os.environ.get("RASA_HOST", "127.0.0.1")
+    host = environment.text(os.environ, "RASA_HOST", "127.0.0.1")
     config = string.Template(HAPROXY_TEMPLATE.read_text(encoding="utf-8")).substitute(
         rasa_bind=f"{host}:{ports.rasa}", actions_port=ports.actions,
         rasa_servers="\n".join(f"    server rasa{i} 127.0.0.1:{port}"

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ivr_config import environment
 from ivr_config.environment import port_number
 from trust.env_secrets import require_secret
 
@@ -140,16 +141,16 @@ class Ports:
                    quality=free_port())
 
     @classmethod
-    def from_environment(cls) -> Ports:
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Ports:
         return cls(
-            rasa=port_number(os.environ, "RASA_PORT", 5005),
-            actions=port_number(os.environ, "ACTION_SERVER_PORT", 5055),
-            risk_api=port_number(os.environ, "RISK_API_PORT", 8400),
-            web=port_number(os.environ, "WEB_PORT", 8080),
-            audiosocket=port_number(os.environ, "AUDIOSOCKET_PORT", 9092),
-            gateway_health=port_number(os.environ, "GATEWAY_HEALTH_PORT", 9093),
-            outbound_health=port_number(os.environ, "OUTBOUND_HEALTH_PORT", 9094),
-            quality=port_number(os.environ, "QUALITY_PORT", 9095),
+            rasa=port_number(env, "RASA_PORT", 5005),
+            actions=port_number(env, "ACTION_SERVER_PORT", 5055),
+            risk_api=port_number(env, "RISK_API_PORT", 8400),
+            web=port_number(env, "WEB_PORT", 8080),
+            audiosocket=port_number(env, "AUDIOSOCKET_PORT", 9092),
+            gateway_health=port_number(env, "GATEWAY_HEALTH_PORT", 9093),
+            outbound_health=port_number(env, "OUTBOUND_HEALTH_PORT", 9094),
+            quality=port_number(env, "QUALITY_PORT", 9095),
         )
 
 
@@ -187,7 +188,7 @@ class Secrets:
     }
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Secrets:
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Secrets:
         """Every secret from the environment (development values only with IVR_ENV=development)."""
         return cls(**{name: require_secret(cls.ENV_NAMES[name], env) for name in cls.names()})
 
@@ -206,7 +207,7 @@ class Secrets:
 
 def chat_origins(ports: Ports) -> str:
     """Origins allowed to embed the widget: CHAT_ALLOWED_ORIGINS, else the stack's own web server."""
-    return os.environ.get("CHAT_ALLOWED_ORIGINS") or f"http://127.0.0.1:{ports.web} http://localhost:{ports.web}"
+    return environment.text(os.environ, "CHAT_ALLOWED_ORIGINS") or f"http://127.0.0.1:{ports.web} http://localhost:{ports.web}"
 
 
 def latest_model() -> Path:
@@ -282,7 +283,7 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             start_timeout_seconds=60,
         ),
         action_server("actions", ports.actions, ports, keys),
-        rasa_server("rasa", os.environ.get("RASA_HOST", "127.0.0.1"), ports.rasa, ports, keys,
+        rasa_server("rasa", environment.text(os.environ, "RASA_HOST", "127.0.0.1"), ports.rasa, ports, keys,
                     {"RASA_TRACKER_DB": str(tracker_db), **quality_events_env(tracker_db)}),
         Service(
             "web",
@@ -290,7 +291,7 @@ def stack(ports: Ports, keys: Secrets, risk_api_env: Mapping[str, str] | None = 
             f"http://127.0.0.1:{ports.web}/health",
             env={"WEB_HOST": "127.0.0.1", "WEB_PORT": str(ports.web), "RASA_URL": rasa_url,
                  "RISK_API_URL": risk_url, "RISK_API_TOKEN": keys.risk_desk, "CHAT_ALLOWED_ORIGINS": origins,
-                 "AGENT_ACCOUNTS_FILE": os.environ.get("AGENT_ACCOUNTS_FILE", ""),
+                 "AGENT_ACCOUNTS_FILE": environment.text(os.environ, "AGENT_ACCOUNTS_FILE"),
                  "OUTBOUND_URL": f"http://127.0.0.1:{ports.outbound_health}",
                  "QUALITY_URL": f"http://127.0.0.1:{ports.quality}",
                  "GATEWAY_URLS": f"http://127.0.0.1:{ports.gateway_health}",
@@ -310,7 +311,7 @@ def phone_gateway(ports: Ports, keys: Secrets, name: str = "phone_gateway", heal
         name,
         [str(SERVICES_VENV / "bin" / "python"), "-m", "telephony.gateway"],
         f"http://127.0.0.1:{health}/health",
-        env={"AUDIOSOCKET_HOST": os.environ.get("AUDIOSOCKET_HOST", "127.0.0.1"),
+        env={"AUDIOSOCKET_HOST": environment.text(os.environ, "AUDIOSOCKET_HOST", "127.0.0.1"),
              "AUDIOSOCKET_PORT": str(ports.audiosocket), "AUDIOSOCKET_SHARED": "1" if share_port else "0",
              "GATEWAY_HEALTH_PORT": str(health), "RASA_URL": f"http://127.0.0.1:{ports.rasa}",
              "RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_gateway,

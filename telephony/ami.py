@@ -39,7 +39,8 @@ from typing import Any
 from asterisk.ami import AMIClient, SimpleAction
 from asterisk.ami.action import Action
 
-from ivr_config.environment import port_number
+from ivr_config import environment
+from ivr_config.environment import SettingsError
 from voice.clock import Sleep
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,15 @@ class AmiConfig:
     action_timeout_seconds: float = 10.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AmiConfig:
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AmiConfig:
         """ASTERISK_AMI_HOST / _PORT / _USERNAME / _SECRET; the secret is required."""
-        env = os.environ if environ is None else environ
-        secret = env.get("ASTERISK_AMI_SECRET", "")
+        secret = environment.text(env, "ASTERISK_AMI_SECRET")
         if not secret:
-            raise ValueError("ASTERISK_AMI_SECRET is not set: put the secret of the [ivr-bot] user of "
-                             "manager.conf in the gateway's environment")
-        return cls(host=env.get("ASTERISK_AMI_HOST", "127.0.0.1"), port=port_number(env, "ASTERISK_AMI_PORT", 5038),
-                   username=env.get("ASTERISK_AMI_USERNAME", "ivr-bot"), secret=secret)
+            raise SettingsError("ASTERISK_AMI_SECRET is not set: put the secret of the [ivr-bot] user of "
+                                "manager.conf in the gateway's environment")
+        return cls(host=environment.text(env, "ASTERISK_AMI_HOST", "127.0.0.1"),
+                   port=environment.port_number(env, "ASTERISK_AMI_PORT", 5038),
+                   username=environment.text(env, "ASTERISK_AMI_USERNAME", "ivr-bot"), secret=secret)
 
 
 Response = dict[str, str]

@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +39,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from ivr_config.environment import port_number
+from ivr_config import environment
+from ivr_config.environment import SettingsError, port_number
 from quality.publisher import StreamCallEvents
 from quality.store import SqlEventStore, events_url
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
@@ -67,8 +68,8 @@ from telephony.audiosocket import (
 from telephony.outcomes import OutcomeReporter, conversation_outcome
 from telephony.priority import DEFAULT_RULES_PATH, CallFacts, PriorityRules, Tier, load_priority_rules
 from trust.asgi import BearerGate, BodyLimit
-from trust.env_secrets import SecretError, optional_secret
-from trust.log_format import LogFormatError, configure_logging, log_context
+from trust.env_secrets import SecretError, optional_secret, require_secret
+from trust.log_format import configure_logging, log_context
 from trust.metrics import MetricsEndpoint, metrics_token
 from trust.serving import serving_http
 from voice.audio import TELEPHONE_RATE
@@ -120,34 +121,25 @@ class GatewaySettings:
     desk_token: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls) -> GatewaySettings:
-        env = os.environ
-        token = env.get("RISK_API_TOKEN", "")
-        if not token:
-            raise ValueError("RISK_API_TOKEN is not set")
-        ami = AmiConfig.from_env() if env.get("ASTERISK_AMI_SECRET") else None
-        max_calls = env.get("AUDIOSOCKET_MAX_CALLS", str(DEFAULT_MAX_CALLS))
-        if not max_calls.isdigit() or int(max_calls) < 1:
-            raise ValueError(f"AUDIOSOCKET_MAX_CALLS must be a positive whole number, got {max_calls!r}")
-        share_port = env.get("AUDIOSOCKET_SHARED", "0")
-        if share_port not in ("0", "1"):
-            raise ValueError(f"AUDIOSOCKET_SHARED must be 0 or 1, got {share_port!r}")
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
         try:
-            outbound_token = optional_secret("OUTBOUND_GATEWAY_TOKEN", env)
-            monitoring_token = metrics_token(env)
-            desk_token = optional_secret("GATEWAY_DESK_TOKEN", env)
+            token = require_secret("RISK_API_TOKEN", env)
         except SecretError as error:
-            raise ValueError(str(error)) from None
+            raise SettingsError(f"{error} (RISK_API_TOKEN: the risk API's gateway-role token)") from None
         return cls(
-            host=env.get("AUDIOSOCKET_HOST", "127.0.0.1"), port=port_number(env, "AUDIOSOCKET_PORT", 9092),
-            rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
-            risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token, ami=ami,
-            priority_rules=Path(env.get("IVR_PRIORITY_RULES", str(DEFAULT_RULES_PATH))),
-            health_port=port_number(env, "GATEWAY_HEALTH_PORT", 9093), max_calls=int(max_calls),
-            health_host=env.get("GATEWAY_HEALTH_HOST", "").strip() or None,
-            share_port=share_port == "1",
-            outbound_url=env.get("OUTBOUND_URL", "").strip() or None, outbound_token=outbound_token,
-            metrics_token=monitoring_token, desk_token=desk_token)
+            host=environment.text(env, "AUDIOSOCKET_HOST", "127.0.0.1"),
+            port=port_number(env, "AUDIOSOCKET_PORT", 9092),
+            rasa_url=environment.text(env, "RASA_URL", "http://127.0.0.1:5005"),
+            risk_api_url=environment.text(env, "RISK_API_URL", "http://127.0.0.1:8400"), risk_api_token=token,
+            ami=AmiConfig.from_env(env) if environment.text(env, "ASTERISK_AMI_SECRET") else None,
+            priority_rules=environment.path(env, "IVR_PRIORITY_RULES", DEFAULT_RULES_PATH),
+            health_port=port_number(env, "GATEWAY_HEALTH_PORT", 9093),
+            max_calls=environment.whole_number(env, "AUDIOSOCKET_MAX_CALLS", DEFAULT_MAX_CALLS, minimum=1),
+            health_host=environment.optional_text(env, "GATEWAY_HEALTH_HOST"),
+            share_port=environment.flag(env, "AUDIOSOCKET_SHARED"),
+            outbound_url=environment.optional_text(env, "OUTBOUND_URL"),
+            outbound_token=optional_secret("OUTBOUND_GATEWAY_TOKEN", env),
+            metrics_token=metrics_token(env), desk_token=optional_secret("GATEWAY_DESK_TOKEN", env))
 
 
 class CallerLookup:
@@ -250,9 +242,8 @@ class QueueOutcomes:
     desk's waiting list is the queue's.
 
     While AMI was down those events are lost: after a reconnect the queue is asked (QueueStatus)
-    and a hand-over whose call no longer waits there is counted as `unknown` and logged, not
-    reported: answered or abandoned cannot be told afterwards, and the record stays as it was
-    for an agent to close."""
+    and a hand-over whose call no longer waits there is reported `unknown` (answered or abandoned
+    cannot be told afterwards): off the desk's waiting list, for an agent to take and close."""
 
     def __init__(self, ami: AmiClient, callers: CallerLookup) -> None:
         self._callers = callers
@@ -285,9 +276,11 @@ class QueueOutcomes:
                    if entry.get("Event") == "QueueEntry" and entry.get("Queue") == AGENT_QUEUE}
         gone = [channel for channel in self._handoffs if channel not in waiting]
         for channel in gone:
+            handoff_id = self._handoffs.pop(channel)
             log.warning("hand-over %s: its call left the queue while AMI was down; answered or abandoned is "
-                        "not known, the record is left for an agent to close", self._handoffs.pop(channel))
-        self.unknown += len(gone)
+                        "not known, reported unknown for an agent to close", handoff_id)
+            self.unknown += 1
+            await self._callers.handoff_call_state(handoff_id, "unknown", None)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -688,7 +681,7 @@ def main() -> int:
     try:
         configure_logging("gateway")
         settings = GatewaySettings.from_env()
-    except (ValueError, LogFormatError) as error:
+    except SettingsError as error:
         print(f"phone gateway: {error}", file=sys.stderr)
         return 2
     asyncio.run(serve(settings))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from ivr_config.environment import SettingsError
+
 DEV_PREFIX = "dev-only-"
 MIN_SECRET_LENGTH = 16
 
 
-class SecretError(RuntimeError):
+class SecretError(SettingsError):
     """A secret is missing, too short, or a development value outside development mode."""
 
 

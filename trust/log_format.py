@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from ivr_config.environment import SettingsError
 from risk_api.masking import install_log_masking, mask_log_text
 from trust.logs import session_ref
 
@@ -25,7 +26,7 @@ LOG_FORMAT_ENV = "LOG_FORMAT"
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
-class LogFormatError(ValueError):
+class LogFormatError(SettingsError):
     """LOG_FORMAT names no format this module writes."""
 
 

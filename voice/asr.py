@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from flowspec.model import load_answers
 from flowspec.slot_types import types_with
+from ivr_config import environment
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +266,9 @@ class AsrConfig:
             raise ValueError(f"recognizer must be one of {', '.join(RECOGNIZERS)}, got {self.recognizer!r}")
 
     @classmethod
-    def from_env(cls) -> AsrConfig:
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AsrConfig:
         """VOSK_MODEL_PATH names the unzipped model folder; unset or empty means no speech recognition."""
-        return cls(model_path=os.environ.get("VOSK_MODEL_PATH") or None)
+        return cls(model_path=environment.optional_text(env, "VOSK_MODEL_PATH"))
 
 
 def load_recognizer(config: AsrConfig) -> Recognizer | None:

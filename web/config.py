@@ -11,11 +11,9 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ivr_config.environment import port_number, whole_number
+from ivr_config import environment
 from trust.env_secrets import optional_secret, require_secret
 from trust.metrics import metrics_token
-
-_TRUE = {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
@@ -62,28 +60,29 @@ class Settings:
     metrics_token: str | None = None  # METRICS_TOKEN: GET /metrics for the monitoring system
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        """Raises trust.env_secrets.SecretError for a missing secret or a development one outside development."""
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        """Raises SettingsError for a bad setting, a missing secret or a development one outside development."""
+        rasa_url = environment.text(env, "RASA_URL", "http://127.0.0.1:5005")
         return cls(
-            host=env.get("WEB_HOST", "127.0.0.1"),
-            port=port_number(env, "WEB_PORT", 8080),
-            rasa_url=env.get("RASA_URL", "http://127.0.0.1:5005"),
-            risk_api_url=env.get("RISK_API_URL", "http://127.0.0.1:8400"),
+            host=environment.text(env, "WEB_HOST", "127.0.0.1"),
+            port=environment.port_number(env, "WEB_PORT", 8080),
+            rasa_url=rasa_url,
+            risk_api_url=environment.text(env, "RISK_API_URL", "http://127.0.0.1:8400"),
             risk_api_token=require_secret("RISK_API_TOKEN", env),
-            accounts_file=env.get("AGENT_ACCOUNTS_FILE", "").strip() or None,
-            rasa_internal_url=env.get("RASA_INTERNAL_URL", "").strip() or env.get("RASA_URL", "http://127.0.0.1:5005"),
+            accounts_file=environment.optional_text(env, "AGENT_ACCOUNTS_FILE"),
+            rasa_internal_url=environment.text(env, "RASA_INTERNAL_URL", rasa_url),
             rasa_desk_token=optional_secret("RASA_DESK_TOKEN", env),
             session_secret=optional_secret("WEB_SESSION_SECRET", env) or secrets.token_hex(32),
             chat_session_secret=require_secret("CHAT_SESSION_SECRET", env),
-            chat_allowed_origins=frozenset(env.get("CHAT_ALLOWED_ORIGINS", "").split()),
-            chat_sessions_per_source=whole_number(env, "CHAT_SESSIONS_PER_SOURCE", 10, minimum=1),
-            behind_proxy=env.get("WEB_BEHIND_PROXY", "").strip().lower() in _TRUE,
-            chat_wait_limit_seconds=whole_number(env, "CHAT_WAIT_LIMIT_SECONDS", 300),  # 0: any wait is too long
-            outbound_url=env.get("OUTBOUND_URL", "http://127.0.0.1:9094"),
+            chat_allowed_origins=frozenset(environment.words(env, "CHAT_ALLOWED_ORIGINS")),
+            chat_sessions_per_source=environment.whole_number(env, "CHAT_SESSIONS_PER_SOURCE", 10, minimum=1),
+            behind_proxy=environment.flag(env, "WEB_BEHIND_PROXY"),
+            chat_wait_limit_seconds=environment.whole_number(env, "CHAT_WAIT_LIMIT_SECONDS", 300),  # 0: always
+            outbound_url=environment.text(env, "OUTBOUND_URL", "http://127.0.0.1:9094"),
             outbound_desk_token=optional_secret("OUTBOUND_DESK_TOKEN", env),
-            quality_url=env.get("QUALITY_URL", "http://127.0.0.1:9095"),
+            quality_url=environment.text(env, "QUALITY_URL", "http://127.0.0.1:9095"),
             quality_api_token=optional_secret("QUALITY_API_TOKEN", env),
-            gateway_urls=tuple(env.get("GATEWAY_URLS", "").split()) or ("http://127.0.0.1:9093",),
+            gateway_urls=environment.words(env, "GATEWAY_URLS") or ("http://127.0.0.1:9093",),
             gateway_desk_token=optional_secret("GATEWAY_DESK_TOKEN", env),
             metrics_token=metrics_token(env),
         )

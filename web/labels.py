@@ -11,7 +11,9 @@ from flowspec.model import repository_flowset
 
 PRIORITIES = {"emergency": "紧急", "high": "高", "normal": "普通"}
 CHANNELS = {"voice": "电话", "chat": "在线", "outbound": "外呼"}
-STATES = {"waiting": "等待中", "accepted": "服务中", "closed": "已结束", "abandoned": "已放弃"}
+# unknown: a call that left Asterisk's queue while the gateway could not see it (answered or
+# abandoned is not known): the agent who took it, or a supervisor, takes it to close it.
+STATES = {"waiting": "等待中", "accepted": "服务中", "closed": "已结束", "abandoned": "已放弃", "unknown": "去向未知"}
 DISPOSITIONS = {"resolved": "已解决", "callback_booked": "已预约回电", "ticket": "已建工单", "escalated": "已升级处理"}
 LEVELS = {"none": "未核身", "L1": "基本核身(L1)", "L2": "短信核身(L2)"}
 # The flow engine hands over a question it could not place as flow "clarify" (bot/actions/handoff.py).

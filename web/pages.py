@@ -142,6 +142,11 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
 <h3 id="pending-title">待复核的会话</h3>
 <button type="button" id="pending-refresh">刷新</button>
 <ul id="pending" class="cards alerts"><li class="empty">暂无待复核的会话</li></ul>
+<nav class="pager" aria-label="待复核分页">
+<button type="button" id="pending-previous" disabled>上一页</button>
+<span id="pending-info"></span>
+<button type="button" id="pending-next" disabled>下一页</button>
+</nav>
 </section>
 <section id="inspected" aria-labelledby="inspected-title" hidden>
 <h3 id="inspected-title">告警会话</h3>

@@ -35,8 +35,8 @@ def flowset() -> FlowSet:
 
 
 @cache
-def risk_api() -> RiskApiClient:
-    return RiskApiClient.from_environment()
+def risk_client() -> RiskApiClient:
+    return RiskApiClient.from_env()
 
 
 def level_rank(level: str | None) -> int:
@@ -71,7 +71,7 @@ class Turn:
     @classmethod
     async def start(cls, tracker: Tracker, dispatcher: CollectingDispatcher) -> Turn:
         try:
-            session = await risk_api().session(tracker.sender_id)
+            session = await risk_client().session(tracker.sender_id)
             identity = Identity(session["customer_id"], session["level"]) if session else Identity()
         except (RiskApiUnavailable, RiskApiRefused) as error:
             log.warning("session %s: identity unknown this turn: %s", session_ref(tracker.sender_id), error)
@@ -131,7 +131,7 @@ class Turn:
         if not self.customer_id:
             return {"salutation": "您"}
         try:
-            return await risk_api().customer(self.customer_id)
+            return await risk_client().customer(self.customer_id)
         except (RiskApiUnavailable, RiskApiRefused) as error:
             log.warning("session %s: customer summary unavailable: %s", self.log_ref, error)
             return {"salutation": "您"}
@@ -142,7 +142,7 @@ class Turn:
         channel's (the dialer's or the phone gateway's), never the customer's own words."""
         number = self.tracker.get_slot("caller_number")
         try:
-            found = await risk_api().customer_by_phone(number) if number else {}
+            found = await risk_client().customer_by_phone(number) if number else {}
         except (RiskApiUnavailable, RiskApiRefused):
             found = {}
         return {"salutation": found.get("salutation", "您")}
@@ -158,5 +158,5 @@ class Turn:
         context["customer"] = await self.customer_context()
         if with_reads and self.customer_id and level_rank(self.verified_level) >= level_rank("L1"):
             for read in flow.reads:
-                context[read] = await risk_api().read(self.customer_id, read, self.session_id)
+                context[read] = await risk_client().read(self.customer_id, read, self.session_id)
         return context

@@ -28,7 +28,7 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, risk_api
+from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, risk_client
 from bot.actions.handoff import care_for_distress, hand_off, hand_off_unavailable, slot_details
 from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
@@ -236,7 +236,7 @@ class FlowFormValidator(Action, ABC):
                 or level_rank(values.get("verified_level")) >= level_rank("L1")):
             return NAME_METHOD
         try:
-            offered = await risk_api().l1_methods(turn.session_id, turn.channel)
+            offered = await risk_client().l1_methods(turn.session_id, turn.channel)
         except (RiskApiUnavailable, RiskApiRefused) as error:
             # The stricter questions; verifying asks the risk API again and ends the form if it is down.
             log.warning("flow=%s session=%s L1 methods unknown: %s", flow.id, turn.log_ref, error)
@@ -410,7 +410,7 @@ class FlowFormValidator(Action, ABC):
                     return
                 self._failed(turn, wording, "verification_failed", result, set_slot)
             elif level == "L1" and otp:
-                result = await risk_api().verify_l2(values["customer_id"], otp, turn.session_id, turn.channel)
+                result = await risk_client().verify_l2(values["customer_id"], otp, turn.session_id, turn.channel)
                 set_slot(slot("otp"), None)  # used once
                 if result["verified"]:
                     set_slot("verified_level", "L2")
@@ -432,14 +432,14 @@ class FlowFormValidator(Action, ABC):
             id_last6 = values.get(slot("id_last6"))
             if not id_last6:
                 return None
-            result = await risk_api().verify_l1_line(id_last6, turn.session_id, turn.channel)
+            result = await risk_client().verify_l1_line(id_last6, turn.session_id, turn.channel)
             set_slot(slot("id_last6"), None)
             return result
         phone = values.get(slot("phone")) or values.get("caller_number")
         name, id_last4 = values.get(slot("name")), values.get(slot("id_last4"))
         if not (phone and name and id_last4):
             return None
-        result = await risk_api().verify_l1(phone, name, id_last4, turn.session_id, turn.channel)
+        result = await risk_client().verify_l1(phone, name, id_last4, turn.session_id, turn.channel)
         set_slot(slot("id_last4"), None)
         if not result["verified"]:
             for answered in (slot("name"), *(() if values.get("caller_number") else (slot("phone"),))):
@@ -479,7 +479,7 @@ class AskSlot(Action, ABC):
                 identity = {s.name for s in flowset().identity_slots}
                 context = await turn.context(flow, with_reads=slot.name not in identity)
             if slot.proves == "otp":
-                context["otp"] = await risk_api().send_otp(turn.customer_id, turn.session_id, turn.channel)
+                context["otp"] = await risk_client().send_otp(turn.customer_id, turn.session_id, turn.channel)
         except RiskApiRefused as refusal:
             # Refused (too many codes sent, verification locked…): its message is for the
             # customer; a person takes over. The form ends on the next turn.
@@ -604,7 +604,7 @@ class FinishFlow(Action):
         branch = next((branch for branch in flow.branches if _branch_holds(branch, context, turn)), None)
         if branch is not None:
             return branch.outcome
-        api = risk_api()
+        api = risk_client()
         if flow.act_params is not None:
             params = {key: _param(value, context) for key, value in flow.act_params.items()}
             decision = await api.decide(turn.customer_id, flow.risk, params, turn.session_id, turn.channel)
@@ -627,7 +627,7 @@ class FinishFlow(Action):
 
     async def _record(self, turn: Turn, flow: Flow, context: dict[str, Any]) -> dict[str, Any]:
         """The risk API files it on the session's own customer: the engine never names one."""
-        api = risk_api()
+        api = risk_client()
         common = {"session_id": turn.session_id, "channel": turn.channel}
         slots = {slot.name: turn.tracker.get_slot(slot.name) for slot in flow.slots}
         kind, _, ticket_kind = flow.record.partition(":")

@@ -14,7 +14,7 @@ from typing import Any
 
 from rasa_sdk.events import ConversationPaused
 
-from bot.actions.conversation import Turn, flowset, higher_priority, risk_api
+from bot.actions.conversation import Turn, flowset, higher_priority, risk_client
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from flowspec.model import Flow
 from flowspec.slot_types import SLOT_TYPES
@@ -103,7 +103,7 @@ async def compose_summary(turn: Turn, flow: Flow | None, outcome: str, reason: s
     parts = [f"{who}（{LEVEL_TEXT[turn.verified_level]}）"]
     if turn.customer_id:
         try:
-            profile = context.get("profile") or await risk_api().read(turn.customer_id, "profile", turn.session_id)
+            profile = context.get("profile") or await risk_client().read(turn.customer_id, "profile", turn.session_id)
             parts.append(f"，{profile['repayment_record_text'].rstrip('。.')}")
         except (RiskApiUnavailable, RiskApiRefused, KeyError) as error:
             log.info("no repayment record for the summary: %s", error)
@@ -138,7 +138,7 @@ async def hand_off(turn: Turn, flow: Flow | None, outcome: str, reason: str, pri
     record: dict[str, Any] = {}
     try:
         # The risk API files it on the session's verified customer (if any): not ours to name.
-        record = await risk_api().post("/handoffs", {"session_id": turn.session_id, **handoff})
+        record = await risk_client().post("/handoffs", {"session_id": turn.session_id, **handoff})
         handoff["handoff_id"] = record.get("handoff_id")
     except (RiskApiUnavailable, RiskApiRefused) as error:
         # The transfer must still happen: the channel carries the summary to the agent.

@@ -9,9 +9,12 @@ timing out, answering 5xx: tell the customer nothing changed and hand off) and
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
+from ivr_config import environment
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
+from trust.env_secrets import require_secret
 from trust.logs import session_ref
 
 __all__ = ["RiskApiClient", "RiskApiRefused", "RiskApiUnavailable"]
@@ -19,11 +22,10 @@ __all__ = ["RiskApiClient", "RiskApiRefused", "RiskApiUnavailable"]
 
 class RiskApiClient(RiskApiHttp):
     @classmethod
-    def from_environment(cls) -> RiskApiClient:
-        token = os.environ.get("RISK_API_TOKEN")
-        if not token:
-            raise RuntimeError("RISK_API_TOKEN is not set: the action server cannot call the risk API")
-        return cls(os.environ.get("RISK_API_URL", "http://127.0.0.1:8400"), token)
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RiskApiClient:
+        """RISK_API_URL and the engine's RISK_API_TOKEN (a SecretError when missing)."""
+        return cls(environment.text(env, "RISK_API_URL", "http://127.0.0.1:8400"),
+                   require_secret("RISK_API_TOKEN", env))
 
     async def customer(self, customer_id: str) -> dict[str, Any]:
         return await self.call("GET", f"/customers/{customer_id}")

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from outbound.service import OutboundSettings, SettingsError
+from ivr_config.environment import SettingsError
+from outbound.service import OutboundSettings
 from risk_api.app import create_app
 from risk_api.config import Settings
 from stack.services import free_port
@@ -116,7 +117,7 @@ def test_settings_come_from_the_environment_with_clear_errors() -> None:
             ({"RISK_API_TOKEN": ""}, "RISK_API_TOKEN is not set"),
             ({"OUTBOUND_NUMBER_KEY": "dev-only-outbound-number-key"}, "development value"),
             ({"OUTBOUND_DIAL_CHANNEL": "PJSIP/trunk"}, "must contain {number}"),
-            ({"OUTBOUND_HEALTH_PORT": "99999"}, "OUTBOUND_HEALTH_PORT must be a whole number 1-65535"),
+            ({"OUTBOUND_HEALTH_PORT": "99999"}, "OUTBOUND_HEALTH_PORT must be a port number"),
             ({"ASTERISK_AMI_SECRET": "x", "ASTERISK_AMI_PORT": "five"}, "ASTERISK_AMI_PORT must be a port number")):
         with pytest.raises(SettingsError, match=message):
             OutboundSettings.from_env({**BASE_ENV, **broken})

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from ivr_config.environment import SettingsError
 from quality.rules import FlowFacts, Inspector, load_rules
-from quality.service import Inspection, QualitySettings, SettingsError, create_app
+from quality.service import Inspection, QualitySettings, create_app
 from quality.store import SqlEventStore
 from tests.quality.scripts import START, Script, stream, verified_bill_chat
 

@@ -198,6 +198,9 @@ async def test_the_list_of_work_holds_what_awaits_a_supervisor_worst_first(any_s
     assert listed["total"] == 2 and listed["conversations"][0]["channel"] == "chat"
     one = pending(limit=1)
     assert (len(one["conversations"]), one["total"]) == (1, 2)
+    second = pending(limit=1, offset=1)
+    assert ([item["conversation_id"] for item in second["conversations"]], second["offset"]) == (["chat-angry"], 1)
+    assert pending(offset=2)["conversations"] == [] and pending(offset=2)["total"] == 2
 
     for hit, verdict in ((0, "dismissed"), (1, "confirmed"), (2, "confirmed")):
         assert step(client, "review", hit=hit, verdict=verdict, reason="确认", by="supervisor").status_code == 200
@@ -207,6 +210,6 @@ async def test_the_list_of_work_holds_what_awaits_a_supervisor_worst_first(any_s
     assert (back["conversation_id"], back["to_review"], back["appealed"], back["rules"]) == (
         CHAT, 0, 1, ["identity_before_detail"])
 
-    for bad in ({"limit": 0}, {"limit": 501}, {"limit": "x"}):
+    for bad in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"offset": -1}, {"offset": "x"}):
         assert client.get("/reviews/pending", headers=AUTH, params=bad).status_code == 422, bad
     assert client.get("/reviews/pending").status_code == 401

@@ -167,6 +167,31 @@ def test_a_caller_hanging_up_in_the_queue_stops_the_waiting_time(api: Api) -> No
     assert (detail["position"], detail["estimated_wait_seconds"]) == (None, None)
 
 
+def test_a_call_that_left_the_queue_unseen_is_off_the_waiting_list_until_an_agent_takes_and_closes_it(
+        api: Api) -> None:
+    handoff_id, session_id = new_handoff(api, "voice")
+    unseen = api.gateway.post(f"/handoffs/{handoff_id}/call-state", json={"state": "unknown"})
+    assert unseen.status_code == 200, unseen.text
+    assert (unseen.json()["status"], unseen.json()["closed_at"], unseen.json()["agent"]) == ("unknown", None, None)
+    waiting = api.desk.get("/handoffs", params={"status": "waiting"}).json()
+    assert handoff_id not in [item["handoff_id"] for item in waiting], "no agent waits for a call no longer queued"
+    assert [item["handoff_id"] for item in api.desk.get("/handoffs", params={"status": "unknown"}).json()] == [
+        handoff_id]
+    again = api.gateway.post(f"/handoffs/{handoff_id}/call-state", json={"state": "abandoned"})
+    assert (again.status_code, again.json()["detail"]["code"]) == (409, "handoff_closed"), "only from waiting"
+    early = close(api, handoff_id, "agent-x", override=True)
+    assert (early.status_code, early.json()["detail"]["code"]) == (409, "handoff_not_accepted")
+    taken = api.desk.post(f"/handoffs/{handoff_id}/accept", json={"agent": "agent-x"})
+    assert (taken.status_code, taken.json()["status"]) == (200, "accepted")
+    assert close(api, handoff_id, "agent-x").json()["status"] == "closed"
+    (accepted,) = audit_of(api, session_id, "handoff_accept")
+    assert json.loads(accepted) == {"handoff_id": handoff_id, "agent": "agent-x", "was": "unknown"}
+    assert len(audit_of(api, session_id, "handoff_unknown")) == 1
+    chat, _ = new_handoff(api)
+    refused = api.gateway.post(f"/handoffs/{chat}/call-state", json={"state": "unknown"})
+    assert (refused.status_code, refused.json()["detail"]["code"]) == (404, "unknown_handoff"), "phone only"
+
+
 def test_the_web_server_gets_one_handoff_with_its_session_and_queue_facts(api: Api) -> None:
     handoff_id, session_id = new_handoff(api)
     detail = api.desk.get(f"/handoffs/{handoff_id}")

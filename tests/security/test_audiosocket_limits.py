@@ -22,6 +22,7 @@ import pytest
 
 import telephony.gateway as gateway_module
 from bench.audiosocket_peer import FRAME_BYTES, AudioSocketPeer
+from ivr_config.environment import SettingsError
 from telephony.ami import AmiClient, AmiConfig
 from telephony.audiosocket import AudioIn, AudioSocketCall, AudioSocketServer, CallEvent, DtmfIn, HangupIn
 from telephony.gateway import Gateway, GatewaySettings, PhoneCall
@@ -142,7 +143,7 @@ def port_of(peer: AudioSocketPeer) -> int:
 
 
 def test_the_cap_is_a_gateway_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RISK_API_TOKEN", "a-token")
+    monkeypatch.setenv("RISK_API_TOKEN", "a-risk-token-for-tests")
     monkeypatch.delenv("ASTERISK_AMI_SECRET", raising=False)
     monkeypatch.delenv("AUDIOSOCKET_MAX_CALLS", raising=False)
     assert GatewaySettings.from_env().max_calls == 64
@@ -150,7 +151,7 @@ def test_the_cap_is_a_gateway_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert GatewaySettings.from_env().max_calls == 8
     for wrong in ("0", "-1", "many"):
         monkeypatch.setenv("AUDIOSOCKET_MAX_CALLS", wrong)
-        with pytest.raises(ValueError, match="AUDIOSOCKET_MAX_CALLS must be a positive whole number"):
+        with pytest.raises(SettingsError, match="AUDIOSOCKET_MAX_CALLS must be a whole number of at least 1"):
             GatewaySettings.from_env()
 
 

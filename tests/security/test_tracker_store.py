@@ -141,7 +141,8 @@ def test_endpoints_yml_configures_the_protected_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("env", "error"), [
     ({"TRACKER_STORE_KEY": "dev-only-tracker-store-key"}, "SecretError: TRACKER_STORE_KEY is a development value"),
     ({"TRACKER_STORE_KEY": ""}, "SecretError: TRACKER_STORE_KEY is not set"),
-    ({"TRACKER_RETENTION_DAYS": "half a year"}, "TRACKER_RETENTION_DAYS must be a whole number of days"),
+    ({"TRACKER_RETENTION_DAYS": "half a year"},
+     "SettingsError: TRACKER_RETENTION_DAYS must be a whole number of at least 1"),
 ])
 def test_the_store_will_not_start_without_a_usable_configuration(tmp_path: Path, env: dict[str, str],
                                                                  error: str) -> None:

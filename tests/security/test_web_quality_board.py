@@ -314,9 +314,9 @@ def test_the_gateway_that_holds_the_call_answers_among_several(fake: Fake) -> No
 def test_the_gateways_and_their_token_come_from_the_environment_and_no_development_token_outside_it() -> None:
     env = {"RISK_API_TOKEN": "r" * 20, "CHAT_SESSION_SECRET": "c" * 32,
            "GATEWAY_URLS": " http://127.0.0.1:9093  http://127.0.0.1:9193 ", "GATEWAY_DESK_TOKEN": "g" * 20}
-    settings = Settings.from_environment(env)
+    settings = Settings.from_env(env)
     assert settings.gateway_urls == ("http://127.0.0.1:9093", "http://127.0.0.1:9193")
     assert settings.gateway_desk_token == "g" * 20
-    assert Settings.from_environment({**env, "GATEWAY_URLS": ""}).gateway_urls == ("http://127.0.0.1:9093",)
+    assert Settings.from_env({**env, "GATEWAY_URLS": ""}).gateway_urls == ("http://127.0.0.1:9093",)
     with pytest.raises(SecretError, match="GATEWAY_DESK_TOKEN"):
-        Settings.from_environment({**env, "GATEWAY_DESK_TOKEN": "dev-only-gateway-desk-token"})
+        Settings.from_env({**env, "GATEWAY_DESK_TOKEN": "dev-only-gateway-desk-token"})

@@ -83,10 +83,12 @@ def _handler(fake: Fake) -> type[JsonPeer]:
 
 
 @contextmanager
-def desk_with_inspection(tmp_path: Path) -> Iterator[tuple[str, Fake]]:
-    """The desk, and the inspection having read four conversations with three hits each."""
+def desk_with_inspection(tmp_path: Path, more_alone: int = 0) -> Iterator[tuple[str, Fake]]:
+    """The desk, and the inspection having read four conversations with three hits each (and
+    `more_alone` more the assistant handled alone)."""
     store = SqlEventStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    store.append(stream(three_hits(HELD), three_hits(WAITING), three_hits(OWN), three_hits(ALONE)))
+    store.append(stream(three_hits(HELD), three_hits(WAITING), three_hits(OWN), three_hits(ALONE),
+                        *(three_hits(f"{ALONE}-{number}") for number in range(more_alone))))
     inspection = Inspection(store, Inspector(load_rules(), FlowFacts.from_repository()), clock=lambda: START + 3600)
 
     async def read() -> None:  # as its run loop would, before the desk asks
@@ -208,6 +210,19 @@ def test_a_conversation_no_hand_over_opens_is_reviewed_from_the_list_of_work(web
         assert (back["to_review"], back["appealed"]) == (0, 1)
         assert desk.get("/desk/api/quality/pending").status_code == 403, "the list is the supervisors'"
     assert httpx.get(f"{url}/desk/api/quality/pending").status_code == 401
+
+
+def test_the_list_of_work_comes_a_page_at_a_time(tmp_path: Path) -> None:
+    with desk_with_inspection(tmp_path, more_alone=21) as (url, _), logged_in(url, SUPERVISOR) as board:
+        first = board.get("/desk/api/quality/pending").json()
+        assert (len(first["conversations"]), first["total"], first["offset"], first["page_size"]) == (20, 25, 0, 20)
+        rest = board.get("/desk/api/quality/pending", params={"offset": 20}).json()
+        assert (len(rest["conversations"]), rest["total"], rest["offset"]) == (5, 25, 20)
+        seen = [item["conversation"] for item in first["conversations"] + rest["conversations"]]
+        assert len(set(seen)) == 25, "each conversation on one page only"
+        assert board.get("/desk/api/quality/pending", params={"offset": 40}).json()["conversations"] == []
+        for bad in ("-1", "x", "100001"):
+            assert board.get("/desk/api/quality/pending", params={"offset": bad}).status_code == 422, bad
 
 
 def test_bad_input_unknown_conversations_and_other_roles_are_refused(web: tuple[str, Fake],

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from ivr_config.environment import SettingsError
 from telephony.ami import AmiClient, AmiConfig, AmiError, AmiLoginError, ChannelDirectory
 from tests.telephony.peers import AmiPeer
 from tests.waiting import BOUND_SECONDS, until, within
@@ -48,7 +49,7 @@ async def test_unreachable_manager_is_a_clear_error(peer: AmiPeer) -> None:
 
 
 def test_config_from_env_requires_the_secret() -> None:
-    with pytest.raises(ValueError, match="ASTERISK_AMI_SECRET"):
+    with pytest.raises(SettingsError, match="ASTERISK_AMI_SECRET"):
         AmiConfig.from_env({"ASTERISK_AMI_HOST": "10.0.0.5"})
     config = AmiConfig.from_env({"ASTERISK_AMI_HOST": "10.0.0.5", "ASTERISK_AMI_PORT": "5039",
                                  "ASTERISK_AMI_USERNAME": "bot", "ASTERISK_AMI_SECRET": "pa55-w0rd"})

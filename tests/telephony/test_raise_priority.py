@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bench.audiosocket_peer import AudioSocketPeer
+from ivr_config.environment import SettingsError
 from stack.services import free_port
 from telephony.ami import AmiClient, AmiConfig, ChannelInfo
 from telephony.audiosocket import AudioSocketCall, AudioSocketServer
@@ -199,7 +200,7 @@ def test_the_desk_token_is_a_secret_refused_as_a_development_value_outside_devel
     for other in ("OUTBOUND_GATEWAY_TOKEN", "METRICS_TOKEN"):  # `make test` exports development values
         monkeypatch.delenv(other, raising=False)
     monkeypatch.setenv("GATEWAY_DESK_TOKEN", "dev-only-gateway-desk-token")
-    with pytest.raises(ValueError, match="GATEWAY_DESK_TOKEN"):
+    with pytest.raises(SettingsError, match="GATEWAY_DESK_TOKEN"):
         GatewaySettings.from_env()
     monkeypatch.setenv("IVR_ENV", "development")
     assert GatewaySettings.from_env().desk_token == "dev-only-gateway-desk-token"

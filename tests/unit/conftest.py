@@ -18,10 +18,10 @@ def risk_api_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     monkeypatch.setenv("RISK_API_URL", f"http://127.0.0.1:{closed_port}")
-    monkeypatch.setenv("RISK_API_TOKEN", "unused")
-    conversation.risk_api.cache_clear()
+    monkeypatch.setenv("RISK_API_TOKEN", "unused-engine-token")
+    conversation.risk_client.cache_clear()
     yield
-    conversation.risk_api.cache_clear()
+    conversation.risk_client.cache_clear()
 
 
 def _fresh_knowledge_answers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,9 +73,9 @@ def risk_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[RiskApiPlayer]]:
     thread.start()
     monkeypatch.setenv("RISK_API_URL", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("RISK_API_TOKEN", "engine-token-for-this-test")
-    conversation.risk_api.cache_clear()
+    conversation.risk_client.cache_clear()
     yield RiskApiPlayer
-    conversation.risk_api.cache_clear()
+    conversation.risk_client.cache_clear()
     server.shutdown()
     server.server_close()
 

@@ -29,9 +29,9 @@ def engine_risk_api(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     """The action server's risk API client pointed at the real one, with the engine's token."""
     monkeypatch.setenv("RISK_API_URL", api.base_url)
     monkeypatch.setenv("RISK_API_TOKEN", TOKEN)
-    conversation.risk_api.cache_clear()
+    conversation.risk_client.cache_clear()
     yield api
-    conversation.risk_api.cache_clear()
+    conversation.risk_client.cache_clear()
 
 
 def verified_call(api: Api, person: dict[str, Any]) -> str:

@@ -86,3 +86,23 @@ def test_the_board_lists_the_conversations_awaiting_review_and_one_reviewed_leav
     expect(page.locator("body")).to_have_attribute("data-pending", "3")
     page.screenshot(path=str(artifact("quality-pending-reviews")), full_page=True)
     assert all(session not in page.content() for session in (HELD, ALONE))
+
+
+def test_the_list_of_work_pages_through_many_conversations(tmp_path: Path, page: Page) -> None:
+    with desk_with_inspection(tmp_path, more_alone=21) as (url, _):
+        assert page.context.request.post(f"{url}/desk/login", form={"user": SUPERVISOR, "password": PASSWORD}).ok
+        page.goto(f"{url}/desk")
+        cards = page.locator("#pending .card")
+        expect(cards).to_have_count(20)
+        expect(page.locator("#pending-info")).to_have_text("第 1 / 2 页，共 25 个，最严重的在前")
+        expect(page.locator("#pending-previous")).to_be_disabled()
+        refs = page.locator("#pending .card button.open")
+        first_page = [refs.nth(number).get_attribute("aria-label") for number in range(20)]
+        page.locator("#pending-next").click()
+        expect(page.locator("#pending-info")).to_have_text("第 2 / 2 页，共 25 个，最严重的在前")
+        expect(cards).to_have_count(5)
+        expect(page.locator("#pending-next")).to_be_disabled()
+        page.locator("#pending-previous").click()
+        expect(page.locator("#pending-info")).to_contain_text("第 1 / 2 页")
+        expect(cards).to_have_count(20)
+        assert [refs.nth(number).get_attribute("aria-label") for number in range(20)] == first_page

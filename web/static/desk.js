@@ -68,8 +68,8 @@
     if (handoff.accepted_at) field(facts, "接起时间", when(handoff.accepted_at));
     field(facts, "编号", handoff.handoff_id);
     card.appendChild(facts);
-    if (handoff.status === "waiting") {
-      var button = el("button", "claim", "接起");
+    if (handoff.status === "waiting" || handoff.status === "unknown") {
+      var button = el("button", "claim", handoff.status === "waiting" ? "接起" : "认领（接过此来电）");
       button.type = "button";
       button.disabled = Boolean(claiming[handoff.handoff_id]);
       button.setAttribute("aria-label", "接起：" + handoff.flow_name + " " + handoff.handoff_id);
@@ -526,9 +526,15 @@
     return card;
   }
 
+  var pendingOffset = 0;
+  var pendingPageSize = 20;
+  var pendingPrevious = document.getElementById("pending-previous");
+  var pendingNext = document.getElementById("pending-next");
+  var pendingInfo = document.getElementById("pending-info");
+
   function loadPending() {
     if (!pendingList) return;
-    fetch("/desk/api/quality/pending", { credentials: "same-origin" }).then(function (response) {
+    fetch("/desk/api/quality/pending?offset=" + pendingOffset, { credentials: "same-origin" }).then(function (response) {
       if (response.status === 401) { location.href = "/desk"; return; }
       return response.json().then(function (body) {
         pendingList.textContent = "";
@@ -536,12 +542,19 @@
           pendingList.appendChild(el("li", "empty", "无法读取待复核的会话：" + failure(body, response.status)));
           return;
         }
+        pendingPageSize = body.page_size;
+        if (body.offset > 0 && body.offset >= body.total) { // reviewed away: back to the last page with some
+          pendingOffset = Math.max(0, Math.ceil(body.total / pendingPageSize) - 1) * pendingPageSize;
+          loadPending();
+          return;
+        }
         body.conversations.forEach(function (item) { pendingList.appendChild(pendingCard(item)); });
         if (!body.conversations.length) pendingList.appendChild(el("li", "empty", "暂无待复核的会话"));
-        if (body.total > body.conversations.length) {
-          pendingList.appendChild(el("li", "empty", "共 " + body.total + " 个，此处列出最严重的 "
-            + body.conversations.length + " 个"));
-        }
+        var pages = Math.max(1, Math.ceil(body.total / pendingPageSize));
+        pendingInfo.textContent = "第 " + (Math.floor(body.offset / pendingPageSize) + 1) + " / " + pages
+          + " 页，共 " + body.total + " 个，最严重的在前";
+        pendingPrevious.disabled = body.offset === 0;
+        pendingNext.disabled = body.offset + pendingPageSize >= body.total;
         document.body.dataset.pending = String(body.total);
       });
     }).catch(function () { statusLine.textContent = "网络错误，待复核列表未更新"; });
@@ -549,6 +562,11 @@
 
   if (pendingList) {
     document.getElementById("pending-refresh").addEventListener("click", loadPending);
+    pendingPrevious.addEventListener("click", function () {
+      pendingOffset = Math.max(0, pendingOffset - pendingPageSize);
+      loadPending();
+    });
+    pendingNext.addEventListener("click", function () { pendingOffset += pendingPageSize; loadPending(); });
     loadPending();
   }
 
