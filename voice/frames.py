@@ -27,11 +27,24 @@ class Direction(Enum):
 class Frame:
     """Base of every frame."""
 
+    @property
+    def dropped_on_interruption(self) -> bool:
+        """Still queued when the caller barges in, this frame is dropped (speech not yet said).
+        Everything else keeps its place whatever the caller does: a hand-over or a hang-up
+        (`Control`), a mandatory disclosure (an uninterruptible `Speak`), the call's start or end,
+        as Pipecat's uninterruptible frames."""
+        return False
+
 
 @dataclass(frozen=True)
 class SystemFrame(Frame):
     """Acted on at once: overtakes the frames queued before a processor (voice/pipeline.py), as
-    Pipecat's system frames do. A turn change must not wait behind audio still being decoded."""
+    Pipecat's system frames do. A turn change must not wait behind audio still being decoded.
+    `interrupts`: it also drops the frames queued there that are `dropped_on_interruption`."""
+
+    @property
+    def interrupts(self) -> bool:
+        return False
 
 
 # --- from the caller ------------------------------------------------------------------------
@@ -115,6 +128,10 @@ class Speak(Frame):
     text: str
     interruptible: bool = True
 
+    @property
+    def dropped_on_interruption(self) -> bool:
+        return self.interruptible
+
 
 @dataclass(frozen=True)
 class OutputAudio(Frame):
@@ -155,6 +172,10 @@ class Interruption(SystemFrame):
     """The caller barged in (speech or a key): stop playback now, drop queued speech."""
 
     cause: str
+
+    @property
+    def interrupts(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,15 @@ A processor does one job: it receives a frame with `process`, and passes frames 
 `push` (downstream to the next processor, upstream to the previous one). Frames a processor
 does not handle go through unchanged, so each processor only names the frames it cares about.
 
-A processor whose work waits on a model (`queued = True`: the recogniser decoding a frame) takes
-its downstream frames through a queue of its own, worked by its own task, as in Pipecat: the
-processors before it go on at once (speech detection never waits for a decode), frames keep
-their order, and system frames (`Interruption`) overtake the queue. A `Hangup` keeps its place:
-words said just before it (a confirmation) are still understood; `close` waits for the queues
-(at most DRAIN_SECONDS), then cancels what is left.
+A processor whose work waits on a model (`queued = True`: the recogniser decoding a frame, the
+synthesiser rendering a reply) takes its downstream frames through a queue of its own, worked by
+its own task, as in Pipecat: the processors before it go on at once (speech detection never waits
+for a decode, the turn taking never waits for a render), frames keep their order, and system
+frames (`Interruption`) overtake the queue. An interruption drops the queued frames its type says
+it drops (speech not yet said: `Frame.dropped_on_interruption`); a hand-over, a hang-up or a
+mandatory disclosure keeps its place. A `Hangup` keeps its place too: words said just before it (a
+confirmation) are still understood; `close` waits for the queues (at most DRAIN_SECONDS), then
+cancels what is left.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class FrameProcessor:
     async def receive(self, frame: Frame, direction: Direction) -> None:
         """A frame from a neighbour: handled now, or queued for this processor's own task."""
         if not self.queued or direction is Direction.UPSTREAM or isinstance(frame, SystemFrame):
+            if isinstance(frame, SystemFrame) and frame.interrupts:
+                self._drop_interrupted()
             await self.process(frame, direction)
             return
         if self._inbox is None:
@@ -68,6 +73,19 @@ class FrameProcessor:
             finally:
                 self._inbox_count -= 1
                 queue.task_done()
+
+    def _drop_interrupted(self) -> None:
+        """The queued frames an interruption drops (speech not yet said); the rest keep their order."""
+        queue = self._inbox
+        if queue is None or queue.empty():
+            return
+        waiting = [queue.get_nowait() for _ in range(queue.qsize())]
+        for frame, direction in waiting:
+            if frame.dropped_on_interruption:
+                self._inbox_count -= 1
+            else:
+                queue.put_nowait((frame, direction))
+            queue.task_done()  # each get balanced; a frame put back counts again
 
     async def _stop_work(self) -> None:
         """Drop the queued frames and cancel the one in hand."""

@@ -287,6 +287,12 @@ class SpeechRecognition(FrameProcessor):
 
 
 class SpeechSynthesis(FrameProcessor):
+    """Renders each `Speak` in order on its own queue: the turn taking goes on while a reply
+    renders. A barge-in drops the replies still queued (the pipeline, by frame type) and the one
+    being rendered (by the epoch it was started in)."""
+
+    queued = True
+
     def __init__(self, synthesizer: Synthesizer) -> None:
         super().__init__()
         self.synthesizer = synthesizer

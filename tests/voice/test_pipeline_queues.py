@@ -1,6 +1,8 @@
 """A queue per processor (voice/pipeline.py): speech detection goes on while the recogniser
-decodes, a barge-in overtakes the audio queued behind a slow decode, a hang-up waits for it. The
-recogniser here is held on a latch the test opens, so nothing depends on how fast the machine is."""
+decodes, a barge-in overtakes the audio queued behind a slow decode, a hang-up waits for it; the
+turn taking goes on while the synthesiser renders, and a barge-in drops the replies queued there
+but never a hand-over, a hang-up or a mandatory disclosure. The recogniser and the synthesiser
+here are held on latches the test opens, so nothing depends on how fast the machine is."""
 
 from __future__ import annotations
 
@@ -17,16 +19,19 @@ from voice.detection import DetectionConfig
 from voice.frames import (
     BotSpeech,
     CallStarted,
+    Control,
     Direction,
     Hangup,
     InputAudio,
     Interruption,
+    OutputAudio,
+    Speak,
     Transcript,
     UserStartedSpeaking,
     UserStoppedSpeaking,
 )
 from voice.pipeline import Pipeline
-from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
+from voice.processors import AudioInput, SpeechDetection, SpeechRecognition, SpeechSynthesis
 
 SAID = "我想查一下我的账单"
 LATCH_BOUND_SECONDS = 60  # a held decode gives up after this: a broken test ends, it never passes by it
@@ -143,4 +148,66 @@ async def test_words_said_before_a_hang_up_are_still_understood(held: HeldRecogn
     await pipeline.idle()
     ends = [frame for frame in collector.frames if isinstance(frame, (Transcript, Hangup))]
     assert ends == [Transcript(SAID, final=True), Hangup("caller hung up")]
+    await pipeline.close()
+
+
+class HeldSynthesizer:
+    """Every render waits until the test opens the latch, as a synthesiser on a busy machine."""
+
+    def __init__(self) -> None:
+        self.latch = asyncio.Event()
+        self.rendering: list[str] = []  # the texts whose render started
+
+    async def render(self, text: str, sample_rate: int, slow: bool = False) -> bytes:
+        self.rendering.append(text)
+        await asyncio.wait_for(self.latch.wait(), LATCH_BOUND_SECONDS)
+        return b"\x00\x00" * (sample_rate // 50)
+
+
+def speaking() -> tuple[Pipeline, HeldSynthesizer, SpeechSynthesis, Collector]:
+    synthesizer, heard = HeldSynthesizer(), Collector()
+    synthesis = SpeechSynthesis(synthesizer)  # type: ignore[arg-type]
+    return Pipeline([synthesis, heard]), synthesizer, synthesis, heard
+
+
+async def until_rendering(synthesizer: HeldSynthesizer, count: int) -> None:
+    async def started() -> None:
+        while len(synthesizer.rendering) < count:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(started(), FEED_BOUND_SECONDS)
+
+
+async def test_the_turn_taking_goes_on_while_a_reply_renders() -> None:
+    pipeline, synthesizer, synthesis, heard = speaking()
+    await pipeline.send(CallStarted("renders", 8000))
+    # Were `send` to wait for the held render (no queue), it would wait for the latch: bounded.
+    await asyncio.wait_for(pipeline.send(Speak("您好，这里是智能客服。")), FEED_BOUND_SECONDS)
+    await asyncio.wait_for(pipeline.send(Speak("请问有什么可以帮您？")), FEED_BOUND_SECONDS)
+    await until_rendering(synthesizer, 1)
+    assert synthesis.busy and heard.of(OutputAudio) == []
+    synthesizer.latch.set()
+    await pipeline.idle()
+    assert [frame.text for frame in heard.of(OutputAudio)] == ["您好，这里是智能客服。", "请问有什么可以帮您？"]
+    await pipeline.close()
+
+
+async def test_a_barge_in_drops_the_queued_replies_but_never_a_disclosure_a_hand_over_or_a_hang_up() -> None:
+    pipeline, synthesizer, _, heard = speaking()
+    await pipeline.send(CallStarted("renders-barge-in", 8000))
+    for frame in (Speak("您的账单如下：本期应还一千二百元。"), Speak("本次通话可能被录音。", interruptible=False),
+                  Speak("还有什么可以帮您？"), Control("handoff", {"queue": "agents"}), Speak("正在为您转接。"),
+                  Hangup("bot hung up")):
+        await pipeline.send(frame)
+    await until_rendering(synthesizer, 1)  # the first reply is being rendered, the rest wait
+    await pipeline.send(Interruption("speech"))
+    assert heard.of(Interruption) == [Interruption("speech")], "it overtook the queue"
+    synthesizer.latch.set()
+    await pipeline.idle()
+    after = heard.frames[heard.frames.index(Interruption("speech")) + 1:]
+    assert [(type(frame).__name__, getattr(frame, "text", getattr(frame, "action", None))) for frame in after] == [
+        ("OutputAudio", "本次通话可能被录音。"), ("Control", "handoff"), ("Hangup", None)], \
+        "the reply in hand and the interruptible ones queued are dropped; the rest in order"
+    assert synthesizer.rendering == ["您的账单如下：本期应还一千二百元。", "本次通话可能被录音。"], \
+        "nothing dropped was rendered"
     await pipeline.close()
