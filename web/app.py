@@ -28,8 +28,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
 from trust import chat_session
 from trust.asgi import BodyLimit
+from trust.http_pool import HttpPool
 from trust.metrics import MetricsEndpoint
 from web import labels, pages
 from web.accounts import Accounts, Agent, load_accounts
@@ -38,7 +40,6 @@ from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
 from web.metrics import DESK_STREAMS, RELAY_LATENCY, RELAYED
 from web.push import AlertFeed, StampWatcher
 from web.throttle import Clock, Throttle
-from web.upstream import Upstream
 
 log = logging.getLogger("web")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -77,8 +78,8 @@ LOGIN_WINDOW_SECONDS = 15 * 60  # … within this window, then 429 until the old
 CHAT_SESSION_MAX_BODY = 256
 LOGIN_MAX_BODY = 2 * 1024
 MAX_BODY = 8 * 1024
-# The risk API unreachable, or an answer not shaped as its contract says: a 502, never a 500.
-RISK_API_TROUBLE = (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError)
+# A service behind the desk unreachable, or an answer not shaped as its contract says: a 502, never a 500.
+UNREADABLE_ANSWER = (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError)
 # The fields each review card shows (desk.js); nothing else, session ids above all, reaches the browser.
 REVIEW_FIELDS = ("review_id", "action", "customer_id", "params", "reasons", "created_at")
 
@@ -186,13 +187,13 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     # Read now too: a broken accounts file stops the start (ivr_config.loader.ConfigError).
     accounts: Accounts | None = load_accounts(settings.accounts_file) if settings.accounts_file else None
 
-    risk_api = Upstream(settings.risk_api_url, settings.risk_api_token, timeout=10)
-    rasa_relay = Upstream(settings.rasa_internal_url, settings.rasa_desk_token, timeout=RELAY_TIMEOUT_SECONDS)
-    dialler = Upstream(settings.outbound_url, settings.outbound_desk_token, timeout=30)
-    quality = Upstream(settings.quality_url, settings.quality_api_token, timeout=10)
+    risk_api = RiskApiHttp(settings.risk_api_url, settings.risk_api_token, timeout_seconds=10)
+    rasa_relay = HttpPool(settings.rasa_internal_url, settings.rasa_desk_token, timeout=RELAY_TIMEOUT_SECONDS)
+    dialler = HttpPool(settings.outbound_url, settings.outbound_desk_token, timeout=30)
+    quality = HttpPool(settings.quality_url, settings.quality_api_token, timeout=10)
     # AMI's own action timeout is 10 s: a gateway answers before this gives up.
-    phone_gateways = [Upstream(url, settings.gateway_desk_token, timeout=15) for url in settings.gateway_urls]
-    app.router.on_shutdown.append(risk_api.aclose)
+    phone_gateways = [HttpPool(url, settings.gateway_desk_token, timeout=15) for url in settings.gateway_urls]
+    app.router.on_shutdown.append(risk_api.close)
     app.router.on_shutdown.append(rasa_relay.aclose)
     app.router.on_shutdown.append(dialler.aclose)
     app.router.on_shutdown.append(quality.aclose)
@@ -321,7 +322,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             login_failures_per_user.record(user_key)
             return RedirectResponse("/desk?failed=true", status_code=303)
         try:  # no desk session that the audit log does not know of
-            risk_json(await risk_call("POST", f"/agents/{agent.login}/sessions", json={"event": "login"}))
+            await risk("POST", f"/agents/{agent.login}/sessions", json={"event": "login"})
         except HTTPException:
             return HTMLResponse(pages.login_page(failed=False, unavailable=True), status_code=503)
         desk_sessions.end(request.cookies.get(COOKIE_NAME))  # a new session at every login, never the old id
@@ -336,7 +337,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         desk_sessions.end(request.cookies.get(COOKIE_NAME))  # first: logging out never fails
         if agent is not None:
             try:
-                risk_json(await risk_call("POST", f"/agents/{agent.login}/sessions", json={"event": "logout"}))
+                await risk("POST", f"/agents/{agent.login}/sessions", json={"event": "logout"})
             except HTTPException:
                 log.warning("a desk log-out was not audited: risk API unavailable")
         if agent is not None and agent.may("handle"):
@@ -347,10 +348,23 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=over_https(request))
         return response
 
-    async def risk_call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def risk_listed(path: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        """One page of a list and the total the risk API counts; a 502 when it cannot say."""
         try:
-            return await risk_api.client().request(method, path, **kwargs)
-        except httpx.HTTPError as error:
+            return await risk_api.listed(path, params)
+        except (RiskApiUnavailable, RiskApiRefused) as error:
+            raise HTTPException(502, "risk API unavailable") from error
+
+    async def risk(method: str, path: str, passed: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """The risk API's answer (on the one client of the risk API, with the desk role's token);
+        its own refusal (its Chinese message) for the statuses in `passed`; a 502 for the rest."""
+        try:
+            return await risk_api.call(method, path, **kwargs)
+        except RiskApiRefused as refusal:
+            if refusal.status in passed:
+                raise HTTPException(refusal.status, {"code": refusal.code, "message": refusal.message}) from None
+            raise HTTPException(502, "risk API unavailable") from None
+        except RiskApiUnavailable as error:
             raise HTTPException(502, "risk API unavailable") from error
 
     def answer_json(unavailable: Any, answer: httpx.Response, passed: tuple[int, ...] = ()) -> Any:
@@ -364,12 +378,9 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 detail = body["detail"]
                 raise HTTPException(answer.status_code, {"code": str(detail["code"]),
                                                          "message": str(detail["message"])})
-        except RISK_API_TROUBLE as error:
+        except UNREADABLE_ANSWER as error:
             raise HTTPException(502, unavailable) from error
         raise HTTPException(502, unavailable)
-
-    def risk_json(answer: httpx.Response, passed: tuple[int, ...] = ()) -> Any:
-        return answer_json("risk API unavailable", answer, passed)
 
     async def relay(do: str, session_id: str, **fields: Any) -> dict[str, Any]:
         """Rasa's live-agent route (bot/channels.py): join, say, leave, withdraw or read (a read
@@ -393,11 +404,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         raise HTTPException(502, "assistant unavailable")
 
     async def set_presence(agent: Agent, state: str) -> None:
-        risk_json(await risk_call("PUT", f"/agents/{agent.login}/presence", json={"state": state}))
+        await risk("PUT", f"/agents/{agent.login}/presence", json={"state": state})
 
     async def handoff_of(handoff_id: str) -> dict[str, Any]:
         """The hand-over with its session id (kept on this server, never sent to the browser)."""
-        return dict(risk_json(await risk_call("GET", f"/handoffs/{handoff_id}"), passed=(404,)))
+        return dict(await risk("GET", f"/handoffs/{handoff_id}", passed=(404,)))
 
     def for_desk(handoff: Mapping[str, Any]) -> dict[str, Any]:
         shown = labels.handoff_for_desk(handoff)
@@ -417,25 +428,22 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                                 "reviews": [], "mine": []}
         handles, reviews = agent.may("handle"), agent.may("review")
         # The three looks at the risk API go out together.
-        answer, mine, pending = await asyncio.gather(
-            risk_call("GET", "/handoffs", params={**params, "limit": HANDOFFS_PER_PAGE, "offset": offset})
+        listed, mine, pending = await asyncio.gather(
+            risk_listed("/handoffs", {**params, "limit": HANDOFFS_PER_PAGE, "offset": offset})
             if handles else none(),
             # The agent's own open cases, whatever the filters: a phone call a queue member answered
             # pops up on that agent's desk (the gateway reports AMI AgentConnect with the member name).
-            risk_call("GET", "/handoffs", params={"status": "accepted", "agent": agent.login,
-                                                  "limit": HANDOFFS_PER_PAGE}) if handles else none(),
-            risk_call("GET", "/reviews", params={"status": "pending"}) if reviews else none())
-        if answer is not None and mine is not None:
-            try:
-                page["total"] = int(answer.headers["x-total-count"])
-            except (KeyError, ValueError) as error:
-                raise HTTPException(502, "risk API unavailable") from error
-            page["handoffs"] = [for_desk(item) for item in risk_json(answer)]
-            page["mine"] = [for_desk(item) for item in risk_json(mine)]
+            risk("GET", "/handoffs", params={"status": "accepted", "agent": agent.login,
+                                             "limit": HANDOFFS_PER_PAGE}) if handles else none(),
+            risk("GET", "/reviews", params={"status": "pending"}) if reviews else none())
+        if listed is not None and mine is not None:
+            handoffs, page["total"] = listed
+            page["handoffs"] = [for_desk(item) for item in handoffs]
+            page["mine"] = [for_desk(item) for item in mine]
         if pending is not None:
             page["reviews"] = [{**{key: item.get(key) for key in REVIEW_FIELDS},
                                 "action_name": labels.action_names().get(str(item.get("action")), labels.UNKNOWN)}
-                               for item in risk_json(pending)]
+                               for item in pending]
         return page
 
     @app.get("/desk/api/queue")
@@ -468,7 +476,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     async def desk_stamp() -> str | None:
         try:
-            return str(risk_json(await risk_call("GET", "/handoffs/stamp"))["stamp"])
+            return str((await risk("GET", "/handoffs/stamp"))["stamp"])
         except (HTTPException, KeyError, TypeError):
             return None  # the risk API is down: the desks keep what they show, the watch goes on
 
@@ -589,8 +597,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def conversation_agent(session_id: str) -> str | None:
         """Who held the conversation's latest hand-over; None when no agent took part."""
         try:
-            handoff = risk_json(await risk_call("POST", "/handoffs/of-session", json={"session_id": session_id}),
-                                passed=(404,))
+            handoff = await risk("POST", "/handoffs/of-session", json={"session_id": session_id}, passed=(404,))
         except HTTPException as error:
             if error.status_code == 404:
                 return None
@@ -762,9 +769,9 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         said = await relay("read", session_id, after=0)
         if said.get("channel") != CHAT_CHANNEL:
             raise HTTPException(409, {"code": "not_a_chat", "message": "只能接管在线聊天；电话请通过坐席队列处理。"})
-        handoff = risk_json(await risk_call("POST", "/handoffs/takeover", json={
+        handoff = await risk("POST", "/handoffs/takeover", json={
             "session_id": session_id, "channel": "chat", "agent": supervisor.login,
-            "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")}),
+            "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")},
             passed=(409,))  # another agent holds it: the risk API's refusal, in Chinese
         await relay("join", session_id, agent_name=supervisor.display_name)
         return JSONResponse({"handoff": for_desk(handoff)})
@@ -791,12 +798,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                          "alert": labels.QUALITY_RULES.get(str(alert.get("rule")), "质检规则")}
         # Checked, moved, then recorded: a raise the queue did not make is never on record (and
         # nothing waiting, or an agent already having it, leaves the queue alone): the risk API's Chinese.
-        risk_json(await risk_call("POST", "/handoffs/raise-priority", json={**raise_request, "check_only": True}),
-                  passed=(404, 409))
+        await risk("POST", "/handoffs/raise-priority", json={**raise_request, "check_only": True}, passed=(404, 409))
         queued = await raise_in_queue(session_id)
         try:
-            handoff = risk_json(await risk_call("POST", "/handoffs/raise-priority", json=raise_request),
-                                passed=(404, 409))
+            handoff = await risk("POST", "/handoffs/raise-priority", json=raise_request, passed=(404, 409))
         except HTTPException as refusal:
             log.error("call raised in the queue, but its record failed: %s", refusal.status_code)
             raise HTTPException(502, {"code": "raised_not_recorded", "message": (
@@ -885,8 +890,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         """The logged-in agent takes the hand-over; the risk API lets exactly one agent have it.
         A chat customer is told at once who took it, and the bot stops answering."""
         agent = require_agent(request, "handle")
-        taken = risk_json(await risk_call("POST", f"/handoffs/{handoff_id}/accept", json={"agent": agent.login}),
-                          passed=(404, 409))
+        taken = await risk("POST", f"/handoffs/{handoff_id}/accept", json={"agent": agent.login}, passed=(404, 409))
         joined = True
         if taken.get("channel") == "chat":
             try:
@@ -928,9 +932,9 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                     request: Request) -> JSONResponse:
         """Closed with a disposition and a note; a chat goes back to the bot, which asks for a rating."""
         agent = require_agent(request, "handle")
-        closed = risk_json(await risk_call("POST", f"/handoffs/{handoff_id}/close", json={
+        closed = await risk("POST", f"/handoffs/{handoff_id}/close", json={
             "agent": agent.login, "disposition": closing.disposition, "note": closing.note,
-            "override": agent.may("supervise")}), passed=(404, 409))
+            "override": agent.may("supervise")}, passed=(404, 409))
         resumed = True
         if closed.get("channel") == "chat":
             try:
@@ -943,20 +947,16 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def do_not_call(handoff_id: Annotated[str, PathParam(pattern=HANDOFF_ID)], request: Request) -> JSONResponse:
         """The customer asked never to be called again: campaigns skip them from now on."""
         agent = require_agent(request, "handle")
-        done = risk_json(await risk_call("POST", f"/handoffs/{handoff_id}/do-not-call", json={
-            "agent": agent.login, "override": agent.may("supervise")}), passed=(404, 409))
+        done = await risk("POST", f"/handoffs/{handoff_id}/do-not-call", json={
+            "agent": agent.login, "override": agent.may("supervise")}, passed=(404, 409))
         return JSONResponse({"do_not_call": bool(done.get("do_not_call"))})
 
     @app.post("/desk/api/reviews/{review_id}/decision")
     async def decide(review_id: Annotated[str, PathParam(pattern=REVIEW_ID)], verdict: ReviewVerdict,
                      request: Request) -> JSONResponse:
         agent = require_agent(request, "review")
-        answer = await risk_call("POST", f"/reviews/{review_id}/decision",
-                                 json={"approve": verdict.approve, "agent": agent.login, "note": verdict.note})
-        try:
-            return JSONResponse(answer.json(), status_code=answer.status_code)
-        except ValueError as error:
-            raise HTTPException(502, "risk API unavailable") from error
+        return JSONResponse(await risk("POST", f"/reviews/{review_id}/decision", passed=(404, 409),
+                                       json={"approve": verdict.approve, "agent": agent.login, "note": verdict.note}))
 
     # --- Outbound campaigns, for supervisors: the dialler's own figures and its start / pause / stop. ---
 
@@ -1012,8 +1012,13 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         return session_id
 
     async def waiting_of(session_id: str, seen: bool = False) -> dict[str, Any] | None:
-        answer = await risk_call("POST", "/handoffs/of-session", json={"session_id": session_id, "seen": seen})
-        return None if answer.status_code == 404 else dict(risk_json(answer))
+        try:
+            return dict(await risk("POST", "/handoffs/of-session", json={"session_id": session_id, "seen": seen},
+                                   passed=(404,)))
+        except HTTPException as error:
+            if error.status_code == 404:
+                return None
+            raise
 
     async def agent_lines(session_id: str, after: int) -> list[dict[str, Any]]:
         """The agent's lines from event `after` on: what a widget that was disconnected missed."""
@@ -1069,8 +1074,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         handoff = await waiting_of(session_id)
         if handoff is None or handoff.get("status") != "waiting":
             return chat_answer(request, {"detail": "no waiting hand-over"}, 409)
-        risk_json(await risk_call("POST", f"/handoffs/{handoff['handoff_id']}/customer-note",
-                                  json={"session_id": session_id, "text": note.text}), passed=(404, 409))
+        await risk("POST", f"/handoffs/{handoff['handoff_id']}/customer-note",
+                   json={"session_id": session_id, "text": note.text}, passed=(404, 409))
         return chat_answer(request, {"noted": True})
 
     @app.post("/chat/handoff/callback")
@@ -1081,8 +1086,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         handoff = await waiting_of(session_id)
         if handoff is None or handoff.get("status") != "waiting":
             return chat_answer(request, {"detail": "no waiting hand-over"}, 409)
-        risk_json(await risk_call("POST", f"/handoffs/{handoff['handoff_id']}/withdraw",
-                                  json={"session_id": session_id}), passed=(404, 409))
+        await risk("POST", f"/handoffs/{handoff['handoff_id']}/withdraw", json={"session_id": session_id},
+                   passed=(404, 409))
         await relay("withdraw", session_id)
         return chat_answer(request, {"withdrawn": True})
 

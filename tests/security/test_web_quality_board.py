@@ -186,7 +186,8 @@ def test_a_list_of_work_with_malformed_entries_shows_the_good_ones(fake: Fake, w
         assert item["conversation"].startswith("Q-") and CONVERSATION not in listed.text
         assert item["rule_names"] == ["客户情绪异常"]
         fake.pending = ["not", "a", "list of work"]
-        assert board.get("/desk/api/quality/pending").json() == {"conversations": [], "total": 0}
+        assert board.get("/desk/api/quality/pending").json() == {"conversations": [], "total": 0, "offset": 0,
+                                                                 "page_size": 20}
 
 
 def test_an_inspection_down_or_restarted_does_not_end_the_board(fake: Fake, web: str) -> None:

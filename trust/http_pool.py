@@ -1,6 +1,6 @@
-"""The web server's HTTP clients for the services behind it (risk API, Rasa's relay, the dialler).
-One pooled client per service keeps its connections open across requests: a desk page that asks
-the risk API three times pays for one connection, not three clients."""
+"""One pooled HTTP client per service called and per event loop: the connections stay open
+across requests (a desk page that asks the risk API three times pays for one connection), and a
+client is never used from a loop it does not belong to (httpx's connections are bound to one)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32)
 
 
-class Upstream:
+class HttpPool:
     def __init__(self, base_url: str, token: str | None, timeout: float) -> None:
         self._base_url = base_url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -21,7 +21,7 @@ class Upstream:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def client(self) -> httpx.AsyncClient:
-        """The pooled client of the running event loop (a client's connections belong to one loop)."""
+        """The pooled client of the running event loop."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client = httpx.AsyncClient(base_url=self._base_url, headers=self._headers,
