@@ -80,6 +80,8 @@ LOGIN_MAX_BODY = 2 * 1024
 MAX_BODY = 8 * 1024
 # A service behind the desk unreachable, or an answer not shaped as its contract says: a 502, never a 500.
 UNREADABLE_ANSWER = (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError)
+# Hand-overs no agent holds: any agent may look at one before claiming it.
+UNCLAIMED = ("waiting", "unknown")
 # The fields each review card shows (desk.js); nothing else, session ids above all, reaches the browser.
 REVIEW_FIELDS = ("review_id", "action", "customer_id", "params", "reasons", "created_at")
 
@@ -417,9 +419,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         return shown
 
     def may_see(agent: Agent, handoff: Mapping[str, Any]) -> bool:
-        """A waiting case any agent may look at before claiming it; a taken one, its holder and
-        supervisors."""
-        return handoff.get("status") == "waiting" or handoff.get("agent") == agent.login or agent.may("supervise")
+        """A case nobody holds (waiting, or a call whose queue outcome is unknown) any agent may
+        look at before claiming it; a taken one, its holder and supervisors."""
+        return (handoff.get("status") in UNCLAIMED or handoff.get("agent") == agent.login
+                or agent.may("supervise"))
 
     async def queue_page(agent: Agent, params: Mapping[str, str], offset: int) -> dict[str, Any]:
         """One page of hand-overs (filtered by `params`) and the pending reviews, each only for a

@@ -28,7 +28,10 @@ from web.config import Settings
 CHAT_SECRET = "c" * 32
 TAKEN = "H-00000000000000000001"  # a chat AGENT holds
 WAITING = "H-00000000000000000002"  # a chat still waiting
-SESSION_OF = {TAKEN: "session-taken-0123456789", WAITING: "session-waiting-0123456789"}
+UNSEEN = "H-00000000000000000003"  # a call that left the queue while the gateway could not see it
+SESSION_OF = {TAKEN: "session-taken-0123456789", WAITING: "session-waiting-0123456789",
+              UNSEEN: "call-unseen-0123456789"}
+STATUS_OF = {TAKEN: "accepted", WAITING: "waiting", UNSEEN: "unknown"}
 # What Rasa's relay reads of a conversation.
 READ = [{"index": 1, "from": "customer", "text": "你好"},
         {"index": 2, "from": "agent", "state": "message", "name": "小测", "text": "您好", "at": 1.0}]
@@ -46,8 +49,9 @@ class Fake:
 
 def _handoff(handoff_id: str) -> dict[str, Any]:
     taken = handoff_id == TAKEN
-    return {"handoff_id": handoff_id, "session_id": SESSION_OF[handoff_id], "channel": "chat",
-            "flow": "transfer_to_agent", "priority": "normal", "status": "accepted" if taken else "waiting",
+    return {"handoff_id": handoff_id, "session_id": SESSION_OF[handoff_id],
+            "channel": "voice" if handoff_id == UNSEEN else "chat",
+            "flow": "transfer_to_agent", "priority": "normal", "status": STATUS_OF[handoff_id],
             "agent": AGENT if taken else None, "reason": "客户要求", "summary": "…", "customer_id": None,
             "verified_level": "none", "created_at": "2026-12-04T10:00:00+08:00", "accepted_at": None,
             "position": None if taken else 1, "estimated_wait_seconds": None if taken else 180,
@@ -76,7 +80,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
                 self._answer(_handoff(handoff_id))
             elif self.path.startswith("/handoffs"):
                 self._answer([{key: value for key, value in _handoff(each).items() if key != "session_id"}
-                              for each in SESSION_OF])
+                              for each in (TAKEN, WAITING)])
             else:
                 self._answer([])
 
@@ -154,8 +158,10 @@ async def test_only_the_agent_holding_a_chat_writes_to_its_customer(fake: Fake) 
         assert refused.status_code == 409
         assert (await other.get(f"/desk/api/handoffs/{TAKEN}/conversation")).status_code == 403
         assert fake.posts("/webhooks") == []
-        # A waiting case any agent may read before taking it; nobody may write into it.
+        # A waiting case any agent may read before taking it; nobody may write into it. So is a
+        # call whose queue outcome is unknown: the agent who answered it finds it and claims it.
         assert (await other.get(f"/desk/api/handoffs/{WAITING}/conversation")).status_code == 200
+        assert (await other.get(f"/desk/api/handoffs/{UNSEEN}/conversation")).status_code == 200
         assert (await other.post(f"/desk/api/handoffs/{WAITING}/messages", json={"text": "x"})).status_code == 409
 
         sent = await holder.post(f"/desk/api/handoffs/{TAKEN}/messages", json={"text": "您好"})
