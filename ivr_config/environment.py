@@ -57,4 +57,3 @@ def port_number(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         raise SettingsError(f"{name} must be a port number (1-65535), got {raw!r}")
     return int(raw)
-

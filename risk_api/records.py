@@ -215,6 +215,9 @@ def _handoff_view(handoff: Handoff, now: datetime, phone: str | None) -> dict[st
                                  if handoff.status == "closed" else None)}
 
 
+# Hand-overs no agent holds, an agent may take. Unknown: a call that left the queue unseen — the
+# agent who did answer it (or a supervisor tidying up) takes it to close it.
+UNCLAIMED = ("waiting", "unknown")
 # Queue order: the most urgent first, then the longest waiting (the id keeps pages stable).
 _QUEUE_ORDER = (case({"emergency": 0, "high": 1, "normal": 2}, value=Handoff.priority, else_=3),
                 Handoff.created_at, Handoff.id)
@@ -381,8 +384,7 @@ def accept_handoff(session: Session, handoff_id: str, request: HandoffAccept,
     if handoff is None:
         raise _unknown_handoff()
     _refuse_if_ended(handoff)
-    # Unknown: the agent who did answer the call (or a supervisor tidying up) takes it to close it.
-    if handoff.status not in ("waiting", "unknown"):
+    if handoff.status not in UNCLAIMED:
         raise conflict("handoff_taken", "这位客户已经由其他坐席接起。")
     was = {"was": handoff.status} if handoff.status == "unknown" else {}
     handoff.status = "accepted"
@@ -456,7 +458,7 @@ def close_handoff(session: Session, handoff_id: str, request: HandoffClose,
     handoff = session.get(Handoff, handoff_id, with_for_update=True)
     if handoff is None:
         raise _unknown_handoff()
-    if handoff.status in ("waiting", "unknown"):
+    if handoff.status in UNCLAIMED:
         raise conflict("handoff_not_accepted", "这条转人工还没有坐席接起，接起后才能结束。")
     _refuse_if_ended(handoff)
     if handoff.agent != request.agent and not request.override:

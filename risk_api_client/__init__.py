@@ -4,10 +4,9 @@ dialler (outbound/directory.py) and the web server's agent desk (web/app.py).
 
 Each caller brings its own role's token (the engine's, the gateway's, the dialler's, the
 desk's): the API decides what a role may do. Failures come back as two exceptions a caller can
-act on: `RiskApiUnavailable`
-(down, timing out, answering 5xx: nothing may be assumed) and `RiskApiRefused` (a 4xx with the
-API's own code and customer-safe Chinese message). httpx only: no Rasa, so the gateway can
-import it without the action server's dependencies.
+act on: `RiskApiUnavailable` (down, timing out, answering 5xx or not JSON: nothing may be assumed)
+and `RiskApiRefused` (a 4xx with the API's own code and customer-safe Chinese message). httpx
+only: no Rasa, so the gateway can import it without the action server's dependencies.
 """
 
 from __future__ import annotations

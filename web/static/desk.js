@@ -169,13 +169,19 @@
     return params.toString();
   }
 
+  /* A pager under a list: "第 n / m 页，共 total <unit>" and its buttons, for one page of an answer
+   * carrying offset, page_size and total (the hand-overs, the list of work). */
+  function showPager(info, back, forward, page, unit) {
+    var pages = Math.max(1, Math.ceil(page.total / page.page_size));
+    info.textContent = "第 " + (Math.floor(page.offset / page.page_size) + 1) + " / " + pages + " 页，共 "
+      + page.total + " " + unit;
+    back.disabled = page.offset === 0;
+    forward.disabled = page.offset + page.page_size >= page.total;
+  }
+
   function showPage(queue) {
     pageSize = queue.page_size;
-    var pages = Math.max(1, Math.ceil(queue.total / pageSize));
-    pageInfo.textContent = "第 " + (Math.floor(queue.offset / pageSize) + 1) + " / " + pages + " 页，共 "
-      + queue.total + " 条";
-    previous.disabled = queue.offset === 0;
-    next.disabled = queue.offset + pageSize >= queue.total;
+    showPager(pageInfo, previous, next, queue, "条");
   }
 
   function poll() {
@@ -550,11 +556,7 @@
         }
         body.conversations.forEach(function (item) { pendingList.appendChild(pendingCard(item)); });
         if (!body.conversations.length) pendingList.appendChild(el("li", "empty", "暂无待复核的会话"));
-        var pages = Math.max(1, Math.ceil(body.total / pendingPageSize));
-        pendingInfo.textContent = "第 " + (Math.floor(body.offset / pendingPageSize) + 1) + " / " + pages
-          + " 页，共 " + body.total + " 个，最严重的在前";
-        pendingPrevious.disabled = body.offset === 0;
-        pendingNext.disabled = body.offset + pendingPageSize >= body.total;
+        showPager(pendingInfo, pendingPrevious, pendingNext, body, "个，最严重的在前");
         document.body.dataset.pending = String(body.total);
       });
     }).catch(function () { statusLine.textContent = "网络错误，待复核列表未更新"; });
