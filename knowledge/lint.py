@@ -33,6 +33,10 @@ URL = re.compile(r"https?://|www\.|[a-z0-9-]+\.(com|cn|net|org)\b", re.IGNORECAS
 # 百分之二十四), and brackets, slashes, currency and other symbols are not read aloud at all.
 SPOKEN_PUNCTUATION = set("，。、？！：；“”‘’…—")
 SPOKEN_LATIN_WORDS = {"APP"}
+# Seven digits or more in a row (spaces and dashes between them ignored) is a phone, ID, card or
+# account number: one customer's personal data, which an agent's edit could carry in from a chat.
+# The hotlines the answers give (96110, 12378, 95xxx) are five digits.
+PERSONAL_NUMBER = re.compile(r"\d(?:[\s-]*\d){6,}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class Problem:
         except ValueError:
             where = self.path
         return f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
+
+
+def has_personal_number(text: str) -> bool:
+    return PERSONAL_NUMBER.search(unicodedata.normalize("NFKC", text)) is not None
 
 
 def _length(text: str) -> int:
@@ -91,6 +99,13 @@ def _check_file(category_file: CategoryFile, flow_ids: set[str]) -> list[Problem
                 field = "question" if number == 0 else f"paraphrases[{number - 1}]"
                 problems.append(Problem(path, f"{where}.{field}",
                                         f"{_length(text)} characters, over {MAX_PHRASING_CHARS}"))
+        texts = [("question", entry.question)]
+        texts += [(f"paraphrases[{number}]", text) for number, text in enumerate(entry.paraphrases)]
+        texts += [(name, text) for name, text in (("chat", entry.chat), ("voice", entry.voice)) if text is not None]
+        for name, text in texts:
+            if has_personal_number(text):
+                problems.append(Problem(path, f"{where}.{name}", "has a number of seven digits or more (a phone, ID or "
+                                                                  "card number?): no personal data here"))
         if entry.chat is not None and _length(entry.chat) > MAX_CHAT_CHARS:
             problems.append(Problem(path, f"{where}.chat", f"{_length(entry.chat)} characters, over {MAX_CHAT_CHARS}"))
         if entry.voice is not None:

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ivr_config import environment
 from ivr_config.loader import ConfigError, load_yaml
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ENTRIES_DIR = PACKAGE_DIR / "entries"
 SCHEMA_PATH = PACKAGE_DIR / "schema.json"
+# The entries the assistant serves and the desk's approved edits are written into: the repository's
+# own unless KNOWLEDGE_ENTRIES_DIR names another (a deployment's volume).
+ENTRIES_DIR_ENV = "KNOWLEDGE_ENTRIES_DIR"
+# Where the index the action servers answer from is kept (and the publishing lock): KNOWLEDGE_INDEX_DIR.
+INDEX_DIR_ENV = "KNOWLEDGE_INDEX_DIR"
+DEFAULT_INDEX_DIR = PACKAGE_DIR.parent / "var" / "knowledge"
 # Questions that sound like the knowledge base's but are not its to answer (other companies' products,
 # daily life): `phrasings:` only. Part of the content (and of its hash), not a category.
 OUT_OF_SCOPE_FILE = "out_of_scope.yaml"
@@ -91,6 +100,14 @@ def phrasing_key(text: str) -> str:
 @cache
 def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def served_entries_dir(env: Mapping[str, str] = os.environ) -> Path:
+    return environment.path(env, ENTRIES_DIR_ENV, ENTRIES_DIR)
+
+
+def served_index_dir(env: Mapping[str, str] = os.environ) -> Path:
+    return environment.path(env, INDEX_DIR_ENV, DEFAULT_INDEX_DIR)
 
 
 def load_category(path: Path) -> CategoryFile:

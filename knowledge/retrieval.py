@@ -33,13 +33,11 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from bot.embeddings import EmbeddingCache, Engine, engine_for
-from flowspec.model import FLOWS_DIR, REPO_ROOT
-from ivr_config import environment
+from flowspec.model import FLOWS_DIR
 from ivr_config.loader import load_yaml
 from knowledge.lint import lint
 from knowledge.model import (
     CHANNELS,
-    ENTRIES_DIR,
     PACKAGE_DIR,
     SERVED_STATUS,
     Entry,
@@ -48,14 +46,13 @@ from knowledge.model import (
     load_entries,
     load_out_of_scope,
     normalise,
+    served_entries_dir,
+    served_index_dir,
 )
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_PATH = PACKAGE_DIR / "retrieval.yaml"
-# Where the index lives: KNOWLEDGE_INDEX_DIR, else var/knowledge.
-INDEX_DIR_ENV = "KNOWLEDGE_INDEX_DIR"
-DEFAULT_INDEX_DIR = REPO_ROOT / "var" / "knowledge"
 SIGNALS = ("phrasing", "passage", "lexical")
 _SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
@@ -201,15 +198,15 @@ class Retriever:
     """`answer(question, channel)`: the entry's answer or None ("I don't know"). Safe to share
     between threads: `refresh()` swaps in a whole new index."""
 
-    def __init__(self, entries_dir: Path = ENTRIES_DIR, settings: Settings | None = None,
+    def __init__(self, entries_dir: Path | None = None, settings: Settings | None = None,
                  index_dir: Path | None = None, flows_dir: Path = FLOWS_DIR, build: bool = True) -> None:
         """`build=False`: only an index already on disk is used (KnowledgeError without one): a
         server must not spend its turn building one (`python -m knowledge index` does, at `make train`)."""
         self.build = build
-        self.entries_dir = entries_dir
+        self.entries_dir = Path(entries_dir or served_entries_dir())
         self.flows_dir = flows_dir
         self.settings = settings or Settings.load()
-        self.index_dir = Path(index_dir or environment.path(os.environ, INDEX_DIR_ENV, DEFAULT_INDEX_DIR))
+        self.index_dir = Path(index_dir or served_index_dir())
         self.query_engine: Engine = engine_for({**self.settings.engine, "prefix": "query: "})
         self.passage_engine: Engine = engine_for({**self.settings.engine, "prefix": "passage: "})
         self._refresh_lock = threading.Lock()

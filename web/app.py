@@ -28,12 +28,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from flowspec.model import FLOWS_DIR
+from knowledge.proposals import ProposalStore
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
 from trust import chat_session
 from trust.asgi import BodyLimit
 from trust.http_pool import HttpPool
 from trust.metrics import MetricsEndpoint
-from web import labels, pages
+from web import knowledge_desk, labels, pages
 from web.accounts import Accounts, Agent, load_accounts
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
@@ -143,6 +145,8 @@ def body_limit_for(path: str) -> int:
         return CHAT_SESSION_MAX_BODY
     if path == "/desk/login":
         return LOGIN_MAX_BODY
+    if path == "/desk/api/knowledge/proposals":
+        return knowledge_desk.MAX_BODY
     return MAX_BODY
 
 
@@ -1093,6 +1097,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                    passed=(404, 409))
         await relay("withdraw", session_id)
         return chat_answer(request, {"withdrawn": True})
+
+    knowledge = knowledge_desk.KnowledgeDesk(
+        entries_dir=settings.knowledge_entries_dir, flows_dir=FLOWS_DIR, index_dir=settings.knowledge_index_dir,
+        store=ProposalStore(settings.knowledge_proposals_url, clock))
+    app.include_router(knowledge_desk.knowledge_routes(knowledge, logged_in_agent, require_agent, name_of))
 
     # Outermost: /metrics has the monitoring token of its own, and every answer is timed.
     app.add_middleware(MetricsEndpoint, service="web", token=settings.metrics_token)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ivr_config import environment
+from knowledge.model import served_entries_dir, served_index_dir
+from knowledge.proposals import proposals_url
 from trust.env_secrets import optional_secret, require_secret
 from trust.metrics import metrics_token
 
@@ -58,6 +61,12 @@ class Settings:
     gateway_urls: tuple[str, ...] = ("http://127.0.0.1:9093",)
     gateway_desk_token: str | None = None
     metrics_token: str | None = None  # METRICS_TOKEN: GET /metrics for the monitoring system
+    # The knowledge base the desk's approved edits are published into (KNOWLEDGE_ENTRIES_DIR, the
+    # action servers read the same), its index (KNOWLEDGE_INDEX_DIR) and the agents' proposals
+    # (KNOWLEDGE_PROPOSALS_URL: SQLite beside the index by default).
+    knowledge_entries_dir: Path = field(default_factory=served_entries_dir)
+    knowledge_index_dir: Path = field(default_factory=served_index_dir)
+    knowledge_proposals_url: str = field(default_factory=proposals_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -85,4 +94,7 @@ class Settings:
             gateway_urls=environment.words(env, "GATEWAY_URLS") or ("http://127.0.0.1:9093",),
             gateway_desk_token=optional_secret("GATEWAY_DESK_TOKEN", env),
             metrics_token=metrics_token(env),
+            knowledge_entries_dir=served_entries_dir(env),
+            knowledge_index_dir=served_index_dir(env),
+            knowledge_proposals_url=proposals_url(env),
         )

@@ -162,6 +162,7 @@ def desk_page(agent: Agent, first_page: Mapping[str, Any] | None = None) -> str:
     return _HEAD.format(title="坐席工作台", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
 <body data-agent="{escape(agent.login, quote=True)}">
 <header><h1>坐席工作台</h1><span>{escape(roles)}：{escape(agent.display_name)}</span>{presence}
+<a href="/desk/knowledge">知识库</a>
 {'<a href="/desk/campaigns">外呼活动</a> <a href="/desk/figures">服务指标</a>' if agent.may("supervise") else ""}
 <form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
 <p id="desk-status" role="status" aria-live="polite"></p>
@@ -232,6 +233,54 @@ def campaigns_page(agent: Agent) -> str:
 </main>
 <script src="/static/desk-dom.js" defer></script>
 <script src="/static/campaigns.js" defer></script>
+</body>
+</html>
+"""
+
+
+def knowledge_page(agent: Agent) -> str:
+    """The knowledge base's edits: anyone who handles conversations proposes one (an entry's
+    question, paraphrases and answers, a new entry or its retirement), a reviewer other than its
+    author approves or rejects it. knowledge.js fills it from /desk/api/knowledge/…"""
+    roles = "、".join(ROLE_NAMES.get(role, role) for role in sorted(agent.roles))
+    propose = """<section aria-labelledby="propose-title">
+<h2 id="propose-title">提议修改知识库</h2>
+<form id="knowledge-form" class="knowledge-form">
+<label>条目编号 <input id="knowledge-entry-id" name="entry_id" required placeholder="如 card.credit_card"
+  pattern="[a-z][a-z0-9_]*[.][a-z][a-z0-9_]*"></label>
+<button type="button" id="knowledge-load">载入</button>
+<p id="knowledge-entry-state" aria-live="polite"></p>
+<label>标准问题 <input id="knowledge-question" name="question" required maxlength="80"></label>
+<label>其他问法（每行一个，至少三个）
+<textarea id="knowledge-paraphrases" name="paraphrases" rows="5" required></textarea></label>
+<label>文字答复（在线客服） <textarea id="knowledge-chat" name="chat" rows="3" maxlength="300"></textarea></label>
+<label>语音答复（电话，数字写成汉字）
+<textarea id="knowledge-voice" name="voice" rows="2" maxlength="120"></textarea></label>
+<label><input type="checkbox" id="knowledge-retire" name="retire"> 停用这个条目</label>
+<label>修改原因 <textarea id="knowledge-reason" name="reason" rows="2" required maxlength="500"></textarea></label>
+<button type="submit" id="knowledge-submit">提交审核</button>
+</form>
+<ul id="knowledge-problems" class="problems" aria-live="polite"></ul>
+</section>""" if agent.may("handle") else ""
+    title = "待审核的提议" if agent.may("review") else "我的提议"
+    return _HEAD.format(title="知识库", extra='<link rel="stylesheet" href="/static/desk.css">') + f"""
+<body data-agent="{escape(agent.login, quote=True)}">
+<header><h1>知识库</h1><span>{escape(roles)}：{escape(agent.display_name)}</span><a href="/desk">返回工作台</a>
+<form method="post" action="/desk/logout"><button type="submit">退出</button></form></header>
+<p id="knowledge-status" role="status" aria-live="polite"></p>
+<main class="desk knowledge">
+{propose}
+<section aria-labelledby="proposals-title">
+<h2 id="proposals-title">{title}</h2>
+<label>状态 <select id="proposals-status"><option value="pending">待审核</option>
+<option value="approved">已发布</option><option value="rejected">已驳回</option></select></label>
+<ul id="proposals" class="cards" aria-live="polite"></ul>
+<div class="pager"><button type="button" id="proposals-previous">上一页</button><span id="proposals-info"></span>
+<button type="button" id="proposals-next">下一页</button></div>
+</section>
+</main>
+<script src="/static/desk-dom.js" defer></script>
+<script src="/static/knowledge.js" defer></script>
 </body>
 </html>
 """

@@ -1,8 +1,8 @@
 """Answers from the knowledge base (knowledge/) for a message no flow fits. One retriever per
 action-server process, made at the first such message from the index `make train` built (never
-built during a turn: without an index on disk the bot simply does without it); it looks at the
-entries again at most once a minute, so an approved edit whose index was built is served without a
-restart."""
+built during a turn: without an index on disk the bot does without it, and looks again a minute
+later); it looks at the entries again at most once a minute, so an edit the desk approved and
+indexed (web/knowledge_desk.py) is served without a restart."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from knowledge.model import KnowledgeError
 from knowledge.retrieval import Answer, Retriever
@@ -22,27 +24,28 @@ REFRESH_SECONDS = 60.0
 # (tests/knowledge/held_out.yaml, validation split). Below it, an answer is not offered.
 DIRECT_ANSWER_CONFIDENCE = 0.86
 _lock = threading.Lock()
-_state: dict[str, object] = {"retriever": None, "tried": False, "refreshed_at": 0.0}
+# The retriever once made, and when the entries were last looked at. An action server that found
+# no index (started before one was built, or on a volume still being filled) looks again a minute
+# later instead of doing without the knowledge base until a restart.
+_state: dict[str, Any] = {"retriever": None, "looked_at": float("-inf")}
+clock: Callable[[], float] = time.monotonic
 
 
 def _retriever() -> Retriever | None:
     with _lock:
-        retriever = _state["retriever"]
-        if retriever is None and not _state["tried"]:
-            _state["tried"] = True
-            try:
+        retriever: Retriever | None = _state["retriever"]
+        now = clock()
+        if now - _state["looked_at"] < REFRESH_SECONDS:
+            return retriever
+        _state["looked_at"] = now
+        try:
+            if retriever is None:
                 retriever = _state["retriever"] = Retriever(build=False)
-                _state["refreshed_at"] = time.monotonic()
-            except (KnowledgeError, OSError) as error:
-                log.warning("no knowledge base answers: %s", error)
-                return None
-        if isinstance(retriever, Retriever) and time.monotonic() - float(_state["refreshed_at"]) >= REFRESH_SECONDS:
-            _state["refreshed_at"] = time.monotonic()
-            try:
+            else:
                 retriever.refresh()
-            except (KnowledgeError, OSError) as error:  # the last good index goes on answering
-                log.warning("knowledge base not refreshed: %s", error)
-        return retriever if isinstance(retriever, Retriever) else None
+        except (KnowledgeError, OSError) as error:  # none yet, or the last good index goes on answering
+            log.warning("knowledge base %s: %s", "not refreshed" if retriever else "not loaded", error)
+        return retriever
 
 
 def _answer(question: str, channel: str) -> Answer | None:

@@ -28,7 +28,7 @@ def _fresh_knowledge_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """The action server's retriever as at its start: made at the next question."""
     from bot.actions import knowledge_answers
 
-    for key, value in (("retriever", None), ("tried", False), ("refreshed_at", 0.0)):
+    for key, value in (("retriever", None), ("looked_at", float("-inf"))):
         monkeypatch.setitem(knowledge_answers._state, key, value)
 
 

@@ -44,6 +44,7 @@
 
   var el = window.DeskDom.el;
   var field = window.DeskDom.field;
+  var showPager = window.DeskDom.showPager;
 
   function when(iso) {
     return iso ? String(iso).slice(0, 19).replace("T", " ") : "";
@@ -169,16 +170,6 @@
     return params.toString();
   }
 
-  /* A pager under a list: "第 n / m 页，共 total <unit>" and its buttons, for one page of an answer
-   * carrying offset, page_size and total (the hand-overs, the list of work). */
-  function showPager(info, back, forward, page, unit) {
-    var pages = Math.max(1, Math.ceil(page.total / page.page_size));
-    info.textContent = "第 " + (Math.floor(page.offset / page.page_size) + 1) + " / " + pages + " 页，共 "
-      + page.total + " " + unit;
-    back.disabled = page.offset === 0;
-    forward.disabled = page.offset + page.page_size >= page.total;
-  }
-
   function showPage(queue) {
     pageSize = queue.page_size;
     showPager(pageInfo, previous, next, queue, "条");
@@ -261,7 +252,12 @@
     var who = message.from === "agent" ? FROM.agent + " " + (message.name || "") : FROM[message.from];
     item.appendChild(el("span", "who", who));
     item.appendChild(el("p", "", message.text));
-    if (message.knowledge) item.appendChild(el("span", "knowledge", "知识库 " + message.knowledge));
+    if (message.knowledge) {
+      // The entry the assistant answered from: one click to propose a better answer.
+      var entry = el("a", "knowledge", "知识库 " + message.knowledge);
+      entry.href = "/desk/knowledge?entry=" + encodeURIComponent(message.knowledge);
+      item.appendChild(entry);
+    }
     if (message.at) item.appendChild(el("time", "", new Date(message.at * 1000).toLocaleTimeString("zh-CN")));
     return item;
   }
