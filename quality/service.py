@@ -76,6 +76,9 @@ class QualitySettings:
     keep_days: int = DEFAULT_KEEP_DAYS
     poll_seconds: float = 0.5
     metrics_token: str | None = field(default=None, repr=False)  # METRICS_TOKEN: GET /metrics
+    # On PostgreSQL, the login role of the stream's writers (Rasa's broker, the phone gateways): given
+    # INSERT on the events, nothing else (deploy/postgres-init.sh). Unset: nothing is granted.
+    writer_role: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> QualitySettings:
@@ -88,7 +91,8 @@ class QualitySettings:
                    host=environment.text(env, "QUALITY_HOST", "127.0.0.1"),
                    port=port_number(env, "QUALITY_PORT", DEFAULT_PORT),
                    keep_days=environment.whole_number(env, "QUALITY_KEEP_DAYS", DEFAULT_KEEP_DAYS, minimum=1),
-                   metrics_token=metrics_token(env))
+                   metrics_token=metrics_token(env),
+                   writer_role=environment.optional_text(env, "QUALITY_WRITER_ROLE"))
 
 
 class Inspection:
@@ -280,7 +284,7 @@ def create_app(inspection: Inspection, token: str, monitoring_token: str | None 
 
 
 async def serve(settings: QualitySettings, stop: asyncio.Event | None = None) -> None:
-    inspection = Inspection(SqlEventStore(settings.events_url),
+    inspection = Inspection(SqlEventStore(settings.events_url, writer_role=settings.writer_role),
                             Inspector(load_rules(settings.rules_path), FlowFacts.from_repository()),
                             keep_days=settings.keep_days)
     app = create_app(inspection, settings.token, settings.metrics_token)

@@ -42,6 +42,9 @@ EVENTS = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Index("quality_events_by_conversation", "conversation_id", "id"),
     sqlite_autoincrement=True,
+    # The writers add events without reading any back (no RETURNING of the new id): on PostgreSQL
+    # their role may insert and nothing else (deploy/postgres-init.sh).
+    implicit_returning=False,
 )
 # What the inspection service found: every hit, with its alert's number when it raised one.
 HITS = sa.Table(
@@ -114,6 +117,11 @@ class EventStore(Protocol):
         ...
 
 
+class StoreNotReady(Exception):
+    """The tables are not there and this role may not make them (a writer that started before the
+    inspection service on PostgreSQL): try again later, as for a store that is down."""
+
+
 def events_url(env: Mapping[str, str] = os.environ) -> str:
     return env.get(URL_ENV, "").strip() or f"sqlite:///{DEFAULT_PATH}"
 
@@ -125,7 +133,9 @@ def _sqlite_wal(dbapi_connection: Any, _: Any) -> None:
 
 
 class SqlEventStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, writer_role: str | None = None) -> None:
+        """`writer_role`: the inspection service's side on PostgreSQL, the role of the stream's
+        writers (QUALITY_WRITER_ROLE), given INSERT on the events and nothing else once the tables exist."""
         parsed = sa.engine.make_url(url)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -134,14 +144,28 @@ class SqlEventStore:
             sa.event.listen(self.engine, "connect", _sqlite_wal)
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.writer_role = writer_role
         self._ready = False
         self._ready_lock = threading.Lock()
 
     def _prepare(self) -> None:
         with self._ready_lock:
             if not self._ready:
-                _METADATA.create_all(self.engine)
+                try:
+                    _METADATA.create_all(self.engine)
+                except sa.exc.ProgrammingError as error:
+                    raise StoreNotReady(f"the quality stream's tables are not made yet ({type(error.orig).__name__})"
+                                        ) from error
+                if self.writer_role and self.engine.dialect.name == "postgresql":
+                    self._grant_writing(self.writer_role)
                 self._ready = True
+
+    def _grant_writing(self, role: str) -> None:
+        quoted = self.engine.dialect.identifier_preparer.quote(role)
+        with self.engine.begin() as connection:
+            connection.execute(sa.text(f"GRANT INSERT ON {EVENTS.name} TO {quoted}"))
+            sequence = connection.execute(sa.text(f"SELECT pg_get_serial_sequence('{EVENTS.name}', 'id')")).scalar()
+            connection.execute(sa.text(f"GRANT USAGE ON SEQUENCE {sequence} TO {quoted}"))
 
     def append(self, events: Sequence[StreamEvent]) -> None:
         self._prepare()

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from quality.events import StreamEvent
-from quality.store import EventStore
+from quality.store import EventStore, StoreNotReady
 
 log = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 10_000
@@ -55,7 +55,8 @@ def store_unavailable(error: BaseException) -> bool:
     """The store cannot be reached now (try again later), as opposed to refusing these events."""
     if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, OSError | sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
+    return isinstance(error, OSError | StoreNotReady | sa.exc.OperationalError | sa.exc.InterfaceError
+                      | sa.exc.TimeoutError)
 
 
 def _size(event: StreamEvent) -> int:

@@ -17,6 +17,7 @@ from tests.deploy.topology import (
     REQUIRED,
     SECRET_NAMES,
     TOPOLOGY,
+    check_database_url,
     compose_config,
     expected_ports,
     module_of,
@@ -75,7 +76,8 @@ def test_secrets_come_only_from_the_environment() -> None:
             if key in SECRET_NAMES:
                 assert REQUIRED.fullmatch(str(value)), f"{name}: {key} is not ${{VAR:?…}}"
             if "://" in str(value) and "@" in str(value):  # a URL with credentials
-                assert "${POSTGRES_PASSWORD:?" in str(value), f"{name}: {key} holds a literal password"
+                assert "${POSTGRES_" in str(value), f"{name}: {key} holds a literal password"
+                check_database_url(name, key, str(value), name)
     for path in DEPLOY.rglob("*"):
         if path.is_file():
             assert "dev-only-" not in path.read_text(), f"{path}: a development secret"

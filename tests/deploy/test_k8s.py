@@ -15,6 +15,7 @@ from tests.deploy.topology import (
     K8S_DIR,
     SECRET_NAMES,
     TOPOLOGY,
+    check_database_url,
     expected_ports,
     k8s_container,
     k8s_documents,
@@ -90,4 +91,4 @@ def test_secrets_are_referenced_never_embedded() -> None:
                 assert "secretKeyRef" in item.get("valueFrom", {}) or re.fullmatch(r"\$\([A-Z_]+\)", value), \
                     f"{workload}/{container['name']}: {item['name']}"
             if "://" in value and "@" in value:
-                assert "$(POSTGRES_PASSWORD)" in value, f"{workload}/{container['name']}: {item['name']}"
+                check_database_url(f"{workload}/{container['name']}", item["name"], value, container["name"])

@@ -31,9 +31,27 @@ GATEWAY_PORT_STEP = 100
 # Infrastructure the compose file adds around the stack's processes.
 INFRASTRUCTURE = {"postgres", "redis", "lb", "asterisk"}
 # Secrets beyond stack/services.py's Secrets, and the names services read them under.
-DEPLOY_SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ASTERISK_AMI_SECRET", "WEB_SESSION_SECRET"}
+DEPLOY_SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ASTERISK_AMI_SECRET", "WEB_SESSION_SECRET",
+                  *(f"POSTGRES_{role}_PASSWORD" for role in ("RASA", "RISK", "OUTBOUND", "QUALITY", "QUALITY_WRITER"))}
 SECRET_ALIASES = {"RISK_API_TOKEN", "RASA_CHANNEL_TOKEN", "RASA_TRACKER_DB_PASSWORD", "REDISCLI_AUTH"}
 SECRET_NAMES = set(Secrets.ENV_NAMES.values()) | DEPLOY_SECRETS | SECRET_ALIASES
+# A database URL's credentials: the role (deploy/postgres-init.sh) and the variable of its password.
+DATABASE_CREDENTIALS = re.compile(r"://(\w+):(?:\$\{|\$\()POSTGRES_(\w+)_PASSWORD\b")
+
+
+def database_role(setting: str, container: str) -> str:
+    """The role a container logs in to PostgreSQL as for `setting`: each service its own; the quality
+    stream's writers (all but the quality service) the writer role."""
+    if setting == "QUALITY_EVENTS_URL":
+        return "quality" if container == "quality" else "quality_writer"
+    return {"RISK_API_DATABASE_URL": "risk", "OUTBOUND_DATABASE_URL": "outbound"}[setting]
+
+
+def check_database_url(where: str, setting: str, url: str, container: str) -> None:
+    found = DATABASE_CREDENTIALS.search(url)
+    assert found, f"{where}: {setting} holds a literal password or none of the roles' variables"
+    assert found.group(1) == database_role(setting, container), f"{where}: {setting} logs in as {found.group(1)}"
+    assert found.group(2) == found.group(1).upper(), f"{where}: {setting} uses another role's password"
 
 
 def stack_services() -> dict[str, Service]:
