@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -35,7 +33,7 @@ from trust import chat_session
 from trust.asgi import BodyLimit
 from trust.http_pool import HttpPool
 from trust.metrics import MetricsEndpoint
-from web import knowledge_desk, labels, pages
+from web import conversation_refs, knowledge_desk, labels, pages
 from web.accounts import Accounts, Agent, load_accounts
 from web.config import Settings
 from web.desk_session import COOKIE_NAME, SESSION_SECONDS, DeskSessions
@@ -49,7 +47,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 # never reaches its URL.
 REVIEW_ID = r"^R-[0-9a-f]{20}$"
 HANDOFF_ID = r"^H-[0-9a-f]{20}$"
-CONVERSATION_REF = r"^Q-[0-9a-f]{20}$"
+CONVERSATION_REF = conversation_refs.PATTERN
 CHAT_CHANNEL = "webchat"  # the widget's Rasa input channel (bot/channels.py WebChatInput)
 CAMPAIGN_ID = r"^[a-z][a-z0-9_]{0,47}$"  # a campaign's file name (ivr_config/campaign.schema.json)
 # The customer's number on file, whole, masked or its last four digits (risk_api.records.PHONE_SEARCH).
@@ -526,10 +524,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     alert_feed = AlertFeed(inspection_alerts)
 
-    def conversation_ref(conversation_id: str) -> str:
-        """An opaque, stable reference: a conversation id (a chat's session) never reaches the browser."""
-        digest = hmac.new(settings.session_secret.encode(), conversation_id.encode(), hashlib.sha256).hexdigest()
-        return f"Q-{digest[:20]}"
+    refs = conversation_refs.ConversationRefs(settings.session_secret)
+    conversation_ref = refs.ref
 
     conversation_kinds: OrderedDict[str, str] = OrderedDict()  # conversation id -> "chat" or "call"
     unplaced_until: OrderedDict[str, float] = OrderedDict()  # conversation id -> when to ask Rasa again
@@ -584,22 +580,11 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                 shown = json.dumps(await alerts_for_board(fresh), ensure_ascii=False)
                 await news.put(f"event: alerts\ndata: {shown}\n\n")
 
-    # Conversations opened from their hand-over (refs the desk gave out besides the alerts'):
-    # the review and appeal steps name them by the same opaque reference.
-    opened_conversations: OrderedDict[str, str] = OrderedDict()
-
-    def remember(conversation_id: str) -> str:
-        """The reference the desk gives out for a conversation (its hand-over, the list of work)."""
-        ref = conversation_ref(conversation_id)
-        opened_conversations[ref] = conversation_id
-        opened_conversations.move_to_end(ref)
-        while len(opened_conversations) > MAX_KNOWN_CONVERSATIONS:
-            opened_conversations.popitem(last=False)
-        return ref
-
     def conversation_of(ref: str) -> str:
-        conversation_id = opened_conversations.get(ref)
-        return conversation_id if conversation_id is not None else str(alerted_conversation(ref)["conversation_id"])
+        conversation_id = refs.conversation_of(ref)
+        if conversation_id is None:
+            raise HTTPException(404, {"code": "unknown_conversation", "message": "没有这个会话。"})
+        return conversation_id
 
     async def conversation_agent(session_id: str) -> str | None:
         """Who held the conversation's latest hand-over; None when no agent took part."""
@@ -692,7 +677,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         if not may_see(agent, handoff):
             raise HTTPException(403, "another agent holds this case")
         session_id = str(handoff["session_id"])
-        return await quality_view(agent, session_id, remember(session_id))
+        return await quality_view(agent, session_id, conversation_ref(session_id))
 
     @app.get("/desk/api/quality/pending")
     async def pending_reviews(request: Request, offset: Annotated[int, Query(ge=0, le=100_000)] = 0
@@ -705,7 +690,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         pending = answer_json("quality inspection unavailable", answer)
         if not isinstance(pending, dict):
             return {"conversations": [], "total": 0, "offset": offset, "page_size": PENDING_PAGE}
-        return {"conversations": [labels.pending_for_desk(item, remember(item["conversation_id"]))
+        return {"conversations": [labels.pending_for_desk(item, conversation_ref(item["conversation_id"]))
                                   for item in pending.get("conversations", [])
                                   if isinstance(item, dict) and isinstance(item.get("conversation_id"), str)],
                 "total": pending.get("total", 0), "offset": offset, "page_size": PENDING_PAGE}

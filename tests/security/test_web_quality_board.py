@@ -169,7 +169,7 @@ def test_an_agent_gets_no_alerts_and_cannot_open_an_alerted_conversation(fake: F
         fake.stamp = "stamp-2"  # after the alert reached the board: the agent's next event is this one
         assert on_desk.next() == ("queue", {"stamp": "stamp-2"})
         assert desk.get(f"/desk/api/quality/conversations/{ref}").status_code == 403
-        assert board.get("/desk/api/quality/conversations/Q-0123456789abcdef0123").status_code == 404
+        assert board.get("/desk/api/quality/conversations/Q-" + "A" * 40).status_code == 404  # sealed by no desk
         assert board.get(f"/desk/api/quality/conversations/{CONVERSATION}").status_code == 422
     assert httpx.get(f"{web}/desk/api/quality/conversations/{ref}", timeout=READ_TIMEOUT_S).status_code == 401
 
@@ -248,7 +248,7 @@ def test_the_board_offers_a_call_a_raise_of_priority_and_a_supervisor_raises_it(
         assert (answer["handoff"]["handoff_id"], answer["handoff"]["priority_name"], answer["queue_priority"]) == (
             RAISED, "紧急", 50)
         assert CALL not in raised.text
-        assert board.post("/desk/api/quality/conversations/Q-0123456789abcdef0123/priority").status_code == 404
+        assert board.post("/desk/api/quality/conversations/Q-" + "A" * 40 + "/priority").status_code == 404
         assert board.post(f"/desk/api/quality/conversations/{CALL}/priority").status_code == 422
     assert httpx.post(f"{web}/desk/api/quality/conversations/{call}/priority",
                       timeout=READ_TIMEOUT_S).status_code == 401

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ HELD_CASE, WAITING_CASE, OWN_CASE = HANDOFFS
 class Fake:
     url: str = ""
     asked: list[str] = field(default_factory=list)  # sessions the risk API was asked about
+    quality_url: str = ""  # the inspection service the desk asks
 
 
 def handoff(handoff_id: str) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def desk_with_inspection(tmp_path: Path, more_alone: int = 0) -> Iterator[tuple[
     fake = Fake()
     try:
         with serving(_handler(fake)) as peer, serving_asgi(quality_app(inspection, QUALITY_TOKEN)) as quality:
-            fake.url = peer
+            fake.url, fake.quality_url = peer, quality
             settings = web_settings(peer, quality_url=quality, quality_api_token=QUALITY_TOKEN)
             with serving_asgi(create_app(settings)) as url:
                 yield url, fake
@@ -241,7 +242,7 @@ def test_bad_input_unknown_conversations_and_other_roles_are_refused(web: tuple[
         assert huge.status_code == 413
         unknown_hit = step(board, ref, "review", hit=9, verdict="confirmed", reason="确认")
         assert unknown_hit.status_code == 404 and unknown_hit.json()["detail"]["code"] == "no_hit"
-        nowhere = "Q-0123456789abcdef0123"
+        nowhere = "Q-" + "A" * 40  # shaped like a reference, sealed by no desk
         assert board.get(f"/desk/api/quality/conversations/{nowhere}").status_code == 404
         assert step(board, nowhere, "review", **good).status_code == 404
         assert board.get(f"/desk/api/quality/conversations/{HELD}").status_code == 422
@@ -255,3 +256,20 @@ def test_bad_input_unknown_conversations_and_other_roles_are_refused(web: tuple[
     assert httpx.get(f"{url}/desk/api/quality/conversations/{ref}").status_code == 401
     assert not any(secret_reason in record.getMessage() or HELD in record.getMessage() for record in caplog.records
                    if not record.name.startswith("httpx"))
+
+
+def test_a_reference_opens_on_another_web_process_and_after_a_restart_and_never_elsewhere(
+        web: tuple[str, Fake]) -> None:
+    """References are sealed, not remembered: any web process with the desk's secret opens one it did
+    not give out; a desk with another secret opens none."""
+    url, fake = web
+    with logged_in(url, SUPERVISOR) as board:
+        ref = opened(board, HELD_CASE)["ref"]
+    same_secret = web_settings(fake.url, quality_url=fake.quality_url, quality_api_token=QUALITY_TOKEN)
+    with serving_asgi(create_app(same_secret)) as restarted, logged_in(restarted, SUPERVISOR) as board:
+        shown = board.get(f"/desk/api/quality/conversations/{ref}")
+        assert shown.status_code == 200 and shown.json()["score"] == 5
+    other_secret = replace(same_secret, session_secret="o" * 32)
+    with serving_asgi(create_app(other_secret)) as elsewhere, logged_in(elsewhere, SUPERVISOR) as board:
+        refused = board.get(f"/desk/api/quality/conversations/{ref}")
+        assert refused.status_code == 404 and refused.json()["detail"]["code"] == "unknown_conversation"
