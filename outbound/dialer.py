@@ -11,6 +11,14 @@ One `tick()` (the service runs one a second; tests call it at a fixed clock):
    `dialling` in one transaction → the Originate → the result, and the series' next attempt.
 
 A dialler that is killed at any point leaves nothing to be dialled twice: see outbound/queue.py.
+
+Each Originate's outcome also goes to the quality stream (`events`, quality/publisher.py) under the
+conversation id the call will have if answered (`DialRequest.conversation_id`): `dial_placed`
+(campaign, flow, the customer's time zone, the attempt's number; at the moment the Originate left)
+and `dial_result` once Asterisk answered it, so the inspection checks the legal calling hours of
+every call placed, answered or not (an Originate that never reached Asterisk is neither); an
+attempt skipped for good is `dial_skipped` with its rule. Nothing in
+them names the customer or the number.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ import logging
 import math
 import os
 import socket
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from outbound.campaigns import Campaign, CampaignError
 from outbound.compliance import Compliance, Decision, timezone_of
@@ -46,6 +56,12 @@ CSV_CYCLE = "list"
 PLAN_CHECK = timedelta(minutes=1)
 
 
+class DialEvents(Protocol):
+    """Where the dialler's events go (quality.publisher.StreamPublisher with source DIALLER)."""
+
+    def publish(self, conversation_id: str, kind: str, at: float, data: dict[str, Any]) -> None: ...
+
+
 @dataclass(frozen=True)
 class DialerSettings:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}"[:64])
@@ -59,8 +75,10 @@ class Dialer:
     def __init__(self, *, queue: Queue, campaigns: Mapping[str, Campaign], compliance: Compliance,
                  directory: CustomerDirectory, originator: Originator, clock: Clock, number_key: bytes,
                  settings: DialerSettings | None = None,
-                 agents_free: Callable[[str], int | None] = lambda queue: None) -> None:
+                 agents_free: Callable[[str], int | None] = lambda queue: None,
+                 events: DialEvents | None = None) -> None:
         self.queue = queue
+        self.events = events
         # Agents free in an Asterisk queue now, None when unknown (outbound/agents.py AgentWatch).
         self.agents_free = agents_free
         self.agent_paced_out: dict[str, str] = {}  # campaign -> why it dials nothing now (health)
@@ -209,12 +227,14 @@ class Dialer:
         campaign = self.campaigns.get(claimed.campaign_id)
         if campaign is None:
             self.queue.skip(claimed, self.owner, "campaign_ended", "the campaign's file is gone", self.clock.now())
+            self._publish(str(uuid.uuid4()), "dial_skipped", claimed.campaign_id, rule="campaign_ended")
             return
         try:
             details = await self.directory.contact(claimed.customer_id, campaign.selection)
         except UnknownCustomer:
             self.queue.skip(claimed, self.owner, "unknown_customer", "the risk API does not know the customer",
                             self.clock.now())
+            self._publish(str(uuid.uuid4()), "dial_skipped", campaign.id, rule="unknown_customer")
             return
         except DirectoryUnavailable as error:
             log.warning("attempt %s: contact facts unavailable (%s): back in the queue", claimed.attempt_id, error)
@@ -222,10 +242,14 @@ class Dialer:
             return
         decision = self._decide(claimed, campaign, details)
         if decision is None or not decision.allowed:
+            if decision is not None and decision.final:  # skipped for good, by this rule
+                self._publish(str(uuid.uuid4()), "dial_skipped", campaign.id, rule=decision.rule or "skipped")
             return
         request = DialRequest(claimed.attempt_id, campaign.id, campaign.flow, claimed.customer_id, details.phone,
                               campaign.machine.behaviour, campaign.machine.prompt)
+        timezone = details.timezone
         del details  # the number lives on only in the request, for this one Originate
+        placed_at = self.clock.now()
         result = await self.originator.dial(request)
         DIAL_ATTEMPTS.labels(campaign.id, result.result).inc()
         now = self.clock.now()
@@ -233,8 +257,17 @@ class Dialer:
             log.warning("attempt %s: not sent (%s): back in the queue", claimed.attempt_id, result.reason)
             self.queue.not_sent(claimed, self.owner, now + self.settings.retry_unavailable)
             return
+        self._publish(request.conversation_id, "dial_placed", campaign.id, at=placed_at, flow=campaign.flow,
+                      timezone=timezone, attempt=claimed.number)
+        self._publish(request.conversation_id, "dial_result", campaign.id, at=now, result=result.result)
         self.dials += 1
         self._record(claimed, campaign, result, now)
+
+    def _publish(self, conversation_id: str, kind: str, campaign_id: str, at: datetime | None = None,
+                 **data: Any) -> None:
+        if self.events is not None:
+            self.events.publish(conversation_id, kind, (at or self.clock.now()).timestamp(),
+                                {"campaign": campaign_id, **data})
 
     def _decide(self, claimed: Claimed, campaign: Campaign, details: ContactDetails) -> Decision | None:
         still_selected = details.selected and (campaign.selection.kind == "customer_ids"

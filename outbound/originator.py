@@ -6,6 +6,8 @@ context with the channel variables the dialplan and the phone gateway read:
     IVR_FLOW          the flow that opens the call
     IVR_CUSTOMER_ID   the customer called (the gateway looks them up by id, not by caller ID)
     IVR_ORIGINATE_ID  the attempt id (the dialplan's UserEvent repeats it as OriginateId)
+    IVR_CALL_UUID     the conversation id the call will have (the AudioSocket UUID, Rasa's sender):
+                      the dialler's events in the quality stream and the call's share it
     IVR_CAMPAIGN      the campaign
     IVR_MACHINE       what an answering machine gets: hangup | message (the campaign's `machine:`)
     IVR_MACHINE_PROMPT  with `message`: the sound the dialplan plays to the machine
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +67,9 @@ class DialRequest:
     number: str = field(repr=False)
     machine: str = "hangup"  # the campaign's machine behaviour: hangup | message
     machine_prompt: str = ""  # with `message`: the sound to play
+    # The call's conversation id if answered (the dialplan takes it as its AudioSocket UUID): a new
+    # random one per Originate, naming nothing about the customer.
+    conversation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,8 @@ class AmiOriginator:
             # Checked with no await before the action: AmiClient refuses before sending anything.
             return DialResult("not_sent", "AMI not connected")
         variables = {"IVR_FLOW": request.flow, "IVR_CUSTOMER_ID": request.customer_id,
-                     "IVR_ORIGINATE_ID": request.attempt_id, "IVR_CAMPAIGN": request.campaign_id,
+                     "IVR_ORIGINATE_ID": request.attempt_id, "IVR_CALL_UUID": request.conversation_id,
+                     "IVR_CAMPAIGN": request.campaign_id,
                      "IVR_MACHINE": request.machine,
                      **({"IVR_MACHINE_PROMPT": request.machine_prompt} if request.machine == "message" else {}),
                      **self.settings.variables}

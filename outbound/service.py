@@ -37,6 +37,9 @@ from outbound.dialer import Dialer, DialerSettings
 from outbound.directory import RiskApiDirectory
 from outbound.originator import AmiOriginator, DialSettings, NullOriginator, Originator
 from outbound.queue import CONVERSATION_OUTCOMES, DEFAULT_DATABASE_URL, Queue
+from quality.events import DIALLER
+from quality.publisher import StreamPublisher
+from quality.store import SqlEventStore, events_url
 from risk_api.clock import SystemClock
 from telephony.ami import AmiClient, AmiConfig
 from trust.asgi import BearerGate, BodyLimit
@@ -249,10 +252,12 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
         log.warning("dialling is OFF: %s. Campaigns are planned and queued; nobody is called.", off)
     log.info("campaigns: %s", ", ".join(f"{c.id} ({'on' if c.enabled else 'off'}, {c.selection.describe()})"
                                          for c in campaigns.values()) or "none")
+    # Each call placed and its result into the quality stream (QUALITY_EVENTS_URL, as the gateway's).
+    dial_events = StreamPublisher(SqlEventStore(events_url()), DIALLER)
     dialer = Dialer(queue=queue, campaigns=campaigns, compliance=Compliance(policy), directory=directory,
                     originator=originator, clock=SystemClock(), number_key=settings.number_key,
                     settings=DialerSettings(owner=settings.owner, max_in_flight=settings.max_in_flight),
-                    agents_free=agent_watch.available if agent_watch else lambda queue: None)
+                    agents_free=agent_watch.available if agent_watch else lambda queue: None, events=dial_events)
     try:
         async with serving_http(service_app(dialer, settings), settings.host, settings.health_port, stop) as stop:
             try:
@@ -274,3 +279,4 @@ async def serve(settings: OutboundSettings, stop: asyncio.Event | None = None) -
             await ami.close()
         await directory.close()
         queue.close()
+        dial_events.close()

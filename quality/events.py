@@ -14,6 +14,7 @@ from flowspec.model import RIGHT_PARTY
 
 RASA = "rasa"
 CALL = "call"
+DIALLER = "dialler"  # outbound/dialer.py: dial_placed, dial_result, dial_skipped
 # Slots whose values the rules and figures read; every other slot is kept by name only.
 KEPT_SLOTS = frozenset({"requested_slot", "verified_level", "channel", "priority_tier", RIGHT_PARTY})
 # The customer the risk API verified (the engine's slot), kept as a keyed digest: enough to see the
@@ -26,7 +27,7 @@ HANDOFF_FIELDS = ("flow", "reason", "priority", "channel", "verified_level", "li
 @dataclass(frozen=True)
 class StreamEvent:
     conversation_id: str
-    source: str  # RASA or CALL
+    source: str  # RASA, CALL or DIALLER
     kind: str  # Rasa's event name (user, bot, action, slot…) or a call event (see voice/call_events.py)
     at: float  # seconds since the epoch
     data: dict[str, Any] = field(default_factory=dict)

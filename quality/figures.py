@@ -4,7 +4,8 @@ rates, the top low-confidence utterances (as stored: masked) and the knowledge-b
 answered most (entry ids: what customers ask, to review the answers). As CSV and Prometheus metrics.
 
 A conversation counts on the day (in the figures' time zone) of its first event, once the
-customer said or keyed something (a chat opened and left empty is not a conversation).
+customer said or keyed something (a chat opened and left empty is not a conversation). Outbound
+calls the dialler placed count apart (`outbound_dials`, `outbound_answered`), answered or not.
 
 First-contact resolution: of the conversations whose customer the risk API verified, the share
 after which the same customer (by digest, on any channel) did not come back within
@@ -29,7 +30,8 @@ from quality.rules import SILENCE_RULES, Conversation
 CSV_FIELDS = ("date", "conversations", "contained", "containment_rate", "handovers", "handover_rate",
               "handover_reasons", "identity_checks", "identity_passed", "identity_pass_rate",
               "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence",
-              "identified_conversations", "first_contact_resolution", "knowledge_answers")
+              "identified_conversations", "first_contact_resolution", "knowledge_answers", "outbound_dials",
+              "outbound_answered")
 DEFAULT_REPEAT_HOURS = 48.0
 
 
@@ -50,6 +52,8 @@ class DailyFigures:
     identified: int = 0  # conversations with a verified customer
     resolved_first_contact: int = 0  # … not followed by the same customer's next one within the window
     knowledge_answers: list[tuple[str, int]] = field(default_factory=list)  # the entries that answered most
+    outbound_dials: int = 0  # calls the dialler placed (its `dial_placed`), answered or not
+    outbound_answered: int = 0
 
     @property
     def first_contact_resolution(self) -> float:
@@ -85,10 +89,14 @@ def daily_figures(conversations: Iterable[Conversation], timezone: str, top: int
     """One entry per day with conversations, oldest first."""
     zone = ZoneInfo(timezone)
     by_day: dict[date, list[Conversation]] = {}
+    dials_by_day: dict[date, list[Conversation]] = {}
     starts: dict[str, list[float]] = {}
     for conversation in conversations:
+        day = datetime.fromtimestamp(conversation.first_at, zone).date()
+        if conversation.dial_result is not None:
+            dials_by_day.setdefault(day, []).append(conversation)
         if conversation.customer_spoke:
-            by_day.setdefault(datetime.fromtimestamp(conversation.first_at, zone).date(), []).append(conversation)
+            by_day.setdefault(day, []).append(conversation)
             if conversation.customer:
                 starts.setdefault(conversation.customer, []).append(conversation.first_at)
     window = repeat_within_hours * 3600
@@ -97,10 +105,11 @@ def daily_figures(conversations: Iterable[Conversation], timezone: str, top: int
         return any(conversation.first_at < start <= conversation.first_at + window
                    for start in starts[conversation.customer or ""])
 
-    return [_day(day, by_day[day], top, came_back) for day in sorted(by_day)]
+    return [_day(day, by_day.get(day, []), dials_by_day.get(day, []), top, came_back)
+            for day in sorted(by_day.keys() | dials_by_day.keys())]
 
 
-def _day(day: date, conversations: list[Conversation], top: int,
+def _day(day: date, conversations: list[Conversation], dials: list[Conversation], top: int,
          came_back: Callable[[Conversation], bool]) -> DailyFigures:
     identified = [c for c in conversations if c.customer]
     handed_over = [c for c in conversations if c.handoff_reasons]
@@ -113,11 +122,13 @@ def _day(day: date, conversations: list[Conversation], top: int,
         day=day, conversations=len(conversations), contained=len(conversations) - len(handed_over),
         handovers=len(handed_over), handover_reasons=reasons.most_common(top),
         identity_checks=len(checked), identity_passed=sum(c.identity_passed for c in checked),
-        average_handling_seconds=round(sum(c.last_at - c.first_at for c in conversations) / len(conversations), 1),
+        average_handling_seconds=round(sum(c.last_at - c.first_at for c in conversations) / len(conversations), 1)
+        if conversations else 0.0,
         voice_calls=len(calls), calls_with_barge_in=sum(c.barge_ins > 0 for c in calls),
         calls_with_silence=sum(any(hit.rule in SILENCE_RULES for hit in c.hits) for c in calls),
         low_confidence=low.most_common(top), identified=len(identified),
-        resolved_first_contact=sum(not came_back(c) for c in identified), knowledge_answers=answered.most_common(top))
+        resolved_first_contact=sum(not came_back(c) for c in identified), knowledge_answers=answered.most_common(top),
+        outbound_dials=len(dials), outbound_answered=sum(c.dial_result == "answered" for c in dials))
 
 
 def _pairs(pairs: list[tuple[str, int]]) -> str:
@@ -136,7 +147,8 @@ def figures_row(figures: DailyFigures) -> dict[str, Any]:
             "barge_in_rate": figures.barge_in_rate, "silence_rate": figures.silence_rate,
             "low_confidence": figures.low_confidence, "identified_conversations": figures.identified,
             "first_contact_resolution": figures.first_contact_resolution,
-            "knowledge_answers": figures.knowledge_answers}
+            "knowledge_answers": figures.knowledge_answers, "outbound_dials": figures.outbound_dials,
+            "outbound_answered": figures.outbound_answered}
 
 
 def figures_csv(days: list[DailyFigures]) -> str:
@@ -153,7 +165,8 @@ _GAUGES = {"conversations": "Conversations today", "containment_rate": "Share re
            "handover_rate": "Share handed over to an agent", "identity_pass_rate": "Share of identity checks passed",
            "average_handling_seconds": "Average conversation length (s)", "voice_calls": "Phone calls today",
            "barge_in_rate": "Share of calls with a barge-in", "silence_rate": "Share of calls with a long silence",
-           "first_contact_resolution": "Share of verified customers' conversations not followed by another soon"}
+           "first_contact_resolution": "Share of verified customers' conversations not followed by another soon",
+           "outbound_dials": "Outbound calls placed today", "outbound_answered": "Outbound calls answered today"}
 
 
 def metric_families(today: DailyFigures | None, hits: Counter[tuple[str, str]], alerts: int, consumed: int,

@@ -1,13 +1,15 @@
-"""The phone gateway's call events into the inspection stream (voice/call_events.py's
-`CallEvents`, for real): `publish` queues, the writer thread masks what the bot said and stores
-it beside Rasa's events of the same conversation (the call id is Rasa's sender id)."""
+"""Events into the inspection stream from outside Rasa: the phone gateway's call events
+(voice/call_events.py's `CallEvents`, for real; the call id is Rasa's sender id) and the dialler's
+dial events (outbound/dialer.py; an answered call's conversation id is the one the dialler gave
+its Originate). `publish` queues, the writer thread masks any text and stores them beside Rasa's
+events of the same conversation."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bot.redaction import masked
-from quality.events import CALL, StreamEvent
+from quality.events import StreamEvent
 from quality.store import EventStore
 from quality.writer import DEFAULT_CAPACITY, EventWriter
 
@@ -20,12 +22,15 @@ class MaskedCallEvents:
         return []
 
 
-class StreamCallEvents:
-    def __init__(self, store: EventStore, capacity: int = DEFAULT_CAPACITY) -> None:
-        self.writer = EventWriter(store, MaskedCallEvents(), capacity, name="quality-calls")
+class StreamPublisher:
+    """One source's events (quality/events.py CALL, DIALLER), written off the caller's thread."""
 
-    def publish(self, call_id: str, kind: str, at: float, data: dict[str, Any]) -> None:
-        self.writer.submit(StreamEvent(call_id, CALL, kind, at, data))
+    def __init__(self, store: EventStore, source: str, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.source = source
+        self.writer = EventWriter(store, MaskedCallEvents(), capacity, name=f"quality-{source}")
+
+    def publish(self, conversation_id: str, kind: str, at: float, data: dict[str, Any]) -> None:
+        self.writer.submit(StreamEvent(conversation_id, self.source, kind, at, data))
 
     def close(self) -> None:
         self.writer.close()

@@ -10,9 +10,10 @@ Which rule reads what (quality/events.py names the events):
 - recording_notice: a voice call's `bot_said` before the caller is heard;
 - identity_before_detail: a flow's outcome signal against the `verified_level` slot and the
   flow's declared `identity:` level;
-- outbound_window: the moment a conversation shows it is an outbound call (`call_started` or
-  the engine's `channel`), against the dialler's legal calling hours in the customer's time zone
-  (`call_started`'s `timezone`, from the risk API; else China's);
+- outbound_window: the moment a conversation shows it is an outbound call (the dialler's
+  `dial_placed`, answered or not; else `call_started` or the engine's `channel`), against the
+  dialler's legal calling hours in the customer's time zone (the event's `timezone`, from the risk
+  API; else China's);
 - third_party_debt: an outbound call's bot and agent texts until the `right_party` slot
   says `confirmed`;
 - transfer_ignored: requests for a person not followed by a hand-over before the next message;
@@ -32,7 +33,7 @@ from bot.redaction import REDACTED
 from flowspec.model import LEVELS, RIGHT_PARTY, repository_flowset
 from ivr_config.loader import load_yaml
 from outbound.compliance import DEFAULT_TIMEZONE, LEGAL_END, LEGAL_START, timezone_of
-from quality.events import CALL, CUSTOMER_SLOT, StreamEvent
+from quality.events import CALL, CUSTOMER_SLOT, DIALLER, StreamEvent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config" / "quality"
 RULES_PATH = CONFIG_DIR / "rules.yaml"
@@ -118,6 +119,7 @@ class Conversation:
     barge_ins: int = 0
     low_confidence: list[str] = field(default_factory=list)
     knowledge: list[str] = field(default_factory=list)  # entries of the knowledge base that answered
+    dial_result: str | None = None  # an outbound call the dialler placed: placed, then answered, busy…
     # Rule state.
     notice_heard: bool = False
     caller_awaited_since: float | None = None
@@ -150,7 +152,12 @@ class Inspector:
                 event.conversation_id, event.at, event.at)
         conversation.first_at = min(conversation.first_at, event.at)
         conversation.last_at = max(conversation.last_at, event.at)
-        found = self._call(conversation, event) if event.source == CALL else self._rasa(conversation, event)
+        if event.source == CALL:
+            found = self._call(conversation, event)
+        elif event.source == DIALLER:
+            found = self._dial(conversation, event)
+        else:
+            found = self._rasa(conversation, event)
         hits = [Hit(conversation.id, rule, self.rules.rules[rule]["severity"], event.at, detail, event.id)
                 for rule, detail in found]
         conversation.hits.extend(hits)
@@ -168,6 +175,18 @@ class Inspector:
         for conversation_id in gone:
             del self.conversations[conversation_id]
         return gone
+
+    # --- the dialler's events -----------------------------------------------------------
+
+    def _dial(self, conversation: Conversation, event: StreamEvent) -> list[tuple[str, str]]:
+        """A call placed is checked against the legal hours when it leaves, whether or not anyone
+        answers (the answered call's own events follow under the same conversation id)."""
+        if event.kind == "dial_placed":
+            conversation.dial_result = "placed"
+            return self._outbound(conversation, event.at, str(event.data.get("timezone") or DEFAULT_TIMEZONE))
+        if event.kind == "dial_result":
+            conversation.dial_result = str(event.data.get("result") or "unknown")
+        return []
 
     # --- the phone gateway's call events ------------------------------------------------
 

@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ivr_config import environment
 from ivr_config.environment import SettingsError, port_number
-from quality.publisher import StreamCallEvents
+from quality.events import CALL
+from quality.publisher import StreamPublisher
 from quality.store import SqlEventStore, events_url
 from risk_api_client import RiskApiHttp, RiskApiRefused, RiskApiUnavailable
 from telephony import metrics as call_metrics
@@ -661,7 +662,7 @@ def one_line(text: str) -> str:
 
 async def serve(settings: GatewaySettings) -> None:
     engines = VoiceEngines.load(load_voice_config(), settings.rasa_url)
-    call_events = engines.call_events = StreamCallEvents(SqlEventStore(events_url()))  # quality inspection
+    call_events = engines.call_events = StreamPublisher(SqlEventStore(events_url()), CALL)  # quality inspection
     await engines.synthesizer.prerender(engines.config.turns.prompts.fixed(), TELEPHONE_RATE)
     prerendering = await start_prerender(engines.config.kokoro)  # Kokoro's prompts, in the background
     rules = load_priority_rules(settings.priority_rules)

@@ -5,6 +5,7 @@ answers each Originate with the OriginateResponse fields a real Asterisk 22 sent
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -122,8 +123,8 @@ async def test_a_campaign_day_through_the_risk_api_and_ami(rig: Rig, risk_api: s
     originates = rig.peer.actions_named("Originate")
     for action in originates:
         sent = variables(action)
-        assert set(sent) == {"IVR_FLOW", "IVR_CUSTOMER_ID", "IVR_ORIGINATE_ID", "IVR_CAMPAIGN", "IVR_MACHINE",
-                             "IVR_MACHINE_PROMPT"}
+        assert set(sent) == {"IVR_FLOW", "IVR_CUSTOMER_ID", "IVR_ORIGINATE_ID", "IVR_CALL_UUID", "IVR_CAMPAIGN",
+                             "IVR_MACHINE", "IVR_MACHINE_PROMPT"}
         assert (sent["IVR_FLOW"], sent["IVR_CAMPAIGN"]) == ("due_date_reminder", "due_date_reminder")
         assert (sent["IVR_MACHINE"], sent["IVR_MACHINE_PROMPT"]) == (
             "message", rig.dialer.campaigns["due_date_reminder"].machine.prompt)
@@ -131,6 +132,9 @@ async def test_a_campaign_day_through_the_risk_api_and_ami(rig: Rig, risk_api: s
         assert action["Channel"] == f"PJSIP/{PHONES[sent['IVR_CUSTOMER_ID']]}@trunk"
         assert (action["Context"], action["Exten"], action["Async"]) == ("ivr-outbound", "s", "true")
     assert opted_out not in {variables(action)["IVR_CUSTOMER_ID"] for action in originates}
+    # Each call its own conversation id: a random UUID, nothing of the customer.
+    call_ids = {variables(action)["IVR_CALL_UUID"] for action in originates}
+    assert len(call_ids) == 9 and all(re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", i) for i in call_ids)
     (skip,) = [d for d in rig.queue.decisions() if not d.allowed]
     assert (skip.customer_id, skip.rule, skip.retry_at) == (opted_out, "do_not_call", None)
 

@@ -2,10 +2,10 @@
 against the AMI test peer (refusals, silence, an event before its response, AMI down).
 
 The recording (originate-outbound.ami.txt, session `originator`) was made before the dialler
-existed and has no `IVR_CAMPAIGN` and `IVR_MACHINE` variables: the replayed session gets exactly
-those two lines added to each recorded Originate, after `IVR_ORIGINATE_ID`. Everything else (fields, values, order,
-Asterisk's responses and events) is replayed as recorded; the replay fails the test on any other
-difference.
+existed and has no `IVR_CALL_UUID`, `IVR_CAMPAIGN` and `IVR_MACHINE` variables: the replayed session
+gets exactly those three lines added to each recorded Originate, after `IVR_ORIGINATE_ID`.
+Everything else (fields, values, order, Asterisk's responses and events) is replayed as recorded;
+the replay fails the test on any other difference.
 """
 
 from __future__ import annotations
@@ -24,19 +24,25 @@ from tests.telephony.replay import CLIENT, RECORDINGS, ReplayAmiPeer, Session, l
 ORIGINATE = "originate-outbound.ami.txt"
 TIMEOUT = 20.0
 CAMPAIGN = "due_date_reminder"
+# The conversation id each recorded Originate's request carries (DialRequest.conversation_id).
+CALL_UUIDS = {"outbound-demo-1": "7a1c2e3f-0000-4000-8000-00000000d001",
+              "outbound-demo-2": "7a1c2e3f-0000-4000-8000-00000000d002"}
 
 assert (RECORDINGS / "README.md").is_file(), f"no recorded AMI sessions in {RECORDINGS} (set ASTERISK_SESSIONS_DIR)"
 
 
 def with_campaign_variable(session: Session) -> Session:
-    """The recorded session, each Originate with `Variable: IVR_CAMPAIGN=<campaign>` and
-    `Variable: IVR_MACHINE=hangup` (the default machine behaviour) added."""
+    """The recorded session, each Originate with `Variable: IVR_CALL_UUID=<its conversation id>`,
+    `Variable: IVR_CAMPAIGN=<campaign>` and `Variable: IVR_MACHINE=hangup` (the default machine
+    behaviour) added."""
     messages = []
     for message in session.messages:
         if message.direction == CLIENT and message.action == "Originate":
             lines = list(message.lines)
             at = next(i for i, line in enumerate(lines) if line.startswith("Variable: IVR_ORIGINATE_ID="))
-            lines[at + 1:at + 1] = [f"Variable: IVR_CAMPAIGN={CAMPAIGN}", "Variable: IVR_MACHINE=hangup"]
+            attempt = lines[at].split("=", 1)[1]
+            lines[at + 1:at + 1] = [f"Variable: IVR_CALL_UUID={CALL_UUIDS[attempt]}",
+                                    f"Variable: IVR_CAMPAIGN={CAMPAIGN}", "Variable: IVR_MACHINE=hangup"]
             message = replace(message, lines=tuple(lines))
         messages.append(message)
     return Session(session.name, session.description, tuple(messages))
@@ -66,7 +72,8 @@ async def test_recorded_originate_answered_then_failed_maps_to_attempt_results()
         try:
             await within(client.connect())
             result = await within(answering.dial(DialRequest("outbound-demo-1", CAMPAIGN, "due_date_reminder",
-                                                             "19900000005", "19900000005")))
+                                                             "19900000005", "19900000005",
+                                                             conversation_id=CALL_UUIDS["outbound-demo-1"])))
             sent = [m for m in peer.received if m.action == "Originate"]
             assert result.action_id == sent[0].get("ActionID")
             assert (result.result, result.uniqueid) == ("answered", answered_event.get("Uniqueid"))
@@ -75,7 +82,8 @@ async def test_recorded_originate_answered_then_failed_maps_to_attempt_results()
             await within(_until(lambda: ended == ["outbound-demo-1"]))
 
             result = await within(failing.dial(DialRequest("outbound-demo-2", CAMPAIGN, "due_date_reminder",
-                                                           "19900000006", "19900000006")))
+                                                           "19900000006", "19900000006",
+                                                           conversation_id=CALL_UUIDS["outbound-demo-2"])))
             assert (result.result, result.uniqueid) == ("failed", None)
             assert "Failure, reason 0" in result.reason
             assert result.action_id == [m for m in peer.received if m.action == "Originate"][1].get("ActionID")
@@ -138,7 +146,8 @@ async def test_the_originate_carries_the_campaign_flow_customer_and_attempt(peer
         "PJSIP/19900000003@trunk", "ivr-outbound", "s", "1", "true", "30000")
     assert sent["Variable"].split("|") == [
         "IVR_FLOW=overdue_reminder", "IVR_CUSTOMER_ID=C100003",
-        "IVR_ORIGINATE_ID=overdue_reminder:C100003:2026-03-08:1", "IVR_CAMPAIGN=overdue_reminder",
+        "IVR_ORIGINATE_ID=overdue_reminder:C100003:2026-03-08:1", f"IVR_CALL_UUID={REQUEST.conversation_id}",
+        "IVR_CAMPAIGN=overdue_reminder",
         "IVR_MACHINE=hangup"]
     await peer.emit("OriginateResponse", ActionID=sent["ActionID"], **recorded_response("Success", "4"))
     result = await within(dialling)

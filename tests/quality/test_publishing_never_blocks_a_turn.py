@@ -8,8 +8,8 @@ import threading
 from collections.abc import Sequence
 
 from quality.broker import InspectionEventBroker
-from quality.events import StreamEvent
-from quality.publisher import StreamCallEvents
+from quality.events import CALL, StreamEvent
+from quality.publisher import StreamPublisher
 from tests.quality.scripts import CUSTOMER_KEY, Script
 from tests.waiting import until_true
 
@@ -67,7 +67,7 @@ def test_a_stuck_store_fills_the_queue_then_events_are_dropped_and_counted_not_w
 
 def test_a_store_that_is_down_neither_raises_in_the_turn_nor_loses_the_events() -> None:
     store = DownStore()
-    calls = StreamCallEvents(store)
+    calls = StreamPublisher(store, CALL)
     calls.publish("call-1", "call_started", 1.0, {"channel": "voice"})  # no exception here
     until_true(lambda: calls.writer.store_down)
     assert calls.writer.waiting == 1 and store.stored == []

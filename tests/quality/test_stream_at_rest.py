@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 from quality.broker import InspectionEventBroker, RasaTurns
-from quality.events import customer_ref
-from quality.publisher import StreamCallEvents
+from quality.events import CALL, customer_ref
+from quality.publisher import StreamPublisher
 from quality.store import SqlEventStore
 from tests.quality.scripts import CUSTOMER_KEY, Script
 
@@ -54,7 +54,7 @@ async def test_personal_data_in_texts_and_slots_never_reaches_the_store(tmp_path
 
 def test_what_the_bot_says_on_a_call_is_masked_and_keys_are_never_stored(tmp_path: Path) -> None:
     database = tmp_path / "events.sqlite3"
-    calls = StreamCallEvents(SqlEventStore(f"sqlite:///{database}"))
+    calls = StreamPublisher(SqlEventStore(f"sqlite:///{database}"), CALL)
     calls.publish("call-pii", "bot_said", 1.0, {"text": f"我们将回拨{PHONE}", "interruptible": True})
     calls.publish("call-pii", "key", 2.0, {})
     assert calls.writer.flush()

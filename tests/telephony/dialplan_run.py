@@ -15,6 +15,8 @@ MAX_STEPS = 100
 TEST_UUID = "5f0c8a7e-0000-4000-8000-000000000001"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(\(\))?\}")
 _TOKEN = re.compile(r'"[^"]*"|!=|=|\||&')
+# func_logic's IF(expression?true:false), once the variables inside are substituted.
+_IF = re.compile(r"\$\{IF\((\$\[[^\]]*\])\?([^:)]*):([^)]*)\)\}")
 
 
 @dataclass
@@ -37,7 +39,8 @@ def substitute(text: str, variables: dict[str, str]) -> str:
             assert name == "UUID", f"dialplan function {name}() is not simulated"
             return TEST_UUID
         return variables.get(name, "")
-    return _VARIABLE.sub(value, text)
+    inner = _VARIABLE.sub(value, text)
+    return _IF.sub(lambda found: found.group(2) if condition(found.group(1)) else found.group(3), inner)
 
 
 def condition(expression: str) -> bool:
