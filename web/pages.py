@@ -210,7 +210,8 @@ def figures_page(agent: Agent, charts: bool) -> str:
 <canvas id="reasons-chart" role="img" aria-label="转人工原因柱状图"></canvas></section>
 <section aria-labelledby="table-title"><h2 id="table-title">每日数据</h2>
 <table id="figures-table"><thead><tr><th>日期</th><th>会话</th><th>自助解决率</th><th>转人工率</th>
-<th>核身通过率</th><th>首次解决率</th><th>平均处理时长（秒）</th><th>电话</th></tr></thead><tbody></tbody></table>
+<th>核身通过率</th><th>首次解决率</th><th>平均处理时长（秒）</th><th>电话</th><th>外呼</th></tr></thead>
+<tbody></tbody></table>
 <h3>低置信度的客户原话（可补充知识库与训练数据）</h3><ul id="low-confidence"></ul>
 <h3>知识库答复最多的条目</h3><ul id="knowledge-answers"></ul></section>
 </main>

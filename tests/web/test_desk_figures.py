@@ -29,7 +29,8 @@ def day(date: str, conversations: int, contained: int, reasons: list[list[Any]])
             "identity_checks": 10, "identity_passed": 9, "identity_pass_rate": 0.9,
             "average_handling_seconds": 42.5, "voice_calls": 4, "barge_in_rate": 0.25, "silence_rate": 0.5,
             "low_confidence": [["嗯那个啥", 3]], "identified_conversations": 8, "first_contact_resolution": 0.875,
-            "knowledge_answers": [["early_repayment.fee", 5], ["credit_report.overdue_record", 2]]}
+            "knowledge_answers": [["early_repayment.fee", 5], ["credit_report.overdue_record", 2]],
+            "outbound_dials": 12, "outbound_answered": 7}
 
 
 DAYS = [day("2026-01-01", 20, 15, [["客户要求人工", 4], ["身份核验未通过", 1]]),
@@ -101,6 +102,7 @@ def test_a_supervisor_sees_the_days_drawn_by_chart_js(web: str, page: Page) -> N
     assert reasons["labels"] == ["客户要求人工", "身份核验未通过"] and reasons["data"] == [["转人工次数", [7, 4]]]
     rows = page.locator("#figures-table tbody tr")
     assert rows.count() == 3 and rows.nth(2).locator("td").nth(2).text_content() == "90.0%"
+    assert rows.nth(2).locator("td").nth(8).text_content() == "12（7 接通）"
     assert page.locator("#low-confidence li").first.text_content() == "嗯那个啥（3 次）"
     assert page.locator("#knowledge-answers li").all_text_contents() == [
         "early_repayment.fee（5 次）", "credit_report.overdue_record（2 次）"]

@@ -52,6 +52,8 @@
       cell(row, day.identified_conversations ? percent(day.first_contact_resolution) : "—");
       cell(row, String(day.average_handling_seconds));
       cell(row, String(day.voice_calls));
+      // Outbound calls the dialler placed, answered or not (older figures have none: a dash).
+      cell(row, day.outbound_dials === undefined ? "—" : day.outbound_dials + "（" + day.outbound_answered + " 接通）");
       body.appendChild(row);
     });
     counted("low-confidence", days.length ? days[days.length - 1].low_confidence : []);
