@@ -106,6 +106,16 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True)
+class Consulted:
+    """The answer (None: "I don't know"), and the entry nearest the question whatever its score:
+    what an unanswered question was closest to, to see where the knowledge base falls short. None
+    for a blank or out-of-scope question."""
+
+    answer: Answer | None
+    nearest: str | None
+
+
 def _grams(text: str) -> set[str]:
     """Character unigrams and bigrams of the normalised text."""
     chars = normalise(text)
@@ -285,14 +295,20 @@ class Retriever:
     def answer(self, query: str, channel: str) -> Answer | None:
         """The best entry's answer for `channel` (chat, voice or outbound), or None when no entry is
         confident enough, the question is out of scope or blank."""
+        return self.consult(query, channel).answer
+
+    def consult(self, query: str, channel: str) -> Consulted:
+        """`answer`'s answer, and the nearest entry even when it is not confident enough."""
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}: one of {', '.join(CHANNELS)}")
         ranked, out_of_scope = self._ranked(query, limit=1)
-        if out_of_scope or ranked[0][1] < self.settings.threshold:
-            return None
+        if out_of_scope:
+            return Consulted(None, None)
         entry, score = ranked[0]
-        return Answer(entry_id=entry.id, category=entry.category, confidence=round(score, 4),
-                      text=entry.answer_for(channel), flow=entry.flow)
+        if score < self.settings.threshold:
+            return Consulted(None, entry.id)
+        return Consulted(Answer(entry_id=entry.id, category=entry.category, confidence=round(score, 4),
+                                text=entry.answer_for(channel), flow=entry.flow), entry.id)
 
 
 def _short(key: str) -> str:

@@ -51,6 +51,8 @@ def from_rasa(body: dict[str, Any], customer_key: bytes) -> StreamEvent:
             data |= {"flow": custom.get("flow"), "outcome": custom["outcome"]}
         if isinstance(custom.get("knowledge"), str):
             data["knowledge"] = custom["knowledge"]  # the knowledge-base entry the answer came from
+        if isinstance(custom.get("knowledge_nearest"), str):
+            data["knowledge_nearest"] = custom["knowledge_nearest"]  # unanswered: the entry it was closest to
         if isinstance(custom.get("handoff"), dict):
             data["handoff"] = {key: custom["handoff"].get(key) for key in HANDOFF_FIELDS}
         if isinstance(custom.get("live_agent"), dict):

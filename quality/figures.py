@@ -1,7 +1,8 @@
 """The day's service figures from the inspected conversations (docs/quality.md): containment,
 hand-over rate and reasons, identity pass rate, average handling time, barge-in and silence
-rates, the top low-confidence utterances (as stored: masked) and the knowledge-base entries that
-answered most (entry ids: what customers ask, to review the answers). As CSV and Prometheus metrics.
+rates, the top low-confidence utterances (as stored: masked), the knowledge-base entries that
+answered most (entry ids: what customers ask, to review the answers) and the entries nearest the
+questions it could not answer (where it falls short). As CSV and Prometheus metrics.
 
 A conversation counts on the day (in the figures' time zone) of its first event, once the
 customer said or keyed something (a chat opened and left empty is not a conversation). Outbound
@@ -30,8 +31,8 @@ from quality.rules import SILENCE_RULES, Conversation
 CSV_FIELDS = ("date", "conversations", "contained", "containment_rate", "handovers", "handover_rate",
               "handover_reasons", "identity_checks", "identity_passed", "identity_pass_rate",
               "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence",
-              "identified_conversations", "first_contact_resolution", "knowledge_answers", "outbound_dials",
-              "outbound_answered")
+              "identified_conversations", "first_contact_resolution", "knowledge_answers", "unanswered_by_entry",
+              "outbound_dials", "outbound_answered")
 DEFAULT_REPEAT_HOURS = 48.0
 
 
@@ -52,6 +53,8 @@ class DailyFigures:
     identified: int = 0  # conversations with a verified customer
     resolved_first_contact: int = 0  # … not followed by the same customer's next one within the window
     knowledge_answers: list[tuple[str, int]] = field(default_factory=list)  # the entries that answered most
+    # Questions the knowledge base did not answer, by the entry nearest each: where it falls short.
+    unanswered_by_entry: list[tuple[str, int]] = field(default_factory=list)
     outbound_dials: int = 0  # calls the dialler placed (its `dial_placed`), answered or not
     outbound_answered: int = 0
 
@@ -118,6 +121,7 @@ def _day(day: date, conversations: list[Conversation], dials: list[Conversation]
     calls = [c for c in conversations if c.voice]
     low = Counter(text for c in conversations for text in c.low_confidence)
     answered = Counter(entry for c in conversations for entry in c.knowledge)
+    unanswered = Counter(entry for c in conversations for entry in c.unanswered_near)
     return DailyFigures(
         day=day, conversations=len(conversations), contained=len(conversations) - len(handed_over),
         handovers=len(handed_over), handover_reasons=reasons.most_common(top),
@@ -128,7 +132,8 @@ def _day(day: date, conversations: list[Conversation], dials: list[Conversation]
         calls_with_silence=sum(any(hit.rule in SILENCE_RULES for hit in c.hits) for c in calls),
         low_confidence=low.most_common(top), identified=len(identified),
         resolved_first_contact=sum(not came_back(c) for c in identified), knowledge_answers=answered.most_common(top),
-        outbound_dials=len(dials), outbound_answered=sum(c.dial_result == "answered" for c in dials))
+        unanswered_by_entry=unanswered.most_common(top), outbound_dials=len(dials),
+        outbound_answered=sum(c.dial_result == "answered" for c in dials))
 
 
 def _pairs(pairs: list[tuple[str, int]]) -> str:
@@ -147,7 +152,8 @@ def figures_row(figures: DailyFigures) -> dict[str, Any]:
             "barge_in_rate": figures.barge_in_rate, "silence_rate": figures.silence_rate,
             "low_confidence": figures.low_confidence, "identified_conversations": figures.identified,
             "first_contact_resolution": figures.first_contact_resolution,
-            "knowledge_answers": figures.knowledge_answers, "outbound_dials": figures.outbound_dials,
+            "knowledge_answers": figures.knowledge_answers, "unanswered_by_entry": figures.unanswered_by_entry,
+            "outbound_dials": figures.outbound_dials,
             "outbound_answered": figures.outbound_answered}
 
 

@@ -119,6 +119,7 @@ class Conversation:
     barge_ins: int = 0
     low_confidence: list[str] = field(default_factory=list)
     knowledge: list[str] = field(default_factory=list)  # entries of the knowledge base that answered
+    unanswered_near: list[str] = field(default_factory=list)  # entries nearest the questions it did not answer
     dial_result: str | None = None  # an outbound call the dialler placed: placed, then answered, busy…
     # Rule state.
     notice_heard: bool = False
@@ -302,6 +303,8 @@ class Inspector:
             self._handed_over(conversation, str(data["handoff"].get("reason") or "未注明"))
         if data.get("knowledge"):
             conversation.knowledge.append(str(data["knowledge"]))
+        if data.get("knowledge_nearest"):
+            conversation.unanswered_near.append(str(data["knowledge_nearest"]))
         outcome, flow = data.get("outcome"), str(data.get("flow") or "")
         detail_rule, failing = self.rules.on("identity_before_detail"), self.rules.on("request_failed_twice")
         required = self.flows.levels.get(flow, "none")

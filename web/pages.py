@@ -213,7 +213,8 @@ def figures_page(agent: Agent, charts: bool) -> str:
 <th>核身通过率</th><th>首次解决率</th><th>平均处理时长（秒）</th><th>电话</th><th>外呼</th></tr></thead>
 <tbody></tbody></table>
 <h3>低置信度的客户原话（可补充知识库与训练数据）</h3><ul id="low-confidence"></ul>
-<h3>知识库答复最多的条目</h3><ul id="knowledge-answers"></ul></section>
+<h3>知识库答复最多的条目</h3><ul id="knowledge-answers"></ul>
+<h3>未能回答的问题（按最接近的知识库条目，可补充或改进该条目）</h3><ul id="unanswered-by-entry"></ul></section>
 </main>
 {chart_script}<script src="/static/figures.js" defer></script>
 </body>

@@ -30,7 +30,7 @@ from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import NOT_VERIFIED, Turn, flowset, level_rank, risk_client
 from bot.actions.handoff import care_for_distress, hand_off, hand_off_unavailable, slot_details
-from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
+from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, consult_knowledge
 from bot.actions.risk_client import RiskApiRefused, RiskApiUnavailable
 from bot.actions.validators import Utterance, validate
 from bot.metrics import record_nlu_confidence
@@ -361,7 +361,7 @@ class FlowFormValidator(Action, ABC):
             return False
         if validate(slot_definition(flow, requested), Utterance(text, intent, flowset().banks)) is not None:
             return False
-        answer = await knowledge_answer(text, turn.channel)
+        answer = (await consult_knowledge(text, turn.channel)).answer
         if not answer or not answer.text or answer.flow or answer.confidence < DIRECT_ANSWER_CONFIDENCE:
             return False
         turn.dispatcher.utter_message(text=answer.text)

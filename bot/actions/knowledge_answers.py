@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from knowledge.model import KnowledgeError
-from knowledge.retrieval import Answer, Retriever
+from knowledge.retrieval import Consulted, Retriever
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 60.0
@@ -48,12 +48,13 @@ def _retriever() -> Retriever | None:
         return retriever
 
 
-def _answer(question: str, channel: str) -> Answer | None:
+def _consult(question: str, channel: str) -> Consulted:
     retriever = _retriever()
-    return retriever.answer(question, channel) if retriever else None
+    return retriever.consult(question, channel) if retriever else Consulted(None, None)
 
 
-async def knowledge_answer(question: str, channel: str) -> Answer | None:
-    """The entry for `question` on `channel` (chat, voice, outbound), or None: off the event loop
-    (the embedding model's first load, and ~20 ms of CPU per question)."""
-    return await asyncio.to_thread(_answer, question, channel)
+async def consult_knowledge(question: str, channel: str) -> Consulted:
+    """The entry's answer for `question` on `channel` (chat, voice, outbound) if the knowledge base
+    has one, and the nearest entry either way: off the event loop (the embedding model's first
+    load, and ~20 ms of CPU per question)."""
+    return await asyncio.to_thread(_consult, question, channel)

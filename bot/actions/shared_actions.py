@@ -13,7 +13,7 @@ from rasa_sdk.types import DomainDict
 
 from bot.actions.conversation import Turn, flowset
 from bot.actions.handoff import care_for_distress, hand_off
-from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, knowledge_answer
+from bot.actions.knowledge_answers import DIRECT_ANSWER_CONFIDENCE, consult_knowledge
 from flowspec.model import Flow
 from knowledge.retrieval import Answer
 
@@ -83,14 +83,19 @@ def guarded(turn: Turn, tracker: Tracker) -> bool:
 
 async def answered_from_knowledge(turn: Turn, tracker: Tracker) -> tuple[bool, Answer | None]:
     """Whether the knowledge base answered the customer's message (said, with the entry for
-    agents and metrics), and what it found either way."""
+    agents and metrics), and what it found either way. Unanswered, the nearest entry goes along
+    as `knowledge_nearest` (the quality figures group unanswered questions by it)."""
     text = str((tracker.latest_message or {}).get("text") or "")
-    answer = (await knowledge_answer(text, turn.channel)
-              if text and not text.startswith("/") and not guarded(turn, tracker) else None)
+    if not text or text.startswith("/") or guarded(turn, tracker):
+        return False, None
+    consulted = await consult_knowledge(text, turn.channel)
+    answer = consulted.answer
     if answer and answer.text and answer.confidence >= DIRECT_ANSWER_CONFIDENCE:
         turn.dispatcher.utter_message(text=answer.text)
         turn.signal({"knowledge": answer.entry_id})
         return True, answer
+    if consulted.nearest and not (answer and answer.flow):  # a flow's request is offered its flow: not unanswered
+        turn.signal({"knowledge_nearest": consulted.nearest})
     return False, answer
 
 

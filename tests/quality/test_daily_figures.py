@@ -109,3 +109,17 @@ def test_the_knowledge_base_entries_that_answered_are_counted_per_day() -> None:
     assert row["knowledge_answers"] == "early_repayment.fee=4; credit_report.overdue=1"
     assert daily_figures(inspect(*fee).conversations.values(), "Asia/Shanghai", top=1)[0].knowledge_answers == [
         ("early_repayment.fee", 3)]
+
+
+def test_questions_the_knowledge_base_did_not_answer_are_grouped_by_their_nearest_entry() -> None:
+    near = [Script(f"near-{n}").session_starts().user("提前还那个费用到底咋弄").wait(1)
+            .bot(knowledge_nearest="early_repayment.fee").bot("抱歉，我没太理解您的意思。").listen() for n in range(2)]
+    other = (Script("other").session_starts().user("征信那个事").wait(1)
+             .bot(knowledge_nearest="credit_report.overdue").bot("抱歉，我没太理解您的意思。").listen())
+    answered = (Script("answered").session_starts().user("提前还要手续费吗").wait(1)
+                .bot("以您的借款合同为准。", knowledge="early_repayment.fee").listen())
+    [day] = daily_figures(inspect(*near, other, answered).conversations.values(), "Asia/Shanghai", top=10)
+    assert day.unanswered_by_entry == [("early_repayment.fee", 2), ("credit_report.overdue", 1)]
+    assert day.knowledge_answers == [("early_repayment.fee", 1)]
+    [row] = csv.DictReader(io.StringIO(figures_csv([day])))
+    assert row["unanswered_by_entry"] == "early_repayment.fee=2; credit_report.overdue=1"

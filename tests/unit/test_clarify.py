@@ -16,7 +16,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from bot.actions.conversation import flowset
 from bot.actions.shared_actions import ActionClarify, misses_in_a_row
 from flowspec.templates import render
-from knowledge.model import load_entries
+from knowledge.model import load_entries, load_out_of_scope
 
 pytestmark = pytest.mark.usefixtures("risk_api_down")
 without_knowledge = pytest.mark.usefixtures("no_knowledge_base")
@@ -93,8 +93,13 @@ def test_a_request_the_knowledge_base_knows_a_flow_for_gets_that_flow_offered() 
 
 
 @with_knowledge
-def test_a_vague_message_gets_no_answer_asserted() -> None:
-    assert texts(unsure([("out_of_scope", 0.1)], text="那个账户的事")) == [flowset().responses["clarify"].chat]
+def test_a_vague_message_gets_no_answer_asserted_and_names_the_entry_it_was_nearest() -> None:
+    said = unsure([("out_of_scope", 0.1)], text="那个账户的事")
+    assert texts(said) == [flowset().responses["clarify"].chat]
+    (nearest,) = [m["custom"]["knowledge_nearest"] for m in said if "knowledge_nearest" in (m.get("custom") or {})]
+    assert nearest in {item.id for item in load_entries()}  # the quality figures group such questions by it
+    not_ours = unsure([("out_of_scope", 0.1)], text=load_out_of_scope()[0])  # not the knowledge base's at all
+    assert not [m for m in not_ours if m.get("custom")]
 
 
 def test_a_message_the_knowledge_base_answered_ends_a_run_of_misses() -> None:

@@ -27,7 +27,7 @@ class FakeClock:
 
 
 def voice_answer() -> str | None:
-    answer = asyncio.run(knowledge_answers.knowledge_answer(QUESTION, "voice"))
+    answer = asyncio.run(knowledge_answers.consult_knowledge(QUESTION, "voice")).answer
     return answer.text if answer else None
 
 

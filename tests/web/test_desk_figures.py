@@ -30,7 +30,7 @@ def day(date: str, conversations: int, contained: int, reasons: list[list[Any]])
             "average_handling_seconds": 42.5, "voice_calls": 4, "barge_in_rate": 0.25, "silence_rate": 0.5,
             "low_confidence": [["嗯那个啥", 3]], "identified_conversations": 8, "first_contact_resolution": 0.875,
             "knowledge_answers": [["early_repayment.fee", 5], ["credit_report.overdue_record", 2]],
-            "outbound_dials": 12, "outbound_answered": 7}
+            "unanswered_by_entry": [["card.credit_card", 4]], "outbound_dials": 12, "outbound_answered": 7}
 
 
 DAYS = [day("2026-01-01", 20, 15, [["客户要求人工", 4], ["身份核验未通过", 1]]),
@@ -106,3 +106,4 @@ def test_a_supervisor_sees_the_days_drawn_by_chart_js(web: str, page: Page) -> N
     assert page.locator("#low-confidence li").first.text_content() == "嗯那个啥（3 次）"
     assert page.locator("#knowledge-answers li").all_text_contents() == [
         "early_repayment.fee（5 次）", "credit_report.overdue_record（2 次）"]
+    assert page.locator("#unanswered-by-entry li").all_text_contents() == ["card.credit_card（4 次）"]
