@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from flowspec.model import REPO_ROOT
-from knowledge.lint import lint
+from knowledge.lint import Problem, lint
 from knowledge.model import (
     ENTRIES_DIR_ENV,
     INDEX_DIR_ENV,
@@ -168,7 +168,7 @@ def _expected(edit: EntryEdit, flow: str | None, path: Path) -> Entry:
                  status="retired" if edit.retire else "approved", path=path)
 
 
-def _problem_lines(scratch: Path, problems: list[Any]) -> list[str]:
+def _problem_lines(scratch: Path, problems: list[Problem]) -> list[str]:
     """The linter's problems named by file, not by the scratch copy's path."""
     return [": ".join(part for part in (problem.path.relative_to(scratch).as_posix()
                                         if problem.path.is_relative_to(scratch) else problem.path.name,
