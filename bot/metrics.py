@@ -1,5 +1,6 @@
 """The action server's metrics (served on its `/metrics` by rasa_sdk_plugins): how flow turns end,
-which knowledge-base entries answered, and how sure the NLU was of the messages that ran the flows.
+which knowledge-base entries answered (and which came nearest the questions it did not answer),
+and how sure the NLU was of the messages that ran the flows.
 Labels are flow ids, outcomes and entry ids from the flow and knowledge files and the channel,
 never a sender id or a message."""
 
@@ -18,6 +19,9 @@ FLOW_OUTCOMES = Counter("ivr_bot_flow_outcomes_total", "Flow turns that ended, b
                         ["flow", "outcome", "channel"])
 KNOWLEDGE_ANSWERS = Counter("ivr_bot_knowledge_answers_total",
                             "Answers said from the knowledge base, by entry id and channel", ["entry", "channel"])
+KNOWLEDGE_UNANSWERED = Counter("ivr_bot_knowledge_unanswered_total",
+                               "Questions the knowledge base did not answer, by the entry nearest each and channel",
+                               ["entry", "channel"])
 NLU_CONFIDENCE = Histogram("ivr_bot_nlu_confidence",
                            "Intent confidence of the user messages that ran a flow action, by channel",
                            ["channel"], buckets=CONFIDENCE_BUCKETS)
@@ -28,9 +32,13 @@ def channel_label(channel: str | None) -> str:
 
 
 def record_flow_signal(channel: str | None, signal: Mapping[str, Any]) -> None:
-    """Counts a `Turn.signal` payload that ends a flow turn (`flow` and `outcome`) or says an answer
-    came from the knowledge base (`knowledge`: its entry id); others pass."""
+    """Counts a `Turn.signal` payload that ends a flow turn (`flow` and `outcome`), says an answer
+    came from the knowledge base (`knowledge`: its entry id) or that it had none (`knowledge_nearest`:
+    the entry nearest the question); others pass."""
     flow, outcome, entry = signal.get("flow"), signal.get("outcome"), signal.get("knowledge")
+    nearest = signal.get("knowledge_nearest")
+    if isinstance(nearest, str):
+        KNOWLEDGE_UNANSWERED.labels(nearest, channel_label(channel)).inc()
     if isinstance(flow, str) and isinstance(outcome, str):
         FLOW_OUTCOMES.labels(flow, outcome, channel_label(channel)).inc()
     if isinstance(entry, str):

@@ -67,6 +67,7 @@ def test_metrics_carry_the_flow_engine_families(action_server: str) -> None:
     assert "# TYPE ivr_bot_flow_outcomes_total counter" in text
     assert "# TYPE ivr_bot_nlu_confidence histogram" in text
     assert "# TYPE ivr_bot_knowledge_answers_total counter" in text
+    assert "# TYPE ivr_bot_knowledge_unanswered_total counter" in text
 
 
 def sample(name: str, labels: dict[str, str]) -> float:
@@ -86,6 +87,10 @@ def test_flow_signals_and_confidence_are_counted_with_bounded_labels() -> None:
     answers_before = sample("ivr_bot_knowledge_answers_total", answered)
     record_flow_signal("chat", {"knowledge": "early_repayment.fee"})
     assert sample("ivr_bot_knowledge_answers_total", answered) == answers_before + 1
+    unanswered_before = sample("ivr_bot_knowledge_unanswered_total", answered)
+    record_flow_signal("chat", {"knowledge_nearest": "early_repayment.fee"})
+    assert sample("ivr_bot_knowledge_unanswered_total", answered) == unanswered_before + 1
+    assert sample("ivr_bot_knowledge_answers_total", answered) == answers_before + 1  # not an answer
 
     count_before = sample("ivr_bot_nlu_confidence_count", {"channel": "chat"})
     low_before = sample("ivr_bot_nlu_confidence_bucket", {"channel": "chat", "le": "0.5"})
