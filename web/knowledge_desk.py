@@ -49,6 +49,7 @@ PROPOSALS_PAGE = 20
 MAX_BODY = 32 * 1024
 STATUS_NAMES = {"pending": "待审核", "approved": "已发布", "rejected": "已驳回"}
 ENTRY_STATUS_NAMES = {"approved": "在用", "proposed": "待审核", "retired": "已停用"}
+NOT_WRITABLE = "知识库文件无法写入，提议仍待审核：请运维检查 KNOWLEDGE_ENTRIES_DIR 的权限。"
 
 Phrasing = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
 Answer = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=300)]
@@ -201,6 +202,9 @@ def knowledge_routes(knowledge: KnowledgeDesk, logged_in_agent: Callable[[Reques
                                       "message": "条目在提议之后已被修改，不能发布：请驳回并重新提议。"}) from error
         except EditRefused as error:
             raise refused(error.problems) from error
+        except OSError as error:  # the entries folder not writable (a read-only image, a volume's owner)
+            log.error("knowledge proposal %s not published: %s", proposal_id, error)
+            raise HTTPException(503, {"code": "not_writable", "message": NOT_WRITABLE}) from error
         log.info("knowledge proposal %s %s by %s", decided.id, decided.status, reviewer.login)
         shown = await asyncio.to_thread(for_desk, decided, reviewer)
         if decided.status != "approved":

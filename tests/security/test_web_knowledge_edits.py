@@ -182,3 +182,21 @@ async def test_who_may_propose_and_decide_and_bodies_that_are_refused(desk: Desk
         missing = await reviewer.post("/desk/api/knowledge/proposals/K-00000000000000000000/decision",
                                       json={"approve": False})
         assert missing.status_code == 404
+
+
+async def test_an_entries_folder_that_cannot_be_written_keeps_the_proposal_pending(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = (desk.entries / "card.yaml").read_bytes()
+
+    def read_only(*_: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    async with logged_in(desk, AGENT) as agent, logged_in(desk, REVIEWER) as reviewer:
+        proposal_id = (await proposal_of(agent)).json()["proposal_id"]
+        monkeypatch.setattr("knowledge.edits.os.replace", read_only)  # a volume owned by someone else
+        refused = await reviewer.post(f"/desk/api/knowledge/proposals/{proposal_id}/decision", json={"approve": True})
+        assert refused.status_code == 503 and refused.json()["detail"]["code"] == "not_writable"
+        pending = (await reviewer.get("/desk/api/knowledge/proposals")).json()["proposals"]
+        assert [item["proposal_id"] for item in pending] == [proposal_id]
+    assert (desk.entries / "card.yaml").read_bytes() == before
+    assert not [path.name for path in desk.entries.iterdir() if path.name.startswith(".")]  # no temporary left
