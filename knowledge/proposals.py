@@ -26,7 +26,6 @@ from knowledge.edits import EntryEdit, entry_content, entry_digest
 from knowledge.model import Entry, served_index_dir
 
 URL_ENV = "KNOWLEDGE_PROPOSALS_URL"
-STATUSES = ("pending", "approved", "rejected")
 
 _METADATA = sa.MetaData()
 PROPOSALS = sa.Table(
