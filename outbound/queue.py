@@ -49,9 +49,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from ivr_config.database import open_engine
 from outbound.campaigns import Campaign
 from outbound.compliance import CallFacts, Compliance, Decision, timezone_of
-from risk_api.db import make_engine
 
 SCHEMA_VERSION = 2
 # Version 1 lacks only the operators' campaign controls (a new table): upgraded in place.
@@ -258,7 +258,7 @@ def attempt_id(member: str, number: int) -> str:
 class Queue:
     def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=5, max_overflow=10)
+        self.engine = open_engine(url, serialise_writes=True, pool_size=5, max_overflow=10)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # One writer at a time in this process on SQLite: wait on a lock, not in SQLite's busy loop.

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from ivr_config.database import open_engine
 from quality.events import StreamEvent
 
 URL_ENV = "QUALITY_EVENTS_URL"
@@ -126,24 +127,12 @@ def events_url(env: Mapping[str, str] = os.environ) -> str:
     return env.get(URL_ENV, "").strip() or f"sqlite:///{DEFAULT_PATH}"
 
 
-def _sqlite_wal(dbapi_connection: Any, _: Any) -> None:
-    # Rasa, the gateway and the inspection service share the file: readers never wait for a writer.
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
-    dbapi_connection.execute("PRAGMA busy_timeout=10000")
-
-
 class SqlEventStore:
     def __init__(self, url: str, writer_role: str | None = None) -> None:
         """`writer_role`: the inspection service's side on PostgreSQL, the role of the stream's
         writers (QUALITY_WRITER_ROLE), given INSERT on the events and nothing else once the tables exist."""
-        parsed = sa.engine.make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-            sa.event.listen(self.engine, "connect", _sqlite_wal)
-        else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        # Rasa, the gateway and the inspection service share the file (WAL: readers never wait).
+        self.engine = open_engine(url)
         self.writer_role = writer_role
         self._ready = False
         self._ready_lock = threading.Lock()

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -19,8 +18,6 @@ from sqlalchemy import (
     Integer,
     String,
     TypeDecorator,
-    create_engine,
-    event,
     inspect,
     select,
 )
@@ -29,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.schema import CreateColumn
 
+from ivr_config.database import open_engine
 from risk_api.clock import CHINA_TZ
 
 SCHEMA_VERSION = 5
@@ -344,38 +342,10 @@ class AuditEntry(Base):
     rules: Mapped[list[Any]]
 
 
-def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    """An engine for PostgreSQL, or for SQLite set up so that concurrent writers (threads or
-    processes) never lose an update: WAL, a long busy timeout, and every transaction holding the
-    write lock from its start. Shared with the dialler's job queue (outbound/queue.py)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _: Any) -> None:
-        # Take transaction control from pysqlite so that BEGIN IMMEDIATE below is what runs.
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
-        dbapi_connection.execute("PRAGMA foreign_keys=ON")
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # Every transaction holds SQLite's write lock from its start: read-then-write sequences
-        # are serialised and never lose an update.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = open_engine(url, serialise_writes=True, pool_size=10, max_overflow=20)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time: queue this process's transactions on a lock rather
         # than in SQLite's busy-wait back-off (which sleeps up to 100 ms per retry).
