@@ -2,7 +2,8 @@
 default (next to the index), any SQLAlchemy URL (PostgreSQL) by KNOWLEDGE_PROPOSALS_URL.
 
 A proposal is pending until someone other than its author approves or rejects it; it keeps who
-proposed it and why, who decided and why, and when. It names the entry it was made from by its
+proposed it and why, who decided and why (both free texts with a stated name or a cued code
+masked, as everywhere at rest; the desk refuses long digit runs), and when. It names the entry it was made from by its
 digest (knowledge/edits.py), so an approval never overwrites a change approved in between.
 Nothing is connected before the first use, so a database that is down never fails a start.
 """
@@ -16,14 +17,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from ivr_config import environment
+from ivr_config.database import open_engine
 from knowledge.edits import EntryEdit, entry_content, entry_digest
 from knowledge.model import Entry, served_index_dir
+from risk_api.masking import mask_text
 
 URL_ENV = "KNOWLEDGE_PROPOSALS_URL"
 
@@ -82,13 +84,7 @@ def _proposal(row: Any) -> Proposal:
 
 class ProposalStore:
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
-        parsed = sa.engine.make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = open_engine(url)
         self.clock = clock
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -111,7 +107,7 @@ class ProposalStore:
         row = {"id": f"K-{secrets.token_hex(10)}", "entry_id": edit.entry_id, "base_digest": entry_digest(before),
                "edit": json.dumps(edit.as_dict(), ensure_ascii=False),
                "before": json.dumps(entry_content(before), ensure_ascii=False) if before else None,
-               "reason": reason, "proposed_by": by, "proposed_at": self.clock(), "status": "pending",
+               "reason": mask_text(reason), "proposed_by": by, "proposed_at": self.clock(), "status": "pending",
                "decided_by": None, "decided_at": None, "note": ""}
         with self.engine.begin() as connection:
             connection.execute(PROPOSALS.insert().values(**row))
@@ -159,7 +155,7 @@ class ProposalStore:
             done = connection.execute(
                 PROPOSALS.update().where(PROPOSALS.c.id == proposal_id, PROPOSALS.c.status == "pending")
                 .values(status="approved" if approve else "rejected", decided_by=by, decided_at=self.clock(),
-                        note=note))
+                        note=mask_text(note)))
         if done.rowcount != 1:
             raise ProposalError("decided", f"{proposal_id} was decided by someone else meanwhile")
         decided = self.get(proposal_id)

@@ -190,3 +190,15 @@ def test_a_proposal_is_decided_once_by_someone_else(store: ProposalStore, entrie
     with pytest.raises(ProposalError) as missing:
         store.decide("K-00000000000000000000", False, "reviewer", "")
     assert missing.value.code == "not_found"
+
+
+def test_a_name_or_code_written_in_a_reason_or_a_note_is_stored_masked(store: ProposalStore, entries: Path) -> None:
+    edit, _ = reworded(entries)
+    proposal = store.propose(edit, find_entry(entries, edit.entry_id), "客户说我叫杨测戊，听不懂这句", "agent")
+    assert proposal.reason == "客户说我叫杨**，听不懂这句"
+    decided = store.decide(proposal.id, False, "reviewer", "他报了验证码 4821，别写进来")
+    assert decided.note == "他报了验证码 ****，别写进来"
+    with store.engine.connect() as connection:
+        stored = " ".join(str(value) for row in connection.exec_driver_sql("SELECT * FROM knowledge_proposals")
+                          for value in row)
+    assert "杨测戊" not in stored and "4821" not in stored
