@@ -14,11 +14,12 @@ A dialler that is killed at any point leaves nothing to be dialled twice: see ou
 
 Each Originate's outcome also goes to the quality stream (`events`, quality/publisher.py) under the
 conversation id the call will have if answered (`DialRequest.conversation_id`): `dial_placed`
-(campaign, flow, the customer's time zone, the attempt's number; at the moment the Originate left)
-and `dial_result` once Asterisk answered it, so the inspection checks the legal calling hours of
-every call placed, answered or not (an Originate that never reached Asterisk is neither); an
-attempt skipped for good is `dial_skipped` with its rule. Nothing in
-them names the customer or the number.
+(campaign, flow, the customer's time zone, the attempt's number in its series, the phone number's
+keyed digest `number_ref`; at the moment the Originate left) and `dial_result` once Asterisk
+answered it, so the inspection checks the legal calling hours and the number's daily cap of every
+call placed, answered or not (an Originate that never reached Asterisk is neither); an attempt
+skipped for good is `dial_skipped` with its rule. Nothing in them names the customer, and the
+number only by its keyed digest.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ class Dialer:
             return
         request = DialRequest(claimed.attempt_id, campaign.id, campaign.flow, claimed.customer_id, details.phone,
                               campaign.machine.behaviour, campaign.machine.prompt)
-        timezone = details.timezone
+        timezone, number = details.timezone, number_ref(self.number_key, details.phone)
         del details  # the number lives on only in the request, for this one Originate
         placed_at = self.clock.now()
         result = await self.originator.dial(request)
@@ -258,7 +259,7 @@ class Dialer:
             self.queue.not_sent(claimed, self.owner, now + self.settings.retry_unavailable)
             return
         self._publish(request.conversation_id, "dial_placed", campaign.id, at=placed_at, flow=campaign.flow,
-                      timezone=timezone, attempt=claimed.number)
+                      timezone=timezone, attempt=claimed.number, number=number)
         self._publish(request.conversation_id, "dial_result", campaign.id, at=now, result=result.result)
         self.dials += 1
         self._record(claimed, campaign, result, now)

@@ -6,7 +6,8 @@ questions it could not answer (where it falls short). As CSV and Prometheus metr
 
 A conversation counts on the day (in the figures' time zone) of its first event, once the
 customer said or keyed something (a chat opened and left empty is not a conversation). Outbound
-calls the dialler placed count apart (`outbound_dials`, `outbound_answered`), answered or not.
+calls the dialler placed count apart (`outbound_dials`, `outbound_answered`), answered or not, and
+the attempts it skipped for good by the compliance rule that skipped each (`outbound_skipped`).
 
 First-contact resolution: of the conversations whose customer the risk API verified, the share
 after which the same customer (by digest, on any channel) did not come back within
@@ -32,7 +33,7 @@ CSV_FIELDS = ("date", "conversations", "contained", "containment_rate", "handove
               "handover_reasons", "identity_checks", "identity_passed", "identity_pass_rate",
               "average_handling_seconds", "voice_calls", "barge_in_rate", "silence_rate", "low_confidence",
               "identified_conversations", "first_contact_resolution", "knowledge_answers", "unanswered_by_entry",
-              "outbound_dials", "outbound_answered")
+              "outbound_dials", "outbound_answered", "outbound_skipped")
 DEFAULT_REPEAT_HOURS = 48.0
 
 
@@ -57,6 +58,7 @@ class DailyFigures:
     unanswered_by_entry: list[tuple[str, int]] = field(default_factory=list)
     outbound_dials: int = 0  # calls the dialler placed (its `dial_placed`), answered or not
     outbound_answered: int = 0
+    outbound_skipped: list[tuple[str, int]] = field(default_factory=list)  # attempts skipped for good, by rule
 
     @property
     def first_contact_resolution(self) -> float:
@@ -96,7 +98,7 @@ def daily_figures(conversations: Iterable[Conversation], timezone: str, top: int
     starts: dict[str, list[float]] = {}
     for conversation in conversations:
         day = datetime.fromtimestamp(conversation.first_at, zone).date()
-        if conversation.dial_result is not None:
+        if conversation.dial_result is not None or conversation.dial_skipped is not None:
             dials_by_day.setdefault(day, []).append(conversation)
         if conversation.customer_spoke:
             by_day.setdefault(day, []).append(conversation)
@@ -132,8 +134,9 @@ def _day(day: date, conversations: list[Conversation], dials: list[Conversation]
         calls_with_silence=sum(any(hit.rule in SILENCE_RULES for hit in c.hits) for c in calls),
         low_confidence=low.most_common(top), identified=len(identified),
         resolved_first_contact=sum(not came_back(c) for c in identified), knowledge_answers=answered.most_common(top),
-        unanswered_by_entry=unanswered.most_common(top), outbound_dials=len(dials),
-        outbound_answered=sum(c.dial_result == "answered" for c in dials))
+        unanswered_by_entry=unanswered.most_common(top), outbound_dials=sum(c.dial_result is not None for c in dials),
+        outbound_answered=sum(c.dial_result == "answered" for c in dials),
+        outbound_skipped=Counter(c.dial_skipped for c in dials if c.dial_skipped).most_common())
 
 
 def _pairs(pairs: list[tuple[str, int]]) -> str:
@@ -153,8 +156,8 @@ def figures_row(figures: DailyFigures) -> dict[str, Any]:
             "low_confidence": figures.low_confidence, "identified_conversations": figures.identified,
             "first_contact_resolution": figures.first_contact_resolution,
             "knowledge_answers": figures.knowledge_answers, "unanswered_by_entry": figures.unanswered_by_entry,
-            "outbound_dials": figures.outbound_dials,
-            "outbound_answered": figures.outbound_answered}
+            "outbound_dials": figures.outbound_dials, "outbound_answered": figures.outbound_answered,
+            "outbound_skipped": figures.outbound_skipped}
 
 
 def figures_csv(days: list[DailyFigures]) -> str:
@@ -192,4 +195,8 @@ def metric_families(today: DailyFigures | None, hits: Counter[tuple[str, str]], 
     reasons = GaugeMetricFamily("quality_today_handovers_by_reason", "Hand-overs today by reason", labels=["reason"])
     for reason, count in today.handover_reasons if today else ():
         reasons.add_metric([reason], count)
-    return [*families, reasons]
+    skipped = GaugeMetricFamily("quality_today_outbound_skipped", "Outbound attempts skipped for good today by rule",
+                                labels=["rule"])
+    for rule, count in today.outbound_skipped if today else ():
+        skipped.add_metric([rule], count)
+    return [*families, reasons, skipped]

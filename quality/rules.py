@@ -14,6 +14,9 @@ Which rule reads what (quality/events.py names the events):
   `dial_placed`, answered or not; else `call_started` or the engine's `channel`), against the
   dialler's legal calling hours in the customer's time zone (the event's `timezone`, from the risk
   API; else China's);
+- outbound_number_cap: the dialler's `dial_placed` carrying its number's keyed digest (never the
+  number), against the unanswered calls already placed to that number on the customer's local day
+  (over every campaign): the legal cap the dialler enforces (outbound/compliance.py);
 - third_party_debt: an outbound call's bot and agent texts until the `right_party` slot
   says `confirmed`;
 - transfer_ignored: requests for a person not followed by a hand-over before the next message;
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,7 +35,13 @@ from zoneinfo import ZoneInfo
 from bot.redaction import REDACTED
 from flowspec.model import LEVELS, RIGHT_PARTY, repository_flowset
 from ivr_config.loader import load_yaml
-from outbound.compliance import DEFAULT_TIMEZONE, LEGAL_END, LEGAL_START, timezone_of
+from outbound.compliance import (
+    DEFAULT_TIMEZONE,
+    LEGAL_END,
+    LEGAL_MAX_UNANSWERED_PER_NUMBER_PER_DAY,
+    LEGAL_START,
+    timezone_of,
+)
 from quality.events import CALL, CUSTOMER_SLOT, DIALLER, StreamEvent
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "ivr_config" / "quality"
@@ -121,6 +130,7 @@ class Conversation:
     knowledge: list[str] = field(default_factory=list)  # entries of the knowledge base that answered
     unanswered_near: list[str] = field(default_factory=list)  # entries nearest the questions it did not answer
     dial_result: str | None = None  # an outbound call the dialler placed: placed, then answered, busy…
+    dial_skipped: str | None = None  # an attempt the dialler skipped for good: the rule that skipped it
     # Rule state.
     notice_heard: bool = False
     caller_awaited_since: float | None = None
@@ -139,11 +149,19 @@ class Conversation:
         return LEVELS.index(self.verified_level) >= LEVELS.index("L1")
 
 
+def _zone(name: str) -> tuple[str, ZoneInfo]:
+    """The customer's time zone by name; China's for a name the tz database does not know."""
+    zone = timezone_of(name)
+    return (name, zone) if zone is not None else (DEFAULT_TIMEZONE, ZoneInfo(DEFAULT_TIMEZONE))
+
+
 class Inspector:
     def __init__(self, rules: RuleSet, flows: FlowFacts) -> None:
         self.rules = rules
         self.flows = flows
         self.conversations: dict[str, Conversation] = {}
+        # The outbound calls placed to each number (its keyed digest) on each local day.
+        self.dials_by_number: dict[tuple[str, date], list[Conversation]] = {}
 
     def feed(self, event: StreamEvent) -> list[Hit]:
         """The hits this event makes (already added to its conversation)."""
@@ -175,19 +193,47 @@ class Inspector:
         gone = [c.id for c in self.conversations.values() if c.last_at < at]
         for conversation_id in gone:
             del self.conversations[conversation_id]
+        for key, placed in list(self.dials_by_number.items()):
+            kept = [c for c in placed if c.last_at >= at]
+            if kept:
+                self.dials_by_number[key] = kept
+            else:
+                del self.dials_by_number[key]
         return gone
 
     # --- the dialler's events -----------------------------------------------------------
 
     def _dial(self, conversation: Conversation, event: StreamEvent) -> list[tuple[str, str]]:
-        """A call placed is checked against the legal hours when it leaves, whether or not anyone
-        answers (the answered call's own events follow under the same conversation id)."""
+        """A call placed is checked against the legal hours and the number's daily cap when it
+        leaves, whether or not anyone answers (the answered call's own events follow under the same
+        conversation id). A skipped attempt only counts, by its rule."""
         if event.kind == "dial_placed":
             conversation.dial_result = "placed"
-            return self._outbound(conversation, event.at, str(event.data.get("timezone") or DEFAULT_TIMEZONE))
+            zone_name = str(event.data.get("timezone") or DEFAULT_TIMEZONE)
+            return (self._outbound(conversation, event.at, zone_name)
+                    + self._number_cap(conversation, event.at, zone_name, str(event.data.get("number") or "")))
         if event.kind == "dial_result":
             conversation.dial_result = str(event.data.get("result") or "unknown")
+        elif event.kind == "dial_skipped":
+            conversation.dial_skipped = str(event.data.get("rule") or "skipped")
         return []
+
+    def _number_cap(self, conversation: Conversation, at: float, zone_name: str,
+                    number: str) -> list[tuple[str, str]]:
+        """Placed to a number that already had the legal maximum of unanswered calls that local day
+        (a call still ringing counts as unanswered, as the dialler counts it)."""
+        if not number:
+            return []
+        zone_name, zone = _zone(zone_name)
+        placed = self.dials_by_number.setdefault((number, datetime.fromtimestamp(at, zone).date()), [])
+        unanswered = sum(other.dial_result != "answered" for other in placed if other is not conversation)
+        if conversation not in placed:
+            placed.append(conversation)
+        if unanswered < LEGAL_MAX_UNANSWERED_PER_NUMBER_PER_DAY:
+            return []
+        return self._once(conversation, "outbound_number_cap",
+                          f"该号码当日（{zone_name}）已有 {unanswered} 次未接通外呼，"
+                          f"上限 {LEGAL_MAX_UNANSWERED_PER_NUMBER_PER_DAY} 次")
 
     # --- the phone gateway's call events ------------------------------------------------
 
@@ -326,9 +372,7 @@ class Inspector:
         if conversation.outbound:
             return []
         conversation.outbound = True
-        zone = timezone_of(zone_name)
-        if zone is None:
-            zone_name, zone = DEFAULT_TIMEZONE, ZoneInfo(DEFAULT_TIMEZONE)
+        zone_name, zone = _zone(zone_name)
         local = datetime.fromtimestamp(at, zone).time()
         if LEGAL_START <= local < LEGAL_END:
             return []

@@ -748,7 +748,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         require_agent(request, "supervise")
         answer = await quality_call("GET", "/figures/daily.json", params={"days": days})
         figures = answer_json("quality inspection unavailable", answer)
-        return {"days": figures.get("days", []) if isinstance(figures, dict) else []}
+        days = figures.get("days") if isinstance(figures, dict) else None
+        return {"days": [labels.figures_for_desk(day) for day in days] if isinstance(days, list) else []}
 
     @app.post("/desk/api/quality/conversations/{ref}/takeover")
     async def take_over(ref: Annotated[str, PathParam(pattern=CONVERSATION_REF)], request: Request) -> JSONResponse:

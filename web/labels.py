@@ -79,6 +79,16 @@ CALL_RULES = {"do_not_call": "免打扰", "third_party_refused": "第三方拒�
               "campaign_stopped": "活动已停止"}
 
 
+def figures_for_desk(day: Any) -> Any:
+    """A day of the inspection's figures with the dialler's skip rules in Chinese."""
+    if not isinstance(day, dict):
+        return day
+    skipped = day.get("outbound_skipped")
+    named = [[CALL_RULES.get(str(pair[0]), UNKNOWN), pair[1]] for pair in skipped
+             if isinstance(pair, list) and len(pair) == 2] if isinstance(skipped, list) else []
+    return {**day, "outbound_skipped": named}
+
+
 def campaign_for_desk(item: Mapping[str, Any]) -> dict[str, Any]:
     """A campaign's row on the page: Chinese words for every code, the counts under them."""
     def named(counts: Any, words: Mapping[str, str]) -> list[list[Any]]:
@@ -100,7 +110,8 @@ QUALITY_RULES = {"caller_silence": "客户长时间沉默", "bot_silence": "机�
                  "distress": "客户情绪异常", "recording_notice": "未播放录音提示",
                  "identity_before_detail": "未核身即告知账户信息", "forbidden_phrase": "出现禁用语",
                  "transfer_ignored": "转人工请求被忽略", "request_failed_twice": "同一业务两次失败",
-                 "outbound_window": "外呼时段违规", "third_party_debt": "向第三方透露债务"}
+                 "outbound_window": "外呼时段违规", "outbound_number_cap": "同一号码当日未接通外呼超限",
+                 "third_party_debt": "向第三方透露债务"}
 SEVERITIES = {"critical": "严重", "major": "较重", "minor": "轻微"}
 
 

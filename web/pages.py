@@ -214,7 +214,8 @@ def figures_page(agent: Agent, charts: bool) -> str:
 <tbody></tbody></table>
 <h3>低置信度的客户原话（可补充知识库与训练数据）</h3><ul id="low-confidence"></ul>
 <h3>知识库答复最多的条目</h3><ul id="knowledge-answers"></ul>
-<h3>未能回答的问题（按最接近的知识库条目，可补充或改进该条目）</h3><ul id="unanswered-by-entry"></ul></section>
+<h3>未能回答的问题（按最接近的知识库条目，可补充或改进该条目）</h3><ul id="unanswered-by-entry"></ul>
+<h3>外呼未拨打（按合规规则）</h3><ul id="outbound-skipped"></ul></section>
 </main>
 {chart_script}<script src="/static/figures.js" defer></script>
 </body>

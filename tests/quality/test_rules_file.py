@@ -22,7 +22,7 @@ def copied(tmp_path: Path) -> Path:
 def test_the_shipped_rules_load_and_pass_the_check_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert load_rules(RULES_PATH).rules["recording_notice"]["phrase"] == "录音"
     assert main(["check"]) == 0
-    assert "14 rules, alerts at critical" in capsys.readouterr().out
+    assert "15 rules, alerts at critical" in capsys.readouterr().out
 
 
 def test_an_unknown_severity_names_the_file_and_the_rule(tmp_path: Path) -> None:

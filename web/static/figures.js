@@ -59,6 +59,7 @@
     counted("low-confidence", days.length ? days[days.length - 1].low_confidence : []);
     counted("knowledge-answers", days.length ? days[days.length - 1].knowledge_answers || [] : []);
     counted("unanswered-by-entry", days.length ? days[days.length - 1].unanswered_by_entry || [] : []);
+    counted("outbound-skipped", days.length ? days[days.length - 1].outbound_skipped || [] : []);
   }
 
   /* The latest day's [text, count] pairs as a list: what customers said, or the entries that answered. */
