@@ -37,7 +37,7 @@ export RASA_TRACKER_DB_PASSWORD ?= dev-only-tracker-db-password
 export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup voice-tools turn-models compile lint train run test bench voice-demo asterisk-sounds prerender clean
+.PHONY: setup voice-tools turn-models compile lint train run test test-loaded bench voice-demo asterisk-sounds prerender clean
 
 # requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
 # (regenerate with pip freeze after changing a .txt).
@@ -113,6 +113,11 @@ endif
 test: train lint
 	bash scripts/ensure_debian_packages.sh $(TEST_PACKAGES)
 	pg_url="$$(bash scripts/ensure_postgres.sh)" && RISK_API_TEST_PG_URL="$$pg_url" $(SVC_PY) -m pytest tests
+
+# Issue 12's check: `make test` RUNS times in a row (default 3) with stress-ng on every core; wall
+# times and results in var/loaded-test/summary.txt.
+test-loaded:
+	bash scripts/loaded_test.sh $(or $(RUNS),3)
 
 bench: train
 	bash scripts/ensure_debian_packages.sh $(TEST_PACKAGES)
