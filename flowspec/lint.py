@@ -31,6 +31,7 @@ from flowspec.model import (
     read_yaml,
 )
 from flowspec.templates import placeholders
+from risk_api.operations import OPERATIONS, contract_gaps
 from risk_api.rules import RiskAction
 from risk_api.schemas import PARAMS_BY_ACTION, TicketKind
 
@@ -84,12 +85,17 @@ def _check_transfer_announced_once(flow: Flow) -> list[FlowError]:
 def _check_risk_api_contract(flow: Flow) -> list[FlowError]:
     """What a flow asks of the risk API exists there: its risk action, with the parameters that
     action takes, and its ticket kind. A new one is added to risk_api first (rules.py RiskAction,
-    schemas.py PARAMS_BY_ACTION and TicketKind), then used by a flow."""
+    schemas.py PARAMS_BY_ACTION and TicketKind, operations.py OPERATIONS), then used by a flow."""
     problems = []
     acts = flow.risk != "-" and flow.risk not in RISK_DONE_BY_IDENTITY_STEP
     if acts and flow.risk not in get_args(RiskAction):
         problems.append(FlowError(flow.path, "risk", f"'{flow.risk}' is not an action of the risk API "
                                                      "(risk_api/rules.py RiskAction)"))
+    elif acts and (flow.risk not in PARAMS_BY_ACTION or flow.risk not in OPERATIONS):
+        problems.append(FlowError(flow.path, "risk", f"'{flow.risk}' is a risk action without "
+                                  + ("its parameters (risk_api/schemas.py PARAMS_BY_ACTION)"
+                                     if flow.risk not in PARAMS_BY_ACTION
+                                     else "an operation (risk_api/operations.py OPERATIONS)")))
     elif acts and flow.act_params is not None:
         fields = PARAMS_BY_ACTION[flow.risk].model_fields
         required = {name for name, field in fields.items() if field.is_required()}
@@ -269,6 +275,7 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
         problems += _check_risk_api_contract(flow)
         problems += [FlowError(flow.path, f"branches.{index}.then", f"no flow '{branch.then}'")
                      for index, branch in enumerate(flow.branches) if branch.then and branch.then not in flows]
+    problems += [FlowError(REPO_ROOT / "risk_api" / "operations.py", "", gap) for gap in contract_gaps()]
 
     owner: dict[str, str] = {}
     intents_examples = {flow.id: flow.examples for flow in flows.values()}

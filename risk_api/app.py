@@ -20,6 +20,7 @@ from risk_api.config import Settings
 from risk_api.db import SCHEMA_VERSION, Customer, Database
 from risk_api.errors import ApiError, api_error_handler, not_found, unauthorized, unknown_customer
 from risk_api.metrics import HANDOFFS_CREATED, RISK_DECISIONS, WaitingHandoffs
+from risk_api.operations import contract_gaps
 from risk_api.reads import READS, summary
 from risk_api.rules import RiskAction, load_rules
 from risk_api.schemas import (
@@ -121,6 +122,8 @@ class Service:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                sms_sender: SmsSender | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if gaps := contract_gaps():
+        raise RuntimeError("the risk API's actions disagree: " + "; ".join(gaps))
     service = Service(settings, clock or SystemClock(),
                       sms_sender or load_sender(settings.sms_sender, settings.sms_outbox))
 

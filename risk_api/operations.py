@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +21,8 @@ from risk_api.db import Card, Customer, LedgerEntry, new_id
 from risk_api.masking import mask_card, mask_email, mask_phone
 from risk_api.money import to_fen, yuan, yuan_text
 from risk_api.reads import active_cards, latest_application
+from risk_api.rules import RiskAction
+from risk_api.schemas import PARAMS_BY_ACTION
 from risk_api.sms import SmsMessage
 
 RESTRUCTURE_FEE_RATE = 0.005  # per period, on the restructured bill
@@ -317,3 +319,17 @@ OPERATIONS: dict[str, Callable[[Operation], Outcome]] = {
     "unbind_card": _unbind_card, "issue_certificate": _issue_certificate,
     "issue_invoice": _issue_invoice,
 }
+
+
+def contract_gaps() -> list[str]:
+    """A risk action each of the three places must know: its name (rules.py RiskAction), its
+    parameters (schemas.py PARAMS_BY_ACTION) and what it does (OPERATIONS above). The flow linter
+    reports these; the risk API refuses to start with any (an allowed action without an operation
+    would fail only when a customer asks for it)."""
+    actions = set(get_args(RiskAction))
+    return ([f"{name} has no parameters in risk_api/schemas.py PARAMS_BY_ACTION"
+             for name in sorted(actions - PARAMS_BY_ACTION.keys())]
+            + [f"{name} has no operation in risk_api/operations.py OPERATIONS"
+               for name in sorted(actions - OPERATIONS.keys())]
+            + [f"{name} is not a risk action (risk_api/rules.py RiskAction)"
+               for name in sorted((PARAMS_BY_ACTION.keys() | OPERATIONS.keys()) - actions)])

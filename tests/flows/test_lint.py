@@ -122,6 +122,17 @@ def test_a_risk_action_the_risk_api_does_not_know_is_named(flows_copy: Path) -> 
     assert any("'swap_card' is not an action of the risk API" in problem for problem in problems), problems
 
 
+def test_a_risk_action_without_its_operation_is_named_for_the_flow_and_the_risk_api(
+        flows_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from risk_api import operations
+    monkeypatch.delitem(operations.OPERATIONS, "change_bank_card")
+    flow_problem, risk_api_problem = [str(problem) for problem in lint(flows_copy)]
+    assert flow_problem.endswith("change_bank_card.yml: risk: 'change_bank_card' is a risk action without an "
+                                 "operation (risk_api/operations.py OPERATIONS)")
+    assert risk_api_problem == ("risk_api/operations.py: (top level): change_bank_card has no operation in "
+                                "risk_api/operations.py OPERATIONS")
+
+
 def test_act_params_must_be_the_ones_the_risk_action_takes(flows_copy: Path) -> None:
     edit(flows_copy, "change_bank_card", lambda data: data["act"]["params"].pop("card_number"))
     assert "act.params: 'change_bank_card' takes ['bank', 'card_number']" in only_problem(flows_copy)

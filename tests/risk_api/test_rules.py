@@ -176,3 +176,32 @@ def test_rules_file_errors_name_the_field(tmp_path: Path) -> None:
     broken.write_text("rules: [", encoding="utf-8")
     with pytest.raises(RulesConfigError, match="cannot read"):
         load_rules(broken)
+
+
+def test_a_risk_action_missing_its_parameters_or_operation_is_named_and_the_shipped_ones_agree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from risk_api import operations
+    from risk_api.schemas import PARAMS_BY_ACTION
+
+    assert operations.contract_gaps() == []
+    monkeypatch.delitem(operations.OPERATIONS, "unbind_card")
+    monkeypatch.delitem(PARAMS_BY_ACTION, "issue_invoice")
+    monkeypatch.setitem(operations.OPERATIONS, "pause_reminders", operations.OPERATIONS["close_account"])
+    assert operations.contract_gaps() == [
+        "issue_invoice has no parameters in risk_api/schemas.py PARAMS_BY_ACTION",
+        "unbind_card has no operation in risk_api/operations.py OPERATIONS",
+        "pause_reminders is not a risk action (risk_api/rules.py RiskAction)"]
+
+
+def test_the_risk_api_refuses_to_start_with_an_action_it_could_not_carry_out(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from risk_api import operations
+    from risk_api.app import create_app
+    from risk_api.config import Settings
+
+    monkeypatch.delitem(operations.OPERATIONS, "unbind_card")
+    settings = Settings(token="a-token-for-a-start-refused", database_url=f"sqlite:///{tmp_path / 'risk.sqlite3'}",
+                        sms_outbox=tmp_path / "sms.jsonl")
+    with pytest.raises(RuntimeError, match="unbind_card has no operation in risk_api/operations.py OPERATIONS"):
+        create_app(settings)
+    assert not (tmp_path / "risk.sqlite3").exists()  # refused before anything was opened
