@@ -16,7 +16,8 @@ Each Originate's outcome also goes to the quality stream (`events`, quality/publ
 conversation id the call will have if answered (`DialRequest.conversation_id`): `dial_placed`
 (campaign, flow, the customer's time zone, the attempt's number in its series, the phone number's
 keyed digest `number_ref`; at the moment the Originate left) and `dial_result` once Asterisk
-answered it, so the inspection checks the legal calling hours and the number's daily cap of every
+answered it (and `dial_result` `machine` when the dialplan's AMD() found an answering machine on
+it), so the inspection checks the legal calling hours and the number's daily cap of every
 call placed, answered or not (an Originate that never reached Asterisk is neither); an attempt
 skipped for good is `dial_skipped` with its rule. Nothing in them names the customer, and the
 number only by its keyed digest.
@@ -31,6 +32,7 @@ import math
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CSV_CYCLE = "list"
 PLAN_CHECK = timedelta(minutes=1)
+CONVERSATIONS_REMEMBERED = 10_000  # calls whose answering machine may still be reported (minutes of dialling)
 
 
 class DialEvents(Protocol):
@@ -93,6 +96,9 @@ class Dialer:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.dials = 0
         self._plan_checked: dict[str, datetime] = {}  # campaign -> when this dialler last asked to plan it
+        # Attempt id -> its call's conversation id, for an answering machine heard of later (the
+        # dialplan's event names the attempt only); the latest calls of this process.
+        self._conversation_of: OrderedDict[str, str] = OrderedDict()
         originator.on_call_end(self._call_ended)
         originator.on_machine(self._machine_answered)
 
@@ -251,6 +257,9 @@ class Dialer:
         timezone, number = details.timezone, number_ref(self.number_key, details.phone)
         del details  # the number lives on only in the request, for this one Originate
         placed_at = self.clock.now()
+        self._conversation_of[claimed.attempt_id] = request.conversation_id
+        while len(self._conversation_of) > CONVERSATIONS_REMEMBERED:
+            self._conversation_of.popitem(last=False)
         result = await self.originator.dial(request)
         DIAL_ATTEMPTS.labels(campaign.id, result.result).inc()
         now = self.clock.now()
@@ -291,6 +300,9 @@ class Dialer:
         if campaign_id is not None:
             ANSWERING_MACHINES.labels(campaign_id).inc()
             log.info("attempt %s: machine", attempt_id)
+            conversation_id = self._conversation_of.get(attempt_id)
+            if conversation_id is not None:  # placed by this process (not before a restart)
+                self._publish(conversation_id, "dial_result", campaign_id, result="machine")
 
     # --- after the call -----------------------------------------------------------------------
 

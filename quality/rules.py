@@ -53,6 +53,7 @@ _CALLER_HEARD = {"caller_started_speaking", "key"}
 _CALLER_DONE = {"caller_stopped_speaking", "key"}
 OUTBOUND_CHANNEL = "outbound"
 RIGHT_PARTY_CONFIRMED = "confirmed"
+MACHINE = "machine"  # an outbound call an answering machine took (the dialler's `dial_result`)
 
 
 @dataclass(frozen=True)
@@ -208,12 +209,14 @@ class Inspector:
         leaves, whether or not anyone answers (the answered call's own events follow under the same
         conversation id). A skipped attempt only counts, by its rule."""
         if event.kind == "dial_placed":
-            conversation.dial_result = "placed"
+            # The dialplan's answering machine may be stored first (the dialler publishes the dial
+            # once Asterisk answered the Originate): it stays.
+            conversation.dial_result = conversation.dial_result or "placed"
             zone_name = str(event.data.get("timezone") or DEFAULT_TIMEZONE)
             return (self._outbound(conversation, event.at, zone_name)
                     + self._number_cap(conversation, event.at, zone_name, str(event.data.get("number") or "")))
-        if event.kind == "dial_result":
-            conversation.dial_result = str(event.data.get("result") or "unknown")
+        if event.kind == "dial_result" and conversation.dial_result != MACHINE:
+            conversation.dial_result = str(event.data.get("result") or "unknown")  # never undoes a machine
         elif event.kind == "dial_skipped":
             conversation.dial_skipped = str(event.data.get("rule") or "skipped")
         return []

@@ -31,6 +31,11 @@ from outbound.compliance import Compliance
 from outbound.dialer import Dialer, DialerSettings
 from outbound.originator import AmiOriginator, DialSettings
 from outbound.queue import Queue
+from quality.events import DIALLER
+from quality.figures import daily_figures
+from quality.publisher import StreamPublisher
+from quality.rules import FlowFacts, Inspector, load_rules
+from quality.store import SqlEventStore
 from telephony.ami import AmiClient, AmiConfig
 from tests.outbound.helpers import (
     NUMBER_KEY,
@@ -241,7 +246,10 @@ def attempt_of(rig: Rig, customer_id: str, number: int = 1):  # type: ignore[no-
     return next(a for a in rig.queue.attempts() if a.customer_id == customer_id and a.number == number)
 
 
-async def test_machines_get_their_campaigns_behaviour_and_are_retried_people_reach_the_bot(rig: Rig) -> None:
+async def test_machines_get_their_campaigns_behaviour_and_are_retried_people_reach_the_bot(
+        rig: Rig, tmp_path: Path) -> None:
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    rig.dialer.events = events = StreamPublisher(store, DIALLER)
     await rig.dialer.tick()
     originates = await rig.peer.wait_for_action("Originate", 5)
     assert len(originates) == 5
@@ -268,6 +276,20 @@ async def test_machines_get_their_campaigns_behaviour_and_are_retried_people_rea
         runs[customer] = await run_dialplan(rig.peer, by_customer[customer], uniqueid, "HUMAN")
     await within(rig.dialer.drain())
     await until(lambda: attempt_of(rig, "C100000").result == "machine")
+
+    # On the quality stream, each machine is its call's `dial_result` under the call's conversation id,
+    # whether it came before the OriginateResponse or after: the figures count it placed, not answered.
+    assert events.writer.flush()
+    stored = store.after(0, 100)
+    events.close()
+    machine_calls = {event.conversation_id for event in stored if event.data.get("result") == "machine"}
+    assert machine_calls == {variables(by_customer[customer])["IVR_CALL_UUID"] for customer in machines}
+    inspector = Inspector(load_rules(), FlowFacts.from_repository())
+    for event in stored:
+        inspector.feed(event)
+    assert {inspector.conversations[call].dial_result for call in machine_calls} == {"machine"}
+    (day,) = daily_figures(inspector.conversations.values(), "Asia/Shanghai", top=5)
+    assert (day.outbound_dials, day.outbound_answered) == (5, 3)
 
     for customer, behaviour in machines.items():
         run, attempt = runs[customer], attempt_of(rig, customer)
