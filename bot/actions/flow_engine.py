@@ -184,7 +184,8 @@ class FlowFormValidator(Action, ABC):
                 pass  # "不对，我叫…": the earlier answer corrected (not a 不对 that cancels), this question again
             elif corrects and self._dont_know(turn, flow, requested, text, intent, values, set_slot):
                 pass  # 不知道 / 验证码没收到 read as a deny or another flow's request: the help, not an exit
-            elif escape and escape.kind == "switch" and await self._side_question(turn, flow, requested, text, intent):
+            elif escape and escape.kind == "switch" and await self._side_question(turn, flow, requested, text, intent,
+                                                                                 unanswered_counts=False):
                 pass  # a question on another flow's topic, answered on the side: this flow goes on
             elif escape:
                 set_slot("flow_exit", escape.encode())
@@ -351,18 +352,24 @@ class FlowFormValidator(Action, ABC):
             turn.say(slot.help or turn.response("no_help", flow), {})
         return True
 
-    async def _side_question(self, turn: Turn, flow: Flow, requested: str, text: str, intent: str | None) -> bool:
+    async def _side_question(self, turn: Turn, flow: Flow, requested: str, text: str, intent: str | None,
+                             unanswered_counts: bool = True) -> bool:
         """A question asked instead of an answer ("等一下，我先问下提前还要手续费吗" at the code
         step): the knowledge base's answer when it is sure, then "we go on", and the form asks its
         question again. Its answers are the same for everyone: identity is neither needed nor given.
         Not before the right party is on the line, not for an entry that is another flow's request
-        (that is a switch), not for what answers the question."""
+        (that is a switch), not for what answers the question. A question it cannot answer goes
+        along as `knowledge_nearest`, as outside a flow (`unanswered_counts`: not when the message
+        is another flow's request, which switches to it)."""
         if not QUESTION.search(text) or requested in flowset().right_party.slots:
             return False
         if validate(slot_definition(flow, requested), Utterance(text, intent, flowset().banks)) is not None:
             return False
-        answer = (await consult_knowledge(text, turn.channel)).answer
+        consulted = await consult_knowledge(text, turn.channel)
+        answer = consulted.answer
         if not answer or not answer.text or answer.flow or answer.confidence < DIRECT_ANSWER_CONFIDENCE:
+            if unanswered_counts and consulted.nearest and not (answer and answer.flow):
+                turn.signal({"knowledge_nearest": consulted.nearest})
             return False
         turn.dispatcher.utter_message(text=answer.text)
         turn.signal({"knowledge": answer.entry_id})

@@ -52,6 +52,15 @@ def test_a_question_instead_of_a_rating_is_answered_and_the_rating_asked_again(c
     assert slots["requested_slot"] == "rating"
 
 
+def test_a_question_it_cannot_answer_goes_along_with_its_nearest_entry_and_the_question_is_asked_again() -> None:
+    """The quality figures count unanswered questions by their nearest entry, inside a flow too."""
+    said, slots = answer("satisfaction_survey", "rating", "等一下，你们那个会员有什么用吗")
+    signals = [message.get("custom") for message in said if message.get("custom")]
+    assert signals == [{"knowledge_nearest": "anti_fraud.auto_renewal_scam"}], said
+    assert GO_ON.chat not in texts(said)
+    assert slots["requested_slot"] == "rating" and slots.get("rating") is None and not slots.get("flow_exit")
+
+
 def test_carry_on_goes_on_without_not_understood() -> None:
     said, slots = answer("satisfaction_survey", "rating", "那继续吧")
     assert texts(said) == [GO_ON.chat]
@@ -69,6 +78,7 @@ def test_another_flows_request_stays_a_switch() -> None:
     said, slots = answer("satisfaction_survey", "rating", "我先问下怎么查账单呢",
                          intent="bill_inquiry", confidence=0.95)
     assert slots.get("flow_exit") == "switch:bill_inquiry", said
+    assert not any(message.get("custom") for message in said), "a request for a flow is no unanswered question"
 
 
 def test_before_the_right_party_is_on_the_line_nothing_is_answered_on_the_side() -> None:
