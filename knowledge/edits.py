@@ -55,9 +55,11 @@ _publishing = threading.Lock()
 class EditRefused(KnowledgeError):
     """The edit would leave the knowledge base broken: what the linter (or the edit's own check) said."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], chinese: list[str]) -> None:
+        """`problems` as the linter words them (file: field: problem); `chinese` the same for the desk."""
         super().__init__(f"{len(problems)} problem(s), first: {problems[0]}")
         self.problems = problems
+        self.chinese = chinese
 
 
 class EditConflict(KnowledgeError):
@@ -168,12 +170,14 @@ def _expected(edit: EntryEdit, flow: str | None, path: Path) -> Entry:
                  status="retired" if edit.retire else "approved", path=path)
 
 
-def _problem_lines(scratch: Path, problems: list[Problem]) -> list[str]:
-    """The linter's problems named by file, not by the scratch copy's path."""
-    return [": ".join(part for part in (problem.path.relative_to(scratch).as_posix()
-                                        if problem.path.is_relative_to(scratch) else problem.path.name,
-                                        problem.field, problem.problem) if part)
-            for problem in problems]
+def _refused(scratch: Path, problems: list[Problem]) -> EditRefused:
+    """The linter's problems named by file, not by the scratch copy's path; in Chinese for the desk
+    (the linter's own words where it has none: a broken file only a developer's edit makes)."""
+    lines = [": ".join(part for part in (problem.path.relative_to(scratch).as_posix()
+                                         if problem.path.is_relative_to(scratch) else problem.path.name,
+                                         problem.field, problem.problem) if part)
+             for problem in problems]
+    return EditRefused(lines, [problem.chinese or line for problem, line in zip(problems, lines, strict=True)])
 
 
 def prepare(entries_dir: Path, flows_dir: Path, edit: EntryEdit, base: str | None) -> tuple[Path, str, Entry | None]:
@@ -181,16 +185,19 @@ def prepare(entries_dir: Path, flows_dir: Path, edit: EntryEdit, base: str | Non
     the entry is not the one `base` names, EditRefused when the result would be refused."""
     path = entries_dir / f"{edit.category}.yaml"
     if path.name == OUT_OF_SCOPE_FILE or not path.is_file():
-        raise EditRefused([f"entry_id: no category '{edit.category}' in the knowledge base"])
+        raise EditRefused([f"entry_id: no category '{edit.category}' in the knowledge base"],
+                          [f"知识库里没有“{edit.category}”这个分类"])
     current = find_entry(entries_dir, edit.entry_id)
     if entry_digest(current) != base:
         raise EditConflict(f"{edit.entry_id} " + ("was added since" if base is None
                                                   else "is gone" if current is None else "has changed since"))
     if current is None and edit.retire:
-        raise EditRefused([f"entry_id: there is no entry '{edit.entry_id}' to retire"])
+        raise EditRefused([f"entry_id: there is no entry '{edit.entry_id}' to retire"],
+                          [f"没有条目 {edit.entry_id} 可以停用"])
     flow = current.flow if current else None
     if flow is not None and (edit.chat is not None or edit.voice is not None):
-        raise EditRefused([f"{edit.entry_id}: points to the flow '{flow}', which answers: no chat or voice answer"])
+        raise EditRefused([f"{edit.entry_id}: points to the flow '{flow}', which answers: no chat or voice answer"],
+                          [f"条目 {edit.entry_id}：指向业务流程“{flow}”，由流程作答，不写答案"])
     text = _with_block(path.read_text(encoding="utf-8"), edit.entry_id, _block(edit, flow))
     with tempfile.TemporaryDirectory(prefix="knowledge-edit-") as scratch_name:
         scratch = Path(scratch_name)
@@ -199,7 +206,7 @@ def prepare(entries_dir: Path, flows_dir: Path, edit: EntryEdit, base: str | Non
         (scratch / path.name).write_text(text, encoding="utf-8")
         problems = lint(scratch, flows_dir)
         if problems:
-            raise EditRefused(_problem_lines(scratch, problems))
+            raise _refused(scratch, problems)
         rewritten = load_category(scratch / path.name).entries
     others_before = [entry_digest(entry) for entry in load_category(path).entries if entry.id != edit.entry_id]
     others_after = [entry_digest(entry) for entry in rewritten if entry.id != edit.entry_id]

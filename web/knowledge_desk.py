@@ -48,6 +48,7 @@ PROPOSALS_PAGE = 20
 # character JSON-escaped (up to 6 bytes each).
 MAX_BODY = 32 * 1024
 STATUS_NAMES = {"pending": "待审核", "approved": "已发布", "rejected": "已驳回"}
+FIELD_NAMES = {"reason": "修改原因", "note": "审核意见"}
 ENTRY_STATUS_NAMES = {"approved": "在用", "proposed": "待审核", "retired": "已停用"}
 NOT_WRITABLE = "知识库文件无法写入，提议仍待审核：请运维检查 KNOWLEDGE_ENTRIES_DIR 的权限。"
 
@@ -91,15 +92,19 @@ def entry_for_desk(entry: Entry) -> dict[str, Any]:
             "status_name": ENTRY_STATUS_NAMES.get(entry.status, entry.status), "digest": entry_digest(entry)}
 
 
-def refused(problems: list[str]) -> HTTPException:
-    return HTTPException(422, {"code": "refused", "message": "知识库检查未通过，未保存。", "problems": problems})
+def refused(error: EditRefused) -> HTTPException:
+    """The problems in Chinese for the page, and as the linter words them (file and field) for whoever
+    edits the files."""
+    return HTTPException(422, {"code": "refused", "message": "知识库检查未通过，未保存。", "problems": error.chinese,
+                               "details": error.problems})
 
 
 def without_personal_numbers(field: str, text: str) -> None:
     """A reason or a note is kept as written: no customer's phone, ID or card number in it."""
     if has_personal_number(text):
-        raise refused([f"{field}: has a number of seven digits or more (a phone, ID or card number?): "
-                       "no personal data here"])
+        raise refused(EditRefused(
+            [f"{field}: has a number of seven digits or more (a phone, ID or card number?): no personal data here"],
+            [f"{FIELD_NAMES[field]}含七位以上连续数字（手机号、身份证号或卡号？），不能写入客户个人信息"]))
 
 
 def knowledge_routes(knowledge: KnowledgeDesk, logged_in_agent: Callable[[Request], Agent | None],
@@ -164,7 +169,7 @@ def knowledge_routes(knowledge: KnowledgeDesk, logged_in_agent: Callable[[Reques
             raise HTTPException(409, {"code": "entry_changed",
                                       "message": "条目已被修改，请重新载入后再提议。"}) from error
         except EditRefused as error:
-            raise refused(error.problems) from error
+            raise refused(error) from error
         proposal = await asyncio.to_thread(knowledge.store.propose, edit, before, proposed.reason, agent.login)
         log.info("knowledge proposal %s for %s by %s", proposal.id, edit.entry_id, agent.login)
         return JSONResponse(for_desk(proposal, agent), status_code=201)
@@ -201,7 +206,7 @@ def knowledge_routes(knowledge: KnowledgeDesk, logged_in_agent: Callable[[Reques
             raise HTTPException(409, {"code": "entry_changed",
                                       "message": "条目在提议之后已被修改，不能发布：请驳回并重新提议。"}) from error
         except EditRefused as error:
-            raise refused(error.problems) from error
+            raise refused(error) from error
         except OSError as error:  # the entries folder not writable (a read-only image, a volume's owner)
             log.error("knowledge proposal %s not published: %s", proposal_id, error)
             raise HTTPException(503, {"code": "not_writable", "message": NOT_WRITABLE}) from error

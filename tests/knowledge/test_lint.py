@@ -77,6 +77,10 @@ def test_the_same_phrasing_in_two_entries_is_named_even_with_punctuation_and_par
     problem = only_problem(entries_copy)
     assert "interest.yaml: entries[" in problem and ".paraphrases[3]" in problem
     assert "the same phrasing as one of entry 'fees.apr_disclosure'" in problem
+    # The desk's words for the same: by entry and the form's field names, nothing of files.
+    (found,) = lint(entries_copy)
+    assert found.chinese == ("条目 interest.holiday 的第4个其他问法：“请问，借款的年化利率是多少呢？”"
+                             "与条目 fees.apr_disclosure 的问法相同")
     assert phrasing_key("请问，借款的年化利率是多少呢？") == phrasing_key("借款的年化利率是多少")
 
 
@@ -116,8 +120,10 @@ def test_an_answer_without_a_voice_version_is_refused(entries_copy: Path) -> Non
 ])
 def test_a_voice_answer_that_cannot_be_spoken_is_named(entries_copy: Path, voice: str, expected: str) -> None:
     edit(entries_copy, "card", lambda data: entry(data, "card.credit_card").update(voice=voice))
-    problems = [str(problem) for problem in lint(entries_copy)]
+    found = lint(entries_copy)
+    problems = [str(problem) for problem in found]
     assert any(expected in problem and ".voice:" in problem for problem in problems), problems
+    assert all(problem.chinese.startswith("条目 card.credit_card 的语音答复：") for problem in found), found
     assert voice_problems("我们不会收取任何费用，请在APP账单页查看，反诈专线是九六一一零。") == []
 
 

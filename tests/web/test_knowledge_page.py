@@ -59,7 +59,9 @@ def test_an_agent_proposes_a_better_answer_and_a_reviewer_publishes_it(
     page.get_by_label("修改原因").fill("客户听不懂原来的说法")
     page.get_by_role("button", name="提交审核").click()
     expect(page.locator("#knowledge-status")).to_have_text("未提交：知识库检查未通过，未保存。")
-    expect(page.locator("#knowledge-problems")).to_contain_text("has digits")
+    expect(page.locator("#knowledge-problems li")).to_have_text([  # a 10-digit number: digits, and personal data?
+        "条目 card.credit_card 的语音答复：含七位以上连续数字（手机号、身份证号或卡号？），不能写入客户个人信息",
+        "条目 card.credit_card 的语音答复：含阿拉伯数字，请按读法写成汉字（二十四小时、百分之二十四）"])
 
     page.get_by_label("语音答复（电话，数字写成汉字）").fill(NEW_VOICE)
     page.get_by_role("button", name="提交审核").click()
