@@ -29,9 +29,15 @@ export OUTBOUND_GATEWAY_TOKEN ?= dev-only-outbound-gateway-token
 export RASA_DESK_TOKEN ?= dev-only-rasa-desk-token
 export METRICS_TOKEN ?= dev-only-metrics-token
 export GATEWAY_DESK_TOKEN ?= dev-only-gateway-desk-token
-# Only `make run SCALE=n`: the Redis lock store's password and the conversations' PostgreSQL role's.
+# Only `make run SCALE=n`: the Redis lock store's password, and each service's PostgreSQL role
+# (deploy/postgres-init.sh's names; the roles and databases are named ivr_rasa, ivr_risk, …).
 export REDIS_PASSWORD ?= dev-only-redis-password
-export RASA_TRACKER_DB_PASSWORD ?= dev-only-tracker-db-password
+export IVR_DATABASE_PREFIX ?= ivr_
+export POSTGRES_RASA_PASSWORD ?= dev-only-rasa-db-password
+export POSTGRES_RISK_PASSWORD ?= dev-only-risk-db-password
+export POSTGRES_OUTBOUND_PASSWORD ?= dev-only-outbound-db-password
+export POSTGRES_QUALITY_PASSWORD ?= dev-only-quality-db-password
+export POSTGRES_QUALITY_WRITER_PASSWORD ?= dev-only-quality-writer-db-password
 # The agent desk's accounts: development ones (password dev-only-agent-password), refused
 # outside IVR_ENV=development; a deployment names its own file.
 export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
@@ -97,14 +103,13 @@ train: setup compile
 	$(SVC_PY) -m stack.train
 	$(SVC_PY) -m knowledge index
 
-# `make run SCALE=n` (n ≥ 2): n Rasa processes and n action servers behind HAProxy, conversations
-# in PostgreSQL (role and database rasa_tracker, set up like the tests' one), locks in Redis.
+# `make run SCALE=n` (n ≥ 2): n Rasa processes and n action servers behind HAProxy, locks in Redis,
+# and every service's data in PostgreSQL, one role and database per service as in a deployment.
 run: train
 ifdef SCALE
 	bash scripts/ensure_debian_packages.sh $(SCALE_PACKAGES)
-	tracker_url="$$(RISK_API_PG_ROLE=rasa_tracker RISK_API_PG_PASSWORD="$$RASA_TRACKER_DB_PASSWORD" \
-		RISK_API_PG_DATABASE=rasa_tracker bash scripts/ensure_postgres.sh)" && \
-		RASA_TRACKER_DB_URL="$$tracker_url" $(SVC_PY) -m stack.run --scale $(SCALE)
+	port="$$(bash scripts/ensure_service_databases.sh)" && \
+		IVR_DATABASE_PORT="$$port" $(SVC_PY) -m stack.run --scale $(SCALE)
 else
 	$(SVC_PY) -m stack.run
 endif

@@ -1,22 +1,20 @@
 """`make run`: start the whole stack on localhost, one log per service, Ctrl-C stops it all.
 
-`make run SCALE=n` (`--scale n`, n ≥ 2): the scaled topology of stack/scaled.py, its
-conversations in the PostgreSQL database of RASA_TRACKER_DB_URL (the Makefile sets one up), its
-locks in a Redis with REDIS_PASSWORD.
+`make run SCALE=n` (`--scale n`, n ≥ 2): the scaled topology of stack/scaled.py, every service's
+data in its own PostgreSQL database as its own role (`ServiceDatabases`: the Makefile makes them as
+deploy/postgres-init.sh does in a deployment), its locks in a Redis with REDIS_PASSWORD.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 
-from ivr_config import environment
-from stack.scaled import ScaledPorts, SharedStores, scaled_stack
+from stack.scaled import ScaledPorts, ServiceDatabases, SharedStores, scaled_stack
 from stack.services import (
     ROOT,
     Ports,
@@ -41,21 +39,28 @@ def stages(ports: Ports, keys: Secrets, scale: int) -> list[Stage]:
     either way."""
     quality = quality_inspection(ports, keys)
     gateways: Stage = phone_gateway(ports, keys)
+    dialler = outbound_dialer(ports, keys)
     if scale < 2:
         core: list[Stage] = list(stack(ports, keys))
     else:
-        url = environment.text(os.environ, "RASA_TRACKER_DB_URL")
-        if not url:
-            raise SecretError("RASA_TRACKER_DB_URL (the PostgreSQL database of the conversations) is not set")
-        stores = SharedStores(url, require_secret("REDIS_PASSWORD"))
+        databases = ServiceDatabases.from_env()
+        writer = databases.quality_writer
+        stores = SharedStores(databases.url("rasa"), require_secret("REDIS_PASSWORD"), writer["QUALITY_EVENTS_URL"])
         scaled = ScaledPorts.from_env(scale)
         gateway_urls = " ".join(f"http://127.0.0.1:{health}" for health in scaled.gateway_health)
-        core = scaled_stack(ports, scaled, keys, stores, SCALED_RUN_DIR, web_env={"GATEWAY_URLS": gateway_urls})
-        quality = dataclasses.replace(quality, env={**quality.env, **stores.quality_env()})
+        core = scaled_stack(ports, scaled, keys, stores, SCALED_RUN_DIR,
+                            risk_api_env={"RISK_API_DATABASE_URL": databases.url("risk")},
+                            web_env={"GATEWAY_URLS": gateway_urls})
+        quality = _with_env(quality, databases.quality_inspection)
+        dialler = _with_env(dialler, {"OUTBOUND_DATABASE_URL": databases.url("outbound"), **writer})
         # One gateway process per Rasa process, all on the AudioSocket port: the kernel spreads the calls.
-        gateways = tuple(phone_gateway(ports, keys, f"phone_gateway{i}", health, share_port=True)
+        gateways = tuple(_with_env(phone_gateway(ports, keys, f"phone_gateway{i}", health, share_port=True), writer)
                          for i, health in enumerate(scaled.gateway_health, start=1))
-    return [*core, gateways, outbound_dialer(ports, keys), quality]
+    return [*core, gateways, dialler, quality]
+
+
+def _with_env(service: Service, env: dict[str, str]) -> Service:
+    return dataclasses.replace(service, env={**service.env, **env})
 
 
 def _names(plan: Sequence[Stage]) -> str:

@@ -2,8 +2,11 @@
 multi-machine deployment uses:
 
 - PostgreSQL keeps the conversations: `bot/endpoints.scaled.yml` gives the protected tracker
-  store (bot/tracker_store.py) Rasa's SQL settings with dialect postgresql. The quality stream's
-  events go to the same database (their own tables).
+  store (bot/tracker_store.py) Rasa's SQL settings with dialect postgresql. `make run SCALE=n`
+  makes the deployment's databases on the local PostgreSQL (scripts/ensure_service_databases.sh
+  runs deploy/postgres-init.sh): one role and database per service (`ServiceDatabases`), so the
+  risk API, the dialler and the quality stream run on PostgreSQL too, each as its own role, and
+  the stream's writers (Rasa, the gateways, the dialler) as the role that may only add events.
 - Redis holds the conversations' locks (Rasa's RedisLockStore), so one turn of a conversation
   runs at a time whichever process serves it, and carries the widget's socket.io rooms between
   the processes (bot/socket_rooms.py, JSON only), so an agent's line written on one process
@@ -25,11 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from ivr_config import environment
 from ivr_config.environment import port_number
 from stack.services import Ports, Secrets, Service, Stage, action_server, free_port, rasa_server, stack
+from trust.env_secrets import require_secret
 
 HAPROXY = "/usr/sbin/haproxy"  # Debian's haproxy and redis-server (the Makefile installs them)
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -70,11 +74,51 @@ class ScaledPorts:
 
 
 @dataclass(frozen=True)
+class ServiceDatabases:
+    """The databases deploy/postgres-init.sh makes on one PostgreSQL: a login role and a database
+    per service, named with a prefix, each role's password from POSTGRES_<ROLE>_PASSWORD (the
+    script's names). The quality stream's writers log in to the quality database as quality_writer."""
+
+    host: str
+    port: int
+    prefix: str
+    passwords: Mapping[str, str]
+
+    ROLES = ("rasa", "risk", "outbound", "quality", "quality_writer")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ServiceDatabases:
+        """IVR_DATABASE_HOST (127.0.0.1), IVR_DATABASE_PORT (5432), IVR_DATABASE_PREFIX and the passwords
+        (secrets: no development value outside development)."""
+        return cls(environment.text(env, "IVR_DATABASE_HOST", "127.0.0.1"), port_number(env, "IVR_DATABASE_PORT", 5432),
+                   environment.text(env, "IVR_DATABASE_PREFIX", ""),
+                   {role: require_secret(f"POSTGRES_{role.upper()}_PASSWORD", env) for role in cls.ROLES})
+
+    def url(self, role: str, database: str | None = None) -> str:
+        """`role`'s URL into `database` (its own by default)."""
+        return URL.create("postgresql+psycopg2", username=self.prefix + role, password=self.passwords[role],
+                          host=self.host, port=self.port,
+                          database=self.prefix + (database or role)).render_as_string(hide_password=False)
+
+    @property
+    def quality_writer(self) -> dict[str, str]:
+        """The stream's writers' setting: Rasa's event broker, the phone gateways, the dialler."""
+        return {"QUALITY_EVENTS_URL": self.url("quality_writer", "quality")}
+
+    @property
+    def quality_inspection(self) -> dict[str, str]:
+        """The inspection service's: it owns the stream's tables and lets the writers add to them."""
+        return {"QUALITY_EVENTS_URL": self.url("quality"), "QUALITY_WRITER_ROLE": self.prefix + "quality_writer"}
+
+
+@dataclass(frozen=True)
 class SharedStores:
-    """What the Rasa processes share: PostgreSQL (a SQLAlchemy URL) and Redis's password."""
+    """What the Rasa processes share: PostgreSQL (a SQLAlchemy URL) and Redis's password; where they
+    write the quality stream (`quality_events_url`; the tracker's database when empty)."""
 
     tracker_db_url: str
     redis_password: str
+    quality_events_url: str = ""
 
     def rasa_env(self, redis_port: int) -> dict[str, str]:
         """The settings `bot/endpoints.scaled.yml` reads (Rasa fills in its `${...}`)."""
@@ -91,8 +135,8 @@ class SharedStores:
         }
 
     def quality_env(self) -> dict[str, str]:
-        """The quality stream in the same database, for the Rasa processes and the inspection."""
-        return {"QUALITY_EVENTS_URL": self.tracker_db_url}
+        """Where the Rasa processes (and, without a stream of its own, the inspection) find the stream."""
+        return {"QUALITY_EVENTS_URL": self.quality_events_url or self.tracker_db_url}
 
 
 def redis_answers(port: int, password: str) -> bool:
