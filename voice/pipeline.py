@@ -12,7 +12,8 @@ frames (`Interruption`) overtake the queue. An interruption drops the queued fra
 it drops (speech not yet said: `Frame.dropped_on_interruption`); a hand-over, a hang-up or a
 mandatory disclosure keeps its place. A `Hangup` keeps its place too: words said just before it (a
 confirmation) are still understood; `close` waits for the queues (at most DRAIN_SECONDS), then
-cancels what is left.
+cancels what is left. The synthesiser alone drops its work at a `Hangup` (nobody is left to hear
+a reply: voice/processors.py SpeechSynthesis).
 """
 
 from __future__ import annotations

@@ -289,7 +289,9 @@ class SpeechRecognition(FrameProcessor):
 class SpeechSynthesis(FrameProcessor):
     """Renders each `Speak` in order on its own queue: the turn taking goes on while a reply
     renders. A barge-in drops the replies still queued (the pipeline, by frame type) and the one
-    being rendered (by the epoch it was started in)."""
+    being rendered (by the epoch it was started in). Once the call has hung up nobody hears
+    anything: every reply still queued or rendering is dropped, and none is rendered after (the
+    recognition before it still drains: a confirmation said just before hanging up is understood)."""
 
     queued = True
 
@@ -299,6 +301,14 @@ class SpeechSynthesis(FrameProcessor):
         self.sample_rate = TELEPHONE_RATE
         self.slow = False
         self._epoch = 0
+        self._hung_up = False
+
+    async def receive(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, Hangup) and direction is Direction.DOWNSTREAM and not self._hung_up:
+            self._hung_up = True
+            self._epoch += 1
+            self._drop_interrupted()
+        await super().receive(frame, direction)
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, CallStarted):
@@ -306,6 +316,8 @@ class SpeechSynthesis(FrameProcessor):
         elif isinstance(frame, Interruption):
             self._epoch += 1
         elif isinstance(frame, Speak):
+            if self._hung_up:
+                return
             epoch = self._epoch
             pcm = await self.synthesizer.render(frame.text, self.sample_rate, slow=self.slow)
             # Rendered while the caller barged in: the reply is no longer wanted.

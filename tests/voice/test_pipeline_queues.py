@@ -21,6 +21,7 @@ from voice.frames import (
     CallStarted,
     Control,
     Direction,
+    Frame,
     Hangup,
     InputAudio,
     Interruption,
@@ -192,12 +193,15 @@ async def test_the_turn_taking_goes_on_while_a_reply_renders() -> None:
     await pipeline.close()
 
 
-async def test_a_barge_in_drops_the_queued_replies_but_never_a_disclosure_a_hand_over_or_a_hang_up() -> None:
+def described(frames: list[Frame]) -> list[tuple[str, object]]:
+    return [(type(frame).__name__, getattr(frame, "text", getattr(frame, "action", None))) for frame in frames]
+
+
+async def test_a_barge_in_drops_the_queued_replies_but_never_a_disclosure_or_a_hand_over() -> None:
     pipeline, synthesizer, _, heard = speaking()
     await pipeline.send(CallStarted("renders-barge-in", 8000))
     for frame in (Speak("您的账单如下：本期应还一千二百元。"), Speak("本次通话可能被录音。", interruptible=False),
-                  Speak("还有什么可以帮您？"), Control("handoff", {"queue": "agents"}), Speak("正在为您转接。"),
-                  Hangup("bot hung up")):
+                  Speak("还有什么可以帮您？"), Control("handoff", {"queue": "agents"}), Speak("正在为您转接。")):
         await pipeline.send(frame)
     await until_rendering(synthesizer, 1)  # the first reply is being rendered, the rest wait
     await pipeline.send(Interruption("speech"))
@@ -205,9 +209,26 @@ async def test_a_barge_in_drops_the_queued_replies_but_never_a_disclosure_a_hand
     synthesizer.latch.set()
     await pipeline.idle()
     after = heard.frames[heard.frames.index(Interruption("speech")) + 1:]
-    assert [(type(frame).__name__, getattr(frame, "text", getattr(frame, "action", None))) for frame in after] == [
-        ("OutputAudio", "本次通话可能被录音。"), ("Control", "handoff"), ("Hangup", None)], \
+    assert described(after) == [("OutputAudio", "本次通话可能被录音。"), ("Control", "handoff")], \
         "the reply in hand and the interruptible ones queued are dropped; the rest in order"
     assert synthesizer.rendering == ["您的账单如下：本期应还一千二百元。", "本次通话可能被录音。"], \
         "nothing dropped was rendered"
+    await pipeline.close()
+
+
+async def test_once_the_caller_hung_up_no_reply_is_rendered_but_the_hand_over_still_passes() -> None:
+    """Nobody is left to hear them: the reply in hand, the ones queued (a disclosure too) and any
+    sent after are not rendered; what is not speech keeps its place."""
+    pipeline, synthesizer, _, heard = speaking()
+    await pipeline.send(CallStarted("renders-hang-up", 8000))
+    for frame in (Speak("您的账单如下：本期应还一千二百元。"), Speak("本次通话可能被录音。", interruptible=False),
+                  Control("handoff", {"queue": "agents"}), Speak("正在为您转接。")):
+        await pipeline.send(frame)
+    await until_rendering(synthesizer, 1)
+    await pipeline.send(Hangup("caller hung up"))
+    await pipeline.send(Speak("还有什么可以帮您？"))  # the dialogue's answer to words said just before
+    synthesizer.latch.set()
+    await pipeline.idle()
+    assert described(heard.frames) == [("CallStarted", None), ("Control", "handoff"), ("Hangup", None)]
+    assert synthesizer.rendering == ["您的账单如下：本期应还一千二百元。"], "only the one already in hand"
     await pipeline.close()
