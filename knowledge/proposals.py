@@ -3,8 +3,9 @@ default (next to the index), any SQLAlchemy URL (PostgreSQL) by KNOWLEDGE_PROPOS
 
 A proposal is pending until someone other than its author approves or rejects it; it keeps who
 proposed it and why, who decided and why (both free texts with a stated name or a cued code
-masked, as everywhere at rest; the desk refuses long digit runs), and when. It names the entry it was made from by its
-digest (knowledge/edits.py), so an approval never overwrites a change approved in between.
+masked, as everywhere at rest; the desk refuses long digit runs), and when. It names the entry it
+was made from by its digest (knowledge/edits.py), so an approval never overwrites a change
+approved in between.
 Nothing is connected before the first use, so a database that is down never fails a start.
 """
 
