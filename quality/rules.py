@@ -230,7 +230,7 @@ class Inspector:
         zone_name, zone = _zone(zone_name)
         placed = self.dials_by_number.setdefault((number, datetime.fromtimestamp(at, zone).date()), [])
         unanswered = sum(other.dial_result != "answered" for other in placed if other is not conversation)
-        if conversation not in placed:
+        if all(other is not conversation for other in placed):  # by identity, not field by field
             placed.append(conversation)
         if unanswered < LEGAL_MAX_UNANSWERED_PER_NUMBER_PER_DAY:
             return []
