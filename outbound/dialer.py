@@ -32,7 +32,6 @@ import math
 import os
 import socket
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,7 +56,6 @@ log = logging.getLogger(__name__)
 
 CSV_CYCLE = "list"
 PLAN_CHECK = timedelta(minutes=1)
-CONVERSATIONS_REMEMBERED = 10_000  # calls whose answering machine may still be reported (minutes of dialling)
 
 
 class DialEvents(Protocol):
@@ -96,9 +94,6 @@ class Dialer:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.dials = 0
         self._plan_checked: dict[str, datetime] = {}  # campaign -> when this dialler last asked to plan it
-        # Attempt id -> its call's conversation id, for an answering machine heard of later (the
-        # dialplan's event names the attempt only); the latest calls of this process.
-        self._conversation_of: OrderedDict[str, str] = OrderedDict()
         originator.on_call_end(self._call_ended)
         originator.on_machine(self._machine_answered)
 
@@ -257,9 +252,6 @@ class Dialer:
         timezone, number = details.timezone, number_ref(self.number_key, details.phone)
         del details  # the number lives on only in the request, for this one Originate
         placed_at = self.clock.now()
-        self._conversation_of[claimed.attempt_id] = request.conversation_id
-        while len(self._conversation_of) > CONVERSATIONS_REMEMBERED:
-            self._conversation_of.popitem(last=False)
         result = await self.originator.dial(request)
         DIAL_ATTEMPTS.labels(campaign.id, result.result).inc()
         now = self.clock.now()
@@ -295,14 +287,15 @@ class Dialer:
     def _call_ended(self, attempt_id: str) -> None:
         self.queue.call_ended(attempt_id, self.clock.now())
 
-    def _machine_answered(self, attempt_id: str, detail: str) -> None:
+    def _machine_answered(self, attempt_id: str, detail: str, conversation_id: str) -> None:
         campaign_id = self.queue.machine(attempt_id, self.campaigns, detail, self.clock.now())
         if campaign_id is not None:
             ANSWERING_MACHINES.labels(campaign_id).inc()
             log.info("attempt %s: machine", attempt_id)
-            conversation_id = self._conversation_of.get(attempt_id)
-            if conversation_id is not None:  # placed by this process (not before a restart)
+            if conversation_id:  # the call's, as the dialplan repeats it: whichever dialler placed it
                 self._publish(conversation_id, "dial_result", campaign_id, result="machine")
+            else:
+                log.warning("attempt %s: the machine's event names no call: not on the quality stream", attempt_id)
 
     # --- after the call -----------------------------------------------------------------------
 

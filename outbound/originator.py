@@ -28,7 +28,8 @@ Originate may have been placed but no response came: AMI dropped, timed out) or 
 The dial channel carries the number: it is never logged or stored.
 
 Answering machines: the dialplan runs `AMD()` on the answered call; on MACHINE it raises
-`UserEvent(IvrMachine, OriginateId: <attempt id>, AmdCause: ...)` and never reaches the bot.
+`UserEvent(IvrMachine, OriginateId: <attempt id>, Uuid: <IVR_CALL_UUID>, AmdCause: ...)` and never
+reaches the bot.
 The OriginateResponse (Success) may come before or after it; `on_machine` listeners hear of it
 whichever way round, and its channel's Hangup is followed like an answered call's.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -54,8 +56,12 @@ EARLY_EVENTS = 1000  # OriginateResponses that came before their originate() ret
 ANSWERED_CALLS = 10000  # Uniqueids of answered calls whose Hangup we wait for
 REASONS = {"4": "answered", "5": "busy", "3": "no_answer", "1": "no_answer", "8": "failed", "0": "failed"}
 MACHINE_EVENT = "IvrMachine"  # the dialplan's UserEvent name (ivr_config/asterisk/extensions.conf)
+CONVERSATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # DialRequest's
 REASON_TEXT = {"0": "failed (no such endpoint or channel unavailable)", "1": "hung up before answering",
                "3": "rang without an answer", "4": "answered", "5": "busy", "8": "congestion"}
+
+
+MachineListener = Callable[[str, str, str], None]  # (attempt id, detail, conversation id or "")
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,10 @@ class Originator(Protocol):
         """`listener(attempt_id)` when an answered call hangs up."""
         ...
 
-    def on_machine(self, listener: Callable[[str, str], None]) -> None:
-        """`listener(attempt_id, detail)` when the dialplan found an answering machine on a call."""
+    def on_machine(self, listener: MachineListener) -> None:
+        """`listener(attempt_id, detail, conversation_id)` when the dialplan found an answering machine on
+        a call; the conversation id is the call's `IVR_CALL_UUID` as the dialplan repeats it ("" if not
+        one), so a dialler started after the Originate still knows the call."""
         ...
 
     async def close(self) -> None: ...
@@ -122,7 +130,7 @@ class NullOriginator:
     def on_call_end(self, listener: Callable[[str], None]) -> None:
         pass
 
-    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+    def on_machine(self, listener: MachineListener) -> None:
         pass
 
     async def close(self) -> None:
@@ -150,7 +158,7 @@ class AmiOriginator:
         self._early: OrderedDict[str, Event] = OrderedDict()
         self._answered: OrderedDict[str, str] = OrderedDict()  # Uniqueid -> attempt id
         self._listeners: list[Callable[[str], None]] = []
-        self._machine_listeners: list[Callable[[str, str], None]] = []
+        self._machine_listeners: list[MachineListener] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -169,7 +177,7 @@ class AmiOriginator:
     def on_call_end(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
 
-    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+    def on_machine(self, listener: MachineListener) -> None:
         self._machine_listeners.append(listener)
 
     async def dial(self, request: DialRequest) -> DialResult:
@@ -235,9 +243,12 @@ class AmiOriginator:
         cause = event.get("AmdCause", "")[:40] or "?"
         behaviour = event.get("Behaviour") if event.get("Behaviour") in ("hangup", "message") else "hangup"
         detail = f"answering machine (AMD {cause}), behaviour {behaviour}: the call never reached the bot"
+        conversation_id = event.get("Uuid", "")
+        if not CONVERSATION_ID.fullmatch(conversation_id):
+            conversation_id = ""
         for listener in self._machine_listeners:
             try:
-                listener(attempt, detail)
+                listener(attempt, detail, conversation_id)
             except Exception:
                 log.exception("machine listener failed")
 

@@ -16,7 +16,7 @@ from typing import Any
 from bench.scratch_db import create_scratch_database, drop_scratch_database
 from outbound.campaigns import AttemptRules, CallingWindow, Campaign, Caps, Selection
 from outbound.directory import ContactDetails, Selected, SelectionPage, UnknownCustomer
-from outbound.originator import DialRequest, DialResult
+from outbound.originator import DialRequest, DialResult, MachineListener
 from risk_api.clock import CHINA_TZ
 
 PG_URL_ENV = "RISK_API_TEST_PG_URL"
@@ -165,7 +165,8 @@ class ScriptedOriginator:
         self.hang: Callable[[DialRequest], bool] = lambda request: False
         self.die_before_send: Callable[[DialRequest], bool] = lambda request: False
         self.listeners: list[Callable[[str], None]] = []
-        self.machine_listeners: list[Callable[[str, str], None]] = []
+        self.machine_listeners: list[MachineListener] = []
+        self.conversation_of: dict[str, str] = {}  # attempt id -> IVR_CALL_UUID, as the dialplan has it
         self.stuck = 0  # dials waiting forever (hang / die_before_send)
         self._forever = asyncio.Event()
 
@@ -190,11 +191,12 @@ class ScriptedOriginator:
             self.stuck += 1
             await self._forever.wait()
         self.calls_to[request.customer_id] += 1
+        self.conversation_of[request.attempt_id] = request.conversation_id
         result = self.script(request, self.calls_to[request.customer_id])
         return DialResult(result, f"scripted {result}", f"action-{len(self.sent)}",
                           f"uid-{len(self.sent)}" if result == "answered" else None)
 
-    def on_machine(self, listener: Callable[[str, str], None]) -> None:
+    def on_machine(self, listener: MachineListener) -> None:
         self.machine_listeners.append(listener)
 
     def hang_up(self, attempt_id: str) -> None:
@@ -204,7 +206,7 @@ class ScriptedOriginator:
     def machine(self, attempt_id: str, detail: str = "answering machine (scripted)") -> None:
         """The dialplan's AMD found a machine on this attempt's call."""
         for listener in self.machine_listeners:
-            listener(attempt_id, detail)
+            listener(attempt_id, detail, self.conversation_of.get(attempt_id, ""))
 
     async def close(self) -> None:
         pass

@@ -148,7 +148,8 @@ def test_ivr_outbound_runs_amd_before_anything_reaches_the_bot() -> None:
 
 
 OUTBOUND_VARIABLES = {"IVR_FLOW": "due_date_reminder", "IVR_CUSTOMER_ID": "C100001",
-                      "IVR_ORIGINATE_ID": "due_date_reminder:C100001:2026-03-13:1", "IVR_CAMPAIGN": "due_date_reminder"}
+                      "IVR_ORIGINATE_ID": "due_date_reminder:C100001:2026-03-13:1", "IVR_CAMPAIGN": "due_date_reminder",
+                      "IVR_CALL_UUID": "0b7c6a1e-3f4d-4e2a-9c1b-5d6e7f809a1b"}
 
 
 @pytest.mark.parametrize("verdict", ["HUMAN", "NOTSURE"])
@@ -166,7 +167,8 @@ def test_a_machine_with_behaviour_hangup_hears_nothing_and_the_dialler_is_told()
                       amd_status="MACHINE", amd_cause=MACHINE_CAUSE)
     assert not run.reached_bot and run.hung_up and run.played == []
     assert run.user_events == [{"UserEvent": "IvrMachine", "OriginateId": OUTBOUND_VARIABLES["IVR_ORIGINATE_ID"],
-                                "Campaign": "due_date_reminder", "AmdCause": MACHINE_CAUSE, "Behaviour": "hangup"}]
+                                "Uuid": OUTBOUND_VARIABLES["IVR_CALL_UUID"], "Campaign": "due_date_reminder",
+                                "AmdCause": MACHINE_CAUSE, "Behaviour": "hangup"}]
 
 
 def test_a_machine_with_behaviour_message_hears_the_prompt_after_its_greeting() -> None:
@@ -193,6 +195,34 @@ class Rig:
     queue: Queue
     peer: AmiPeer
     clock: FixedClock
+    directory: SyntheticDirectory
+
+
+@dataclass
+class AmiDialler:
+    """A dialler process: its AMI connection, originator and dialler."""
+    dialer: Dialer
+    originator: AmiOriginator
+    client: AmiClient
+
+    async def close(self) -> None:
+        await self.dialer.close()
+        await self.originator.close()
+        await self.client.close()
+
+
+async def ami_dialler(peer: AmiPeer, queue: Queue, directory: SyntheticDirectory, clock: FixedClock,
+                      owner: str) -> AmiDialler:
+    client = AmiClient(AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret="s3cret",
+                                 action_timeout_seconds=5.0, keepalive_seconds=30))
+    originator = AmiOriginator(client, DialSettings("PJSIP/{number}@trunk", "4008001234", ring_seconds=30))
+    originator.start()
+    await within(client.connect())
+    dialer = Dialer(queue=queue, campaigns=load_campaigns(load_flowset()), compliance=Compliance(),
+                    directory=directory, originator=originator, clock=clock, number_key=NUMBER_KEY,
+                    settings=DialerSettings(owner=owner))
+    dialer.start()
+    return AmiDialler(dialer, originator, client)
 
 
 @pytest.fixture
@@ -204,21 +234,11 @@ async def rig(db_url: str) -> AsyncIterator[Rig]:
     for n in range(3, 5):  # overdue 2 days: overdue_reminder (hang up)
         directory.add(Person(f"C10000{n}", f"1990000000{n}", TODAY - timedelta(days=2)))
     peer = await AmiPeer().start()
-    client = AmiClient(AmiConfig(host="127.0.0.1", port=peer.port, username="ivr-bot", secret="s3cret",
-                                 action_timeout_seconds=5.0, keepalive_seconds=30))
-    originator = AmiOriginator(client, DialSettings("PJSIP/{number}@trunk", "4008001234", ring_seconds=30))
-    originator.start()
-    await within(client.connect())
     queue = Queue(db_url)
     queue.prepare()
-    dialer = Dialer(queue=queue, campaigns=load_campaigns(load_flowset()), compliance=Compliance(),
-                    directory=directory, originator=originator, clock=clock, number_key=NUMBER_KEY,
-                    settings=DialerSettings(owner="machine-test"))
-    dialer.start()
-    yield Rig(dialer, queue, peer, clock)
-    await dialer.close()
-    await originator.close()
-    await client.close()
+    process = await ami_dialler(peer, queue, directory, clock, "machine-test")
+    yield Rig(process.dialer, queue, peer, clock, directory)
+    await process.close()
     await peer.stop()
     queue.close()
 
@@ -328,6 +348,51 @@ async def test_machines_get_their_campaigns_behaviour_and_are_retried_people_rea
     await rig.peer.wait_for_action("Originate", 7)
     again = [variables(a)["IVR_ORIGINATE_ID"] for a in rig.peer.actions_named("Originate")[5:]]
     assert sorted(again) == sorted(attempt_of(rig, c, 2).id for c in machines)
+
+
+async def test_a_machine_heard_after_the_dialler_that_placed_the_call_stopped_is_on_the_stream(
+        db_url: str, tmp_path: Path) -> None:
+    clock = FixedClock(china(TODAY, 10))
+    directory = SyntheticDirectory(clock)
+    directory.add(Person("C100000", "19900000000", TODAY + timedelta(days=3)))
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    peer = await AmiPeer().start()
+    queue = Queue(db_url)
+    queue.prepare()
+    try:
+        first = await ami_dialler(peer, queue, directory, clock, "dialler-1")
+        first.dialer.events = placed_by = StreamPublisher(store, DIALLER)
+        await first.dialer.tick()
+        (action,) = await peer.wait_for_action("Originate", 1)
+        await originate_response(peer, action, "1796200000.0")
+        await within(first.dialer.drain())
+        (attempt,) = queue.attempts()
+        assert attempt.result == "answered"
+        assert placed_by.writer.flush()
+        placed_by.close()
+        await first.close()  # a restart: the process that placed the call knows nothing any more
+
+        second = await ami_dialler(peer, queue, directory, clock, "dialler-2")
+        second.dialer.events = heard_by = StreamPublisher(store, DIALLER)
+        await run_dialplan(peer, action, "1796200000.0", "MACHINE")
+        await until(lambda: queue.attempts()[0].result == "machine")
+        assert heard_by.writer.flush()
+        heard_by.close()
+        await second.close()
+    finally:
+        await peer.stop()
+        queue.close()
+
+    stored = store.after(0, 100)
+    call = variables(action)["IVR_CALL_UUID"]
+    assert [(event.conversation_id, event.kind, event.data.get("result")) for event in stored
+            if event.kind == "dial_result"] == [(call, "dial_result", "answered"), (call, "dial_result", "machine")]
+    inspector = Inspector(load_rules(), FlowFacts.from_repository())
+    for event in stored:
+        inspector.feed(event)
+    assert inspector.conversations[call].dial_result == "machine"
+    (day,) = daily_figures(inspector.conversations.values(), "Asia/Shanghai", top=5)
+    assert (day.outbound_dials, day.outbound_answered) == (1, 0)
 
 
 async def test_a_machine_on_the_last_attempt_ends_the_series(db_url: str) -> None:
