@@ -31,6 +31,7 @@ from bench import (
     knowledge,
     live_chat,
     nlu,
+    outbound_dialling,
     quality_load,
     spoken_requests,
     telephony,
@@ -375,6 +376,8 @@ def write_report(results: dict[str, Any]) -> None:
         rows.append(knowledge.report_row(results["knowledge"]))
     if results.get("quality"):
         rows += quality_load.report_rows(results["quality"])
+    if results.get("outbound"):
+        rows += outbound_dialling.report_rows(results["outbound"])
     for key, label in (("chat_1_client", "1 conversation"), ("chat_8_clients", "8 concurrent conversations")):
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
@@ -586,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         results["knowledge"] = knowledge.figures()  # FAQ retrieval on held-out questions (bench/knowledge.py)
         # Events/s the inspection keeps up with, a chat turn's added latency (bench/quality_load.py).
         results["quality"] = quality_load.figures()
+        # Dial decisions/s from a 100,000-customer campaign, start → first Originate (bench/outbound_dialling.py).
+        results["outbound"] = outbound_dialling.figures(os.environ[PG_URL_ENV])
     # Before the stack starts, so that its processes do not share the CPU with these.
     results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures(),
                         "tts_quality": tts_quality.figures(),  # Whisper CER of Kokoro and espeak-ng prompts
