@@ -61,6 +61,7 @@ DESK_LOADS = 11
 DESK_LOGIN = {"user": "agent", "password": "dev-only-agent-password"}
 SUPERVISOR_LOGIN = {"user": "supervisor", "password": DESK_LOGIN["password"]}  # one development password
 MAX_SECONDS_PER_LOAD = 90
+BROWSER_CHAT_SESSIONS = 100  # the widget's page loads, the live chat and the alerts' customers
 
 
 def training_seconds() -> float:
@@ -151,7 +152,10 @@ def with_assistant(measure: Callable[[Ports, Running], None]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     ports = Ports.free()
     tracker_db = workdir / "tracker.sqlite3"
-    services = [*stack(ports, KEYS, _bench_risk_env(workdir), tracker_db=tracker_db),
+    # Every browser of the bench opens its chat from loopback: one source, more sessions than the
+    # per-source limit that keeps a hostile client from guessing names (web/config.py).
+    services = [*stack(ports, KEYS, _bench_risk_env(workdir), tracker_db=tracker_db,
+                       web_env={"CHAT_SESSIONS_PER_SOURCE": str(BROWSER_CHAT_SESSIONS)}),
                 quality_inspection(ports, KEYS, tracker_db)]
     with started(services, workdir) as running:
         measure(ports, running)

@@ -224,6 +224,14 @@ def quality_events_env(tracker_db: Path) -> dict[str, str]:
     return {"QUALITY_EVENTS_URL": f"sqlite:///{tracker_db.with_name('quality-events.sqlite3')}"}
 
 
+# One thread per numeric library in Rasa and the action servers (the same in deploy/Dockerfile): a
+# turn's numpy work (sentence embedding, the classifier) is a few milliseconds, and BLAS threads that
+# spin while waiting for work starve the other processes on the machine. Measured on 2 cores with 2
+# Rasa processes: 7.5 turns/s and 218 ms of Rasa CPU a turn with the libraries' own threads, 24.8
+# and 49 ms with one (docs/benchmarks.md).
+ONE_MATH_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def action_server(name: str, port: int, ports: Ports, keys: Secrets) -> Service:
     """An action server on `port` (the scaled topology runs several behind the balancer)."""
     return Service(
@@ -231,7 +239,7 @@ def action_server(name: str, port: int, ports: Ports, keys: Secrets) -> Service:
         [str(SERVICES_VENV / "bin" / "python"), "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(port)],
         f"http://127.0.0.1:{port}/health",
         env={"RISK_API_URL": f"http://127.0.0.1:{ports.risk_api}", "RISK_API_TOKEN": keys.risk_engine,
-             "SANIC_HOST": "127.0.0.1", **keys.env("action_server", "metrics")},
+             "SANIC_HOST": "127.0.0.1", **ONE_MATH_THREAD, **keys.env("action_server", "metrics")},
     )
 
 
@@ -249,7 +257,7 @@ def rasa_server(name: str, host: str, port: int, ports: Ports, keys: Secrets, st
         cwd=ROOT / "bot",
         # PYTHONPATH: bot.rasa_launcher, and the model's custom component bot.components.
         env={"ACTION_SERVER_URL": f"http://127.0.0.1:{ports.actions}/webhook", "PYTHONPATH": str(ROOT),
-             "CHAT_ALLOWED_ORIGINS": chat_origins(ports), **store_env,
+             "CHAT_ALLOWED_ORIGINS": chat_origins(ports), **ONE_MATH_THREAD, **store_env,
              **keys.env("rasa_api", "rasa_gateway", "rasa_dialer", "rasa_desk", "action_server",
                         "chat_session", "tracker_store")},
         start_timeout_seconds=240,
