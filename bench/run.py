@@ -318,7 +318,13 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   15 ms to a turn's p50 (38 → 53 ms) and costs about a third of the throughput under 8
   concurrent conversations (31 → 21 turns/s).
 - **Scaling.** Rasa is CPU-bound in one process: more throughput means more Rasa processes
-  behind a load balancer with a shared SQL tracker store and Redis lock store.
+  behind a load balancer with a shared SQL tracker store and Redis lock store. On this 2-core
+  machine two processes give about 1.4 times the turns of one, and only with one thread per
+  numeric library (`OPENBLAS_NUM_THREADS=1`…, stack/services.py and the Dockerfile): with
+  numpy's own BLAS threads, which spin while they wait, two processes made 7.5 turns/s against
+  16 for one, each spending about 220 ms of CPU per turn it served instead of 50 (2026-12-06).
+  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends about
+  60 ms of CPU per turn, so two cores serve at most about 30 turns/s.
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 
