@@ -61,7 +61,11 @@ CARRY_ON = re.compile(r"^[那好嗯的吧啊，,。 ]*(继续|接着)")
 # 我不知道 / 忘了 / 没收到 instead of an answer: the slot's help, then the question again.
 DONT_KNOW = re.compile(r"不知道|不清楚|不记得|记不得|记不清|忘了|忘记了|想不起|找不到|没收到|没有收到|收不到|没看到")
 DONT_KNOW_MAX_CHARS = 16  # longer, it says something else (不知道为什么扣了两次款)
-QUESTION = re.compile(r"[吗呢？?]|怎么|多少|什么|哪|几[天号点个]|是否|能不能|可不可以|是不是|有没有|要不要|为什么|如何")
+QUESTION = re.compile(r"[吗呢？?]|怎么|多少|多久|多长时间|什么|哪|几[天号点个]|是否"
+                      r"|能不能|可不可以|是不是|有没有|要不要|为什么|如何")
+# "我想提前还款，手续费怎么算": a request, then a question about it, in clauses of their own.
+CLAUSES = re.compile(r"[，,。；;！!？?\s]+")
+REQUEST = re.compile(r"^(我|请|麻烦)?(想|要|需要|打算|准备|申请|帮我|给我)")
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
 # The risk API's L1 methods (flowspec.model.L1_METHODS): number, name and ID last 4; or, when the
 # risk API offers it (a keypad-only call whose line the phone gateway vouched for), the call's line
@@ -177,6 +181,7 @@ class FlowFormValidator(Action, ABC):
             set_slot("reprompts", 0)
             set_slot("flow_exit", None)
             self._prefill(flow, text, intent, values, set_slot)
+            await self._question_with_the_request(turn, flow, text)
         elif requested:
             escape = self._escape(flow, requested, text, intent, confidence, turn.input_source)
             corrects = escape is not None and escape.kind in ("cancel", "switch")
@@ -252,6 +257,26 @@ class FlowFormValidator(Action, ABC):
                 value = validate(slot, said)
                 if value is not None:
                     set_slot(slot.name, value)
+
+    @staticmethod
+    async def _question_with_the_request(turn: Turn, flow: Flow, text: str) -> None:
+        """"我想提前还款，手续费怎么算": the question the request came with, answered from the
+        knowledge base when it is sure, before the flow's first step (the request is still carried
+        out). Only a request clause followed by a question clause: a message that is one question
+        ("提前还款怎么操作") is the flow's to answer, and so is everything a flow without identity
+        answers (its answer is for everyone). Never before the right party is on the line."""
+        clauses = [clause for clause in CLAUSES.split(text) if clause]
+        if (flow.required_level == NOT_VERIFIED or len(clauses) < 2 or not REQUEST.search(clauses[0])
+                or QUESTION.search(clauses[0])
+                or not any(QUESTION.search(clause) for clause in clauses[1:])
+                or checks_right_party(flow, turn.channel)):
+            return
+        answer = (await consult_knowledge(text, turn.channel)).answer
+        if not answer or not answer.text or answer.flow or answer.confidence < DIRECT_ANSWER_CONFIDENCE:
+            return
+        turn.dispatcher.utter_message(text=answer.text)
+        turn.signal({"knowledge": answer.entry_id})
+        turn.say(turn.response("flow_after_answer"), {})
 
     def _escape(self, flow: Flow, requested: str, text: str, intent: str | None,
                 confidence: float, input_source: str | None) -> FlowExit | None:

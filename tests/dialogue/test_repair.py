@@ -2,7 +2,8 @@
 asked instead of the answer gets the knowledge base's answer and the same step again; "那继续吧"
 goes on with it, and the flow still needs the identity it needed. A name corrected at the next
 step ("不对，我叫…") is the name the risk API verifies. "我忘了" at an identity step gets where to
-find the answer, and "验证码没收到" a new code."""
+find the answer, and "验证码没收到" a new code. A question asked with the request ("我要提前还清，
+有违约金吗") is answered before the flow's first step."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.dialogue.conftest import CUSTOMERS, ChatSession
 
 FEE_ANSWER = next(entry for entry in load_entries() if entry.id == "early_repayment.fee").chat
 GO_ON = repository_flowset().responses["resume_flow"].chat
+AFTER_ANSWER = repository_flowset().responses["flow_after_answer"].chat
 
 
 def texts(replies: list[dict[str, Any]]) -> list[str]:
@@ -34,6 +36,19 @@ def test_a_side_question_at_an_identity_step_is_answered_and_the_step_asked_agai
     assert side[-1] == step, session.dump()
     carry_on = texts(session.send("那继续吧"))
     assert carry_on == [GO_ON, step], session.dump()
+
+
+@pytest.mark.stack
+def test_a_question_asked_with_the_request_is_answered_and_the_request_carried_out(running_stack: Stack) -> None:
+    plain = ChatSession(running_stack)
+    request_alone = plain.send("我想提前还款")
+    first_step = texts(request_alone)
+    assert FEE_ANSWER not in first_step and asked(request_alone), plain.dump()
+    session = ChatSession(running_stack)
+    replies = session.send("我要提前还清，有违约金吗")
+    assert texts(replies) == [FEE_ANSWER, AFTER_ANSWER, *first_step], session.dump()
+    assert {"knowledge": "early_repayment.fee"} in [reply.get("custom") for reply in replies], session.dump()
+    assert asked(replies) == asked(request_alone), session.dump()
 
 
 def asked(replies: list[dict[str, Any]]) -> list[str]:

@@ -23,7 +23,7 @@ FEE_ANSWER = next(entry for entry in load_entries() if entry.id == "early_repaym
 GO_ON = flowset().responses["resume_flow"]
 
 
-def answer(flow_id: str, requested: str, text: str, intent: str = "nlu_fallback", confidence: float = 0.5,
+def answer(flow_id: str, requested: str | None, text: str, intent: str = "nlu_fallback", confidence: float = 0.5,
            channel: str = "chat", before: list[dict[str, Any]] | None = None,
            **slots: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """What the bot says and the slots it sets when `text` comes while `requested` is asked (after
@@ -128,3 +128,36 @@ def test_a_name_corrected_after_l1_is_no_correction_the_session_stays_as_verifie
     said, slots = answer("change_bank_card", "otp_code", "不对，我叫杨测戊", intent="deny", confidence=0.9,
                          before=earlier, verified_level="L1", customer_name="赵测己")
     assert "customer_name" not in slots and flowset().responses["corrected"].chat not in texts(said), said
+
+
+# --- a question asked with the request that starts a flow -------------------------------------------
+
+
+AFTER_ANSWER = flowset().responses["flow_after_answer"]
+
+
+def test_a_question_asked_with_the_request_is_answered_before_the_flows_first_step_by_voice_too() -> None:
+    said, slots = answer("early_repayment", None, "我要提前还清，有违约金吗", intent="early_repayment",
+                         confidence=0.9, channel="voice")
+    assert texts(said)[:2] == [FEE_ANSWER.voice, AFTER_ANSWER.voice], said
+    assert {"knowledge": "early_repayment.fee"} in [message.get("custom") for message in said]
+    assert slots["active_flow"] == "early_repayment"
+
+
+@pytest.mark.parametrize("text", ["我想提前还款", "提前还款的手续费怎么算", "提前还款，手续费"])
+def test_a_request_alone_or_one_question_is_the_flows_to_answer(text: str) -> None:
+    said, _ = answer("early_repayment", None, text, intent="early_repayment", confidence=0.9)
+    assert FEE_ANSWER.chat not in texts(said) and AFTER_ANSWER.chat not in texts(said), said
+    assert not any((message.get("custom") or {}).get("knowledge") for message in said)
+
+
+def test_an_outbound_flow_answers_nothing_before_the_right_party_is_on_the_line() -> None:
+    said, _ = answer("overdue_reminder", None, "我想提前还款，手续费怎么算", intent="early_repayment",
+                     confidence=0.9, channel="outbound")
+    assert FEE_ANSWER.voice not in texts(said) and FEE_ANSWER.chat not in texts(said), said
+
+
+def test_a_flow_without_identity_answers_the_question_itself() -> None:
+    # The classifier puts "我想提前还款，手续费怎么算" in fee_inquiry, whose answer is the fee explanation.
+    said, _ = answer("fee_inquiry", None, "我想提前还款，手续费怎么算", intent="fee_inquiry", confidence=0.77)
+    assert FEE_ANSWER.chat not in texts(said) and AFTER_ANSWER.chat not in texts(said), said
