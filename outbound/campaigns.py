@@ -48,11 +48,13 @@ class CampaignError(ConfigError):
 
 @dataclass(frozen=True)
 class Selection:
-    """Which customers: due in N days, overdue min..max days, or the ids of a CSV file."""
+    """Which customers: due in N days, overdue min..max days, verified in a chat or call of their own
+    N days ago (a satisfaction callback; 0: today), or the ids of a CSV file."""
 
     due_in_days: int | None = None
     overdue_min: int | None = None
     overdue_max: int | None = None
+    contacted_days_ago: int | None = None
     customer_ids: tuple[str, ...] = ()
     csv_path: Path | None = None
     csv_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)  # id -> line
@@ -63,6 +65,8 @@ class Selection:
             return "due_in_days"
         if self.overdue_min is not None:
             return "overdue_days"
+        if self.contacted_days_ago is not None:
+            return "contacted_days_ago"
         return "customer_ids"
 
     def criteria(self) -> dict[str, Any]:
@@ -71,6 +75,8 @@ class Selection:
             return {"due_in_days": self.due_in_days}
         if self.overdue_min is not None:
             return {"overdue_days": {"min": self.overdue_min, "max": self.overdue_max}}
+        if self.contacted_days_ago is not None:
+            return {"contacted_days_ago": self.contacted_days_ago}
         return {}
 
     def where(self, customer_id: str) -> str:
@@ -82,6 +88,9 @@ class Selection:
             return f"due in {self.due_in_days} days"
         if self.overdue_min is not None:
             return f"overdue {self.overdue_min}-{self.overdue_max} days"
+        if self.contacted_days_ago is not None:
+            days = self.contacted_days_ago
+            return "contacted today" if days == 0 else f"contacted {days} day{'s' if days > 1 else ''} ago"
         return f"{len(self.customer_ids)} customers from {self.csv_path.name if self.csv_path else 'a list'}"
 
 
@@ -277,6 +286,8 @@ def _selection(data: dict[str, Any], campaign_path: Path) -> Selection:
         if low > high:
             raise CampaignError(f"{campaign_path}: selection.overdue_days: min {low} is above max {high}")
         return Selection(overdue_min=low, overdue_max=high)
+    if "contacted_days_ago" in data:
+        return Selection(contacted_days_ago=data["contacted_days_ago"])
     csv_path = campaign_path.parent / data["customer_ids_csv"]
     if not csv_path.is_file():
         raise CampaignError(f"{campaign_path}: selection.customer_ids_csv: no file {csv_path}")

@@ -2,9 +2,9 @@
 before a call, and opt-outs the dialler learnt in a call (docs/risk-api.md, "Outbound dialling").
 
 What the dialler gets, and why (docs/outbound.md, "Personal data"):
-- the selection carries ids, the bill's due date (the cycle a reminder is about), the time zone
-  and the do-not-call facts, never a number or a name: planning 100,000 customers moves no
-  personal data;
+- the selection carries ids, the bill's due date (the cycle a reminder is about) or, for a
+  satisfaction callback, the day of the contact it asks about, the time zone and the do-not-call
+  facts, never a number or a name: planning 100,000 customers moves no personal data;
 - the contact route gives one customer's full number, because Asterisk cannot dial a masked
   one, just before that customer's call, with fresh do-not-call facts and whether they still
   match the selection; every such release is audited (masked) as `outbound_contact`;
@@ -19,17 +19,23 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints, model_validator
-from sqlalchemy import Select, func, select
+from sqlalchemy import Date, Select, func, literal, select
 from sqlalchemy.orm import Session
 
 from risk_api import audit
-from risk_api.db import Customer, Installment, Loan, lock_customer
+from risk_api.clock import CHINA_TZ
+from risk_api.db import AuditEntry, Customer, Installment, Loan, lock_customer
 from risk_api.errors import unknown_customer
 from risk_api.schemas import Body, CustomerId
 
 # Each customer's time zone (customers.timezone) goes with them: the dialler checks the calling
 # hours in the customer's local time.
 MAX_IDS = 2000  # a CSV's ids per request (the dialler sends 1,000): well inside the 64 KiB body limit
+# A contact, for a satisfaction callback: the customer verified in a chat or a call of their own
+# (not in one of the dialler's calls), by the assistant or an agent's desk.
+CONTACT_KINDS = ("verification_l1", "verification_l2")
+CONTACT_CHANNELS = ("chat", "voice")
+SURVEY_DAYS = 2  # days after its planned day a callback about a contact is still made (retries)
 
 
 class OverdueDays(Body):
@@ -44,35 +50,41 @@ class OverdueDays(Body):
 
 
 class Criteria(Body):
-    """Due in exactly N days (the current bill), or the oldest unpaid bill overdue min..max days."""
+    """Due in exactly N days (the current bill), the oldest unpaid bill overdue min..max days, or a
+    contact N days ago (0: today; a satisfaction callback)."""
 
     due_in_days: int | None = Field(default=None, ge=0, le=30)
     overdue_days: OverdueDays | None = None
+    contacted_days_ago: int | None = Field(default=None, ge=0, le=7)
 
     @model_validator(mode="after")
     def _one(self) -> Criteria:
-        if (self.due_in_days is None) == (self.overdue_days is None):
-            raise ValueError("give exactly one of due_in_days and overdue_days")
+        given = [self.due_in_days is not None, self.overdue_days is not None, self.contacted_days_ago is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of due_in_days, overdue_days and contacted_days_ago")
         return self
 
 
 class SelectionRequest(Body):
     due_in_days: int | None = Field(default=None, ge=0, le=30)
     overdue_days: OverdueDays | None = None
+    contacted_days_ago: int | None = Field(default=None, ge=0, le=7)
     customer_ids: list[CustomerId] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
     limit: int = Field(default=1000, ge=1, le=5000)
     after: CustomerId | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SelectionRequest:
-        given = [self.due_in_days is not None, self.overdue_days is not None, self.customer_ids is not None]
+        given = [self.due_in_days is not None, self.overdue_days is not None, self.contacted_days_ago is not None,
+                 self.customer_ids is not None]
         if sum(given) != 1:
-            raise ValueError("give exactly one of due_in_days, overdue_days and customer_ids")
+            raise ValueError("give exactly one of due_in_days, overdue_days, contacted_days_ago and customer_ids")
         if self.customer_ids is not None:
             if len(set(self.customer_ids)) != len(self.customer_ids):
                 raise ValueError("customer_ids lists an id twice")
             if self.after is not None:
-                raise ValueError("after pages a due_in_days or overdue_days selection, not customer_ids")
+                raise ValueError("after pages a due_in_days, overdue_days or contacted_days_ago selection, "
+                                 "not customer_ids")
         return self
 
 
@@ -103,7 +115,9 @@ class ContactResponse(BaseModel):
     do_not_call: bool
     marketing_opt_out: bool
     selected: bool  # still in the stage of `selection` (true without one)
-    reference: str | None  # the due date of the oldest unpaid bill (null: none)
+    # The due date of the oldest unpaid bill; with a contacted_days_ago selection, the day of the
+    # customer's latest contact (null: none)
+    reference: str | None
 
 
 AttemptId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
@@ -128,21 +142,51 @@ def _first_unpaid() -> Any:
             .group_by(Loan.customer_id).subquery())
 
 
-def _matching(today: date, due_in_days: int | None, overdue: OverdueDays | None) -> Select[Any]:
-    """Customers whose oldest unpaid bill is due in exactly N days, or overdue min..max days."""
+def _contacts() -> Select[Any]:
+    """Verified contacts of the customers' own (audit entries): customer id and time."""
+    return (select(AuditEntry.customer_id, AuditEntry.at)
+            .where(AuditEntry.kind.in_(CONTACT_KINDS), AuditEntry.decision == "verified",
+                   AuditEntry.channel.in_(CONTACT_CHANNELS), AuditEntry.customer_id.is_not(None)))
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, datetime.min.time(), tzinfo=CHINA_TZ)
+    return start, start + timedelta(days=1)
+
+
+def _matching(today: date, criteria: SelectionRequest) -> Select[Any]:
+    """Customers whose oldest unpaid bill is due in exactly N days, or overdue min..max days; or who
+    had a contact N days ago (China date): each with its reference date."""
+    if criteria.contacted_days_ago is not None:
+        day = today - timedelta(days=criteria.contacted_days_ago)
+        start, end = _day_bounds(day)
+        contacted = _contacts().where(AuditEntry.at >= start, AuditEntry.at < end).subquery()
+        return select(Customer, literal(day, Date)).where(Customer.id.in_(select(contacted.c.customer_id)))
     bills = _first_unpaid()
     query = select(Customer, bills.c.due).join(bills, bills.c.customer_id == Customer.id)
-    if due_in_days is not None:
-        return query.where(bills.c.due == today + timedelta(days=due_in_days))
+    if criteria.due_in_days is not None:
+        return query.where(bills.c.due == today + timedelta(days=criteria.due_in_days))
+    overdue = criteria.overdue_days
     assert overdue is not None
     return query.where(bills.c.due >= today - timedelta(days=overdue.max),
                        bills.c.due <= today - timedelta(days=overdue.min))
 
 
+def _last_contact(session: Session, customer_id: str, today: date) -> date | None:
+    """The China date of the customer's latest contact up to the end of today."""
+    _, end = _day_bounds(today)
+    contacts = _contacts().where(AuditEntry.customer_id == customer_id, AuditEntry.at < end).subquery()
+    latest = session.scalar(select(func.max(contacts.c.at)))
+    return latest.astimezone(CHINA_TZ).date() if latest is not None else None
+
+
 def _in_stage(due: date, today: date, criteria: Criteria) -> bool:
     """Whether a customer selected earlier is still in the selection's stage: a due-date reminder's
     bill not yet overdue (due within N days), an overdue bill still within min..max days (a later
-    stage is another campaign's). Retries on the following days stay in their series."""
+    stage is another campaign's). Retries on the following days stay in their series. A callback
+    about a contact (`due`: its day) is made up to SURVEY_DAYS after its planned day."""
+    if criteria.contacted_days_ago is not None:
+        return criteria.contacted_days_ago <= (today - due).days <= criteria.contacted_days_ago + SURVEY_DAYS
     if criteria.due_in_days is not None:
         return today <= due <= today + timedelta(days=criteria.due_in_days)
     assert criteria.overdue_days is not None
@@ -164,15 +208,16 @@ def select_customers(session: Session, body: SelectionRequest, now: datetime) ->
         criteria: dict[str, Any] = {"customer_ids": len(body.customer_ids)}
         next_after = None
     else:
-        query = _matching(now.date(), body.due_in_days, body.overdue_days).order_by(Customer.id)
+        query = _matching(now.date(), body).order_by(Customer.id)
         if body.after is not None:
             query = query.where(Customer.id > body.after)
         rows = list(session.execute(query.limit(body.limit + 1)))
         page = rows[:body.limit]
-        customers = [_selected(customer, due) for customer, due in page]
+        customers = [_selected(customer, reference) for customer, reference in page]
         unknown = []
         next_after = page[-1][0].id if len(rows) > body.limit else None
-        criteria = body.model_dump(mode="json", include={"due_in_days", "overdue_days", "after"}, exclude_none=True)
+        criteria = body.model_dump(mode="json", include={"due_in_days", "overdue_days", "contacted_days_ago", "after"},
+                                   exclude_none=True)
     audit.record(session, at=now, kind="outbound_selection", channel="outbound",
                  inputs={**criteria, "selected": len(customers), "unknown": len(unknown)})
     return {"customers": customers, "unknown_ids": unknown, "next_after": next_after}
@@ -182,8 +227,11 @@ def contact(session: Session, body: ContactRequest, now: datetime) -> dict[str, 
     customer = session.get(Customer, body.customer_id)
     if customer is None:
         raise unknown_customer()
-    bills = _first_unpaid()
-    due = session.scalar(select(bills.c.due).where(bills.c.customer_id == customer.id))
+    if body.selection is not None and body.selection.contacted_days_ago is not None:
+        due = _last_contact(session, customer.id, now.date())
+    else:
+        bills = _first_unpaid()
+        due = session.scalar(select(bills.c.due).where(bills.c.customer_id == customer.id))
     reference = due.isoformat() if due is not None else None
     selected = True
     if body.selection is not None:

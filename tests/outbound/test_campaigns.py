@@ -110,6 +110,7 @@ def test_an_unquoted_time_gets_a_hint_not_a_riddle(tmp_path: Path, flows: FlowSe
      "caps.per_customer_per_week: 2 is below per_customer_per_day 3"),
     ({"selection": {"due_in_days": 3, "overdue_days": {"min": 1, "max": 3}}}, "selection: "),
     ({"selection": {"overdue_days": {"min": 5, "max": 2}}}, "selection.overdue_days: min 5 is above max 2"),
+    ({"selection": {"contacted_days_ago": 8}}, "selection.contacted_days_ago: 8 is greater than the maximum of 7"),
     ({"pacing": {"max_channels": 0}}, "pacing.max_channels: 0 is less than the minimum of 1"),
     ({"attempts": {"max": 3, "retry_after_minutes": {"busy": 30, "no_answer": 60}}},
      "attempts.retry_after_minutes: 'failed' is a required property"),
@@ -129,6 +130,14 @@ def test_a_missing_field_and_a_wrong_id_are_named(tmp_path: Path, flows: FlowSet
     assert "id: 'due_date_reminder' must equal the file name 'other'" in refused(
         write(tmp_path, valid(), "other"), flows)
     assert "line 3, column" in refused(write(tmp_path, "version: 1\nid: x\n  flow: [", "x"), flows)
+
+
+def test_a_satisfaction_callback_selects_yesterdays_contacts(tmp_path: Path, flows: FlowSet) -> None:
+    data = {**valid(), "id": "satisfaction_callback", "flow": "satisfaction_survey",
+            "selection": {"contacted_days_ago": 1}}
+    selection = load_campaign(write(tmp_path, data), flows).selection
+    assert (selection.kind, selection.criteria(), selection.describe()) == (
+        "contacted_days_ago", {"contacted_days_ago": 1}, "contacted 1 day ago")
 
 
 def csv_campaign(tmp_path: Path, rows: str) -> Path:

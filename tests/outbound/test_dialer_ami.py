@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from flowspec.model import load_flowset
-from outbound.campaigns import load_campaigns
+from outbound.campaigns import Selection, load_campaigns
 from outbound.compliance import Compliance
 from outbound.dialer import Dialer, DialerSettings
 from outbound.directory import RiskApiDirectory
@@ -26,7 +26,7 @@ from risk_api import demo
 from risk_api.app import create_app
 from risk_api.config import Settings
 from telephony.ami import AmiClient, AmiConfig
-from tests.outbound.helpers import NUMBER_KEY, FixedClock, china
+from tests.outbound.helpers import NUMBER_KEY, FixedClock, china, make_campaign
 from tests.risk_api.helpers import serve
 from tests.telephony.peers import AmiPeer
 from tests.telephony.replay import load_session
@@ -34,6 +34,7 @@ from tests.telephony.replay import load_session
 TODAY = date(2026, 3, 10)
 DIALER_TOKEN = f"test-dialer-{uuid.uuid4().hex}"
 DESK_TOKEN = f"test-desk-{uuid.uuid4().hex}"
+ENGINE_TOKEN = f"test-engine-{uuid.uuid4().hex}"
 PHONES = {person.customer_id: person.phone for person in demo.identities()}
 RECORDED = {message.get("Response"): message.fields
             for message in load_session("originate-outbound.ami.txt", "originator").events("OriginateResponse")}
@@ -48,7 +49,7 @@ def clock() -> FixedClock:
 @pytest.fixture(scope="module")
 def risk_api(tmp_path_factory: pytest.TempPathFactory, clock: FixedClock) -> Iterator[str]:
     workdir: Path = tmp_path_factory.mktemp("risk_api_for_dialer")
-    settings = Settings(token=f"test-engine-{uuid.uuid4().hex}",
+    settings = Settings(token=ENGINE_TOKEN,
                         role_tokens={"dialer": DIALER_TOKEN, "desk": DESK_TOKEN},
                         database_url=f"sqlite:///{workdir / 'risk.sqlite3'}", sms_outbox=workdir / "sms.jsonl")
     with serve(create_app(settings, clock=clock)) as base_url:
@@ -176,6 +177,30 @@ async def test_a_campaign_day_through_the_risk_api_and_ami(rig: Rig, risk_api: s
         entries = (await desk.get("/audit", params={"limit": 500})).json()
     released = [e for e in entries if e["kind"] == "outbound_contact"]
     assert len(released) >= 15 and all("****" in e["inputs"]["phone"] for e in released)
+
+
+async def test_a_satisfaction_callback_calls_the_customers_verified_in_their_own_chats_that_day(
+        rig: Rig, risk_api: str) -> None:
+    """`selection: {contacted_days_ago: 0}`: the risk API selects whom it verified today in a chat
+    or call of their own; the call's cycle is the contact's day."""
+    chatted, not_verified = demo.customers_with_tag("normal")[:2]  # both in China time
+    async with httpx.AsyncClient(base_url=risk_api, headers={"Authorization": f"Bearer {ENGINE_TOKEN}"}) as http:
+        for person, name in ((chatted, chatted["name"]), (not_verified, "王错名")):
+            answer = await http.post("/verification/l1", json={
+                "phone": person["phone"], "name": name, "id_last4": person["id_last4"],
+                "session_id": uuid.uuid4().hex, "channel": "chat"})
+            assert answer.json()["verified"] is (person is chatted)
+    survey = make_campaign("satisfaction_callback", flow="satisfaction_survey",
+                           selection=Selection(contacted_days_ago=0))
+    rig.dialer.campaigns = {survey.id: survey}
+    rig.dialer.start()  # the dialler's campaigns, as loaded at its start
+    await rig.dialer.tick()
+    assert [(m.customer_id, m.cycle) for m in rig.queue.members()] == [(chatted["customer_id"], TODAY.isoformat())]
+    (action,) = await rig.peer.wait_for_action("Originate", 1)
+    sent = variables(action)
+    assert (sent["IVR_CUSTOMER_ID"], sent["IVR_FLOW"], sent["IVR_CAMPAIGN"]) == (
+        chatted["customer_id"], "satisfaction_survey", "satisfaction_callback")
+    assert action["Channel"] == f"PJSIP/{PHONES[chatted['customer_id']]}@trunk"
 
 
 async def test_ami_down_at_start_and_mid_campaign_loses_nothing_and_dials_nothing_twice(rig: Rig) -> None:

@@ -15,12 +15,15 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from bench.scratch_db import create_scratch_database, drop_scratch_database
 from risk_api import demo
 from risk_api.app import create_app
 from risk_api.clock import CHINA_TZ
 from risk_api.config import Settings
+from risk_api.db import AuditEntry
 from tests.risk_api.helpers import PG_URL_ENV, serve
 
 TODAY = date(2026, 3, 10)
@@ -193,6 +196,48 @@ def test_contact_gives_the_number_fresh_facts_and_whether_the_customer_still_mat
     flagged = demo.customers_with_tag("do_not_call")[0]
     facts = dialer.http.post("/outbound/contact", json={"customer_id": flagged["customer_id"]}).json()
     assert (facts["do_not_call"], facts["marketing_opt_out"]) == (True, True)
+
+
+def test_contacted_days_ago_selects_whom_was_verified_that_day_in_their_own_chats_and_calls(dialer: Dialer) -> None:
+    """A satisfaction callback's selection: the customers verified on that China date in a chat or
+    a call of their own; the dialler's calls and failed checks are no contact. The reference is the
+    contact's day; a newer contact makes the callback about it, not the old one."""
+    chatted, called_by_us, failed, yesterday_caller = demo.customers_with_tag("normal")[1:5]
+
+    def l1(person: dict[str, Any], channel: str, name: str | None = None) -> bool:
+        answer = dialer.as_role["engine"].post("/verification/l1", json={
+            "phone": person["phone"], "name": name or person["name"], "id_last4": person["id_last4"],
+            "session_id": uuid.uuid4().hex, "channel": channel})
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["verified"])
+
+    assert l1(chatted, "chat") and l1(called_by_us, "outbound") and not l1(failed, "chat", name="王错名")
+    yesterday = TODAY - timedelta(days=1)
+    engine = create_engine(dialer.database_url)
+    with Session(engine) as session, session.begin():  # yesterday's calls, as the risk API audited them
+        for person, at in ((yesterday_caller, time(23, 59, 59)), (chatted, time(0, 0))):
+            session.add(AuditEntry(at=datetime.combine(yesterday, at, tzinfo=CHINA_TZ), channel="voice",
+                                   session_id=uuid.uuid4().hex, kind="verification_l1",
+                                   customer_id=person["customer_id"], inputs={}, decision="verified", rules=[]))
+    engine.dispose()
+
+    today = dialer.all_selected(contacted_days_ago=0)
+    assert [(c["customer_id"], c["reference"]) for c in today] == [(chatted["customer_id"], TODAY.isoformat())]
+    before = dialer.all_selected(contacted_days_ago=1)
+    assert sorted((c["customer_id"], c["reference"]) for c in before) == sorted(
+        (person["customer_id"], yesterday.isoformat()) for person in (chatted, yesterday_caller))
+    assert dialer.all_selected(contacted_days_ago=2) == []
+
+    def contact(person: dict[str, Any], days_ago: int) -> tuple[bool, str | None]:
+        answer = dialer.http.post("/outbound/contact", json={
+            "customer_id": person["customer_id"], "selection": {"contacted_days_ago": days_ago}}).json()
+        return answer["selected"], answer["reference"]
+
+    assert contact(yesterday_caller, 1) == (True, yesterday.isoformat())
+    assert contact(chatted, 1) == (False, TODAY.isoformat()), "today's contact is the one to ask about, tomorrow"
+    assert contact(failed, 0) == (False, None)
+    assert dialer.select(contacted_days_ago=8).status_code == 422
+    assert dialer.select(contacted_days_ago=1, due_in_days=3).status_code == 422
 
 
 def test_every_number_given_out_is_audited_masked(dialer: Dialer) -> None:
