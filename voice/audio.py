@@ -7,6 +7,7 @@ convert between them without the callers caring about sample formats.
 
 from __future__ import annotations
 
+import math
 import wave
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def level_dbfs(pcm: bytes) -> float:
     values = samples(pcm).astype(np.float64)
     if values.size == 0:
         return SILENCE_FLOOR_DBFS
-    rms = float(np.sqrt(np.mean(values * values)))
+    rms = math.sqrt(float(values @ values) / values.size)
     if rms < 1e-9:
         return SILENCE_FLOOR_DBFS
     return max(SILENCE_FLOOR_DBFS, 20.0 * np.log10(rms / FULL_SCALE))

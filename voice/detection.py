@@ -3,10 +3,10 @@
 The chain runs on the DETECTION path only; the recogniser gets the raw audio, because noise
 reduction lowers recognition accuracy. Per 20 ms frame:
 
-1. `NoiseSuppressor`: noisereduce's stationary spectral gate, with a noise profile learned from
-   this call's own background (frames at the background level, found by minimum statistics),
-   kept up to date in a rolling buffer. To halve its CPU cost it works on 40 ms blocks, so the
-   detections lag the input by one frame (20 ms).
+1. `NoiseSuppressor`: a stationary spectral gate (noisereduce's algorithm, `StationaryGate`),
+   with a noise profile learned from this call's own background (frames at the background
+   level, found by minimum statistics), kept up to date in a rolling buffer. To halve its CPU
+   cost it works on 40 ms blocks, so the detections lag the input by one frame (20 ms).
 2. webrtcvad on the suppressed audio: is this frame voiced? Optionally Silero VAD on the raw
    audio must agree before a voiced frame counts towards a start or a barge-in
    (`Detection.confirmed_speech`): webrtcvad calls hold music or a burst of noise voiced,
@@ -19,6 +19,7 @@ reduction lowers recognition accuracy. Per 20 ms frame:
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from enum import Enum
 
 import numpy as np
 import webrtcvad
-from noisereduce.spectralgate.stationary import SpectralGateStationary
 
 from voice.audio import FRAME_MS, SILENCE_FLOOR_DBFS, frame_bytes, level_dbfs, samples, to_pcm
 from voice.turn_models import SileroStream
@@ -40,6 +40,12 @@ NOISE_PROFILE_REFRESH_MS = 200
 NOISE_FLOOR_SETTLE_MS = 1000  # before this the floor has seen too little of the line to compare voices with
 BLOCK_FRAMES = 2  # frames denoised together: one STFT per 40 ms instead of per 20 ms
 CONTEXT_FRAMES = 2  # earlier frames the STFT sees, so the block is not at the window's edge
+# Silero only listens around webrtcvad's speech (its network is most of the detector's CPU):
+SILERO_AWAKE_FRAMES = 15  # it goes on this long after webrtcvad's last voiced frame (pauses inside speech)
+SILERO_WARM_UP_FRAMES = 8  # woken, it starts afresh on this much audio before the voiced frame (five windows)
+GATE_FREQUENCY_SMOOTHING_HZ = 500  # the mask is smoothed over this much spectrum …
+GATE_TIME_SMOOTHING_MS = 50  # … and this much time, so it does not chop speech into musical noise
+GATE_DB_RANGE = 80.0  # bins more than this below their frequency's loudest count as that much below
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,87 @@ def _check_rate(sample_rate: int) -> None:
         raise ValueError(f"unsupported sample rate {sample_rate} Hz; expected one of {SUPPORTED_RATES}")
 
 
+def _triangle(steps: int) -> np.ndarray:
+    """Weights rising over `steps` points to 1 and falling back (2 × steps - 1 points, sum 1)."""
+    rising = np.linspace(0, 1, steps + 1, endpoint=False)[1:]
+    weights = np.concatenate([rising, [1.0], rising[::-1]])
+    return weights / weights.sum()
+
+
+def _same_convolution(kernel: np.ndarray, size: int) -> np.ndarray:
+    """The matrix M with M @ x == np.convolve(x, kernel, mode="same") for x of `size` (odd kernel)."""
+    centre = (kernel.size - 1) // 2
+    offsets = np.arange(size)[:, np.newaxis] + centre - np.arange(size)[np.newaxis, :]
+    inside = (offsets >= 0) & (offsets < kernel.size)
+    return np.where(inside, kernel[np.clip(offsets, 0, kernel.size - 1)], 0.0)
+
+
+class StationaryGate:
+    """noisereduce's stationary spectral gate (`SpectralGateStationary`, prop_decrease 1) for one
+    fixed block length, without its per-call overheads: a bin passes when its level is above the
+    background's mean + `threshold_std` standard deviations at that frequency, and the pass/stop
+    mask is smoothed over GATE_FREQUENCY_SMOOTHING_HZ × GATE_TIME_SMOOTHING_MS. The STFT (periodic
+    Hann, half overlap, zero-padded ends) and its inverse are scipy's; the separable smoothing
+    filter is applied as two small matrix products instead of a 2-D FFT convolution. A test holds
+    it to noisereduce's output."""
+
+    def __init__(self, sample_rate: int, n_fft: int, block_samples: int, threshold_std: float) -> None:
+        self.n_fft, self.hop = n_fft, n_fft // 2
+        if block_samples % self.hop:
+            raise ValueError(f"a block of {block_samples} samples is not a whole number of {self.hop}-sample hops")
+        self.block_samples = block_samples
+        self.window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+        self._spectrum_scale = 1.0 / self.window.sum()  # scipy's "spectrum" scaling, for the dB levels
+        frames = block_samples // self.hop + 1
+        overlap = np.zeros((frames + 1, self.hop))
+        overlap[:-1] += self.window[:self.hop] ** 2
+        overlap[1:] += self.window[self.hop:] ** 2
+        self._overlap = np.where(overlap > 1e-10, overlap, 1.0).ravel()
+        frequency_steps = int(GATE_FREQUENCY_SMOOTHING_HZ / (sample_rate / self.hop))
+        time_steps = int(GATE_TIME_SMOOTHING_MS / (1000 * self.hop / sample_rate))
+        self._smooth_frequency = _same_convolution(_triangle(frequency_steps), n_fft // 2 + 1).T
+        self._smooth_time = _same_convolution(_triangle(time_steps), frames)
+        self.threshold_std = threshold_std
+        self.threshold_db: np.ndarray | None = None  # per frequency; None: no background heard yet
+
+    def learn(self, background: np.ndarray) -> None:
+        """Take the background's levels (replacing what was learnt before)."""
+        background_db = self._levels_db(np.fft.rfft(self._frames(background, trailing=False), axis=1))
+        self.threshold_db = background_db.mean(axis=0) + self.threshold_std * background_db.std(axis=0)
+
+    def _frames(self, signal: np.ndarray, trailing: bool = True) -> np.ndarray:
+        """Windowed STFT frames (time × samples) of the zero-padded signal; `trailing=False` drops
+        a last partial frame (scipy's `padded=False`)."""
+        edge = self.n_fft // 2
+        count = (signal.size + edge) // self.hop if trailing else signal.size // self.hop + 1
+        padded = np.zeros((count + 1) * self.hop)
+        padded[edge:edge + signal.size] = signal[:padded.size - edge]
+        halves = padded.reshape(-1, self.hop)  # hop = half a frame: frame i is halves i and i + 1
+        return np.concatenate([halves[:-1], halves[1:]], axis=1) * self.window
+
+    def _levels_db(self, spectrum: np.ndarray) -> np.ndarray:
+        levels = 20 * np.log10(np.abs(spectrum) * self._spectrum_scale + np.finfo(np.float64).eps)
+        return np.maximum(levels, levels.max(axis=0, keepdims=True) - GATE_DB_RANGE)
+
+    def forget(self) -> None:
+        self.threshold_db = None
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        """The gated block (`block_samples` float samples in, as many out); after `learn`."""
+        assert self.threshold_db is not None, "StationaryGate.apply before learn"
+        spectrum = np.fft.rfft(self._frames(block), axis=1)
+        mask = (self._levels_db(spectrum) > self.threshold_db).astype(np.float64)
+        mask = self._smooth_time @ mask @ self._smooth_frequency
+        frames = np.fft.irfft(spectrum * mask, n=self.n_fft, axis=1) * self.window
+        halves = np.zeros((frames.shape[0] + 1, self.hop))  # overlap-add, half a frame at a time
+        halves[:-1] += frames[:, :self.hop]
+        halves[1:] += frames[:, self.hop:]
+        edge = self.n_fft // 2
+        return (halves.ravel() / self._overlap)[edge:edge + self.block_samples]
+
+
 class NoiseSuppressor:
-    """Stationary spectral gating (noisereduce) with a noise profile from this call's background.
+    """Stationary spectral gating with a noise profile from this call's background.
 
     `learn` adds a frame known to be background to the rolling profile; `process` returns the
     suppressed audio of the frame passed in one call earlier (the 40 ms block needs its second
@@ -109,7 +194,8 @@ class NoiseSuppressor:
         self._frame_samples = frame_bytes(sample_rate) // 2
         self._profile: deque[np.ndarray] = deque(maxlen=config.noise_profile_ms // FRAME_MS)
         self._frames_since_refresh = 0
-        self._gate: SpectralGateStationary | None = None
+        self._gate = StationaryGate(sample_rate, self.n_fft, (CONTEXT_FRAMES + BLOCK_FRAMES) * self._frame_samples,
+                                    config.noise_threshold_std)
         self._window: deque[np.ndarray] = deque(maxlen=CONTEXT_FRAMES + BLOCK_FRAMES)
         self._frames_seen = 0
         self._held: bytes | None = None
@@ -118,18 +204,10 @@ class NoiseSuppressor:
         self._profile.append(samples(frame).astype(np.float64))
         self._frames_since_refresh += 1
         enough = len(self._profile) * FRAME_MS >= NOISE_PROFILE_MIN_MS
-        if enough and (self._gate is None or self._frames_since_refresh * FRAME_MS >= NOISE_PROFILE_REFRESH_MS):
-            self._gate = self._gate_for(np.concatenate(self._profile))
+        stale = self._frames_since_refresh * FRAME_MS >= NOISE_PROFILE_REFRESH_MS
+        if enough and (self._gate.threshold_db is None or stale):
+            self._gate.learn(np.concatenate(self._profile))
             self._frames_since_refresh = 0
-
-    def _gate_for(self, background: np.ndarray) -> SpectralGateStationary:
-        return SpectralGateStationary(
-            y=np.zeros(1), sr=self.sample_rate, y_noise=background,
-            n_std_thresh_stationary=self.config.noise_threshold_std, chunk_size=background.size,
-            clip_noise_stationary=False, padding=0, n_fft=self.n_fft, win_length=None, hop_length=self.n_fft // 2,
-            time_constant_s=2.0, freq_mask_smooth_hz=500, time_mask_smooth_ms=50, tmp_folder=None,
-            prop_decrease=1.0, use_tqdm=False, n_jobs=1,
-        )
 
     def process(self, frame: bytes) -> bytes:
         """The suppressed frame from one call earlier (silence on the very first call)."""
@@ -143,14 +221,14 @@ class NoiseSuppressor:
 
     def _suppress_block(self) -> tuple[bytes, bytes]:
         window = np.concatenate(self._window)
-        if self._gate is not None:
-            window = self._gate.spectral_gating_stationary(window[np.newaxis, :])[0]
+        if self._gate.threshold_db is not None and window.size == self._gate.block_samples:
+            window = self._gate.apply(window)
         block = window[-BLOCK_FRAMES * self._frame_samples:]
         return to_pcm(block[: self._frame_samples]), to_pcm(block[self._frame_samples:])
 
     def reset(self) -> None:
         self._profile.clear()
-        self._gate = None
+        self._gate.forget()
         self._frames_since_refresh = 0
         self._window.clear()
         self._frames_seen = 0
@@ -173,7 +251,9 @@ class SpeechDetector:
         self._suppressor = NoiseSuppressor(sample_rate, self.config) if self.config.noise_suppression else None
         self._start_window: deque[bool] = deque(maxlen=self.config.speech_start_window_ms // FRAME_MS)
         self._recent_levels: deque[float] = deque(maxlen=self.config.noise_floor_window_ms // FRAME_MS)
+        self._sorted_levels: list[float] = []  # the same levels in order: a percentile without sorting each frame
         self._warm_up_frames = NOISE_PROFILE_MIN_MS // FRAME_MS + self.lag_frames if self._suppressor else 0
+        self._unheard: deque[bytes] = deque(maxlen=SILERO_WARM_UP_FRAMES + self.lag_frames)  # not yet fed to Silero
         self.reset()
 
     @property
@@ -202,13 +282,16 @@ class SpeechDetector:
             self._suppressor.reset()
         self._start_window.clear()
         self._recent_levels.clear()
+        self._sorted_levels.clear()
         self._in_speech = False
         self._waiting_for_silence = False  # after a cut, the monologue must stop before a new start
         self._utterance_ms = 0
         self._silence_ms = 0
         self._frames_done = 0
         self._pending_raw_levels: deque[float] = deque([SILENCE_FLOOR_DBFS] * self.lag_frames)
-        self._pending_probabilities: deque[float] = deque([0.0] * self.lag_frames)
+        self._unheard.clear()
+        self._silero_listening = False
+        self._unvoiced_frames = SILERO_AWAKE_FRAMES + 1
         if self._onset is not None:
             self._onset[0].reset()
 
@@ -230,11 +313,8 @@ class SpeechDetector:
         speech = not warming_up and self._vad.is_speech(suppressed, self.sample_rate)
         confirmed = speech
         if self._onset is not None:
-            # Silero hears the raw frame now; the suppressed one is from a frame earlier.
-            stream, needed = self._onset
-            self._pending_probabilities.append(stream.feed(frame))
-            probability = self._pending_probabilities.popleft()
-            confirmed = speech and probability >= needed
+            self._unheard.append(frame)
+            confirmed = speech and self._onset_probability(speech) >= self._onset[1]
         event = self._endpoint(speech, confirmed)
         detection = Detection(speech=speech, confirmed_speech=confirmed, event=event, level_db=level_dbfs(suppressed),
                               raw_level_db=self._pending_raw_levels.popleft(), noise_floor_db=noise_floor,
@@ -245,11 +325,36 @@ class SpeechDetector:
             log.debug("%s at frame %d (%.0f dBFS)", event.value, detection.frame_index, detection.level_db)
         return detection
 
+    def _onset_probability(self, speech: bool) -> float:
+        """Silero's speech probability at the frame webrtcvad just judged (`lag_frames` behind the
+        input; Silero hears the raw frames). Only speech needs it: Silero sleeps after
+        SILERO_AWAKE_FRAMES unvoiced frames and, woken by a voiced one, starts afresh on the
+        SILERO_WARM_UP_FRAMES before it (its stream resets after quiet stretches all the same)."""
+        self._unvoiced_frames = 0 if speech else self._unvoiced_frames + 1
+        if self._unvoiced_frames > SILERO_AWAKE_FRAMES:
+            self._silero_listening = False
+            return 0.0
+        stream = self._onset[0]
+        if not self._silero_listening:
+            stream.reset()
+            self._silero_listening = True
+        probability = stream.probability
+        while len(self._unheard) > self.lag_frames:
+            probability = stream.feed(self._unheard.popleft())
+        return probability
+
     def _track_noise_floor(self, raw_level: float) -> float:
         """Background level by minimum statistics: low percentile of recent frame levels, which
         speech (always above its own background) barely moves."""
+        if len(self._recent_levels) == self._recent_levels.maxlen:
+            del self._sorted_levels[bisect.bisect_left(self._sorted_levels, self._recent_levels[0])]
         self._recent_levels.append(raw_level)
-        return float(np.percentile(self._recent_levels, NOISE_FLOOR_PERCENTILE))
+        bisect.insort(self._sorted_levels, raw_level)
+        # np.percentile's default (linear interpolation between the closest ranks)
+        rank = (len(self._sorted_levels) - 1) * NOISE_FLOOR_PERCENTILE / 100
+        below = int(rank)
+        above = min(below + 1, len(self._sorted_levels) - 1)
+        return self._sorted_levels[below] + (self._sorted_levels[above] - self._sorted_levels[below]) * (rank - below)
 
     def _endpoint(self, speech: bool, confirmed: bool) -> SpeechEvent | None:
         config = self.config

@@ -237,8 +237,9 @@ class SpeechRecognition(FrameProcessor):
         self.queued = recognizer is not None  # decoding waits on the recogniser: detection must not
         self.recognizer = recognizer
         self.use_grammars = use_grammars
-        self._resampler: Resampler | None = None
-        self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_MS // 20)
+        self._call_rate: int | None = None
+        self._resampler: Resampler | None = None  # one per utterance: between them, nothing to resample
+        self._pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_MS // 20)  # at the call's rate
         self._stream: RecognitionStream | None = None
         self._grammar: list[str] | None = None
 
@@ -247,18 +248,18 @@ class SpeechRecognition(FrameProcessor):
             await self.push(frame, direction)
             return
         if isinstance(frame, CallStarted):
-            self._resampler = Resampler(frame.sample_rate, self.recognizer.sample_rate)
+            self._call_rate = frame.sample_rate
         elif isinstance(frame, AnswerExpected):
             self._grammar = grammar_for(frame.expect) if self.use_grammars and frame.expect else None
-        elif isinstance(frame, InputAudio) and self._resampler is not None:
-            pcm = self._resampler.process(frame.pcm)
-            if self._stream is None:
-                self._pre_roll.append(pcm)
+        elif isinstance(frame, InputAudio) and self._call_rate is not None:
+            if self._stream is None or self._resampler is None:
+                self._pre_roll.append(frame.pcm)
             else:
-                await self._accept(pcm)
-        elif isinstance(frame, UserStartedSpeaking):
+                await self._accept(self._resampler.process(frame.pcm))
+        elif isinstance(frame, UserStartedSpeaking) and self._call_rate is not None:
             self._stream = self.recognizer.stream(self._grammar)
-            buffered = b"".join(self._pre_roll)
+            self._resampler = Resampler(self._call_rate, self.recognizer.sample_rate)
+            buffered = self._resampler.process(b"".join(self._pre_roll))
             self._pre_roll.clear()
             await self.push(frame, direction)
             await self._accept(buffered)

@@ -194,11 +194,15 @@ class SileroStream:
         self._window = 256 if sample_rate == 8000 else 512
         self._context_size = 32 if sample_rate == 8000 else 64
         self._windows_per_reset = int(SILERO_RESET_S * sample_rate / self._window)
-        self._pending = np.zeros(0, dtype=np.float32)
-        self.probability = 0.0
         self.reset()
 
     def reset(self) -> None:
+        """Start afresh: a new call, or audio that does not follow what the stream heard last."""
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.probability = 0.0
+        self._restart_state()
+
+    def _restart_state(self) -> None:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros((1, self._context_size), dtype=np.float32)
         self._windows_since_reset = 0
@@ -224,7 +228,7 @@ class SileroStream:
         self._windows_since_reset += 1
         self._quiet_windows = self._quiet_windows + 1 if probability < SILERO_QUIET_PROBABILITY else 0
         if self._windows_since_reset >= self._windows_per_reset and self._quiet_windows >= SILERO_QUIET_WINDOWS:
-            self.reset()
+            self._restart_state()
         return probability
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,7 @@ from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
 from voice.turn_models import (
     DEFAULT_DIR,
     FetchFailed,
+    SileroStream,
     TurnModels,
     TurnModelsConfig,
     fetch,
@@ -153,6 +155,35 @@ def test_music_after_a_quiet_stretch_is_no_barge_in_with_silero_but_speech_is(mo
     heard = samples.play(speech, onset=onset)
     assert heard.barge_in_ms is not None and 2000 < heard.barge_in_ms <= 2000 + 250
     assert heard.events[0][0] is SpeechEvent.STARTED
+
+
+class CountedRuns:
+    """An ONNX Runtime session that counts the network's runs."""
+
+    def __init__(self, session: Any) -> None:
+        self.session, self.runs = session, 0
+
+    def run(self, *args: Any) -> Any:
+        self.runs += 1
+        return self.session.run(*args)
+
+
+def test_silero_sleeps_through_a_quiet_line_and_still_confirms_the_speech_that_follows(models: TurnModels) -> None:
+    """Silero, most of the detector's CPU, listens only around what webrtcvad calls speech: a
+    quiet line costs no network runs, and a caller after it is heard as soon as before."""
+    assert models.silero is not None and models.silero.available
+    session = CountedRuns(models.silero._load())
+    quiet_line = samples.scaled(samples.noise("brown", 6.0, seed=3), -45.0)
+    onset = (SileroStream(session, 8000), MODELS.onset_probability)
+    quiet = samples.play(samples.Scenario(quiet_line, None, None, 8000), onset=onset)
+    assert quiet.events == [] and session.runs == 0
+    speech = samples.Scenario(samples.mix(quiet_line, samples.silence(3.0) + samples.speech(samples.SENTENCES[4])),
+                              None, 3.0, 8000)
+    heard = samples.play(speech, onset=onset)
+    windows_from_onset = (len(speech.caller) // 2 - 3 * 8000) // 256  # Silero's 32 ms windows at 8 kHz
+    assert heard.barge_in_ms is not None and 3000 < heard.barge_in_ms <= 3000 + 250
+    assert heard.events[0][0] is SpeechEvent.STARTED
+    assert 0 < session.runs <= windows_from_onset + 5  # nothing before the caller but its five warm-up windows
 
 
 class Events:
