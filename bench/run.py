@@ -28,6 +28,7 @@ import httpx
 from bench import (
     asr_tts,
     barge_in,
+    gateway_calls,
     knowledge,
     live_chat,
     nlu,
@@ -113,17 +114,6 @@ def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
     }
 
 
-def cpu_seconds(running: Running) -> dict[str, float]:
-    """CPU each started service has used so far (user + system, its waited-for children too),
-    from /proc: the bench runs on Linux."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for name, process in running.processes.items():
-        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used[name] = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
-    return used
-
-
 def dialogue_figures(rasa_url: str, web_url: str, running: Running) -> dict[str, Any]:
     parse = []
     with httpx.Client(base_url=rasa_url, params={"token": KEYS.rasa_api}, timeout=30) as client:
@@ -132,9 +122,9 @@ def dialogue_figures(rasa_url: str, web_url: str, running: Running) -> dict[str,
             client.post("/model/parse", json={"text": "我想提前还清贷款"}).raise_for_status()
             parse.append(time.perf_counter() - began)
     single = chat_load(rasa_url, 1)
-    before = cpu_seconds(running)
+    before = running.cpu_seconds()
     loaded = chat_load(rasa_url, 8)
-    after = cpu_seconds(running)
+    after = running.cpu_seconds()
     return {
         "parse_p50_ms": round(statistics.median(parse) * 1000, 1),
         "chat_1_client": single,
@@ -180,9 +170,9 @@ def scaled_chat_figures(pg_admin_url: str) -> dict[str, Any]:
         try:
             with started(scaled_stack(ports, scaled, KEYS, stores, workdir, _bench_risk_env(workdir)),
                          workdir) as running:
-                before = cpu_seconds(running)
+                before = running.cpu_seconds()
                 load = chat_load(f"http://127.0.0.1:{ports.rasa}", 8)
-                after = cpu_seconds(running)
+                after = running.cpu_seconds()
             spent = sum(after[name] - before[name] for name in after if name in before)
             figures[f"rasa_{processes}"] = {**load, "cpu_ms_per_turn": round(1000 * spent / load["turns"], 1)}
         finally:
@@ -441,7 +431,9 @@ def write_report(results: dict[str, Any]) -> None:
         "turns are a greeting and a credit-limit check with L1 verification (risk API calls).\n\n"
         f"Measured {results['measured_at']} on {results['machine']}.\n\n"
         "| what | figure |\n|---|---|\n" + table + "\n\n" + voice_report(results["voice"])
-        + telephony_report(results["telephony"]) + WHERE_THE_TIME_GOES,
+        + telephony_report(results["telephony"])
+        + (gateway_calls.report(results["gateway_calls"]) if results.get("gateway_calls") else "")
+        + WHERE_THE_TIME_GOES,
         encoding="utf-8",
     )
 
@@ -620,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         results["quality_board"] = live_chat.alert_figures(f"http://127.0.0.1:{ports.web}", SUPERVISOR_LOGIN)
         results["voice"]["calls"] = voice_calls.figures(
             rasa_url, KEYS.rasa_gateway, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
+        # 1 and n real gateway processes on one AudioSocket address, callers in another process.
+        results["gateway_calls"] = gateway_calls.figures(ports, KEYS, Path(tempfile.mkdtemp(prefix="bench-gateways-")),
+                                                         (1, SCALED_PROCESSES))
 
     with_assistant(measure)
     if not voice_only:

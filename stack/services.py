@@ -77,6 +77,16 @@ class Running:
     def exited(self) -> list[str]:
         return [name for name, process in self.processes.items() if process.poll() is not None]
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU each started service has used so far (user + system, its waited-for children too),
+        from /proc (Linux): what the benchmarks divide by the work done."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for name, process in self.processes.items():
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[name] = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        return used
+
 
 # A stage of the start: one service, or several started together (n Rasa processes load their
 # models in parallel) and all healthy before the next stage.

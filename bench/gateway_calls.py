@@ -1,0 +1,196 @@
+"""Calls per machine: concurrent phone calls into 1 and into n real gateway processes.
+
+The gateways are `python -m telephony.gateway` as `make run SCALE=n` starts them: one AudioSocket
+address shared by SO_REUSEPORT (the kernel spreads the calls), the real assistant behind them.
+The Asterisk side runs in a process of its own (bench/audiosocket_peer.AudioSocketPeer, one per
+call): each call streams 20 ms frames of telephone-line noise (pink, 20 dB below speech) on
+absolute deadlines, presses a key once the bot has spoken (a turn to Rasa and its reply), and
+hangs up after CALL_SECONDS. No caller speech: these are the calls "without recognition" (the
+keypad), so what is measured is the gateway's own cost — transport, noise suppression, both VADs,
+barge-in and turn detection, playback — not a recogniser's.
+
+Per gateway count and call count:
+- late_frame_ratio: the bot's audio frames sent more than a frame period after their deadline,
+  from the gateways' own counters (`ivr_gateway_late_frames_total` / `…frames_sent_total`);
+- cpu_seconds_per_call_second: CPU of the gateway processes / (calls × CALL_SECONDS);
+- calls_greeted: calls whose peer heard at least a second of the bot's speech.
+`held`: the most calls with late frames ≤ LATE_FRAME_TARGET, up to the first count that failed.
+
+Bounded: a fixed number of calls, each CALL_SECONDS long; the peer process gives up after
+PEER_BOUND_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import samples as clips
+from bench.audiosocket_peer import AudioSocketPeer
+from stack.services import Ports, Running, Secrets, Service, phone_gateway, started
+from voice.audio import FRAME_SECONDS, TELEPHONE_RATE, frame_bytes
+
+CALL_COUNTS = (10, 20, 30, 40, 50, 60, 70)
+CALL_SECONDS = 16.0
+KEY_PRESS_AFTER_SECONDS = 6.0  # the greeting is over by then; the key is a turn to Rasa
+LINE_NOISE_SNR_DB = 20.0
+LATE_FRAME_TARGET = 0.01
+GREETED_BYTES = TELEPHONE_RATE * 2  # a second of the bot's speech
+PEER_SLACK_SECONDS = 60.0  # the callers' process gives up this long after its calls should have ended
+DRAIN_BOUND_SECONDS = 60.0  # every call's end counted by its gateway
+
+
+def _caller_process(port: int, calls: int, seconds: float, results: Any) -> None:
+    """Child process: `calls` callers, their connections spread over one frame period (real
+    arrivals are not in step), each streaming line noise with one key press, then hanging up."""
+    size = frame_bytes(TELEPHONE_RATE)
+    line = clips.scaled(clips.noise("pink", seconds, TELEPHONE_RATE), -LINE_NOISE_SNR_DB)
+    key_press_frame = int(min(KEY_PRESS_AFTER_SECONDS, seconds / 2) / FRAME_SECONDS)
+
+    async def call(number: int) -> int:
+        await asyncio.sleep(number * (2 * FRAME_SECONDS + FRAME_SECONDS / calls))
+        peer = await AudioSocketPeer("127.0.0.1", port, uuid.uuid4()).connect()
+        start = time.monotonic()
+        for index in range(int(seconds / FRAME_SECONDS)):
+            await asyncio.sleep(max(0.0, start + index * FRAME_SECONDS - time.monotonic()))
+            await peer.send(0x10, line[index * size:(index + 1) * size])
+            if index == key_press_frame:
+                await peer.send_dtmf("1")
+        await peer.send_hangup()
+        await peer.close()
+        return len(peer.audio_bytes())
+
+    async def run() -> list[int]:
+        return await asyncio.wait_for(asyncio.gather(*(call(number) for number in range(calls))),
+                                      seconds + PEER_SLACK_SECONDS)
+
+    results.put(asyncio.run(run()))
+
+
+def _result_of(child: multiprocessing.process.BaseProcess, results: Any, seconds: float) -> list[int]:
+    bound = seconds + PEER_SLACK_SECONDS + 30
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        try:
+            return list(results.get(timeout=1))
+        except queue.Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"the callers' process exited with {child.exitcode} before its calls ended"
+                                   ) from None
+    raise TimeoutError(f"the callers' process took more than {bound:g} s")
+
+
+def _counters(health_urls: Sequence[str], token: str) -> dict[str, float]:
+    """The gateways' frame counters and active calls, summed over the processes."""
+    totals = {"ivr_gateway_frames_sent_total": 0.0, "ivr_gateway_late_frames_total": 0.0,
+              "ivr_gateway_calls_active": 0.0}
+    for url in health_urls:
+        answer = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        answer.raise_for_status()
+        for family in text_string_to_metric_families(answer.text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+    return totals
+
+
+def _measure(ports: Ports, running: Running, names: Sequence[str], health_urls: Sequence[str], calls: int,
+             token: str, seconds: float) -> dict[str, Any]:
+    before, cpu_before = _counters(health_urls, token), running.cpu_seconds()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_caller_process, args=(ports.audiosocket, calls, seconds, results), daemon=True)
+    child.start()
+    try:
+        heard = _result_of(child, results, seconds)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    deadline = time.monotonic() + DRAIN_BOUND_SECONDS
+    while (after := _counters(health_urls, token))["ivr_gateway_calls_active"] and time.monotonic() < deadline:
+        time.sleep(0.25)
+    cpu_after = running.cpu_seconds()
+    sent = after["ivr_gateway_frames_sent_total"] - before["ivr_gateway_frames_sent_total"]
+    late = after["ivr_gateway_late_frames_total"] - before["ivr_gateway_late_frames_total"]
+    cpu = sum(cpu_after[name] - cpu_before[name] for name in names)
+    return {
+        "calls": calls,
+        "calls_greeted": sum(1 for heard_bytes in heard if heard_bytes >= GREETED_BYTES),
+        "frames_sent": int(sent),
+        "late_frame_ratio": round(late / sent, 5) if sent else 0.0,
+        "cpu_seconds_per_call_second": round(cpu / (calls * seconds), 4),
+    }
+
+
+def _held(runs: Sequence[dict[str, Any]]) -> int:
+    """Calls held up to the first count that failed: a later pass is luck, not capacity."""
+    held = 0
+    for run in runs:
+        if run["late_frame_ratio"] > LATE_FRAME_TARGET or run["calls_greeted"] < run["calls"]:
+            break
+        held = run["calls"]
+    return held
+
+
+def _without_prerender(gateway: Service) -> Service:
+    return replace(gateway, env={**gateway.env, "KOKORO_PRERENDER_AT_START": "0"})
+
+
+def figures(ports: Ports, keys: Secrets, log_dir: Path, processes: Sequence[int] = (1, 2),
+            call_counts: Sequence[int] = CALL_COUNTS, call_seconds: float = CALL_SECONDS) -> dict[str, Any]:
+    """`ports`: the running assistant's (Rasa, risk API); each gateway count gets a fresh
+    AudioSocket address and health ports. Call counts go up until one fails."""
+    results: dict[str, Any] = {}
+    for count in processes:
+        gateway_ports = replace(ports, audiosocket=Ports.free().audiosocket)
+        health_ports = [Ports.free().gateway_health for _ in range(count)]
+        # No Kokoro rendering in the background competing for the CPU (prompts not yet rendered
+        # are spoken by espeak-ng, as a fresh gateway's are).
+        gateways = tuple(_without_prerender(phone_gateway(gateway_ports, keys, f"bench_gateway_{rank}", port,
+                                                          share_port=count > 1))
+                         for rank, port in enumerate(health_ports, start=1))
+        names = [gateway.name for gateway in gateways]
+        urls = [f"http://127.0.0.1:{port}" for port in health_ports]
+        with started([gateways], log_dir) as running:
+            runs = []
+            for calls in call_counts:
+                runs.append(_measure(gateway_ports, running, names, urls, calls, keys.metrics, call_seconds))
+                if _held(runs) < calls:
+                    break  # more calls would only fail further
+        results[f"gateways_{count}"] = {"runs": runs, "held": _held(runs)}
+    first, last = results[f"gateways_{processes[0]}"], results[f"gateways_{processes[-1]}"]
+    results["processes"] = list(processes)
+    results["held_ratio"] = round(last["held"] / first["held"], 2) if first["held"] else None
+    results["call_seconds"] = call_seconds
+    return results
+
+
+def report(figures: dict[str, Any]) -> str:
+    """The section of docs/benchmarks.md."""
+    rows = []
+    for count in figures["processes"]:
+        for run in figures[f"gateways_{count}"]["runs"]:
+            rows.append(f"| {count} | {run['calls']} | {100 * run['late_frame_ratio']:.2f} % | "
+                        f"{run['cpu_seconds_per_call_second']:.4f} s | {run['calls_greeted']} |")
+    held = " / ".join(str(figures[f"gateways_{count}"]["held"]) for count in figures["processes"])
+    return ("## Calls per machine\n\n"
+            "Concurrent calls into real gateway processes (`python -m telephony.gateway`, one AudioSocket address\n"
+            "shared by SO_REUSEPORT as `make run SCALE=n` starts them) and the real assistant, from an Asterisk\n"
+            f"stand-in in its own process: {figures['call_seconds']:g} s calls of line noise with one key press (a "
+            "turn to Rasa),\nno caller speech, so no recognition (bench/gateway_calls.py). Everything runs on this "
+            "machine:\nthe callers, Rasa and the other services take their share of the two cores too.\n\n"
+            f"Calls held with late frames ≤ 1 %, {' / '.join(map(str, figures['processes']))} gateway processes: "
+            f"**{held}** (ratio {figures['held_ratio']}; target ≥ 30 on this 2-core machine).\n\n"
+            "| gateway processes | concurrent calls | late frames (target ≤ 1 %) | gateway CPU per call-second | "
+            "calls greeted |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
