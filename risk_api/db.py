@@ -29,9 +29,9 @@ from sqlalchemy.schema import CreateColumn
 from ivr_config.database import open_engine
 from risk_api.clock import CHINA_TZ
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Older versions are upgraded in place (prepare_schema), step by step; any other version is refused.
-UPGRADABLE_FROM = ("1", "2", "3", "4")
+UPGRADABLE_FROM = ("1", "2", "3", "4", "5")
 # What schema version 2 added to the hand-overs of version 1 (all nullable: old rows keep theirs).
 V2_HANDOFF_COLUMNS = ("closed_at", "closed_by", "disposition", "close_note", "customer_note")
 # … and version 3 to those of version 2.
@@ -331,6 +331,9 @@ class AgentPresence(Base):
 
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
+    # Schema version 6: the dialler's "contacted N days ago" selection reads one day's
+    # verifications without reading the whole audit.
+    __table_args__ = (Index("ix_audit_entries_kind_at", "kind", "at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime]
     channel: Mapped[str | None] = mapped_column(String(8))
@@ -360,7 +363,7 @@ class Database:
     def prepare_schema(self, seed: Callable[[Session], None]) -> bool:
         """Create and seed the schema of an empty database in one transaction (True: created),
         or check that an existing database has this code's schema version, upgrading an older
-        one (version 1 to 4) in place first (one transaction: all of the upgrade or none of it)."""
+        one (version 1 to 5) in place first (one transaction: all of the upgrade or none of it)."""
         tables = set(inspect(self.engine).get_table_names())
         if not tables:
             with self.transaction() as session:
@@ -389,7 +392,9 @@ class Database:
                         _add_handoff_columns(session.connection(), V3_HANDOFF_COLUMNS)
                     if found in ("1", "2", "3"):
                         Base.metadata.tables[VouchedLine.__tablename__].create(session.connection())  # version 4
-                    _add_columns(session.connection(), Customer.__tablename__, ("timezone",))  # version 5
+                    if found in ("1", "2", "3", "4"):
+                        _add_columns(session.connection(), Customer.__tablename__, ("timezone",))  # version 5
+                    _create_missing_indexes(session.connection(), AuditEntry.__tablename__)  # version 6
                 except DBAPIError as error:  # rolled back as the exception leaves the transaction
                     raise SchemaVersionError(
                         f"{where}: the upgrade from schema version {found} to {SCHEMA_VERSION} failed and "
@@ -423,13 +428,17 @@ def _upgrade_1_to_2(connection: Connection) -> None:
     """Version 1 → 2: the hand-over's end (closed_at, closed_by, disposition, close_note) and the
     waiting customer's note as new nullable columns, two indexes, the agent_presence table.
     Nothing is rewritten: every row keeps its values, the new columns start empty."""
-    handoffs = Base.metadata.tables[Handoff.__tablename__]
     _add_handoff_columns(connection, V2_HANDOFF_COLUMNS)
-    existing = {index["name"] for index in inspect(connection).get_indexes(handoffs.name)}
-    for index in handoffs.indexes:
+    _create_missing_indexes(connection, Handoff.__tablename__)
+    Base.metadata.tables[AgentPresence.__tablename__].create(connection)
+
+
+def _create_missing_indexes(connection: Connection, table_name: str) -> None:
+    table = Base.metadata.tables[table_name]
+    existing = {index["name"] for index in inspect(connection).get_indexes(table.name)}
+    for index in table.indexes:
         if index.name not in existing:
             index.create(connection)
-    Base.metadata.tables[AgentPresence.__tablename__].create(connection)
 
 
 def _add_handoff_columns(connection: Connection, names: tuple[str, ...]) -> None:

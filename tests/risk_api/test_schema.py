@@ -1,4 +1,4 @@
-"""Schema versions: a version 1, 2 or 3 database is upgraded in place, losing nothing; others are refused."""
+"""Schema versions: a version 1 to 5 database is upgraded in place, losing nothing; others are refused."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -209,6 +209,16 @@ def test_a_version_4_database_gives_its_customers_chinas_time_zone_and_keeps_the
         zones = connection.execute(text("SELECT DISTINCT timezone FROM customers")).scalars().all()
     assert len(before) == CUSTOMERS_PER_TAG * len(PERSONA_TAGS) and after == before, "every customer as they were"
     assert zones == [DEFAULT_CUSTOMER_TIMEZONE]
+
+
+def test_a_version_5_database_gets_the_index_the_contacted_selection_reads_and_keeps_its_customers(
+        empty_database: str) -> None:
+    before = upgraded_from_today_less(empty_database, "5", "DROP INDEX ix_audit_entries_kind_at")
+    with engine_of(empty_database) as engine, engine.connect() as connection:
+        indexes = {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("audit_entries")}
+        after = [tuple(row) for row in connection.execute(text(CUSTOMER_ROWS))]
+    assert indexes["ix_audit_entries_kind_at"] == ["kind", "at"]
+    assert after == before
 
 
 def test_a_database_of_an_unknown_schema_version_is_refused_untouched(empty_database: str) -> None:
