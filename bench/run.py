@@ -42,7 +42,7 @@ from bench import (
 )
 from bench.scratch_db import create_scratch_database, drop_scratch_database
 from bench.stats import percentile
-from risk_api.demo import personas
+from risk_api.demo import customers_with_tag
 from stack.scaled import ScaledPorts, SharedStores, scaled_stack
 from stack.services import ROOT, Ports, Running, Secrets, quality_inspection, stack, started
 from stack.train import train
@@ -89,16 +89,18 @@ def conversation(rasa_url: str, persona: dict[str, Any]) -> list[float]:
 
 
 def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
-    normal = personas()["normal"]
+    # A different customer in each conversation, as on a real day: their phone numbers, names and
+    # ID digits are new messages to the assistant (nothing it has seen before can be reused).
+    customers = customers_with_tag("normal")
     latencies: list[float] = []
     deadline = time.monotonic() + MAX_SECONDS_PER_LOAD
 
-    def client_loop(_: int) -> list[float]:
+    def client_loop(client: int) -> list[float]:
         measured: list[float] = []
-        for _ in range(CONVERSATIONS_PER_CLIENT):
+        for number in range(CONVERSATIONS_PER_CLIENT):
             if time.monotonic() > deadline:
                 break
-            measured += conversation(rasa_url, normal)
+            measured += conversation(rasa_url, customers[(client * CONVERSATIONS_PER_CLIENT + number) % len(customers)])
         return measured
 
     started = time.perf_counter()

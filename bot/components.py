@@ -40,7 +40,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack, vstack
 
-from bot.embeddings import EmbeddingCache, EmbeddingConfigError, Engine
+from bot.embeddings import EmbeddingCache, EmbeddingConfigError, Engine, RecentEmbeddings
 from bot.embeddings import engine_for as embedding_engine_for
 from ivr_config import environment
 
@@ -96,6 +96,7 @@ class SentenceEmbeddingFeaturizer(DenseFeaturizer, GraphComponent):
     def __init__(self, config: dict[str, Any], name: str) -> None:
         super().__init__(name, config)
         self.engine = engine_for(self._config)
+        self.recent = RecentEmbeddings(self.engine)
 
     @classmethod
     def create(cls, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
@@ -125,7 +126,7 @@ class SentenceEmbeddingFeaturizer(DenseFeaturizer, GraphComponent):
                     Features(vector[None, :].astype(np.float32), FEATURE_TYPE_SENTENCE, TEXT, self._identifier))
 
     def process(self, messages: list[Message]) -> list[Message]:
-        self._featurize(messages, self.engine.embed)
+        self._featurize(messages, self.recent.embed)
         return messages
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:

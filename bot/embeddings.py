@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -160,3 +161,43 @@ class EmbeddingCache:
             np.savez(scratch, keys=keys, vectors=vectors)
         os.replace(scratch.name, self.path)  # a concurrent reader sees the old file or the new one
         self._dirty = False
+
+
+# --- recent messages at serving time -------------------------------------------------------------
+
+RECENT_MESSAGES = 4096  # about 6 MB of 384-dimension vectors
+
+
+class RecentEmbeddings:
+    """The vectors of the last RECENT_MESSAGES distinct messages a server embedded, by digest (the
+    texts are not kept): short answers — 是的, 好的, 谢谢, 转人工 — come back all day, and each costs
+    the engine about 20 ms of CPU. Messages with a digit in them (phone and ID numbers, codes) are
+    embedded every time and never kept."""
+
+    def __init__(self, engine: Engine, size: int = RECENT_MESSAGES) -> None:
+        self.engine = engine
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        keys = [EmbeddingCache.digest(text) for text in texts]
+        with self._lock:
+            found = {key: self._vectors[key] for key in keys if key in self._vectors}
+            for key in found:
+                self._vectors.move_to_end(key)
+        missing = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in found))
+        if missing:
+            digests = [EmbeddingCache.digest(text) for text in missing]
+            fresh = dict(zip(digests, self.engine.embed(missing), strict=True))
+            found.update(fresh)
+            with self._lock:
+                for text, key in zip(missing, digests, strict=True):
+                    if not any(character.isdigit() for character in text):
+                        self._vectors[key] = fresh[key]
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+        return np.stack([found[key] for key in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._vectors)

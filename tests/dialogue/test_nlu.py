@@ -55,8 +55,9 @@ def test_held_out_intent_accuracy_and_macro_f1(running_stack: Stack) -> None:
 
 @pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
 def test_sentence_embedding_featurizer_without_a_trained_model(tmp_path: Path) -> None:
-    """Both bundled engines: dimensions, lazy loading, empty text, the disk cache; and the classifier
-    on sparse and dense features together (featurizer_scenarios.py, in Rasa's environment)."""
+    """Both bundled engines: dimensions, lazy loading, empty text, the disk cache, recent messages at
+    serving time; and the classifier on sparse and dense features together (featurizer_scenarios.py,
+    in Rasa's environment)."""
     done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), str(tmp_path)], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -83,3 +84,8 @@ def test_sentence_embedding_featurizer_without_a_trained_model(tmp_path: Path) -
     assert classifier["known_characters_reloaded"]
     assert classifier["guarded"] == ["nlu_fallback", "check_credit_limit"]
     assert seen["damaged_cache_readable"]
+    # Serving: 是的 and 好的 are embedded once while kept (two at most here: 好的 was the oldest when
+    # 谢谢 came); the message with a phone number is embedded each time and never kept.
+    serving = seen["serving"]
+    assert serving["embedded"] == ["是的", "好的", "我的手机号是19900001234", "我的手机号是19900001234", "谢谢", "好的"]
+    assert serving["kept"] == 2 and serving["served_equals_fresh"]

