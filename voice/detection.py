@@ -166,7 +166,8 @@ class StationaryGate:
 
     def apply(self, block: np.ndarray) -> np.ndarray:
         """The gated block (`block_samples` float samples in, as many out); after `learn`."""
-        assert self.threshold_db is not None, "StationaryGate.apply before learn"
+        if self.threshold_db is None:
+            raise RuntimeError("StationaryGate.apply before learn: no background to gate against")
         spectrum = np.fft.rfft(self._frames(block), axis=1)
         mask = (self._levels_db(spectrum) > self.threshold_db).astype(np.float64)
         mask = self._smooth_time @ mask @ self._smooth_frequency
