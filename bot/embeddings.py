@@ -186,13 +186,12 @@ class RecentEmbeddings:
             found = {key: self._vectors[key] for key in keys if key in self._vectors}
             for key in found:
                 self._vectors.move_to_end(key)
-        missing = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in found))
+        missing = dict(pair for pair in zip(keys, texts, strict=True) if pair[0] not in found)
         if missing:
-            digests = [EmbeddingCache.digest(text) for text in missing]
-            fresh = dict(zip(digests, self.engine.embed(missing), strict=True))
+            fresh = dict(zip(missing, self.engine.embed(list(missing.values())), strict=True))
             found.update(fresh)
             with self._lock:
-                for text, key in zip(missing, digests, strict=True):
+                for key, text in missing.items():
                     if not any(character.isdigit() for character in text):
                         self._vectors[key] = fresh[key]
                 while len(self._vectors) > self.size:

@@ -45,6 +45,7 @@ SILERO_AWAKE_FRAMES = 15  # it goes on this long after webrtcvad's last voiced f
 SILERO_WARM_UP_FRAMES = 8  # woken, it starts afresh on this much audio before the voiced frame (five windows)
 GATE_FREQUENCY_SMOOTHING_HZ = 500  # the mask is smoothed over this much spectrum …
 GATE_TIME_SMOOTHING_MS = 50  # … and this much time, so it does not chop speech into musical noise
+FLOAT_EPSILON = float(np.finfo(np.float64).eps)  # noisereduce's floor under a bin's magnitude
 GATE_DB_RANGE = 80.0  # bins more than this below their frequency's loudest count as that much below
 
 
@@ -158,7 +159,7 @@ class StationaryGate:
         return np.concatenate([halves[:-1], halves[1:]], axis=1) * self.window
 
     def _levels_db(self, spectrum: np.ndarray) -> np.ndarray:
-        levels = 20 * np.log10(np.abs(spectrum) * self._spectrum_scale + np.finfo(np.float64).eps)
+        levels = 20 * np.log10(np.abs(spectrum) * self._spectrum_scale + FLOAT_EPSILON)
         return np.maximum(levels, levels.max(axis=0, keepdims=True) - GATE_DB_RANGE)
 
     def forget(self) -> None:
