@@ -28,6 +28,7 @@ from sqlalchemy.schema import CreateColumn
 
 from ivr_config.database import open_engine
 from risk_api.clock import CHINA_TZ
+from risk_api.masking import GENERATED_ID_HEX
 
 SCHEMA_VERSION = 6
 # Older versions are upgraded in place (prepare_schema), step by step; any other version is refused.
@@ -460,4 +461,4 @@ def lock_customer(session: Session, customer_id: str) -> Customer | None:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:20]}"
+    return f"{prefix}-{uuid.uuid4().hex[:GENERATED_ID_HEX]}"

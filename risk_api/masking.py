@@ -128,8 +128,20 @@ def _mask_stated_name(match: re.Match[str]) -> str:
     return match.group("cue2") + match.group("gap2") + mask_name(match.group("name2"))
 
 
+# The ids this service gives hand-overs, tickets, receipts… (risk_api.db.new_id): a prefix and
+# GENERATED_ID_HEX hex digits, which may hold a run of 15+ decimal digits that is no card.
+GENERATED_ID_HEX = 20
+_GENERATED_ID = re.compile(rf"(\b[A-Z]{{1,4}}-[0-9a-f]{{{GENERATED_ID_HEX}}}\b)")
+
+
 def mask_text(text: str) -> str:
-    """Free text with every identifying number, cued code or ID digits and stated name masked."""
+    """Free text with every identifying number, cued code or ID digits and stated name masked;
+    the service's own ids are left whole."""
+    parts = _GENERATED_ID.split(text)  # the ids at odd positions
+    return "".join(part if index % 2 else _mask_free_text(part) for index, part in enumerate(parts))
+
+
+def _mask_free_text(text: str) -> str:
     text = _NUMBER.sub(_mask_number, text)
     text = _CUED_SECRET.sub(lambda match: match.group("cue") + match.group("gap") + "****", text)
     return _NAME.sub(_mask_stated_name, text)

@@ -81,6 +81,17 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert mask_text(text) == text
 
 
+def test_the_services_own_ids_stay_whole_even_with_a_card_length_run_of_digits() -> None:
+    """risk_api.db.new_id: 20 hex digits, so about one id in 200 holds 15 decimal digits in a row
+    (a hand-over's id was masked as a card in an audit entry, failing a CI run)."""
+    handoff_id = "H-dc1df669593943779578"
+    assert mask_text(f"hand-over {handoff_id}, 卡号6222021234567890123") == (
+        f"hand-over {handoff_id}, 卡号6222 **** **** 0123")
+    assert mask_text({"handoff_id": handoff_id}["handoff_id"]) == handoff_id
+    assert mask_text("RC-6695939437795781234a") == "RC-6695939437795781234a"  # an id, 20 hex digits
+    assert mask_text("X6695939437795781234") != "X6695939437795781234"  # not an id's shape: masked
+
+
 def test_masking_twice_changes_nothing_more() -> None:
     text = "我叫张三，电话+86 138 1234 5678，卡号6222 0212 3456 7890，验证码482913"
     assert mask_text(mask_text(text)) == mask_text(text)
