@@ -310,21 +310,26 @@ class Outcome:
 
 
 def play(scenario: Scenario, detection: DetectionConfig | None = None,
-         barge_in: BargeInConfig | None = None, onset: tuple[SileroStream, float] | None = None) -> Outcome:
-    """Run a scenario through SpeechDetector and, while the bot "speaks" (the whole scenario),
-    BargeInDetector, the way the pipeline does frame by frame; `onset`: Silero confirms speech."""
+         barge_in: BargeInConfig | None = None, onset: tuple[SileroStream, float] | None = None,
+         bot_speaks_from_s: float = 0.0) -> Outcome:
+    """Run a scenario through SpeechDetector and, while the bot "speaks" (from `bot_speaks_from_s`
+    to the end), BargeInDetector, the way the pipeline does frame by frame; `onset`: Silero
+    confirms speech."""
     detector = SpeechDetector(scenario.rate, detection, onset)
     barge_in_detector = BargeInDetector(scenario.rate, barge_in)
     bot_frames = frames(scenario.bot, scenario.rate) if scenario.bot is not None else []
     silent_frame = bytes(frame_bytes(scenario.rate))
     outcome = Outcome([], None, 0)
+    first_bot_frame = round(bot_speaks_from_s * 1000 / FRAME_MS)
     for index, frame in enumerate(frames(scenario.caller, scenario.rate)):
-        barge_in_detector.bot_audio(bot_frames[index] if index < len(bot_frames) else silent_frame)
         detected = detector.process(frame)
         decided_at_ms = (index + 1) * FRAME_MS
         outcome.voiced_frames += detected.speech
         if detected.event is not None:
             outcome.events.append((detected.event, decided_at_ms))
+        if index < first_bot_frame:
+            continue
+        barge_in_detector.bot_audio(bot_frames[index] if index < len(bot_frames) else silent_frame)
         state = barge_in_detector.caller_audio(detected)
         if state is BargeInState.BARGE_IN and outcome.barge_in_ms is None:
             outcome.barge_in_ms = decided_at_ms

@@ -16,6 +16,10 @@ The line holds echo and noise, which only make the loss look smaller, and the me
 delay: an echo too faint to show through the noise is still bounded by the noise. A line whose
 echo comes back 20 dB down then no longer needs the caller within 8 dB of the bot's loudest
 syllables.
+A third thing sounds like a caller: another person near the phone. Once the caller has spoken,
+the speech detector knows their level (`Detection.caller_level_db`), and a frame more than
+`talker_margin_db` below it is someone else's (babble 10 dB down is, the caller 6 dB softer than
+before is not). Before the caller's first utterance the level decides nothing.
 A barge-in needs `min_speech_ms` of qualifying frames within a window twice as long (a
 syllable's stop closure, as in 这个, does not restart the count), so a click or a door slam
 does not cut the bot off.
@@ -73,6 +77,7 @@ class BargeInConfig:
     echo_return_loss_db: float = 10.0
     echo_window_ms: int = 300
     noise_margin_db: float = 4.0
+    talker_margin_db: float | None = 6.5  # how far below the caller's own voice speech may be; None: any level
     confirm_characters: int = 0
     backchannel_max_ms: int = 800  # speech this short may be a back-channel (the processor holds it); 0: off
 
@@ -81,6 +86,8 @@ class BargeInConfig:
             raise ValueError(f"min_speech_ms and echo_window_ms must be at least one frame ({FRAME_MS} ms)")
         if self.confirm_characters < 0:
             raise ValueError("confirm_characters must be 0 (off) or a positive number of characters")
+        if self.talker_margin_db is not None and self.talker_margin_db <= 0:
+            raise ValueError("talker_margin_db must be positive, or null to accept speech at any level")
         if self.backchannel_max_ms and self.backchannel_max_ms < self.min_speech_ms:
             raise ValueError("backchannel_max_ms must be 0 (off) or at least min_speech_ms")
 
@@ -257,6 +264,9 @@ class BargeInDetector:
         """Whether this frame sounds like the caller: speech clearly above the bot's echo and the line's background."""
         threshold = max(self.echo_estimate_db + self.config.echo_margin_db,
                         detection.noise_floor_db + self.config.noise_margin_db)
+        if self.config.talker_margin_db is not None and detection.caller_level_db is not None:
+            # Once the caller was heard, someone far quieter is someone else: a talker behind them.
+            threshold = max(threshold, detection.caller_level_db - self.config.talker_margin_db)
         # Until the line's background is known, babble behind the caller cannot be told from them.
         # The suppressed level, not the raw one, is compared: babble survives the VAD, and only
         # the suppressor takes it (and not the caller) well below the floor. confirmed_speech:

@@ -56,7 +56,7 @@ def json_schema(hint: Any) -> dict[str, Any]:
         hints = typing.get_type_hints(hint)
         return {"type": "object", "additionalProperties": False,
                 "properties": {item.name: json_schema(hints[item.name]) for item in dataclasses.fields(hint)}}
-    if isinstance(hint, types.UnionType):  # `str | None`: the only optional kind the settings use
+    if isinstance(hint, types.UnionType):  # `str | None`, `float | None`: an optional setting
         return {"type": [json_schema(option)["type"] for option in typing.get_args(hint)]}
     if hint is type(None):
         return {"type": "null"}

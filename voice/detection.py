@@ -47,6 +47,10 @@ GATE_FREQUENCY_SMOOTHING_HZ = 500  # the mask is smoothed over this much spectru
 GATE_TIME_SMOOTHING_MS = 50  # … and this much time, so it does not chop speech into musical noise
 FLOAT_EPSILON = float(np.finfo(np.float64).eps)  # noisereduce's floor under a bin's magnitude
 GATE_DB_RANGE = 80.0  # bins more than this below their frequency's loudest count as that much below
+# The caller's voice level, from their own utterances (barge-in compares new speech with it):
+CALLER_LEVEL_MIN_FRAMES = 15  # an utterance with less confirmed speech than 300 ms says little of the voice
+CALLER_LEVEL_PERCENTILE = 90  # the utterance's loudest syllables: its soft ends and stop closures vary most
+CALLER_LEVEL_UTTERANCES = 3  # the median of the last three: one shouted or muttered answer does not decide
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Detection:
     noise_floor_settled: bool
     in_speech: bool
     frame_index: int
+    caller_level_db: float | None = None  # how loud the caller's own speech was (None: not heard yet)
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -256,6 +261,8 @@ class SpeechDetector:
         self._sorted_levels: list[float] = []  # the same levels in order: a percentile without sorting each frame
         self._warm_up_frames = NOISE_PROFILE_MIN_MS // FRAME_MS + self.lag_frames if self._suppressor else 0
         self._unheard: deque[bytes] = deque(maxlen=SILERO_WARM_UP_FRAMES + self.lag_frames)  # not yet fed to Silero
+        self._utterance_levels: list[float] = []  # the open utterance's confirmed speech frames
+        self._caller_levels: deque[float] = deque(maxlen=CALLER_LEVEL_UTTERANCES)
         self.reset()
 
     @property
@@ -271,6 +278,12 @@ class SpeechDetector:
     def silence_ms(self) -> int:
         """Silence so far at the end of the open utterance."""
         return self._silence_ms if self._in_speech else 0
+
+    @property
+    def caller_level_db(self) -> float | None:
+        """The caller's voice: the median over their last utterances of each one's level of full
+        syllables (suppressed dBFS); None until an utterance held enough speech."""
+        return float(np.median(self._caller_levels)) if self._caller_levels else None
 
     @property
     def utterance_ms(self) -> int:
@@ -292,6 +305,8 @@ class SpeechDetector:
         self._frames_done = 0
         self._pending_raw_levels: deque[float] = deque([SILENCE_FLOOR_DBFS] * self.lag_frames)
         self._unheard.clear()
+        self._utterance_levels.clear()
+        self._caller_levels.clear()
         self._silero_listening = False
         self._unvoiced_frames = SILERO_AWAKE_FRAMES + 1
         if self._onset is not None:
@@ -317,11 +332,15 @@ class SpeechDetector:
         if self._onset is not None:
             self._unheard.append(frame)
             confirmed = speech and self._onset_probability(speech) >= self._onset[1]
+        level = level_dbfs(suppressed)
+        if self._in_speech and confirmed:
+            self._utterance_levels.append(level)
         event = self._endpoint(speech, confirmed)
-        detection = Detection(speech=speech, confirmed_speech=confirmed, event=event, level_db=level_dbfs(suppressed),
+        detection = Detection(speech=speech, confirmed_speech=confirmed, event=event, level_db=level,
                               raw_level_db=self._pending_raw_levels.popleft(), noise_floor_db=noise_floor,
                               noise_floor_settled=self._frames_done * FRAME_MS >= NOISE_FLOOR_SETTLE_MS,
-                              in_speech=self._in_speech, frame_index=self._frames_done)
+                              in_speech=self._in_speech, frame_index=self._frames_done,
+                              caller_level_db=self.caller_level_db)
         self._frames_done += 1
         if event is not None:
             log.debug("%s at frame %d (%.0f dBFS)", event.value, detection.frame_index, detection.level_db)
@@ -401,6 +420,9 @@ class SpeechDetector:
             self._close_utterance()
 
     def _close_utterance(self) -> None:
+        if len(self._utterance_levels) >= CALLER_LEVEL_MIN_FRAMES:
+            self._caller_levels.append(float(np.percentile(self._utterance_levels, CALLER_LEVEL_PERCENTILE)))
+        self._utterance_levels.clear()
         self._in_speech = False
         self._start_window.clear()
         self._silence_ms = 0

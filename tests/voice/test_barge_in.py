@@ -100,6 +100,57 @@ def test_babble_at_10db_below_the_caller_does_not_barge_in():
     assert false_barge_ins == [None] * len(seeds)
 
 
+def _after_the_caller_spoke(sound: bytes, seed: int) -> tuple[samples.Scenario, float]:
+    """The caller says a sentence, 2 s of a quiet line, then `sound` while the bot speaks; and
+    when the bot starts speaking (a second after the caller's sentence)."""
+    first = samples.speech(samples.SENTENCES[seed % len(samples.SENTENCES)])
+    before = samples.silence(1.0) + first + samples.silence(2.0)
+    quiet = samples.scaled(samples.noise("brown", len(before) / 16000 + 4.0, seed=seed), -45.0)
+    scenario = samples.Scenario(samples.mix(quiet, before + sound), None, len(before) / 16000, 8000)
+    return scenario, (len(before) / 16000) - 1.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_talker_10db_below_the_caller_does_not_barge_in_once_the_caller_was_heard(seed):
+    babble = samples.scaled(samples.noise("babble", 3.0, seed=seed), -10.0)
+    scenario, bot_speaks_from_s = _after_the_caller_spoke(babble, seed)
+    ungated = samples.play(scenario, barge_in=BargeInConfig(talker_margin_db=None), bot_speaks_from_s=bot_speaks_from_s)
+    assert ungated.barge_in_ms is not None  # babble after a quiet stretch is speech to the VAD: only the level stops it
+    assert samples.play(scenario, bot_speaks_from_s=bot_speaks_from_s).barge_in_ms is None
+
+
+@pytest.mark.parametrize("softer_db", [0.0, 6.0])
+def test_the_caller_speaking_again_barges_in_even_6db_softer(softer_db):
+    again = samples.scaled(samples.speech(samples.SENTENCES[2]), -softer_db)
+    scenario, bot_speaks_from_s = _after_the_caller_spoke(again, seed=1)
+    reaction = samples.play(scenario, bot_speaks_from_s=bot_speaks_from_s).barge_in_ms
+    assert reaction is not None and 0 < reaction - scenario.onset_s * 1000 <= REACTION_LIMIT_MS
+
+
+def test_the_callers_level_is_the_median_of_their_last_utterances():
+    detector = SpeechDetector(8000)
+    quiet = samples.silence(1.0)
+    levels = []
+    for gain_db in (0.0, -12.0, -3.0, -20.0):
+        line = quiet + samples.scaled(samples.speech(samples.SENTENCES[0]), gain_db) + quiet
+        line = samples.mix(samples.scaled(samples.noise("pink", len(line) / 16000, seed=2), -45.0), line)
+        for frame in samples.frames(line):
+            detection = detector.process(frame)
+        levels.append(detection.caller_level_db)
+    assert levels[0] is not None and levels[1] is not None
+    assert levels[1] < levels[0] - 5  # a median of two: between them
+    assert abs(levels[2] - levels[0]) < 4  # 0, -12, -3 dB: the -3 dB utterance's level
+    assert levels[3] < levels[2]  # -12, -3, -20 dB: only the last three count
+
+
+def test_before_the_caller_has_said_anything_their_level_is_unknown():
+    detector = SpeechDetector(8000)
+    short = samples.speech(samples.SENTENCES[1])[: 2 * 8000 * 200 // 1000]  # too little speech to tell a voice
+    line = samples.silence(1.5) + short + samples.silence(1.5)
+    detections = [detector.process(frame) for frame in samples.frames(line)]
+    assert all(detection.caller_level_db is None for detection in detections)
+
+
 def test_a_cough_sized_burst_of_speech_does_not_barge_in():
     burst_ms = BargeInConfig().min_speech_ms - 20  # one frame short of a barge-in
     burst = samples.speech(samples.SENTENCES[0])[: 2 * 8000 * burst_ms // 1000]

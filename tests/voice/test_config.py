@@ -34,6 +34,10 @@ def test_shipped_detection_and_barge_in_settings_are_the_measured_defaults() -> 
     assert config.barge_in == BargeInConfig()
 
 
+def test_the_talker_gate_can_be_turned_off(tmp_path: Path) -> None:
+    assert load_voice_config(write(tmp_path, "barge_in:\n  talker_margin_db: null\n")).barge_in.talker_margin_db is None
+
+
 def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "asr:\n  model_path: ${VOSK_MODEL_PATH}\n")
     monkeypatch.setenv("VOSK_MODEL_PATH", "/opt/models/vosk-model-small-cn-0.22")
@@ -53,6 +57,8 @@ def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pyte
     ("turn_models:\n  check_after_silence_ms: 250\n", "turn_models: check_after_silence_ms must be a positive"),
     ("barge_in:\n  backchannel_max_ms: 20\n", "barge_in: backchannel_max_ms must be 0 (off) or at least min_speech_ms"),
     ("turns:\n  prompts:\n    goodbye: [再见]\n", "turns.prompts.goodbye: ['再见'] is not of type 'string'"),
+    ("barge_in:\n  talker_margin_db: 0\n", "barge_in: talker_margin_db must be positive, or null"),
+    ("barge_in:\n  talker_margin_db: far\n", "barge_in.talker_margin_db: 'far' is not of type 'number', 'null'"),
 ])
 def test_a_mistake_is_an_error_naming_file_and_field(tmp_path: Path, text: str, named: str) -> None:
     path = write(tmp_path, text)
