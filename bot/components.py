@@ -9,6 +9,8 @@
   ever downloaded: the models come from the installed packages or from the configured path. The
   model is loaded on first use, not at import. Embeddings of training messages are cached on disk,
   keyed by engine and text, so a retraining embeds only new examples.
+- `SoundFeaturizer`: counts of what the message sounds like (syllable n-grams, near sounds
+  merged), so words a recogniser wrote with the wrong characters of the right sound still count.
 - `TextlessSafeLogisticRegression`: Rasa's logistic regression on sparse and dense sentence
   features together (dense ones scaled by `dense_weight`), which classifies an empty message as
   `nlu_fallback` instead of crashing.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.logistic_regression_classifier import LogisticRegressionClassifier
 from rasa.nlu.featurizers.dense_featurizer.dense_featurizer import DenseFeaturizer
+from rasa.nlu.featurizers.sparse_featurizer.sparse_featurizer import SparseFeaturizer
 from rasa.shared.exceptions import InvalidConfigException
 from rasa.shared.nlu.constants import FEATURE_TYPE_SENTENCE, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.features import Features
@@ -318,3 +322,103 @@ class DistressPhrases(GraphComponent):
 def _bare(text: str) -> str:
     """Letters and digits only, lower case: 不想 活了！ reads 不想活了."""
     return "".join(character for character in text.lower() if character.isalnum())
+
+
+# --- what the message sounds like ----------------------------------------------------------------
+
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER], is_trainable=True)
+class SoundFeaturizer(SparseFeaturizer, GraphComponent):
+    """Counts of what the message sounds like: n-grams of its syllables with near sounds merged
+    (voice/heard_terms.py `sound_keys`), as a sparse `sentence` feature beside the character
+    counts. A recogniser writes words it misheard with other characters of the same or a near
+    sound (冻结 → 动结, 实名 → 使命, 还清 → 环境): their characters are new, their sounds are not.
+    The n-grams counted (`min_ngram` to `max_ngram` syllables) are those of at least
+    `min_examples` training examples: rarer ones more than double the classifier's columns and
+    its training time for nothing measurable (bot/config.yml)."""
+
+    VOCABULARY_FILE = "sound_ngrams.json"
+
+    @staticmethod
+    def get_default_config() -> dict[str, Any]:
+        return {**SparseFeaturizer.get_default_config(), "min_ngram": 1, "max_ngram": 3, "min_examples": 2}
+
+    def __init__(self, config: dict[str, Any], name: str, model_storage: ModelStorage, resource: Resource,
+                 vocabulary: dict[str, int] | None = None) -> None:
+        super().__init__(name, config)
+        self._model_storage, self._resource = model_storage, resource
+        self.vocabulary = vocabulary or {}
+
+    @classmethod
+    def create(cls, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
+               execution_context: ExecutionContext) -> SoundFeaturizer:
+        return cls({**cls.get_default_config(), **config}, execution_context.node_name, model_storage, resource)
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        config = {**cls.get_default_config(), **config}
+        low, high, examples = config["min_ngram"], config["max_ngram"], config["min_examples"]
+        if not all(isinstance(value, int) for value in (low, high, examples)) or not 1 <= low <= high \
+                or examples < 1:
+            raise InvalidConfigException(f"{cls.__name__}: min_ngram, max_ngram and min_examples must be whole "
+                                         f"numbers, 1 <= min_ngram <= max_ngram, min_examples >= 1 (got {low}, "
+                                         f"{high}, {examples})")
+
+    @classmethod
+    def fingerprint_addon(cls, config: dict[str, Any]) -> str | None:
+        return SOURCE_DIGEST
+
+    def ngrams(self, text: str) -> list[str]:
+        from voice.heard_terms import sound_keys  # pypinyin loads with the first message, not at import
+
+        keys = sound_keys(text)
+        low, high = int(self._config["min_ngram"]), int(self._config["max_ngram"])
+        return [" ".join(keys[start:start + size]) for size in range(low, high + 1)
+                for start in range(len(keys) - size + 1)]
+
+    def train(self, training_data: TrainingData) -> Resource:
+        found = Counter(ngram for message in training_data.training_examples if _has_text(message)
+                        for ngram in set(self.ngrams(message.get(TEXT))))
+        kept = sorted(ngram for ngram, examples in found.items() if examples >= int(self._config["min_examples"]))
+        self.vocabulary = {ngram: index for index, ngram in enumerate(kept)}
+        self.persist()
+        return self._resource
+
+    def persist(self) -> None:
+        import json
+
+        with self._model_storage.write_to(self._resource) as model_dir:
+            (model_dir / self.VOCABULARY_FILE).write_text(json.dumps(self.vocabulary, ensure_ascii=False),
+                                                          encoding="utf-8")
+
+    @classmethod
+    def load(cls, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
+             execution_context: ExecutionContext, **kwargs: Any) -> SoundFeaturizer:
+        import json
+
+        config = {**cls.get_default_config(), **config}
+        try:
+            with model_storage.read_from(resource) as model_dir:
+                vocabulary = json.loads((model_dir / cls.VOCABULARY_FILE).read_text(encoding="utf-8"))
+        except ValueError:  # no stored resource: an untrained component, as Rasa's own load allows
+            vocabulary = None
+        return cls(config, execution_context.node_name, model_storage, resource, vocabulary)
+
+    def _featurize(self, messages: Iterable[Message]) -> None:
+        if not self.vocabulary:
+            return
+        for message in messages:
+            if not _has_text(message):
+                continue
+            columns = [self.vocabulary[ngram] for ngram in self.ngrams(message.get(TEXT)) if ngram in self.vocabulary]
+            counts = csr_matrix((np.ones(len(columns)), (np.zeros(len(columns), dtype=int), columns)),
+                                shape=(1, len(self.vocabulary)))
+            counts.sum_duplicates()
+            message.add_features(Features(counts, FEATURE_TYPE_SENTENCE, TEXT, self._identifier))
+
+    def process(self, messages: list[Message]) -> list[Message]:
+        self._featurize(messages)
+        return messages
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        self._featurize(training_data.training_examples)
+        return training_data

@@ -13,9 +13,11 @@ and is said far more often.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from ivr_config.loader import load_yaml
 from voice.pronunciation import load_pronunciations
@@ -30,6 +32,7 @@ _NEAR_INITIALS = ({"z", "zh"}, {"c", "ch"}, {"s", "sh"}, {"n", "l"}, {"l", "r"},
                   {"b", "p"}, {"g", "k"}, {"j", "q", "x"})
 _NEAR_FINALS = ({"an", "ang"}, {"en", "eng"}, {"in", "ing"}, {"ian", "iang"}, {"uan", "uang"})
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_HAN_OR_LATIN_RUN = re.compile(r"[\u4e00-\u9fff]+|[a-z0-9]+")
 
 Syllable = tuple[str, str]  # (initial, final), no tone
 
@@ -38,9 +41,18 @@ def _near(one: str, other: str, groups: tuple[set[str], ...]) -> bool:
     return any(one in group and other in group for group in groups)
 
 
-def _sounds(text: str) -> list[Syllable]:
-    from pypinyin import Style, lazy_pinyin  # loaded with the first correction, not at import
+@cache
+def _pinyin() -> tuple[Callable[..., list[str]], Any]:
+    """pypinyin's reader and styles, loaded on first use (not at import) and taught the finance
+    polyphones once: 还款 read huán kuǎn, as the caller says it (loading the words takes ~50 ms)."""
+    from pypinyin import Style, lazy_pinyin
 
+    load_pronunciations().load_into_pypinyin()
+    return lazy_pinyin, Style
+
+
+def _sounds(text: str) -> list[Syllable]:
+    lazy_pinyin, Style = _pinyin()  # noqa: N806 (pypinyin's class)
     initials = lazy_pinyin(text, style=Style.INITIALS, strict=False)
     finals = lazy_pinyin(text, style=Style.FINALS, strict=False)
     return list(zip(initials, finals, strict=True))
@@ -57,7 +69,6 @@ class HeardTerms:
     def __init__(self, words: list[str]) -> None:
         import jieba  # its dictionary gives the frequencies that keep common words as heard
 
-        load_pronunciations().load_into_pypinyin()  # 还款 read huán kuǎn, as the caller says it
         jieba.initialize()
         self._frequency = jieba.get_FREQ
         self._tokenize = jieba.tokenize
@@ -115,3 +126,37 @@ def load_heard_terms(path: Path = DEFAULT_PATH) -> HeardTerms:
 @cache
 def default_heard_terms() -> HeardTerms:
     return load_heard_terms()
+
+
+
+def _merged(groups: tuple[set[str], ...]) -> dict[str, str]:
+    """Each sound to one name for all the sounds it is near to, directly or through another
+    (n ~ l ~ r are all l)."""
+    name: dict[str, str] = {}
+    for group in groups:
+        names = {name.get(member, member) for member in group}
+        target = min(names)
+        for member in group:
+            name[member] = target
+        for sound, old in name.items():
+            if old in names:
+                name[sound] = target
+    return name
+
+
+_MERGED_INITIALS = _merged(_NEAR_INITIALS)
+_MERGED_FINALS = _merged(_NEAR_FINALS)
+
+
+def sound_keys(text: str) -> list[str]:
+    """What `text` sounds like, one key per syllable with near sounds merged (冻结 and 动结 are
+    both dong jie, 实名 and 使命 si min, 还清 and 环境 fuan jin): misheard words keep the keys of the
+    words said. Latin letters and digits stay as they are, one key per run."""
+    keys = []
+    for run in _HAN_OR_LATIN_RUN.findall(text.lower()):
+        if not _HAN_RUN.fullmatch(run):
+            keys.append(run)
+            continue
+        keys += [_MERGED_INITIALS.get(initial, initial) + _MERGED_FINALS.get(final, final)
+                 for initial, final in _sounds(run)]
+    return keys

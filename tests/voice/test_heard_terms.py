@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ivr_config.loader import ConfigError
-from voice.heard_terms import default_heard_terms, load_heard_terms
+from voice.heard_terms import default_heard_terms, load_heard_terms, sound_keys
 from voice.whisper import WhisperConfig, WhisperRecognizer
 
 
@@ -62,3 +62,20 @@ def test_the_recogniser_hands_the_dialogue_the_corrected_words() -> None:
         assert recognizer.recognise(bytes(3200)) == "我想查一下我的账单"
     finally:
         recognizer.close()
+
+
+@pytest.mark.parametrize(("said", "heard"), [  # Whisper base's own mishearings (bench/spoken_requests.py)
+    ("额度怎么冻结了", "额度怎么动结了"),  # the same syllables, other characters
+    ("我这个号实名了吗", "我这个号使命了吗"),  # shí míng / shǐ mìng: tones are not kept
+    ("一次性还清", "一次性环境"),  # q ~ j, ing ~ in; 还 read huán (the polyphone dictionary)
+    ("我想降额", "我想降饿"),
+])
+def test_misheard_words_keep_the_sound_keys_of_the_words_said(said: str, heard: str) -> None:
+    assert sound_keys(heard) == sound_keys(said)
+
+
+def test_sound_keys_merge_near_sounds_and_keep_other_text_as_runs() -> None:
+    assert sound_keys("入账") == sound_keys("路张")  # r ~ l (and n ~ l), zh ~ z, ang ~ an
+    assert sound_keys("利息") != sound_keys("利率")  # far sounds stay apart
+    assert sound_keys("尾号ABC 1234，好") == ["wei", "fao", "abc", "1234", "fao"]  # h ~ f
+    assert sound_keys("，。！") == [] and sound_keys("") == []
