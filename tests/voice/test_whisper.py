@@ -28,6 +28,7 @@ from pathlib import Path
 
 import opencc
 import pytest
+from prometheus_client import REGISTRY
 
 from bench import samples
 from bench.whisper_asr import character_error_rate
@@ -163,6 +164,7 @@ async def test_a_busy_recogniser_answers_not_recognised_at_once_and_still_finish
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     release = tmp_path / "release"
     busy = double(functools.partial(held_transcribe, str(release)), max_in_flight=1)
+    counted = {outcome: recognitions(outcome) for outcome in ("busy", "recognised")}
     try:
         loop = asyncio.get_running_loop()
         first = busy.stream()
@@ -181,6 +183,9 @@ async def test_a_busy_recogniser_answers_not_recognised_at_once_and_still_finish
         heard = await first_text
         assert character_error_rate([(SENTENCES[0], heard)]) <= MAX_CER, heard
         assert busy.in_flight == 0
+        # The metrics the calls bench reads: one refused, one recognised.
+        assert {outcome: recognitions(outcome) - before for outcome, before in counted.items()} == {
+            "busy": 1, "recognised": 1}
     finally:
         release.touch()
         busy.close()
@@ -195,6 +200,10 @@ async def test_empty_audio_and_a_tenth_of_a_second_of_noise_give_empty_text(reco
 
 
 # --- the pool and the event loop, with doubles ----------------------------------------------------
+
+def recognitions(outcome: str) -> float:
+    return REGISTRY.get_sample_value("ivr_recognitions_total", {"outcome": outcome}) or 0.0
+
 
 async def test_recognition_runs_beside_the_event_loop(tmp_path: Path) -> None:
     """The worker answers only after the event loop has ticked TICKS times: were the loop
@@ -264,6 +273,7 @@ def test_a_text_that_only_lists_the_prompts_terms_back_is_the_prompt_echoed(whis
 
 def test_a_failing_worker_gives_empty_text_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     failing = double(crash)
+    failed_before = recognitions("failed")
     try:
         stream = failing.stream()
         stream.accept(bytes(3200))
@@ -271,6 +281,7 @@ def test_a_failing_worker_gives_empty_text_and_a_log_line(caplog: pytest.LogCapt
             assert stream.finish() == ""
         assert any("whisper failed" in record.getMessage() for record in caplog.records)
         assert failing.in_flight == 0
+        assert recognitions("failed") == failed_before + 1
     finally:
         failing.close()
 
