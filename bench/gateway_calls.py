@@ -270,7 +270,7 @@ def report(figures: dict[str, Any]) -> str:
                 f"Calls held with recognition, {processes} gateway processes: **{held}** "
                 f"(ratio {figures['held_ratio']}).\n\n"
                 "| gateway processes | concurrent calls | late frames | gateway CPU per call-second (its Whisper "
-                "workers included) | calls greeted | requests recognised / empty / refused / failed | "
+                "workers included) | calls greeted | utterances recognised / empty / refused / failed | "
                 "recognition wall time, mean |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
     return ("## Calls per machine\n\n"
             "Concurrent calls into real gateway processes (`python -m telephony.gateway`, one AudioSocket address\n"

@@ -281,9 +281,9 @@ class SpeechDetector:
 
     @property
     def caller_level_db(self) -> float | None:
-        """The caller's voice: the median over their last utterances of each one's level of full
-        syllables (suppressed dBFS); None until an utterance held enough speech."""
-        return float(np.median(self._caller_levels)) if self._caller_levels else None
+        """The caller's voice: the median over their last utterances of each one's level of its
+        loudest syllables (suppressed dBFS); None until an utterance held enough speech."""
+        return self._caller_level
 
     @property
     def utterance_ms(self) -> int:
@@ -307,6 +307,7 @@ class SpeechDetector:
         self._unheard.clear()
         self._utterance_levels.clear()
         self._caller_levels.clear()
+        self._caller_level: float | None = None
         self._silero_listening = False
         self._unvoiced_frames = SILERO_AWAKE_FRAMES + 1
         if self._onset is not None:
@@ -422,6 +423,7 @@ class SpeechDetector:
     def _close_utterance(self) -> None:
         if len(self._utterance_levels) >= CALLER_LEVEL_MIN_FRAMES:
             self._caller_levels.append(float(np.percentile(self._utterance_levels, CALLER_LEVEL_PERCENTILE)))
+            self._caller_level = float(np.median(self._caller_levels))
         self._utterance_levels.clear()
         self._in_speech = False
         self._start_window.clear()

@@ -8,6 +8,10 @@ Mandarin speakers and recognisers confuse: z/zh, d/t, j/q/x, an/ang, in/ing…) 
 syllable (two in a term of four or more) is only near. What was heard stays when it is itself a
 word jieba knows as more common than the term: 预期 (expected) sounds exactly like 逾期 (overdue)
 and is said far more often.
+
+`sound_keys` gives the same sounds to the intent classifier (bot/components.py SoundFeaturizer):
+one key per syllable with the near sounds merged, so a misheard word keeps the keys of the word
+said whether or not it is a term.
 """
 
 from __future__ import annotations
@@ -126,7 +130,6 @@ def load_heard_terms(path: Path = DEFAULT_PATH) -> HeardTerms:
 @cache
 def default_heard_terms() -> HeardTerms:
     return load_heard_terms()
-
 
 
 def _merged(groups: tuple[set[str], ...]) -> dict[str, str]:

@@ -47,4 +47,4 @@ def test_the_bench_calls_with_a_spoken_request_count_what_whisper_heard(ports: P
     # Both requests reached Whisper through the gateway; the bench counts what it made of them.
     assert sum(run["recognitions"].values()) >= 2 and run["recognitions"]["recognised"] >= 1, run
     assert run["recognition_seconds_mean"] > 0
-    assert "requests recognised / empty / refused / failed" in gateway_calls.report(figures)
+    assert "utterances recognised / empty / refused / failed" in gateway_calls.report(figures)
