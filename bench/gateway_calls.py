@@ -49,6 +49,7 @@ from bench.audiosocket_peer import AudioSocketPeer
 from bench.spoken_requests import requests
 from stack.services import Ports, Running, Secrets, Service, phone_gateway, started
 from voice.audio import FRAME_SECONDS, TELEPHONE_RATE, frame_bytes
+from voice.config import load_voice_config
 
 CALL_COUNTS = (10, 20, 30, 40, 50, 60, 70)
 SPOKEN_CALL_COUNTS = (5, 10, 15, 20, 25, 30, 40)
@@ -259,11 +260,13 @@ def report(figures: dict[str, Any]) -> str:
     held = " / ".join(str(figures[f"gateways_{count}"]["held"]) for count in figures["processes"])
     processes = " / ".join(map(str, figures["processes"]))
     if spoken:
+        whisper = load_voice_config().whisper  # the settings the gateways ran with
         return ("### With recognition\n\n"
                 f"The same, with {figures['call_seconds']:g} s calls in which the caller says one held-out request "
                 "(Kokoro's voice, 8 kHz, over the line noise)\nat a random moment after the greeting, about one "
                 "request every 20 s per call, each heard by Whisper base in the\ngateway's worker pool "
-                "(`whisper.workers` 1, 2 threads, `max_in_flight` 3, at a lower\npriority than the calls). A count "
+                f"(`whisper.workers` {whisper.workers}, {whisper.threads_per_worker} threads, `max_in_flight` "
+                f"{whisper.max_in_flight}, at a lower\npriority than the calls). A count "
                 "holds when late frames ≤ 1 %, every caller was greeted and at most\n"
                 f"{MAX_REFUSED_SHARE:.0%} of the utterances were refused by admission control (the caller is asked "
                 "again and offered\nthe keypad) or failed.\n\n"

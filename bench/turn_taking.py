@@ -201,7 +201,7 @@ def onset(models: TurnModels) -> dict[str, Any]:
             quiet = samples.scaled(samples.noise("brown", len(before) / 2 / TELEPHONE_RATE + 4.0, seed=seed), -45.0)
             line = samples.mix(quiet, before + sound(seed))
             scenario = samples.Scenario(line, None, len(before) / 2 / TELEPHONE_RATE, TELEPHONE_RATE)
-            bot_speaks_from_s = len(samples.silence(1.0) + first) / 2 / TELEPHONE_RATE + 1.0
+            bot_speaks_from_s = len(before) / 2 / TELEPHONE_RATE - 1.0  # a second after the caller's words
             counts["webrtcvad"] += samples.play(scenario, bot_speaks_from_s=bot_speaks_from_s).barge_in_ms is not None
             started = time.process_time()
             counts["silero"] += samples.play(scenario, bot_speaks_from_s=bot_speaks_from_s, onset=(

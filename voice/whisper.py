@@ -3,8 +3,8 @@
 Unlike Vosk it is not streaming: a stream only collects the utterance the endpointer cut
 (already at 16 kHz: `SpeechRecognition` resamples the 8 kHz call up to `sample_rate`), and
 `finish` sends it to a pool of worker processes, each of which loads the model once, on its
-first utterance. `finish` runs on SpeechRecognition's recognition threads, so the event loop
-never waits for Whisper. No partial text: barge-in cannot be confirmed by recognised characters.
+first utterance. `finish` runs on SpeechRecognition's threads for final texts, so the event
+loop never waits for Whisper. No partial text: barge-in cannot be confirmed by recognised characters.
 
 Admission control: at most `max_in_flight` utterances are with the pool at once (one being
 heard per worker, the others waiting: a few seconds at most); one more is answered "not
