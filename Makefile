@@ -43,7 +43,7 @@ export POSTGRES_QUALITY_WRITER_PASSWORD ?= dev-only-quality-writer-db-password
 export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup voice-tools turn-models compile lint train run test test-loaded bench voice-demo asterisk-sounds prerender clean
+.PHONY: setup voice-tools turn-models compile lint train run test test-loaded bench voice-demo asterisk-sounds prerender heard-examples clean
 
 # requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
 # (regenerate with pip freeze after changing a .txt).
@@ -145,6 +145,12 @@ asterisk-sounds: setup
 # at start; calls hear espeak-ng for a prompt until it is rendered (voice/README.md).
 prerender: setup
 	$(SVC_PY) -m voice.kokoro
+
+# What Whisper hears of the flows' examples, spoken by Kokoro over a phone line, into flows/shared/heard.yml
+# (committed; `make compile` adds it to the NLU data): after editing flow examples, about 3 CPU-seconds per
+# new sentence (bench/heard_examples.py).
+heard-examples: setup
+	$(SVC_PY) -m bench.heard_examples
 
 clean:
 	rm -rf bot/models bot/domain.yml bot/data bot/jieba var .pytest_cache

@@ -12,12 +12,15 @@ playback delayed by ECHO_DELAY_MS and attenuated by 10 dB.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +28,9 @@ from voice.audio import FRAME_MS, TELEPHONE_RATE, frame_bytes, read_wav, resampl
 from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState
 from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
 from voice.turn_models import SileroStream
+
+if TYPE_CHECKING:
+    from voice.kokoro import KokoroVoice
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "var" / "test-audio"
@@ -117,14 +123,20 @@ def natural_speech(sentence: str, rate: int = TELEPHONE_RATE, *, voice: str = "j
     """A sentence in Kokoro's voice (voice/kokoro.py: about a CPU-second per sentence the first
     time, cached after), leading silence trimmed, at SPEECH_LEVEL_DBFS. Its intonation rises and
     falls like a person's, which an end-of-turn model listens to and espeak-ng's does not."""
-    from voice.kokoro import KokoroConfig, KokoroVoice  # the model loads only when a sentence is rendered
-
     def render(path: Path) -> None:
-        kokoro = KokoroVoice(KokoroConfig(voice=voice))
-        write_wav(path, kokoro.render(sentence, sample_rate=rate), rate)
+        write_wav(path, _kokoro(voice, os.getpid()).render(sentence, sample_rate=rate), rate)
 
     pcm, _ = _cached(cache_dir, f"kokoro|{voice}|{rate}|{sentence}", render)
     return normalised(_trim_leading_silence(pcm, rate), rate)
+
+
+@functools.cache
+def _kokoro(voice: str, process: int) -> KokoroVoice:
+    """One Kokoro per voice and process (a forked child builds its own ONNX Runtime session):
+    loading it costs about as much CPU as rendering a sentence."""
+    from voice.kokoro import KokoroConfig, KokoroVoice  # the model loads only when a sentence is rendered
+
+    return KokoroVoice(KokoroConfig(voice=voice))
 
 
 def lengthen_pause(pcm: bytes, pause_s: float, rate: int = TELEPHONE_RATE) -> bytes:

@@ -5,12 +5,14 @@ For each held-out intent (tests/nlu/held_out/), its first `PER_INTENT` phrasings
 Kokoro's voice (a neural voice: recognisers do much worse on espeak-ng's), narrowed to 8 kHz as
 on a phone line and brought back to 16 kHz as SpeechRecognition feeds the recogniser, heard by
 Whisper base with the worker's settings, put right by voice/heard_terms.py as the recogniser does,
-and then classified by the trained model together with the typed text. The figures: intent
-accuracy typed / spoken, with and without heard_terms (out-of-scope counted as in bench/nlu.py;
-the typed text goes through heard_terms too, to show it breaks nothing said right), how many
-requests Whisper turns into another intent, the character error rate, and Whisper's CPU per
-request. Bounded: one Kokoro render and one Whisper decode per request,
-about 80 requests (a few minutes on two cores; renders are cached under var/test-audio/).
+and then classified by the trained model together with the typed text. Each request is heard
+twice: on a clean line, and over pink line noise at LINE_SNR_DB (the issue's target condition;
+the gateway bench's callers use the same). The figures: intent accuracy typed / spoken, with and
+without heard_terms (out-of-scope counted as in bench/nlu.py; the typed text goes through
+heard_terms too, to show it breaks nothing said right), how many requests Whisper turns into
+another intent, the character error rate, and Whisper's CPU per request. Bounded: one Kokoro
+render and two Whisper decodes per request, about 80 requests (a few minutes on two cores;
+renders are cached under var/test-audio/).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import yaml
 
 from bench import nlu
-from bench.samples import natural_speech
+from bench.samples import mix_at_snr, natural_speech, noise
 from bench.stats import percentile
 from bench.whisper_asr import THREADS, character_error_rate
 from voice.audio import resample
@@ -35,6 +37,7 @@ from voice.whisper import clean_text, model_directory, transcribe
 
 PER_INTENT = 1
 PHONE_RATE, RECOGNISER_RATE = 8000, 16000
+LINE_SNR_DB = 20.0
 
 
 def requests() -> list[tuple[str, str]]:
@@ -46,9 +49,15 @@ def requests() -> list[tuple[str, str]]:
     return chosen
 
 
-def heard(text: str, cpu_seconds: list[float], prompt: str) -> str:
-    """Whisper's text as the worker's settings and clean_text give it, before heard_terms."""
-    pcm = resample(natural_speech(text, PHONE_RATE), PHONE_RATE, RECOGNISER_RATE)
+def heard(text: str, cpu_seconds: list[float], prompt: str, noise_seed: int | None = None,
+          voice: str = "jf_gongitsune") -> str:
+    """Whisper's text as the worker's settings and clean_text give it, before heard_terms;
+    `noise_seed`: over a stretch of pink noise LINE_SNR_DB below the speech (None: a clean line)."""
+    pcm = natural_speech(text, PHONE_RATE, voice=voice)
+    if noise_seed is not None:
+        line = noise("pink", len(pcm) / 2 / PHONE_RATE, PHONE_RATE, seed=noise_seed)
+        pcm = mix_at_snr(pcm, line, LINE_SNR_DB, PHONE_RATE)
+    pcm = resample(pcm, PHONE_RATE, RECOGNISER_RATE)
     started = time.process_time()
     result = clean_text(transcribe(str(model_directory(None)), THREADS, pcm, prompt))
     cpu_seconds.append(time.process_time() - started)
@@ -68,10 +77,11 @@ def figures(prompt: str | None = None) -> dict[str, Any]:
     cpu: list[float] = []
     raw = [heard(text, cpu, prompt) for text, _ in chosen]
     corrected = [terms.correct(text) for text in raw]
+    noisy = [terms.correct(heard(text, cpu, prompt, noise_seed=seed)) for seed, (text, _) in enumerate(chosen)]
     typed = [text for text, _ in chosen]
     # The typed requests through heard_terms too: a correction that broke right text would show.
     sets = {"typed": typed, "typed_corrected": [terms.correct(text) for text in typed],
-            "spoken_raw": raw, "spoken": corrected}
+            "spoken_raw": raw, "spoken": corrected, "spoken_noisy": noisy}
     with tempfile.TemporaryDirectory(prefix="bench-spoken-") as scratch:
         texts = Path(scratch) / "texts.json"
         texts.write_text(json.dumps([text for texts_ in sets.values() for text in texts_], ensure_ascii=False),
@@ -89,6 +99,8 @@ def figures(prompt: str | None = None) -> dict[str, Any]:
         "corrections": sum(a != b for a, b in zip(raw, corrected, strict=True)),
         "character_error_rate_raw": round(character_error_rate(list(zip(typed, raw, strict=True))), 3),
         "character_error_rate": round(character_error_rate(list(zip(typed, corrected, strict=True))), 3),
+        "line_snr_db": LINE_SNR_DB,
+        "character_error_rate_noisy": round(character_error_rate(list(zip(typed, noisy, strict=True))), 3),
         "whisper_cpu_seconds_p50": round(statistics.median(cpu), 2),
         "whisper_cpu_seconds_p95": round(percentile(cpu, 0.95), 2),
     }

@@ -81,12 +81,35 @@ def build_domain(flowset: FlowSet) -> dict[str, Any]:
     }
 
 
+def heard_examples(heard: dict[str, tuple[tuple[str, str], ...]],
+                   intents: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """Whisper's texts of each intent's examples (flows/shared/heard.yml) worth training on: of
+    sentences still among the intent's examples, said differently from every typed example, and
+    at least half made of characters the typed examples use. Texts mostly of other characters
+    (`nove fighter` for 嗯，对的) are noise the classifier falls back on anyway
+    (`min_known_character_share`), and would teach it that such characters are words."""
+    typed = {example.strip() for examples in intents.values() for example in examples}
+    known = {character for example in typed for character in example}
+    kept: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for intent, pairs in heard.items():
+        examples = {example.strip() for example in intents.get(intent, ())}
+        for said, heard in pairs:
+            text = " ".join(heard.split())
+            if (said.strip() in examples and text and text not in typed and text not in seen
+                    and sum(character in known for character in text) * 2 >= len(text)):
+                seen.add(text)
+                kept.setdefault(intent, []).append(text)
+    return kept
+
+
 def build_nlu(flowset: FlowSet) -> str:
     blocks = []
     intents = {flow.id: flow.examples for flow in flowset.flows.values()}
     intents.update({name: intent.examples for name, intent in flowset.shared_intents.items()})
+    heard = heard_examples(flowset.heard, intents)
     for intent, examples in intents.items():
-        lines = "\n".join(f"    - {example.strip()}" for example in examples)
+        lines = "\n".join(f"    - {example.strip()}" for example in (*examples, *heard.get(intent, ())))
         blocks.append(f"- intent: {intent}\n  examples: |\n{lines}\n")
     return f'{HEADER}version: "3.1"\nnlu:\n' + "".join(blocks)
 

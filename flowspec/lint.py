@@ -12,10 +12,12 @@ from typing import Any, get_args
 
 import jsonschema
 
+from flowspec.compile_rasa import heard_examples
 from flowspec.model import (
     CATALOGUE_PATH,
     ENGINE_SLOTS,
     FLOWS_DIR,
+    HEARD_FILE,
     IDENTITY_FLOW,
     IDENTITY_PROOFS,
     REPO_ROOT,
@@ -25,6 +27,7 @@ from flowspec.model import (
     Slot,
     _schema,
     load_flow,
+    load_heard,
     load_responses,
     load_right_party,
     load_shared_intents,
@@ -287,6 +290,12 @@ def lint(flows_dir: Path = FLOWS_DIR, catalogue_path: Path = CATALOGUE_PATH) -> 
                 problems.append(
                     FlowError(flows_dir / f"{intent}.yml", "examples", f"'{example}' is also an example of {other}")
                 )
+    try:
+        heard = heard_examples(load_heard(shared_dir / HEARD_FILE), intents_examples)
+    except FlowError as error:
+        problems.append(error)
+        heard = {}
+    owner.update({text: intent for intent, texts in heard.items() for text in texts})
     for intent in intents_examples:
         try:
             path, held_out = _held_out(intent)

@@ -17,6 +17,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOWS_DIR = REPO_ROOT / "flows"
+HEARD_FILE = "heard.yml"  # under flows/shared/
 SHARED_DIR = FLOWS_DIR / "shared"
 # Engine state carried in every conversation; set by the action server, never by NLU. A flow
 # may not declare a slot of these names (the linter says so; the compiler declares them).
@@ -266,6 +267,8 @@ class FlowSet:
     responses: dict[str, Response]
     banks: tuple[dict[str, Any], ...]
     right_party: RightPartyCheck
+    # Intent → (sentence, what Whisper heard of it) from flows/shared/heard.yml (bench/heard_examples.py).
+    heard: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @property
     def identity_flow(self) -> Flow:
@@ -365,6 +368,23 @@ def load_shared_intents(path: Path) -> dict[str, SharedIntent]:
     return result
 
 
+def load_heard(path: Path) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Intent → (example, Whisper's text of it spoken); an absent file is no heard examples."""
+    if not path.exists():
+        return {}
+    intents = (read_yaml(path) or {}).get("heard")
+    if not isinstance(intents, dict):
+        raise FlowError(path, "heard", "must map each intent to its heard examples")
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    for intent, entries in intents.items():
+        if not isinstance(entries, list) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("said"), str) and isinstance(entry.get("heard"), str)
+                for entry in entries):
+            raise FlowError(path, f"heard.{intent}", "must be a list of {said, heard} strings")
+        result[intent] = tuple((entry["said"], entry["heard"]) for entry in entries)
+    return result
+
+
 def load_responses(path: Path) -> dict[str, Response]:
     data = read_yaml(path) or {}
     responses = data.get("responses")
@@ -449,4 +469,5 @@ def load_flowset(flows_dir: Path = FLOWS_DIR) -> FlowSet:
         responses=load_responses(shared / "responses.yml"),
         banks=tuple(banks),
         right_party=load_right_party(shared / "right_party.yml", schema),
+        heard=load_heard(shared / HEARD_FILE),
     )

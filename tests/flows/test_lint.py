@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowspec.lint import lint
-from flowspec.model import CATALOGUE_PATH, FLOWS_DIR, FlowError, load_flowset
+from flowspec.lint import HELD_OUT_DIR, lint
+from flowspec.model import CATALOGUE_PATH, FLOWS_DIR, HEARD_FILE, FlowError, load_flowset
 
 
 def test_every_catalogue_flow_has_a_sound_file() -> None:
@@ -85,6 +85,14 @@ def test_example_shared_by_two_intents_is_rejected(flows_copy: Path) -> None:
     example = yaml.safe_load((flows_copy / "bill_inquiry.yml").read_text(encoding="utf-8"))["examples"][0]
     edit(flows_copy, "due_date_inquiry", lambda data: data["examples"].append(example))
     assert "also an example of" in only_problem(flows_copy)
+
+
+def test_a_heard_text_that_is_a_held_out_phrasing_is_rejected(flows_copy: Path) -> None:
+    said = yaml.safe_load((flows_copy / "bill_inquiry.yml").read_text(encoding="utf-8"))["examples"][0]
+    held_out = yaml.safe_load((HELD_OUT_DIR / "bill_inquiry.yml").read_text(encoding="utf-8"))["examples"][0]
+    (flows_copy / "shared" / HEARD_FILE).write_text(yaml.safe_dump(
+        {"heard": {"bill_inquiry": [{"said": said, "heard": held_out}]}}, allow_unicode=True), encoding="utf-8")
+    assert "is a training example of bill_inquiry" in only_problem(flows_copy)
 
 
 def test_handoff_rule_required_by_the_catalogue(flows_copy: Path) -> None:
