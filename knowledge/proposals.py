@@ -16,7 +16,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from knowledge.model import Entry, served_index_dir
 from risk_api.masking import mask_text
 
 URL_ENV = "KNOWLEDGE_PROPOSALS_URL"
+DECIDING_LOCK_KEY = 0x6B6E_6F77_6C65_6467  # PostgreSQL advisory lock of knowledge decisions ("knowledg")
 
 _METADATA = sa.MetaData()
 PROPOSALS = sa.Table(
@@ -89,8 +91,8 @@ class ProposalStore:
         self.clock = clock
         self._ready = False
         self._ready_lock = threading.Lock()
-        # One decision at a time in this process: a rejection cannot land between an approval's
-        # publishing and its record. (The desk is one process; `publish` itself is safe across several.)
+        # One decision at a time: a rejection cannot land between an approval's publishing and its
+        # record, and two approvals cannot both publish (see `_one_decider`).
         self._deciding = threading.Lock()
 
     def close(self) -> None:
@@ -138,8 +140,27 @@ class ProposalStore:
                publish: Callable[[Proposal], None] = lambda proposal: None) -> Proposal:
         """Approve (after `publish` succeeded: what it raises leaves the proposal pending) or reject.
         Only a pending proposal, only by someone other than its author; of two deciding at once, one wins."""
-        with self._deciding:
+        with self._one_decider():
             return self._decide(proposal_id, approve, by, note, publish)
+
+    @contextmanager
+    def _one_decider(self) -> Iterator[None]:
+        """This process's lock, and on PostgreSQL a session advisory lock held on a connection of its
+        own for the whole decision: desks on several hosts share the proposals database, and their
+        entries folder may be a network file system whose flock is not shared between hosts (NFS
+        mounted with local_lock, or nolock). SQLite's database is one machine's; there the
+        publisher's flock on the index folder serialises processes."""
+        with self._deciding:
+            if self.engine.dialect.name != "postgresql":
+                yield
+                return
+            # Autocommit: the lock is the session's, and no transaction stays open while publishing.
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": DECIDING_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": DECIDING_LOCK_KEY})
 
     def _decide(self, proposal_id: str, approve: bool, by: str, note: str,
                 publish: Callable[[Proposal], None]) -> Proposal:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from flowspec.model import FLOWS_DIR
@@ -202,3 +204,51 @@ def test_a_name_or_code_written_in_a_reason_or_a_note_is_stored_masked(store: Pr
         stored = " ".join(str(value) for row in connection.exec_driver_sql("SELECT * FROM knowledge_proposals")
                           for value in row)
     assert "杨测戊" not in stored and "4821" not in stored
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_decision_on_another_desk_waits_for_the_one_being_published(
+        entries: Path, tmp_path: Path) -> None:
+    """Two desks (stores of their own, as on two hosts) share the database; one approves and is
+    still publishing when the other rejects: the rejection waits for the approval, then finds the
+    proposal decided. Without the shared lock it would be recorded over an edit already published."""
+    edit, _ = reworded(entries)
+    with database_url("postgres", tmp_path, "knowledge") as url:
+        here, there = ProposalStore(url), ProposalStore(url)
+        proposal = here.propose(edit, find_entry(entries, edit.entry_id), "客户听不懂", "agent")
+        publishing, published = threading.Event(), threading.Event()
+
+        def slow_publish(_: object) -> None:
+            publishing.set()
+            assert published.wait(60)
+
+        approval = threading.Thread(target=there.decide, args=(proposal.id, True, "reviewer", "", slow_publish))
+        approval.start()
+        assert publishing.wait(60)
+        rejected: list[str] = []
+
+        def reject() -> None:
+            try:
+                here.decide(proposal.id, False, "supervisor", "")
+                rejected.append("rejected")
+            except ProposalError as error:
+                rejected.append(error.code)
+
+        rejection = threading.Thread(target=reject)
+        rejection.start()
+        waiting = sa.text("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                          "WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database()")
+        with here.engine.connect() as connection:
+            for _ in range(3000):  # until the rejection waits on the lock, or (without one) has finished
+                if not rejection.is_alive() or connection.execute(waiting).scalar_one():
+                    break
+                connection.rollback()
+                time.sleep(0.02)
+        published.set()
+        approval.join(60)
+        rejection.join(60)
+        assert rejected == ["decided"]
+        decided = here.get(proposal.id)
+        assert decided is not None and (decided.status, decided.decided_by) == ("approved", "reviewer")
+        here.close()
+        there.close()
