@@ -12,6 +12,8 @@ the reply starts; bench/voice_calls.py adds the rest on whole calls.
   records each decision's probability and frame, and when the configured silence ended the
   utterance; every threshold's outcome follows from that exactly (a decision at or above it
   ends the turn there). Cut off = a decision above the threshold before the last syllable.
+  The same for the held-out requests of bench/spoken_requests.py, one per intent, as Kokoro says
+  them: longer sentences in clauses, with the pauses its phrasing puts in.
 - per-decision CPU: process time of SmartTurn.probability (8 s of audio, features and model).
 - onset: false barge-ins on music, noise bursts and babble 10 dB below the caller starting
   after the caller's first words and 2 s of a quiet line (babble also before the caller spoke),
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import samples
+from bench.spoken_requests import requests
 from bench.stats import percentile
 from voice.audio import FRAME_MS, TELEPHONE_RATE, level_dbfs
 from voice.barge_in import BargeInConfig
@@ -134,38 +137,55 @@ def _stats_ms(values: list[float]) -> dict[str, float | None]:
     return {"p50_ms": round(statistics.median(values), 1), "p95_ms": round(percentile(values, 0.95), 1)}
 
 
+Run = tuple[list[tuple[int, float]], list[int], int]  # decisions, the configured silence's ends, the last syllable
+
+
+def _runs(models: TurnModels, speeches: list[tuple[bytes, int]], cpu: list[float]) -> list[Run]:
+    """Each (speech, noise seed) through the detector with Smart Turn asked at every pause."""
+    runs = []
+    for speech, seed in speeches:
+        decisions, ended_at = asyncio.run(_decisions(models, speech, seed, cpu))
+        runs.append((decisions, ended_at, int(BEFORE_S * 1000 / FRAME_MS) + _last_loud_frame(speech) + 1))
+    return runs
+
+
+def _outcome(runs: list[Run], threshold: float | None) -> dict[str, Any]:
+    """None: the configured silence alone."""
+    to_turn_end_ms, cut, early = [], 0, 0
+    for decisions, ended_at, last in runs:
+        first = next((frame for frame, probability in decisions
+                      if threshold is not None and probability >= threshold and frame <= ended_at[0]), None)
+        end = first if first is not None else ended_at[0]
+        if end < last:
+            cut += 1
+            continue
+        early += first is not None
+        to_turn_end_ms.append(float((end - last) * FRAME_MS))
+    return {"end_of_speech_to_end_of_turn": _stats_ms(to_turn_end_ms), "cut_off_rate": round(cut / len(runs), 3),
+            "ended_at_the_short_silence_rate": round(early / len(runs), 3)}
+
+
+def _by_threshold(runs: list[Run]) -> dict[str, Any]:
+    return {"fixed_silence": _outcome(runs, None),
+            "smart_turn_by_threshold": {str(threshold): _outcome(runs, threshold) for threshold in THRESHOLDS}}
+
+
 def end_of_turn(models: TurnModels) -> dict[str, Any]:
     cpu: list[float] = []
-    runs: list[tuple[list[tuple[int, float]], list[int], int]] = []  # decisions, silence's ends, the last syllable
-    for seed, sentence in enumerate(PAUSED_SENTENCES):
-        for speech in (samples.natural_speech(sentence.replace("……", "")),
-                       samples.lengthen_pause(samples.natural_speech(sentence), HESITATION_S)):
-            decisions, ended_at = asyncio.run(_decisions(models, speech, seed, cpu))
-            runs.append((decisions, ended_at, int(BEFORE_S * 1000 / FRAME_MS) + _last_loud_frame(speech) + 1))
-
-    def outcome(threshold: float | None) -> dict[str, Any]:
-        """None: the configured silence alone."""
-        to_turn_end_ms, cut, early = [], 0, 0
-        for decisions, ended_at, last in runs:
-            first = next((frame for frame, probability in decisions
-                          if threshold is not None and probability >= threshold and frame <= ended_at[0]), None)
-            end = first if first is not None else ended_at[0]
-            if end < last:
-                cut += 1
-                continue
-            early += first is not None
-            to_turn_end_ms.append(float((end - last) * FRAME_MS))
-        return {"end_of_speech_to_end_of_turn": _stats_ms(to_turn_end_ms), "cut_off_rate": round(cut / len(runs), 3),
-                "ended_at_the_short_silence_rate": round(early / len(runs), 3)}
-
+    paused = _runs(models, [(speech, seed) for seed, sentence in enumerate(PAUSED_SENTENCES)
+                            for speech in (samples.natural_speech(sentence.replace("……", "")),
+                                           samples.lengthen_pause(samples.natural_speech(sentence), HESITATION_S))],
+                   cpu)
+    # Requests as callers make them: longer, in clauses, with the pauses Kokoro's phrasing puts in.
+    said = _runs(models, [(samples.natural_speech(text), seed) for seed, (text, _) in enumerate(requests())], cpu)
     return {
-        "sentences": len(runs),
+        "sentences": len(paused),
         "hesitation_ms": int(HESITATION_S * 1000),
         "check_after_silence_ms": models.config.check_after_silence_ms,
         "configured_silence_ms": DetectionConfig().speech_end_silence_ms,
         "shipped_threshold": models.config.complete_probability,
-        "fixed_silence": outcome(None),
-        "smart_turn_by_threshold": {str(threshold): outcome(threshold) for threshold in THRESHOLDS},
+        **_by_threshold(paused),
+        "requests": {"sentences": len(said), **_by_threshold(said)},
         "decision_cpu_ms": _stats_ms([1000 * seconds for seconds in cpu]),
         "decisions": len(cpu),
     }
@@ -252,7 +272,7 @@ def backchannels() -> dict[str, Any]:
 
 
 def figures(config: TurnModelsConfig | None = None) -> dict[str, Any]:
-    models = turn_models(config or TurnModelsConfig())
+    models = turn_models(config or TurnModelsConfig(smart_turn=True))  # measured whether or not voice.yaml turns it on
     if models.smart_turn is None or not models.smart_turn.available or models.silero is None \
             or not models.silero.available:
         return {"skipped": "the turn models are not installed (make setup)"}

@@ -98,7 +98,7 @@ SILERO_QUIET_WINDOWS = 5
 @dataclass(frozen=True)
 class TurnModelsConfig:
     models_dir: str = ""  # empty: var/models/turn
-    smart_turn: bool = True
+    smart_turn: bool = False  # see ivr_config/voice.yaml: on requests in clauses it cuts callers off
     check_after_silence_ms: int = 240  # silence after which Smart Turn is asked; the full silence stays the fallback
     complete_probability: float = 0.98  # this sure, Smart Turn ends the turn at the short silence (bench: turn_taking)
     silero_onset: bool = True

@@ -21,7 +21,9 @@ def test_every_flow_becomes_intent_form_rules_and_examples(tmp_path: Path) -> No
     rules = yaml.safe_load((tmp_path / "data" / "rules.yml").read_text(encoding="utf-8"))["rules"]
     nlu = yaml.safe_load((tmp_path / "data" / "nlu.yml").read_text(encoding="utf-8"))["nlu"]
     examples = {block["intent"]: block["examples"].count("\n- ") + 1 for block in nlu}
-    heard = heard_examples(flowset.heard, {flow.id: flow.examples for flow in flowset.flows.values()})
+    intents = {flow.id: flow.examples for flow in flowset.flows.values()}
+    intents.update({name: intent.examples for name, intent in flowset.shared_intents.items()})
+    heard = heard_examples(flowset.heard, intents)
     rule_names = {rule["rule"] for rule in rules}
     for flow in flowset.flows.values():
         assert flow.id in domain["intents"]

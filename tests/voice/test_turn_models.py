@@ -46,7 +46,7 @@ from voice.turn_models import (
 )
 
 DEFAULTS = DetectionConfig()
-MODELS = TurnModelsConfig()
+MODELS = TurnModelsConfig(smart_turn=True)
 SHORT_SILENCE_MS = MODELS.check_after_silence_ms
 
 
@@ -130,7 +130,7 @@ async def test_a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn(models:
 
 async def test_missing_model_files_keep_the_configured_silence_and_say_so_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    missing = turn_models(TurnModelsConfig(models_dir=str(tmp_path)))
+    missing = turn_models(dataclasses.replace(MODELS, models_dir=str(tmp_path)))
     line = on_a_line(samples.natural_speech("请问一下怎么还款？"))
     with caplog.at_level(logging.WARNING, logger="voice.turn_models"):
         first, second = await turns(line, missing), await turns(line, missing)
