@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from bench.spoken_requests import heard
-from flowspec.model import FLOWS_DIR, HEARD_FILE, load_flowset
+from bench import spoken_requests
+from flowspec.model import HEARD_FILE, SHARED_DIR, load_flowset
 
 PER_INTENT = 4
 VOICES = ("jf_alpha", "jf_nezumi", "jf_tebukuro", "jm_kumo")
@@ -75,7 +75,8 @@ def hear(item: dict[str, Any]) -> tuple[str, dict[str, str]]:
     from voice.config import load_voice_config
     from voice.heard_terms import default_heard_terms
 
-    text = heard(item["said"], [], load_voice_config().whisper.prompt, noise_seed=item["seed"], voice=item["voice"])
+    text = spoken_requests.heard(item["said"], [], load_voice_config().whisper.prompt, noise_seed=item["seed"],
+                                 voice=item["voice"])
     return item["intent"], {"said": item["said"], "voice": item["voice"], "heard": default_heard_terms().correct(text)}
 
 
@@ -85,7 +86,7 @@ def write(path: Path, heard: dict[str, list[dict[str, str]]]) -> None:
     path.write_text(HEADER + body, encoding="utf-8")
 
 
-def main(path: Path = FLOWS_DIR / "shared" / HEARD_FILE) -> int:
+def main(path: Path = SHARED_DIR / HEARD_FILE) -> int:
     flowset = load_flowset()
     examples = {flow.id: flow.examples for flow in flowset.flows.values()}
     examples.update({name: intent.examples for name, intent in flowset.shared_intents.items()})

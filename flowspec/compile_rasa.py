@@ -94,8 +94,8 @@ def heard_examples(heard: dict[str, tuple[tuple[str, str], ...]],
     seen: set[str] = set()
     for intent, pairs in heard.items():
         examples = {example.strip() for example in intents.get(intent, ())}
-        for said, heard in pairs:
-            text = " ".join(heard.split())
+        for said, whisper_text in pairs:
+            text = " ".join(whisper_text.split())
             if (said.strip() in examples and text and text not in typed and text not in seen
                     and sum(character in known for character in text) * 2 >= len(text)):
                 seen.add(text)

@@ -1,11 +1,11 @@
-"""bench/heard_examples.py: which flow examples are spoken to Whisper, and that its file is what
-the flow compiler reads."""
+"""bench/heard_examples.py: which flow examples are spoken to Whisper, how one is heard, and that
+its file is what the flow compiler reads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.heard_examples import PER_INTENT, VOICES, plan, write
+from bench.heard_examples import PER_INTENT, VOICES, hear, plan, write
 from flowspec.model import load_heard
 
 EXAMPLES = {"bill_inquiry": tuple(f"我想查第{n}期的账单" for n in range(12)), "affirm": ("对", "好的")}
@@ -36,3 +36,10 @@ def test_the_written_file_is_what_the_flow_compiler_reads(tmp_path: Path) -> Non
     path = tmp_path / "heard.yml"
     write(path, {"bill_inquiry": [{"said": "我的账单", "voice": VOICES[0], "heard": "我的帐单"}], "affirm": []})
     assert load_heard(path) == {"bill_inquiry": (("我的账单", "我的帐单"),)}
+
+
+def test_a_sentence_is_spoken_over_the_line_and_heard_by_whisper() -> None:
+    said = "我想查一下我的账单"
+    intent, entry = hear({"intent": "bill_inquiry", "said": said, "voice": "jm_kumo", "seed": 7})
+    assert intent == "bill_inquiry" and (entry["said"], entry["voice"]) == (said, "jm_kumo")
+    assert sum(character in entry["heard"] for character in said) * 2 >= len(said), entry["heard"]
