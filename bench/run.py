@@ -372,9 +372,9 @@ Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23)
   over line noise (flows/shared/heard.yml, 308 sentences; never a held-out phrasing). Those texts
   took the 77 held-out requests from 0.792 to 0.857 on a clean line and from 0.831 to 0.870 over
   20 dB line noise, and typed held-out accuracy from 0.951 to 0.954; eight per intent heard a
-  little better (0.870 / 0.870) and typed 0.947. What is still lost Whisper does not hear as
-  the words at all (嗯，对的 → nove fighter, 你刚才说啥 → 米根菜搜扎), or hears as the opposite
-  (不是的 → 无事的).
+  little better (0.870 / 0.870) and typed 0.947. What is still lost is what Whisper does not
+  hear as the words at all (嗯，对的 → nove fighter, 你刚才说啥 → 米根菜搜扎), or hears as the
+  opposite (不是的 → 无事的).
 - **CPU.** Profiled on whole calls (2026-12-06), a third of the pipeline's CPU was Silero VAD,
   run on every 32 ms of every call, and another third the detector: noisereduce's stationary
   spectral gate (scipy's STFT, its inverse and a 2-D FFT convolution per 40 ms block, with their
