@@ -405,7 +405,7 @@ def write_report(results: dict[str, Any]) -> None:
     if results.get("nlu"):
         rows.append(nlu.report_row(results["nlu"]))
     if results.get("knowledge"):
-        rows.append(knowledge.report_row(results["knowledge"]))
+        rows += knowledge.report_rows(results["knowledge"])
     if results.get("quality"):
         rows += quality_load.report_rows(results["quality"])
     if results.get("outbound"):

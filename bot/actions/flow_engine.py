@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeGuard
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
@@ -47,6 +47,7 @@ from flowspec.model import (
 )
 from flowspec.slot_types import SLOT_TYPES
 from flowspec.templates import lookup
+from knowledge.retrieval import Answer
 
 log = logging.getLogger("flow")
 CONFIRM_SLOT = "confirmed"
@@ -66,6 +67,15 @@ QUESTION = re.compile(r"[吗呢？?]|怎么|多少|多久|多长时间|什么|�
 # "我想提前还款，手续费怎么算": a request, then a question about it, in clauses of their own.
 CLAUSES = re.compile(r"[，,。；;！!？?\s]+")
 REQUEST = re.compile(r"^(我|请|麻烦)?(想|要|需要|打算|准备|申请|帮我|给我)")
+# 能不能帮我减掉一部分利息 / 能给我一份合同吗: a request worded as a question.
+ASKS_FOR_ACTION = re.compile(r"帮我|给我|帮忙|替我|为我")
+# A flow's request that is one question ("提前还款要手续费吗", "注销账户要什么条件") from someone not yet
+# verified for it: the knowledge base answers when it is this sure, and the flow is offered instead of
+# asking for identity to answer a rule that is the same for everyone. Chosen on the flows' own
+# one-question held-out phrasings (tests/nlu/held_out: 4 of 223 answered instead, each with an answer on
+# its topic) and the knowledge base's validation split (46 of 73 questions the NLU sends to such a flow
+# answered right, 1 wrong); `make bench` measures both on the test split (bench/knowledge.py).
+QUESTION_ALONE_CONFIDENCE = 0.89
 ANGRY = re.compile(r"垃圾|骗子|气死|太过分|什么破|搞什么|滚|投诉你们|坑人|恶心|[!！]{2,}")
 # The risk API's L1 methods (flowspec.model.L1_METHODS): number, name and ID last 4; or, when the
 # risk API offers it (a keypad-only call whose line the phone gateway vouched for), the call's line
@@ -82,7 +92,7 @@ class FlowExit:
     """Why a form ends before its last question, kept in the `flow_exit` slot between the form's
     turn and the finish action (a slot holds text: `kind` or `kind:detail`)."""
 
-    kind: Literal["cancel", "handoff", "switch", "unavailable", "handed_off", "distress"]
+    kind: Literal["cancel", "handoff", "switch", "unavailable", "handed_off", "distress", "answered"]
     detail: str = ""  # handoff: the reason the agent reads; switch: the flow to go to
 
     def encode(self) -> str:
@@ -102,6 +112,17 @@ class ReverifyNeeded(Exception):
 
 def looks_angry(text: str) -> bool:
     return bool(ANGRY.search(text))
+
+
+def is_one_question(text: str) -> bool:
+    """A question and nothing else: 提前还款要手续费吗, not 我想提前还款 nor 能帮我算一下…吗."""
+    return (bool(QUESTION.search(text)) and not ASKS_FOR_ACTION.search(text)
+            and not REQUEST.search(CLAUSES.split(text)[0]))
+
+
+def answers_alone(answer: Answer | None) -> TypeGuard[Answer]:
+    """The knowledge base is sure enough to answer a flow's request asked as one question."""
+    return bool(answer and answer.text and not answer.flow and answer.confidence >= QUESTION_ALONE_CONFIDENCE)
 
 
 def checks_right_party(flow: Flow, channel: str) -> bool:
@@ -181,7 +202,10 @@ class FlowFormValidator(Action, ABC):
             set_slot("reprompts", 0)
             set_slot("flow_exit", None)
             self._prefill(flow, text, intent, values, set_slot)
-            await self._question_with_the_request(turn, flow, text)
+            if await self._question_alone(turn, flow, text, values):
+                set_slot("flow_exit", FlowExit("answered").encode())
+            else:
+                await self._question_with_the_request(turn, flow, text)
         elif requested:
             escape = self._escape(flow, requested, text, intent, confidence, turn.input_source)
             corrects = escape is not None and escape.kind in ("cancel", "switch")
@@ -259,12 +283,29 @@ class FlowFormValidator(Action, ABC):
                     set_slot(slot.name, value)
 
     @staticmethod
+    async def _question_alone(turn: Turn, flow: Flow, text: str, values: dict[str, Any]) -> bool:
+        """"提前还款要手续费吗" starting a flow that would first ask for identity: the knowledge base's
+        answer when it is sure (`answers_alone`), and the flow is offered, not started (the finish
+        action offers it). Every question from a customer already verified for the flow is the flow's
+        (it answers for them in person)."""
+        if (flow.required_level == NOT_VERIFIED or checks_right_party(flow, turn.channel)
+                or level_rank(values.get("verified_level")) >= level_rank(flow.required_level)
+                or not is_one_question(text)):
+            return False
+        answer = (await consult_knowledge(text, turn.channel)).answer
+        if not answers_alone(answer):
+            return False
+        turn.dispatcher.utter_message(text=answer.text)
+        turn.signal({"knowledge": answer.entry_id})
+        return True
+
+    @staticmethod
     async def _question_with_the_request(turn: Turn, flow: Flow, text: str) -> None:
         """"我想提前还款，手续费怎么算": the question the request came with, answered from the
         knowledge base when it is sure, before the flow's first step (the request is still carried
-        out). Only a request clause followed by a question clause: a message that is one question
-        ("提前还款怎么操作") is the flow's to answer, and so is everything a flow without identity
-        answers (its answer is for everyone). Never before the right party is on the line."""
+        out). Only a request clause followed by a question clause (one question alone is
+        `_question_alone`'s), and never in a flow without identity (its answer is for everyone).
+        Never before the right party is on the line."""
         clauses = [clause for clause in CLAUSES.split(text) if clause]
         if (flow.required_level == NOT_VERIFIED or len(clauses) < 2 or not REQUEST.search(clauses[0])
                 or QUESTION.search(clauses[0])
@@ -593,6 +634,11 @@ class FinishFlow(Action):
             return "handoff"
         if kind == "handed_off":
             return "handoff"
+        if kind == "answered":
+            # The question was answered from the knowledge base; the flow is one word (or button) away.
+            offer = turn.response("offer_flow", flow)
+            turn.say(replace(offer, buttons=({"title": flow.name, "payload": f"/{flow.id}"},)), base, flow)
+            return "answered"
         check = flowset().right_party
         if turn.channel == "outbound" and (ended := check.outcome(turn.tracker.slots)):
             turn.say(check.responses[ended], base)  # not the customer: nothing more is said

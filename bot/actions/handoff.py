@@ -25,6 +25,7 @@ LEVEL_TEXT = {"L2": "已完成短信验证码核验", "L1": "已完成基本身�
 CHANNEL_TEXT = {"voice": "电话", "outbound": "外呼回访", "chat": "在线客服"}
 OUTCOME_TEXT = {
     "answer": "已为客户解答",
+    "answered": "客户只是咨询，已按知识库解答，未办理",
     "done": "已办理完成",
     "cancelled": "客户取消了办理",
     "review": "已提交人工审核",

@@ -3,7 +3,8 @@ asked instead of the answer gets the knowledge base's answer and the same step a
 goes on with it, and the flow still needs the identity it needed. A name corrected at the next
 step ("不对，我叫…") is the name the risk API verifies. "我忘了" at an identity step gets where to
 find the answer, and "验证码没收到" a new code. A question asked with the request ("我要提前还清，
-有违约金吗") is answered before the flow's first step."""
+有违约金吗") is answered before the flow's first step; a flow's request asked as one question
+("注销账户要什么条件") is answered, and the flow offered instead of started."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.conftest import Stack
 from tests.dialogue.conftest import CUSTOMERS, ChatSession
 
 FEE_ANSWER = next(entry for entry in load_entries() if entry.id == "early_repayment.fee").chat
+CLOSE_CONDITIONS = next(entry for entry in load_entries() if entry.id == "account.close_conditions").chat
 GO_ON = repository_flowset().responses["resume_flow"].chat
 AFTER_ANSWER = repository_flowset().responses["flow_after_answer"].chat
 
@@ -49,6 +51,23 @@ def test_a_question_asked_with_the_request_is_answered_and_the_request_carried_o
     assert texts(replies) == [FEE_ANSWER, AFTER_ANSWER, *first_step], session.dump()
     assert {"knowledge": "early_repayment.fee"} in [reply.get("custom") for reply in replies], session.dump()
     assert asked(replies) == asked(request_alone), session.dump()
+
+
+@pytest.mark.stack
+def test_a_flows_request_asked_as_one_question_is_answered_and_the_flow_offered_not_started(
+        running_stack: Stack) -> None:
+    flows = repository_flowset()
+    flow = flows.flows["close_account"]
+    request = asked(ChatSession(running_stack).send("我要注销账户"))
+    assert request, "the request alone starts the flow with an identity step"
+    session = ChatSession(running_stack)
+    replies = session.send("注销账户要什么条件")
+    offer = flows.responses["offer_flow"].chat.format(flow_name=flow.name)
+    assert texts(replies) == [CLOSE_CONDITIONS, offer] and not asked(replies), session.dump()
+    assert {"knowledge": "account.close_conditions"} in [reply.get("custom") for reply in replies], session.dump()
+    buttons = [button for reply in replies for button in reply.get("buttons") or []]
+    assert buttons == [{"title": flow.name, "payload": "/close_account"}], session.dump()
+    assert asked(session.send(buttons[0]["payload"])) == request, session.dump()
 
 
 def asked(replies: list[dict[str, Any]]) -> list[str]:
