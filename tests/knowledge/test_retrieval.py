@@ -22,9 +22,9 @@ from knowledge.model import (
 )
 from knowledge.retrieval import Retriever
 
-# The issue's target is top-1 >= 0.85. Measured on the test split (292 in-KB, 40 out-of-KB questions):
-# top-1 0.932, top-3 0.997, answered wrong 0.065, "I don't know" precision 0.94 and recall 0.78 (the misses:
-# other lenders' products asked like ours). bench/knowledge.py publishes the current figures.
+# The issue's target is top-1 >= 0.85 on at least 300 held-out paraphrases. Measured on the test split (306
+# in-KB, 40 out-of-KB questions): top-1 0.928, top-3 0.994, answered wrong 0.069, "I don't know" precision 0.91
+# and recall 0.78 (the misses: other lenders' products asked like ours). bench/knowledge.py publishes the current figures.
 MIN_TOP1 = 0.85
 MIN_TOP3 = 0.95
 MIN_DONT_KNOW_PRECISION = 0.85
@@ -41,8 +41,8 @@ def retriever(tmp_path_factory: pytest.TempPathFactory) -> Retriever:
 
 def test_the_held_out_set_is_new_phrasing_of_served_entries() -> None:
     validation, test = load_held_out("validation"), load_held_out("test")
-    assert len(validation.in_kb) + len(test.in_kb) >= MIN_HELD_OUT_IN_KB
-    assert len(test.in_kb) >= 200 and len(test.out_of_kb) >= 30 and len(validation.out_of_kb) >= 20
+    assert len(test.in_kb) >= MIN_HELD_OUT_IN_KB and len(validation.in_kb) >= 200
+    assert len(test.out_of_kb) >= 30 and len(validation.out_of_kb) >= 20
     entries = {entry.id: entry for entry in load_entries()}
     assert {entry_id for _, entry_id in validation.in_kb + test.in_kb} <= set(entries)
     written = {phrasing_key(text): entry.id for entry in entries.values() for text in entry.phrasings}
