@@ -42,7 +42,9 @@ from rasa.shared.nlu.constants import FEATURE_TYPE_SENTENCE, INTENT, INTENT_RANK
 from rasa.shared.nlu.training_data.features import Features
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
+from rasa.utils.tensorflow.constants import RANKING_LENGTH
 from scipy.sparse import csr_matrix, hstack, vstack
+from sklearn.utils.extmath import softmax
 
 from bot.embeddings import EmbeddingCache, EmbeddingConfigError, Engine, RecentEmbeddings
 from bot.embeddings import engine_for as embedding_engine_for
@@ -175,6 +177,7 @@ class TextlessSafeLogisticRegression(LogisticRegressionClassifier):
         super().__init__(config, name, model_storage, resource)
         self.clf.set_params(C=float(self.config["C"]))
         self.known_characters: set[str] = set()
+        self._transposed: tuple[np.ndarray, np.ndarray] | None = None  # (clf.coef_, its C-ordered transpose)
 
     @classmethod
     def fingerprint_addon(cls, config: dict[str, Any]) -> str | None:
@@ -232,6 +235,18 @@ class TextlessSafeLogisticRegression(LogisticRegressionClassifier):
             rows.append(hstack(parts) if parts else csr_matrix((1, 0)))
         return vstack(rows).tocsr()
 
+    def _probabilities(self, features: csr_matrix) -> np.ndarray:
+        """`clf.predict_proba`, without scikit-learn's copy of the transposed coefficients at every
+        call (77 intents × 22 k features: 4.4 ms of CPU a message, on Rasa's event loop; 0.02 ms
+        with the transpose kept)."""
+        multinomial = (len(self.clf.classes_) > 2 and self.clf.solver != "liblinear"
+                       and self.clf.multi_class in ("auto", "multinomial"))
+        if not multinomial:
+            return np.asarray(self.clf.predict_proba(features))
+        if self._transposed is None or self._transposed[0] is not self.clf.coef_:
+            self._transposed = (self.clf.coef_, np.ascontiguousarray(self.clf.coef_.T))
+        return softmax(np.asarray(features @ self._transposed[1]) + self.clf.intercept_)
+
     def process(self, messages: list[Message]) -> list[Message]:
         with_text = [message for message in messages if _has_text(message)]
         for message in messages:
@@ -239,7 +254,14 @@ class TextlessSafeLogisticRegression(LogisticRegressionClassifier):
                 message.set(INTENT, dict(NO_TEXT_INTENT), add_to_output=True)
                 message.set(INTENT_RANKING_KEY, [dict(NO_TEXT_INTENT)], add_to_output=True)
         if with_text:
-            super().process(with_text)
+            probabilities = self._probabilities(self._create_X(with_text))
+            for message, row in zip(with_text, probabilities, strict=True):
+                ranking = sorted(({"name": str(name), "confidence": float(confidence)}
+                                  for name, confidence in zip(self.clf.classes_, row, strict=True)),
+                                 key=lambda entry: -entry["confidence"])
+                message.set(INTENT, ranking[0], add_to_output=True)
+                length = int(self.config[RANKING_LENGTH])
+                message.set(INTENT_RANKING_KEY, ranking[:length] if length > 0 else ranking, add_to_output=True)
         minimum = float(self.config["min_known_character_share"])
         if minimum > 0 and self.known_characters:
             for message in with_text:

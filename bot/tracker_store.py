@@ -23,7 +23,8 @@ with the endpoint's settings (dialect, db…) as keyword arguments. What reaches
   merging the new conversation's events into the old one. `refusing_fail_safe` is the wrapper
   Rasa gets instead (bot/rasa_launcher.py installs it).
 - Events older than TRACKER_RETENTION_DAYS (default 30) deleted, at start and then at most
-  once an hour while saving; on SQLite deleted rows are overwritten (secure_delete).
+  once an hour while saving; on SQLite deleted rows are overwritten (secure_delete; the WAL file,
+  reused from its start after each checkpoint, holds recent pages only, and every event is encrypted).
 Events an older store wrote in clear are redacted and encrypted in place at start.
 """
 
@@ -53,6 +54,7 @@ from sqlalchemy.orm import Session
 
 from bot.redaction import REQUESTED_SLOT, protect, secret_slots
 from ivr_config import environment
+from ivr_config.database import open_engine
 from trust.env_secrets import require_secret
 from trust.logs import session_ref
 
@@ -121,6 +123,13 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
         self._clock = clock
         super().__init__(domain, **kwargs)
         if self.engine.dialect.name == "sqlite":
+            # Rasa's engine opens a connection for every read and write and keeps SQLite's rollback
+            # journal (three fsyncs a commit), both on the event loop in every turn: the project's
+            # SQLite engine instead (ivr_config/database.py: kept connections, WAL).
+            url = self.engine.url
+            self.engine.dispose()
+            self.engine = open_engine(str(url))
+            self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
             sa.event.listen(self.engine, "connect", _sqlite_secure_delete)
         self._encrypt_clear_rows()
         self._prune()

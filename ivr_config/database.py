@@ -18,7 +18,8 @@ SQLITE_BUSY_SECONDS = 30
 
 def open_engine(url: str, *, serialise_writes: bool = False, **postgres_pool: Any) -> Engine:
     """An engine for `url`. On SQLite: the file's folder made, WAL (readers never wait for the
-    writer; several processes share the file), a long busy timeout and foreign keys enforced;
+    writer; several processes share the file; one fsync a commit), connections kept open (SQLAlchemy
+    1.4, Rasa's, would open one per session), a long busy timeout and foreign keys enforced;
     `serialise_writes` makes every transaction take the write lock at its start (BEGIN IMMEDIATE),
     so read-then-write sequences across threads or processes never lose an update. On PostgreSQL:
     connections checked before use (a restarted server costs one retry, not an error);
@@ -26,9 +27,11 @@ def open_engine(url: str, *, serialise_writes: bool = False, **postgres_pool: An
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True, **postgres_pool)
+    pool: dict[str, Any] = {}
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False})
+        pool["poolclass"] = sa.pool.QueuePool
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False}, **pool)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _: Any) -> None:

@@ -114,7 +114,8 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
     classifier = TextlessSafeLogisticRegression.create(
         {**TextlessSafeLogisticRegression.get_default_config(), "dense_weight": 25}, storage, Resource("lr"), context)
     examples = {"check_credit_limit": ["查额度", "我还有多少额度", "额度还剩多少"],
-                "bill_inquiry": ["查账单", "这个月账单多少", "本期要还多少钱"]}
+                "bill_inquiry": ["查账单", "这个月账单多少", "本期要还多少钱"],
+                "greet": ["你好", "您好啊", "早上好"]}
     data = TrainingData([Message({TEXT: text, "intent": intent}) for intent, texts in examples.items()
                          for text in texts])
     tokenizer.process_training_data(data)
@@ -127,6 +128,10 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
     counts.process(messages)
     dense.process(messages)
     classifier.process(messages)
+    # The classifier's own softmax (a kept transpose of the coefficients) against scikit-learn's.
+    ranked = {entry["name"]: entry["confidence"] for entry in messages[0].get("intent_ranking")}
+    expected = dict(zip(classifier.clf.classes_, classifier.clf.predict_proba(classifier._create_X(messages[:1]))[0],
+                        strict=True))
     guarded = [Message({TEXT: "叽叽咕咕"}), Message({TEXT: "额度"})]
     tokenizer.process(guarded)
     counts.process(guarded)
@@ -139,7 +144,9 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
             "known_characters_reloaded": reloaded.known_characters == classifier.known_characters != set(),
             "guarded": [message.get("intent")["name"] for message in guarded],
             "sparse": int(data.training_examples[0].get_sparse_features(TEXT)[1].features.shape[1]),
-            "intents": [message.get("intent")["name"] for message in messages]}
+            "intents": [message.get("intent")["name"] for message in messages],
+            "ranking_as_scikit_learn": ranked.keys() == expected.keys()
+            and all(abs(ranked[name] - expected[name]) < 1e-12 for name in ranked)}
 
 
 def sound_scenario(scratch: Path) -> dict[str, Any]:
