@@ -43,7 +43,7 @@ export POSTGRES_QUALITY_WRITER_PASSWORD ?= dev-only-quality-writer-db-password
 export AGENT_ACCOUNTS_FILE ?= $(CURDIR)/ivr_config/agents.dev.yaml
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup voice-tools turn-models compile lint train run test test-loaded bench voice-demo asterisk-sounds prerender heard-examples clean
+.PHONY: setup voice-tools turn-models compile lint train run clean-scale test test-loaded bench voice-demo asterisk-sounds prerender heard-examples clean
 
 # requirements/*.txt name what we use; requirements/*.lock pin every package underneath them
 # (regenerate with pip freeze after changing a .txt).
@@ -113,6 +113,10 @@ ifdef SCALE
 else
 	$(SVC_PY) -m stack.run
 endif
+
+# Drops what `make run SCALE=n` stored on the local PostgreSQL (its databases and roles).
+clean-scale:
+	bash scripts/drop_service_databases.sh
 
 # The PostgreSQL URL is taken in the same shell so that a failed set-up stops the target.
 test: train lint

@@ -7,16 +7,7 @@
 # again (a changed password in the environment takes effect). As root on Debian, like
 # ensure_postgres.sh (which starts the cluster). Progress -> stderr; prints the port on stdout.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-prefix="${IVR_DATABASE_PREFIX:?set IVR_DATABASE_PREFIX}"
-if ! [[ "$prefix" =~ ^[a-z_][a-z0-9_]*$ ]]; then
-  echo "ensure_service_databases: IVR_DATABASE_PREFIX must be lower-case letters, digits and _" >&2; exit 2
-fi
-test_url="$(bash "$here/ensure_postgres.sh")"  # the cluster up (its URL names the tests' role)
-port="$(sed -E 's#.*:([0-9]+)/[^/]*$#\1#' <<<"$test_url")"
-as_postgres() {
-  if command -v runuser >/dev/null; then runuser -u postgres -- "$@"; else su postgres -s /bin/sh -c "$(printf '%q ' "$@")"; fi
-}
+source "$(dirname "$0")/service_databases_env.sh"
 roles=(rasa risk outbound quality quality_writer)
 passwords=()
 for role in "${roles[@]}"; do

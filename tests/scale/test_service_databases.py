@@ -29,6 +29,7 @@ from tests.deploy.test_postgres_roles import DATABASES, SERVICES, as_superuser, 
 
 pytestmark = pytest.mark.postgres
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure_service_databases.sh"
+DROP_SCRIPT = SCRIPT.with_name("drop_service_databases.sh")
 
 
 def passwords_env(prefix: str, passwords: dict[str, str]) -> dict[str, str]:
@@ -47,13 +48,20 @@ def databases() -> Iterator[ServiceDatabases]:
     prefix = f"s{secrets.token_hex(4)}_"
     passwords = {role: f"{role}-password-{secrets.token_hex(8)}" for role in SERVICES}
     port = ensure(passwords_env(prefix, passwords))
+    made = ServiceDatabases.from_env({**passwords_env(prefix, passwords), "IVR_DATABASE_PORT": str(port)})
     try:
-        yield ServiceDatabases.from_env({**passwords_env(prefix, passwords), "IVR_DATABASE_PORT": str(port)})
+        yield made
     finally:
-        drops = [f'DROP DATABASE IF EXISTS "{prefix}{database}" WITH (FORCE);' for database in DATABASES]
-        drops += [f'DROP ROLE IF EXISTS "{prefix}{role}";' for role in SERVICES]
-        dropped = as_superuser(port, "psql -v ON_ERROR_STOP=1 -q <<'SQL'\n" + "\n".join(drops) + "\nSQL\n")
+        # `make clean-scale`'s script, while a connection is still open: nothing of the prefix is left.
+        open_connection = sa.create_engine(made.url("risk"))
+        with open_connection.connect():
+            dropped = subprocess.run(["bash", str(DROP_SCRIPT)], env=passwords_env(prefix, passwords),
+                                     capture_output=True, text=True, timeout=180, check=False)
+        open_connection.dispose()
         assert dropped.returncode == 0, dropped.stderr
+        left = as_superuser(port, f"psql -qtA -c \"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%' "
+                                  f"UNION ALL SELECT rolname FROM pg_roles WHERE rolname LIKE '{prefix}%'\"")
+        assert left.returncode == 0 and left.stdout.strip() == "", (left.stdout, left.stderr)
 
 
 def test_run_again_the_script_keeps_the_databases_and_takes_a_changed_password(databases: ServiceDatabases) -> None:
