@@ -5,6 +5,9 @@ Rasa 3.6 checks every action server response with `jsonschema.validate`, which f
 Rasa's own constant schema against the JSON-Schema meta-schema — on every custom action call.
 Profiling a flow turn showed that check taking about three quarters of the Rasa process's CPU.
 Here the validator is built once; responses are still validated exactly as before.
+Rasa finds an event's class by walking every subclass of Event (and asking `inspect.isabstract`
+of each) for every event it reads, dozens a turn (the conversation from the tracker store, the
+action server's replies): here from a table of the classes by name, made at the first event.
 
 Rasa 3.6's socket.io channel passes a custom JSON message's keys to `emit` as keyword arguments
 (`emit("bot_uttered", flow=…, expect=…)`), which raises a TypeError and drops the turn; the web
@@ -50,6 +53,7 @@ from typing import Any
 
 import rasa.core.run
 import rasa.core.tracker_store
+import rasa.shared.utils.common
 from jsonschema import ValidationError
 from jsonschema.validators import validator_for
 from rasa.__main__ import main as rasa_main
@@ -60,6 +64,7 @@ from rasa.core.channels.socketio import SocketIOOutput
 from rasa.core.lock import TicketLock
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockStore
 from rasa.shared.constants import DOCS_BASE_URL
+from rasa.shared.core.events import Event
 from rasa.telemetry import TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE
 from redis.exceptions import RedisError, WatchError
 from sanic import Sanic, response
@@ -77,6 +82,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 _configure_app = rasa.core.run.configure_app
 _engine_kwargs = rasa.core.tracker_store.create_engine_kwargs
 _handle_message = Agent.handle_message
+_resolve_by_type = Event.resolve_by_type
+_event_classes: dict[str, type[Event]] = {}  # by type name, the first of Rasa's walk for each
 RETRY_AFTER_SECONDS = 5
 # LockError: Rasa's wrapper of a Redis failure on taking the lock; RedisError: on releasing it.
 STORE_ERRORS = (TrackerStoreUnavailable, LockError, RedisError)
@@ -98,6 +105,15 @@ def _validate_action_result(self: RemoteAction, result: dict[str, Any]) -> bool:
         )
         raise
     return True
+
+
+def _resolve_event_type(type_name: str, default: type[Event] | None = None) -> type[Event] | None:
+    """`Event.resolve_by_type` from the table; a name not in it walks the classes again (one
+    imported since), and Rasa's own answers what no class has (an old `topic`, the default, its error)."""
+    if type_name not in _event_classes:
+        for cls in rasa.shared.utils.common.all_subclasses(Event):
+            _event_classes.setdefault(cls.type_name, cls)
+    return _event_classes.get(type_name) or _resolve_by_type(type_name, default)
 
 
 async def _send_custom_json(self: SocketIOOutput, recipient_id: str, json_message: dict[str, Any],
@@ -241,6 +257,7 @@ if __name__ == "__main__":
     install_log_masking()
     validator_for(_SCHEMA).check_schema(_SCHEMA)  # once, as Rasa would on every call
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
+    Event.resolve_by_type = staticmethod(_resolve_event_type)  # type: ignore[method-assign,assignment]
     SocketIOOutput.send_custom_json = _send_custom_json  # type: ignore[method-assign]
     Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
     rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
