@@ -8,6 +8,8 @@ Here the validator is built once; responses are still validated exactly as befor
 Rasa finds an event's class by walking every subclass of Event (and asking `inspect.isabstract`
 of each) for every event it reads, dozens a turn (the conversation from the tracker store, the
 action server's replies): here from a table of the classes by name, made at the first event.
+Rasa opens a new aiohttp session, and so a new TCP connection, for every custom action call;
+here each endpoint keeps one session with kept-alive connections (`_KeptSession`).
 
 Rasa 3.6's socket.io channel passes a custom JSON message's keys to `emit` as keyword arguments
 (`emit("bot_uttered", flow=…, expect=…)`), which raises a TypeError and drops the turn; the web
@@ -51,6 +53,7 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 import rasa.core.run
 import rasa.core.tracker_store
 import rasa.shared.utils.common
@@ -66,6 +69,7 @@ from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockS
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.events import Event
 from rasa.telemetry import TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE
+from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
 from redis.exceptions import RedisError, WatchError
 from sanic import Sanic, response
 from sanic.request import Request
@@ -93,6 +97,8 @@ RENEW_ATTEMPTS = 5  # optimistic transactions a renewal tries per poll while oth
 STORE_DOWN_TEXT = "抱歉，系统暂时繁忙，您刚才的消息没有收到，请稍后再发一次。"
 log = logging.getLogger(__name__)
 _VALIDATOR = validator_for(_SCHEMA)(_SCHEMA)
+KEEP_ALIVE_SECONDS = 3.0
+_kept_sessions: dict[tuple[Any, ...], aiohttp.ClientSession] = {}  # by endpoint: its URL, headers and auth
 
 
 def _validate_action_result(self: RemoteAction, result: dict[str, Any]) -> bool:
@@ -228,6 +234,42 @@ async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ti
     raise ConversationBusy("could not acquire the conversation's lock")
 
 
+class _KeptSession:
+    """What `EndpointConfig.session()` gives Rasa's `request` (`async with endpoint.session()`):
+    the endpoint's one aiohttp session, left open, so each custom action's call reuses a kept-alive
+    connection instead of a new session and TCP connection."""
+
+    def __init__(self, endpoint: EndpointConfig) -> None:
+        self._endpoint = endpoint
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        endpoint = self._endpoint
+        key = (endpoint.url, tuple(sorted((endpoint.headers or {}).items())),
+               tuple(sorted((endpoint.basic_auth or {}).items())))
+        session = _kept_sessions.get(key)
+        if session is None or session.closed or session.loop is not asyncio.get_running_loop():
+            auth = (aiohttp.BasicAuth(endpoint.basic_auth["username"], endpoint.basic_auth["password"])
+                    if endpoint.basic_auth else None)
+            session = _kept_sessions[key] = aiohttp.ClientSession(
+                headers=endpoint.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
+                # An idle connection is let go before a server would close it (Sanic: after 5 s or more).
+                connector=aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS))
+        return session
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+def _kept_session(self: EndpointConfig) -> _KeptSession:
+    return _KeptSession(self)
+
+
+async def _close_kept_sessions(*_: Any) -> None:
+    for session in _kept_sessions.values():
+        await session.close()
+    _kept_sessions.clear()
+
+
 def _engine_kwargs_checking_connections(url: Any) -> dict[str, Any]:
     """Rasa's engine settings, with a pooled PostgreSQL connection checked before each use."""
     kwargs = _engine_kwargs(url)
@@ -240,6 +282,7 @@ def _configure_closed_app(*args: Any, **kwargs: Any) -> Sanic:
     app = _configure_app(*args, **kwargs)
     app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
     app.register_middleware(_operator_api_from_loopback_only, "request")
+    app.register_listener(_close_kept_sessions, "after_server_stop")
     for error in STORE_ERRORS:
         app.error_handler.add(error, _store_unavailable)
     return app
@@ -259,6 +302,7 @@ if __name__ == "__main__":
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     Event.resolve_by_type = staticmethod(_resolve_event_type)  # type: ignore[method-assign,assignment]
     SocketIOOutput.send_custom_json = _send_custom_json  # type: ignore[method-assign]
+    EndpointConfig.session = _kept_session  # type: ignore[method-assign,assignment]
     Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
     rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
     Agent.handle_message = _handle_message_telling_the_widget  # type: ignore[method-assign]

@@ -12,7 +12,9 @@ with the endpoint's settings (dialect, db…) as keyword arguments. What reaches
   flow engine verifies the code in that same turn, then clears the slot). A redacted slot
   reads back unset, so a placeholder is never taken for an answer.
 - Every event's data encrypted (Fernet, key derived from TRACKER_STORE_KEY by HKDF-SHA256),
-  stored as `<key id>:<token>`. Events another key wrote (or altered ones) are not read:
+  stored as `<key id>:<token>`. The process keeps the clear JSON of the events it wrote or read
+  last (`OpenedEvents`, in memory only, keyed by the sealed text), so a turn does not decrypt
+  its whole conversation again. Events another key wrote (or altered ones) are not read:
   retrieving such a conversation logs an error and raises `UnreadableTrackerError`, which
   Rasa's fail-safe wrapper turns into a fresh conversation. They stay in the database (a
   misconfigured key must not wipe conversations) until retention deletes them.
@@ -37,6 +39,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -63,6 +66,8 @@ KEY_ENV = "TRACKER_STORE_KEY"
 RETENTION_ENV = "TRACKER_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
 PRUNE_EVERY_SECONDS = 3600.0
+# Events kept opened in memory (module docstring): about a hundred conversations, a few MB at most.
+OPENED_EVENTS_KEPT = 5_000
 
 
 class UnreadableTrackerError(RasaException):
@@ -93,6 +98,28 @@ def refusing_fail_safe(store: TrackerStore | None, domain: Domain) -> TrackerSto
     return FailSafeTrackerStore(store, on_tracker_store_error=_refuse_turn)
 
 
+class OpenedEvents:
+    """The stored events' clear JSON by their sealed text, the least recently used dropped first.
+
+    A sealed text is authenticated: the same text always opens to the same event, so a copy kept
+    here is never stale, and one the database no longer holds is simply not asked for again."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._plain: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, sealed: str) -> bytes | None:
+        plain = self._plain.get(sealed)
+        if plain is not None:
+            self._plain.move_to_end(sealed)
+        return plain
+
+    def put(self, sealed: str, plain: bytes) -> None:
+        self._plain[sealed] = plain
+        if len(self._plain) > self._capacity:
+            self._plain.popitem(last=False)
+
+
 def _derive(secret: str, purpose: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose).derive(secret.encode())
 
@@ -121,6 +148,7 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
         self._key_id = _derive(secret, b"tracker-store key id", 4).hex()
         self._retention_days = retention_days(env)
         self._clock = clock
+        self._opened = OpenedEvents(OPENED_EVENTS_KEPT)
         super().__init__(domain, **kwargs)
         if self.engine.dialect.name == "sqlite":
             # Rasa's engine opens a connection for every read and write and keeps SQLite's rollback
@@ -152,19 +180,19 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
             stored = self._stored_count(session, tracker.sender_id)
             new = events[stored:]
             rows = protect([event.as_dict() for event in new], _asked_at(events[:stored]))
-            for event, data in zip(new, rows, strict=True):
-                session.add(self.SQLEvent(
-                    sender_id=tracker.sender_id, type_name=event.type_name, timestamp=data.get("timestamp"),
-                    intent_name=((data.get("parse_data") or {}).get("intent") or {}).get(INTENT_NAME_KEY),
-                    action_name=data.get("name"), data=self._seal(data)))
+            if rows:  # one INSERT of plain rows: the ORM's unit of work costs more than the write
+                session.execute(self.SQLEvent.__table__.insert(), [
+                    {"sender_id": tracker.sender_id, "type_name": event.type_name, "timestamp": data.get("timestamp"),
+                     "intent_name": ((data.get("parse_data") or {}).get("intent") or {}).get(INTENT_NAME_KEY),
+                     "action_name": data.get("name"), "data": self._seal(data)}
+                    for event, data in zip(new, rows, strict=True)])
             session.commit()
         return new
 
     async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:
         with self._database(sender_id, "read"), self.session_scope() as session:
-            rows = self._event_query(session, sender_id,
-                                     fetch_events_from_all_sessions=fetch_events_from_all_sessions).all()
-            sealed = [row.data for row in rows]
+            query = self._event_query(session, sender_id, fetch_events_from_all_sessions=fetch_events_from_all_sessions)
+            sealed = [data for (data,) in query.with_entities(self.SQLEvent.data)]
         events = self._open_all(sender_id, sealed)
         if self.domain and events:
             return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
@@ -191,16 +219,23 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
         return query.filter(self.SQLEvent.data.startswith(f"{self._key_id}:")).count()
 
     def _seal(self, data: dict[str, Any]) -> str:
-        return f"{self._key_id}:{self._fernet.encrypt(json.dumps(data).encode()).decode()}"
+        plain = json.dumps(data).encode()
+        sealed = f"{self._key_id}:{self._fernet.encrypt(plain).decode()}"
+        self._opened.put(sealed, plain)
+        return sealed
 
     def _open(self, data: str) -> dict[str, Any] | None:
-        key_id, _, token = data.partition(":")
-        if key_id != self._key_id:
-            return None
-        try:
-            event: dict[str, Any] = json.loads(self._fernet.decrypt(token.encode()))
-        except InvalidToken:
-            return None
+        plain = self._opened.get(data)
+        if plain is None:
+            key_id, _, token = data.partition(":")
+            if key_id != self._key_id:
+                return None
+            try:
+                plain = self._fernet.decrypt(token.encode())
+            except InvalidToken:
+                return None
+            self._opened.put(data, plain)
+        event: dict[str, Any] = json.loads(plain)  # a new dict each read: the turn's events change theirs
         if event.get("event") == "slot" and event.get("name") in secret_slots():
             event["value"] = None
         return event

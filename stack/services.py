@@ -81,26 +81,7 @@ class Running:
         """CPU each started service has used so far (user + system, with its waited-for children
         and its live ones, e.g. the gateway's Whisper workers), from /proc (Linux): what the
         benchmarks divide by the work done."""
-        tick = os.sysconf("SC_CLK_TCK")
-        children: dict[int, list[int]] = {}
-        ticks: dict[int, int] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # the process ended while we looked
-                continue
-            pid = int(stat.parent.name)
-            children.setdefault(int(fields[1]), []).append(pid)
-            ticks[pid] = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
-        used = {}
-        for name, process in self.processes.items():
-            family, total = [process.pid], 0
-            while family:
-                pid = family.pop()
-                total += ticks.get(pid, 0)
-                family += children.get(pid, [])
-            used[name] = total / tick
-        return used
+        return family_cpu_seconds({name: process.pid for name, process in self.processes.items()})
 
 
 # A stage of the start: one service, or several started together (n Rasa processes load their
@@ -381,3 +362,45 @@ def quality_inspection(ports: Ports, keys: Secrets, tracker_db: Path = DEFAULT_T
              **quality_events_env(tracker_db)},
         start_timeout_seconds=60,
     )
+
+
+def _process_table() -> tuple[dict[int, list[int]], dict[int, int], dict[int, str]]:
+    """Every process's children, CPU ticks (utime, stime, cutime, cstime) and command name, from /proc."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        pid = int(stat.parent.name)
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
+        children.setdefault(int(fields[1]), []).append(pid)
+        ticks[pid] = sum(int(value) for value in fields[11:15])
+        names[pid] = name
+    return children, ticks, names
+
+
+def _family_seconds(root: int, children: dict[int, list[int]], ticks: dict[int, int]) -> float:
+    family, total = [root], 0
+    while family:
+        pid = family.pop()
+        total += ticks.get(pid, 0)
+        family += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def family_cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds each named process has used with its descendants, live and waited-for (Linux)."""
+    children, ticks, _ = _process_table()
+    return {name: _family_seconds(root, children, ticks) for name, root in roots.items()}
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU the local PostgreSQL servers (each postmaster with its backends) have used so far: a
+    shared store's cost, which the started services' own CPU does not hold."""
+    children, ticks, names = _process_table()
+    parents = {child: parent for parent, kids in children.items() for child in kids}
+    return sum(_family_seconds(pid, children, ticks) for pid, name in names.items()
+               if name == "postgres" and names.get(parents.get(pid, 0)) != "postgres")

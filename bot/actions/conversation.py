@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
@@ -24,6 +24,9 @@ from bot.metrics import record_flow_signal
 from flowspec.model import LEVELS, Flow, FlowSet, Response, repository_flowset
 from flowspec.templates import TemplateError, render
 from trust.logs import session_ref
+
+if TYPE_CHECKING:
+    from knowledge.retrieval import Answer
 
 log = logging.getLogger("flow")
 PRIORITIES = ("normal", "high", "emergency")
@@ -120,6 +123,11 @@ class Turn:
             return
         buttons = [dict(button) for button in response.buttons] if not self.voice else []
         self.dispatcher.utter_message(text=text, buttons=buttons)
+
+    def say_knowledge(self, answer: Answer) -> None:
+        """A knowledge base entry's answer, and which entry it was (agents see it, metrics count it)."""
+        self.dispatcher.utter_message(text=answer.text)
+        self.signal({"knowledge": answer.entry_id})
 
     def signal(self, payload: dict[str, Any]) -> None:
         """Machine-readable news for the channel (what is asked, outcome, handoff)."""

@@ -296,8 +296,7 @@ class FlowFormValidator(Action, ABC):
         answer = (await consult_knowledge(text, turn.channel)).answer
         if not answers_alone(answer):
             return False
-        turn.dispatcher.utter_message(text=answer.text)
-        turn.signal({"knowledge": answer.entry_id})
+        turn.say_knowledge(answer)
         return True
 
     @staticmethod
@@ -316,8 +315,7 @@ class FlowFormValidator(Action, ABC):
         answer = (await consult_knowledge(text, turn.channel)).answer
         if not answer or not answer.text or answer.flow or answer.confidence < DIRECT_ANSWER_CONFIDENCE:
             return
-        turn.dispatcher.utter_message(text=answer.text)
-        turn.signal({"knowledge": answer.entry_id})
+        turn.say_knowledge(answer)
         turn.say(turn.response("flow_after_answer"), {})
 
     def _escape(self, flow: Flow, requested: str, text: str, intent: str | None,
@@ -438,8 +436,7 @@ class FlowFormValidator(Action, ABC):
             if unanswered_counts and consulted.nearest and not (answer and answer.flow):
                 turn.signal({"knowledge_nearest": consulted.nearest})
             return False
-        turn.dispatcher.utter_message(text=answer.text)
-        turn.signal({"knowledge": answer.entry_id})
+        turn.say_knowledge(answer)
         turn.say(turn.response("resume_flow"), {})
         return True
 

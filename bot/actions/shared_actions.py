@@ -91,8 +91,7 @@ async def answered_from_knowledge(turn: Turn, tracker: Tracker) -> tuple[bool, A
     consulted = await consult_knowledge(text, turn.channel)
     answer = consulted.answer
     if answer and answer.text and answer.confidence >= DIRECT_ANSWER_CONFIDENCE:
-        turn.dispatcher.utter_message(text=answer.text)
-        turn.signal({"knowledge": answer.entry_id})
+        turn.say_knowledge(answer)
         return True, answer
     if consulted.nearest and not (answer and answer.flow):  # a flow's request is offered its flow: not unanswered
         turn.signal({"knowledge_nearest": consulted.nearest})

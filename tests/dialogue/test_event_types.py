@@ -4,24 +4,14 @@ knows, and Rasa's own answer for what no class has (event_type_scenario.py, in R
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+from pathlib import Path
 
-import pytest
-
-from stack.services import RASA_VENV, ROOT
-
-RASA_PYTHON = RASA_VENV / "bin" / "python"
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
 
 
-@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+@needs_rasa
 def test_the_event_class_table_answers_every_name_as_rasa_does() -> None:
-    done = subprocess.run([str(RASA_PYTHON), str(ROOT / "tests" / "dialogue" / "event_type_scenario.py")], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = run_in_rasa(Path(__file__).with_name("event_type_scenario.py"))
     assert seen["names"] >= 25  # user, bot, slot, action, active_loop, session_started…
     assert seen["table"] == seen["rasa"]
     assert seen["rasa"][-3:] == ["None", "ValueError: Unknown event name 'no_such_event'.",

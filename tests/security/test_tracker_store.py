@@ -44,7 +44,8 @@ def run(scenario: str, db: Path, key: str = KEY, **env: str) -> dict[str, Any]:
 
 
 def assert_nothing_in_clear(db: Path, *secrets: str) -> None:
-    raw = db.read_bytes()
+    wal = db.with_name(db.name + "-wal")  # pages not yet checkpointed into the file
+    raw = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
     for secret in secrets:
         for form in (secret.encode(), json.dumps(secret)[1:-1].encode()):  # as JSON writes 张三: \u5f20…
             assert form not in raw, f"{secret!r} is in the database file"
@@ -61,6 +62,8 @@ def test_codes_and_id_digits_never_reach_the_database(tmp_path: Path) -> None:
     db = tmp_path / "tracker.sqlite3"
     seen = run("conversation", db)
     assert_nothing_in_clear(db, *SECRETS)
+    with sqlite3.connect(db) as connection:  # the project's engine: write-ahead log, not a rollback journal
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # The turn being handled had the real answers; only what was stored changed.
     assert seen["memory"]["texts"][1:] == ["7305", "我的验证码是 482913", "661177"]
     assert (seen["memory"]["otp_code"], seen["memory"]["id_last4"]) == ("661177", "7305")
@@ -100,6 +103,13 @@ def test_another_key_is_a_clear_error_and_the_customer_starts_afresh(tmp_path: P
     with sqlite3.connect(db) as connection:
         kept = connection.execute("SELECT count(*) FROM events WHERE sender_id = ?", (SENDER,)).fetchone()[0]
     assert kept > len(seen["afresh"]["events"]), "the other key's events are kept, not deleted"
+
+
+def test_events_kept_opened_in_memory_read_as_the_database_holds_them(tmp_path: Path) -> None:
+    seen = run("opened_in_memory", tmp_path / "tracker.sqlite3")
+    assert seen["kept"]["events"] and seen["kept"] == seen["fresh"] == seen["few"][0] == seen["few"][1]
+    assert seen["kept"]["slots"]["otp_code"] is None, "what is kept opened is the stored, redacted copy"
+    assert seen["error"] and "1 of" in seen["error"] and "do not decrypt" in seen["error"]
 
 
 def test_a_failing_database_refuses_the_turn_instead_of_carrying_on_in_memory(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bot.tracker_store import ProtectedSQLTrackerStore, UnreadableTrackerError, refusing_fail_safe
+from bot.tracker_store import OpenedEvents, ProtectedSQLTrackerStore, UnreadableTrackerError, refusing_fail_safe
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = Domain.load(ROOT / "bot" / "domain.yml")
@@ -73,14 +73,20 @@ def summary(tracker: DialogueStateTracker | None) -> dict[str, Any]:
             "entities": [e.entities for e in tracker.events if isinstance(e, UserUttered)]}
 
 
-async def conversation(db: str) -> dict[str, Any]:
-    """Four turns saved one by one; what the running turn holds, and what a reader gets back."""
-    protected = store(db)
+async def saved_turns(protected: ProtectedSQLTrackerStore) -> DialogueStateTracker:
+    """TURNS handled one by one, each saved after it: the tracker the running turns held."""
     tracker = DialogueStateTracker(SENDER, DOMAIN.slots)
     for turn in TURNS:
         for event in turn:
             tracker.update(event)
         await protected.save(tracker)
+    return tracker
+
+
+async def conversation(db: str) -> dict[str, Any]:
+    """Four turns saved one by one; what the running turn holds, and what a reader gets back."""
+    protected = store(db)
+    tracker = await saved_turns(protected)
     memory = {"texts": [e.text for e in tracker.events if isinstance(e, UserUttered)],
               "otp_code": tracker.get_slot("otp_code"), "id_last4": tracker.get_slot("id_last4")}
     return {"memory": memory, "stored": summary(await protected.retrieve(SENDER))}
@@ -115,6 +121,29 @@ async def wrong_key(db: str) -> dict[str, Any]:
         tracker.update(event)
     await rasa_view.save(tracker)
     return {"error": error, "afresh": summary(await protected.retrieve(SENDER))}
+
+
+async def opened_in_memory(db: str) -> dict[str, Any]:
+    """One process keeps the events it wrote and read opened: it reads back what a fresh process
+    decrypts (also when its memory holds only a few), and a row altered in the database is refused
+    though this process had opened the original."""
+    protected = store(db)
+    await saved_turns(protected)
+    kept = summary(await protected.retrieve(SENDER))
+    fresh = summary(await store(db).retrieve(SENDER))
+    small = store(db)
+    small._opened = OpenedEvents(3)
+    few = [summary(await small.retrieve(SENDER)) for _ in range(2)]
+    with sqlite3.connect(db) as connection:
+        row_id, data = connection.execute("SELECT id, data FROM events ORDER BY id LIMIT 1 OFFSET 3").fetchone()
+        altered = data[:-10] + ("B" if data[-10] == "A" else "A") + data[-9:]  # inside the token's MAC
+        connection.execute("UPDATE events SET data = ? WHERE id = ?", (altered, row_id))
+    try:
+        await protected.retrieve(SENDER)
+        error = None
+    except UnreadableTrackerError as refused:
+        error = str(refused)
+    return {"kept": kept, "fresh": fresh, "few": few, "error": error}
 
 
 class Remember(logging.Handler):
@@ -201,8 +230,8 @@ async def refused(db: str) -> dict[str, Any]:
     return {"error": None}
 
 
-SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, database_down, retention, legacy, endpoint,
-                                      refused)}
+SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, opened_in_memory, database_down, retention,
+                                      legacy, endpoint, refused)}
 
 if __name__ == "__main__":
     scenario, db_path = sys.argv[1:3]
