@@ -159,8 +159,23 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
             self.engine = open_engine(str(url))
             self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
             sa.event.listen(self.engine, "connect", _sqlite_secure_delete)
+        self._build_queries()
         self._encrypt_clear_rows()
         self._prune()
+
+    def _build_queries(self) -> None:
+        """Rasa's `_event_query` (the events of the latest session, or all), and the count of them
+        this key wrote, built once: SQLAlchemy's ORM spent longer building that query on every read
+        and write than SQLite took to answer it."""
+        events = self.SQLEvent.__table__
+        of_sender = events.c.sender_id == sa.bindparam("sender_id")
+        session_start = (sa.select(sa.func.max(events.c.timestamp))
+                         .where(of_sender, events.c.type_name == SessionStarted.type_name).scalar_subquery())
+        in_session = sa.or_(events.c.timestamp >= session_start, session_start.is_(None))
+        self._all_sessions_query = sa.select(events.c.data).where(of_sender).order_by(events.c.id)
+        self._session_query = sa.select(events.c.data).where(of_sender, in_session).order_by(events.c.id)
+        self._stored_query = (sa.select(sa.func.count()).select_from(events)
+                              .where(of_sender, in_session, events.c.data.like(f"{self._key_id}:%")))
 
     # What Rasa's SQLTrackerStore does, with the stored copy protected.
     async def save(self, tracker: DialogueStateTracker) -> None:
@@ -191,8 +206,8 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
 
     async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> DialogueStateTracker | None:
         with self._database(sender_id, "read"), self.session_scope() as session:
-            query = self._event_query(session, sender_id, fetch_events_from_all_sessions=fetch_events_from_all_sessions)
-            sealed = [data for (data,) in query.with_entities(self.SQLEvent.data)]
+            query = self._all_sessions_query if fetch_events_from_all_sessions else self._session_query
+            sealed = [data for (data,) in session.execute(query, {"sender_id": sender_id})]
         events = self._open_all(sender_id, sealed)
         if self.domain and events:
             return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
@@ -215,8 +230,7 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
 
         Rows of another key are not in the tracker Rasa holds (it started afresh without them).
         """
-        query = self._event_query(session, sender_id, fetch_events_from_all_sessions=False)
-        return query.filter(self.SQLEvent.data.startswith(f"{self._key_id}:")).count()
+        return int(session.execute(self._stored_query, {"sender_id": sender_id}).scalar_one())
 
     def _seal(self, data: dict[str, Any]) -> str:
         plain = json.dumps(data).encode()

@@ -112,6 +112,14 @@ def test_events_kept_opened_in_memory_read_as_the_database_holds_them(tmp_path: 
     assert seen["error"] and "1 of" in seen["error"] and "do not decrypt" in seen["error"]
 
 
+def test_a_turn_reads_the_latest_session_and_the_full_tracker_every_session(tmp_path: Path) -> None:
+    seen = run("sessions", tmp_path / "tracker.sqlite3")
+    latest, full = seen["latest"]["events"], seen["full"]["events"]
+    assert [kind for kind, _, _ in latest] == ["session_started", "action", "user"], latest
+    assert len(full) == seen["before"] + 4 and full[-3:] == latest
+    assert seen["stored"] == len(latest)
+
+
 def test_a_failing_database_refuses_the_turn_instead_of_carrying_on_in_memory(tmp_path: Path) -> None:
     """Rasa's fail-safe wrapper would log the database's error (the SQL's parameters: the sender
     id) and keep the turn in an in-memory store; the launcher's wrapper fails the turn instead."""

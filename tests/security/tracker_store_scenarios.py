@@ -146,6 +146,26 @@ async def opened_in_memory(db: str) -> dict[str, Any]:
     return {"kept": kept, "fresh": fresh, "few": few, "error": error}
 
 
+async def sessions(db: str) -> dict[str, Any]:
+    """A conversation in two sessions, each turn saved: Rasa reads the latest session's events for
+    a turn, and all of them for the full tracker; the stored count follows the latest session."""
+    protected = store(db)
+    await saved_turns(protected)
+    before = await protected.retrieve_full_tracker(SENDER)
+    tracker = await protected.retrieve(SENDER)  # the next turn, a new session (timestamps tell them apart)
+    greeting = said("你好", "greet")
+    greeting.timestamp = NOW + 3601
+    for event in [ActionExecuted("action_session_start", timestamp=NOW + 3599), SessionStarted(timestamp=NOW + 3600),
+                  ActionExecuted("action_listen", timestamp=NOW + 3600), greeting]:
+        tracker.update(event)
+    await protected.save(tracker)
+    latest, full = await protected.retrieve(SENDER), await protected.retrieve_full_tracker(SENDER)
+    with protected.session_scope() as session:
+        stored = protected._stored_count(session, SENDER)
+    return {"latest": summary(latest), "full": summary(full), "stored": stored,
+            "before": len(before.events) if before else None}
+
+
 class Remember(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
@@ -230,8 +250,8 @@ async def refused(db: str) -> dict[str, Any]:
     return {"error": None}
 
 
-SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, opened_in_memory, database_down, retention,
-                                      legacy, endpoint, refused)}
+SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, opened_in_memory, sessions, database_down,
+                                      retention, legacy, endpoint, refused)}
 
 if __name__ == "__main__":
     scenario, db_path = sys.argv[1:3]
