@@ -4,7 +4,8 @@ socket.io fix and a tracker store that fails loudly.
 Rasa 3.6 checks every action server response with `jsonschema.validate`, which first checks
 Rasa's own constant schema against the JSON-Schema meta-schema — on every custom action call.
 Profiling a flow turn showed that check taking about three quarters of the Rasa process's CPU.
-Here the validator is built once; responses are still validated exactly as before.
+Here the validator is built once, and each event is checked against the one branch of the
+schema's `oneOf` its type names instead of all 23 (`ResponseValidator`): the same verdicts.
 Rasa finds an event's class by walking every subclass of Event (and asking `inspect.isabstract`
 of each) for every event it reads, dozens a turn (the conversation from the tracker store, the
 action server's replies): here from a table of the classes by name, made at the first event.
@@ -96,7 +97,42 @@ MAX_LOCK_WAITS = 3 * int(LOCK_LIFETIME)
 RENEW_ATTEMPTS = 5  # optimistic transactions a renewal tries per poll while other processes write the lock
 STORE_DOWN_TEXT = "抱歉，系统暂时繁忙，您刚才的消息没有收到，请稍后再发一次。"
 log = logging.getLogger(__name__)
-_VALIDATOR = validator_for(_SCHEMA)(_SCHEMA)
+
+class ResponseValidator:
+    """Rasa's check of an action server's response against its schema, with the same verdict in
+    a tenth of the time: the schema's event item is `oneOf` 23 branches, each fixing `event` to
+    its own constant, so an event passes exactly when the one branch its `event` names does;
+    each event is checked against that branch alone, the rest of the schema as it is. A schema
+    of another shape (another Rasa) is checked whole."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        validator = validator_for(schema)
+        self._whole = validator(schema)
+        self._branches: dict[str, Any] | None = None
+        item = schema.get("properties", {}).get("events", {}).get("items", {})
+        names = [branch.get("properties", {}).get("event", {}).get("const") for branch in item.get("oneOf", [])]
+        if names and all(isinstance(name, str) for name in names) and len(set(names)) == len(names):
+            events = {**schema["properties"]["events"], "items": {k: v for k, v in item.items() if k != "oneOf"}}
+            self._whole = validator({**schema, "properties": {**schema["properties"], "events": events}})
+            self._branches = {name: validator(branch) for name, branch in zip(names, item["oneOf"], strict=True)}
+
+    @property
+    def branches(self) -> int:
+        """How many event branches are checked one by one (0: the schema is checked whole)."""
+        return len(self._branches or {})
+
+    def validate(self, result: Any) -> None:
+        self._whole.validate(result)
+        if self._branches is None or not isinstance(result, dict):
+            return
+        for event in result.get("events") or ():  # objects with a string `event`: the whole schema says so
+            branch = self._branches.get(event["event"])
+            if branch is None:
+                raise ValidationError(f"{event['event']!r} is not an event Rasa knows", instance=event)
+            branch.validate(event)
+
+
+_VALIDATOR = ResponseValidator(_SCHEMA)
 KEEP_ALIVE_SECONDS = 3.0
 _kept_sessions: dict[tuple[Any, ...], aiohttp.ClientSession] = {}  # by endpoint: its URL, headers and auth
 
