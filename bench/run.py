@@ -322,7 +322,7 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   Rasa's main thread: NLU 29 % (the sentence embedding 18 %), tracker read 13 % and write 15 %,
   the prediction loop 24 % (the action server's HTTP calls 7 %, validating their replies 5 %), the
   rest Sanic and Rasa's graph runner. The action server answers a call in about 3 ms and a risk
-  API read takes about 4 ms. Later the same day, three more: the tracker store's event query and
+  API read takes about 4 ms. Later the same day, four more: the tracker store's event query and
   stored-event count built once as SQLAlchemy Core statements (the ORM spent 0.6 ms building each
   per read and write, SQLite 0.1 ms answering), reading only the events' data column, keeping the
   clear JSON of recently read and written events in memory (keyed by the sealed text, so never
@@ -331,8 +331,9 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   response checked against the one branch of Rasa's schema its type names, not all 23 of its
   `oneOf` (2.2 → 0.24 ms for an eight-event response, the same verdicts). Back to back, three
   loads each, the machine's own speed varying by a quarter between loads (the unchanged risk
-  API's CPU per turn 4.0-5.6 ms): Rasa per turn about 24.3 → 22.5 ms for the storage changes
-  and about 4 % less again for the schema check, relative to the risk API's CPU.
+  API's CPU per turn 4.0-5.6 ms), Rasa's CPU relative to the risk API's: about 3 % less for the
+  data-column read and the kept events, 24.3 → 22.5 ms a turn for the Core statements, about 4 %
+  less again for the schema check; the kept session is lost in that noise.
 - **Tracker store.** Conversations are kept in an SQLite tracker store so they survive a Rasa
   restart (the web widget relies on it); measured against the in-memory store it adds about
   15 ms to a turn's p50 (38 → 53 ms) and costs about a third of the throughput under 8
