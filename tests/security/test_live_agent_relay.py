@@ -5,28 +5,19 @@ it on its next look when another Rasa process took it. Run in Rasa's environment
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
 
-from stack.services import RASA_VENV, ROOT
-
-RASA_PYTHON = RASA_VENV / "bin" / "python"
 SCENARIOS = Path(__file__).with_name("relay_scenarios.py")
 
-pytestmark = pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+pytestmark = needs_rasa
 
 
 def run(scenario: str) -> dict[str, Any]:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), scenario], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    seen: dict[str, Any] = run_in_rasa(SCENARIOS, scenario, timeout=180)
+    return seen
 
 
 def customer_lines(answer: dict[str, Any]) -> list[str]:

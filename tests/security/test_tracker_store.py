@@ -6,21 +6,18 @@ these tests read what it printed and the SQLite file it wrote, byte for byte."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stack.services import RASA_VENV, ROOT
 from tests.conftest import Stack
 from tests.dialogue.conftest import CUSTOMERS, ChatSession
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
 from trust.logs import session_ref
 
-RASA_PYTHON = RASA_VENV / "bin" / "python"
 SCENARIOS = Path(__file__).with_name("tracker_store_scenarios.py")
 KEY = "a-tracker-store-key-for-these-tests"
 OTHER_KEY = "another-tracker-store-key-for-these-tests"
@@ -30,17 +27,14 @@ SENDER = "conversation-under-test"
 SECRETS = ("482913", "661177", "13812345678", "张三")
 IDENTITY = {"phone_number": "phone", "customer_name": "name", "id_last4": "id_last4"}
 
-pytestmark = pytest.mark.skipif(not RASA_PYTHON.exists(), reason="needs Rasa's environment (make setup)")
+pytestmark = needs_rasa
 
 
 def run(scenario: str, db: Path, key: str = KEY, **env: str) -> dict[str, Any]:
     # A production-like environment: the key is a real one, IVR_ENV is not development.
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "IVR_ENV": "production", "TRACKER_STORE_KEY": key,
-                   "TRACKER_RETENTION_DAYS": "30", **env}
-    done = subprocess.run([str(RASA_PYTHON), str(SCENARIOS), scenario, str(db)], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    seen: dict[str, Any] = run_in_rasa(SCENARIOS, scenario, str(db), timeout=180, env={
+        "IVR_ENV": "production", "TRACKER_STORE_KEY": key, "TRACKER_RETENTION_DAYS": "30", **env})
+    return seen
 
 
 def assert_nothing_in_clear(db: Path, *secrets: str) -> None:
