@@ -3,9 +3,10 @@
 `Turn` wraps rasa-sdk's tracker and dispatcher: which channel the customer is on (voice and
 outbound calls get the short voice wording, chat may get buttons), who they are, and how far
 they are verified. Who they are comes from the risk API's verified session for this
-conversation, asked afresh every turn (`Turn.start`): the `customer_id` and `verified_level`
-slots are only a copy for templates, never trusted — a slot can be forged, and a verified
-session ends after 30 minutes while the conversation goes on.
+conversation, asked afresh for every customer message (`Turn.start`; the actions answering one
+message share the answer): the `customer_id` and `verified_level` slots are only a copy for
+templates, never trusted — a slot can be forged, and a verified session ends after 30 minutes
+while the conversation goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def risk_client() -> RiskApiClient:
     return RiskApiClient.from_env()
 
 
+def answered_message(tracker: Tracker) -> str | None:
+    """The customer message this action call answers (its time and id): every action of one turn
+    sees the same, the next message another. None before the first message."""
+    message = next((event for event in reversed(tracker.events) if event.get("event") == "user"), None)
+    return f"{message.get('timestamp')}/{message.get('message_id')}" if message else None
+
+
 def level_rank(level: str | None) -> int:
     return LEVELS.index(level or NOT_VERIFIED)
 
@@ -72,9 +80,14 @@ class Turn:
         self.events: list[EventType] = []
 
     @classmethod
-    async def start(cls, tracker: Tracker, dispatcher: CollectingDispatcher) -> Turn:
+    async def start(cls, tracker: Tracker, dispatcher: CollectingDispatcher, *, again: bool = False) -> Turn:
+        """The turn with the risk API's word on identity; `again`: asked even when an earlier
+        action answering the same message asked (the risk API has just refused something)."""
+        client = risk_client()
+        if again:
+            client.turn_sessions.forget(tracker.sender_id)
         try:
-            session = await risk_client().session(tracker.sender_id)
+            session = await client.session(tracker.sender_id, answered_message(tracker))
             identity = Identity(session["customer_id"], session["level"]) if session else Identity()
         except (RiskApiUnavailable, RiskApiRefused) as error:
             log.warning("session %s: identity unknown this turn: %s", session_ref(tracker.sender_id), error)

@@ -740,7 +740,7 @@ async def _still_verified(turn: Turn, flow: Flow) -> bool:
     """Asked again after a refusal: a session that ended since the turn began means asking the
     customer again; one the risk API still vouches for means something else is wrong (a hand-over,
     not a loop of identity questions)."""
-    now = await Turn.start(turn.tracker, turn.dispatcher)
+    now = await Turn.start(turn.tracker, turn.dispatcher, again=True)
     return not now.identity.known or level_rank(now.verified_level) >= level_rank(flow.required_level)
 
 

@@ -17,6 +17,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from bot.actions import conversation
 from bot.actions.flow_engine import GENERATED_ACTIONS, FinishFlow
+from bot.actions.risk_client import TURN_SESSION_SECONDS, TurnSessions
 
 
 class RiskApiPlayer(BaseHTTPRequestHandler):
@@ -80,9 +81,10 @@ def risk_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[RiskApiPlayer]]:
     server.server_close()
 
 
-def tracker(slots: dict[str, Any], text: str = "", intent: str = "inform") -> Tracker:
-    message = {"text": text, "intent": {"name": intent, "confidence": 0.99}}
-    events = [{"event": "user", "text": text, "parse_data": message, "timestamp": 1.0}]
+def tracker(slots: dict[str, Any], text: str = "", intent: str = "inform", at: float = 1.0) -> Tracker:
+    """A conversation whose latest customer message, `text`, came at `at`."""
+    message = {"text": text, "intent": {"name": intent, "confidence": 0.99}, "message_id": f"m{at}"}
+    events = [{"event": "user", "text": text, "parse_data": message, "timestamp": at, "message_id": f"m{at}"}]
     return Tracker("session-1", {"channel": "chat", **slots}, message, events, False, None, {}, "action_listen")
 
 
@@ -155,9 +157,9 @@ def test_a_verified_session_fills_the_slots_copy(risk_api: type[RiskApiPlayer]) 
 LINE_OFFERED = {"/verification/l1/methods": {"methods": ["phone_name_id4", "line_id6"]}}
 
 
-def call_tracker(slots: dict[str, Any], text: str = "", intent: str = "inform") -> Tracker:
+def call_tracker(slots: dict[str, Any], text: str = "", intent: str = "inform", at: float = 1.0) -> Tracker:
     """A phone call's conversation: the trusted channel gave the caller's number."""
-    return tracker({"channel": "voice", "caller_number": "19900000001", **slots}, text, intent)
+    return tracker({"channel": "voice", "caller_number": "19900000001", **slots}, text, intent, at)
 
 
 def next_question(events: list[dict[str, Any]]) -> Any:
@@ -192,3 +194,61 @@ def test_a_call_without_the_line_offered_and_a_chat_are_asked_the_name(risk_api:
     chat = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), tracker({}, "查额度"), {}))
     assert next_question(chat) == "phone_number"
     assert not risk_api.posted, "a chat has no line: the risk API is not even asked"
+
+
+def sessions_asked(risk_api: type[RiskApiPlayer]) -> int:
+    return sum(path.startswith("/sessions/") for path in risk_api.seen)
+
+
+def test_the_actions_answering_one_message_ask_for_the_session_once_and_the_next_message_asks_again(
+        risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.session = SESSION_L1
+    verified = {"active_flow": "check_credit_limit", "customer_id": "C100001", "verified_level": "L1"}
+    for action in (validator("check_credit_limit"), validator("check_credit_limit")):
+        events = asyncio.run(action.run(CollectingDispatcher(), tracker(verified, "查额度", at=1.0), {}))
+        assert next_question(events) is None
+    assert sessions_asked(risk_api) == 1
+    risk_api.session = None  # the verified session ended before the next message
+    events = asyncio.run(validator("check_credit_limit").run(
+        CollectingDispatcher(), tracker(verified, "再查一下", at=2.0), {}))
+    assert sessions_asked(risk_api) == 2
+    assert next_question(events) == "phone_number", "the ended session is seen at once"
+
+
+def test_an_action_asks_for_the_session_afresh_when_the_risk_api_refused_a_read_in_the_same_turn(
+        risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.session = SESSION_L1  # every read is refused (403): the finish asks whether it ended
+    asyncio.run(FinishFlow().run(CollectingDispatcher(), tracker(
+        {"active_flow": "check_credit_limit", "customer_id": "C100001", "verified_level": "L1"}, "好的"), {}))
+    assert sessions_asked(risk_api) == 2
+
+
+def test_an_action_after_a_verification_in_the_same_turn_asks_for_the_new_session(
+        risk_api: type[RiskApiPlayer]) -> None:
+    risk_api.post_answers = {**LINE_OFFERED, "/verification/l1/line": {
+        "verified": True, "level": "L1", "customer_id": "C100001", "attempts_left": 3, "locked_until": None}}
+    keyed = call_tracker({"requested_slot": "id_last6"}, "12345X")
+    asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), keyed, {}))
+    risk_api.session = SESSION_L1  # what the risk API answers once the line verified
+    after = call_tracker({"customer_id": "C100001", "verified_level": "L1"}, "12345X")
+    events = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), after, {}))
+    values = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert values.get("customer_id", "C100001") == "C100001", "the slots copy is kept: the session vouches"
+    assert next_question(events) is None
+    assert sessions_asked(risk_api) == 2, "the verification dropped the turn's earlier answer"
+
+
+def test_a_kept_session_answer_lasts_ten_seconds_and_the_oldest_conversation_makes_room() -> None:
+    now = [0.0]
+    kept = TurnSessions(size=2, clock=lambda: now[0])
+    kept.put("chat-a", "message-1", SESSION_L1)
+    assert kept.get("chat-a", "message-1") == (True, SESSION_L1)
+    assert kept.get("chat-a", "message-2") == (False, None), "another message asks again"
+    kept.put("chat-b", "message-1", None)
+    assert kept.get("chat-b", "message-1") == (True, None), "not verified is an answer too"
+    now[0] = TURN_SESSION_SECONDS + 0.1
+    assert kept.get("chat-a", "message-1") == (False, None)
+    kept.put("chat-c", "message-1", None)
+    kept.put("chat-d", "message-1", None)
+    assert kept.get("chat-b", "message-1") == (False, None), "room for two conversations"
+    assert kept.get("chat-d", "message-1") == (True, None)

@@ -6,6 +6,7 @@ trusted to have done is `RiskApiUnavailable`; a client serves whichever event lo
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -99,3 +100,28 @@ def test_one_client_serves_each_event_loop_that_runs_it(url: str) -> None:
     risk = RiskApiHttp(url, TOKEN)
     for _ in range(2):
         assert asyncio.run(risk.call("GET", "/handoffs/H-1"))["handoff_id"] == "H-1"
+
+
+class ImportsSeen:
+    """A finder first on sys.meta_path that only writes down what is looked for."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, *_: object) -> None:
+        self.names.append(name)
+
+
+async def test_a_warm_client_looks_for_no_module_on_a_request(url: str) -> None:
+    # httpcore imports sniffio on every request: absent, each request searched sys.path for it.
+    risk = RiskApiHttp(url, TOKEN)
+    seen = ImportsSeen()
+    await risk.call("GET", "/handoffs/H-1")
+    sys.meta_path.insert(0, seen)
+    try:
+        for _ in range(3):
+            await risk.call("GET", "/handoffs/H-1")
+    finally:
+        sys.meta_path.remove(seen)
+        await risk.close()
+    assert seen.names == []
