@@ -93,8 +93,10 @@ def conversation(rasa_url: str, persona: dict[str, Any]) -> list[float]:
 
 
 def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
-    # A different customer in each conversation, as on a real day: their phone numbers, names and
-    # ID digits are new messages to the assistant (nothing it has seen before can be reused).
+    # A different customer in each conversation, as on a real day (the pool has 40: a load of 48
+    # conversations meets a few twice): their phone numbers, names and ID digits are new messages
+    # to the assistant. The NLU embeds numbers with their digits read as 0, as it would any
+    # customer's, so of these only the names are texts it has not embedded before.
     customers = customers_with_tag("normal")
     latencies: list[float] = []
     deadline = time.monotonic() + MAX_SECONDS_PER_LOAD

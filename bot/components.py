@@ -46,7 +46,7 @@ from rasa.utils.tensorflow.constants import RANKING_LENGTH
 from scipy.sparse import csr_matrix, hstack, vstack
 from sklearn.utils.extmath import softmax
 
-from bot.embeddings import EmbeddingCache, EmbeddingConfigError, Engine, RecentEmbeddings
+from bot.embeddings import EmbeddingCache, EmbeddingConfigError, Engine, RecentEmbeddings, digits_masked
 from bot.embeddings import engine_for as embedding_engine_for
 from ivr_config import environment
 
@@ -80,8 +80,9 @@ def engine_for(config: dict[str, Any]) -> Engine:
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER], is_trainable=False)
 class SentenceEmbeddingFeaturizer(DenseFeaturizer, GraphComponent):
-    """A sentence embedding of the message text as a dense `sentence` feature (no sequence features:
-    the logistic regression reads sentence features only). Messages with no text get no feature."""
+    """A sentence embedding of the message text, its digits masked (`digits_masked`), as a dense
+    `sentence` feature (no sequence features: the logistic regression reads sentence features
+    only). Messages with no text get no feature."""
 
     @staticmethod
     def get_default_config() -> dict[str, Any]:
@@ -126,7 +127,7 @@ class SentenceEmbeddingFeaturizer(DenseFeaturizer, GraphComponent):
         size = max(1, int(self._config["batch_size"]))
         for start in range(0, len(with_text), size):
             batch = with_text[start:start + size]
-            vectors = embed([message.get(TEXT) for message in batch])
+            vectors = embed([digits_masked(message.get(TEXT)) for message in batch])
             for message, vector in zip(batch, vectors, strict=True):
                 message.add_features(
                     Features(vector[None, :].astype(np.float32), FEATURE_TYPE_SENTENCE, TEXT, self._identifier))

