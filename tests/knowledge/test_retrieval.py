@@ -22,6 +22,8 @@ from knowledge.model import (
 )
 from knowledge.retrieval import Retriever
 
+CPU_SCORE_NOISE = 0.001
+
 # The issue's target is top-1 >= 0.85 on at least 300 held-out paraphrases. Measured on the test split
 # (306 in-KB, 40 out-of-KB questions): top-1 0.928, top-3 0.994, answered wrong 0.069, "I don't know"
 # precision 0.91 and recall 0.78 (the misses: other lenders' products asked like ours).
@@ -70,9 +72,15 @@ def test_test_split_top1_top3_and_dont_know(retriever: Retriever) -> None:
 
 def test_the_committed_weights_and_threshold_are_the_validation_splits_choice(retriever: Retriever) -> None:
     """knowledge/retrieval.yaml is what `python -m knowledge calibrate` picks on the validation split:
-    the test split played no part (rerun calibrate after changing entries or held-out questions)."""
+    the test split played no part (rerun calibrate after changing entries or held-out questions).
+
+    The threshold is chosen midway between two neighbouring scores, and the engine's scores differ
+    in the fourth decimal from one CPU's vector instructions to another's (0.8342 where the file was
+    calibrated, 0.8347 on an AVX-512 machine, one validation question scoring in between): the same
+    weights, and a threshold within that noise."""
     chosen = calibrate(score(retriever, load_held_out("validation")))
-    assert chosen == {"weights": retriever.settings.weights, "threshold": retriever.settings.threshold}
+    assert chosen["weights"] == retriever.settings.weights
+    assert abs(chosen["threshold"] - retriever.settings.threshold) <= CPU_SCORE_NOISE, chosen["threshold"]
 
 
 def test_every_phrasing_finds_its_own_entry(retriever: Retriever) -> None:
