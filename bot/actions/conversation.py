@@ -43,11 +43,16 @@ def risk_client() -> RiskApiClient:
     return RiskApiClient.from_env()
 
 
-def answered_message(tracker: Tracker) -> str | None:
-    """The customer message this action call answers (its time and id): every action of one turn
-    sees the same, the next message another. None before the first message."""
+def turn_key(tracker: Tracker) -> str | None:
+    """What the actions of one turn share the session answer by (`TurnSessions`): the customer
+    message they answer (its time and id) and the identity slots the tracker carries, which an
+    action that verified or found the session ended has just changed. None before any message."""
     message = next((event for event in reversed(tracker.events) if event.get("event") == "user"), None)
-    return f"{message.get('timestamp')}/{message.get('message_id')}" if message else None
+    if message is None:
+        return None
+    slots = tracker.slots
+    return (f"{message.get('timestamp')}/{message.get('message_id')}/"
+            f"{slots.get('customer_id')}/{slots.get('verified_level')}")
 
 
 def level_rank(level: str | None) -> int:
@@ -87,7 +92,7 @@ class Turn:
         if again:
             client.turn_sessions.forget(tracker.sender_id)
         try:
-            session = await client.session(tracker.sender_id, answered_message(tracker))
+            session = await client.session(tracker.sender_id, turn_key(tracker))
             identity = Identity(session["customer_id"], session["level"]) if session else Identity()
         except (RiskApiUnavailable, RiskApiRefused) as error:
             log.warning("session %s: identity unknown this turn: %s", session_ref(tracker.sender_id), error)

@@ -32,12 +32,14 @@ class TurnSessions:
     one turn (Rasa calls the action server several times for one customer message, and each
     action asked again: most of the action server's CPU under load).
 
-    Keyed by the turn (the customer message being answered): a new message asks afresh. Safe
-    because a session changes only by expiring or by verification, which this client makes and
-    then forgets the conversation's answer; and the risk API checks the session itself on every
+    Keyed by the turn (`conversation.turn_key`: the customer message being answered and the
+    identity slots as the tracker carries them): a new message asks afresh. Safe because a session
+    changes only by expiring or by verification, and an action that verifies (this client then
+    forgets the answer) or finds the session ended records it in those slots, which every later
+    action of the turn receives, in whichever action-server process it runs (the scaled topology
+    balances action calls across several); and the risk API checks the session itself on every
     read and action, so an answer kept a few hundred milliseconds can make the engine ask once
-    more, never act beyond what the session allows. Only while a turn's actions reach one
-    action-server process (each Rasa process has its own).
+    more, never act beyond what the session allows.
     """
 
     def __init__(self, size: int = TURN_SESSIONS_KEPT, longest_seconds: float = TURN_SESSION_SECONDS,

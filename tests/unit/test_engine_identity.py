@@ -230,12 +230,23 @@ def test_an_action_after_a_verification_in_the_same_turn_asks_for_the_new_sessio
     keyed = call_tracker({"requested_slot": "id_last6"}, "12345X")
     asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), keyed, {}))
     risk_api.session = SESSION_L1  # what the risk API answers once the line verified
-    after = call_tracker({"customer_id": "C100001", "verified_level": "L1"}, "12345X")
-    events = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), after, {}))
+    turn = asyncio.run(conversation.Turn.start(keyed, CollectingDispatcher()))
+    assert (turn.customer_id, turn.verified_level) == ("C100001", "L1")
+    assert sessions_asked(risk_api) == 2, "the verification dropped the turn's earlier answer"
+
+
+def test_an_action_after_a_verification_by_another_action_server_asks_for_the_new_session(
+        risk_api: type[RiskApiPlayer]) -> None:
+    # This process answered the message's first action; another one verified (the scaled topology
+    # balances action calls): the slots it set come with the next action's tracker.
+    asyncio.run(conversation.Turn.start(call_tracker({"requested_slot": "id_last6"}, "12345X"), CollectingDispatcher()))
+    risk_api.session = SESSION_L1
+    verified_elsewhere = call_tracker({"customer_id": "C100001", "verified_level": "L1"}, "12345X")
+    events = asyncio.run(validator("check_credit_limit").run(CollectingDispatcher(), verified_elsewhere, {}))
     values = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
     assert values.get("customer_id", "C100001") == "C100001", "the slots copy is kept: the session vouches"
     assert next_question(events) is None
-    assert sessions_asked(risk_api) == 2, "the verification dropped the turn's earlier answer"
+    assert sessions_asked(risk_api) == 2
 
 
 def test_a_kept_session_answer_lasts_ten_seconds_and_the_oldest_conversation_makes_room() -> None:
