@@ -23,8 +23,10 @@ def record(session: Session, *, at: datetime, kind: str, inputs: dict[str, Any],
     session.add(AuditEntry(at=at, channel=channel, session_id=session_id, kind=kind,
                            customer_id=customer_id, inputs=masked, decision=decision,
                            rules=rules or []))
+    # Logs name a conversation by its digest (trust/logs.py), the inputs' copy of its id too.
+    logged = {**masked, "session_id": session_ref(masked["session_id"])} if masked.get("session_id") else masked
     log.info("%s customer=%s session=%s decision=%s rules=%s inputs=%s",
-             kind, customer_id, session_ref(session_id), decision, rules or [], masked)
+             kind, customer_id, session_ref(session_id), decision, rules or [], logged)
 
 
 def entries(session: Session, customer_id: str | None, limit: int) -> list[dict[str, Any]]:

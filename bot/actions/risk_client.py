@@ -103,7 +103,8 @@ class RiskApiClient(RiskApiHttp):
         return answer
 
     async def _verifying(self, session_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A verification changes the session whatever its answer: the turn's kept answer goes."""
+        """A verification may change the session (even one that timed out here may have passed
+        there): the turn's kept answer goes, whatever the outcome."""
         try:
             return await self.call("POST", path, json=body)
         finally:

@@ -193,6 +193,7 @@ def assert_not_in_logs(stack: Stack, sender: str, code: str, *personal: str) -> 
     assert {"rasa.log", "actions.log", "risk_api.log"} <= {log.name for log in logs}, logs
     for log in logs:
         text = log.read_text(encoding="utf-8", errors="replace")
+        assert sender not in text, f"the conversation's id is in {log.name}: logs name it by its digest"
         for value in personal:
             assert value not in text and json.dumps(value)[1:-1] not in text, f"{value!r} is in {log.name}"
         # Six digits also occur by chance (process ids, ports): look where a code could be told.
