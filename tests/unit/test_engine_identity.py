@@ -75,6 +75,8 @@ def risk_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[RiskApiPlayer]]:
     monkeypatch.setenv("RISK_API_URL", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("RISK_API_TOKEN", "engine-token-for-this-test")
     conversation.risk_client.cache_clear()
+    # Virtual time: the actions of one test's message stay one turn however busy the machine is.
+    conversation.risk_client().turn_sessions.clock = lambda: 0.0
     yield RiskApiPlayer
     conversation.risk_client.cache_clear()
     server.shutdown()
