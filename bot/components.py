@@ -223,16 +223,16 @@ class TextlessSafeLogisticRegression(LogisticRegressionClassifier):
         return component
 
     def _create_X(self, messages: list[Message]) -> csr_matrix:  # noqa: N802 (Rasa's name)
+        """The text's sentence features side by side: the sparse ones, then the dense ones times
+        `dense_weight`, each kind in the order the featurizers added them (as Rasa's
+        `get_sparse_features` / `get_dense_features` combine them, which also copy and combine
+        the per-token features this classifier never reads: a fifth of a message's parse)."""
         weight = float(self.config["dense_weight"])
         rows = []
         for message in messages:
-            sparse = message.get_sparse_features(attribute=TEXT)[1]  # (sequence, sentence)
-            dense = message.get_dense_features(attribute=TEXT)[1]
-            parts = []
-            if sparse is not None:
-                parts.append(csr_matrix(sparse.features))
-            if dense is not None:
-                parts.append(csr_matrix(weight * np.asarray(dense.features, dtype=np.float64)))
+            sentence = [f for f in message.features if f.attribute == TEXT and f.type == FEATURE_TYPE_SENTENCE]
+            parts = [csr_matrix(f.features) for f in sentence if f.is_sparse()]
+            parts += [csr_matrix(weight * np.asarray(f.features, dtype=np.float64)) for f in sentence if f.is_dense()]
             rows.append(hstack(parts) if parts else csr_matrix((1, 0)))
         return vstack(rows).tocsr()
 

@@ -10,7 +10,10 @@ Rasa finds an event's class by walking every subclass of Event (and asking `insp
 of each) for every event it reads, dozens a turn (the conversation from the tracker store, the
 action server's replies): here from a table of the classes by name, made at the first event.
 Rasa opens a new aiohttp session, and so a new TCP connection, for every custom action call;
-here each endpoint keeps one session with kept-alive connections (`_KeptSession`).
+here each endpoint keeps one session with kept-alive connections (`_KeptSession`), which encodes
+the domain Rasa puts into every call (about 21 KB of JSON) once (`_DomainEncodedOnce`).
+The rule policy checks every rule against the conversation's latest state at every prediction;
+here only the rules whose last state names that state's previous action (`_possible_rule_keys`).
 
 Rasa 3.6's socket.io channel passes a custom JSON message's keys to `emit` as keyword arguments
 (`emit("bot_uttered", flow=…, expect=…)`), which raises a TypeError and drops the turn; the web
@@ -47,11 +50,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Hashable
 from typing import Any
 
 import aiohttp
@@ -67,7 +72,10 @@ from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketIOOutput
 from rasa.core.lock import TicketLock
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockStore
+from rasa.core.policies.rule_policy import RulePolicy
 from rasa.shared.constants import DOCS_BASE_URL
+from rasa.shared.core.constants import PREVIOUS_ACTION, SHOULD_NOT_BE_SET
+from rasa.shared.core.domain import State
 from rasa.shared.core.events import Event
 from rasa.telemetry import TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE
 from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
@@ -156,6 +164,59 @@ def _resolve_event_type(type_name: str, default: type[Event] | None = None) -> t
         for cls in rasa.shared.utils.common.all_subclasses(Event):
             _event_classes.setdefault(cls.type_name, cls)
     return _event_classes.get(type_name) or _resolve_by_type(type_name, default)
+
+
+class _RulesByLastAction:
+    """One rule lookup's keys, grouped by an action their last state names as the previous one.
+
+    The latest state of a conversation can only match a rule whose last state's previous-action
+    features it has (`RulePolicy._does_rule_match_state`): only the rules filed under one of its
+    own, and those naming none, are checked against it."""
+
+    def __init__(self, lookup: dict[str, str]) -> None:
+        self.lookup = lookup  # kept: the index is found by the lookup's id
+        self.longest = 0
+        self.by_action: dict[tuple[str, Any], set[str]] = {}
+        self.unfiled: set[str] = set()
+        for key in lookup:
+            states = RulePolicy._rule_key_to_state(key)
+            self.longest = max(self.longest, len(states))
+            named = sorted((feature, tuple(value) if isinstance(value, list) else value)
+                           for feature, value in (states[-1].get(PREVIOUS_ACTION) or {}).items()
+                           if value and value != SHOULD_NOT_BE_SET)
+            if named:
+                self.by_action.setdefault(named[0], set()).add(key)
+            else:
+                self.unfiled.add(key)
+
+    def candidates(self, latest: State) -> set[str]:
+        found = set(self.unfiled)
+        for feature, value in (latest.get(PREVIOUS_ACTION) or {}).items():
+            if isinstance(value, Hashable):
+                found |= self.by_action.get((feature, value), set())
+            else:  # a value the index cannot look up: every rule is checked, as Rasa does
+                return set(self.lookup)
+        return found
+
+
+_rule_indexes: dict[int, _RulesByLastAction] = {}
+
+
+def _possible_rule_keys(self: RulePolicy, lookup: dict[str, str], states: list[State]) -> set[str]:
+    """`RulePolicy._get_possible_keys` with the same answer, for less: Rasa checks every rule
+    against the latest state, then the survivors against every older state of the conversation.
+    Here only the rules filed under the latest state's previous action are checked against it
+    (`_RulesByLastAction`), and no state further back than the longest rule (a rule is applicable
+    at any turn further back than its own length: `_is_rule_applicable`)."""
+    index = _rule_indexes.get(id(lookup))
+    if index is None or index.lookup is not lookup:
+        index = _rule_indexes[id(lookup)] = _RulesByLastAction(lookup)
+    if not states:
+        return set(lookup)
+    possible = index.candidates(states[-1])
+    for turn_index, state in enumerate(itertools.islice(reversed(states), index.longest)):
+        possible = {key for key in possible if self._is_rule_applicable(key, turn_index, state)}
+    return possible
 
 
 async def _send_custom_json(self: SocketIOOutput, recipient_id: str, json_message: dict[str, Any],
@@ -270,6 +331,27 @@ async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ti
     raise ConversationBusy("could not acquire the conversation's lock")
 
 
+class _DomainEncodedOnce:
+    """`json.dumps` for the action server's calls, with the domain's JSON made once. Rasa sends the
+    whole domain in every call (`enable_selective_domain` needs a domain digest rasa-sdk 3.21 asks
+    for and Rasa 3.6 never sends), always the same dict (`Domain.as_dict()` is the loaded domain's
+    `_data`, never changed after loading): encoding it was a third of a custom action's cost on
+    Rasa's event loop. Another domain (a model loaded since) is encoded afresh."""
+
+    def __init__(self) -> None:
+        self._domain: dict[str, Any] | None = None  # held, so its id is never another dict's
+        self._encoded = ""
+
+    def __call__(self, body: Any) -> str:
+        domain = body.get("domain") if isinstance(body, dict) else None
+        if not isinstance(domain, dict):
+            return json.dumps(body)
+        if domain is not self._domain:
+            self._domain, self._encoded = domain, json.dumps(domain)
+        rest = json.dumps({key: value for key, value in body.items() if key != "domain"})
+        return f'{rest[:-1]}{", " if rest != "{}" else ""}"domain": {self._encoded}}}'
+
+
 class _KeptSession:
     """What `EndpointConfig.session()` gives Rasa's `request` (`async with endpoint.session()`):
     the endpoint's one aiohttp session, left open, so each custom action's call reuses a kept-alive
@@ -289,7 +371,8 @@ class _KeptSession:
             session = _kept_sessions[key] = aiohttp.ClientSession(
                 headers=endpoint.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
                 # An idle connection is let go before a server would close it (Sanic: after 5 s or more).
-                connector=aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS))
+                connector=aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS),
+                json_serialize=_DomainEncodedOnce())
         return session
 
     async def __aexit__(self, *_: object) -> None:
@@ -339,6 +422,7 @@ if __name__ == "__main__":
     Event.resolve_by_type = staticmethod(_resolve_event_type)  # type: ignore[method-assign,assignment]
     SocketIOOutput.send_custom_json = _send_custom_json  # type: ignore[method-assign]
     EndpointConfig.session = _kept_session  # type: ignore[method-assign,assignment]
+    RulePolicy._get_possible_keys = _possible_rule_keys  # type: ignore[method-assign]
     Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
     rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
     Agent.handle_message = _handle_message_telling_the_widget  # type: ignore[method-assign]

