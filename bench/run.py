@@ -374,6 +374,26 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   the action server and the risk API together, against 37.8 in the run before). The scaled rows
   moved less (34.7 / 35.4 ms of CPU a turn with PostgreSQL against 35.6; a scaled Rasa process
   spends about 21 ms a turn): not separated from the machine's own noise by a back-to-back run.
+- **Rasa's event loop, 2026-12-07 (later)** (py-spy on Rasa under the 8-conversation load). Six
+  things Rasa did on its one event loop at every turn, each now done with the same result (a test
+  checks each against Rasa's own): the tracker store's commit waited for the disk there (saves
+  now run on the store's writer thread); the classifier had Rasa copy and combine the per-token
+  features it never reads, then built a sparse matrix of one row (now the sentence features'
+  values times the coefficients' rows of their columns); the count featurizers made per-token
+  counts nothing reads (now the sentence's only; held-out NLU figures identical after retraining);
+  the rule policy checked all 290 rules against the latest state at every prediction (now those
+  filed under that state's previous action: 0.44 → 0.13 ms a call); every custom action call
+  encoded the 21 KB domain to JSON (now once a model); and a slot's copy went through the
+  pickling protocol (49 slots for every tracker Rasa makes). Alternating the code before and
+  after, three rounds of three 8-conversation loads each: Rasa's CPU a turn over the risk API's
+  (its code unchanged: a gauge of the machine's speed, which moved by up to 40 % between rounds)
+  5.19 → 4.10 (-21 %); Rasa's CPU a turn 18.8 → 15.9 ms and p95 272 → 252 ms (means of the nine).
+- **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
+  bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
+  gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition
+  3.9 s on average) and admission control refused one request of five. The warm-up now calls
+  until every gateway has heard an utterance (bench/gateway_calls.py `_warm_up`); the row was
+  not re-measured since.
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 

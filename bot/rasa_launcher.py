@@ -59,7 +59,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Hashable
 from typing import Any
 
 import aiohttp
@@ -204,14 +203,15 @@ class _RulesByLastAction:
     def candidates(self, latest: State) -> set[str]:
         found = set(self.unfiled)
         for feature, value in (latest.get(PREVIOUS_ACTION) or {}).items():
-            if isinstance(value, Hashable):
+            try:
                 found |= self.by_action.get((feature, value), set())
-            else:  # a value the index cannot look up: every rule is checked, as Rasa does
+            except TypeError:  # a value the index cannot look up: every rule is checked, as Rasa does
                 return set(self.lookup)
         return found
 
 
 _rule_indexes: dict[int, _RulesByLastAction] = {}
+MAX_RULE_INDEXES = 8  # a model has two lookups (rules, and rules for a loop's unhappy path)
 
 
 def _possible_rule_keys(self: RulePolicy, lookup: dict[str, str], states: list[State]) -> set[str]:
@@ -222,6 +222,8 @@ def _possible_rule_keys(self: RulePolicy, lookup: dict[str, str], states: list[S
     at any turn further back than its own length: `_is_rule_applicable`)."""
     index = _rule_indexes.get(id(lookup))
     if index is None or index.lookup is not lookup:
+        if len(_rule_indexes) >= MAX_RULE_INDEXES:  # lookups of models loaded before
+            _rule_indexes.clear()
         index = _rule_indexes[id(lookup)] = _RulesByLastAction(lookup)
     if not states:
         return set(lookup)
