@@ -24,6 +24,9 @@ recognised, refused by admission control (`busy`: the caller is asked again and 
 keypad) or failed, and the recognition wall time; a count holds only if at most
 MAX_REFUSED_SHARE of the utterances were refused or failed.
 
+Each gateway count is measured once every gateway's Whisper workers have loaded the model (they
+start loading with the gateway, as in production): their loading is not what is measured.
+
 Bounded: a fixed number of calls, each CALL_SECONDS long; the peer process gives up after
 PEER_BOUND_SECONDS.
 """
@@ -63,7 +66,7 @@ LATE_FRAME_TARGET = 0.01
 GREETED_BYTES = TELEPHONE_RATE * 2  # a second of the bot's speech
 PEER_SLACK_SECONDS = 60.0  # the callers' process gives up this long after its calls should have ended
 DRAIN_BOUND_SECONDS = 60.0  # every call's end counted by its gateway
-WARM_UP_ROUNDS = 4  # of warm-up calls with recognition, until every gateway has heard an utterance
+READY_BOUND_SECONDS = 180.0  # for every gateway's Whisper workers to load the model at start
 
 
 def spoken_requests(count: int | None = None) -> list[bytes]:
@@ -202,18 +205,17 @@ def _held(runs: Sequence[dict[str, Any]]) -> int:
     return held
 
 
-def _warm_up(ports: Ports, running: Running, names: Sequence[str], health_urls: Sequence[str], token: str,
-             seconds: float, speech: Sequence[bytes]) -> int:
-    """Each gateway's Whisper workers load the model on their first utterance, which is not to be
-    measured: warm-up calls (two a gateway) until every gateway has heard one, since the kernel
-    spreads the calls over the processes as it likes (a gateway left cold refused the first
-    measured count's requests while it loaded). At most WARM_UP_ROUNDS rounds; the rounds run."""
-    rounds = 0
-    while speech and rounds < WARM_UP_ROUNDS and not all(
-            _counters([url], token)["ivr_recognition_seconds_count"] >= 1 for url in health_urls):
-        _measure(ports, running, names, health_urls, 2 * len(health_urls), token, seconds, speech)
-        rounds += 1
-    return rounds
+def _until_recognizers_ready(health_urls: Sequence[str]) -> list[str]:
+    """Each gateway's Whisper workers load the model at start, in the background: the calls are
+    measured once every gateway's has ("ready"), or could not ("failed"), or the bound has passed
+    (its loading would take the CPU of the calls measured, and their first requests would wait).
+    The gateways' recogniser states, as their /health gives them."""
+    deadline = time.monotonic() + READY_BOUND_SECONDS
+    while True:
+        states = [httpx.get(f"{url}/health", timeout=10).json()["recognizer"] for url in health_urls]
+        if "loading" not in states or time.monotonic() > deadline:
+            return states
+        time.sleep(0.25)
 
 
 def _without_prerender(gateway: Service) -> Service:
@@ -242,13 +244,13 @@ def figures(ports: Ports, keys: Secrets, log_dir: Path, processes: Sequence[int]
         names = [gateway.name for gateway in gateways]
         urls = [f"http://127.0.0.1:{port}" for port in health_ports]
         with started([gateways], log_dir) as running:
-            warm_up_rounds = _warm_up(gateway_ports, running, names, urls, keys.metrics, call_seconds, speech)
+            recognizers = _until_recognizers_ready(urls)
             runs = []
             for calls in call_counts:
                 runs.append(_measure(gateway_ports, running, names, urls, calls, keys.metrics, call_seconds, speech))
                 if _held(runs) < calls:
                     break  # more calls would only fail further
-        results[f"gateways_{count}"] = {"runs": runs, "held": _held(runs), "warm_up_rounds": warm_up_rounds}
+        results[f"gateways_{count}"] = {"runs": runs, "held": _held(runs), "recognizers": recognizers}
     first, last = results[f"gateways_{processes[0]}"], results[f"gateways_{processes[-1]}"]
     results["processes"] = list(processes)
     results["held_ratio"] = round(last["held"] / first["held"], 2) if first["held"] else None
@@ -280,7 +282,8 @@ def report(figures: dict[str, Any]) -> str:
                 "(Kokoro's voice, 8 kHz, over the line noise)\nat a random moment after the greeting, about one "
                 "request every 20 s per call, each heard by Whisper base in the\ngateway's worker pool "
                 f"(`whisper.workers` {whisper.workers}, {whisper.threads_per_worker} threads, `max_in_flight` "
-                f"{whisper.max_in_flight}, at a lower\npriority than the calls). A count "
+                f"{whisper.max_in_flight}, at a lower\npriority than the calls), measured once every gateway's "
+                "workers had loaded the model (they load it as\nthe gateway starts). A count "
                 "holds when late frames ≤ 1 %, every caller was greeted and at most\n"
                 f"{MAX_REFUSED_SHARE:.0%} of the utterances were refused by admission control (the caller is asked "
                 "again and offered\nthe keypad) or failed.\n\n"

@@ -391,9 +391,12 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition
-  3.9 s on average) and admission control refused one request of five. The warm-up now calls
-  until every gateway has heard an utterance (bench/gateway_calls.py `_warm_up`); the row was
-  not re-measured since.
+  3.9 s on average) and admission control refused one request of five. A gateway in production
+  did the same to its first callers after every start. Now the gateway's Whisper workers load the
+  model as it starts (its /health says `"recognizer": "loading"`, then `"ready"`), and the bench
+  measures once every gateway says ready. Re-measured (2026-12-07 09:45, both calls-per-machine
+  sections, nothing else): with recognition 15 / 20 calls for 1 / 2 gateways (at 20 calls one
+  gateway refused 6 requests of 20: one worker hears about one request a second); keypad 40 / 70.
 
 Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23):
 

@@ -617,6 +617,7 @@ def health_app(gateway: Gateway) -> FastAPI:
     def health() -> dict[str, Any]:
         return {"status": "ok", "calls": len(gateway.server.calls), "audiosocket_port": gateway.server.port,
                 "speech_recognition": gateway.engines.recognizer is not None,
+                "recognizer": gateway.engines.recognizer_state(),
                 "ami_connected": gateway.ami.connected if gateway.ami else None,
                 "handovers": gateway.handovers, "callbacks": gateway.callbacks,
                 "outcomes_reported": gateway.reporter.reported,

@@ -49,6 +49,13 @@ class VoiceEngines:
         return cls(config, recognizer or configured_recognizer(config), Synthesizer(config.tts, prompts),
                    DialogueClient(rasa_url, channel_token))
 
+    def recognizer_state(self) -> str:
+        """"off" (keypad only), "loading", "ready" or "failed" (WhisperRecognizer.state); Vosk loads
+        at start."""
+        if self.recognizer is None:
+            return "off"
+        return self.recognizer.state if isinstance(self.recognizer, WhisperRecognizer) else "ready"
+
     async def close(self) -> None:
         await self.dialogue.close()
         self.synthesizer.close()
@@ -68,7 +75,8 @@ def configured_recognizer(config: VoiceConfig) -> Recognizer | None:
         if config.barge_in.confirm_characters:  # confirmation waits for partial text Whisper never gives
             raise ConfigError(f"asr.recognizer whisper gives no partial text: barge_in.confirm_characters must be "
                               f"0, not {config.barge_in.confirm_characters}, or no barge-in is ever confirmed")
-        return WhisperRecognizer(config.whisper)
+        # Loaded now, not on the first callers' words (they would wait, and the next be refused).
+        return WhisperRecognizer(config.whisper, load_at_start=True)
     if wanted == "none":
         log.info("speech recognition is off (asr.recognizer: none): callers use the keypad")
         return None

@@ -2,8 +2,10 @@
 
 Unlike Vosk it is not streaming: a stream only collects the utterance the endpointer cut
 (already at 16 kHz: `SpeechRecognition` resamples the 8 kHz call up to `sample_rate`), and
-`finish` sends it to a pool of worker processes, each of which loads the model once, on its
-first utterance. `finish` runs on SpeechRecognition's threads for final texts, so the event
+`finish` sends it to a pool of worker processes, each of which loads the model once: at start
+when the recogniser is made with `load_at_start` (the gateway's is: a worker loading on its first
+utterance kept that caller waiting seconds and refused the callers after), else on its first
+utterance. `finish` runs on SpeechRecognition's threads for final texts, so the event
 loop never waits for Whisper. No partial text: barge-in cannot be confirmed by recognised characters.
 
 Admission control: at most `max_in_flight` utterances are with the pool at once (one being
@@ -83,7 +85,7 @@ SUBTITLE_ARTEFACTS = ("字幕", "订阅", "点赞", "打赏", "作词", "作曲"
 _LOOP = re.compile(r"(\S{1,4}?)\1{3,}")
 _NUMERALS = frozenset("0123456789零〇一二两三四五六七八九十百千万亿幺洞拐勾")
 
-# One (model folder, threads) → WhisperModel per worker process, loaded on its first utterance.
+# One (model folder, threads) → WhisperModel per worker process.
 _worker_models: dict[tuple[str, int], Any] = {}
 
 Transcriber = Callable[[str, int, bytes], str]
@@ -114,10 +116,24 @@ class WhisperConfig:
                              f"got {self.window_seconds}")
 
 
-def _yield_to_calls() -> None:
+def _start_worker(model: tuple[str, int] | None) -> None:
     """In each worker: a lower scheduling priority, so that on a busy machine the calls' audio
-    (20 ms frames on deadlines) gets the CPU first and recognition takes what is left."""
+    (20 ms frames on deadlines) gets the CPU first and recognition takes what is left; then the
+    `model` (folder, threads) loaded, when given."""
     os.nice(WORKER_NICENESS)
+    if model is not None:
+        loaded_model(*model)
+
+
+def loaded_model(model_dir: str, threads: int) -> Any:
+    """This worker's WhisperModel for the folder and threads, loaded on first use."""
+    import faster_whisper.transcribe  # only worker processes load Whisper
+
+    model = _worker_models.get((model_dir, threads))
+    if model is None:
+        model = _worker_models[(model_dir, threads)] = faster_whisper.transcribe.WhisperModel(
+            model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    return model
 
 
 def padding_to_window(frames: int) -> Callable[..., np.ndarray]:
@@ -140,12 +156,9 @@ def transcribe(model_dir: str, threads: int, pcm: bytes, prompt: str = "",
     `prompt`: the initial prompt, whose words Whisper then prefers; a text that only lists them
     back (额度、验证码、 for a bare 嗯) is the prompt echoed, not speech: "" then.
     `window_seconds`: WhisperConfig's."""
-    import faster_whisper.transcribe  # only worker processes load Whisper
+    import faster_whisper.transcribe
 
-    model = _worker_models.get((model_dir, threads))
-    if model is None:
-        model = _worker_models[(model_dir, threads)] = faster_whisper.transcribe.WhisperModel(
-            model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    model = loaded_model(model_dir, threads)
     # The one call of its transcription that pads an utterance's features: to this window.
     faster_whisper.transcribe.pad_or_trim = padding_to_window(round(window_seconds * FRAMES_PER_SECOND))
     audio = samples(pcm).astype(np.float32) / FULL_SCALE
@@ -212,17 +225,32 @@ class WhisperRecognizer:
     # the risk API cannot match locks the caller out. Its callers prove L1 by line and keypad.
     hears_names = False
 
-    def __init__(self, config: WhisperConfig, transcriber: Transcriber = transcribe) -> None:
+    def __init__(self, config: WhisperConfig, transcriber: Transcriber = transcribe,
+                 load_at_start: bool = False) -> None:
+        """`load_at_start`: every worker starts now and loads the model (in the background), else
+        each starts and loads on its first utterance."""
         self.config = config
         self.model_dir = model_directory(config.model_path)
         self._transcriber = transcriber
+        self._load_at_start = load_at_start
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._started: list[Future[int]] = []  # with load_at_start: one per worker, done once it has loaded
         self._pool = self._new_pool()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def state(self) -> str:
+        """"loading" while the workers started at start load the model, "failed" if one could not
+        (each utterance is then "not recognised"), else "ready"."""
+        with self._lock:
+            started = list(self._started)
+        if not all(worker.done() for worker in started):
+            return "loading"
+        return "failed" if any(worker.cancelled() or worker.exception() for worker in started) else "ready"
 
     def stream(self, grammar: list[str] | None = None) -> RecognitionStream:
         if grammar is not None:
@@ -292,9 +320,15 @@ class WhisperRecognizer:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # Spawned, not forked: the parent runs threads (asyncio, recognition, synthesis), and a
-        # fork can copy a lock some other thread holds. Workers start on the first utterance.
-        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_yield_to_calls)
+        # fork can copy a lock some other thread holds.
+        model = (str(self.model_dir), self.config.threads_per_worker) if self._load_at_start else None
+        pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(model,))
+        if model is not None:
+            # The pool starts a worker for each task submitted while none is idle: one task a
+            # worker starts them all now, and each loads the model before it runs a task.
+            self._started = [pool.submit(os.getpid) for _ in range(self.config.workers)]
+        return pool
 
 
 class _Utterance:

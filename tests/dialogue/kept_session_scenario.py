@@ -1,5 +1,5 @@
 """Rasa's `EndpointConfig.request` against a real HTTP server on loopback, in Rasa's environment:
-`python kept_session_scenario.py` prints, as one JSON line, how many TCP connections three calls
+`python kept_session_scenario.py` prints, as one JSON line, how many TCP connections the calls
 opened with Rasa's own session and with bot/rasa_launcher.py's kept one, and what the server saw.
 The calls carry what Rasa's custom action calls do: the domain, the same dict call after call,
 until another model's. tests/dialogue/test_kept_session.py runs it."""
@@ -28,7 +28,7 @@ CALLS = len(BODIES)
 
 
 async def calls(session: Any) -> dict[str, Any]:
-    """Three calls through `session` (EndpointConfig.session's replacement, or Rasa's own)."""
+    """The CALLS calls (BODIES) through `session` (EndpointConfig.session's replacement, or Rasa's own)."""
     peers: set[Any] = set()
     headers: list[str | None] = []
     received: list[Any] = []

@@ -243,9 +243,13 @@ async def test_gateway_process_starts_without_asterisk_and_greets_a_call(running
     risk_port = int(running_stack.risk_url.rsplit(":", 1)[1])
     ports = dataclasses.replace(Ports.free(), rasa=rasa_port, risk_api=risk_port)
     with started([phone_gateway(ports, SECRETS)], tmp_path):
-        health = httpx.get(f"http://127.0.0.1:{ports.gateway_health}/health", timeout=5).json()
-        # No Vosk model configured: Whisper hears callers (its workers start at the first utterance).
-        assert health["ami_connected"] is None and health["speech_recognition"] is True
+        def health() -> dict:
+            return httpx.get(f"http://127.0.0.1:{ports.gateway_health}/health", timeout=5).json()
+
+        # No Vosk model configured: Whisper hears callers, its worker loading the model from the start.
+        assert health()["ami_connected"] is None and health()["speech_recognition"] is True
+        assert health()["recognizer"] in ("loading", "ready")
+        await until(lambda: health()["recognizer"] == "ready", bound=120)
         peer = await AudioSocketPeer("127.0.0.1", ports.audiosocket).connect()
         assert len(await peer.wait_for_audio(8000, timeout=15)) >= 8000
         await peer.send_hangup()

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy
@@ -35,6 +36,8 @@ from bench import samples
 from bench.whisper_asr import character_error_rate
 from ivr_config.loader import ConfigError
 from tests.voice.collector import Collector
+from tests.waiting import until_true
+from voice import whisper
 from voice.asr import AsrConfig, AsrModelError, VoskRecognizer, grammar_for
 from voice.audio import resample
 from voice.barge_in import BargeInConfig
@@ -92,6 +95,12 @@ def answer_after(go: str, model_dir: str, threads: int, pcm: bytes) -> str:
 
 def answer_yes(model_dir: str, threads: int, pcm: bytes) -> str:
     return "是的"
+
+
+def whether_the_model_was_there(model_dir: str, threads: int, pcm: bytes) -> str:
+    """Before any transcription: had this worker loaded the model already?"""
+    time.sleep(0.2)  # long enough for the next utterance to go to another worker, if one is idle
+    return "loaded" if (model_dir, threads) in whisper._worker_models else "cold"
 
 
 def tell_the_prompt(model_dir: str, threads: int, pcm: bytes, prompt: str = "") -> str:
@@ -340,6 +349,38 @@ def test_a_dead_worker_is_replaced(caplog: pytest.LogCaptureFixture) -> None:
         assert dying.in_flight == 0
     finally:
         dying.close()
+
+
+def test_a_recogniser_loaded_at_start_has_the_model_in_every_worker_before_its_first_utterance() -> None:
+    """The gateway's: the first callers who speak are not kept waiting (nor the next refused)
+    while a worker loads the model. Without `load_at_start` a worker loads on its first utterance."""
+    preloaded = WhisperRecognizer(WhisperConfig(workers=2, max_in_flight=4), whether_the_model_was_there,
+                                  load_at_start=True)
+    try:
+        assert preloaded.state == "loading"
+        until_true(lambda: preloaded.state != "loading", bound=120)
+        assert preloaded.state == "ready"
+        with ThreadPoolExecutor(4) as callers:
+            assert list(callers.map(preloaded.recognise, [bytes(3200)] * 4)) == ["loaded"] * 4
+    finally:
+        preloaded.close()
+    lazy = double(whether_the_model_was_there)
+    try:
+        assert lazy.state == "ready" and lazy.recognise(bytes(3200)) == "cold"
+    finally:
+        lazy.close()
+
+
+def test_a_model_that_cannot_be_loaded_at_start_is_reported_and_callers_get_not_recognised(tmp_path: Path) -> None:
+    for name in MODEL_FILES:
+        (tmp_path / name).write_bytes(b"not a model")
+    broken = WhisperRecognizer(WhisperConfig(model_path=str(tmp_path)), load_at_start=True)
+    try:
+        until_true(lambda: broken.state != "loading", bound=120)
+        assert broken.state == "failed"
+        assert broken.recognise(bytes(3200)) == "" and broken.in_flight == 0
+    finally:
+        broken.close()
 
 
 # --- text ---------------------------------------------------------------------------------------
