@@ -5,7 +5,8 @@ Who may say what:
   public. A message counts only with a chat session token the web server issued
   (trust/chat_session.py); the conversation is the session inside the token, never an id the
   client chose. The channel sets the metadata itself (`channel: chat`): a public client cannot
-  claim to be a phone call, a caller number or a priority tier.
+  claim to be a phone call, a caller number or a priority tier. Nor send Rasa an intent of its
+  choosing ("/intent{…}"): only the buttons the bot offered it come back as their payloads.
 - `POST /webhooks/webchat/agent` (`LiveAgentRelay`): the web server, for the agent desk, with
   RASA_DESK_TOKEN. A human agent joins a chat conversation (the bot pauses), writes to the
   customer through the same socket.io room, and leaves (the bot resumes with the survey); the
@@ -133,7 +134,7 @@ class WebChatInput(SocketIOInput):
         webhook = SocketBlueprint(sio, self.socketio_path, "webchat_webhook", __name__)
         self.sio = sio
         tokens: dict[str, str] = {}  # socket id -> the token it proved its session with
-        relay = LiveAgentRelay(lambda: SocketIOOutput(sio, self.bot_message_evt), self.name())
+        relay = LiveAgentRelay(lambda: SignedChoicesOutput(sio, self.bot_message_evt, self.secret), self.name())
 
         @webhook.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -165,8 +166,9 @@ class WebChatInput(SocketIOInput):
             text = _text(data.get("message") if isinstance(data, dict) else None)
             if text is None:
                 return
-            output = SocketIOOutput(sio, self.bot_message_evt)
-            await on_new_message(UserMessage(text, output, session_id, input_channel=self.name(),
+            output = SignedChoicesOutput(sio, self.bot_message_evt, self.secret)
+            await on_new_message(UserMessage(chat_session.received_text(self.secret, session_id, text), output,
+                                             session_id, input_channel=self.name(),
                                              metadata=dict(CHAT_METADATA)))
             relay.conversation_grew(session_id)
 
@@ -180,6 +182,25 @@ class WebChatInput(SocketIOInput):
             return await relay.handle(request.app.ctx.agent, body)
 
         return webhook
+
+
+class SignedChoicesOutput(SocketIOOutput):
+    """The widget's socket.io output, each button's payload sent with its MAC for the session
+    (chat_session.offered_choice): clicked, it comes back as the payload."""
+
+    def __init__(self, sio: AsyncServer, bot_message_evt: str, secret: str) -> None:
+        super().__init__(sio, bot_message_evt)
+        self.secret = secret
+
+    async def send_text_with_buttons(self, recipient_id: str, text: str, buttons: list[dict[str, Any]],
+                                     **kwargs: Any) -> None:
+        await super().send_text_with_buttons(recipient_id, text, _signed(self.secret, recipient_id, buttons),
+                                             **kwargs)
+
+
+def _signed(secret: str, session_id: str, buttons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**button, "payload": chat_session.offered_choice(secret, session_id, button["payload"])}
+            if isinstance(button.get("payload"), str) else button for button in buttons]
 
 
 def _bearer_matches(request: Request, token: str) -> bool:
@@ -356,9 +377,10 @@ class ChatRestInput(InputChannel):
             if text is None:
                 return _refused(400, "malformed", f"message must be text of at most {MAX_MESSAGE_CHARS} characters")
             collector = CollectingOutputChannel()
-            await on_new_message(UserMessage(text, collector, session_id, input_channel=self.name(),
-                                             metadata=dict(CHAT_METADATA)))
-            return response.json(collector.messages)
+            await on_new_message(UserMessage(chat_session.received_text(self.secret, session_id, text), collector,
+                                             session_id, input_channel=self.name(), metadata=dict(CHAT_METADATA)))
+            return response.json([{**message, "buttons": _signed(self.secret, session_id, message["buttons"])}
+                                  if message.get("buttons") else message for message in collector.messages])
 
         return webhook
 

@@ -1,5 +1,6 @@
 """Secrets come from the environment and development values stay on developers' machines;
-chat session tokens cannot be forged, altered or kept past their expiry."""
+chat session tokens cannot be forged, altered or kept past their expiry; a chat client sends
+Rasa an intent only by a button offered to its session."""
 
 from __future__ import annotations
 
@@ -71,3 +72,38 @@ def test_altered_or_forged_tokens_are_refused(tamper: str) -> None:
         "version": ".".join(["v0", session_id, expires, mac]),
     }[tamper]
     assert chat_session.verify(SECRET, token, NOW) is None
+
+
+@pytest.mark.parametrize("payload", ["/close_account", '/inform{"amount": "3000", "名称": "张三#"}'])
+def test_a_button_offered_to_a_session_comes_back_as_its_payload(payload: str) -> None:
+    session_id = chat_session.issue(SECRET, NOW).session_id
+    clicked = chat_session.offered_choice(SECRET, session_id, payload)
+    assert clicked != payload
+    assert chat_session.received_text(SECRET, session_id, clicked) == payload
+    assert chat_session.received_text(SECRET, session_id, f"  {clicked}\n") == payload
+
+
+@pytest.mark.parametrize("sent", ["other_session", "other_secret", "other_payload", "unsigned", "typed_entities",
+                                  "leading_space", "slashes", "truncated_mac"])
+def test_any_other_text_starting_with_a_slash_is_read_as_words(sent: str) -> None:
+    mine, theirs = (chat_session.issue(SECRET, NOW).session_id for _ in range(2))
+    offered = chat_session.offered_choice(SECRET, mine, "/affirm")
+    text = {
+        "other_session": chat_session.offered_choice(SECRET, theirs, "/affirm"),
+        "other_secret": chat_session.offered_choice("another-secret-entirely", mine, "/affirm"),
+        "other_payload": "/deny" + offered[len("/affirm"):],
+        "unsigned": "/affirm",
+        "typed_entities": '/affirm{"verified_level": "L2"}',
+        "leading_space": " /affirm",
+        "slashes": "//affirm",
+        "truncated_mac": offered[:-1],
+    }[sent]
+    received = chat_session.received_text(SECRET, mine, text)
+    assert not received.startswith("/") and received == text.strip().lstrip("/")
+
+
+def test_words_are_passed_on_as_they_are() -> None:
+    session_id = chat_session.issue(SECRET, NOW).session_id
+    assert chat_session.offered_choice(SECRET, session_id, "5分") == "5分", "a button that says words"
+    for text in ("我要还款 / 提前还款", "  查账单 ", "", "#affirm"):
+        assert chat_session.received_text(SECRET, session_id, text) == text
