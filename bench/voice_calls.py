@@ -4,14 +4,17 @@ Every call runs AudioInput, SpeechDetection (noise suppression, VAD, endpointing
 SpeechRecognition, TurnTaking (turns go to the real Rasa over loopback), SpeechSynthesis
 (espeak-ng) and AudioOutput on the real 20 ms clock. The caller's line is Mandarin speech from
 espeak-ng at -20 dBFS over pink noise at 20 dB SNR, plus a live echo of what the bot actually
-sent (60 ms later, -20 dB). The words come from a ScriptedRecognizer: no Chinese Vosk model is
-available here, so what real recognition costs is added from bench/asr_tts.py's Vosk figure.
+sent (60 ms later, -20 dB). The words come from a ScriptedRecognizer (the sentence, at once), so
+what recognition costs is measured apart: Vosk's from bench/asr_tts.py's figure, Whisper's in a
+set of calls of its own (below).
 
 - barge-in: the caller talks over the greeting; reaction = the end of the last greeting frame
   sent (its send time + 20 ms) minus the moment the caller's first speech frame was fed in;
 - reply: the moment the caller's last speech frame was fed in until the first frame of the
   answer, split into endpointing, the Rasa turn and speech synthesis; with the shipped settings
-  (Smart Turn asked after a short silence) and again with the configured silence alone;
+  (the configured silence ends the turn) and again with Smart Turn asked after a short silence;
+  and once more with the caller in Kokoro's voice heard by Whisper (one call at a time), which
+  adds the recognition to the reply;
 - load: N concurrent calls (disclosure and greeting, speech over them, a turn, the reply):
   late frames of AudioOutput and this process's CPU per second of call.
 
@@ -36,12 +39,14 @@ import numpy as np
 from bench import samples as clips
 from bench.stand_ins import RecordingSink, ScriptedRecognizer
 from bench.stats import percentile
+from voice.asr import Recognizer
 from voice.audio import FRAME_SECONDS, TELEPHONE_RATE, frame_bytes, level_dbfs, samples, to_pcm
 from voice.call import CallResult, VoiceEngines, run_call
 from voice.config import VoiceConfig, load_voice_config
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, InputAudio
 from voice.tts import Synthesizer
+from voice.whisper import WhisperRecognizer
 
 SNR_DB = 20.0
 ECHO_DB = -20.0
@@ -56,6 +61,8 @@ LATE_FRAME_TARGET = 0.01
 MACHINE_CORES = 2
 CPU_BUDGET = 0.7  # share of each core the calls may use, leaving room for bursts and the OS
 CALLER_SPEECH_SHARE = 0.4  # the recogniser only decodes while the caller speaks
+WHISPER_READY_BOUND_SECONDS = 120.0
+Voice = Callable[[str, int], bytes]  # a sentence rendered as 16-bit PCM at the rate
 
 
 @dataclass
@@ -150,11 +157,14 @@ async def _call(engines: VoiceEngines, caller: Caller, sink: RecordingSink) -> C
     return await run_call(engines, CallStarted(call_id=f"bench-voice-{uuid.uuid4().hex[:10]}"), caller.frames(), sink)
 
 
-async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: int) -> dict[str, float]:
+async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: int,
+                         recognizer: Recognizer | None = None, voice: Voice = clips.speech) -> dict[str, float]:
     """The caller talks over the greeting, then waits for the answer. The reply is rendered on demand
-    (a fresh synthesiser; only the greeting is warmed), as for a reply with an amount in it."""
+    (a fresh synthesiser; only the greeting is warmed), as for a reply with an amount in it.
+    `recognizer`: what hears the caller (None: a ScriptedRecognizer giving the sentence at once);
+    `voice`: how the caller's sentence is rendered."""
     sentence = clips.SENTENCES[number % len(clips.SENTENCES)]
-    utterance = Utterance(clips.speech(sentence, TELEPHONE_RATE), over_bot_s=1.5 + 0.1 * (number % 10))
+    utterance = Utterance(voice(sentence, TELEPHONE_RATE), over_bot_s=1.5 + 0.1 * (number % 10))
     synthesizer = Synthesizer(config.tts)
     await synthesizer.prerender([config.turns.prompts.greeting], TELEPHONE_RATE)
     sink = RecordingSink()
@@ -169,7 +179,7 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
 
     caller = Caller([utterance], sink, BARGE_IN_CALL_SECONDS, heard_the_answer, seed=number)
     # Spare text in case the detector splits the sentence into two utterances.
-    engines = VoiceEngines(config, ScriptedRecognizer([sentence] * 3), synthesizer, dialogue)
+    engines = VoiceEngines(config, recognizer or ScriptedRecognizer([sentence] * 3), synthesizer, dialogue)
     try:
         result = await _call(engines, caller, sink)
     finally:
@@ -192,15 +202,17 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     return figures
 
 
-async def _barge_in_figures(config: VoiceConfig, rasa_url: str, channel_token: str) -> dict[str, Any]:
+async def _barge_in_figures(config: VoiceConfig, rasa_url: str, channel_token: str,
+                            recognizer: Recognizer | None = None, voice: Voice = clips.speech,
+                            at_once: int = BARGE_IN_AT_ONCE) -> dict[str, Any]:
     barge_in_config = dataclasses.replace(config, turns=dataclasses.replace(
         config.turns, prompts=dataclasses.replace(config.turns.prompts, disclosure="")))  # greeting first
     dialogue = DialogueClient(rasa_url, channel_token)
     runs: list[dict[str, float]] = []
     try:
-        for first in range(0, BARGE_IN_CALLS, BARGE_IN_AT_ONCE):
-            runs += await asyncio.gather(*(_barge_in_call(barge_in_config, dialogue, number)
-                                           for number in range(first, first + BARGE_IN_AT_ONCE)))
+        for first in range(0, BARGE_IN_CALLS, at_once):
+            runs += await asyncio.gather(*(_barge_in_call(barge_in_config, dialogue, number, recognizer, voice)
+                                           for number in range(first, first + at_once)))
     finally:
         await dialogue.close()
 
@@ -209,7 +221,7 @@ async def _barge_in_figures(config: VoiceConfig, rasa_url: str, channel_token: s
 
     return {
         "calls": len(runs),
-        "concurrent_calls": BARGE_IN_AT_ONCE,
+        "concurrent_calls": at_once,
         "missed": int(sum(run["missed"] for run in runs)),
         "before_the_caller_spoke": int(sum(run["early"] for run in runs)),
         "playback_stopped": measured("playback_stopped_s"),
@@ -218,6 +230,7 @@ async def _barge_in_figures(config: VoiceConfig, rasa_url: str, channel_token: s
         "replies_measured": sum("reply_s" in run for run in runs),
         "endpointing": measured("endpointing_s"),
         "endpointer_silence_ms": config.detection.speech_end_silence_ms,
+        "backchannel_max_ms": config.barge_in.backchannel_max_ms,
         "recognition_finish": measured("recognition_s"),
         "rasa_turn": measured("dialogue_s"),
         "synthesis_to_first_frame": measured("synthesis_s"),
@@ -266,6 +279,20 @@ async def _load(config: VoiceConfig, rasa_url: str, channel_token: str, calls: i
     }
 
 
+def _whisper_figures(config: VoiceConfig, rasa_url: str, channel_token: str) -> dict[str, Any]:
+    """The barge-in calls with the caller in Kokoro's voice, heard by Whisper as a gateway hears
+    callers (the shipped settings, the model loaded before the first call), one call at a time:
+    the reply as a caller of an idle gateway waits for it, recognition included."""
+    whisper = WhisperRecognizer(config.whisper, load_at_start=True)
+    try:
+        deadline = time.monotonic() + WHISPER_READY_BOUND_SECONDS
+        while whisper.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return asyncio.run(_barge_in_figures(config, rasa_url, channel_token, whisper, clips.natural_speech, 1))
+    finally:
+        whisper.close()
+
+
 def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | None = None) -> dict[str, Any]:
     """Barge-in and reply latency over whole calls, and concurrent calls held in real time.
     `vosk_real_time_factor` (CPU seconds per audio second, bench/asr_tts.py) turns the measured
@@ -275,6 +302,7 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
     # The same calls with Smart Turn ending turns at its short silence (off as shipped: voice.yaml).
     smart_turn = dataclasses.replace(config, turn_models=dataclasses.replace(config.turn_models, smart_turn=True))
     with_smart_turn = asyncio.run(_barge_in_figures(smart_turn, rasa_url, channel_token))
+    with_whisper = _whisper_figures(config, rasa_url, channel_token)
     load = [asyncio.run(_load(config, rasa_url, channel_token, calls)) for calls in LOAD_CALLS]
     held = 0  # up to the first call count that failed: a later pass is luck, not capacity
     for run in load:
@@ -296,6 +324,10 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
         "barge_in_calls": barge_in,
         "barge_in_calls_smart_turn": {key: with_smart_turn[key] for key in (
             "calls", "replies_measured", "end_of_speech_to_reply", "endpointing", "missed")},
+        "barge_in_calls_whisper": {key: with_whisper[key] for key in (
+            "calls", "concurrent_calls", "backchannel_max_ms", "playback_stopped", "replies_measured",
+            "end_of_speech_to_reply",
+            "endpointing", "recognition_finish", "rasa_turn", "synthesis_to_first_frame", "missed")},
         "load": load,
         "max_calls_held_in_one_process": held,
         "capacity": capacity,
