@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr_config import environment
@@ -609,8 +610,9 @@ def _refusal(status: int, code: str, message: str) -> HTTPException:
 
 
 def health_app(gateway: Gateway) -> FastAPI:
-    """`GET /health` for the stack's start-up check and for monitoring (open, like /metrics with
-    its own token); `POST /queue/priority` for the web server only (GATEWAY_DESK_TOKEN)."""
+    """`GET /health` for the stack's start-up check and for monitoring, `GET /ready` for readiness
+    checks (both open, like /metrics with its own token); `POST /queue/priority` for the web server
+    only (GATEWAY_DESK_TOKEN)."""
     app = FastAPI(title="phone gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/health")
@@ -622,6 +624,13 @@ def health_app(gateway: Gateway) -> FastAPI:
                 "handovers": gateway.handovers, "callbacks": gateway.callbacks,
                 "outcomes_reported": gateway.reporter.reported,
                 "handover_outcomes_unknown": gateway.outcomes.unknown if gateway.outcomes else 0}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        """For a load balancer or an orchestrator: 503 while the recogniser still loads (a caller
+        who spoke then would wait for it); a recogniser that failed leaves the keypad: ready."""
+        state = gateway.engines.recognizer_state()
+        return JSONResponse({"ready": state != "loading", "recognizer": state}, 503 if state == "loading" else 200)
 
     @app.post("/queue/priority")
     async def raise_priority(body: QueuedCall) -> dict[str, Any]:
@@ -641,7 +650,7 @@ def health_app(gateway: Gateway) -> FastAPI:
     # Outermost last: no token → 401 before the body is read; then the size limit.
     app.add_middleware(BodyLimit, limit_for=lambda _path: MAX_CONTROL_BODY, refusal=_too_large)
     desk_token = gateway.settings.desk_token
-    app.add_middleware(BearerGate, tokens=[desk_token] if desk_token else [], open_paths=("/health",),
+    app.add_middleware(BearerGate, tokens=[desk_token] if desk_token else [], open_paths=("/health", "/ready"),
                        refusal={"detail": {"code": "unauthorized", "message": "需要网关令牌。"}})
     app.add_middleware(MetricsEndpoint, service="gateway", token=gateway.settings.metrics_token)
     return app

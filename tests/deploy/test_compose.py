@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -67,6 +68,12 @@ def test_every_service_has_a_health_check_and_limits(resolved: dict[str, Any]) -
         assert service.get("healthcheck", {}).get("test"), f"{name}: no health check"
         limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
         assert limits.get("cpus") and limits.get("memory"), f"{name}: no cpu/memory limits"
+
+
+def test_a_gateway_is_healthy_once_its_recogniser_has_loaded(resolved: dict[str, Any]) -> None:
+    """Compose's health check is what `depends_on: service_healthy` waits for: the gateway's `/ready`."""
+    for name in TOPOLOGY["phone_gateway"][0]:
+        assert urlparse(resolved["services"][name]["healthcheck"]["test"][-1]).path == "/ready", name
 
 
 def test_secrets_come_only_from_the_environment() -> None:

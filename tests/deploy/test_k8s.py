@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -77,6 +78,17 @@ def test_every_container_has_probes_and_resources() -> None:
         resources = container.get("resources", {})
         for bound in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{workload}/{container['name']}: {bound}"
+
+
+def probe_path(probe: dict[str, Any]) -> str:
+    return probe["httpGet"]["path"] if "httpGet" in probe else urlparse(probe["exec"]["command"][-1]).path
+
+
+def test_a_gateway_takes_calls_once_its_recogniser_has_loaded_and_lives_on_its_health() -> None:
+    for workload, container in TOPOLOGY["phone_gateway"][1]:
+        deployed = k8s_container(workload, container)
+        assert probe_path(deployed["readinessProbe"]) == "/ready", container
+        assert probe_path(deployed["livenessProbe"]) == probe_path(deployed["startupProbe"]) == "/health", container
 
 
 def test_secrets_are_referenced_never_embedded() -> None:
