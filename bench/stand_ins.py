@@ -57,7 +57,10 @@ class _ScriptedStream:
         self._shown = shown
         return self._text[:shown]
 
-    def finish(self) -> str:
+    def pause(self) -> None:
+        pass
+
+    def finish(self, ended_in_pause: bool = False) -> str:
         return self._text
 
 

@@ -195,8 +195,9 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     figures["decision_s"] = barge_in - onset
     greeting = [moment for moment, _ in sink.frames if sent is None or moment < sent]
     figures["playback_stopped_s"] = greeting[-1] + FRAME_SECONDS - onset  # the last frame sent still plays 20 ms
-    if stopped is not None and sent is not None and answer is not None:
-        reply = next(moment for moment, _ in sink.frames if moment > answer)
+    # None: the call ended before the answer was heard (counted as a reply not measured)
+    reply = next((moment for moment, _ in sink.frames if moment > answer), None) if answer is not None else None
+    if stopped is not None and sent is not None and reply is not None:
         figures.update(reply_s=reply - end, endpointing_s=stopped - end, recognition_s=sent - stopped,
                        dialogue_s=answer - sent, synthesis_s=reply - answer)
     return figures
@@ -303,6 +304,9 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
     smart_turn = dataclasses.replace(config, turn_models=dataclasses.replace(config.turn_models, smart_turn=True))
     with_smart_turn = asyncio.run(_barge_in_figures(smart_turn, rasa_url, channel_token))
     with_whisper = _whisper_figures(config, rasa_url, channel_token)
+    # The baseline: Whisper started only once the endpointer has ended the utterance.
+    at_the_end = dataclasses.replace(config, detection=dataclasses.replace(config.detection, pause_ms=0))
+    whisper_at_the_end = _whisper_figures(at_the_end, rasa_url, channel_token)
     load = [asyncio.run(_load(config, rasa_url, channel_token, calls)) for calls in LOAD_CALLS]
     held = 0  # up to the first call count that failed: a later pass is luck, not capacity
     for run in load:
@@ -327,7 +331,10 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
         "barge_in_calls_whisper": {key: with_whisper[key] for key in (
             "calls", "concurrent_calls", "backchannel_max_ms", "playback_stopped", "replies_measured",
             "end_of_speech_to_reply",
-            "endpointing", "recognition_finish", "rasa_turn", "synthesis_to_first_frame", "missed")},
+            "endpointing", "recognition_finish", "rasa_turn", "synthesis_to_first_frame", "missed")}
+        | {"pause_ms": config.detection.pause_ms},
+        "barge_in_calls_whisper_started_at_the_end": {key: whisper_at_the_end[key] for key in (
+            "calls", "replies_measured", "end_of_speech_to_reply", "recognition_finish", "missed")},
         "load": load,
         "max_calls_held_in_one_process": held,
         "capacity": capacity,

@@ -57,8 +57,13 @@ class RecognitionStream(Protocol):
         """Feed audio at the recogniser's rate; the utterance's text so far when it changed."""
         ...
 
-    def finish(self) -> str:
-        """End of the utterance: everything recognised since the stream started."""
+    def pause(self) -> None:
+        """The caller paused: the utterance may end here (a whole-utterance recogniser may start)."""
+        ...
+
+    def finish(self, ended_in_pause: bool = False) -> str:
+        """End of the utterance: everything recognised since the stream started.
+        `ended_in_pause`: nothing was said after the last `pause`."""
         ...
 
 
@@ -93,7 +98,10 @@ class _VoskStream:
         self._last_reported = current
         return current
 
-    def finish(self) -> str:
+    def pause(self) -> None:
+        pass  # streaming: the text so far is already decoded
+
+    def finish(self, ended_in_pause: bool = False) -> str:
         if self._final is None:
             self._add_segment(self._kaldi.FinalResult(), "text")
             self._final = self._joined()

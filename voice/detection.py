@@ -14,7 +14,9 @@ reduction lowers recognition accuracy. Per 20 ms frame:
 3. The endpointer: speech starts when enough of a short window is voiced (so a click or a
    single noisy frame does not open an utterance), ends after `speech_end_silence_ms` of
    silence, and is cut at `max_utterance_ms`. The speech processor may end it earlier, on
-   Smart Turn's word after a short silence (`end_utterance`, voice/turn_models.py).
+   Smart Turn's word after a short silence (`end_utterance`, voice/turn_models.py). A shorter
+   silence, `pause_ms`, is a pause the utterance may end in: the speech processor tells the
+   recogniser, and Whisper starts hearing the words so far while the endpointer still waits.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class DetectionConfig:
     speech_start_ms: int = 120
     speech_start_window_ms: int = 200
     speech_end_silence_ms: int = 700
+    # Whisper hears an utterance in about 650 ms once it has it: started at this pause, its text is
+    # mostly there when the endpointer ends the utterance (kept if nothing more was said). 0: off.
+    pause_ms: int = 200
     max_utterance_ms: int = 15000
     noise_suppression: bool = True
     noise_profile_ms: int = 1000
@@ -74,6 +79,9 @@ class DetectionConfig:
         for name in ("speech_end_silence_ms", "max_utterance_ms", "noise_profile_ms", "noise_floor_window_ms"):
             if getattr(self, name) < FRAME_MS:
                 raise ValueError(f"{name} must be at least one frame ({FRAME_MS} ms)")
+        if self.pause_ms and not FRAME_MS <= self.pause_ms < self.speech_end_silence_ms:
+            raise ValueError(f"pause_ms must be 0 (off) or from one frame ({FRAME_MS} ms) to below "
+                             f"speech_end_silence_ms ({self.speech_end_silence_ms}), got {self.pause_ms}")
 
 
 class SpeechEvent(Enum):

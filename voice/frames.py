@@ -96,10 +96,18 @@ class UserStartedSpeaking(Frame):
 
 
 @dataclass(frozen=True)
+class UserPaused(Frame):
+    """The caller has been silent `DetectionConfig.pause_ms` within an utterance: it may end here.
+    A recogniser that hears whole utterances (Whisper) starts on the words so far."""
+
+
+@dataclass(frozen=True)
 class UserStoppedSpeaking(Frame):
-    """The endpointer closed the utterance: after enough silence, or at the maximum length."""
+    """The endpointer closed the utterance: after enough silence, or at the maximum length.
+    `ended_in_pause`: nothing was said after the last `UserPaused` (its words are the utterance's)."""
 
     cut_at_max_length: bool = False
+    ended_in_pause: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from voice.frames import (
     OutputAudio,
     Speak,
     Transcript,
+    UserPaused,
     UserStartedSpeaking,
     UserStoppedSpeaking,
 )
@@ -114,6 +115,7 @@ class SpeechDetection(FrameProcessor):
         self._awaiting_confirmation = False
         self._judging_final_text = False  # a held utterance ended: its final text says what it was
         self._in_utterance = False
+        self._paused = False  # silent `pause_ms` in the utterance, nothing said since
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, CallStarted):
@@ -164,6 +166,12 @@ class SpeechDetection(FrameProcessor):
         detection = self._detector.process(pcm)
         if self._end_of_turn is not None:
             self._end_of_turn.hear(pcm)
+        if detection.speech:
+            self._paused = False
+        elif (self._in_utterance and not self._paused and self.detection_config.pause_ms
+              and self._detector.silence_ms >= self.detection_config.pause_ms):
+            self._paused = True
+            await self.push(UserPaused())
         if detection.event is SpeechEvent.STARTED and not self._bot_speaking and not self._in_utterance:
             await self._open_utterance()
         elif detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
@@ -195,6 +203,7 @@ class SpeechDetection(FrameProcessor):
     async def _open_utterance(self) -> None:
         assert self._detector is not None
         self._in_utterance = True
+        self._paused = False
         if self._end_of_turn is not None:
             self._end_of_turn.utterance_started(self._detector.utterance_ms)
         await self.push(UserStartedSpeaking())
@@ -211,7 +220,8 @@ class SpeechDetection(FrameProcessor):
                 await self.push(Acknowledgement(""))  # no words to go by: short is a back-channel
         if self._in_utterance:
             self._in_utterance = False
-            await self.push(UserStoppedSpeaking(cut_at_max_length=cut))
+            await self.push(UserStoppedSpeaking(cut_at_max_length=cut, ended_in_pause=self._paused))
+            self._paused = False
         self._barge_in.reset()
 
     async def _judge_short_utterance(self, text: str) -> None:
@@ -267,10 +277,13 @@ class SpeechRecognition(FrameProcessor):
             await self.push(frame, direction)
             await self._accept(buffered)
             return
+        elif isinstance(frame, UserPaused) and self._stream is not None:
+            await asyncio.get_running_loop().run_in_executor(RECOGNITION_THREADS, self._stream.pause)
         elif isinstance(frame, UserStoppedSpeaking) and self._stream is not None:
             stream, self._stream = self._stream, None
             await self.push(frame, direction)
-            text = await asyncio.get_running_loop().run_in_executor(FINISH_THREADS, stream.finish)
+            text = await asyncio.get_running_loop().run_in_executor(FINISH_THREADS, stream.finish,
+                                                                    frame.ended_in_pause)
             final = Transcript(text, final=True)
             # Upstream first: speech detection judges a short utterance the bot talked over by its
             # words (an interruption must reach the turn taking before the words do).

@@ -8,6 +8,13 @@ utterance kept that caller waiting seconds and refused the callers after), else 
 utterance. `finish` runs on SpeechRecognition's threads for final texts, so the event
 loop never waits for Whisper. No partial text: barge-in cannot be confirmed by recognised characters.
 
+Started at a pause: when the caller pauses (`DetectionConfig.pause_ms`, 200 ms), a worker is
+idle and no other caller is speaking, `pause` sends the words so far; if the utterance ends in
+that pause (the endpointer waits for a longer silence), `finish` keeps that text instead of
+sending the utterance again, so the caller waits for what is left of the recognition, not all of
+it. If they go on, that hearing is thrown away: with other callers speaking, their utterances
+would wait for it, hence the conditions.
+
 Admission control: at most `max_in_flight` utterances are with the pool at once (one being
 heard per worker, the others waiting: a few seconds at most); one more is answered "not
 recognised" (empty text) at once, with a log line, so the caller hears the no-match prompt and
@@ -35,6 +42,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,7 +50,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -68,6 +76,9 @@ WORKER_NICENESS = 10  # added to the gateway's: a recognition may wait, a frame 
 RESULT_TIMEOUT_S = 30.0  # a worker that takes longer is stuck: the caller gets "not recognised"
 RECOGNITIONS = Counter("ivr_recognitions_total", "Utterances sent to Whisper, by outcome: recognised, empty (no "
                        "words), busy (refused by admission control), failed", ["outcome"])
+PAUSE_HEARINGS = Counter("ivr_recognitions_started_in_pause_total", "Utterances Whisper started hearing at a "
+                         "pause, by outcome: kept (the utterance ended there), dropped (the caller went on)",
+                         ["outcome"])
 RECOGNITION_SECONDS = Histogram("ivr_recognition_seconds", "Wall time from an utterance's end to Whisper's text",
                                 buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0))
 # A repetition loop ("词曲词曲词曲…") compresses far better than speech: faster-whisper's own threshold.
@@ -235,6 +246,7 @@ class WhisperRecognizer:
         self._load_at_start = load_at_start
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._open: weakref.WeakSet[_Utterance] = weakref.WeakSet()  # callers speaking (dropped at hang-up)
         self._started: list[Future[int]] = []  # with load_at_start: one per worker, done once it has loaded
         self._pool = self._new_pool()
 
@@ -255,26 +267,45 @@ class WhisperRecognizer:
     def stream(self, grammar: list[str] | None = None) -> RecognitionStream:
         if grammar is not None:
             return _ClosedQuestion()
-        return _Utterance(self)
+        utterance = _Utterance(self)
+        with self._lock:
+            self._open.add(utterance)
+        return utterance
 
-    def recognise(self, pcm: bytes) -> str:
-        """Blocks until the text is back (call it off the event loop); "" when not recognised."""
+    def start(self, pcm: bytes) -> Hearing | None:
+        """Starts hearing `pcm` (the words before a pause the utterance may end in) if a worker is
+        idle and no other caller is speaking (no other utterance open), else None. So no utterance
+        waits for the worker it takes, but one begun after it that ends within the hearing's ~0.75 s."""
+        with self._lock:
+            if len(self._open) > 1:  # their utterance will want the worker: a guess must not take it
+                return None
+        hearing, _ = self._submitted(pcm, limit=self.config.workers) if pcm else (None, "")
+        return hearing
+
+    def recognise(self, pcm: bytes, started: Hearing | None = None) -> str:
+        """Blocks until the text is back (call it off the event loop); "" when not recognised.
+        `started`: what `start` returned for exactly this audio, so it is not sent again."""
         if not pcm:
             return ""
-        started = time.monotonic()
-        text, outcome = self._recognise(pcm)
+        began = time.monotonic()
+        hearing, outcome = (started, "") if started is not None else self._submitted(pcm, self.config.max_in_flight)
+        text = ""
+        if hearing is not None:
+            text, outcome = self._heard(hearing)
+        elif outcome == "busy":
+            log.warning("whisper busy (max_in_flight %d utterance(s) in flight): not recognised, the caller is "
+                        "asked again and can use the keypad", self.config.max_in_flight)
         RECOGNITIONS.labels(outcome).inc()
         if outcome in ("recognised", "empty"):
-            RECOGNITION_SECONDS.observe(time.monotonic() - started)
+            RECOGNITION_SECONDS.observe(time.monotonic() - began)
         return text
 
-    def _recognise(self, pcm: bytes) -> tuple[str, str]:
-        """The text and the outcome (RECOGNITIONS' label)."""
+    def _submitted(self, pcm: bytes, limit: int) -> tuple[Hearing | None, str]:
+        """`pcm` sent to a worker, or None and the outcome (RECOGNITIONS' label) when `limit`
+        utterances are already in flight ("busy") or the pool is gone ("failed")."""
         with self._lock:
-            if self._in_flight >= self.config.max_in_flight:
-                log.warning("whisper busy (%d utterance(s) in flight, max_in_flight %d): not recognised, the "
-                            "caller is asked again and can use the keypad", self._in_flight, self.config.max_in_flight)
-                return "", "busy"
+            if self._in_flight >= limit:
+                return None, "busy"
             self._in_flight += 1
             pool = self._pool
         try:
@@ -287,23 +318,32 @@ class WhisperRecognizer:
             self._release()
             self._replace_pool(pool)
             log.exception("whisper's worker pool was broken: not recognised")
-            return "", "failed"
+            return None, "failed"
         except RuntimeError:  # close() ran: the call is ending with the process
             self._release()
-            return "", "failed"
+            return None, "failed"
         future.add_done_callback(self._release)  # the slot is held until the worker is really done
+        return Hearing(future, pool), ""
+
+    def _heard(self, hearing: Hearing) -> tuple[str, str]:
+        """The text and the outcome (RECOGNITIONS' label)."""
         try:
             # The business's words put back where Whisper wrote a near homophone (账单, not 障碳).
-            text = default_heard_terms().correct(clean_text(future.result(timeout=RESULT_TIMEOUT_S)))
+            text = default_heard_terms().correct(clean_text(hearing.future.result(timeout=RESULT_TIMEOUT_S)))
             return text, "recognised" if text else "empty"
         except TimeoutError:
             log.error("whisper took over %.0f s for one utterance: not recognised", RESULT_TIMEOUT_S)
         except BrokenProcessPool:
-            self._replace_pool(pool)
+            self._replace_pool(hearing.pool)
             log.exception("a whisper worker died: not recognised")
         except Exception:  # the worker's own error (a model it cannot load): the call goes on by keypad
             log.exception("whisper failed: not recognised")
         return "", "failed"
+
+    def ended(self, utterance: _Utterance) -> None:
+        """The caller stopped speaking (an utterance a hang-up cut leaves by being collected)."""
+        with self._lock:
+            self._open.discard(utterance)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -331,11 +371,19 @@ class WhisperRecognizer:
         return pool
 
 
+class Hearing(NamedTuple):
+    """An utterance with the workers: its text to come, and the pool it was sent to."""
+
+    future: Future[str]
+    pool: ProcessPoolExecutor
+
+
 class _Utterance:
     def __init__(self, recognizer: WhisperRecognizer) -> None:
         self._recognizer = recognizer
         self._audio = bytearray()
         self._final: str | None = None
+        self._in_pause: tuple[int, Hearing | None] | None = None  # at the last pause: audio length, its hearing
 
     def accept(self, pcm: bytes) -> str | None:
         if self._final is not None:
@@ -344,11 +392,30 @@ class _Utterance:
         self._audio += pcm[:max(0, room)]
         return None  # no partials: Whisper hears the utterance whole
 
-    def finish(self) -> str:
+    def pause(self) -> None:
         if self._final is None:
-            self._final = self._recognizer.recognise(bytes(self._audio))
+            self._drop_pause()
+            self._in_pause = len(self._audio), self._recognizer.start(bytes(self._audio))
+
+    def finish(self, ended_in_pause: bool = False) -> str:
+        if self._final is None:
+            self._recognizer.ended(self)
+            if ended_in_pause and self._in_pause is not None and self._in_pause[1] is not None:
+                # The audio after the pause is silence: what was started there is the utterance.
+                length, hearing = self._in_pause
+                self._in_pause = None
+                PAUSE_HEARINGS.labels("kept").inc()
+                self._final = self._recognizer.recognise(bytes(self._audio[:length]), hearing)
+            else:
+                self._drop_pause()
+                self._final = self._recognizer.recognise(bytes(self._audio))
             self._audio.clear()
         return self._final
+
+    def _drop_pause(self) -> None:
+        if self._in_pause is not None and self._in_pause[1] is not None:
+            PAUSE_HEARINGS.labels("dropped").inc()  # the caller went on: its worker finishes and is free again
+        self._in_pause = None
 
 
 class _ClosedQuestion:
@@ -357,7 +424,10 @@ class _ClosedQuestion:
     def accept(self, pcm: bytes) -> str | None:
         return None
 
-    def finish(self) -> str:
+    def pause(self) -> None:
+        pass
+
+    def finish(self, ended_in_pause: bool = False) -> str:
         return ""
 
 

@@ -50,6 +50,7 @@ def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pyte
     ("detection:\n  vad_agressiveness: 2\n", "detection: Additional properties are not allowed ('vad_agressiveness'"),
     ("detection:\n  vad_aggressiveness: loud\n", "detection.vad_aggressiveness: 'loud' is not of type 'integer'"),
     ("detection:\n  vad_aggressiveness: 7\n", "detection: vad_aggressiveness must be 0-3"),
+    ("detection:\n  pause_ms: 700\n", "detection: pause_ms must be 0 (off) or from one frame (20 ms) to below"),
     ("barge_in: [1, 2]\n", "barge_in: [1, 2] is not of type 'object'"),
     ("turns:\n  no_input_timeout_ms: 7000\n   digit_timeout_ms: 1\n", "line 3, column 20: invalid YAML"),
     ("tts:\n  rate: fast\n", "tts.rate: 'fast' is not of type 'integer'"),

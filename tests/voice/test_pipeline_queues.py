@@ -64,7 +64,10 @@ class _HeldStream:
         self._recognizer.latch.wait(LATCH_BOUND_SECONDS)
         return None
 
-    def finish(self) -> str:
+    def pause(self) -> None:
+        pass
+
+    def finish(self, ended_in_pause: bool = False) -> str:
         self._recognizer.latch.wait(LATCH_BOUND_SECONDS)
         return SAID
 

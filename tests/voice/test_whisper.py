@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import os
 import re
@@ -43,9 +44,10 @@ from voice.audio import resample
 from voice.barge_in import BargeInConfig
 from voice.call import configured_recognizer
 from voice.config import VoiceConfig, load_voice_config
-from voice.frames import CallStarted, InputAudio, UserStartedSpeaking, UserStoppedSpeaking
+from voice.detection import DetectionConfig
+from voice.frames import CallStarted, InputAudio, UserPaused, UserStartedSpeaking, UserStoppedSpeaking
 from voice.pipeline import Pipeline
-from voice.processors import SpeechRecognition
+from voice.processors import SpeechDetection, SpeechRecognition
 from voice.whisper import (
     MODEL_FILES,
     WhisperConfig,
@@ -109,6 +111,16 @@ def tell_the_prompt(model_dir: str, threads: int, pcm: bytes, prompt: str = "") 
 
 def tell_the_window(model_dir: str, threads: int, pcm: bytes, window_seconds: float = 30.0) -> str:
     return f"窗口{window_seconds:g}秒"
+
+
+def heard_length(folder: str, model_dir: str, threads: int, pcm: bytes) -> str:
+    """Says how many bytes it heard, and leaves a file in `folder` for each utterance it heard."""
+    Path(folder, f"{len(pcm)}-{os.getpid()}-{time.monotonic_ns()}").touch()
+    return str(len(pcm))
+
+
+def held_heard_length(go: str, folder: str, model_dir: str, threads: int, pcm: bytes) -> str:
+    return heard_length(folder, model_dir, threads, pcm) if _wait_for(Path(go)) else "没等到"
 
 
 def crash(model_dir: str, threads: int, pcm: bytes) -> str:
@@ -349,6 +361,144 @@ def test_a_dead_worker_is_replaced(caplog: pytest.LogCaptureFixture) -> None:
         assert dying.in_flight == 0
     finally:
         dying.close()
+
+
+# --- started at a pause ----------------------------------------------------------------------------
+
+def lengths_heard(folder: Path) -> list[int]:
+    return sorted(int(path.name.split("-")[0]) for path in folder.iterdir())
+
+
+def pause_hearings(outcome: str) -> float:
+    return REGISTRY.get_sample_value("ivr_recognitions_started_in_pause_total", {"outcome": outcome}) or 0.0
+
+
+def test_an_utterance_that_ends_in_the_pause_is_heard_from_there_and_only_once(tmp_path: Path) -> None:
+    recogniser = double(functools.partial(heard_length, str(tmp_path)))
+    kept = pause_hearings("kept")
+    try:
+        stream = recogniser.stream()
+        stream.accept(bytes(3200))
+        stream.pause()
+        stream.accept(bytes(16000))  # the rest of the endpointer's silence
+        assert stream.finish(ended_in_pause=True) == "3200"
+        assert lengths_heard(tmp_path) == [3200]
+        assert pause_hearings("kept") == kept + 1
+    finally:
+        recogniser.close()
+
+
+def test_words_after_a_pause_drop_what_was_started_there(tmp_path: Path) -> None:
+    """Said on after the first pause: the whole utterance is heard (ended in speech, or cut at
+    the maximum length), or what was said up to the last pause the utterance ended in."""
+    recogniser = double(functools.partial(heard_length, str(tmp_path)))
+    dropped = pause_hearings("dropped")
+    try:
+        went_on = recogniser.stream()
+        went_on.accept(bytes(3200))
+        went_on.pause()
+        until_true(lambda: recogniser.in_flight == 0)  # a worker idle again for the next pause
+        went_on.accept(bytes(1600))
+        assert went_on.finish(ended_in_pause=False) == "4800"
+
+        paused_again = recogniser.stream()
+        paused_again.accept(bytes(3200))
+        paused_again.pause()
+        until_true(lambda: recogniser.in_flight == 0)
+        paused_again.accept(bytes(1600))
+        paused_again.pause()
+        paused_again.accept(bytes(16000))
+        assert paused_again.finish(ended_in_pause=True) == "4800"
+        assert lengths_heard(tmp_path) == [3200, 3200, 4800, 4800]
+        assert pause_hearings("dropped") == dropped + 2
+    finally:
+        recogniser.close()
+
+
+async def test_a_pause_starts_nothing_while_every_worker_is_busy(tmp_path: Path) -> None:
+    """A guess never queues behind another caller's utterance (nor delays the next one): with
+    the only worker busy, the pause starts nothing and the utterance is heard whole at its end."""
+    go, heard = tmp_path / "go", tmp_path / "heard"
+    heard.mkdir()
+    recogniser = double(functools.partial(held_heard_length, str(go), str(heard)), workers=1, max_in_flight=3)
+    try:
+        other_caller = recogniser.stream()
+        other_caller.accept(bytes(6400))
+        other_text = asyncio.get_running_loop().run_in_executor(None, other_caller.finish)
+        while recogniser.in_flight < 1:
+            await asyncio.sleep(0.01)
+        stream = recogniser.stream()
+        stream.accept(bytes(3200))
+        stream.pause()
+        assert recogniser.in_flight == 1  # nothing sent
+        stream.accept(bytes(800))
+        go.touch()
+        assert stream.finish(ended_in_pause=True) == "4000"
+        assert await other_text == "6400"
+        assert lengths_heard(heard) == [4000, 6400]
+    finally:
+        go.touch()
+        recogniser.close()
+
+
+def test_a_pause_starts_nothing_while_another_caller_is_speaking(tmp_path: Path) -> None:
+    """Their utterance will want the worker when it ends: a guess must not be holding it then.
+    A caller who hung up mid-sentence (their stream dropped, never finished) speaks no more."""
+    recogniser = double(functools.partial(heard_length, str(tmp_path)))
+    try:
+        other_caller = recogniser.stream()
+        other_caller.accept(bytes(1600))
+        stream = recogniser.stream()
+        stream.accept(bytes(3200))
+        stream.pause()
+        assert recogniser.in_flight == 0  # the worker idle, yet nothing sent
+        stream.accept(bytes(800))
+        assert stream.finish(ended_in_pause=True) == "4000"
+        del other_caller  # hung up: SpeechRecognition lets go of the stream
+        gc.collect()
+        alone = recogniser.stream()
+        alone.accept(bytes(3200))
+        alone.pause()
+        alone.accept(bytes(800))
+        assert alone.finish(ended_in_pause=True) == "3200"
+        assert lengths_heard(tmp_path) == [3200, 4000]
+    finally:
+        recogniser.close()
+
+
+async def test_the_speech_processor_tells_whisper_where_the_caller_paused_and_that_the_turn_ended_there(
+        tmp_path: Path) -> None:
+    """The real endpointer on a caller who pauses mid-sentence (500 ms) and then stops: a pause
+    after each part; the first hearing is dropped (the caller went on), the second is the
+    utterance's text, without the endpointer's remaining 500 ms of silence."""
+    recogniser = double(functools.partial(heard_length, str(tmp_path)))
+    detection = SpeechDetection(DetectionConfig(pause_ms=200, speech_end_silence_ms=700), BargeInConfig(),
+                                text_expected=True)
+    seen, collected = Collector(pass_on=True), Collector()
+    pipeline = Pipeline([detection, seen, SpeechRecognition(recogniser), collected])
+    try:
+        await pipeline.send(CallStarted("whisper-pause", sample_rate=8000))
+        first = samples.silence(1.0) + samples.natural_speech("我想查一下") + samples.silence(0.5)
+        for frame in samples.frames(first, 8000):
+            await pipeline.send(InputAudio(frame, 8000))
+        await pipeline.idle()
+        until_true(lambda: recogniser.in_flight == 0)  # the first hearing is back: a worker idle
+        for frame in samples.frames(samples.natural_speech("我的账单") + samples.silence(1.5), 8000):
+            await pipeline.send(InputAudio(frame, 8000))
+        await pipeline.idle()
+        turn = (UserStartedSpeaking, UserPaused, UserStoppedSpeaking)
+        assert [type(frame) for frame in seen.frames if isinstance(frame, turn)] == [
+            UserStartedSpeaking, UserPaused, UserPaused, UserStoppedSpeaking]
+        assert seen.of(UserStoppedSpeaking) == [UserStoppedSpeaking(ended_in_pause=True)]
+        first_part, whole = lengths_heard(tmp_path)
+        assert collected.finals() == [str(whole)]
+        assert first_part < whole
+        # What the endpointer waited after the pause (700 - 200 ms, give or take a frame of VAD lag) is not heard.
+        utterance = (len(first) + len(samples.natural_speech("我的账单"))) * 2  # at 16 kHz
+        assert whole < utterance
+    finally:
+        await pipeline.close()
+        recogniser.close()
 
 
 def test_a_recogniser_loaded_at_start_has_the_model_in_every_worker_before_its_first_utterance() -> None:
