@@ -19,8 +19,10 @@ the reply starts; bench/voice_calls.py adds the rest on whole calls.
   after the caller's first words and 2 s of a quiet line (babble also before the caller spoke),
   and missed barge-ins on the caller speaking again (as loud, 6 dB softer), with webrtcvad alone
   and with Silero; the barge-in detector's caller-level gate is on in both.
-- back-channels: 嗯, 对对, 是的, 好的, 嗯嗯 said over the bot's prompt (echo 20 dB down), without
-  a recogniser (length alone decides): how many stop the bot, with the hold and without.
+- back-channels: 嗯, 对对, 是的, 好的, 嗯嗯 said over the bot's prompt as AudioOutput really plays it
+  (on virtual time; the echo, 20 dB down, is what it sent), without a recogniser (length alone
+  decides): how many stop the bot, with the hold and without; how long the bot paused for one
+  (`barge_in.pause_when_held`) and whether it then played all of its prompt.
 Bounded: fixed sentence and scenario lists.
 """
 
@@ -31,26 +33,29 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench import samples
 from bench.spoken_requests import requests
+from bench.stand_ins import RecordingSink, ScriptedRecognizer, VirtualTime
 from bench.stats import percentile
-from voice.audio import FRAME_MS, TELEPHONE_RATE, level_dbfs
+from voice.audio import FRAME_MS, TELEPHONE_RATE, frame_bytes, level_dbfs
 from voice.barge_in import BargeInConfig
 from voice.detection import DetectionConfig
 from voice.frames import (
     Acknowledgement,
-    BotSpeech,
     CallStarted,
     Direction,
     Frame,
     InputAudio,
     Interruption,
+    OutputAudio,
     UserStoppedSpeaking,
 )
+from voice.output import AudioOutput
 from voice.pipeline import FrameProcessor, Pipeline
-from voice.processors import AudioInput, SpeechDetection
+from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
 from voice.turn_models import EndOfTurn, SmartTurn, TurnModels, TurnModelsConfig, turn_models
 
 PAUSED_SENTENCES = (
@@ -64,21 +69,25 @@ THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99)
 BEFORE_S, AFTER_S = 1.2, 1.5
 ONSET_SEEDS = 24  # a 2 % target needs more than a handful
 BACKCHANNELS = ("嗯。", "对对。", "是的。", "好的。", "嗯嗯。")
+ECHO_DELAY_S = 0.06
 
 
 class _Ends(FrameProcessor):
     """The end of the bench pipeline: when each utterance ended, in frames fed."""
 
-    def __init__(self) -> None:
+    def __init__(self, pass_on: bool = False) -> None:
         super().__init__()
         self.frame = 0
         self.ended_at: list[int] = []
         self.frames: list[Frame] = []
+        self.pass_on = pass_on  # True: in the middle of the pipeline, frames go on as they came
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         self.frames.append(frame)
         if isinstance(frame, UserStoppedSpeaking):
             self.ended_at.append(self.frame)
+        if self.pass_on:
+            await self.push(frame, direction)
 
 
 class _Recording(EndOfTurn):
@@ -238,35 +247,75 @@ def onset(models: TurnModels) -> dict[str, Any]:
     return figures
 
 
-async def _over_the_bot(speech: bytes, barge_in: BargeInConfig) -> tuple[bool, bool]:
-    """(stopped the bot, recorded as an acknowledgement) for `speech` 1.5 s into the bot's prompt."""
+@dataclass
+class OverThePlayingBot:
+    """What happened when the caller spoke over a prompt: the frames past the recogniser, what the
+    bot sent and when (virtual time), and when the caller started."""
+
+    frames: list[Frame]
+    sink: RecordingSink
+    onset_s: float
+
+    def of(self, kind: type) -> list[Frame]:
+        return [frame for frame in self.frames if isinstance(frame, kind)]
+
+    @property
+    def longest_pause_s(self) -> float:
+        """The longest gap in the prompt's frames after the caller started (0: none)."""
+        moments = [moment for moment, _ in self.sink.frames]
+        return max((after - before - FRAME_MS / 1000 for before, after in zip(moments, moments[1:], strict=False)
+                    if before >= self.onset_s), default=0.0)
+
+
+async def over_the_playing_bot(caller_speech: bytes, said: list[str] | None = None,
+                               barge_in: BargeInConfig | None = None, onset_s: float = 1.5, partials: bool = False,
+                               tap: FrameProcessor | None = None) -> OverThePlayingBot:
+    """The bot's prompt really plays (AudioOutput on virtual time) and the line's echo is what it
+    sent, 60 ms later and 20 dB down, so a paused bot leaves a quiet line; the caller says
+    `caller_speech` `onset_s` in over pink noise 35 dB down. `said`: what a recogniser gives (None:
+    no recogniser, length alone decides), only at the end as Whisper does or with `partials` as it
+    goes; `tap` sees the frames right after the speech detection."""
+    time_ = VirtualTime()
+    sink = RecordingSink(clock=time_.clock)
     prompt = samples.bot_prompt()
-    line = samples.mix(samples.scaled(samples.delayed(prompt, 0.06), -20.0), samples.silence(1.5) + speech,
-                       samples.scaled(samples.noise("pink", len(prompt) / 16000 + 1, seed=5), -35.0))
-    ends = _Ends()
-    detection = SpeechDetection(DetectionConfig(), barge_in)
-    pipeline = Pipeline([AudioInput(), detection, ends])
-    await pipeline.send(CallStarted("bench-backchannel", TELEPHONE_RATE))
-    bot_frames = samples.frames(prompt)
-    for index, frame in enumerate(samples.frames(line)):
-        if index < len(bot_frames) and not any(isinstance(seen, Interruption) for seen in ends.frames):
-            await detection.process(BotSpeech(bot_frames[index], interruptible=True), Direction.UPSTREAM)
-        await pipeline.send(InputAudio(frame, TELEPHONE_RATE))
+    caller = samples.silence(onset_s) + caller_speech
+    ends = _Ends(pass_on=True)
+    recognizer = ScriptedRecognizer(said, ms_per_character=100 if partials else 10**6) if said is not None else None
+    pipeline = Pipeline([AudioInput(), SpeechDetection(DetectionConfig(), barge_in or BargeInConfig(),
+                                                       text_expected=said is not None),
+                         *([tap] if tap is not None else []),
+                         SpeechRecognition(recognizer), ends, AudioOutput(sink, time_.clock, time_.sleep)])
+    await pipeline.send(CallStarted("bench-over-the-bot", TELEPHONE_RATE))
+    await pipeline.send(OutputAudio(prompt, TELEPHONE_RATE, samples.BOT_PROMPT))
+    background = samples.scaled(samples.noise("pink", len(prompt) / 16000 + 4, seed=5), -35.0)
+    size = frame_bytes(TELEPHONE_RATE)
+    for index, noise in enumerate(samples.frames(background)):
+        await time_.advance_to(index * FRAME_MS / 1000)
+        echoed = [samples.scaled(pcm, -20.0) for moment, pcm in sink.frames
+                  if abs(moment - (time_.now - ECHO_DELAY_S)) < FRAME_MS / 2000]
+        await pipeline.send(InputAudio(samples.mix(noise, caller[index * size:(index + 1) * size], *echoed),
+                                       TELEPHONE_RATE))
+        await pipeline.idle()
     await pipeline.close()
-    return (any(isinstance(seen, Interruption) for seen in ends.frames),
-            any(isinstance(seen, Acknowledgement) for seen in ends.frames))
+    return OverThePlayingBot(ends.frames, sink, onset_s)
 
 
 def backchannels() -> dict[str, Any]:
     held, at_once = BargeInConfig(), dataclasses.replace(BargeInConfig(), backchannel_max_ms=0)
-    outcomes = {word: (asyncio.run(_over_the_bot(samples.natural_speech(word), held)),
-                       asyncio.run(_over_the_bot(samples.natural_speech(word), at_once))) for word in BACKCHANNELS}
+    outcomes = {word: (asyncio.run(over_the_playing_bot(samples.natural_speech(word), barge_in=held)),
+                       asyncio.run(over_the_playing_bot(samples.natural_speech(word), barge_in=at_once)))
+                for word in BACKCHANNELS}
+    pauses = [1000 * with_hold.longest_pause_s for with_hold, _ in outcomes.values()]
     return {
         "backchannel_max_ms": held.backchannel_max_ms,
         "words": len(BACKCHANNELS),
-        "stopped_the_bot_with_hold": sum(with_hold[0] for with_hold, _ in outcomes.values()),
-        "recorded_as_acknowledgement": sum(with_hold[1] for with_hold, _ in outcomes.values()),
-        "stopped_the_bot_without_hold": sum(without[0] for _, without in outcomes.values()),
+        "stopped_the_bot_with_hold": sum(bool(with_hold.of(Interruption)) for with_hold, _ in outcomes.values()),
+        "recorded_as_acknowledgement": sum(bool(with_hold.of(Acknowledgement)) for with_hold, _ in outcomes.values()),
+        "stopped_the_bot_without_hold": sum(bool(without.of(Interruption)) for _, without in outcomes.values()),
+        "pause_when_held": held.pause_when_held,
+        "bot_paused_ms": {"p50_ms": round(statistics.median(pauses)), "max_ms": round(max(pauses))},
+        "whole_prompt_played": sum(with_hold.sink.audio.rstrip(b"\0") == samples.bot_prompt().rstrip(b"\0")
+                                   for with_hold, _ in outcomes.values()),
         "recogniser": "none (length alone decides)",
     }
 

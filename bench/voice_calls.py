@@ -9,7 +9,9 @@ what recognition costs is measured apart: Vosk's from bench/asr_tts.py's figure,
 set of calls of its own (below).
 
 - barge-in: the caller talks over the greeting; reaction = the end of the last greeting frame
-  sent (its send time + 20 ms) minus the moment the caller's first speech frame was fed in;
+  sent (its send time + 20 ms) minus the moment the caller's first speech frame was fed in; and
+  the same to the first pause of the greeting after that moment (`barge_in.pause_when_held`: the
+  bot pauses while it waits to tell a barge-in from a back-channel);
 - reply: the moment the caller's last speech frame was fed in until the first frame of the
   answer, split into endpointing, the Rasa turn and speech synthesis; with the shipped settings
   (the configured silence ends the turn) and again with Smart Turn asked after a short silence;
@@ -195,6 +197,12 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     figures["decision_s"] = barge_in - onset
     greeting = [moment for moment, _ in sink.frames if sent is None or moment < sent]
     figures["playback_stopped_s"] = greeting[-1] + FRAME_SECONDS - onset  # the last frame sent still plays 20 ms
+    paused = next((before for before, after in zip(greeting, greeting[1:], strict=False)
+                   if before >= onset and after - before > 1.5 * FRAME_SECONDS), greeting[-1])
+    figures["playback_paused_s"] = paused + FRAME_SECONDS - onset
+    if any(event == "playback resumed" for _, event in result.turns.timeline):
+        figures["resumed"] = 1.0
+        figures["played_after_the_pause_s"] = FRAME_SECONDS * sum(1 for moment in greeting if moment > paused)
     # None: the call ended before the answer was heard (counted as a reply not measured)
     reply = next((moment for moment, _ in sink.frames if moment > answer), None) if answer is not None else None
     if stopped is not None and sent is not None and reply is not None:
@@ -226,6 +234,11 @@ async def _barge_in_figures(config: VoiceConfig, rasa_url: str, channel_token: s
         "missed": int(sum(run["missed"] for run in runs)),
         "before_the_caller_spoke": int(sum(run["early"] for run in runs)),
         "playback_stopped": measured("playback_stopped_s"),
+        "playback_paused": measured("playback_paused_s"),
+        "pause_when_held": config.barge_in.pause_when_held,
+        "resume_after_ms": config.barge_in.resume_after_ms,
+        "resumed_before_the_barge_in": int(sum(run.get("resumed", 0.0) for run in runs)),
+        "played_after_the_pause": measured("played_after_the_pause_s"),
         "decision": measured("decision_s"),
         "end_of_speech_to_reply": measured("reply_s"),
         "replies_measured": sum("reply_s" in run for run in runs),
@@ -307,6 +320,9 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
     # The baseline: Whisper started only once the endpointer has ended the utterance.
     at_the_end = dataclasses.replace(config, detection=dataclasses.replace(config.detection, pause_ms=0))
     whisper_at_the_end = _whisper_figures(at_the_end, rasa_url, channel_token)
+    # The baseline of the pause: the bot talks on until the barge-in is decided.
+    talked_on = dataclasses.replace(config, barge_in=dataclasses.replace(config.barge_in, pause_when_held=False))
+    whisper_talked_on = _whisper_figures(talked_on, rasa_url, channel_token)
     load = [asyncio.run(_load(config, rasa_url, channel_token, calls)) for calls in LOAD_CALLS]
     held = 0  # up to the first call count that failed: a later pass is luck, not capacity
     for run in load:
@@ -329,10 +345,14 @@ def figures(rasa_url: str, channel_token: str, vosk_real_time_factor: float | No
         "barge_in_calls_smart_turn": {key: with_smart_turn[key] for key in (
             "calls", "replies_measured", "end_of_speech_to_reply", "endpointing", "missed")},
         "barge_in_calls_whisper": {key: with_whisper[key] for key in (
-            "calls", "concurrent_calls", "backchannel_max_ms", "playback_stopped", "replies_measured",
-            "end_of_speech_to_reply",
-            "endpointing", "recognition_finish", "rasa_turn", "synthesis_to_first_frame", "missed")}
+            "calls", "concurrent_calls", "backchannel_max_ms", "playback_stopped", "playback_paused",
+            "pause_when_held", "resume_after_ms", "resumed_before_the_barge_in", "played_after_the_pause",
+            "replies_measured",
+            "end_of_speech_to_reply", "endpointing", "recognition_finish", "rasa_turn", "synthesis_to_first_frame",
+            "missed")}
         | {"pause_ms": config.detection.pause_ms},
+        "barge_in_calls_whisper_talked_on": {key: whisper_talked_on[key] for key in (
+            "calls", "pause_when_held", "playback_stopped", "playback_paused", "missed")},
         "barge_in_calls_whisper_started_at_the_end": {key: whisper_at_the_end[key] for key in (
             "calls", "replies_measured", "end_of_speech_to_reply", "recognition_finish", "missed")},
         "load": load,

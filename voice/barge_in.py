@@ -35,6 +35,11 @@ that is not one (`is_backchannel`: nothing but the yes-words of flows/shared/ans
 对对对 included, at most BACKCHANNEL_MAX_CHARACTERS); speech that ends sooner is judged by its
 final text (voice/processors.py): a back-channel is recorded as an acknowledgement and the bot
 goes on; other words (不对) interrupt then. Without a recogniser, length alone decides.
+With `pause_when_held` the bot's playback pauses while speech is held, and plays on from there
+once the caller has been quiet `resume_after_ms` (a back-channel, or a sound that never became a
+barge-in), pausing again if they speak on: a caller barging in hears the bot stop at once, not
+when their speech has outlasted a back-channel. A short pause between the clauses of a sentence
+(我想查一下 … 我的账单) does not bring the bot back.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class BargeInConfig:
     talker_margin_db: float | None = 6.5  # how far below the caller's own voice speech may be; None: any level
     confirm_characters: int = 0
     backchannel_max_ms: int = 800  # speech this short may be a back-channel (the processor holds it); 0: off
+    pause_when_held: bool = True  # the bot pauses while speech is held, and plays on after a back-channel
+    resume_after_ms: int = 400  # ... once the caller has been quiet this long
 
     def __post_init__(self) -> None:
         if self.min_speech_ms < FRAME_MS or self.echo_window_ms < FRAME_MS:
@@ -90,6 +97,8 @@ class BargeInConfig:
             raise ValueError("talker_margin_db must be positive, or null to accept speech at any level")
         if self.backchannel_max_ms and self.backchannel_max_ms < self.min_speech_ms:
             raise ValueError("backchannel_max_ms must be 0 (off) or at least min_speech_ms")
+        if self.resume_after_ms < FRAME_MS:
+            raise ValueError(f"resume_after_ms must be at least one frame ({FRAME_MS} ms)")
 
 
 class BargeInState(Enum):
@@ -133,6 +142,7 @@ class BargeInDetector:
         self._line_levels: deque[float] = deque(maxlen=history)
         self._needed_frames = -(-self.config.min_speech_ms // FRAME_MS)
         self._held_frames = 0  # frames since the pending candidate qualified
+        self._quiet_frames = 0  # ... and since one last qualified
         self._recent: deque[bool] = deque(maxlen=SPEECH_WINDOW_FACTOR * self._needed_frames)
         # Properties of the line, kept across prompts: the echo path's delay and loss once measured.
         self.echo_delay_frames: int | None = None
@@ -153,6 +163,10 @@ class BargeInDetector:
     def bot_audio(self, frame: bytes) -> None:
         """A frame just played to the caller: its echo may come back within the echo window."""
         self._bot_levels.append(level_dbfs(frame))
+
+    def bot_paused(self) -> None:
+        """A frame time in which the bot's playback was paused: nothing of it will echo."""
+        self._bot_levels.append(SILENCE_FLOOR_DBFS)
 
     @property
     def echo_return_loss_db(self) -> float:
@@ -248,7 +262,7 @@ class BargeInDetector:
         if not qualifies or sum(self._recent) < self._needed_frames:
             return BargeInState.NONE
         self._state = BargeInState.CANDIDATE if self.config.confirm_characters else BargeInState.BARGE_IN
-        self._held_frames = 0
+        self._held_frames = self._quiet_frames = 0
         log.debug("%s: %d frames above the echo estimate %.1f dBFS", self._state.value, sum(self._recent),
                   self.echo_estimate_db)
         return self._state
@@ -258,7 +272,13 @@ class BargeInDetector:
         CANDIDATE again, until the speech outlasts a back-channel or its words confirm it."""
         if self._state is BargeInState.BARGE_IN:
             self._state = BargeInState.CANDIDATE
-            self._held_frames = 0
+            self._held_frames = self._quiet_frames = 0
+
+    @property
+    def quiet_ms(self) -> int:
+        """How long the held candidate's speech has not sounded like the caller: the bot's echo
+        keeps a VAD voiced, this is the caller's own silence."""
+        return self._quiet_frames * FRAME_MS
 
     def _qualifies(self, detection: Detection) -> bool:
         """Whether this frame sounds like the caller: speech clearly above the bot's echo and the line's background."""
@@ -278,9 +298,11 @@ class BargeInDetector:
         speaking `backchannel_max_ms` after it qualified (the silence after 嗯 does not count).
         Not when the configuration waits for recognised characters (`confirm_characters`)."""
         self._held_frames += 1
+        qualifies = self._qualifies(detection)
+        self._quiet_frames = 0 if qualifies else self._quiet_frames + 1
         config = self.config
         if (not config.backchannel_max_ms or config.confirm_characters
-                or self._held_frames * FRAME_MS < config.backchannel_max_ms or not self._qualifies(detection)):
+                or self._held_frames * FRAME_MS < config.backchannel_max_ms or not qualifies):
             return BargeInState.NONE
         self._state = BargeInState.BARGE_IN
         log.debug("barge-in: speech went on %d ms, longer than a back-channel", self._held_frames * FRAME_MS)

@@ -61,7 +61,7 @@ class DetectionConfig:
     speech_start_ms: int = 120
     speech_start_window_ms: int = 200
     speech_end_silence_ms: int = 700
-    # Whisper hears an utterance in about 650 ms once it has it: started at this pause, its text is
+    # Whisper hears an utterance in about 800 ms once it has it: started at this pause, its text is
     # mostly there when the endpointer ends the utterance (kept if nothing more was said). 0: off.
     pause_ms: int = 200
     max_utterance_ms: int = 15000
@@ -427,6 +427,14 @@ class SpeechDetector:
         configured silence ran out. The next utterance starts as any other."""
         if self._in_speech:
             self._close_utterance()
+
+    def abandon_utterance(self) -> None:
+        """Forget the open utterance, or the start of one: it was the bot's own voice coming back
+        (the VAD takes echo for voice). Nothing of it is learnt as the caller's level."""
+        self._utterance_levels.clear()
+        self._in_speech = self._waiting_for_silence = False
+        self._start_window.clear()
+        self._silence_ms = 0
 
     def _close_utterance(self) -> None:
         if len(self._utterance_levels) >= CALLER_LEVEL_MIN_FRAMES:

@@ -187,6 +187,18 @@ class Interruption(SystemFrame):
 
 
 @dataclass(frozen=True)
+class PausePlayback(SystemFrame):
+    """The caller started speaking over the bot and it may be a back-channel (嗯) or a barge-in:
+    playback stops where it is, keeping its place. A `ResumePlayback` goes on from there, an
+    `Interruption` drops the rest."""
+
+
+@dataclass(frozen=True)
+class ResumePlayback(SystemFrame):
+    """What paused the bot was a back-channel, or nothing that became a barge-in: play on."""
+
+
+@dataclass(frozen=True)
 class PlaybackInterrupted(Frame):
     """Upstream answer to an Interruption: which part of the bot's reply the caller heard."""
 

@@ -2,8 +2,10 @@
 
 One queue per call holds what is still to be played. A barge-in flushes it at once (the frame
 already on the wire is the last one the caller hears), and the processor answers upstream with
-how much of the reply the caller heard. Each frame actually sent goes upstream as `BotSpeech`,
-the echo reference for barge-in. Telephony instructions (hand over, hang up) wait in the same
+how much of the reply the caller heard. Speech that may be a back-channel pauses it
+(`PausePlayback`): nothing is sent and the queue keeps its place until `ResumePlayback` plays on
+or an `Interruption` flushes it. Each frame actually sent goes upstream as `BotSpeech`, the echo
+reference for barge-in. Telephony instructions (hand over, hang up) wait in the same
 queue, so the caller hears "正在为您转接" before the transfer happens.
 
 This is the one pacing clock of a call's outbound audio: the sink only writes a frame (the
@@ -33,7 +35,9 @@ from voice.frames import (
     Hangup,
     Interruption,
     OutputAudio,
+    PausePlayback,
     PlaybackInterrupted,
+    ResumePlayback,
 )
 from voice.pipeline import FrameProcessor
 
@@ -88,6 +92,7 @@ class AudioOutput(FrameProcessor):
         self._queue: deque[_Queued] = deque()
         self._current: _Utterance | None = None
         self._speaking = False
+        self._paused = False
         self._wake = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
 
@@ -102,7 +107,12 @@ class AudioOutput(FrameProcessor):
             self._queue.append(_Queued(None, None, frame))
             self._wake.set()
             return
+        elif isinstance(frame, PausePlayback):
+            self._paused = True
+        elif isinstance(frame, ResumePlayback):
+            self._resume()
         elif isinstance(frame, Interruption):
+            self._resume()  # what stays queued (a disclosure, a hand-over) plays now
             await self._flush()
         elif isinstance(frame, Hangup):
             self._queue.clear()
@@ -116,6 +126,10 @@ class AudioOutput(FrameProcessor):
         for start in range(0, len(frame.pcm), size):
             self._queue.append(_Queued(frame.pcm[start:start + size].ljust(size, b"\0"), utterance))
             utterance.frames_total += 1
+        self._wake.set()
+
+    def _resume(self) -> None:
+        self._paused = False
         self._wake.set()
 
     async def _flush(self) -> None:
@@ -141,6 +155,11 @@ class AudioOutput(FrameProcessor):
         period = FRAME_SECONDS
         deadline = self._now()
         while True:
+            if self._paused:  # the bot is still speaking, only waiting: no BotStoppedSpeaking
+                self._wake.clear()
+                await self._wake.wait()
+                deadline = self._now()
+                continue
             if not self._queue:
                 if self._speaking:
                     self._speaking = False

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from voice.asr import RecognitionStream, Recognizer, grammar_for
-from voice.audio import TELEPHONE_RATE, FrameChunker, Resampler, clipping_ratio, frame_bytes
+from voice.audio import FRAME_MS, TELEPHONE_RATE, FrameChunker, Resampler, clipping_ratio, frame_bytes
 from voice.barge_in import BargeInConfig, BargeInDetector, BargeInState, count_characters, is_backchannel
 from voice.detection import DetectionConfig, SpeechDetector, SpeechEvent
 from voice.frames import (
@@ -30,6 +30,8 @@ from voice.frames import (
     InputAudio,
     Interruption,
     OutputAudio,
+    PausePlayback,
+    ResumePlayback,
     Speak,
     Transcript,
     UserPaused,
@@ -96,9 +98,11 @@ class AudioInput(FrameProcessor):
 class SpeechDetection(FrameProcessor):
     """Tells when the caller starts and stops speaking. While the bot speaks, speech only
     counts once it is a barge-in (and the prompt may be interrupted); a back-channel (嗯, 对)
-    becomes an `Acknowledgement` instead. With the turn models (voice/turn_models.py), Silero
-    must agree that speech started, and Smart Turn may end the caller's turn after a short
-    silence instead of the configured one. `text_expected`: a recogniser sends transcripts back."""
+    becomes an `Acknowledgement` instead, and while it cannot yet tell the two apart the prompt
+    pauses (`PausePlayback`, then `ResumePlayback` or the `Interruption`). With the turn models
+    (voice/turn_models.py), Silero must agree that speech started, and Smart Turn may end the
+    caller's turn after a short silence instead of the configured one. `text_expected`: a
+    recogniser sends transcripts back."""
 
     def __init__(self, detection: DetectionConfig, barge_in: BargeInConfig, models: TurnModels | None = None,
                  text_expected: bool = False) -> None:
@@ -116,6 +120,8 @@ class SpeechDetection(FrameProcessor):
         self._judging_final_text = False  # a held utterance ended: its final text says what it was
         self._in_utterance = False
         self._paused = False  # silent `pause_ms` in the utterance, nothing said since
+        self._playback_paused = False  # by held speech (`barge_in.pause_when_held`)
+        self._echo_tail_frames = 0  # after the bot stopped, its echo may still come back
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, CallStarted):
@@ -127,6 +133,9 @@ class SpeechDetection(FrameProcessor):
             self._barge_in.bot_audio(frame.pcm)
         elif isinstance(frame, BotStoppedSpeaking):
             self._bot_speaking = False
+            self._echo_tail_frames = self.barge_in_config.echo_window_ms // FRAME_MS
+            if self._detector is not None and not self._in_utterance:
+                self._detector.abandon_utterance()  # what it was starting on was the bot's echo
         elif isinstance(frame, Transcript) and direction is Direction.UPSTREAM:
             # Partials come back from the recogniser to confirm a barge-in candidate; the final
             # one to judge a held utterance that ended before it was confirmed.
@@ -172,13 +181,32 @@ class SpeechDetection(FrameProcessor):
               and self._detector.silence_ms >= self.detection_config.pause_ms):
             self._paused = True
             await self.push(UserPaused())
-        if detection.event is SpeechEvent.STARTED and not self._bot_speaking and not self._in_utterance:
+        started = detection.event is SpeechEvent.STARTED and not self._in_utterance
+        if started and (self._bot_speaking or self._echo_tail_frames):
+            # The VAD takes the bot's echo for voice: while the bot (or its echo) plays, the
+            # barge-in detector tells the caller from it, and the VAD starts afresh, so that it
+            # is not in the middle of an "utterance" of echo when the caller answers.
+            self._detector.abandon_utterance()
+            started = False
+        self._echo_tail_frames = max(0, self._echo_tail_frames - 1)
+        if started:
             await self._open_utterance()
         elif detection.event in (SpeechEvent.ENDED, SpeechEvent.CUT_AT_MAX_LENGTH):
             await self._close_utterance(cut=detection.event is SpeechEvent.CUT_AT_MAX_LENGTH)
         elif self._awaiting_confirmation:
+            if self._playback_paused:
+                self._barge_in.bot_paused()  # else the echo estimate stays that of the words before the pause
             if self._barge_in.caller_audio(detection) is BargeInState.BARGE_IN:  # longer than a back-channel
                 await self._interrupt()
+            elif self._bot_speaking and self._barge_in.quiet_ms >= self.detection_config.speech_end_silence_ms:
+                # The bot's echo keeps the VAD voiced: held speech ends when the caller is quiet
+                # (once the bot has finished, the endpointer hears the caller alone).
+                self._detector.abandon_utterance()
+                await self._close_utterance(cut=False)
+            elif self._barge_in.quiet_ms >= self.barge_in_config.resume_after_ms:
+                await self._resume_playback()  # the caller paused: a back-channel, or a sound
+            elif self._barge_in.quiet_ms == 0:
+                await self._pause_playback()  # (again) they speak on
         elif self._bot_speaking and self._interruptible and self.barge_in_config.enabled and not self._in_utterance:
             state = self._barge_in.caller_audio(detection)
             if state is BargeInState.BARGE_IN and self.barge_in_config.backchannel_max_ms:
@@ -191,6 +219,7 @@ class SpeechDetection(FrameProcessor):
                 # back-channel; its transcript only counts if the interruption is confirmed
                 # (TurnTaking drops talked-over speech).
                 self._awaiting_confirmation = True
+                await self._pause_playback()
                 self._detector.start_utterance()
                 await self._open_utterance()
         if self._in_utterance and self._end_of_turn is not None and self._end_of_turn.due(self._detector.silence_ms):
@@ -211,6 +240,7 @@ class SpeechDetection(FrameProcessor):
     async def _close_utterance(self, cut: bool) -> None:
         assert self._barge_in is not None
         held, self._awaiting_confirmation = self._awaiting_confirmation, False
+        await self._resume_playback()
         if held and self.barge_in_config.backchannel_max_ms:
             if not self._bot_speaking:
                 await self._push_interruption()  # said as the bot finished: an answer, not a back-channel
@@ -233,8 +263,18 @@ class SpeechDetection(FrameProcessor):
             await self._push_interruption()
 
     async def _push_interruption(self) -> None:
-        self._awaiting_confirmation = False
+        self._awaiting_confirmation = self._playback_paused = False  # the interruption flushes a paused playback
         await self.push(Interruption("speech"))
+
+    async def _pause_playback(self) -> None:
+        if self.barge_in_config.pause_when_held and not self._playback_paused:
+            self._playback_paused = True
+            await self.push(PausePlayback())
+
+    async def _resume_playback(self) -> None:
+        if self._playback_paused:
+            self._playback_paused = False
+            await self.push(ResumePlayback())
 
     async def _interrupt(self) -> None:
         assert self._detector is not None

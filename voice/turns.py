@@ -46,7 +46,9 @@ from voice.frames import (
     Hangup,
     Interruption,
     Keypress,
+    PausePlayback,
     PlaybackInterrupted,
+    ResumePlayback,
     Speak,
     Transcript,
     TransferDeclined,
@@ -56,6 +58,8 @@ from voice.frames import (
 from voice.pipeline import FrameProcessor
 
 log = logging.getLogger(__name__)
+
+PLAYBACK_RESUMED = "playback resumed"  # the timeline's entry when the bot played on after a pause
 
 DIGIT_ANSWERS = types_with("digits")  # flowspec/slot_types.py
 KEYED_ANSWERS = types_with("key")
@@ -173,6 +177,10 @@ class TurnTaking(FrameProcessor):
                 self._on_final_transcript("")
         elif isinstance(frame, Acknowledgement):
             self._mark(f"caller acknowledged {frame.text!r}")  # the bot goes on; no turn
+        elif isinstance(frame, PausePlayback):
+            self._mark("playback paused")
+        elif isinstance(frame, ResumePlayback):
+            self._mark(PLAYBACK_RESUMED)
         elif isinstance(frame, Interruption):
             self._mark(f"barge-in ({frame.cause})")
             self._utterance_counts = True

@@ -12,7 +12,7 @@ from voice.call import CallResult
 from voice.config import load_voice_config
 from voice.dialogue import DialogueClient
 from voice.output import AudioOutput
-from voice.turns import TurnTaking
+from voice.turns import PLAYBACK_RESUMED, TurnTaking
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -28,20 +28,24 @@ def finished_call(frames_sent: int, late_frames: int, timeline: list[str]) -> Ca
     return CallResult("call-metrics-test", turns, output, seconds=42.0)
 
 
-def test_a_call_moves_calls_frames_and_barge_ins() -> None:
+def test_a_call_moves_calls_frames_barge_ins_and_pauses_played_on_after() -> None:
     before = {name: sample(name, labels) for name, labels in (
         ("ivr_gateway_calls_total", {"channel": "outbound"}), ("ivr_gateway_calls_active", None),
         ("ivr_gateway_frames_sent_total", None), ("ivr_gateway_late_frames_total", None),
         ("ivr_gateway_barge_ins_total", {"channel": "outbound"}),
+        ("ivr_gateway_playback_resumed_total", {"channel": "outbound"}),
         ("ivr_gateway_call_duration_seconds_count", {"channel": "outbound"}))}
     call_began("outbound")
     assert sample("ivr_gateway_calls_active") == before["ivr_gateway_calls_active"] + 1
-    call_ended("outbound", finished_call(500, 3, ["greeting", "barge-in (speech)", "turn", "barge-in (keypad)"]))
+    call_ended("outbound", finished_call(500, 3, ["greeting", "playback paused", PLAYBACK_RESUMED, "barge-in (speech)",
+                                                  "turn", "playback paused", "barge-in (keypad)"]))
     assert sample("ivr_gateway_calls_active") == before["ivr_gateway_calls_active"]
     assert sample("ivr_gateway_calls_total", {"channel": "outbound"}) == before["ivr_gateway_calls_total"] + 1
     assert sample("ivr_gateway_frames_sent_total") == before["ivr_gateway_frames_sent_total"] + 500
     assert sample("ivr_gateway_late_frames_total") == before["ivr_gateway_late_frames_total"] + 3
     assert sample("ivr_gateway_barge_ins_total", {"channel": "outbound"}) == before["ivr_gateway_barge_ins_total"] + 2
+    assert sample("ivr_gateway_playback_resumed_total", {"channel": "outbound"}) \
+        == before["ivr_gateway_playback_resumed_total"] + 1
     assert sample("ivr_gateway_call_duration_seconds_count", {"channel": "outbound"}) \
         == before["ivr_gateway_call_duration_seconds_count"] + 1
 

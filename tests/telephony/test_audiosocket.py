@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from bench.audiosocket_peer import FRAME_BYTES, AudioSocketPeer
+from bench.stand_ins import VirtualTime
 from bench.telephony import Echo
 from telephony import audiosocket
 from telephony.audiosocket import (
@@ -27,7 +28,6 @@ from telephony.audiosocket import (
     read_message,
 )
 from telephony.gateway import AudioSocketTransport
-from tests.voice.virtual_time import VirtualTime
 from tests.waiting import BOUND_SECONDS, until
 from voice.frames import CallStarted, Control, Interruption, Keypress, OutputAudio
 from voice.output import AudioOutput

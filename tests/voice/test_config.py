@@ -57,6 +57,7 @@ def test_model_path_comes_from_the_environment(tmp_path: Path, monkeypatch: pyte
     ("turn_models:\n  complete_probability: 2\n", "turn_models: complete_probability must be between 0 and 1"),
     ("turn_models:\n  check_after_silence_ms: 250\n", "turn_models: check_after_silence_ms must be a positive"),
     ("barge_in:\n  backchannel_max_ms: 20\n", "barge_in: backchannel_max_ms must be 0 (off) or at least min_speech_ms"),
+    ("barge_in:\n  resume_after_ms: 0\n", "barge_in: resume_after_ms must be at least one frame (20 ms)"),
     ("turns:\n  prompts:\n    goodbye: [再见]\n", "turns.prompts.goodbye: ['再见'] is not of type 'string'"),
     ("barge_in:\n  talker_margin_db: 0\n", "barge_in: talker_margin_db must be positive, or null"),
     ("barge_in:\n  talker_margin_db: far\n", "barge_in.talker_margin_db: 'far' is not of type 'number', 'null'"),

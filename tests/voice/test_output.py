@@ -1,10 +1,10 @@
-"""The output queue on its 20 ms clock, kept on virtual time: pacing, flush on barge-in, what the
-caller heard. (Real-time figures: bench/telephony.py and bench/voice_calls.py.)"""
+"""The output queue on its 20 ms clock, kept on virtual time: pacing, flush on barge-in, pause
+for speech that may be a back-channel, what the caller heard. (Real-time figures:
+bench/telephony.py and bench/voice_calls.py.)"""
 
 from __future__ import annotations
 
-from bench.stand_ins import RecordingSink
-from tests.voice.virtual_time import VirtualTime
+from bench.stand_ins import RecordingSink, VirtualTime
 from voice.frames import (
     BotSpeech,
     BotStoppedSpeaking,
@@ -15,7 +15,9 @@ from voice.frames import (
     Hangup,
     Interruption,
     OutputAudio,
+    PausePlayback,
     PlaybackInterrupted,
+    ResumePlayback,
 )
 from voice.output import AudioOutput
 from voice.pipeline import FrameProcessor, Pipeline
@@ -72,6 +74,42 @@ async def test_interruption_stops_playback_at_once_and_reports_what_was_heard() 
     [report] = recorder.of(PlaybackInterrupted)
     assert report.text == text + "还有什么可以帮您"
     assert report.heard == text[:round(len(text) * 26 / 100)]
+
+
+async def test_a_paused_prompt_sends_nothing_and_plays_on_from_where_it_stopped() -> None:
+    time_ = VirtualTime()
+    pipeline, recorder, output, sink = await started(time_)
+    pcm = b"".join(index.to_bytes(2, "little") * 160 for index in range(50))  # each frame its own sample value
+    await pipeline.send(OutputAudio(pcm, 8000, "您好"))
+    await time_.advance_to(0.31)  # 16 frames played
+    await pipeline.send(PausePlayback())
+    await time_.advance_to(1.31)
+    assert len(sink.frames) == 16, "nothing is sent while paused"
+    assert recorder.of(BotStoppedSpeaking) == [], "the bot has not finished, it waits"
+    await pipeline.send(ResumePlayback())
+    await time_.advance_to(3.0)
+    await pipeline.close()
+    assert [frame for _, frame in sink.frames] == [pcm[index * 320:(index + 1) * 320] for index in range(50)]
+    assert round(sink.frames[16][0], 6) == 1.31, "on again at once, on a fresh clock, not in a burst"
+    assert len(recorder.of(BotStoppedSpeaking)) == 1 and output.late_frames == 0
+
+
+async def test_an_interruption_ends_a_pause_dropping_the_prompt_but_not_a_disclosure_or_a_hand_over() -> None:
+    time_ = VirtualTime()
+    pipeline, recorder, _, sink = await started(time_)
+    await pipeline.send(OutputAudio(b"\1\0" * ONE_SECOND, 8000, "您本期应还两千二百七十元"))  # 2 s
+    await pipeline.send(OutputAudio(b"\2\0" * 4000, 8000, "本次通话可能会被录音", interruptible=False))
+    await pipeline.send(Control("handoff", {"summary": "客户要求转人工"}))
+    await time_.advance_to(0.21)  # 11 frames played
+    await pipeline.send(PausePlayback())
+    await time_.advance_to(1.0)
+    await pipeline.send(Interruption("speech"))
+    await time_.advance_to(2.0)
+    await pipeline.close()
+    [report] = recorder.of(PlaybackInterrupted)
+    assert report.heard == "您本期应还两千二百七十元"[:round(12 * 11 / 100)]
+    assert [pcm[:1] for _, pcm in sink.frames] == [b"\1"] * 11 + [b"\2"] * 25
+    assert [control.action for control in sink.controls] == ["handoff"]
 
 
 async def test_a_prompt_that_may_not_be_interrupted_survives_the_flush() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bench import samples
-from bench.stand_ins import ScriptedRecognizer
+from bench.turn_taking import OverThePlayingBot, over_the_playing_bot
 from tests.voice.collector import Collector
 from voice.audio import FRAME_MS, level_dbfs
 from voice.barge_in import BargeInConfig
@@ -22,17 +22,18 @@ from voice.call_events import CallRecorder
 from voice.detection import DetectionConfig, SpeechEvent
 from voice.frames import (
     Acknowledgement,
-    BotSpeech,
     CallStarted,
-    Direction,
+    Frame,
     InputAudio,
     Interruption,
+    PausePlayback,
+    ResumePlayback,
     Transcript,
     UserStartedSpeaking,
     UserStoppedSpeaking,
 )
 from voice.pipeline import Pipeline
-from voice.processors import AudioInput, SpeechDetection, SpeechRecognition
+from voice.processors import AudioInput, SpeechDetection
 from voice.turn_models import (
     DEFAULT_DIR,
     FetchFailed,
@@ -195,38 +196,26 @@ class Events:
 
 
 async def while_the_bot_speaks(caller_speech: bytes, said: list[str] | None,
-                               partials: bool = True) -> tuple[Collector, Events]:
-    """The bot plays its prompt (its echo on the line 20 dB down) and the caller says
-    `caller_speech` 1.5 s into it; `said`: what the scripted recogniser hears (None: no recogniser),
-    with partial text as it goes or (as Whisper) only the final text."""
-    prompt = samples.bot_prompt()
-    line = samples.mix(samples.scaled(samples.delayed(prompt, 0.06), -20.0), samples.silence(1.5) + caller_speech,
-                       samples.scaled(samples.noise("pink", len(prompt) / 16000 + 1, seed=5), -35.0))
+                               partials: bool = True) -> tuple[OverThePlayingBot, Events]:
+    """The caller says `caller_speech` 1.5 s into the bot's prompt (bench/turn_taking.py: it
+    really plays, its echo 20 dB down); `said`: what the scripted recogniser hears (None: no
+    recogniser), with partial text as it goes or (as Whisper) only the final text."""
     events = Events()
     after_detection, _, _ = CallRecorder(events).taps()
-    collector = Collector()
-    detection = SpeechDetection(DEFAULTS, BargeInConfig(), text_expected=said is not None)
-    processors = [AudioInput(), detection, after_detection]
-    if said is not None:
-        processors.append(SpeechRecognition(ScriptedRecognizer(said, ms_per_character=100 if partials else 10**6)))
-    pipeline = Pipeline([*processors, collector])
-    await pipeline.send(CallStarted("backchannel", 8000))
-    bot_frames = samples.frames(prompt)
-    for index, frame in enumerate(samples.frames(line)):
-        if index < len(bot_frames) and not collector.of(Interruption):
-            await detection.process(BotSpeech(bot_frames[index], interruptible=True), Direction.UPSTREAM)
-        await pipeline.send(InputAudio(frame, 8000))
-        await pipeline.idle()  # the recogniser keeps up, as with a caller's 20 ms frames
-    await pipeline.close()
-    return collector, events
+    call = await over_the_playing_bot(caller_speech, said, partials=partials, tap=after_detection)
+    return call, events
+
+
+def finals(call: OverThePlayingBot) -> list[str]:
+    return [frame.text for frame in call.of(Transcript) if frame.final]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("word", ["嗯。", "对对。", "是的。"])
 async def test_a_back_channel_while_the_bot_speaks_does_not_stop_it_and_is_recorded(word: str) -> None:
     text = word.rstrip("。")
-    collector, events = await while_the_bot_speaks(samples.natural_speech(word), [text])
-    assert collector.of(Interruption) == []
-    assert collector.of(Acknowledgement) == [Acknowledgement(text)]
+    call, events = await while_the_bot_speaks(samples.natural_speech(word), [text])
+    assert call.of(Interruption) == []
+    assert call.of(Acknowledgement) == [Acknowledgement(text)]
     assert ("acknowledgement", {"text": text}) in events.kinds
     assert not any(kind == "barge_in" for kind, _ in events.kinds)
 
@@ -239,20 +228,84 @@ async def test_without_a_recogniser_a_short_sound_is_an_acknowledgement_and_a_se
 
 
 async def test_words_that_are_not_a_back_channel_stop_the_bot() -> None:
-    collector, events = await while_the_bot_speaks(samples.natural_speech("不对。"), ["不对"])
-    assert collector.of(Interruption) == [Interruption("speech")]
-    assert collector.of(Acknowledgement) == []
-    assert collector.finals() == ["不对"]
-
+    call, _ = await while_the_bot_speaks(samples.natural_speech("不对。"), ["不对"])
+    assert call.of(Interruption) == [Interruption("speech")]
+    assert call.of(Acknowledgement) == []
+    assert finals(call) == ["不对"]
 
 
 async def test_short_words_that_are_not_a_back_channel_stop_the_bot_when_only_the_final_text_says_so() -> None:
-    collector, _ = await while_the_bot_speaks(samples.natural_speech("不对。"), ["不对"], partials=False)
-    kinds = [type(frame).__name__ for frame in collector.frames
+    call, _ = await while_the_bot_speaks(samples.natural_speech("不对。"), ["不对"], partials=False)
+    kinds = [type(frame).__name__ for frame in call.frames
              if isinstance(frame, Interruption | Transcript | UserStoppedSpeaking)]
     # Shorter than a back-channel may be: judged at its end, before the turn taking sees the words.
     assert kinds == ["UserStoppedSpeaking", "Interruption", "Transcript"]
-    assert collector.finals() == ["不对"] and collector.of(Acknowledgement) == []
+    assert finals(call) == ["不对"] and call.of(Acknowledgement) == []
+
+
+def playback(frames: list[Frame]) -> list[str]:
+    """What the detection told the bot's playback, and the acknowledgements, in order."""
+    return [type(frame).__name__ for frame in frames
+            if isinstance(frame, PausePlayback | ResumePlayback | Interruption | Acknowledgement)]
+
+
+@pytest.mark.parametrize("word", ["嗯。", "好的。"])
+async def test_a_back_channel_pauses_the_bot_at_once_and_it_plays_all_of_its_prompt_from_where_it_paused(
+        word: str) -> None:
+    call = await over_the_playing_bot(samples.natural_speech(word), [word.rstrip("。")])
+    assert playback(call.frames) == ["PausePlayback", "ResumePlayback", "Acknowledgement"]
+    moments = [moment for moment, _ in call.sink.frames]
+    [paused] = [before for before, after in zip(moments, moments[1:], strict=False) if after - before > 0.03]
+    assert call.onset_s < paused < call.onset_s + 0.25, "the bot stops as the caller's speech qualifies"
+    kinds = [type(frame).__name__ for frame in call.frames]
+    played_on = kinds[kinds.index("ResumePlayback"):kinds.index("UserStoppedSpeaking")].count("BotSpeech")
+    early = DEFAULTS.speech_end_silence_ms - BargeInConfig().resume_after_ms
+    assert played_on * FRAME_MS >= early - 100, "on again at the caller's pause, not after the endpointer's silence"
+    prompt = samples.bot_prompt()
+    assert call.sink.audio.rstrip(b"\0") == prompt.rstrip(b"\0"), "all of the prompt, in order, nothing said twice"
+
+
+async def test_a_caller_who_goes_on_stops_the_bot_at_once_for_good() -> None:
+    call = await over_the_playing_bot(samples.natural_speech("我想查一下我的账单。"), ["我想查一下我的账单"])
+    assert playback(call.frames) == ["PausePlayback", "Interruption"]
+    assert call.onset_s < call.sink.frames[-1][0] < call.onset_s + 0.25, "its last frame, as the speech qualifies"
+    assert finals(call) == ["我想查一下我的账单"]
+
+
+async def test_a_back_channel_over_a_long_prompt_ends_under_the_echo_and_is_not_taken_for_an_answer() -> None:
+    # The echo keeps the VAD voiced: held speech must end when the caller is quiet, not when the bot is.
+    talking_on = BargeInConfig(pause_when_held=False)
+    for said in (["嗯"], None):
+        call = await over_the_playing_bot(samples.natural_speech("嗯。"), said, barge_in=talking_on)
+        assert playback(call.frames) == ["Acknowledgement"]
+        kinds = [type(frame).__name__ for frame in call.frames]
+        assert kinds.index("UserStoppedSpeaking") < kinds.index("BotStoppedSpeaking")
+
+
+async def test_a_caller_answering_as_the_prompt_ends_is_heard_though_its_echo_sounded_like_voice() -> None:
+    prompt_ends = len(samples.bot_prompt()) / 16000
+    call = await over_the_playing_bot(samples.natural_speech("我想查一下我的账单。"), ["我想查一下我的账单"],
+                                      onset_s=prompt_ends + 0.25)
+    kinds = [type(frame).__name__ for frame in call.frames]
+    assert kinds.count("UserStartedSpeaking") == 1 and kinds.index("BotStoppedSpeaking") < kinds.index(
+        "UserStartedSpeaking")
+    assert finals(call) == ["我想查一下我的账单"] and call.of(Interruption) == []
+
+
+async def test_held_speech_that_goes_on_after_the_prompt_ends_is_heard_whole() -> None:
+    prompt_ends = len(samples.bot_prompt()) / 16000
+    call = await over_the_playing_bot(samples.natural_speech("我想查一下我的账单。"), ["我想查一下我的账单"],
+                                      barge_in=BargeInConfig(pause_when_held=False), onset_s=prompt_ends - 0.3)
+    kinds = [type(frame).__name__ for frame in call.frames]
+    assert kinds.count("UserStartedSpeaking") == kinds.count("UserStoppedSpeaking") == 1
+    assert finals(call) == ["我想查一下我的账单"]
+
+
+async def test_without_pause_when_held_the_bot_talks_on_until_the_barge_in() -> None:
+    call = await over_the_playing_bot(samples.natural_speech("我想查一下我的账单。"), None,
+                                      barge_in=BargeInConfig(pause_when_held=False))
+    assert playback(call.frames) == ["Interruption"]
+    assert call.sink.frames[-1][0] > call.onset_s + 0.7, "the bot talked on until the speech outlasted a back-channel"
 
 
 def test_fetching_puts_the_pinned_models_and_their_notices_in_place_once(tmp_path: Path) -> None:
