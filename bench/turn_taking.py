@@ -269,10 +269,10 @@ class OverThePlayingBot:
 
 async def over_the_playing_bot(caller_speech: bytes, said: list[str] | None = None,
                                barge_in: BargeInConfig | None = None, onset_s: float = 1.5, partials: bool = False,
-                               tap: FrameProcessor | None = None) -> OverThePlayingBot:
+                               tap: FrameProcessor | None = None, snr_db: float = 35.0) -> OverThePlayingBot:
     """The bot's prompt really plays (AudioOutput on virtual time) and the line's echo is what it
     sent, 60 ms later and 20 dB down, so a paused bot leaves a quiet line; the caller says
-    `caller_speech` `onset_s` in over pink noise 35 dB down. `said`: what a recogniser gives (None:
+    `caller_speech` `onset_s` in over pink noise `snr_db` down. `said`: what a recogniser gives (None:
     no recogniser, length alone decides), only at the end as Whisper does or with `partials` as it
     goes; `tap` sees the frames right after the speech detection."""
     time_ = VirtualTime()
@@ -287,7 +287,7 @@ async def over_the_playing_bot(caller_speech: bytes, said: list[str] | None = No
                          SpeechRecognition(recognizer), ends, AudioOutput(sink, time_.clock, time_.sleep)])
     await pipeline.send(CallStarted("bench-over-the-bot", TELEPHONE_RATE))
     await pipeline.send(OutputAudio(prompt, TELEPHONE_RATE, samples.BOT_PROMPT))
-    background = samples.scaled(samples.noise("pink", len(prompt) / 16000 + 4, seed=5), -35.0)
+    background = samples.scaled(samples.noise("pink", len(prompt) / 16000 + 4, seed=5), -snr_db)
     size = frame_bytes(TELEPHONE_RATE)
     for index, noise in enumerate(samples.frames(background)):
         await time_.advance_to(index * FRAME_MS / 1000)

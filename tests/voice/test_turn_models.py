@@ -272,6 +272,24 @@ async def test_a_caller_who_goes_on_stops_the_bot_at_once_for_good() -> None:
     assert finals(call) == ["我想查一下我的账单"]
 
 
+async def test_while_the_bot_is_paused_its_echo_is_not_expected_so_the_callers_softer_words_count() -> None:
+    # On a noisier line, with the echo estimate of the syllables before the pause kept, this
+    # caller's softer words fell below it and the bot played on in their sentence.
+    call = await over_the_playing_bot(samples.natural_speech("我想查一下我的账单。"), ["我想查一下我的账单"],
+                                      onset_s=1.8, snr_db=20.0)
+    assert playback(call.frames) == ["PausePlayback", "Interruption"]
+
+
+async def test_a_caller_who_speaks_again_before_the_decision_pauses_the_bot_again() -> None:
+    words = samples.natural_speech("我要投诉。")
+    first = next(index for index, frame in enumerate(samples.frames(words))
+                 if level_dbfs(frame) > samples.ONSET_THRESHOLD_DBFS)
+    start = first * 320
+    speech = words[:start + 15 * 320] + samples.silence(0.5) + words[start:]  # 我要… (quiet 500 ms) 我要投诉
+    call = await over_the_playing_bot(speech, None, onset_s=1.8)
+    assert playback(call.frames) == ["PausePlayback", "ResumePlayback", "PausePlayback", "Interruption"]
+
+
 async def test_a_back_channel_over_a_long_prompt_ends_under_the_echo_and_is_not_taken_for_an_answer() -> None:
     # The echo keeps the VAD voiced: held speech must end when the caller is quiet, not when the bot is.
     talking_on = BargeInConfig(pause_when_held=False)
