@@ -48,6 +48,7 @@ from voice.config import VoiceConfig, load_voice_config
 from voice.dialogue import DialogueClient
 from voice.frames import CallStarted, Frame, InputAudio
 from voice.tts import Synthesizer
+from voice.turns import PLAYBACK_RESUMED
 from voice.whisper import WhisperRecognizer
 
 SNR_DB = 20.0
@@ -200,7 +201,7 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     paused = next((before for before, after in zip(greeting, greeting[1:], strict=False)
                    if before >= onset and after - before > 1.5 * FRAME_SECONDS), greeting[-1])
     figures["playback_paused_s"] = paused + FRAME_SECONDS - onset
-    if any(event == "playback resumed" for _, event in result.turns.timeline):
+    if any(event == PLAYBACK_RESUMED for _, event in result.turns.timeline):
         figures["resumed"] = 1.0
         figures["played_after_the_pause_s"] = FRAME_SECONDS * sum(1 for moment in greeting if moment > paused)
     # None: the call ended before the answer was heard (counted as a reply not measured)
