@@ -34,12 +34,10 @@ socket, which has no status, the customer is told to send it again. PostgreSQL c
 are checked before use, so the first turn after the database is back does not fail on a
 connection the outage broke.
 
-Rasa's ticket lock (the Redis lock store of the scaled topology) lets a waiting turn's ticket
-expire like a holder's: a turn queued behind a process killed mid-turn, its ticket issued about
-when the dead one's was, expires with it and then waits for ever. Here a waiting turn keeps its
-ticket alive while it waits (only a holder that stops loses its ticket), and waits at most
-MAX_LOCK_WAITS polls. The renewal is an optimistic Redis transaction: it never writes back a lock
-another process changed since it read it (a finished holder's ticket, a newcomer's ticket lost).
+Several Rasa processes share their conversations' locks in `bot.lock_store.AtomicRedisLockStore`
+(a turn waiting behind a process killed mid-turn keeps its place; each step one atomic script).
+Rasa's own `RedisLockStore` (`lock_store: type: redis`), which can give two processes one ticket,
+is refused at start.
 
 Rasa's telemetry (usage events, crash reports with tracebacks sent to Rasa's servers) is off.
 
@@ -58,10 +56,10 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 import aiohttp
+import rasa.core.lock_store
 import rasa.core.run
 import rasa.core.tracker_store
 import rasa.shared.utils.common
@@ -72,22 +70,23 @@ from rasa.core.actions.action import RemoteAction
 from rasa.core.agent import Agent
 from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketIOOutput
-from rasa.core.lock import TicketLock
-from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockStore
+from rasa.core.lock_store import LockError, LockStore
 from rasa.core.policies.rule_policy import RulePolicy
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.constants import PREVIOUS_ACTION, SHOULD_NOT_BE_SET
 from rasa.shared.core.domain import State
 from rasa.shared.core.events import Event
 from rasa.shared.core.slots import Slot
+from rasa.shared.exceptions import RasaException
 from rasa.telemetry import TELEMETRY_ENABLED_ENVIRONMENT_VARIABLE
 from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels import allowed_origins
+from bot.lock_store import ConversationBusy, TicketLost
 from bot.tracker_store import TrackerStoreUnavailable, refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
@@ -96,16 +95,15 @@ _SCHEMA = RemoteAction.action_response_format_spec()
 PUBLIC_PREFIXES = ("/webhooks/", "/socket.io")
 MAX_REQUEST_BYTES = 1024 * 1024
 _configure_app = rasa.core.run.configure_app
+_create_lock_store = rasa.core.lock_store._create_from_endpoint_config
 _engine_kwargs = rasa.core.tracker_store.create_engine_kwargs
 _handle_message = Agent.handle_message
 _resolve_by_type = Event.resolve_by_type
 _event_classes: dict[str, type[Event]] = {}  # by type name, the first of Rasa's walk for each
 RETRY_AFTER_SECONDS = 5
-# LockError: Rasa's wrapper of a Redis failure on taking the lock; RedisError: on releasing it.
+# LockError: a turn that lost its place or waited too long (and Rasa's wrapper of a store's failure
+# on taking the lock); RedisError: Redis unreachable.
 STORE_ERRORS = (TrackerStoreUnavailable, LockError, RedisError)
-# A turn waits at most this many polls (1 s each) for the turns ahead of it: a few dead tickets' lifetimes.
-MAX_LOCK_WAITS = 3 * int(LOCK_LIFETIME)
-RENEW_ATTEMPTS = 5  # optimistic transactions a renewal tries per poll while other processes write the lock
 STORE_DOWN_TEXT = "抱歉，系统暂时繁忙，您刚才的消息没有收到，请稍后再发一次。"
 log = logging.getLogger(__name__)
 
@@ -250,10 +248,6 @@ def _operator_api_from_loopback_only(request: Request) -> HTTPResponse | None:
                          status=403)
 
 
-class ConversationBusy(LockError):
-    """A turn waited MAX_LOCK_WAITS polls for the turns of its conversation ahead of it."""
-
-
 def _what_failed(error: Exception) -> str:
     if isinstance(error, TrackerStoreUnavailable):
         return "tracker store (conversations) is unavailable"
@@ -285,64 +279,13 @@ async def _handle_message_telling_the_widget(self: Agent, message: UserMessage) 
         return None
 
 
-class TicketLost(LockError):
-    """A waiting turn's ticket (or the whole lock) was gone from the lock store: its place in the
-    conversation's queue is lost, and the turn is refused rather than run out of order."""
-
-
-def _renewed(lock: TicketLock, ticket: int) -> bool:
-    """The waiting ticket's lifetime renewed and the expired ones removed; False if it is gone."""
-    lock.remove_expired_tickets()
-    mine = [waiting for waiting in lock.tickets if waiting.number == ticket]
-    for waiting in mine:
-        waiting.expires = time.time() + LOCK_LIFETIME
-    return bool(mine)
-
-
-def _renew_ticket(store: LockStore, conversation_id: str, ticket: int) -> bool:
-    """Renew a waiting ticket; False when it (or the lock) is gone. On Redis in one optimistic
-    transaction (WATCH … MULTI/EXEC): a lock another process changed between our read and our
-    write is read again, never overwritten, so a finished holder's ticket is never written back
-    and a ticket issued meanwhile never dropped."""
-    if not isinstance(store, RedisLockStore):  # one process: no await between the read and the write
-        lock = store.get_lock(conversation_id)
-        if lock is None or not _renewed(lock, ticket):
-            return False
-        store.save_lock(lock)
-        return True
-    key = store.key_prefix + conversation_id
-    with store.red.pipeline() as transaction:
-        for _ in range(RENEW_ATTEMPTS):
-            try:
-                transaction.watch(key)
-                stored = transaction.get(key)
-                if stored is None:
-                    return False
-                lock = TicketLock.from_dict(json.loads(stored))
-                if not _renewed(lock, ticket):
-                    return False
-                transaction.multi()
-                transaction.set(key, lock.dumps())
-                transaction.execute()
-                return True
-            except WatchError:  # changed meanwhile: read it again
-                continue
-    return True  # busy with other writers: still there, renewed at the next poll
-
-
-async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ticket: int,
-                                       wait_time_in_seconds: float) -> TicketLock:
-    """Rasa's `LockStore._acquire_lock`, the waiting ticket renewed at every poll."""
-    for _ in range(MAX_LOCK_WAITS):
-        lock = self.get_lock(conversation_id)
-        if lock is None:
-            raise TicketLost("the conversation's lock is gone from the lock store")
-        if not lock.is_locked(ticket):
-            return lock
-        await asyncio.sleep(wait_time_in_seconds)
-        if not _renew_ticket(self, conversation_id, ticket):  # synchronous, as Rasa's own lock store calls
-            raise TicketLost("the waiting turn's ticket is gone from the lock store")
-    raise ConversationBusy("could not acquire the conversation's lock")
+def _lock_store_not_rasas_redis(endpoint_config: EndpointConfig | None) -> LockStore:
+    """Rasa's lock store factory, refusing Rasa's `RedisLockStore`."""
+    if endpoint_config is not None and endpoint_config.type == "redis":
+        raise RasaException("lock_store type `redis` (Rasa's RedisLockStore) can give two processes one ticket: "
+                            "use `type: bot.lock_store.AtomicRedisLockStore` with the same settings "
+                            "(bot/endpoints.scaled.yml)")
+    return _create_lock_store(endpoint_config)
 
 
 class _DomainEncodedOnce:
@@ -441,7 +384,7 @@ if __name__ == "__main__":
     Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
     rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
     Agent.handle_message = _handle_message_telling_the_widget  # type: ignore[method-assign]
-    LockStore._acquire_lock = _acquire_lock_keeping_ticket  # type: ignore[method-assign]
+    rasa.core.lock_store._create_from_endpoint_config = _lock_store_not_rasas_redis
     sys.argv[0] = "rasa"
     if sys.argv[1:2] == ["run"]:
         sys.argv += _closed_api_arguments()

@@ -7,10 +7,11 @@ multi-machine deployment uses:
   runs deploy/postgres-init.sh): one role and database per service (`ServiceDatabases`), so the
   risk API, the dialler and the quality stream run on PostgreSQL too, each as its own role, and
   the stream's writers (Rasa, the gateways, the dialler) as the role that may only add events.
-- Redis holds the conversations' locks (Rasa's RedisLockStore), so one turn of a conversation
-  runs at a time whichever process serves it, and carries the widget's socket.io rooms between
-  the processes (bot/socket_rooms.py, JSON only), so an agent's line written on one process
-  reaches the customer's websocket open on another.
+- Redis holds the conversations' locks (Rasa's ticket lock, each step one atomic script:
+  bot/lock_store.py), so one turn of a conversation runs at a time whichever process serves it,
+  and carries the widget's socket.io rooms between the processes (bot/socket_rooms.py, JSON
+  only), so an agent's line written on one process reaches the customer's websocket open on
+  another.
 - n Rasa processes and n action servers behind HAProxy (stack/haproxy.cfg.template): health
   checks, round robin, no stickiness. The rest of the stack (web server, phone gateway) reaches
   Rasa at the balancer's address, which is `Ports.rasa`; operators reach each Rasa process's

@@ -51,4 +51,5 @@ def test_rasa_reads_the_compose_settings_into_postgres_and_redis_stores() -> Non
     tracker, lock = read["tracker"], read["lock"]
     assert (tracker["dialect"], tracker["url"], tracker["db"]) == ("postgresql", "postgres", "rasa")
     assert (tracker["username"], tracker["password"]) == ("rasa", "test-postgres_rasa_password")
-    assert (lock["type"], lock["url"], lock["password"]) == ("redis", "redis", "test-redis_password")
+    assert (lock["type"], lock["url"], lock["password"]) == ("bot.lock_store.AtomicRedisLockStore", "redis",
+                                                          "test-redis_password")

@@ -1,75 +1,141 @@
-"""The waiting turn's ticket renewal (bot/rasa_launcher.py) inside Rasa's environment, against a
-real Redis: `.venv/bin/python tests/scale/lock_scenarios.py <redis port> <password>` prints what
-each scenario left in the lock store as one JSON line (tests/scale/test_lock_renewal.py checks it;
-the services' Python cannot import Rasa). Another process's write between the renewal's read and
-its write is made deterministic by running it from inside the read (TicketLock.from_dict)."""
+"""The scaled topology's lock store (bot/lock_store.py) inside Rasa's environment, against a real
+Redis: `.venv/bin/python tests/scale/lock_scenarios.py <redis port> <password>` prints what each
+scenario saw as one JSON line (tests/scale/test_lock_store.py checks it; the services' Python
+cannot import Rasa). Two stores on one Redis are two Rasa processes; a ticket issued and never
+released is a process killed mid-turn."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from rasa.core.lock import TicketLock
-from rasa.core.lock_store import RedisLockStore
+from rasa.core.lock_store import LockError
+from rasa.shared.exceptions import RasaException
+from rasa.utils.endpoints import EndpointConfig
 
-from bot import rasa_launcher
-from bot.rasa_launcher import _renew_ticket
+from bot import lock_store
+from bot.lock_store import AtomicRedisLockStore, ConversationBusy, TicketLost
+from bot.rasa_launcher import _lock_store_not_rasas_redis
+
+POLL_SECONDS = 0.05
 
 
-def renewed_while(waiter: RedisLockStore, conversation: str, ticket: int, other_process: Callable[[], None]) -> bool:
-    """The waiter's renewal with `other_process` writing the lock between the renewal's first
-    read and its write."""
-    original = TicketLock.from_dict
-    done = False
+@contextmanager
+def sent(client: Any) -> Iterator[list[str]]:
+    """The commands `client` sends while in the block (a script's own calls run inside Redis)."""
+    commands: list[str] = []
+    execute = client.execute_command
 
-    def from_dict(data: dict[str, Any]) -> TicketLock:
-        nonlocal done
-        if not done:
-            done = True
-            other_process()
-        return original(data)
+    def counted(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return execute(*args, **options)
 
-    TicketLock.from_dict = from_dict  # type: ignore[assignment,method-assign]
+    client.execute_command = counted
     try:
-        return _renew_ticket(waiter, conversation, ticket)
+        yield commands
     finally:
-        TicketLock.from_dict = original  # type: ignore[method-assign]
+        del client.execute_command
 
 
-def tickets(store: RedisLockStore, conversation: str) -> list[int] | None:
-    lock = store.get_lock(conversation)
-    return None if lock is None else [ticket.number for ticket in lock.tickets]
+async def killed_mid_turn(store: AtomicRedisLockStore, conversation: str, lifetime: float) -> None:
+    """A turn that took its ticket (served at once) in a process that then died."""
+    await store._issue(keys=[store.key_prefix + conversation], args=[conversation, lifetime, f"dead-{conversation}"])
 
 
-def main(port: int, password: str) -> None:
-    waiter = RedisLockStore(port=port, password=password)
-    other = RedisLockStore(port=port, password=password)  # another Rasa process
+async def served_one_at_a_time(processes: list[AtomicRedisLockStore], turns: int) -> dict[str, Any]:
+    """`turns` turns of one conversation at once, spread over the processes, each holding the lock
+    a while: how many were ever inside together, how many were served."""
+    inside, most, served = 0, 0, 0
+
+    async def turn(number: int) -> None:
+        nonlocal inside, most, served
+        async with processes[number % len(processes)].lock("together", 20, POLL_SECONDS):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(POLL_SECONDS)
+            inside -= 1
+            served += 1
+
+    await asyncio.gather(*(turn(number) for number in range(turns)))
+    return {"most_inside": most, "served": served}
+
+
+async def refused(store: AtomicRedisLockStore, conversation: str,
+                  meanwhile: Callable[[], Awaitable[Any]] | None = None) -> str | None:
+    """The exception's name if the turn was refused; `meanwhile` runs once the turn waits."""
+    async def take() -> None:
+        async with store.lock(conversation, 20, POLL_SECONDS):
+            pass
+
+    waiting = asyncio.create_task(take())
+    try:
+        if meanwhile is not None:
+            while not waiting.done() and len(store.get_lock(conversation).tickets) < 2:  # type: ignore[union-attr]
+                await asyncio.sleep(POLL_SECONDS / 5)
+            await meanwhile()
+        await waiting
+    except (TicketLost, ConversationBusy) as error:
+        return type(error).__name__
+    return None
+
+
+async def scenarios(port: int, password: str) -> dict[str, Any]:
+    settings = EndpointConfig(url="127.0.0.1", port=port, password=password, db=1, socket_timeout=5)
+    one, other = AtomicRedisLockStore(endpoint_config=settings), AtomicRedisLockStore(endpoint_config=settings)
+    red = one.red
     seen: dict[str, Any] = {}
 
-    # The holder (ticket 0, another process) finishes while the waiter (ticket 1) renews.
-    other.issue_ticket("finished", 20)
-    waiter.issue_ticket("finished", 20)
-    seen["finished_renewed"] = renewed_while(waiter, "finished", 1, lambda: other.finish_serving("finished", 0))
-    seen["finished_tickets"] = tickets(waiter, "finished")
+    # Warmed (the scripts loaded into Redis), then one turn nobody waits for: what the process
+    # sent Redis, on either client.
+    async with one.lock("warm-up"):
+        pass
+    with sent(one._redis) as sent_async, sent(red) as sent_sync:
+        async with one.lock("alone"):
+            pass
+    seen["commands"] = sent_async + sent_sync
+    seen["left_behind"] = red.exists(one.key_prefix + "alone")
+    async with one.lock("held", 20):  # as Rasa's own store reads it, and expiring with its ticket
+        seen["held_tickets"] = [ticket.number for ticket in one.get_lock("held").tickets]  # type: ignore[union-attr]
+        seen["held_key_ms_left"] = red.pttl(one.key_prefix + "held")
 
-    # A third turn takes a ticket (2) while the waiter (1) renews.
-    other.issue_ticket("newcomer", 20)
-    waiter.issue_ticket("newcomer", 20)
-    seen["newcomer_renewed"] = renewed_while(waiter, "newcomer", 1, lambda: other.issue_ticket("newcomer", 20))
-    seen["newcomer_tickets"] = tickets(waiter, "newcomer")
-    lock = waiter.get_lock("newcomer")
-    seen["renewed_lifetime_s"] = round(max(t.expires for t in lock.tickets if t.number == 1)  # type: ignore[union-attr]
-                                       - min(t.expires for t in lock.tickets if t.number == 0), 1)  # type: ignore
+    # A ticket's call sent again (its reply lost on a broken connection) gives the same ticket.
+    key = one.key_prefix + "sent-twice"
+    seen["sent_twice"] = [await one._issue(keys=[key], args=["sent-twice", 20, "the-turn"]) for _ in range(2)]
+    seen["sent_twice_tickets"] = [ticket.number for ticket in one.get_lock("sent-twice").tickets]  # type: ignore
 
-    # The lock deleted (every ticket expired and the holder cleaned up): the waiter's place is lost.
-    waiter.issue_ticket("gone", 20)
-    other.delete_lock("gone")
-    seen["gone_renewed"] = _renew_ticket(waiter, "gone", 0)
-    seen["lifetime"] = rasa_launcher.LOCK_LIFETIME
-    print(json.dumps(seen))
+    seen["together"] = await served_one_at_a_time([one, other], 8)
+
+    # The holder's process died; the turn behind it, issued with the same lifetime, keeps its
+    # ticket alive while it waits and is served once the dead ticket expires.
+    await killed_mid_turn(other, "dead-holder", 1)
+    try:
+        async with one.lock("dead-holder", 1, 0.2):
+            seen["after_dead_holder"] = "served"
+    except LockError as error:
+        seen["after_dead_holder"] = type(error).__name__
+
+    # The lock removed while a turn waits behind a live holder: its place is lost.
+    await killed_mid_turn(other, "deleted", 20)
+    seen["lock_deleted"] = await refused(one, "deleted",
+                                         meanwhile=lambda: other._redis.delete(one.key_prefix + "deleted"))
+
+    # Behind a holder that outlasts every poll the turn may wait.
+    await killed_mid_turn(other, "busy", 20)
+    lock_store.MAX_LOCK_WAITS = 2
+    seen["busy"] = await refused(one, "busy")
+
+    try:
+        _lock_store_not_rasas_redis(EndpointConfig(url="127.0.0.1", type="redis", port=port, password=password))
+    except RasaException as error:
+        seen["rasas_redis"] = str(error)
+    seen["configured"] = type(_lock_store_not_rasas_redis(EndpointConfig(
+        url="127.0.0.1", type="bot.lock_store.AtomicRedisLockStore", port=port, password=password))).__name__
+    return seen
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    print(json.dumps(asyncio.run(scenarios(int(sys.argv[1]), sys.argv[2]))))

@@ -1,0 +1,167 @@
+"""The scaled topology's lock store: Rasa's ticket lock on Redis, each step one atomic script.
+
+Rasa's `RedisLockStore` takes and releases a turn's lock in seven synchronous round trips (get,
+set, get to issue a ticket and find it served; get, set, get, delete to release it), each of
+which blocks the Rasa process's event loop while Redis answers (about 7 % of a scaled Rasa
+process's samples), and it issues a ticket by get-modify-set: two processes taking a ticket for
+one conversation at once can both get the same number and run its turns together. Here issuing
+a ticket (and whether it is served at once), a waiting ticket's renewal (and whether it is served
+now) and the release are each one Lua script, atomic in Redis, awaited on an asyncio client: two
+round trips for a turn nobody waits for, none of them blocking the loop.
+
+A waiting turn keeps its ticket alive at every poll (only a holder that stops, a process killed
+mid-turn, loses its ticket) and waits at most MAX_LOCK_WAITS polls. The tickets' expiries are
+Redis's clock, so processes on machines whose clocks differ agree on them, and the lock's key
+expires with its last ticket instead of staying behind a killed process. The lock is stored as
+Rasa stores it, so `RedisLockStore.get_lock` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, RedisLockStore
+from rasa.utils.endpoints import EndpointConfig
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+# A turn waits at most this many polls (1 s each) for the turns ahead of it: a few dead tickets' lifetimes.
+MAX_LOCK_WAITS = 3 * int(LOCK_LIFETIME)
+
+# Rasa's format, {"conversation_id": …, "tickets": ["{\"number\": 0, \"expires\": …}", …]}, each
+# ticket with the token of the turn that took it (Rasa reads past it).
+_TICKETS = """
+local function now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
+
+local function live_tickets(lock, at)
+  local tickets = {}
+  for _, encoded in ipairs(lock.tickets) do
+    local ticket = cjson.decode(encoded)
+    if ticket.expires >= at then tickets[#tickets + 1] = ticket end
+  end
+  return tickets
+end
+
+-- The key lives as long as its last ticket: a lock every ticket of which expired is gone.
+local function save(key, conversation_id, tickets, at)
+  if #tickets == 0 then
+    redis.call('DEL', key)
+    return
+  end
+  local encoded, last_expiry = {}, at
+  for i, ticket in ipairs(tickets) do
+    encoded[i] = cjson.encode({number = ticket.number, expires = ticket.expires, token = ticket.token})
+    last_expiry = math.max(last_expiry, ticket.expires)
+  end
+  redis.call('SET', key, cjson.encode({conversation_id = conversation_id, tickets = encoded}),
+             'PX', math.ceil((last_expiry - at) * 1000) + 1)
+end
+"""
+
+# KEYS[1] the lock, ARGV: conversation id, lifetime (s), the turn's token. Returns {ticket, 1 if
+# served now else 0}; the token's ticket if it has one already (the call sent again).
+_ISSUE = _TICKETS + """
+local at = now()
+local stored = redis.call('GET', KEYS[1])
+local tickets = stored and live_tickets(cjson.decode(stored), at) or {}
+local mine
+for _, ticket in ipairs(tickets) do
+  if ticket.token == ARGV[3] then mine = ticket end
+end
+if not mine then
+  mine = {number = 0, expires = at + tonumber(ARGV[2]), token = ARGV[3]}
+  if #tickets > 0 then mine.number = tickets[#tickets].number + 1 end
+  tickets[#tickets + 1] = mine
+  save(KEYS[1], ARGV[1], tickets, at)
+end
+if tickets[1].number == mine.number then return {mine.number, 1} end
+return {mine.number, 0}
+"""
+
+# KEYS[1] the lock, ARGV: ticket, lifetime (s). Renews the ticket; 1 served now, 0 waiting, -1 gone.
+_RENEW = _TICKETS + """
+local stored = redis.call('GET', KEYS[1])
+if not stored then return -1 end
+local at, lock, mine = now(), cjson.decode(stored), tonumber(ARGV[1])
+local tickets = live_tickets(lock, at)
+for _, ticket in ipairs(tickets) do
+  if ticket.number == mine then
+    ticket.expires = at + tonumber(ARGV[2])
+    save(KEYS[1], lock.conversation_id, tickets, at)
+    if tickets[1].number == mine then return 1 end
+    return 0
+  end
+end
+return -1
+"""
+
+# KEYS[1] the lock, ARGV: ticket. Removes it (and the expired ones); returns the tickets left.
+_RELEASE = _TICKETS + """
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+local at, lock, left = now(), cjson.decode(stored), {}
+for _, ticket in ipairs(live_tickets(lock, at)) do
+  if ticket.number ~= tonumber(ARGV[1]) then left[#left + 1] = ticket end
+end
+save(KEYS[1], lock.conversation_id, left, at)
+return #left
+"""
+
+
+class ConversationBusy(LockError):
+    """A turn waited MAX_LOCK_WAITS polls for the turns of its conversation ahead of it."""
+
+
+class TicketLost(LockError):
+    """A waiting turn's ticket (or the whole lock) was gone from the lock store: its place in the
+    conversation's queue is lost, and the turn is refused rather than run out of order."""
+
+
+class AtomicRedisLockStore(RedisLockStore):
+    """`lock_store: type: bot.lock_store.AtomicRedisLockStore` with `RedisLockStore`'s settings."""
+
+    def __init__(self, endpoint_config: EndpointConfig | None = None, **settings: Any) -> None:
+        if endpoint_config is not None:
+            settings = {"host": endpoint_config.url, **endpoint_config.kwargs, **settings}
+        super().__init__(**settings)
+        connection = self.red.connection_pool.connection_kwargs  # the settings as Rasa's client took them
+        # Once again on a broken connection: redis-py's asyncio pool (4.6) hands out a connection
+        # Redis closed (a restart) without noticing. Every step may run twice: a turn's ticket is
+        # found by its token, a renewal or a release done twice is done once.
+        self._redis = redis.asyncio.Redis(
+            **{name: connection[name] for name in ("host", "port", "db", "username", "password", "socket_timeout")},
+            ssl=bool(settings.get("use_ssl")), ssl_certfile=settings.get("ssl_certfile"),
+            ssl_keyfile=settings.get("ssl_keyfile"), ssl_ca_certs=settings.get("ssl_ca_certs"),
+            retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
+        self._issue = self._redis.register_script(_ISSUE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+
+    @asynccontextmanager
+    async def lock(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME,  # type: ignore[override]
+                   wait_time_in_seconds: float = 1) -> AsyncIterator[None]:
+        """The conversation's turn, once the turns ahead of it are done (Rasa's callers use
+        nothing the lock yields)."""
+        key = self.key_prefix + conversation_id
+        ticket, served = await self._issue(keys=[key], args=[conversation_id, lock_lifetime, uuid.uuid4().hex])
+        try:
+            waits = 0
+            while not served:
+                if waits == MAX_LOCK_WAITS:
+                    raise ConversationBusy("could not acquire the conversation's lock")
+                await asyncio.sleep(wait_time_in_seconds)
+                waits += 1
+                served = await self._renew(keys=[key], args=[ticket, lock_lifetime])
+                if served < 0:
+                    raise TicketLost("the waiting turn's ticket is gone from the lock store")
+            yield
+        finally:
+            await self._release(keys=[key], args=[ticket])

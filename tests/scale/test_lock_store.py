@@ -1,0 +1,64 @@
+"""The scaled topology's lock store (bot/lock_store.py): one turn of a conversation at a time
+across Rasa processes, a waiting turn keeping its ticket alive, each step one atomic script;
+against a real Redis (Debian's redis-server, as the scaled topology runs it) from Rasa's
+environment (lock_scenarios.py)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stack.scaled import redis_server
+from stack.services import ROOT, free_port, started
+from tests.rasa_scenarios import needs_rasa, run_in_rasa
+
+SCENARIOS = ROOT / "tests" / "scale" / "lock_scenarios.py"
+pytestmark = needs_rasa
+
+
+@pytest.fixture(scope="module")
+def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    port, password, run_dir = free_port(), secrets.token_hex(16), tmp_path_factory.mktemp("redis")
+    with started([redis_server(port, password, Path(run_dir))], Path(run_dir)):
+        return run_in_rasa(SCENARIOS, str(port), password)
+
+
+def test_a_turn_nobody_waits_for_takes_two_round_trips_and_leaves_no_lock(seen: dict[str, Any]) -> None:
+    # Rasa's RedisLockStore: get, set, get to take it; get, set, get, delete to release it.
+    assert seen["commands"] == ["EVALSHA", "EVALSHA"]
+    assert seen["left_behind"] == 0
+
+
+def test_a_held_lock_is_stored_as_rasa_stores_it_and_expires_with_its_ticket(seen: dict[str, Any]) -> None:
+    assert seen["held_tickets"] == [0]
+    assert 0 < seen["held_key_ms_left"] <= 20_001
+
+
+def test_a_ticket_asked_for_again_is_the_same_ticket(seen: dict[str, Any]) -> None:
+    assert seen["sent_twice"] == [[0, 1], [0, 1]]
+    assert seen["sent_twice_tickets"] == [0]
+
+
+def test_turns_of_one_conversation_on_two_processes_are_served_one_at_a_time(seen: dict[str, Any]) -> None:
+    assert seen["together"] == {"most_inside": 1, "served": 8}
+
+
+def test_a_turn_behind_a_killed_process_keeps_its_ticket_and_is_served(seen: dict[str, Any]) -> None:
+    # Issued together with one second each: without its renewal, the waiting ticket expires too.
+    assert seen["after_dead_holder"] == "served"
+
+
+def test_a_waiting_turn_whose_lock_is_gone_is_told_its_place_is_lost(seen: dict[str, Any]) -> None:
+    assert seen["lock_deleted"] == "TicketLost"
+
+
+def test_a_turn_waits_a_bounded_number_of_polls(seen: dict[str, Any]) -> None:
+    assert seen["busy"] == "ConversationBusy"
+
+
+def test_rasas_own_redis_lock_store_is_refused_and_the_atomic_one_configured(seen: dict[str, Any]) -> None:
+    assert "bot.lock_store.AtomicRedisLockStore" in seen["rasas_redis"]
+    assert seen["configured"] == "AtomicRedisLockStore"
