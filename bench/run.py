@@ -397,6 +397,14 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   8-conversation loads on the two-process topology: Rasa's CPU a turn (both processes) 20.0 →
   18.8 ms (-6 %; over the risk API's, the machine's gauge, -2 %), Redis's 0.34 → 0.25 ms, p50 144
   → 132 ms, p95 301 → 267 ms (means of the nine; medians 282 → 273), 46.7 → 50.0 turns/s.
+- **The model's graph without dask, 2026-12-07 (evening)** (py-spy on a scaled Rasa process after
+  the lock's change). Rasa runs the NLU pipeline (11 nodes) and the policies (4) through dask's
+  local scheduler at every turn; its bookkeeping took about 6 % of the process's samples against
+  17 % for the nodes' own work. The launcher runs the nodes in an order worked out once (the same
+  parse and prediction as dask's for 84 messages in conversation, a test checks). Alternating,
+  three rounds of three loads on two processes: Rasa's CPU a turn 22.0 → 20.4 ms (-7 %; over the
+  risk API's -8 %), p50 157 → 146 ms, p95 321 → 319 ms (the machine slower than an hour before:
+  the risk API at 6.0 ms a turn against 5.6), 42.6 → 44.6 turns/s.
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition

@@ -17,6 +17,10 @@ here each endpoint keeps one session with kept-alive connections (`_KeptSession`
 the domain Rasa puts into every call (about 21 KB of JSON) once (`_DomainEncodedOnce`).
 The rule policy checks every rule against the conversation's latest state at every prediction;
 here only the rules whose last state names that state's previous action (`_possible_rule_keys`).
+Rasa runs its model's graph (the NLU pipeline, the policies) through dask's scheduler twice a turn:
+for graphs of 11 and 4 nodes its bookkeeping took about 6 % of a scaled Rasa process's samples,
+against 17 % for the nodes' own work. Here (`rasa run` only) the nodes the targets need run in an
+order worked out once (`_run_graph_in_order`).
 
 Rasa 3.6's socket.io channel passes a custom JSON message's keys to `emit` as keyword arguments
 (`emit("bot_uttered", flow=…, expect=…)`), which raises a TypeError and drops the turn; the web
@@ -72,6 +76,9 @@ from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketIOOutput
 from rasa.core.lock_store import LockError, LockStore
 from rasa.core.policies.rule_policy import RulePolicy
+from rasa.engine.exceptions import GraphRunError
+from rasa.engine.graph import GraphSchema
+from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.constants import PREVIOUS_ACTION, SHOULD_NOT_BE_SET
 from rasa.shared.core.domain import State
@@ -100,6 +107,7 @@ _engine_kwargs = rasa.core.tracker_store.create_engine_kwargs
 _handle_message = Agent.handle_message
 _resolve_by_type = Event.resolve_by_type
 _event_classes: dict[str, type[Event]] = {}  # by type name, the first of Rasa's walk for each
+_graph_orders: dict[tuple[int, tuple[str, ...]], tuple[GraphSchema, list[str]]] = {}
 RETRY_AFTER_SECONDS = 5
 # LockError: a turn that lost its place or waited too long (and Rasa's wrapper of a store's failure
 # on taking the lock); RedisError: Redis unreachable.
@@ -210,6 +218,49 @@ class _RulesByLastAction:
 
 _rule_indexes: dict[int, _RulesByLastAction] = {}
 MAX_RULE_INDEXES = 8  # a model has two lookups (rules, and rules for a loop's unhappy path)
+
+
+def _graph_order(schema: GraphSchema, targets: tuple[str, ...]) -> list[str]:
+    """The nodes `targets` need (dask's minimal graph), each after the nodes it needs."""
+    key = (id(schema), targets)
+    if key not in _graph_orders:  # the schema is kept with its order, so its id is never another's
+        nodes = schema.minimal_graph_schema(list(targets)).nodes
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in nodes and name not in order:
+                for need in nodes[name].needs.values():
+                    visit(need)
+                order.append(name)
+
+        for name in nodes:
+            visit(name)
+        _graph_orders[key] = (schema, order)
+    return _graph_orders[key][1]
+
+
+def _run_graph_in_order(self: DaskGraphRunner, inputs: dict[str, Any] | None = None,
+                        targets: list[str] | None = None) -> dict[str, Any]:
+    """Rasa's `DaskGraphRunner.run` without dask: an input is a `(name, value)` as dask's graph
+    holds it and takes the place of a node of its name, a node gets its needs' outputs (the
+    need's name where there is none, as dask gives it), and a node's error is raised as dask
+    raises it."""
+    run_targets = targets if targets else self._graph_schema.target_names
+    order = _graph_order(self._graph_schema, tuple(run_targets))
+    outputs: dict[str, Any] = {}
+    for name, value in (inputs or {}).items():
+        if isinstance(value, str) and (value in order or value in outputs):
+            raise GraphRunError(f"Input value '{value}' clashes with a node name. Make sure that none of the input "
+                                "names passed to the `run` method are the same as node names in the graph schema.")
+        outputs[name] = (name, value)
+    try:
+        for name in order:
+            if name not in outputs:
+                needs = self._graph_schema.nodes[name].needs.values()
+                outputs[name] = self._instantiated_nodes[name](*(outputs.get(need, need) for need in needs))
+    except RuntimeError as error:
+        raise GraphRunError("Error running runner.") from error
+    return dict(outputs[target] for target in run_targets)
 
 
 def _possible_rule_keys(self: RulePolicy, lookup: dict[str, str], states: list[State]) -> set[str]:
@@ -387,6 +438,7 @@ if __name__ == "__main__":
     rasa.core.lock_store._create_from_endpoint_config = _lock_store_not_rasas_redis
     sys.argv[0] = "rasa"
     if sys.argv[1:2] == ["run"]:
+        DaskGraphRunner.run = _run_graph_in_order  # type: ignore[method-assign]
         sys.argv += _closed_api_arguments()
         rasa.core.run.configure_app = _configure_closed_app
     sys.exit(rasa_main())
