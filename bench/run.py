@@ -404,7 +404,13 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   parse and prediction as dask's for 84 messages in conversation, a test checks). Alternating,
   three rounds of three loads on two processes: Rasa's CPU a turn 22.0 → 20.4 ms (-7 %; over the
   risk API's -8 %), p50 157 → 146 ms, p95 321 → 319 ms (the machine slower than an hour before:
-  the risk API at 6.0 ms a turn against 5.6), 42.6 → 44.6 turns/s.
+  the risk API at 6.0 ms a turn against 5.6), 42.6 → 44.6 turns/s. The single process on SQLite,
+  the same way (its lock in memory, so this change alone), with the code of the morning as the
+  baseline: Rasa's CPU a turn 15.9 → 13.6 ms (-14 %; over the risk API's -8 %), p50 137 → 118 ms,
+  p95 237 → 220 ms (medians 240 → 218), 52.5 → 59.9 turns/s. The chat rows re-measured at 18:55
+  came out slower than the morning's (single process p95 243 ms against 216): the machine was, the
+  risk API spending 4.5 ms a turn against 3.5 then; in the back-to-back runs above, a few minutes
+  apart, it moved between 3.4 and 4.8 ms.
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition

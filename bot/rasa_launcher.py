@@ -38,10 +38,13 @@ socket, which has no status, the customer is told to send it again. PostgreSQL c
 are checked before use, so the first turn after the database is back does not fail on a
 connection the outage broke.
 
-Several Rasa processes share their conversations' locks in `bot.lock_store.AtomicRedisLockStore`
-(a turn waiting behind a process killed mid-turn keeps its place; each step one atomic script).
-Rasa's own `RedisLockStore` (`lock_store: type: redis`), which can give two processes one ticket,
-is refused at start.
+Rasa's ticket lock lets a waiting turn's ticket expire like a holder's: behind a turn that outlasts
+the lock's lifetime (a slow action server), or a process killed mid-turn, a waiting turn's ticket,
+issued about when the holder's was, expires with it and the turn is refused. Here a waiting turn
+keeps its ticket alive while it waits and waits at most MAX_LOCK_WAITS polls. Several Rasa
+processes share their locks in `bot.lock_store.AtomicRedisLockStore`, which does the same in atomic
+Redis scripts; Rasa's own `RedisLockStore` (`lock_store: type: redis`), which can give two
+processes one ticket, is refused at start.
 
 Rasa's telemetry (usage events, crash reports with tracebacks sent to Rasa's servers) is off.
 
@@ -60,6 +63,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import aiohttp
@@ -74,7 +78,8 @@ from rasa.core.actions.action import RemoteAction
 from rasa.core.agent import Agent
 from rasa.core.channels.channel import UserMessage
 from rasa.core.channels.socketio import SocketIOOutput
-from rasa.core.lock_store import LockError, LockStore
+from rasa.core.lock import TicketLock
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.core.policies.rule_policy import RulePolicy
 from rasa.engine.exceptions import GraphRunError
 from rasa.engine.graph import GraphSchema
@@ -93,7 +98,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels import allowed_origins
-from bot.lock_store import ConversationBusy, TicketLost
+from bot.lock_store import MAX_LOCK_WAITS, ConversationBusy, TicketLost
 from bot.tracker_store import TrackerStoreUnavailable, refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
@@ -339,6 +344,36 @@ def _lock_store_not_rasas_redis(endpoint_config: EndpointConfig | None) -> LockS
     return _create_lock_store(endpoint_config)
 
 
+def _renew_ticket(store: LockStore, conversation_id: str, ticket: int) -> bool:
+    """Renew a waiting ticket of this process's lock store; False when it (or the lock) is gone.
+    No await between the read and the write: no other turn changes the lock meanwhile."""
+    lock = store.get_lock(conversation_id)
+    if lock is None:
+        return False
+    lock.remove_expired_tickets()
+    mine = [waiting for waiting in lock.tickets if waiting.number == ticket]
+    for waiting in mine:
+        waiting.expires = time.time() + LOCK_LIFETIME
+    store.save_lock(lock)
+    return bool(mine)
+
+
+async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ticket: int,
+                                       wait_time_in_seconds: float) -> TicketLock:
+    """Rasa's `LockStore._acquire_lock` (the in-memory store's), the waiting ticket renewed at
+    every poll as `AtomicRedisLockStore` renews it."""
+    for _ in range(MAX_LOCK_WAITS):
+        lock = self.get_lock(conversation_id)
+        if lock is None:
+            raise TicketLost("the conversation's lock is gone from the lock store")
+        if not lock.is_locked(ticket):
+            return lock
+        await asyncio.sleep(wait_time_in_seconds)
+        if not _renew_ticket(self, conversation_id, ticket):
+            raise TicketLost("the waiting turn's ticket is gone from the lock store")
+    raise ConversationBusy("could not acquire the conversation's lock")
+
+
 class _DomainEncodedOnce:
     """`json.dumps` for the action server's calls, with the domain's JSON made once. Rasa sends the
     whole domain in every call (`enable_selective_domain` needs a domain digest rasa-sdk 3.21 asks
@@ -435,6 +470,7 @@ if __name__ == "__main__":
     Agent._create_tracker_store = staticmethod(refusing_fail_safe)  # type: ignore[method-assign]
     rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
     Agent.handle_message = _handle_message_telling_the_widget  # type: ignore[method-assign]
+    LockStore._acquire_lock = _acquire_lock_keeping_ticket  # type: ignore[method-assign]
     rasa.core.lock_store._create_from_endpoint_config = _lock_store_not_rasas_redis
     sys.argv[0] = "rasa"
     if sys.argv[1:2] == ["run"]:

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rasa.core.lock_store import LockError
+from rasa.core.lock_store import InMemoryLockStore, LockError, LockStore
 from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import EndpointConfig
 
-from bot import lock_store
+from bot import lock_store, rasa_launcher
 from bot.lock_store import AtomicRedisLockStore, ConversationBusy, TicketLost
 from bot.rasa_launcher import _lock_store_not_rasas_redis
 
@@ -83,6 +83,23 @@ async def refused(store: AtomicRedisLockStore, conversation: str,
     return None
 
 
+async def behind_a_slow_turn(store: LockStore) -> str:
+    """A turn waiting behind one that outlasts the lock's lifetime (2 s): served, or its error."""
+    async def slow() -> None:
+        async with store.lock("slow", 2, 0.2):
+            await asyncio.sleep(3)
+
+    holder = asyncio.create_task(slow())
+    await asyncio.sleep(0.1)
+    try:
+        async with store.lock("slow", 2, 0.2):
+            outcome = "served"
+    except LockError as error:
+        outcome = type(error).__name__
+    await holder
+    return outcome
+
+
 async def scenarios(port: int, password: str) -> dict[str, Any]:
     settings = EndpointConfig(url="127.0.0.1", port=port, password=password, db=1, socket_timeout=5)
     one, other = AtomicRedisLockStore(endpoint_config=settings), AtomicRedisLockStore(endpoint_config=settings)
@@ -127,6 +144,13 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
     await killed_mid_turn(other, "busy", 20)
     lock_store.MAX_LOCK_WAITS = 2
     seen["busy"] = await refused(one, "busy")
+
+    # One process, its locks in memory: as Rasa has it, and with the launcher's renewal.
+    rasas = LockStore._acquire_lock
+    seen["in_memory_rasa"] = await behind_a_slow_turn(InMemoryLockStore())
+    LockStore._acquire_lock = rasa_launcher._acquire_lock_keeping_ticket  # type: ignore[method-assign]
+    seen["in_memory"] = await behind_a_slow_turn(InMemoryLockStore())
+    LockStore._acquire_lock = rasas  # type: ignore[method-assign]
 
     try:
         _lock_store_not_rasas_redis(EndpointConfig(url="127.0.0.1", type="redis", port=port, password=password))

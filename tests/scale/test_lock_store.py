@@ -1,7 +1,8 @@
 """The scaled topology's lock store (bot/lock_store.py): one turn of a conversation at a time
 across Rasa processes, a waiting turn keeping its ticket alive, each step one atomic script;
 against a real Redis (Debian's redis-server, as the scaled topology runs it) from Rasa's
-environment (lock_scenarios.py)."""
+environment (lock_scenarios.py). And the single process's lock in memory, whose waiting turns
+keep their tickets alive too (bot/rasa_launcher.py)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ def test_a_waiting_turn_whose_lock_is_gone_is_told_its_place_is_lost(seen: dict[
 
 def test_a_turn_waits_a_bounded_number_of_polls(seen: dict[str, Any]) -> None:
     assert seen["busy"] == "ConversationBusy"
+
+
+def test_in_one_process_a_turn_behind_one_that_outlasts_the_lock_keeps_its_place(seen: dict[str, Any]) -> None:
+    assert seen["in_memory_rasa"] == "LockError"  # Rasa's: its ticket expired with the holder's
+    assert seen["in_memory"] == "served"
 
 
 def test_rasas_own_redis_lock_store_is_refused_and_the_atomic_one_configured(seen: dict[str, Any]) -> None:
