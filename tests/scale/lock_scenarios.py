@@ -128,9 +128,9 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
 
     # The holder's process died; the turn behind it, issued with the same lifetime, keeps its
     # ticket alive while it waits and is served once the dead ticket expires.
-    await killed_mid_turn(other, "dead-holder", 1)
+    await killed_mid_turn(other, "dead-holder", 2)
     try:
-        async with one.lock("dead-holder", 1, 0.2):
+        async with one.lock("dead-holder", 2, 0.2):
             seen["after_dead_holder"] = "served"
     except LockError as error:
         seen["after_dead_holder"] = type(error).__name__

@@ -48,7 +48,7 @@ def test_turns_of_one_conversation_on_two_processes_are_served_one_at_a_time(see
 
 
 def test_a_turn_behind_a_killed_process_keeps_its_ticket_and_is_served(seen: dict[str, Any]) -> None:
-    # Issued together with one second each: without its renewal, the waiting ticket expires too.
+    # Issued together with two seconds each: without its renewal, the waiting ticket expires too.
     assert seen["after_dead_holder"] == "served"
 
 
