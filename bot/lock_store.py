@@ -22,7 +22,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import redis.asyncio
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, RedisLockStore
@@ -144,6 +144,15 @@ class AtomicRedisLockStore(RedisLockStore):
         self._issue = self._redis.register_script(_ISSUE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+
+    def _not_atomic(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotImplementedError("RedisLockStore's step-by-step lock writes are not atomic across processes; "
+                                  "a turn takes the conversation's lock with `lock()`")
+
+    # Rasa's own paths take a turn's lock with `lock()` alone; its other writers would change the
+    # lock outside the scripts (another process's ticket lost or given twice), so they are refused.
+    issue_ticket = update_lock = get_or_create_lock = finish_serving = cleanup = _not_atomic  # type: ignore[assignment]
+    save_lock = delete_lock = _not_atomic  # type: ignore[assignment]
 
     @asynccontextmanager
     async def lock(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME,  # type: ignore[override]

@@ -82,7 +82,6 @@ from rasa.core.lock import TicketLock
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.core.policies.rule_policy import RulePolicy
 from rasa.engine.exceptions import GraphRunError
-from rasa.engine.graph import GraphSchema
 from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.constants import PREVIOUS_ACTION, SHOULD_NOT_BE_SET
@@ -112,7 +111,6 @@ _engine_kwargs = rasa.core.tracker_store.create_engine_kwargs
 _handle_message = Agent.handle_message
 _resolve_by_type = Event.resolve_by_type
 _event_classes: dict[str, type[Event]] = {}  # by type name, the first of Rasa's walk for each
-_graph_orders: dict[tuple[int, tuple[str, ...]], tuple[GraphSchema, list[str]]] = {}
 RETRY_AFTER_SECONDS = 5
 # LockError: a turn that lost its place or waited too long (and Rasa's wrapper of a store's failure
 # on taking the lock); RedisError: Redis unreachable.
@@ -225,11 +223,12 @@ _rule_indexes: dict[int, _RulesByLastAction] = {}
 MAX_RULE_INDEXES = 8  # a model has two lookups (rules, and rules for a loop's unhappy path)
 
 
-def _graph_order(schema: GraphSchema, targets: tuple[str, ...]) -> list[str]:
-    """The nodes `targets` need (dask's minimal graph), each after the nodes it needs."""
-    key = (id(schema), targets)
-    if key not in _graph_orders:  # the schema is kept with its order, so its id is never another's
-        nodes = schema.minimal_graph_schema(list(targets)).nodes
+def _graph_order(runner: DaskGraphRunner, targets: tuple[str, ...]) -> list[str]:
+    """The nodes `targets` need (dask's minimal graph), each after the nodes it needs; worked out
+    once per runner and targets, and kept on the runner so a model's orders go with the model."""
+    orders: dict[tuple[str, ...], list[str]] = runner.__dict__.setdefault("_orders_by_targets", {})
+    if targets not in orders:
+        nodes = runner._graph_schema.minimal_graph_schema(list(targets)).nodes
         order: list[str] = []
 
         def visit(name: str) -> None:
@@ -240,8 +239,8 @@ def _graph_order(schema: GraphSchema, targets: tuple[str, ...]) -> list[str]:
 
         for name in nodes:
             visit(name)
-        _graph_orders[key] = (schema, order)
-    return _graph_orders[key][1]
+        orders[targets] = order
+    return orders[targets]
 
 
 def _run_graph_in_order(self: DaskGraphRunner, inputs: dict[str, Any] | None = None,
@@ -251,7 +250,7 @@ def _run_graph_in_order(self: DaskGraphRunner, inputs: dict[str, Any] | None = N
     need's name where there is none, as dask gives it), and a node's error is raised as dask
     raises it."""
     run_targets = targets if targets else self._graph_schema.target_names
-    order = _graph_order(self._graph_schema, tuple(run_targets))
+    order = _graph_order(self, tuple(run_targets))
     outputs: dict[str, Any] = {}
     for name, value in (inputs or {}).items():
         if isinstance(value, str) and (value in order or value in outputs):

@@ -71,7 +71,8 @@ def main() -> None:
         "messages": len(said), "same": json.dumps(by_dask, default=str) == json.dumps(in_order, default=str),
         "intents": len({data["intent"]["name"] for data in by_dask["parsed"] if data["intent"]}),
         "policies": sorted({prediction["policy"] for prediction in by_dask["predicted"]}),
-        "orders": {" ".join(targets): len(order) for (_, targets), (_, order) in rasa_launcher._graph_orders.items()},
+        "orders": {" ".join(targets): len(order)
+                   for targets, order in processor.graph_runner.__dict__.get("_orders_by_targets", {}).items()},
     }))
 
 

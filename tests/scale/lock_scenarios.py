@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rasa.core.lock_store import InMemoryLockStore, LockError, LockStore
+from rasa.core.lock_store import InMemoryLockStore, LockError, LockStore, TicketLock
 from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import EndpointConfig
 
@@ -125,6 +125,17 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
     seen["sent_twice_tickets"] = [ticket.number for ticket in one.get_lock("sent-twice").tickets]  # type: ignore
 
     seen["together"] = await served_one_at_a_time([one, other], 8)
+
+    # Rasa's step-by-step writers, inherited, would change a lock outside the scripts.
+    seen["step_by_step_writes"] = {}
+    for write, arguments in [("issue_ticket", ("held", 20)), ("save_lock", (TicketLock("held"),)),
+                             ("delete_lock", ("held",)), ("finish_serving", ("held", 0)), ("cleanup", ("held", 0)),
+                             ("update_lock", ("held",)), ("get_or_create_lock", ("held",))]:
+        try:
+            getattr(one, write)(*arguments)
+            seen["step_by_step_writes"][write] = "done"
+        except NotImplementedError:
+            seen["step_by_step_writes"][write] = "refused"
 
     # The holder's process died; the turn behind it, issued with the same lifetime, keeps its
     # ticket alive while it waits and is served once the dead ticket expires.

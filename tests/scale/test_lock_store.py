@@ -65,6 +65,12 @@ def test_in_one_process_a_turn_behind_one_that_outlasts_the_lock_keeps_its_place
     assert seen["in_memory"] == "served"
 
 
+def test_rasas_step_by_step_lock_writes_are_refused_on_the_atomic_store(seen: dict[str, Any]) -> None:
+    assert seen["step_by_step_writes"] == dict.fromkeys(
+        ["issue_ticket", "save_lock", "delete_lock", "finish_serving", "cleanup", "update_lock", "get_or_create_lock"],
+        "refused")
+
+
 def test_rasas_own_redis_lock_store_is_refused_and_the_atomic_one_configured(seen: dict[str, Any]) -> None:
     assert "bot.lock_store.AtomicRedisLockStore" in seen["rasas_redis"]
     assert seen["configured"] == "AtomicRedisLockStore"
