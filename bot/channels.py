@@ -308,8 +308,10 @@ class LiveAgentRelay:
             growth = self._growth.setdefault(sender, _Growth())
             growth.readers += 1
             try:
-                async with agent.lock_store.lock(sender):
-                    tracker = await agent.tracker_store.retrieve(sender)
+                # Without the conversation's lock, as Rasa's own GET /tracker reads: a turn stores
+                # the tracker whole, so a read sees the last stored state. Taking the lock made a
+                # read and the turn or read beside it wait a whole lock poll (1 s) for each other.
+                tracker = await agent.tracker_store.retrieve(sender)
                 if tracker is None or not tracker.events:
                     return _refused(404, "unknown_conversation", "no such conversation")
                 left = deadline - loop.time()

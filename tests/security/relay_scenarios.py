@@ -81,7 +81,29 @@ async def at_once_and_run_out() -> dict[str, Any]:
             "unknown": unknown, "left_waiting": len(relay._growth)}
 
 
-SCENARIOS = {f.__name__: f for f in (woken, heard_elsewhere, at_once_and_run_out)}
+async def beside_a_turn() -> dict[str, Any]:
+    """A read while a turn of the conversation holds its lock (the desk reads the conversation the
+    moment the customer's line is stored, while Rasa may still be in that turn or the next)."""
+    agent, relay = rasa(), LiveAgentRelay(lambda: None, "webchat", recheck_seconds=3600)
+    length = await start(agent)
+    turn_done = asyncio.Event()
+
+    async def turn() -> None:
+        async with agent.lock_store.lock(SENDER):
+            await turn_done.wait()
+
+    holding = asyncio.create_task(turn())
+    await asyncio.sleep(0)
+    try:
+        answer: dict[str, Any] | str = await read(relay, agent, 0, 0)
+    except asyncio.TimeoutError:  # Python 3.10: not yet the builtin
+        answer = "still waiting for the turn's lock"
+    turn_done.set()
+    await holding
+    return {"answer": answer, "length": length}
+
+
+SCENARIOS = {f.__name__: f for f in (woken, heard_elsewhere, at_once_and_run_out, beside_a_turn)}
 
 if __name__ == "__main__":
     print(json.dumps(asyncio.run(SCENARIOS[sys.argv[1]]()), ensure_ascii=False))

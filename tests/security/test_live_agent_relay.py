@@ -46,3 +46,9 @@ def test_a_read_answers_at_once_when_lines_exist_and_empty_when_the_wait_runs_ou
     assert seen["malformed"] == [400] * 5, "a wait below 0, above 25 s or not a number is refused"
     assert seen["unknown"] == 404
     assert seen["left_waiting"] == 0
+
+
+def test_a_read_does_not_wait_for_a_turn_holding_the_conversations_lock() -> None:
+    seen = run("beside_a_turn")
+    assert isinstance(seen["answer"], dict), seen["answer"]
+    assert customer_lines(seen["answer"]) == ["转人工"] and seen["answer"]["next"] == seen["length"]
