@@ -122,6 +122,30 @@ def chat_load(rasa_url: str, clients: int) -> dict[str, float]:
     }
 
 
+SECOND_MESSAGES = 12
+SECOND_MESSAGE_AFTER_SECONDS = 0.02
+
+
+def second_message_figures(rasa_url: str) -> dict[str, Any]:
+    """A customer's second message sent while the first is answered (chat customers write in
+    pieces): the second's reply, timed from its sending; its turn waits for the first's lock."""
+    latencies = []
+    with httpx.Client(base_url=rasa_url, timeout=30) as client:
+        for _ in range(SECOND_MESSAGES):
+            sender = chat_session.issue(KEYS.chat_session, time.time()).token
+            client.post("/webhooks/chat/webhook", json={"sender": sender, "message": "你好"}).raise_for_status()
+            with ThreadPoolExecutor(max_workers=1) as first:
+                answered = first.submit(httpx.post, f"{rasa_url}/webhooks/chat/webhook", timeout=30,
+                                        json={"sender": sender, "message": "我想查一下账单"})
+                time.sleep(SECOND_MESSAGE_AFTER_SECONDS)
+                started = time.perf_counter()
+                client.post("/webhooks/chat/webhook", json={"sender": sender, "message": "在吗"}).raise_for_status()
+                latencies.append(time.perf_counter() - started)
+                answered.result().raise_for_status()
+    return {"messages": len(latencies), "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "p95_ms": round(percentile(latencies, 0.95) * 1000, 1)}
+
+
 def dialogue_figures(rasa_url: str, web_url: str, running: Running) -> dict[str, Any]:
     parse = []
     with httpx.Client(base_url=rasa_url, params={"token": KEYS.rasa_api}, timeout=30) as client:
@@ -137,6 +161,7 @@ def dialogue_figures(rasa_url: str, web_url: str, running: Running) -> dict[str,
         "parse_p50_ms": round(statistics.median(parse) * 1000, 1),
         "chat_1_client": single,
         "chat_8_clients": loaded,
+        "chat_second_message": second_message_figures(rasa_url),
         # Where a chat turn's CPU goes, service by service, under the 8-client load.
         "cpu_ms_per_turn_8_clients": {name: round(1000 * (after[name] - before[name]) / loaded["turns"], 1)
                                       for name in after if name in before},
@@ -542,6 +567,11 @@ def write_report(results: dict[str, Any]) -> None:
         load = dialogue[key]
         rows.append((f"REST chat turn, {label}: p50 / p95",
                      f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s"))
+    second = dialogue.get("chat_second_message")
+    if second:
+        rows.append((f"REST chat: a second message sent {SECOND_MESSAGE_AFTER_SECONDS * 1000:.0f} ms after the first, "
+                     f"while it is answered ({second['messages']} customers): its reply p50 / p95",
+                     f"{second['p50_ms']} / {second['p95_ms']} ms"))
     scaled = results.get("scaled_chat")
     if scaled:
         n = scaled["processes"]

@@ -19,9 +19,10 @@ Rasa stores it, so `RedisLockStore.get_lock` reads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NoReturn
 
 import redis.asyncio
@@ -116,6 +117,46 @@ return #left
 """
 
 
+class _Release:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.waiters = 0
+
+
+class LocalReleases:
+    """Wakes this process's turns waiting on a conversation the moment a turn of it here gives
+    the lock back, instead of at their next poll (a second: a customer's second message sent
+    while the first is answered waited for it). A turn another process releases is found at the
+    next poll."""
+
+    def __init__(self) -> None:
+        self._by_conversation: dict[str, _Release] = {}  # only conversations a turn waits on
+
+    @contextmanager
+    def watching(self, conversation_id: str) -> Iterator[asyncio.Event]:
+        """Set once a turn of the conversation is released here; enter it before looking at the
+        lock, so a release between the look and the wait still wakes the wait."""
+        release = self._by_conversation.setdefault(conversation_id, _Release())
+        release.waiters += 1
+        try:
+            yield release.event
+        finally:
+            release.waiters -= 1
+            if not release.waiters and self._by_conversation.get(conversation_id) is release:
+                del self._by_conversation[conversation_id]
+
+    def released(self, conversation_id: str) -> None:
+        release = self._by_conversation.pop(conversation_id, None)
+        if release is not None:
+            release.event.set()
+
+
+async def wait_for_release(released: asyncio.Event, poll_seconds: float) -> None:
+    """Until `released` is set or the poll's time is up."""
+    with contextlib.suppress(asyncio.TimeoutError):  # Python 3.10: not yet the builtin
+        await asyncio.wait_for(released.wait(), poll_seconds)
+
+
 class ConversationBusy(LockError):
     """A turn waited MAX_LOCK_WAITS polls for the turns of its conversation ahead of it."""
 
@@ -144,6 +185,7 @@ class AtomicRedisLockStore(RedisLockStore):
         self._issue = self._redis.register_script(_ISSUE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self.releases = LocalReleases()
 
     def _not_atomic(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError("RedisLockStore's step-by-step lock writes are not atomic across processes; "
@@ -160,17 +202,29 @@ class AtomicRedisLockStore(RedisLockStore):
         """The conversation's turn, once the turns ahead of it are done (Rasa's callers use
         nothing the lock yields)."""
         key = self.key_prefix + conversation_id
-        ticket, served = await self._issue(keys=[key], args=[conversation_id, lock_lifetime, uuid.uuid4().hex])
+        ticket: int | None = None
         try:
             waits = 0
-            while not served:
-                if waits == MAX_LOCK_WAITS:
-                    raise ConversationBusy("could not acquire the conversation's lock")
-                await asyncio.sleep(wait_time_in_seconds)
-                waits += 1
-                served = await self._renew(keys=[key], args=[ticket, lock_lifetime])
-                if served < 0:
-                    raise TicketLost("the waiting turn's ticket is gone from the lock store")
+            while True:
+                # Watched before each look at the lock: a release between the look and the wait wakes it.
+                with self.releases.watching(conversation_id) as released:
+                    if ticket is None:
+                        ticket, served = await self._issue(keys=[key], args=[conversation_id, lock_lifetime,
+                                                                             uuid.uuid4().hex])
+                    else:
+                        served = await self._renew(keys=[key], args=[ticket, lock_lifetime])
+                        if served < 0:
+                            raise TicketLost("the waiting turn's ticket is gone from the lock store")
+                    if served:
+                        break
+                    if waits == MAX_LOCK_WAITS:
+                        raise ConversationBusy("could not acquire the conversation's lock")
+                    waits += 1
+                    await wait_for_release(released, wait_time_in_seconds)
             yield
         finally:
-            await self._release(keys=[key], args=[ticket])
+            try:
+                if ticket is not None:
+                    await self._release(keys=[key], args=[ticket])
+            finally:
+                self.releases.released(conversation_id)

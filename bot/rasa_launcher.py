@@ -41,7 +41,9 @@ connection the outage broke.
 Rasa's ticket lock lets a waiting turn's ticket expire like a holder's: behind a turn that outlasts
 the lock's lifetime (a slow action server), or a process killed mid-turn, a waiting turn's ticket,
 issued about when the holder's was, expires with it and the turn is refused. Here a waiting turn
-keeps its ticket alive while it waits and waits at most MAX_LOCK_WAITS polls. Several Rasa
+keeps its ticket alive while it waits and waits at most MAX_LOCK_WAITS polls, and looks again the
+moment a turn of its conversation in this process gives the lock back (Rasa's waits out its poll,
+a second: a customer's second message sent while the first is answered waited for it). Several Rasa
 processes share their locks in `bot.lock_store.AtomicRedisLockStore`, which does the same in atomic
 Redis scripts; Rasa's own `RedisLockStore` (`lock_store: type: redis`), which can give two
 processes one ticket, is refused at start.
@@ -97,7 +99,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels import allowed_origins
-from bot.lock_store import MAX_LOCK_WAITS, ConversationBusy, TicketLost
+from bot.lock_store import MAX_LOCK_WAITS, ConversationBusy, LocalReleases, TicketLost, wait_for_release
 from bot.tracker_store import TrackerStoreUnavailable, refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
@@ -107,6 +109,7 @@ PUBLIC_PREFIXES = ("/webhooks/", "/socket.io")
 MAX_REQUEST_BYTES = 1024 * 1024
 _configure_app = rasa.core.run.configure_app
 _create_lock_store = rasa.core.lock_store._create_from_endpoint_config
+_cleanup = LockStore.cleanup
 _engine_kwargs = rasa.core.tracker_store.create_engine_kwargs
 _handle_message = Agent.handle_message
 _resolve_by_type = Event.resolve_by_type
@@ -357,20 +360,34 @@ def _renew_ticket(store: LockStore, conversation_id: str, ticket: int) -> bool:
     return bool(mine)
 
 
+def _local_releases(store: LockStore) -> LocalReleases:
+    releases: LocalReleases = store.__dict__.setdefault("releases", LocalReleases())
+    return releases
+
+
 async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ticket: int,
                                        wait_time_in_seconds: float) -> TicketLock:
     """Rasa's `LockStore._acquire_lock` (the in-memory store's), the waiting ticket renewed at
-    every poll as `AtomicRedisLockStore` renews it."""
+    every poll as `AtomicRedisLockStore` renews it, and the wait ended as soon as the turn ahead
+    gives the lock back (`_cleanup_waking_waiters`)."""
     for _ in range(MAX_LOCK_WAITS):
         lock = self.get_lock(conversation_id)
         if lock is None:
             raise TicketLost("the conversation's lock is gone from the lock store")
         if not lock.is_locked(ticket):
             return lock
-        await asyncio.sleep(wait_time_in_seconds)
+        with _local_releases(self).watching(conversation_id) as released:  # no await since the look
+            await wait_for_release(released, wait_time_in_seconds)
         if not _renew_ticket(self, conversation_id, ticket):
             raise TicketLost("the waiting turn's ticket is gone from the lock store")
     raise ConversationBusy("could not acquire the conversation's lock")
+
+
+def _cleanup_waking_waiters(self: LockStore, conversation_id: str, ticket_number: int) -> None:
+    """Rasa's `LockStore.cleanup` (a turn gives its ticket back), then the turns of the
+    conversation waiting in this process look at the lock at once."""
+    _cleanup(self, conversation_id, ticket_number)
+    _local_releases(self).released(conversation_id)
 
 
 class _DomainEncodedOnce:
@@ -470,6 +487,7 @@ if __name__ == "__main__":
     rasa.core.tracker_store.create_engine_kwargs = _engine_kwargs_checking_connections
     Agent.handle_message = _handle_message_telling_the_widget  # type: ignore[method-assign]
     LockStore._acquire_lock = _acquire_lock_keeping_ticket  # type: ignore[method-assign]
+    LockStore.cleanup = _cleanup_waking_waiters  # type: ignore[method-assign]
     rasa.core.lock_store._create_from_endpoint_config = _lock_store_not_rasas_redis
     sys.argv[0] = "rasa"
     if sys.argv[1:2] == ["run"]:

@@ -100,6 +100,34 @@ async def behind_a_slow_turn(store: LockStore) -> str:
     return outcome
 
 
+async def next_turn_once_released(store: LockStore) -> dict[str, Any]:
+    """A customer's second message while the first's turn runs, in one process, the lock polled
+    once an hour: is the second served when the first gives the lock back (bounded wait)?"""
+    first_done = asyncio.Event()
+    order: list[str] = []
+
+    async def turn(name: str, until: asyncio.Event | None = None) -> None:
+        async with store.lock("two-messages", 20, 3600):
+            order.append(name)
+            if until is not None:
+                await until.wait()
+
+    first = asyncio.create_task(turn("first", first_done))
+    while not order:
+        await asyncio.sleep(0)
+    second = asyncio.create_task(turn("second"))
+    for _ in range(50):  # the second takes its ticket and starts waiting
+        await asyncio.sleep(0)
+    waited = not second.done()
+    first_done.set()
+    await first
+    try:
+        await asyncio.wait_for(second, 20)
+    except asyncio.TimeoutError:  # Python 3.10: not yet the builtin
+        order.append("second still waiting")
+    return {"waited": waited, "order": order, "left_watching": len(store.__dict__["releases"]._by_conversation)}
+
+
 async def scenarios(port: int, password: str) -> dict[str, Any]:
     settings = EndpointConfig(url="127.0.0.1", port=port, password=password, db=1, socket_timeout=5)
     one, other = AtomicRedisLockStore(endpoint_config=settings), AtomicRedisLockStore(endpoint_config=settings)
@@ -156,12 +184,17 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
     lock_store.MAX_LOCK_WAITS = 2
     seen["busy"] = await refused(one, "busy")
 
+    seen["next_turn_once_released"] = await next_turn_once_released(one)
+
     # One process, its locks in memory: as Rasa has it, and with the launcher's renewal.
     rasas = LockStore._acquire_lock
     seen["in_memory_rasa"] = await behind_a_slow_turn(InMemoryLockStore())
     LockStore._acquire_lock = rasa_launcher._acquire_lock_keeping_ticket  # type: ignore[method-assign]
     seen["in_memory"] = await behind_a_slow_turn(InMemoryLockStore())
-    LockStore._acquire_lock = rasas  # type: ignore[method-assign]
+    rasas_cleanup = LockStore.cleanup
+    LockStore.cleanup = rasa_launcher._cleanup_waking_waiters  # type: ignore[method-assign]
+    seen["in_memory_next_turn_once_released"] = await next_turn_once_released(InMemoryLockStore())
+    LockStore._acquire_lock, LockStore.cleanup = rasas, rasas_cleanup  # type: ignore[method-assign]
 
     try:
         _lock_store_not_rasas_redis(EndpointConfig(url="127.0.0.1", type="redis", port=port, password=password))
