@@ -10,7 +10,9 @@ now) and the release are each one Lua script, atomic in Redis, awaited on an asy
 round trips for a turn nobody waits for, none of them blocking the loop.
 
 A waiting turn keeps its ticket alive at every poll (only a holder that stops, a process killed
-mid-turn, loses its ticket) and waits at most MAX_LOCK_WAITS polls. The tickets' expiries are
+mid-turn, loses its ticket) and waits at most MAX_LOCK_WAITS polls. It looks again as soon as the
+turn ahead gives the lock back: a release with turns left waiting is published on Redis, and
+every process wakes its turns waiting on that conversation. The tickets' expiries are
 Redis's clock, so processes on machines whose clocks differ agree on them, and the lock's key
 expires with its last ticket instead of staying behind a killed process. The lock is stored as
 Rasa stores it, so `RedisLockStore.get_lock` reads it.
@@ -104,7 +106,9 @@ end
 return -1
 """
 
-# KEYS[1] the lock, ARGV: ticket. Removes it (and the expired ones); returns the tickets left.
+# KEYS[1] the lock, KEYS[2] the releases' channel, ARGV: ticket. Removes it (and the expired
+# ones); with a turn left waiting, tells the processes which conversation it was. Returns the
+# tickets left.
 _RELEASE = _TICKETS + """
 local stored = redis.call('GET', KEYS[1])
 if not stored then return 0 end
@@ -113,8 +117,11 @@ for _, ticket in ipairs(live_tickets(lock, at)) do
   if ticket.number ~= tonumber(ARGV[1]) then left[#left + 1] = ticket end
 end
 save(KEYS[1], lock.conversation_id, left, at)
+if #left > 0 then redis.call('PUBLISH', KEYS[2], lock.conversation_id) end
 return #left
 """
+RESUBSCRIBE_SECONDS = 1.0  # after Redis dropped the releases' subscription (waits poll meanwhile)
+LISTEN_SECONDS = 1.0
 
 
 class _Release:
@@ -124,10 +131,10 @@ class _Release:
 
 
 class LocalReleases:
-    """Wakes this process's turns waiting on a conversation the moment a turn of it here gives
-    the lock back, instead of at their next poll (a second: a customer's second message sent
-    while the first is answered waited for it). A turn another process releases is found at the
-    next poll."""
+    """Wakes this process's turns waiting on a conversation the moment a turn of it gives the
+    lock back, instead of at their next poll (a second: a customer's second message sent while the
+    first is answered waited for it). A release in this process wakes them at once; one in another
+    process through Redis (`AtomicRedisLockStore`)."""
 
     def __init__(self) -> None:
         self._by_conversation: dict[str, _Release] = {}  # only conversations a turn waits on
@@ -186,6 +193,8 @@ class AtomicRedisLockStore(RedisLockStore):
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self.releases = LocalReleases()
+        self._released_channel = self.key_prefix + "released"
+        self._listening: asyncio.Task[None] | None = None
 
     def _not_atomic(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError("RedisLockStore's step-by-step lock writes are not atomic across processes; "
@@ -196,12 +205,36 @@ class AtomicRedisLockStore(RedisLockStore):
     issue_ticket = update_lock = get_or_create_lock = finish_serving = cleanup = _not_atomic  # type: ignore[assignment]
     save_lock = delete_lock = _not_atomic  # type: ignore[assignment]
 
+    async def _listen_for_releases(self) -> None:
+        """Wakes this process's waiting turns when another process releases their conversation;
+        subscribes again after Redis dropped it (waits poll meanwhile)."""
+        while True:
+            try:
+                async with self._redis.pubsub() as subscription:
+                    await subscription.subscribe(self._released_channel)
+                    while True:  # read with a timeout of its own: a blocking read ends at socket_timeout
+                        message = await subscription.get_message(ignore_subscribe_messages=True,
+                                                                 timeout=LISTEN_SECONDS)
+                        conversation_id = message.get("data") if message else None
+                        if isinstance(conversation_id, bytes):
+                            self.releases.released(conversation_id.decode())
+            except (redis.exceptions.RedisError, OSError):
+                await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+    def _keep_listening(self) -> None:
+        """Subscribed from the process's first turn on, so that a turn that has to wait finds the
+        subscription up."""
+        if (self._listening is None or self._listening.done()
+                or self._listening.get_loop() is not asyncio.get_running_loop()):
+            self._listening = asyncio.create_task(self._listen_for_releases())
+
     @asynccontextmanager
     async def lock(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME,  # type: ignore[override]
                    wait_time_in_seconds: float = 1) -> AsyncIterator[None]:
         """The conversation's turn, once the turns ahead of it are done (Rasa's callers use
         nothing the lock yields)."""
         key = self.key_prefix + conversation_id
+        self._keep_listening()
         ticket: int | None = None
         try:
             waits = 0
@@ -225,6 +258,6 @@ class AtomicRedisLockStore(RedisLockStore):
         finally:
             try:
                 if ticket is not None:
-                    await self._release(keys=[key], args=[ticket])
+                    await self._release(keys=[key, self._released_channel], args=[ticket])
             finally:
                 self.releases.released(conversation_id)

@@ -100,14 +100,15 @@ async def behind_a_slow_turn(store: LockStore) -> str:
     return outcome
 
 
-async def next_turn_once_released(store: LockStore) -> dict[str, Any]:
-    """A customer's second message while the first's turn runs, in one process, the lock polled
-    once an hour: is the second served when the first gives the lock back (bounded wait)?"""
+async def next_turn_once_released(store: LockStore, second_store: LockStore | None = None) -> dict[str, Any]:
+    """A customer's second message while the first's turn runs, in one process (or the second in
+    another, `second_store`), the lock polled once an hour: is the second served when the first
+    gives the lock back (bounded wait)?"""
     first_done = asyncio.Event()
     order: list[str] = []
 
     async def turn(name: str, until: asyncio.Event | None = None) -> None:
-        async with store.lock("two-messages", 20, 3600):
+        async with (store if until is not None else second_store or store).lock("two-messages", 20, 3600):
             order.append(name)
             if until is not None:
                 await until.wait()
@@ -125,7 +126,8 @@ async def next_turn_once_released(store: LockStore) -> dict[str, Any]:
         await asyncio.wait_for(second, 20)
     except asyncio.TimeoutError:  # Python 3.10: not yet the builtin
         order.append("second still waiting")
-    return {"waited": waited, "order": order, "left_watching": len(store.__dict__["releases"]._by_conversation)}
+    return {"waited": waited, "order": order,
+            "left_watching": len((second_store or store).__dict__["releases"]._by_conversation)}
 
 
 async def scenarios(port: int, password: str) -> dict[str, Any]:
@@ -185,6 +187,14 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
     seen["busy"] = await refused(one, "busy")
 
     seen["next_turn_once_released"] = await next_turn_once_released(one)
+    async with other.lock("warm-up"):  # the process's first turn subscribes it to the releases
+        pass
+    channel = one.key_prefix + "released"
+    for _ in range(400):  # until Redis has both processes subscribed (bounded; nothing timed)
+        if red.pubsub_numsub(channel)[0][1] >= 2:
+            break
+        await asyncio.sleep(0.05)
+    seen["next_turn_once_released_by_another_process"] = await next_turn_once_released(one, other)
 
     # One process, its locks in memory: as Rasa has it, and with the launcher's renewal.
     rasas = LockStore._acquire_lock

@@ -65,9 +65,9 @@ def test_in_one_process_a_turn_behind_one_that_outlasts_the_lock_keeps_its_place
     assert seen["in_memory"] == "served"
 
 
-@pytest.mark.parametrize("store", ["next_turn_once_released", "in_memory_next_turn_once_released"])
-def test_a_turn_waiting_in_the_same_process_is_served_when_the_turn_ahead_ends(seen: dict[str, Any],
-                                                                                store: str) -> None:
+@pytest.mark.parametrize("store", ["next_turn_once_released", "next_turn_once_released_by_another_process",
+                                   "in_memory_next_turn_once_released"])
+def test_a_waiting_turn_is_served_when_the_turn_ahead_ends(seen: dict[str, Any], store: str) -> None:
     # The lock is polled once an hour here: only the release can have woken the second turn.
     assert seen[store] == {"waited": True, "order": ["first", "second"], "left_watching": 0}
 
