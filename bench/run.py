@@ -210,6 +210,8 @@ def scaled_chat_figures(pg_admin_url: str) -> dict[str, Any]:
                 before, postgres_before = running.cpu_seconds(), postgres_cpu_seconds()
                 load = chat_load(f"http://127.0.0.1:{ports.rasa}", 8)
                 after, postgres_spent = running.cpu_seconds(), postgres_cpu_seconds() - postgres_before
+                if processes == SCALED_PROCESSES:  # the second message's turn often on the other process
+                    figures["second_message"] = second_message_figures(f"http://127.0.0.1:{ports.rasa}")
             spent = sum(after[name] - before[name] for name in after if name in before) + postgres_spent
             figures[f"rasa_{processes}"] = {**load, "cpu_ms_per_turn": round(1000 * spent / load["turns"], 1),
                                             "postgres_cpu_ms_per_turn": round(1000 * postgres_spent / load["turns"], 1)}
@@ -436,6 +438,20 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   came out slower than the morning's (single process p95 243 ms against 216): the machine was, the
   risk API spending 4.5 ms a turn against 3.5 then; in the back-to-back runs above, a few minutes
   apart, it moved between 3.4 and 4.8 ms.
+- **Waiting for a conversation's lock, 2026-12-07 (night).** Rasa's ticket lock has a waiting turn
+  look again once a second, and two things waited for it. The desk's read of a live chat took the
+  conversation's lock, so the page's read and the event stream's next long-poll read, or a read
+  and the customer's turn, often met and one waited the whole second: customer → agent delivery
+  was bimodal, about 110 ms or about 1330 ms (three runs of ten round trips back to back: p50
+  137 / 1324 / 110 ms). A read now takes no lock (a turn stores the tracker whole, as Rasa's own
+  GET /tracker reads it): 97 / 116 / 110 ms, p95 121-143 ms. And a customer's second message sent
+  while the first is answered waited for the first's turn to end plus the rest of the second (12
+  customers, single process: p50 563 ms, half of them about 1050 ms). A release now wakes the
+  turns waiting on it, in the process at once and in the other processes through a Redis
+  publication: p50 50 ms (single process) and, over the balancer, 530 → 20 ms in the same hour.
+  The chat rows re-measured at 21:55 are faster than those of 18:55 mostly because the machine
+  was (the risk API, unchanged, 3.7 ms of CPU a turn against 4.5): the 8-conversation load has
+  no two turns of one conversation at once, so neither change touches it.
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition
@@ -584,6 +600,11 @@ def write_report(results: dict[str, Any]) -> None:
                                                             if "postgres_cpu_ms_per_turn" in load else "")))
         rows.append((f"… {n} processes against 1, same run: turns/s ratio / p95 ratio",
                      f"{scaled['turns_per_second_ratio']} / {scaled['p95_ratio']}"))
+        if "second_message" in scaled:
+            second = scaled["second_message"]
+            rows.append((f"… {n} processes: a second message sent {SECOND_MESSAGE_AFTER_SECONDS * 1000:.0f} ms after "
+                         f"the first, while it is answered ({second['messages']} customers): its reply p50 / p95",
+                         f"{second['p50_ms']} / {second['p95_ms']} ms"))
     per_turn = dialogue.get("cpu_ms_per_turn_8_clients")
     if per_turn:
         rows.append(("CPU per REST chat turn by service, 8 concurrent conversations (/proc, user + system)",
