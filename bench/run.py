@@ -212,6 +212,10 @@ def scaled_chat_figures(pg_admin_url: str) -> dict[str, Any]:
                 after, postgres_spent = running.cpu_seconds(), postgres_cpu_seconds() - postgres_before
                 if processes == SCALED_PROCESSES:  # the second message's turn often on the other process
                     figures["second_message"] = second_message_figures(f"http://127.0.0.1:{ports.rasa}")
+                    # The widget's socket and the desk's read of the conversation often on different processes.
+                    figures["live_chat"] = live_chat.figures(f"http://127.0.0.1:{ports.web}",
+                                                             f"http://127.0.0.1:{ports.risk_api}",
+                                                             KEYS.risk_desk, DESK_LOGIN)
             spent = sum(after[name] - before[name] for name in after if name in before) + postgres_spent
             figures[f"rasa_{processes}"] = {**load, "cpu_ms_per_turn": round(1000 * spent / load["turns"], 1),
                                             "postgres_cpu_ms_per_turn": round(1000 * postgres_spent / load["turns"], 1)}
@@ -600,6 +604,12 @@ def write_report(results: dict[str, Any]) -> None:
                                                             if "postgres_cpu_ms_per_turn" in load else "")))
         rows.append((f"… {n} processes against 1, same run: turns/s ratio / p95 ratio",
                      f"{scaled['turns_per_second_ratio']} / {scaled['p95_ratio']}"))
+        if "live_chat" in scaled:
+            chat = scaled["live_chat"]
+            rows.append((f"… {n} processes: live chat message delivery over {chat['round_trips']} round trips: "
+                         "agent → customer / customer → agent, p50 (p95), target ≤ 1 s",
+                         f"{chat['agent_to_customer_p50_ms']} ({chat['agent_to_customer_p95_ms']}) / "
+                         f"{chat['customer_to_agent_p50_ms']} ({chat['customer_to_agent_p95_ms']}) ms"))
         if "second_message" in scaled:
             second = scaled["second_message"]
             rows.append((f"… {n} processes: a second message sent {SECOND_MESSAGE_AFTER_SECONDS * 1000:.0f} ms after "

@@ -19,7 +19,6 @@ Who may say what:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import os
@@ -44,6 +43,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
+from bot.lock_store import wait_for_release, watching_releases
 from bot.socket_rooms import shared_rooms
 from flowspec.model import FLOW_STATE_SLOTS, repository_flowset
 from ivr_config import environment
@@ -71,9 +71,9 @@ MAX_AGENT_NAME_CHARS = 16
 RESUME_WITH = {"leave": "satisfaction_survey", "withdraw": "callback_request"}
 RELAY_VERBS = ("join", "say", "leave", "withdraw", "read")
 # A read may wait for the conversation to grow (the desk's event stream long-polls, so a
-# customer's line reaches the agent as soon as Rasa has it). This process wakes the read when the
-# line arrives here; with several Rasa processes the line may arrive at another, so the read also
-# looks again every RELAY_RECHECK_SECONDS.
+# customer's line reaches the agent as soon as Rasa has it). It wakes when a turn of the
+# conversation gives its lock back, in this process or, through the lock store's Redis, another
+# (bot/lock_store.py); it also looks again every RELAY_RECHECK_SECONDS (Redis down).
 MAX_RELAY_WAIT_SECONDS = 25.0
 RELAY_RECHECK_SECONDS = 1.0
 AGENT_JOINED = "您好，我是人工客服{name}，很高兴为您服务。"
@@ -170,7 +170,6 @@ class WebChatInput(SocketIOInput):
             await on_new_message(UserMessage(chat_session.received_text(self.secret, session_id, text), output,
                                              session_id, input_channel=self.name(),
                                              metadata=dict(CHAT_METADATA)))
-            relay.conversation_grew(session_id)
 
         @webhook.route("/agent", methods=["POST"])
         async def agent(request: Request) -> HTTPResponse:
@@ -237,14 +236,6 @@ def transcript(events: list[dict[str, Any]], after: int) -> list[dict[str, Any]]
     return said
 
 
-class _Growth:
-    """Set when a conversation grows; kept while some read waits on it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.readers = 0
-
-
 class LiveAgentRelay:
     """`{"sender": <chat session>, "do": "join" | "say" | "leave" | "withdraw" | "read", "agent_name",
     "text", "after", "wait"}` from the web server, which has already checked that the logged-in
@@ -257,13 +248,6 @@ class LiveAgentRelay:
         self.output = output
         self.input_channel = input_channel
         self.recheck_seconds = recheck_seconds
-        self._growth: dict[str, _Growth] = {}  # only conversations a read is waiting on
-
-    def conversation_grew(self, sender: str) -> None:
-        """Wake the reads waiting on `sender` (a new customer line, an agent's, the bot's)."""
-        growth = self._growth.pop(sender, None)
-        if growth is not None:
-            growth.event.set()
 
     async def handle(self, agent: Any, body: dict[str, Any]) -> HTTPResponse:
         sender, do = body.get("sender"), body.get("do")
@@ -296,7 +280,6 @@ class LiveAgentRelay:
                 await agent.processor.trigger_external_user_uttered(RESUME_WITH[do], None, tracker, output)
             else:
                 await agent.processor.save_tracker(tracker)
-        self.conversation_grew(sender)
         log.info("live agent %s for %s", do, session_ref(sender))
         return response.json({"ok": True, "paused": tracker.is_paused()})
 
@@ -304,10 +287,9 @@ class LiveAgentRelay:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            # Registered before the look: a line arriving between the look and the wait still wakes it.
-            growth = self._growth.setdefault(sender, _Growth())
-            growth.readers += 1
-            try:
+            # Every change of a conversation (the customer's turn, an agent's line) is made under
+            # its lock, in this process or another: the read wakes when a turn gives it back.
+            async with watching_releases(agent.lock_store, sender, max(0.0, deadline - loop.time())) as released:
                 # Without the conversation's lock, as Rasa's own GET /tracker reads: a turn stores
                 # the tracker whole, so a read sees the last stored state. Taking the lock made a
                 # read and the turn or read beside it wait a whole lock poll (1 s) for each other.
@@ -320,12 +302,7 @@ class LiveAgentRelay:
                     return response.json({"messages": transcript(events, after), "next": len(events),
                                           "paused": tracker.is_paused(),
                                           "channel": tracker.get_latest_input_channel()})
-                with contextlib.suppress(asyncio.TimeoutError):  # Python 3.10: not yet the builtin
-                    await asyncio.wait_for(growth.event.wait(), min(left, self.recheck_seconds))
-            finally:
-                growth.readers -= 1
-                if not growth.readers and self._growth.get(sender) is growth:
-                    del self._growth[sender]
+                await wait_for_release(released, min(left, self.recheck_seconds))
 
     @staticmethod
     def _events(do: str, name: str, text: str, tracker: Any, first: int) -> list[Event]:

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NoReturn
 
 import redis.asyncio
-from rasa.core.lock_store import LOCK_LIFETIME, LockError, RedisLockStore
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockStore
 from rasa.utils.endpoints import EndpointConfig
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -106,9 +106,9 @@ end
 return -1
 """
 
-# KEYS[1] the lock, KEYS[2] the releases' channel, ARGV: ticket. Removes it (and the expired
-# ones); with a turn left waiting, tells the processes which conversation it was. Returns the
-# tickets left.
+# KEYS[1] the lock, KEYS[2] the releases' channel, KEYS[3] the conversation's watch, ARGV: ticket.
+# Removes it (and the expired ones); with a turn left waiting or someone watching the conversation
+# (`watching_releases`), tells the processes which conversation it was. Returns the tickets left.
 _RELEASE = _TICKETS + """
 local stored = redis.call('GET', KEYS[1])
 if not stored then return 0 end
@@ -117,11 +117,12 @@ for _, ticket in ipairs(live_tickets(lock, at)) do
   if ticket.number ~= tonumber(ARGV[1]) then left[#left + 1] = ticket end
 end
 save(KEYS[1], lock.conversation_id, left, at)
-if #left > 0 then redis.call('PUBLISH', KEYS[2], lock.conversation_id) end
+if #left > 0 or redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PUBLISH', KEYS[2], lock.conversation_id) end
 return #left
 """
 RESUBSCRIBE_SECONDS = 1.0  # after Redis dropped the releases' subscription (waits poll meanwhile)
 LISTEN_SECONDS = 1.0
+WATCH_MARGIN_MS = 1000  # a watch outlives its reader's wait by this much
 
 
 class _Release:
@@ -156,6 +157,24 @@ class LocalReleases:
         release = self._by_conversation.pop(conversation_id, None)
         if release is not None:
             release.event.set()
+
+
+def local_releases(store: LockStore) -> LocalReleases:
+    """The releases of `store`'s turns in this process (an in-memory store's, kept on it; the
+    launcher's `LockStore.cleanup` signals them)."""
+    releases: LocalReleases = store.__dict__.setdefault("releases", LocalReleases())
+    return releases
+
+
+@asynccontextmanager
+async def watching_releases(store: LockStore, conversation_id: str, seconds: float) -> AsyncIterator[asyncio.Event]:
+    """Set once a turn of the conversation gives its lock back in any process sharing `store`
+    (every change of a conversation is made under its lock), within the next `seconds`. Enter it
+    before looking at the conversation: a change between the look and the wait still sets it."""
+    if isinstance(store, AtomicRedisLockStore) and seconds > 0:
+        await store.watch(conversation_id, seconds)
+    with local_releases(store).watching(conversation_id) as released:
+        yield released
 
 
 async def wait_for_release(released: asyncio.Event, poll_seconds: float) -> None:
@@ -221,6 +240,15 @@ class AtomicRedisLockStore(RedisLockStore):
             except (redis.exceptions.RedisError, OSError):
                 await asyncio.sleep(RESUBSCRIBE_SECONDS)
 
+    def _watch_key(self, conversation_id: str) -> str:
+        return self.key_prefix + "watched:" + conversation_id
+
+    async def watch(self, conversation_id: str, seconds: float) -> None:
+        """Have every process publish the conversation's releases for the next `seconds` (a
+        watch is never removed early: another process's reader may be watching too)."""
+        self._keep_listening()
+        await self._redis.set(self._watch_key(conversation_id), 1, px=int(seconds * 1000) + WATCH_MARGIN_MS)
+
     def _keep_listening(self) -> None:
         """Subscribed from the process's first turn on, so that a turn that has to wait finds the
         subscription up."""
@@ -258,6 +286,7 @@ class AtomicRedisLockStore(RedisLockStore):
         finally:
             try:
                 if ticket is not None:
-                    await self._release(keys=[key, self._released_channel], args=[ticket])
+                    await self._release(keys=[key, self._released_channel, self._watch_key(conversation_id)],
+                                        args=[ticket])
             finally:
                 self.releases.released(conversation_id)

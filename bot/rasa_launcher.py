@@ -99,7 +99,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels import allowed_origins
-from bot.lock_store import MAX_LOCK_WAITS, ConversationBusy, LocalReleases, TicketLost, wait_for_release
+from bot.lock_store import MAX_LOCK_WAITS, ConversationBusy, TicketLost, local_releases, wait_for_release
 from bot.tracker_store import TrackerStoreUnavailable, refusing_fail_safe
 from risk_api.masking import install_log_masking
 from trust.env_secrets import require_secret
@@ -360,11 +360,6 @@ def _renew_ticket(store: LockStore, conversation_id: str, ticket: int) -> bool:
     return bool(mine)
 
 
-def _local_releases(store: LockStore) -> LocalReleases:
-    releases: LocalReleases = store.__dict__.setdefault("releases", LocalReleases())
-    return releases
-
-
 async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ticket: int,
                                        wait_time_in_seconds: float) -> TicketLock:
     """Rasa's `LockStore._acquire_lock` (the in-memory store's), the waiting ticket renewed at
@@ -376,7 +371,7 @@ async def _acquire_lock_keeping_ticket(self: LockStore, conversation_id: str, ti
             raise TicketLost("the conversation's lock is gone from the lock store")
         if not lock.is_locked(ticket):
             return lock
-        with _local_releases(self).watching(conversation_id) as released:  # no await since the look
+        with local_releases(self).watching(conversation_id) as released:  # no await since the look
             await wait_for_release(released, wait_time_in_seconds)
         if not _renew_ticket(self, conversation_id, ticket):
             raise TicketLost("the waiting turn's ticket is gone from the lock store")
@@ -387,7 +382,7 @@ def _cleanup_waking_waiters(self: LockStore, conversation_id: str, ticket_number
     """Rasa's `LockStore.cleanup` (a turn gives its ticket back), then the turns of the
     conversation waiting in this process look at the lock at once."""
     _cleanup(self, conversation_id, ticket_number)
-    _local_releases(self).released(conversation_id)
+    local_releases(self).released(conversation_id)
 
 
 class _DomainEncodedOnce:

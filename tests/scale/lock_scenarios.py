@@ -18,7 +18,7 @@ from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import EndpointConfig
 
 from bot import lock_store, rasa_launcher
-from bot.lock_store import AtomicRedisLockStore, ConversationBusy, TicketLost
+from bot.lock_store import AtomicRedisLockStore, ConversationBusy, TicketLost, watching_releases
 from bot.rasa_launcher import _lock_store_not_rasas_redis
 
 POLL_SECONDS = 0.05
@@ -130,6 +130,41 @@ async def next_turn_once_released(store: LockStore, second_store: LockStore | No
             "left_watching": len((second_store or store).__dict__["releases"]._by_conversation)}
 
 
+async def watched_from_another_process(turn_store: AtomicRedisLockStore,
+                                       reading_store: AtomicRedisLockStore) -> dict[str, Any]:
+    """A desk's read watching a conversation in one process, the customer's turn (nobody waiting
+    for its lock) in another; and a turn of a conversation nobody watches. What was published,
+    and whether the read woke (bounded wait)."""
+    published: list[str] = []
+    subscription = turn_store._redis.pubsub()
+    await subscription.subscribe(turn_store.key_prefix + "released")
+
+    async def heard() -> None:
+        while True:
+            message = await subscription.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message:
+                published.append(message["data"].decode())
+
+    listening = asyncio.create_task(heard())
+    async with turn_store.lock("nobody-watches"):
+        pass
+    async with watching_releases(reading_store, "watched", 20) as released:
+        async with turn_store.lock("watched"):
+            pass
+        try:
+            await asyncio.wait_for(released.wait(), 20)
+            woken = True
+        except asyncio.TimeoutError:  # Python 3.10: not yet the builtin
+            woken = False
+    for _ in range(100):  # the publication reaches this subscriber too (bounded; nothing timed)
+        if published:
+            break
+        await asyncio.sleep(0.05)
+    listening.cancel()
+    await subscription.reset()
+    return {"woken": woken, "published": published}
+
+
 async def scenarios(port: int, password: str) -> dict[str, Any]:
     settings = EndpointConfig(url="127.0.0.1", port=port, password=password, db=1, socket_timeout=5)
     one, other = AtomicRedisLockStore(endpoint_config=settings), AtomicRedisLockStore(endpoint_config=settings)
@@ -195,6 +230,7 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
             break
         await asyncio.sleep(0.05)
     seen["next_turn_once_released_by_another_process"] = await next_turn_once_released(one, other)
+    seen["watched_from_another_process"] = await watched_from_another_process(one, other)
 
     # One process, its locks in memory: as Rasa has it, and with the launcher's renewal.
     rasas = LockStore._acquire_lock

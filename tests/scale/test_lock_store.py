@@ -72,6 +72,11 @@ def test_a_waiting_turn_is_served_when_the_turn_ahead_ends(seen: dict[str, Any],
     assert seen[store] == {"waited": True, "order": ["first", "second"], "left_watching": 0}
 
 
+def test_a_watched_conversations_release_wakes_its_reader_in_another_process(seen: dict[str, Any]) -> None:
+    # The desk's read of a live chat (bot/channels.py) on one process, the customer's turn on another.
+    assert seen["watched_from_another_process"] == {"woken": True, "published": ["watched"]}
+
+
 def test_rasas_step_by_step_lock_writes_are_refused_on_the_atomic_store(seen: dict[str, Any]) -> None:
     assert seen["step_by_step_writes"] == dict.fromkeys(
         ["issue_ticket", "save_lock", "delete_lock", "finish_serving", "cleanup", "update_lock", "get_or_create_lock"],

@@ -10,13 +10,15 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-from rasa.core.lock_store import InMemoryLockStore
+from rasa.core.lock_store import InMemoryLockStore, LockStore
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from bot import rasa_launcher
 from bot.channels import LiveAgentRelay
+from bot.lock_store import local_releases
 
 SENDER = "conversation-under-test"
 BOUND_SECONDS = 10  # far beyond any answer here: reaching it means the read never woke
@@ -38,6 +40,16 @@ async def customer_writes(agent: SimpleNamespace, text: str) -> None:
     await agent.tracker_store.save(tracker)
 
 
+async def customer_turn(agent: SimpleNamespace, text: str) -> None:
+    """The customer's line as a Rasa turn stores it: under the conversation's lock."""
+    async with agent.lock_store.lock(SENDER):
+        await customer_writes(agent, text)
+
+
+def still_watched(agent: SimpleNamespace) -> int:
+    return len(local_releases(agent.lock_store)._by_conversation)
+
+
 async def read(relay: LiveAgentRelay, agent: SimpleNamespace, after: int, wait: Any) -> dict[str, Any]:
     answer = await asyncio.wait_for(relay.handle(agent, {"sender": SENDER, "do": "read", "after": after,
                                                          "wait": wait}), BOUND_SECONDS)
@@ -45,28 +57,29 @@ async def read(relay: LiveAgentRelay, agent: SimpleNamespace, after: int, wait: 
 
 
 async def woken() -> dict[str, Any]:
-    """A waiting read answers when this process hears the customer (no re-look would come in time)."""
+    """A waiting read answers when the customer's turn in this process gives the conversation's
+    lock back (no re-look would come in time)."""
     agent, relay = rasa(), LiveAgentRelay(lambda: None, "webchat", recheck_seconds=3600)
     length = await start(agent)
     waiting = asyncio.create_task(read(relay, agent, length, 20))
     for _ in range(20):  # let the read look once and start waiting
         await asyncio.sleep(0)
     waited = not waiting.done()
-    await customer_writes(agent, "我的账单不对")
-    relay.conversation_grew(SENDER)
+    await customer_turn(agent, "我的账单不对")
     answer = await waiting
-    return {"waited": waited, "answer": answer, "length": length, "left_waiting": len(relay._growth)}
+    return {"waited": waited, "answer": answer, "length": length, "left_waiting": still_watched(agent)}
 
 
 async def heard_elsewhere() -> dict[str, Any]:
-    """Another Rasa process stored the line (no wake-up here): the read's re-look finds it."""
+    """The line stored with no turn releasing a lock here (Redis down, another process): the
+    read's re-look finds it."""
     agent, relay = rasa(), LiveAgentRelay(lambda: None, "webchat", recheck_seconds=0.01)
     length = await start(agent)
     waiting = asyncio.create_task(read(relay, agent, length, 20))
     await asyncio.sleep(0.05)
     await customer_writes(agent, "还在吗")
     answer = await waiting
-    return {"answer": answer, "length": length, "left_waiting": len(relay._growth)}
+    return {"answer": answer, "length": length, "left_waiting": still_watched(agent)}
 
 
 async def at_once_and_run_out() -> dict[str, Any]:
@@ -78,7 +91,7 @@ async def at_once_and_run_out() -> dict[str, Any]:
                  for wait in (-1, 26, "5", True, None)]
     unknown = (await relay.handle(agent, {"sender": "nobody", "do": "read", "wait": 0.01})).status
     return {"already": already, "ran_out": ran_out, "length": length, "malformed": malformed,
-            "unknown": unknown, "left_waiting": len(relay._growth)}
+            "unknown": unknown, "left_waiting": still_watched(agent)}
 
 
 async def beside_a_turn() -> dict[str, Any]:
@@ -106,4 +119,5 @@ async def beside_a_turn() -> dict[str, Any]:
 SCENARIOS = {f.__name__: f for f in (woken, heard_elsewhere, at_once_and_run_out, beside_a_turn)}
 
 if __name__ == "__main__":
+    LockStore.cleanup = rasa_launcher._cleanup_waking_waiters  # type: ignore[method-assign]  # as Rasa runs here
     print(json.dumps(asyncio.run(SCENARIOS[sys.argv[1]]()), ensure_ascii=False))
