@@ -443,19 +443,25 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   risk API spending 4.5 ms a turn against 3.5 then; in the back-to-back runs above, a few minutes
   apart, it moved between 3.4 and 4.8 ms.
 - **Waiting for a conversation's lock, 2026-12-07 (night).** Rasa's ticket lock has a waiting turn
-  look again once a second, and two things waited for it. The desk's read of a live chat took the
-  conversation's lock, so the page's read and the event stream's next long-poll read, or a read
-  and the customer's turn, often met and one waited the whole second: customer → agent delivery
-  was bimodal, about 110 ms or about 1330 ms (three runs of ten round trips back to back: p50
+  look again once a second, and three things waited for it. The desk's read of a live chat took
+  the conversation's lock, so the page's read and the event stream's next long-poll read, or a
+  read and the customer's turn, often met and one waited the whole second: customer → agent
+  delivery was about 110 ms or about 1330 ms (three runs of ten round trips back to back: p50
   137 / 1324 / 110 ms). A read now takes no lock (a turn stores the tracker whole, as Rasa's own
-  GET /tracker reads it): 97 / 116 / 110 ms, p95 121-143 ms. And a customer's second message sent
-  while the first is answered waited for the first's turn to end plus the rest of the second (12
-  customers, single process: p50 563 ms, half of them about 1050 ms). A release now wakes the
-  turns waiting on it, in the process at once and in the other processes through a Redis
-  publication: p50 50 ms (single process) and, over the balancer, 530 → 20 ms in the same hour.
-  The chat rows re-measured at 21:55 are faster than those of 18:55 mostly because the machine
-  was (the risk API, unchanged, 3.7 ms of CPU a turn against 4.5): the 8-conversation load has
-  no two turns of one conversation at once, so neither change touches it.
+  GET /tracker reads it): 97 / 116 / 110 ms, p95 121-143 ms. With two Rasa processes the desk's
+  long-poll read was woken only by a line taken in its own process, and looked again a second
+  later for one the other process took: 3 or 4 deliveries in 10 took about 1350 ms. Every change
+  of a conversation is made under its lock, so a read now waits for the conversation's next
+  release, in its process or, published on Redis while a read watches the conversation, in
+  another: p95 157-272 ms over the balancer in three runs. And a customer's second message sent
+  while the first is answered waited for the first's turn plus the rest of the second (12
+  customers, single process: p50 563 ms, half about 1050 ms); a release now wakes the turns
+  waiting on it the same way: p50 50 ms, over the balancer 530 → 20 ms in the same hour. The
+  8-conversation load has no two turns of one conversation at once, so none of this touches it
+  (alternating this code and the session's first, three rounds of three loads on two processes:
+  p95 227 → 222 ms, Rasa's CPU a turn 15.2 → 15.1 ms). The chat rows re-measured at 22:09 came
+  out faster than those of 18:55 because the machine was (the risk API, unchanged, 3.7 ms of CPU
+  a turn against 4.5); the two-process p95 moved between 222 and 267 ms across the night's runs.
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition
