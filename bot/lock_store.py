@@ -172,7 +172,8 @@ async def watching_releases(store: LockStore, conversation_id: str, seconds: flo
     (every change of a conversation is made under its lock), within the next `seconds`. Enter it
     before looking at the conversation: a change between the look and the wait still sets it."""
     if isinstance(store, AtomicRedisLockStore) and seconds > 0:
-        await store.watch(conversation_id, seconds)
+        with contextlib.suppress(redis.exceptions.RedisError):  # Redis down: the reader's own re-look finds it
+            await store.watch(conversation_id, seconds)
     with local_releases(store).watching(conversation_id) as released:
         yield released
 

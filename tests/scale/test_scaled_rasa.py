@@ -194,11 +194,13 @@ def test_the_balancer_serves_only_the_channels(scaled: ScaledStack) -> None:
     assert "POST /webhooks/chat/webhook 200" in balancer_log
 
 
-def relay_to(process_url: str, body: dict[str, Any]) -> None:
+def relay_to(process_url: str, body: dict[str, Any]) -> dict[str, Any]:
     """What the web server sends for the agent desk, to this Rasa process (`LiveAgentRelay`)."""
     answer = httpx.post(f"{process_url}/webhooks/webchat/agent", json=body,
                         headers={"Authorization": f"Bearer {SECRETS.rasa_desk}"}, timeout=TURN_TIMEOUT_SECONDS)
     assert answer.status_code == 200, answer.text
+    answered: dict[str, Any] = answer.json()
+    return answered
 
 
 def test_an_agents_line_reaches_the_widget_connected_to_another_process(scaled: ScaledStack) -> None:
@@ -310,7 +312,7 @@ def test_postgresql_unreachable_refuses_the_turn_then_recovers(scaled: ScaledSta
 def test_the_widget_is_told_when_redis_is_down(scaled: ScaledStack) -> None:
     """The widget's socket through the balancer: a message that meets Redis stopped gets the
     customer a refusal in words (a socket has no status code); sent again once Redis is back,
-    it carries the flow on."""
+    it carries the flow on. Meanwhile an agent's desk still reads the conversation."""
     token, sender = web_chat_session(scaled)
     widget = WidgetSocket(scaled.balancer_url, scaled.web_url, token)
     try:
@@ -319,10 +321,13 @@ def test_the_widget_is_told_when_redis_is_down(scaled: ScaledStack) -> None:
         phone = CUSTOMERS.for_flow(FLOW)["phone"]
         scaled.stop("redis")
         try:
+            # An agent's desk still reads the conversation (it is in PostgreSQL) and waits for more.
+            read = relay_to(scaled.process_urls[1], {"sender": sender, "do": "read", "after": 0, "wait": 1})
             widget.say(phone)
             refusal = widget.bot_message()
         finally:
             scaled.start_again("redis")
+        assert [line["from"] for line in read["messages"]][:2] == ["customer", "bot"], read
         assert "稍后" in refusal["text"] and "custom" not in refusal, refusal  # words, not a question
         assert customer_turns(sender, scaled.process_urls[0]) == 1  # the refused one left nothing
         widget.say(phone)
