@@ -1,6 +1,7 @@
 """The live-agent relay's long-polling read (bot/channels.py `LiveAgentRelay`), run in Rasa's own
-environment with Rasa's in-memory tracker and lock stores. Prints one JSON line for
-test_live_agent_relay.py. Every wait here is bounded; none is measured."""
+environment with Rasa's in-memory tracker and lock stores (a turn's release signalled as
+bot/rasa_launcher.py has Rasa signal it). Prints one JSON line for test_live_agent_relay.py.
+Every wait here is bounded; none is measured."""
 
 from __future__ import annotations
 
