@@ -117,8 +117,11 @@ async def next_turn_once_released(store: LockStore, second_store: LockStore | No
     while not order:
         await asyncio.sleep(0)
     second = asyncio.create_task(turn("second"))
-    for _ in range(50):  # the second takes its ticket and starts waiting
-        await asyncio.sleep(0)
+    for _ in range(400):  # until the second has its ticket (bounded; nothing timed)
+        lock = store.get_lock("two-messages")
+        if lock is not None and len(lock.tickets) == 2:
+            break
+        await asyncio.sleep(0.05)
     waited = not second.done()
     first_done.set()
     await first
