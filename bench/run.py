@@ -459,12 +459,12 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   second; a release now wakes the turns waiting on it the same way. From the first's sending to
   both replies, 12 customers, the session's first code then this, minutes apart: single process
   p50 1058 → 71 ms, two processes over the balancer 1062 → 83 ms (before, the two turns did not
-  meet for 3 or 4 of the 12). The
-  8-conversation load has no two turns of one conversation at once, so none of this touches it
-  (alternating this code and the session's first, three rounds of three loads on two processes:
-  p95 227 → 222 ms, Rasa's CPU a turn 15.2 → 15.1 ms). The chat rows re-measured at 22:09 came
-  out faster than those of 18:55 because the machine was (the risk API, unchanged, 3.7 ms of CPU
-  a turn against 4.5); the two-process p95 moved between 222 and 267 ms across the night's runs.
+  meet for 3 or 4 of the 12). The 8-conversation load has no two turns of one conversation at
+  once, so none of this touches it (alternating this code and the session's first, three rounds
+  of three loads on two processes: p95 227 → 222 ms, Rasa's CPU a turn 15.2 → 15.1 ms). The chat
+  rows re-measured at 22:09 came out faster than those of 18:55 because the machine was (the risk
+  API, unchanged, 3.7 ms of CPU a turn against 4.5); the two-process p95 moved between 222 and
+  267 ms across the night's runs.
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition
@@ -577,6 +577,17 @@ Voice calls (bench/voice_calls.py, whole calls through the pipeline; 2026-11-23)
 """
 
 
+def _deliveries(chat: dict[str, Any]) -> str:
+    return (f"{chat['agent_to_customer_p50_ms']} ({chat['agent_to_customer_p95_ms']}) / "
+            f"{chat['customer_to_agent_p50_ms']} ({chat['customer_to_agent_p95_ms']}) ms")
+
+
+def _second_message_row(lead: str, second: dict[str, Any]) -> tuple[str, str]:
+    return (f"{lead} second message sent {SECOND_MESSAGE_AFTER_SECONDS * 1000:.0f} ms after the first, while it is "
+            f"answered ({second['messages']} customers): the first's sending → both replies, p50 / p95",
+            f"{second['p50_ms']} / {second['p95_ms']} ms")
+
+
 def write_report(results: dict[str, Any]) -> None:
     dialogue = results["dialogue"]
     rows = [
@@ -598,10 +609,7 @@ def write_report(results: dict[str, Any]) -> None:
                      f"{load['p50_ms']} / {load['p95_ms']} ms, {load['turns_per_second']} turns/s"))
     second = dialogue.get("chat_second_message")
     if second:
-        rows.append((f"REST chat: a second message sent {SECOND_MESSAGE_AFTER_SECONDS * 1000:.0f} ms after the first, "
-                     f"while it is answered ({second['messages']} customers): the first's sending → both replies, "
-                     "p50 / p95",
-                     f"{second['p50_ms']} / {second['p95_ms']} ms"))
+        rows.append(_second_message_row("REST chat: a", second))
     scaled = results.get("scaled_chat")
     if scaled:
         n = scaled["processes"]
@@ -618,14 +626,9 @@ def write_report(results: dict[str, Any]) -> None:
             chat = scaled["live_chat"]
             rows.append((f"… {n} processes: live chat message delivery over {chat['round_trips']} round trips: "
                          "agent → customer / customer → agent, p50 (p95), target ≤ 1 s",
-                         f"{chat['agent_to_customer_p50_ms']} ({chat['agent_to_customer_p95_ms']}) / "
-                         f"{chat['customer_to_agent_p50_ms']} ({chat['customer_to_agent_p95_ms']}) ms"))
+                         _deliveries(chat)))
         if "second_message" in scaled:
-            second = scaled["second_message"]
-            rows.append((f"… {n} processes: a second message sent {SECOND_MESSAGE_AFTER_SECONDS * 1000:.0f} ms after "
-                         f"the first, while it is answered ({second['messages']} customers): the first's sending → "
-                         "both replies, p50 / p95",
-                         f"{second['p50_ms']} / {second['p95_ms']} ms"))
+            rows.append(_second_message_row(f"… {n} processes: a", scaled["second_message"]))
     per_turn = dialogue.get("cpu_ms_per_turn_8_clients")
     if per_turn:
         rows.append(("CPU per REST chat turn by service, 8 concurrent conversations (/proc, user + system)",
@@ -640,8 +643,7 @@ def write_report(results: dict[str, Any]) -> None:
     if chat:
         rows.append((f"Live chat message delivery over {chat['round_trips']} round trips, two headless Chromium "
                      "profiles: agent → customer / customer → agent, p50 (p95), target ≤ 1 s",
-                     f"{chat['agent_to_customer_p50_ms']} ({chat['agent_to_customer_p95_ms']}) / "
-                     f"{chat['customer_to_agent_p50_ms']} ({chat['customer_to_agent_p95_ms']}) ms"))
+                     _deliveries(chat)))
     board = results.get("quality_board")
     if board:
         rows.append((f"Quality alert on the supervisors' board over {board['alerts']} distressed customers: "

@@ -43,7 +43,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
-from bot.lock_store import wait_for_release, watching_releases
+from bot.lock_store import local_releases, wait_for_release, watch_releases
 from bot.socket_rooms import shared_rooms
 from flowspec.model import FLOW_STATE_SLOTS, repository_flowset
 from ivr_config import environment
@@ -286,10 +286,12 @@ class LiveAgentRelay:
     async def _read(self, agent: Any, sender: str, after: int, wait: float) -> HTTPResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        # Every change of a conversation (the customer's turn, an agent's line) is made under its
+        # lock, in this process or another: the read wakes when a turn gives it back.
+        await watch_releases(agent.lock_store, sender, wait)
         while True:
-            # Every change of a conversation (the customer's turn, an agent's line) is made under
-            # its lock, in this process or another: the read wakes when a turn gives it back.
-            async with watching_releases(agent.lock_store, sender, max(0.0, deadline - loop.time())) as released:
+            # Watched before the look: a release between the look and the wait still wakes it.
+            with local_releases(agent.lock_store).watching(sender) as released:
                 # Without the conversation's lock, as Rasa's own GET /tracker reads: a turn stores
                 # the tracker whole, so a read sees the last stored state. Taking the lock made a
                 # read and the turn or read beside it wait a whole lock poll (1 s) for each other.

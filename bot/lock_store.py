@@ -108,7 +108,7 @@ return -1
 
 # KEYS[1] the lock, KEYS[2] the releases' channel, KEYS[3] the conversation's watch, ARGV: ticket.
 # Removes it (and the expired ones); with a turn left waiting or someone watching the conversation
-# (`watching_releases`), tells the processes which conversation it was. Returns the tickets left.
+# (`watch_releases`), tells the processes which conversation it was. Returns the tickets left.
 _RELEASE = _TICKETS + """
 local stored = redis.call('GET', KEYS[1])
 if not stored then return 0 end
@@ -160,22 +160,19 @@ class LocalReleases:
 
 
 def local_releases(store: LockStore) -> LocalReleases:
-    """The releases of `store`'s turns in this process (an in-memory store's, kept on it; the
-    launcher's `LockStore.cleanup` signals them)."""
+    """The releases of `store`'s turns in this process, kept on the store (an in-memory store's
+    are signalled by the launcher's `LockStore.cleanup`, `AtomicRedisLockStore`'s by itself)."""
     releases: LocalReleases = store.__dict__.setdefault("releases", LocalReleases())
     return releases
 
 
-@asynccontextmanager
-async def watching_releases(store: LockStore, conversation_id: str, seconds: float) -> AsyncIterator[asyncio.Event]:
-    """Set once a turn of the conversation gives its lock back in any process sharing `store`
-    (every change of a conversation is made under its lock), within the next `seconds`. Enter it
-    before looking at the conversation: a change between the look and the wait still sets it."""
+async def watch_releases(store: LockStore, conversation_id: str, seconds: float) -> None:
+    """For the next `seconds`, a turn of the conversation that gives its lock back in another
+    process sharing `store` signals this process's `local_releases` too (every change of a
+    conversation is made under its lock); in one process they are signalled anyway."""
     if isinstance(store, AtomicRedisLockStore) and seconds > 0:
         with contextlib.suppress(redis.exceptions.RedisError):  # Redis down: the reader's own re-look finds it
             await store.watch(conversation_id, seconds)
-    with local_releases(store).watching(conversation_id) as released:
-        yield released
 
 
 async def wait_for_release(released: asyncio.Event, poll_seconds: float) -> None:
@@ -212,7 +209,6 @@ class AtomicRedisLockStore(RedisLockStore):
         self._issue = self._redis.register_script(_ISSUE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
-        self.releases = LocalReleases()
         self._released_channel = self.key_prefix + "released"
         self._listening: asyncio.Task[None] | None = None
 
@@ -237,7 +233,7 @@ class AtomicRedisLockStore(RedisLockStore):
                                                                  timeout=LISTEN_SECONDS)
                         conversation_id = message.get("data") if message else None
                         if isinstance(conversation_id, bytes):
-                            self.releases.released(conversation_id.decode())
+                            local_releases(self).released(conversation_id.decode())
             except (redis.exceptions.RedisError, OSError):
                 await asyncio.sleep(RESUBSCRIBE_SECONDS)
 
@@ -269,7 +265,7 @@ class AtomicRedisLockStore(RedisLockStore):
             waits = 0
             while True:
                 # Watched before each look at the lock: a release between the look and the wait wakes it.
-                with self.releases.watching(conversation_id) as released:
+                with local_releases(self).watching(conversation_id) as released:
                     if ticket is None:
                         ticket, served = await self._issue(keys=[key], args=[conversation_id, lock_lifetime,
                                                                              uuid.uuid4().hex])
@@ -290,4 +286,4 @@ class AtomicRedisLockStore(RedisLockStore):
                     await self._release(keys=[key, self._released_channel, self._watch_key(conversation_id)],
                                         args=[ticket])
             finally:
-                self.releases.released(conversation_id)
+                local_releases(self).released(conversation_id)

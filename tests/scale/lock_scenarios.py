@@ -18,10 +18,11 @@ from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import EndpointConfig
 
 from bot import lock_store, rasa_launcher
-from bot.lock_store import AtomicRedisLockStore, ConversationBusy, TicketLost, watching_releases
+from bot.lock_store import AtomicRedisLockStore, ConversationBusy, TicketLost, local_releases, watch_releases
 from bot.rasa_launcher import _lock_store_not_rasas_redis
 
 POLL_SECONDS = 0.05
+MAX_POLLS = 400  # 20 s
 
 
 @contextmanager
@@ -39,6 +40,14 @@ def sent(client: Any) -> Iterator[list[str]]:
         yield commands
     finally:
         del client.execute_command
+
+
+async def until(holds: Callable[[], bool]) -> None:
+    """Until `holds()`, looked at every POLL_SECONDS at most MAX_POLLS times (a bound, nothing timed)."""
+    for _ in range(MAX_POLLS):
+        if holds():
+            return
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def killed_mid_turn(store: AtomicRedisLockStore, conversation: str, lifetime: float) -> None:
@@ -74,8 +83,7 @@ async def refused(store: AtomicRedisLockStore, conversation: str,
     waiting = asyncio.create_task(take())
     try:
         if meanwhile is not None:
-            while not waiting.done() and len(store.get_lock(conversation).tickets) < 2:  # type: ignore[union-attr]
-                await asyncio.sleep(POLL_SECONDS / 5)
+            await until(lambda: waiting.done() or len(store.get_lock(conversation).tickets) >= 2)  # type: ignore
             await meanwhile()
         await waiting
     except (TicketLost, ConversationBusy) as error:
@@ -114,14 +122,9 @@ async def next_turn_once_released(store: LockStore, second_store: LockStore | No
                 await until.wait()
 
     first = asyncio.create_task(turn("first", first_done))
-    while not order:
-        await asyncio.sleep(0)
+    await until(lambda: bool(order))  # the first holds the lock
     second = asyncio.create_task(turn("second"))
-    for _ in range(400):  # until the second has its ticket (bounded; nothing timed)
-        lock = store.get_lock("two-messages")
-        if lock is not None and len(lock.tickets) == 2:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: len(getattr(store.get_lock("two-messages"), "tickets", ())) == 2)  # the second's ticket
     waited = not second.done()
     first_done.set()
     await first
@@ -130,7 +133,7 @@ async def next_turn_once_released(store: LockStore, second_store: LockStore | No
     except asyncio.TimeoutError:  # Python 3.10: not yet the builtin
         order.append("second still waiting")
     return {"waited": waited, "order": order,
-            "left_watching": len((second_store or store).__dict__["releases"]._by_conversation)}
+            "left_watching": len(local_releases(second_store or store)._by_conversation)}
 
 
 async def watched_from_another_process(turn_store: AtomicRedisLockStore,
@@ -151,7 +154,8 @@ async def watched_from_another_process(turn_store: AtomicRedisLockStore,
     listening = asyncio.create_task(heard())
     async with turn_store.lock("nobody-watches"):
         pass
-    async with watching_releases(reading_store, "watched", 20) as released:
+    await watch_releases(reading_store, "watched", 20)
+    with local_releases(reading_store).watching("watched") as released:
         async with turn_store.lock("watched"):
             pass
         try:
@@ -159,10 +163,7 @@ async def watched_from_another_process(turn_store: AtomicRedisLockStore,
             woken = True
         except asyncio.TimeoutError:  # Python 3.10: not yet the builtin
             woken = False
-    for _ in range(100):  # the publication reaches this subscriber too (bounded; nothing timed)
-        if published:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: bool(published))  # the publication reaches this subscriber too
     listening.cancel()
     await subscription.reset()
     return {"woken": woken, "published": published}
@@ -228,10 +229,7 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
     async with other.lock("warm-up"):  # the process's first turn subscribes it to the releases
         pass
     channel = one.key_prefix + "released"
-    for _ in range(400):  # until Redis has both processes subscribed (bounded; nothing timed)
-        if red.pubsub_numsub(channel)[0][1] >= 2:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: red.pubsub_numsub(channel)[0][1] >= 2)  # both processes subscribed
     seen["next_turn_once_released_by_another_process"] = await next_turn_once_released(one, other)
     seen["watched_from_another_process"] = await watched_from_another_process(one, other)
 
