@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -32,6 +33,8 @@ from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockS
 from rasa.utils.endpoints import EndpointConfig
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+log = logging.getLogger(__name__)
 
 # A turn waits at most this many polls (1 s each) for the turns ahead of it: a few dead tickets' lifetimes.
 MAX_LOCK_WAITS = 3 * int(LOCK_LIFETIME)
@@ -223,18 +226,27 @@ class AtomicRedisLockStore(RedisLockStore):
 
     async def _listen_for_releases(self) -> None:
         """Wakes this process's waiting turns when another process releases their conversation;
-        subscribes again after Redis dropped it (waits poll meanwhile)."""
+        subscribes again after Redis dropped it (waits poll meanwhile; the drop and the return are
+        logged once each, not at every attempt while Redis is away)."""
+        dropped = False
         while True:
             try:
                 async with self._redis.pubsub() as subscription:
                     await subscription.subscribe(self._released_channel)
+                    if dropped:
+                        log.info("lock store: subscribed to the releases again")
+                        dropped = False
                     while True:  # read with a timeout of its own: a blocking read ends at socket_timeout
                         message = await subscription.get_message(ignore_subscribe_messages=True,
                                                                  timeout=LISTEN_SECONDS)
                         conversation_id = message.get("data") if message else None
                         if isinstance(conversation_id, bytes):
                             local_releases(self).released(conversation_id.decode())
-            except (redis.exceptions.RedisError, OSError):
+            except (redis.exceptions.RedisError, OSError) as error:
+                if not dropped:
+                    log.warning("lock store: the subscription to the releases dropped (%s): a waiting turn "
+                                "looks again only at its poll until it is back", type(error).__name__)
+                    dropped = True
                 await asyncio.sleep(RESUBSCRIBE_SECONDS)
 
     def _watch_key(self, conversation_id: str) -> str:

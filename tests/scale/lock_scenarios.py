@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -136,6 +137,26 @@ async def next_turn_once_released(store: LockStore, second_store: LockStore | No
             "left_watching": len(local_releases(second_store or store)._by_conversation)}
 
 
+async def after_the_subscription_dropped(one: AtomicRedisLockStore, other: AtomicRedisLockStore) -> dict[str, Any]:
+    """Redis drops both processes' subscriptions to the releases (as a restart would): what they
+    logged, and whether a release wakes a turn waiting in another process once they are back."""
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    lock_store.log.addHandler(handler)
+    level = lock_store.log.level
+    lock_store.log.setLevel(logging.INFO)  # the return is logged at INFO
+    lock_store.RESUBSCRIBE_SECONDS = POLL_SECONDS
+    try:
+        one.red.client_kill_filter(_type="pubsub")
+        await until(lambda: sum("again" in line for line in logged) >= 2)  # both back
+        woken = await next_turn_once_released(one, other)
+    finally:
+        lock_store.log.removeHandler(handler)
+        lock_store.log.setLevel(level)
+    return {"logged": logged, "next_turn_once_released": woken}
+
+
 async def watched_from_another_process(turn_store: AtomicRedisLockStore,
                                        reading_store: AtomicRedisLockStore) -> dict[str, Any]:
     """A desk's read watching a conversation in one process, the customer's turn (nobody waiting
@@ -231,6 +252,7 @@ async def scenarios(port: int, password: str) -> dict[str, Any]:
     channel = one.key_prefix + "released"
     await until(lambda: red.pubsub_numsub(channel)[0][1] >= 2)  # both processes subscribed
     seen["next_turn_once_released_by_another_process"] = await next_turn_once_released(one, other)
+    seen["after_the_subscription_dropped"] = await after_the_subscription_dropped(one, other)
     seen["watched_from_another_process"] = await watched_from_another_process(one, other)
 
     # One process, its locks in memory: as Rasa has it, and with the launcher's renewal.

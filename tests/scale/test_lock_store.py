@@ -72,6 +72,16 @@ def test_a_waiting_turn_is_served_when_the_turn_ahead_ends(seen: dict[str, Any],
     assert seen[store] == {"waited": True, "order": ["first", "second"], "left_watching": 0}
 
 
+def test_after_redis_dropped_the_releases_subscription_it_is_logged_and_a_release_wakes_again(
+        seen: dict[str, Any]) -> None:
+    dropped = seen["after_the_subscription_dropped"]
+    assert dropped["next_turn_once_released"] == {"waited": True, "order": ["first", "second"], "left_watching": 0}
+    # Each process says so once when it drops and once when it is back, not at every attempt.
+    assert sorted(line.split(" (")[0] for line in dropped["logged"]) == [
+        "lock store: subscribed to the releases again"] * 2 + [
+        "lock store: the subscription to the releases dropped"] * 2
+
+
 def test_a_watched_conversations_release_wakes_its_reader_in_another_process(seen: dict[str, Any]) -> None:
     # The desk's read of a live chat (bot/channels.py) on one process, the customer's turn on another.
     assert seen["watched_from_another_process"] == {"woken": True, "published": ["watched"]}
