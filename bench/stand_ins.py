@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -139,6 +140,14 @@ class RecordingSink:
     @property
     def audio(self) -> bytes:
         return b"".join(pcm for _, pcm in self.frames)
+
+    def gaps(self, after: float = 0.0, before: float = math.inf) -> list[tuple[float, float]]:
+        """Where the bot's audio paused between `after` and `before` (on `clock`): for each pause,
+        the moment of the frame before it and how long the line stayed without a frame beyond that
+        one's 20 ms. Frames arrive in lockstep on virtual time; half a frame late is no pause."""
+        moments = [moment for moment, _ in self.frames if moment < before]
+        return [(earlier, later - earlier - FRAME_SECONDS) for earlier, later in zip(moments, moments[1:], strict=False)
+                if earlier >= after and later - earlier > 1.5 * FRAME_SECONDS]
 
 
 class VirtualTime:

@@ -262,9 +262,7 @@ class OverThePlayingBot:
     @property
     def longest_pause_s(self) -> float:
         """The longest gap in the prompt's frames after the caller started (0: none)."""
-        moments = [moment for moment, _ in self.sink.frames]
-        return max((after - before - FRAME_MS / 1000 for before, after in zip(moments, moments[1:], strict=False)
-                    if before >= self.onset_s), default=0.0)
+        return max((length for _, length in self.sink.gaps(after=self.onset_s)), default=0.0)
 
 
 async def over_the_playing_bot(caller_speech: bytes, said: list[str] | None = None,

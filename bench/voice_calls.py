@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import math
 import statistics
 import time
 import uuid
@@ -198,8 +199,8 @@ async def _barge_in_call(config: VoiceConfig, dialogue: DialogueClient, number: 
     figures["decision_s"] = barge_in - onset
     greeting = [moment for moment, _ in sink.frames if sent is None or moment < sent]
     figures["playback_stopped_s"] = greeting[-1] + FRAME_SECONDS - onset  # the last frame sent still plays 20 ms
-    paused = next((before for before, after in zip(greeting, greeting[1:], strict=False)
-                   if before >= onset and after - before > 1.5 * FRAME_SECONDS), greeting[-1])
+    paused = next((moment for moment, _ in sink.gaps(after=onset, before=math.inf if sent is None else sent)),
+                  greeting[-1])
     figures["playback_paused_s"] = paused + FRAME_SECONDS - onset
     if any(event == PLAYBACK_RESUMED for _, event in result.turns.timeline):
         figures["resumed"] = 1.0
