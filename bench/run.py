@@ -481,6 +481,21 @@ Profiled with py-spy on the Rasa process under chat load (2026-11-23):
   rows re-measured at 22:09 came out faster than those of 18:55 because the machine was (the risk
   API, unchanged, 3.7 ms of CPU a turn against 4.5); the two-process p95 moved between 222 and
   267 ms across the night's runs.
+- **The load's client, 2026-12-08.** The chat loads' client runs on the two cores the stack it
+  measures runs on, and with httpx it spent about 6 ms of CPU a turn, a fifth of what the whole
+  stack spends. It now posts over the standard library's `http.client`, one kept-alive connection
+  a conversation: about 0.4 ms a turn (each row says what it took). Alternating the two clients,
+  two rounds of three loads on the two-process topology: 50.2 → 59.3 turns/s, p50 128.5 → 120.0
+  ms, p95 270 → 259 ms (means of six); the stack's own CPU a turn the same (32.2 and 31.7 ms).
+  The p95 moves least because it is one turn's: of the six turns of a conversation, the one that
+  gives the ID digits verifies with the risk API, then reads the limits and answers (two action
+  calls, five risk API requests): 60 ms alone against 35 for the other questions, and under the
+  load p50 231 ms against 99-131, every turn above the load's p95 in a run being that one. The
+  rows re-measured at 01:11 came out slower than those of 22:09 on the night before because the
+  machine was: the risk API, unchanged, spent 4.9 ms of CPU a turn against 3.7, /model/parse took
+  3.3 ms against 2.8, and a plain Python loop timed between 0.52 and 0.87 s within the hour. In
+  that run the single process on SQLite gave p95 238 ms; on the scaled topology two processes
+  255 ms and one 332 ms, at 38 ms of CPU a turn against 26.7 the night before.
 - **Calls with recognition, 2 gateways, 2026-12-07 07:02: held 0** (15 the run before). The
   bench's warm-up made two calls for two gateways, and the kernel may send both to one: the other
   gateway's Whisper worker loaded its model during the first measured count (5 calls; recognition
