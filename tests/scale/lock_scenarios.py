@@ -144,7 +144,7 @@ async def after_the_subscription_dropped(one: AtomicRedisLockStore, other: Atomi
     handler = logging.Handler()
     handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
     lock_store.log.addHandler(handler)
-    level = lock_store.log.level
+    level, resubscribe = lock_store.log.level, lock_store.RESUBSCRIBE_SECONDS
     lock_store.log.setLevel(logging.INFO)  # the return is logged at INFO
     lock_store.RESUBSCRIBE_SECONDS = POLL_SECONDS
     try:
@@ -154,6 +154,7 @@ async def after_the_subscription_dropped(one: AtomicRedisLockStore, other: Atomi
     finally:
         lock_store.log.removeHandler(handler)
         lock_store.log.setLevel(level)
+        lock_store.RESUBSCRIBE_SECONDS = resubscribe
     return {"logged": logged, "next_turn_once_released": woken}
 
 
