@@ -85,7 +85,7 @@ def conversation(rasa_url: str, persona: dict[str, Any]) -> list[float]:
 
     Over the standard library's HTTP client, one kept-alive connection a conversation: the load's
     client shares the machine's two cores with the stack it measures, and httpx spent about 6 ms of
-    CPU a turn (a fifth of what the stack itself spends) where http.client spends about 1."""
+    CPU a turn (a fifth of what the stack itself spends) where http.client spends under half of one."""
     sender = chat_session.issue(KEYS.chat_session, time.time()).token
     turns = ["你好", "我想查一下我的额度还有多少", persona["phone"], persona["name"], persona["id_last4"], "谢谢"]
     latencies = []
